@@ -4,3 +4,4 @@
 //! checks -> events -> reporters (console, JUnit). See ARCHITECTURE.md.
 
 pub mod fixtures;
+pub mod istio;

@@ -1,0 +1,707 @@
+//! Gateway listeners, routes and clusters, following pilot's gateway and route
+//! builders (pilot/pkg/model/gateway.go, networking/core/route, model/service.go).
+
+use super::pods::{plan_pods, PodPlan, PodRole};
+use crate::fixtures::istio::{Gateway, StringMatch, VirtualService};
+use crate::fixtures::k8s::{selects, IntOrString, Service};
+use crate::fixtures::{Fixtures, Item, Source, Warning};
+use std::collections::BTreeMap;
+
+/// Kubernetes' default cluster domain.
+pub const CLUSTER_DOMAIN: &str = "cluster.local";
+/// Kubernetes' NodePort range.
+pub const NODE_PORT_RANGE: std::ops::RangeInclusive<u16> = 30000..=32767;
+
+/// Everything istiod would program for the fixtures.
+#[derive(Debug, Clone)]
+pub struct Mesh {
+    pub trust_domain: String,
+    pub pods: Vec<PodPlan>,
+    /// One entry per gateway pod.
+    pub gateways: Vec<GatewayProxy>,
+    /// Clusters by name (`outbound|80|v1|nb-rest.atlas.svc.cluster.local`).
+    pub clusters: BTreeMap<String, ClusterPlan>,
+    /// Services of type LoadBalancer/NodePort in front of gateway pods.
+    pub ingress_services: Vec<IngressService>,
+    pub warnings: Vec<Warning>,
+}
+
+#[derive(Debug, Clone)]
+pub struct IngressService {
+    pub namespace: String,
+    pub name: String,
+    pub source: Source,
+    /// (service port, node port, port name)
+    pub ports: Vec<(u16, u16, Option<String>)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewayProxy {
+    /// Index into [`Mesh::pods`].
+    pub pod: usize,
+    pub listeners: Vec<ListenerPlan>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ListenerProtocol {
+    Http,
+    /// HTTPS terminated at the gateway (credentials are per-run on the local target).
+    Https,
+    /// A protocol meshcheck does not emulate (TCP, TLS passthrough): bound, no routes.
+    Opaque(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerPlan {
+    /// `0.0.0.0_8080`
+    pub name: String,
+    /// The port Envoy binds inside the pod (Istio's port translation).
+    pub target_port: u16,
+    /// The Gateway server port (the Service port it was translated from).
+    pub server_port: u16,
+    /// NodePorts of the Services that expose this port (kube-proxy forwards them).
+    pub node_ports: Vec<u16>,
+    pub protocol: ListenerProtocol,
+    pub route_config: RouteConfigPlan,
+    /// Hosts of the servers on this port (for per-run certificates).
+    pub hosts: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfigPlan {
+    /// `http.8080`
+    pub name: String,
+    pub vhosts: Vec<VHostPlan>,
+}
+
+#[derive(Debug, Clone)]
+pub struct VHostPlan {
+    /// `<host>:<port>`, or `blackhole:<port>` when no VirtualService is bound.
+    pub name: String,
+    pub domains: Vec<String>,
+    pub routes: Vec<RoutePlan>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PathMatch {
+    Prefix(String),
+    Exact(String),
+    Regex(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct RoutePlan {
+    /// `<vs namespace>/<vs name>#<http index>.<match index>` for reports.
+    pub name: String,
+    pub virtual_service: String,
+    pub source: Source,
+    pub http_index: usize,
+    pub path: PathMatch,
+    pub ignore_case: bool,
+    /// Header name (lowercase) -> match.
+    pub headers: Vec<(String, StringMatch)>,
+    pub method: Option<StringMatch>,
+    pub authority: Option<StringMatch>,
+    pub rewrite: Option<UriRewrite>,
+    pub rewrite_authority: Option<String>,
+    pub request_headers: HeaderOps,
+    pub destinations: Vec<WeightedDestination>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum UriRewrite {
+    /// Envoy `prefix_rewrite`.
+    Prefix(String),
+    /// Envoy `regex_rewrite` (pattern, substitution): Istio's form for a rewrite to
+    /// `/` of a prefix match, which avoids `//x`.
+    Regex(String, String),
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HeaderOps {
+    pub set: Vec<(String, String)>,
+    pub add: Vec<(String, String)>,
+    pub remove: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct WeightedDestination {
+    pub cluster: String,
+    pub weight: u32,
+    pub request_headers: HeaderOps,
+}
+
+/// TLS from the gateway toward a cluster's endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamTls {
+    /// No DestinationRule tls: mTLS to endpoints with a sidecar, plaintext otherwise.
+    Auto,
+    /// `ISTIO_MUTUAL`: always mTLS (a pod without a sidecar fails the handshake: 503).
+    IstioMutual,
+    /// `DISABLE`: always plaintext.
+    Disable,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClusterPlan {
+    pub name: String,
+    pub fqdn: String,
+    pub port: u16,
+    pub subset: Option<String>,
+    pub tls: UpstreamTls,
+    pub endpoints: Vec<EndpointPlan>,
+    /// SPIFFE identities of the endpoints' service accounts (SAN verification).
+    pub identities: Vec<String>,
+    pub sni: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct EndpointPlan {
+    /// Index into [`Mesh::pods`].
+    pub pod: usize,
+    pub port: u16,
+    /// Labelled `security.istio.io/tlsMode=istio` (has a sidecar).
+    pub istio_tls: bool,
+}
+
+pub fn cluster_name(port: u16, subset: Option<&str>, fqdn: &str) -> String {
+    format!("outbound|{port}|{}|{fqdn}", subset.unwrap_or(""))
+}
+
+/// `name` / `name.ns` / `name.ns.svc.cluster.local` relative to `namespace`.
+pub fn resolve_host(host: &str, namespace: &str) -> String {
+    let suffix = format!("svc.{CLUSTER_DOMAIN}");
+    if host.ends_with(&suffix) || host.contains('*') {
+        host.to_string()
+    } else {
+        match host.split('.').count() {
+            1 => format!("{host}.{namespace}.{suffix}"),
+            2 => format!("{host}.{suffix}"),
+            _ => host.to_string(),
+        }
+    }
+}
+
+/// Istio host matching: `*` matches anything, `*.x` matches subdomains of x.
+pub fn host_matches(a: &str, b: &str) -> bool {
+    fn covers(wild: &str, h: &str) -> bool {
+        wild == "*"
+            || wild == h
+            || wild
+                .strip_prefix('*')
+                .map(|suffix| h.ends_with(suffix) && h.len() > suffix.len())
+                .unwrap_or(false)
+    }
+    covers(a, b) || covers(b, a)
+}
+
+/// The more specific of two matching hosts.
+fn narrower<'a>(a: &'a str, b: &'a str) -> &'a str {
+    if a == "*" || (a.starts_with('*') && !b.starts_with('*')) {
+        b
+    } else if b == "*" || b.starts_with('*') {
+        a
+    } else {
+        a
+    }
+}
+
+impl Mesh {
+    /// Builds the model. Problems that Istio would act on (a missing subset, a selector
+    /// that matches nothing) are kept as they are, so the data plane fails the way
+    /// Istio's would; the analysis reports them.
+    pub fn build(fx: &Fixtures) -> Mesh {
+        let mut warnings = fx.warnings.clone();
+        let pods = plan_pods(fx, &mut warnings);
+        let mut mesh = Mesh {
+            trust_domain: CLUSTER_DOMAIN.to_string(),
+            pods,
+            gateways: Vec::new(),
+            clusters: BTreeMap::new(),
+            ingress_services: Vec::new(),
+            warnings,
+        };
+        mesh.ingress_services = ingress_services(fx, &mesh.pods);
+        let mut vss: Vec<&Item<VirtualService>> = fx.virtual_services.iter().collect();
+        // Istio orders by creation time, then name, then namespace; fixtures applied
+        // together share a creation second, so name order decides.
+        vss.sort_by(|a, b| (&a.name, &a.namespace).cmp(&(&b.name, &b.namespace)));
+        for (i, pod) in mesh.pods.iter().enumerate() {
+            if pod.role != PodRole::Gateway {
+                continue;
+            }
+            let gws: Vec<&Item<Gateway>> = fx
+                .gateways
+                .iter()
+                .filter(|g| selects(&g.spec.spec.selector, &pod.labels))
+                .collect();
+            let listeners = build_listeners(fx, pod, &gws, &vss, &mut mesh.warnings);
+            mesh.gateways.push(GatewayProxy { pod: i, listeners });
+        }
+        // Clusters for every destination any route names.
+        let mut wanted: Vec<(String, String, u16, Option<String>)> = Vec::new();
+        for g in &mesh.gateways {
+            for l in &g.listeners {
+                for vh in &l.route_config.vhosts {
+                    for r in &vh.routes {
+                        for d in &r.destinations {
+                            if let Some(parsed) = parse_cluster_name(&d.cluster) {
+                                wanted.push((d.cluster.clone(), parsed.2, parsed.0, parsed.1));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let gw_namespaces: Vec<String> = mesh
+            .gateways
+            .iter()
+            .map(|g| mesh.pods[g.pod].namespace.clone())
+            .collect();
+        for (name, fqdn, port, subset) in wanted {
+            if mesh.clusters.contains_key(&name) {
+                continue;
+            }
+            if let Some(c) = build_cluster(fx, &mesh.pods, &gw_namespaces, &fqdn, port, subset.as_deref()) {
+                mesh.clusters.insert(name, c);
+            }
+        }
+        mesh
+    }
+
+    /// The gateway Service port `port` as exposed on the nodes: (service, nodePort).
+    pub fn node_port_for(&self, port: u16) -> Option<(&IngressService, u16)> {
+        self.ingress_services.iter().find_map(|s| {
+            s.ports
+                .iter()
+                .find(|(p, _, _)| *p == port)
+                .map(|(_, np, _)| (s, *np))
+        })
+    }
+
+    /// SPIFFE identities of the gateway pods.
+    pub fn gateway_identities(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .pods
+            .iter()
+            .filter(|p| p.role == PodRole::Gateway)
+            .map(|p| p.spiffe_id(&self.trust_domain))
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+}
+
+/// `outbound|port|subset|fqdn` -> (port, subset, fqdn).
+pub fn parse_cluster_name(name: &str) -> Option<(u16, Option<String>, String)> {
+    let mut parts = name.splitn(4, '|');
+    if parts.next()? != "outbound" {
+        return None;
+    }
+    let port = parts.next()?.parse().ok()?;
+    let subset = parts.next()?;
+    let fqdn = parts.next()?;
+    Some((
+        port,
+        (!subset.is_empty()).then(|| subset.to_string()),
+        fqdn.to_string(),
+    ))
+}
+
+fn ingress_services(fx: &Fixtures, pods: &[PodPlan]) -> Vec<IngressService> {
+    let mut used: Vec<u16> = fx
+        .services
+        .iter()
+        .flat_map(|s| s.spec.spec.ports.iter().filter_map(|p| p.node_port))
+        .collect();
+    let mut out = Vec::new();
+    for s in &fx.services {
+        let kind = s.spec.spec.kind();
+        if kind != "LoadBalancer" && kind != "NodePort" {
+            continue;
+        }
+        let fronts_gateway = pods.iter().any(|p| {
+            p.role == PodRole::Gateway
+                && p.namespace == s.namespace
+                && selects(&s.spec.spec.selector, &p.labels)
+        });
+        if !fronts_gateway {
+            continue;
+        }
+        let ports = s
+            .spec
+            .spec
+            .ports
+            .iter()
+            .map(|p| {
+                let np = p.node_port.unwrap_or_else(|| {
+                    // The API server allocates one; pick the lowest free one.
+                    let np = NODE_PORT_RANGE.clone().find(|c| !used.contains(c)).unwrap_or(30000);
+                    used.push(np);
+                    np
+                });
+                (p.port, np, p.name.clone())
+            })
+            .collect();
+        out.push(IngressService {
+            namespace: s.namespace.clone(),
+            name: s.name.clone(),
+            source: s.source.clone(),
+            ports,
+        });
+    }
+    out
+}
+
+/// The Services (in the gateway pod's namespace) that select the pod.
+fn services_selecting<'a>(fx: &'a Fixtures, pod: &PodPlan) -> Vec<&'a Item<Service>> {
+    fx.services
+        .iter()
+        .filter(|s| s.namespace == pod.namespace && selects(&s.spec.spec.selector, &pod.labels))
+        .collect()
+}
+
+fn build_listeners(
+    fx: &Fixtures,
+    pod: &PodPlan,
+    gws: &[&Item<Gateway>],
+    vss: &[&Item<VirtualService>],
+    warnings: &mut Vec<Warning>,
+) -> Vec<ListenerPlan> {
+    let services = services_selecting(fx, pod);
+    let mut by_port: BTreeMap<u16, ListenerPlan> = BTreeMap::new();
+    // (target port, vhost domain) -> routes, in order of first appearance.
+    let mut vhosts: BTreeMap<u16, Vec<VHostPlan>> = BTreeMap::new();
+    for gw in gws {
+        for (si, server) in gw.spec.spec.servers.iter().enumerate() {
+            let number = server.port.number;
+            // Port translation: Service port -> targetPort (+ nodePort).
+            let mut target = None;
+            let mut node_ports = Vec::new();
+            for s in &services {
+                for p in &s.spec.spec.ports {
+                    if p.port == number {
+                        let t = p.target_port.clone().unwrap_or(IntOrString::Int(p.port));
+                        target = target.or_else(|| pod.resolve_port(&t));
+                        if let Some(np) = p.node_port {
+                            node_ports.push(np);
+                        } else if matches!(s.spec.spec.kind(), "LoadBalancer" | "NodePort") {
+                            // Allocated by the API server; ingress_services picked it.
+                            if let Some(np) = ingress_services(fx, std::slice::from_ref(pod))
+                                .iter()
+                                .filter(|i| i.name == s.name)
+                                .flat_map(|i| i.ports.iter())
+                                .find(|(sp, _, _)| *sp == number)
+                                .map(|(_, np, _)| *np)
+                            {
+                                node_ports.push(np);
+                            }
+                        }
+                    }
+                }
+            }
+            let target = target.unwrap_or(number);
+            let proto = server.port.protocol.clone().unwrap_or_else(|| "HTTP".into()).to_uppercase();
+            let protocol = match proto.as_str() {
+                "HTTP" | "HTTP2" | "GRPC" => ListenerProtocol::Http,
+                "HTTPS" => ListenerProtocol::Https,
+                other => {
+                    warnings.push(Warning {
+                        at: gw.source.clone(),
+                        object: gw.describe(),
+                        message: format!(
+                            "server {si} protocol {other} is not emulated: the local target binds port {number} but routes nothing"
+                        ),
+                    });
+                    ListenerProtocol::Opaque(other.to_string())
+                }
+            };
+            if protocol == ListenerProtocol::Https {
+                warnings.push(Warning {
+                    at: gw.source.clone(),
+                    object: gw.describe(),
+                    message: format!(
+                        "server {si} (HTTPS): TLS credentials are not emulated; the local target serves a per-run certificate"
+                    ),
+                });
+            }
+            let l = by_port.entry(target).or_insert_with(|| ListenerPlan {
+                name: format!("0.0.0.0_{target}"),
+                target_port: target,
+                server_port: number,
+                node_ports: Vec::new(),
+                protocol: protocol.clone(),
+                route_config: RouteConfigPlan {
+                    name: format!("http.{target}"),
+                    vhosts: Vec::new(),
+                },
+                hosts: Vec::new(),
+            });
+            for np in node_ports {
+                if !l.node_ports.contains(&np) {
+                    l.node_ports.push(np);
+                }
+            }
+            if !matches!(protocol, ListenerProtocol::Http | ListenerProtocol::Https) {
+                continue;
+            }
+            let vh_list = vhosts.entry(target).or_default();
+            for server_host in &server.hosts {
+                let (host_ns, host) = match server_host.split_once('/') {
+                    Some((ns, h)) => (Some(ns), h),
+                    None => (None, server_host.as_str()),
+                };
+                l.hosts.push(host.to_string());
+                for vs in vss {
+                    let ns_ok = match host_ns {
+                        None | Some("*") => true,
+                        Some(".") => vs.namespace == gw.namespace,
+                        Some("~") => false,
+                        Some(ns) => vs.namespace == ns,
+                    };
+                    if !ns_ok || !binds(vs, gw) {
+                        continue;
+                    }
+                    for vs_host in &vs.spec.spec.hosts {
+                        if !host_matches(vs_host, host) {
+                            continue;
+                        }
+                        let domain = narrower(vs_host, host).to_string();
+                        let vh_name = format!("{domain}:{number}");
+                        let idx = match vh_list.iter().position(|v| v.name == vh_name) {
+                            Some(i) => i,
+                            None => {
+                                vh_list.push(VHostPlan {
+                                    name: vh_name,
+                                    domains: vec![domain.clone()],
+                                    routes: Vec::new(),
+                                });
+                                vh_list.len() - 1
+                            }
+                        };
+                        let vh = &mut vh_list[idx];
+                        if vh.routes.iter().any(|r| r.virtual_service == vs.describe()) {
+                            continue; // the same VirtualService via another server host
+                        }
+                        vh.routes.extend(routes_of(vs, warnings));
+                    }
+                }
+            }
+        }
+    }
+    by_port
+        .into_values()
+        .map(|mut l| {
+            let mut vh = vhosts.remove(&l.target_port).unwrap_or_default();
+            if vh.is_empty() {
+                vh.push(VHostPlan {
+                    name: format!("blackhole:{}", l.server_port),
+                    domains: vec!["*".into()],
+                    routes: Vec::new(),
+                });
+            }
+            l.route_config.vhosts = vh;
+            l
+        })
+        .collect()
+}
+
+/// Whether `vs` names `gw` in its `gateways` (Istio's namespace rules).
+pub fn binds(vs: &Item<VirtualService>, gw: &Item<Gateway>) -> bool {
+    vs.spec.spec.gateways.iter().any(|g| {
+        let (ns, name) = match g.split_once('/') {
+            Some((ns, name)) => (ns, name),
+            None => (vs.namespace.as_str(), g.as_str()),
+        };
+        ns == gw.namespace && name == gw.name
+    })
+}
+
+fn header_ops(h: Option<&crate::fixtures::istio::HeaderOperations>) -> HeaderOps {
+    h.map(|h| HeaderOps {
+        set: h.set.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        add: h.add.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        remove: h.remove.clone(),
+    })
+    .unwrap_or_default()
+}
+
+/// The Envoy routes for one VirtualService, in order (one per match clause).
+fn routes_of(vs: &Item<VirtualService>, warnings: &mut Vec<Warning>) -> Vec<RoutePlan> {
+    let mut out = Vec::new();
+    for (hi, http) in vs.spec.spec.http.iter().enumerate() {
+        let mut destinations = Vec::new();
+        for d in &http.route {
+            let fqdn = resolve_host(&d.destination.host, &vs.namespace);
+            let port = d.destination.port.as_ref().map(|p| p.number).unwrap_or(0);
+            let weight = match d.weight {
+                None if http.route.len() == 1 => 100,
+                None => 0,
+                Some(w) if w < 0 => 0,
+                Some(w) => w as u32,
+            };
+            if weight == 0 && http.route.len() > 1 {
+                continue;
+            }
+            destinations.push(WeightedDestination {
+                cluster: cluster_name(port, d.destination.subset.as_deref(), &fqdn),
+                weight,
+                request_headers: header_ops(d.headers.as_ref().and_then(|h| h.request.as_ref())),
+            });
+        }
+        if http.route.is_empty() {
+            warnings.push(Warning {
+                at: vs.source.clone(),
+                object: vs.describe(),
+                message: format!("http[{hi}] has no route (redirect, directResponse and delegate are not modelled)"),
+            });
+            continue;
+        }
+        let rewrite_uri = http.rewrite.as_ref().and_then(|r| r.uri.clone());
+        let matches = if http.matches.is_empty() {
+            vec![Default::default()]
+        } else {
+            http.matches.clone()
+        };
+        for (mi, m) in matches.iter().enumerate() {
+            let path = match &m.uri {
+                None => PathMatch::Prefix("/".into()),
+                Some(StringMatch::Prefix(p)) => PathMatch::Prefix(p.clone()),
+                Some(StringMatch::Exact(p)) => PathMatch::Exact(p.clone()),
+                Some(StringMatch::Regex(p)) => PathMatch::Regex(p.clone()),
+            };
+            let rewrite = rewrite_uri.as_ref().map(|uri| match &path {
+                PathMatch::Prefix(p) if uri == "/" && p != "/" => {
+                    UriRewrite::Regex(format!("^{}/*", regex_escape(p.trim_end_matches('/'))), "/".into())
+                }
+                _ => UriRewrite::Prefix(uri.clone()),
+            });
+            out.push(RoutePlan {
+                name: format!("{}/{}#{hi}.{mi}", vs.namespace, vs.name),
+                virtual_service: vs.describe(),
+                source: vs.source.clone(),
+                http_index: hi,
+                path,
+                ignore_case: m.ignore_uri_case,
+                headers: m.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect(),
+                method: m.method.clone(),
+                authority: m.authority.clone(),
+                rewrite,
+                rewrite_authority: http.rewrite.as_ref().and_then(|r| r.authority.clone()),
+                request_headers: header_ops(http.headers.as_ref().and_then(|h| h.request.as_ref())),
+                destinations: destinations.clone(),
+            });
+        }
+    }
+    out
+}
+
+/// Escapes a literal for an RE2 pattern.
+pub fn regex_escape(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The cluster for a destination, with its endpoints. `None` when a subset is named that
+/// no DestinationRule defines: Istio then routes to a cluster that does not exist (503 NC).
+fn build_cluster(
+    fx: &Fixtures,
+    pods: &[PodPlan],
+    gw_namespaces: &[String],
+    fqdn: &str,
+    port: u16,
+    subset: Option<&str>,
+) -> Option<ClusterPlan> {
+    let service = fx
+        .services
+        .iter()
+        .find(|s| resolve_host(&s.name, &s.namespace) == fqdn);
+    // Destination port: as written, or the Service's only port.
+    let svc_port = service.and_then(|s| {
+        let ports = &s.spec.spec.ports;
+        if port == 0 {
+            (ports.len() == 1).then(|| ports[0].clone())
+        } else {
+            ports.iter().find(|p| p.port == port).cloned()
+        }
+    });
+    // DestinationRule: the gateway's namespace first, then the service's, then any.
+    let mut drs: Vec<_> = fx
+        .destination_rules
+        .iter()
+        .filter(|d| resolve_host(&d.spec.spec.host, &d.namespace) == fqdn)
+        .collect();
+    drs.sort_by_key(|d| {
+        if gw_namespaces.contains(&d.namespace) {
+            0
+        } else if service.map(|s| s.namespace == d.namespace).unwrap_or(false) {
+            1
+        } else {
+            2
+        }
+    });
+    let dr = drs.first();
+    let subset_def = match subset {
+        Some(name) => Some(dr?.spec.spec.subsets.iter().find(|s| s.name == name)?),
+        None => None,
+    };
+    let tls_mode = subset_def
+        .and_then(|s| s.traffic_policy.as_ref())
+        .and_then(|t| t.tls.as_ref())
+        .or_else(|| {
+            dr.and_then(|d| d.spec.spec.traffic_policy.as_ref())
+                .and_then(|t| t.tls.as_ref())
+        })
+        .and_then(|t| t.mode.clone());
+    let tls = match tls_mode.as_deref() {
+        Some("ISTIO_MUTUAL") => UpstreamTls::IstioMutual,
+        Some("DISABLE") => UpstreamTls::Disable,
+        _ => UpstreamTls::Auto,
+    };
+    let port_number = svc_port.as_ref().map(|p| p.port).unwrap_or(port);
+    let mut endpoints = Vec::new();
+    let mut identities = Vec::new();
+    if let (Some(s), Some(sp)) = (service, &svc_port) {
+        for (i, p) in pods.iter().enumerate() {
+            if p.namespace != s.namespace
+                || p.role != PodRole::App
+                || !selects(&s.spec.spec.selector, &p.labels)
+            {
+                continue;
+            }
+            if let Some(sd) = subset_def {
+                if !sd.labels.iter().all(|(k, v)| p.labels.get(k) == Some(v)) {
+                    continue;
+                }
+            }
+            let target = sp.target_port.clone().unwrap_or(IntOrString::Int(sp.port));
+            let Some(tp) = p.resolve_port(&target) else { continue };
+            endpoints.push(EndpointPlan {
+                pod: i,
+                port: tp,
+                istio_tls: p.labels.get("security.istio.io/tlsMode").map(|v| v == "istio").unwrap_or(false),
+            });
+            let id = p.spiffe_id(CLUSTER_DOMAIN);
+            if !identities.contains(&id) {
+                identities.push(id);
+            }
+        }
+    }
+    Some(ClusterPlan {
+        name: cluster_name(port, subset, fqdn),
+        fqdn: fqdn.to_string(),
+        port: port_number,
+        subset: subset.map(str::to_string),
+        tls,
+        endpoints,
+        identities,
+        sni: format!("outbound_.{port_number}_.{}_.{fqdn}", subset.unwrap_or("")),
+    })
+}

@@ -1,0 +1,14 @@
+//! One model of Istio's semantics for the fixtures: which pods run (and with which
+//! proxy), which listeners, virtual hosts, routes and clusters istiod would program
+//! into each gateway, and which endpoints each cluster has. The local target turns
+//! this model into Envoy configuration; the analysis and route simulation read it, so
+//! the two cannot disagree.
+
+mod mesh;
+mod pods;
+
+pub use mesh::*;
+pub use pods::*;
+
+#[cfg(test)]
+mod tests;
