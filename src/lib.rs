@@ -3,5 +3,15 @@
 //! Data flow: fixtures -> istio model -> target (local Envoy | kind | existing) ->
 //! checks -> events -> reporters (console, JUnit). See ARCHITECTURE.md.
 
+pub mod checks;
+pub mod cli;
+pub mod error;
 pub mod fixtures;
 pub mod istio;
+pub mod report;
+pub mod runner;
+pub mod stats;
+pub mod stub;
+pub mod suite;
+pub mod target;
+pub mod timeouts;

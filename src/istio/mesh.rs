@@ -262,7 +262,14 @@ impl Mesh {
             if mesh.clusters.contains_key(&name) {
                 continue;
             }
-            if let Some(c) = build_cluster(fx, &mesh.pods, &gw_namespaces, &fqdn, port, subset.as_deref()) {
+            if let Some(c) = build_cluster(
+                fx,
+                &mesh.pods,
+                &gw_namespaces,
+                &fqdn,
+                port,
+                subset.as_deref(),
+            ) {
                 mesh.clusters.insert(name, c);
             }
         }
@@ -337,7 +344,10 @@ fn ingress_services(fx: &Fixtures, pods: &[PodPlan]) -> Vec<IngressService> {
             .map(|p| {
                 let np = p.node_port.unwrap_or_else(|| {
                     // The API server allocates one; pick the lowest free one.
-                    let np = NODE_PORT_RANGE.clone().find(|c| !used.contains(c)).unwrap_or(30000);
+                    let np = NODE_PORT_RANGE
+                        .clone()
+                        .find(|c| !used.contains(c))
+                        .unwrap_or(30000);
                     used.push(np);
                     np
                 });
@@ -402,7 +412,12 @@ fn build_listeners(
                 }
             }
             let target = target.unwrap_or(number);
-            let proto = server.port.protocol.clone().unwrap_or_else(|| "HTTP".into()).to_uppercase();
+            let proto = server
+                .port
+                .protocol
+                .clone()
+                .unwrap_or_else(|| "HTTP".into())
+                .to_uppercase();
             let protocol = match proto.as_str() {
                 "HTTP" | "HTTP2" | "GRPC" => ListenerProtocol::Http,
                 "HTTPS" => ListenerProtocol::Https,
@@ -572,9 +587,10 @@ fn routes_of(vs: &Item<VirtualService>, warnings: &mut Vec<Warning>) -> Vec<Rout
                 Some(StringMatch::Regex(p)) => PathMatch::Regex(p.clone()),
             };
             let rewrite = rewrite_uri.as_ref().map(|uri| match &path {
-                PathMatch::Prefix(p) if uri == "/" && p != "/" => {
-                    UriRewrite::Regex(format!("^{}/*", regex_escape(p.trim_end_matches('/'))), "/".into())
-                }
+                PathMatch::Prefix(p) if uri == "/" && p != "/" => UriRewrite::Regex(
+                    format!("^{}/*", regex_escape(p.trim_end_matches('/'))),
+                    "/".into(),
+                ),
                 _ => UriRewrite::Prefix(uri.clone()),
             });
             out.push(RoutePlan {
@@ -584,7 +600,11 @@ fn routes_of(vs: &Item<VirtualService>, warnings: &mut Vec<Warning>) -> Vec<Rout
                 http_index: hi,
                 path,
                 ignore_case: m.ignore_uri_case,
-                headers: m.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect(),
+                headers: m
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                    .collect(),
                 method: m.method.clone(),
                 authority: m.authority.clone(),
                 rewrite,
@@ -682,11 +702,17 @@ fn build_cluster(
                 }
             }
             let target = sp.target_port.clone().unwrap_or(IntOrString::Int(sp.port));
-            let Some(tp) = p.resolve_port(&target) else { continue };
+            let Some(tp) = p.resolve_port(&target) else {
+                continue;
+            };
             endpoints.push(EndpointPlan {
                 pod: i,
                 port: tp,
-                istio_tls: p.labels.get("security.istio.io/tlsMode").map(|v| v == "istio").unwrap_or(false),
+                istio_tls: p
+                    .labels
+                    .get("security.istio.io/tlsMode")
+                    .map(|v| v == "istio")
+                    .unwrap_or(false),
             });
             let id = p.spiffe_id(CLUSTER_DOMAIN);
             if !identities.contains(&id) {

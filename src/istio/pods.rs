@@ -94,7 +94,10 @@ pub fn injection(ns_labels: &Labels, pod_labels: &Labels, pod_annotations: &Labe
 /// A stable 10-hex-digit hash of a Deployment's template, like a ReplicaSet's.
 fn template_hash(d: &Item<Deployment>) -> String {
     use sha2::{Digest, Sha256};
-    let h = Sha256::digest(format!("{}/{}/{:?}", d.namespace, d.name, d.spec.spec.template));
+    let h = Sha256::digest(format!(
+        "{}/{}/{:?}",
+        d.namespace, d.name, d.spec.spec.template
+    ));
     h.iter().take(5).map(|b| format!("{b:02x}")).collect()
 }
 
@@ -112,8 +115,7 @@ pub fn plan_pods(fx: &Fixtures, warnings: &mut Vec<Warning>) -> Vec<PodPlan> {
                 message: "selector.matchExpressions is not modelled by meshcheck".into(),
             });
         }
-        if sel.match_labels.is_empty()
-            || !crate::fixtures::k8s::selects(&sel.match_labels, &labels)
+        if sel.match_labels.is_empty() || !crate::fixtures::k8s::selects(&sel.match_labels, &labels)
         {
             warnings.push(Warning {
                 at: d.source.clone(),
@@ -176,7 +178,10 @@ pub fn plan_pods(fx: &Fixtures, warnings: &mut Vec<Warning>) -> Vec<PodPlan> {
                 use sha2::{Digest, Sha256};
                 let h = Sha256::digest(format!("{hash}-{r}"));
                 const ALPHA: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-                h.iter().take(5).map(|b| ALPHA[*b as usize % ALPHA.len()] as char).collect()
+                h.iter()
+                    .take(5)
+                    .map(|b| ALPHA[*b as usize % ALPHA.len()] as char)
+                    .collect()
             };
             let mut pod_labels = labels.clone();
             if injected && role == PodRole::App {
@@ -210,7 +215,10 @@ pub fn plan_pods(fx: &Fixtures, warnings: &mut Vec<Warning>) -> Vec<PodPlan> {
                     .iter()
                     .flat_map(|c| c.ports.iter().map(|p| (p.name.clone(), p.container_port)))
                     .collect(),
-                env: containers.first().map(|c| c.env.clone()).unwrap_or_default(),
+                env: containers
+                    .first()
+                    .map(|c| c.env.clone())
+                    .unwrap_or_default(),
                 source: d.source.clone(),
             });
         }

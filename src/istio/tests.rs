@@ -23,42 +23,102 @@ fn shipped_fixtures_program_one_gateway_listener_with_all_routes() {
     assert_eq!(vh[0].name, "*:80");
     // atlas-ui, authz, then nb-rest's two routes (VirtualServices in name order).
     let names: Vec<_> = vh[0].routes.iter().map(|r| r.name.as_str()).collect();
-    assert_eq!(names, ["atlas/atlas-ui#0.0", "atlas/authz#0.0", "atlas/nb-rest#0.0", "atlas/nb-rest#1.0"]);
+    assert_eq!(
+        names,
+        [
+            "atlas/atlas-ui#0.0",
+            "atlas/authz#0.0",
+            "atlas/nb-rest#0.0",
+            "atlas/nb-rest#1.0"
+        ]
+    );
     let split = &vh[0].routes[3];
     assert_eq!(
-        split.destinations.iter().map(|d| (d.cluster.as_str(), d.weight)).collect::<Vec<_>>(),
-        [("outbound|80|v1|nb-rest.atlas.svc.cluster.local", 90), ("outbound|80|v2|nb-rest.atlas.svc.cluster.local", 10)]
+        split
+            .destinations
+            .iter()
+            .map(|d| (d.cluster.as_str(), d.weight))
+            .collect::<Vec<_>>(),
+        [
+            ("outbound|80|v1|nb-rest.atlas.svc.cluster.local", 90),
+            ("outbound|80|v2|nb-rest.atlas.svc.cluster.local", 10)
+        ]
     );
-    assert_eq!(split.rewrite, Some(UriRewrite::Regex("^/atlas-rest/*".into(), "/".into())));
+    assert_eq!(
+        split.rewrite,
+        Some(UriRewrite::Regex("^/atlas-rest/*".into(), "/".into()))
+    );
     let v2 = &m.clusters["outbound|80|v2|nb-rest.atlas.svc.cluster.local"];
     assert_eq!(v2.tls, UpstreamTls::IstioMutual);
     assert_eq!(v2.endpoints.len(), 1);
     assert_eq!(m.pods[v2.endpoints[0].pod].deployment, "nb-rest-v2");
-    assert_eq!(v2.identities, ["spiffe://cluster.local/ns/atlas/sa/nb-rest"]);
-    assert_eq!(m.gateway_identities(), ["spiffe://cluster.local/ns/istio-ingress/sa/my-ingress-gateway"]);
+    assert_eq!(
+        v2.identities,
+        ["spiffe://cluster.local/ns/atlas/sa/nb-rest"]
+    );
+    assert_eq!(
+        m.gateway_identities(),
+        ["spiffe://cluster.local/ns/istio-ingress/sa/my-ingress-gateway"]
+    );
     assert_eq!(m.node_port_for(80).map(|(_, p)| p), Some(30080));
-    assert!(m.pods.iter().filter(|p| p.role == PodRole::App).all(|p| p.has_sidecar()));
+    assert!(m
+        .pods
+        .iter()
+        .filter(|p| p.role == PodRole::App)
+        .all(|p| p.has_sidecar()));
 }
 
 #[test]
 fn injection_follows_istio_webhook_selection() {
-    let l = |kv: &[(&str, &str)]| kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let l = |kv: &[(&str, &str)]| {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
     let none = l(&[]);
-    assert!(injection(&l(&[("istio-injection", "enabled")]), &none, &none));
-    assert!(!injection(&l(&[("istio-injection", "enabled")]), &l(&[("sidecar.istio.io/inject", "false")]), &none));
-    assert!(!injection(&l(&[("istio-injection", "disabled")]), &l(&[("sidecar.istio.io/inject", "true")]), &none));
-    assert!(injection(&none, &l(&[("sidecar.istio.io/inject", "true")]), &none));
+    assert!(injection(
+        &l(&[("istio-injection", "enabled")]),
+        &none,
+        &none
+    ));
+    assert!(!injection(
+        &l(&[("istio-injection", "enabled")]),
+        &l(&[("sidecar.istio.io/inject", "false")]),
+        &none
+    ));
+    assert!(!injection(
+        &l(&[("istio-injection", "disabled")]),
+        &l(&[("sidecar.istio.io/inject", "true")]),
+        &none
+    ));
+    assert!(injection(
+        &none,
+        &l(&[("sidecar.istio.io/inject", "true")]),
+        &none
+    ));
     assert!(!injection(&none, &none, &none));
     assert!(injection(&l(&[("istio.io/rev", "1-30-3")]), &none, &none));
 }
 
 #[test]
 fn hosts_resolve_and_match_like_istio() {
-    assert_eq!(resolve_host("authz", "atlas"), "authz.atlas.svc.cluster.local");
-    assert_eq!(resolve_host("authz.atlas", "x"), "authz.atlas.svc.cluster.local");
-    assert_eq!(resolve_host("authz.atlas.svc.cluster.local", "x"), "authz.atlas.svc.cluster.local");
+    assert_eq!(
+        resolve_host("authz", "atlas"),
+        "authz.atlas.svc.cluster.local"
+    );
+    assert_eq!(
+        resolve_host("authz.atlas", "x"),
+        "authz.atlas.svc.cluster.local"
+    );
+    assert_eq!(
+        resolve_host("authz.atlas.svc.cluster.local", "x"),
+        "authz.atlas.svc.cluster.local"
+    );
     assert!(host_matches("*", "a.example.com"));
     assert!(host_matches("*.example.com", "a.example.com"));
     assert!(!host_matches("*.example.com", "example.org"));
-    assert_eq!(parse_cluster_name("outbound|80|v1|x.y.svc.cluster.local"), Some((80, Some("v1".into()), "x.y.svc.cluster.local".into())));
+    assert_eq!(
+        parse_cluster_name("outbound|80|v1|x.y.svc.cluster.local"),
+        Some((80, Some("v1".into()), "x.y.svc.cluster.local".into()))
+    );
 }

@@ -1,0 +1,185 @@
+//! `http`: a request through the ingress and what must come back: the status, which
+//! service and version answered, the path the backend saw and headers it received.
+//! Passes after 3 consecutive successes within the budget (the Gateway API conformance
+//! suite's rule for eventual consistency); the number of attempts is reported.
+
+use super::{send, Ctx, Exchange, Outcome};
+use crate::suite::{HeaderExpect, HttpCheck, HttpExpect};
+use std::time::Instant;
+
+/// Consecutive successes required.
+pub const REQUIRED_SUCCESSES: u32 = 3;
+
+fn describe_expect(e: &HttpExpect) -> String {
+    let mut parts = vec![format!("status {}", e.status)];
+    if let Some(b) = &e.backend {
+        for (k, v) in [
+            ("service", &b.service),
+            ("version", &b.version),
+            ("namespace", &b.namespace),
+        ] {
+            if let Some(v) = v {
+                parts.push(format!("{k} {v}"));
+            }
+        }
+    }
+    if let Some(p) = &e.path {
+        parts.push(format!("backend path {p}"));
+    }
+    for (k, v) in &e.headers {
+        parts.push(format!("header {k} {v:?}"));
+    }
+    parts.join(", ")
+}
+
+/// Why `x` does not meet `e`, or None.
+pub fn mismatch(e: &HttpExpect, x: &Exchange) -> Option<String> {
+    let Some(status) = x.status else {
+        return Some(x.summary());
+    };
+    if status != e.status {
+        return Some(format!("expected status {}, got {}", e.status, x.summary()));
+    }
+    let needs_echo = e.backend.is_some() || e.path.is_some() || !e.headers.is_empty();
+    if !needs_echo {
+        return None;
+    }
+    let Some(echo) = &x.echo else {
+        return Some(format!(
+            "expected an answer from a backend, got {}",
+            x.summary()
+        ));
+    };
+    if let Some(b) = &e.backend {
+        let id = &echo.identity;
+        for (what, want, got) in [
+            ("service", &b.service, &id.service),
+            ("version", &b.version, &id.version),
+            ("namespace", &b.namespace, &id.namespace),
+        ] {
+            if let Some(want) = want {
+                if want != got {
+                    return Some(format!("expected {what} {want}, got {}", x.summary()));
+                }
+            }
+        }
+    }
+    if let Some(p) = &e.path {
+        if &echo.path != p {
+            return Some(format!(
+                "expected the backend to see path {p}, it saw {}",
+                echo.path
+            ));
+        }
+    }
+    for (name, want) in &e.headers {
+        let got = echo.header(name);
+        let ok = match want {
+            HeaderExpect::Exact(v) => got == Some(v.as_str()),
+            HeaderExpect::Rule(r) => {
+                r.equals
+                    .as_ref()
+                    .map(|v| got == Some(v.as_str()))
+                    .unwrap_or(true)
+                    && r.contains
+                        .as_ref()
+                        .map(|v| got.map(|g| g.contains(v.as_str())).unwrap_or(false))
+                        .unwrap_or(true)
+                    && r.present.map(|p| got.is_some() == p).unwrap_or(true)
+                    && r.absent.map(|a| got.is_none() == a).unwrap_or(true)
+            }
+        };
+        if !ok {
+            return Some(format!(
+                "expected header {name} {want:?} at the backend, got {}",
+                got.map(|g| format!("{g:?}"))
+                    .unwrap_or_else(|| "none".into())
+            ));
+        }
+    }
+    None
+}
+
+pub async fn run(ctx: &Ctx, check: &HttpCheck) -> Outcome {
+    let addr = match ctx.ingress() {
+        Ok(a) => a,
+        Err(e) => return Outcome::fail(e, ""),
+    };
+    let started = Instant::now();
+    let deadline = started + ctx.budget;
+    let mut attempts = 0u32;
+    let mut failures = 0u32;
+    let mut streak = 0u32;
+    let mut last_fail: Option<(String, String)> = None;
+    loop {
+        attempts += 1;
+        let mut transcript = String::new();
+        let mut problem = None;
+        for i in 0..check.repeat.max(1) {
+            let x = send(&ctx.client, addr, &check.request).await;
+            if i == 0 || problem.is_none() {
+                transcript = x.transcript.clone();
+            }
+            if let Some(m) = mismatch(&check.expect, &x) {
+                let m = if check.repeat > 1 {
+                    format!("request {} of {}: {m}", i + 1, check.repeat)
+                } else {
+                    m
+                };
+                problem = Some(m);
+                transcript = x.transcript;
+                break;
+            }
+        }
+        match problem {
+            None => {
+                streak += 1;
+                if streak >= REQUIRED_SUCCESSES {
+                    let per = if check.repeat > 1 {
+                        format!(" ({} requests each)", check.repeat)
+                    } else {
+                        String::new()
+                    };
+                    return Outcome {
+                        passed: true,
+                        message: format!(
+                            "{} consecutive successes{per} after {attempts} attempt(s)",
+                            REQUIRED_SUCCESSES
+                        ),
+                        detail: String::new(),
+                        transcript,
+                        attempts,
+                        flaky: failures > 0,
+                    };
+                }
+            }
+            Some(m) => {
+                failures += 1;
+                streak = 0;
+                last_fail = Some((m, transcript));
+            }
+        }
+        if std::time::Instant::now() >= deadline {
+            let (m, transcript) = last_fail
+                .unwrap_or_else(|| ("no run of consecutive successes".into(), String::new()));
+            return Outcome {
+                passed: false,
+                message: ctx.with_health(format!(
+                    "{m} (after {attempts} attempts in {:.1}s, budget {:?})",
+                    started.elapsed().as_secs_f64(),
+                    ctx.budget
+                )),
+                detail: format!(
+                    "expected: {}\nobserved: {m}",
+                    describe_expect(&check.expect)
+                ),
+                transcript,
+                attempts,
+                flaky: false,
+            };
+        }
+        if streak == 0 {
+            tokio::time::sleep(ctx.timeouts.failure_pause).await;
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! Check kinds (one file each) and what they share: the context a check runs in, its
+//! outcome, and requests through the ingress with their transcripts.
+
+mod distribution;
+mod http;
+mod ports;
+mod sidecars;
+
+pub use sidecars::{sidecar_shape, xfcc_uris};
+
+use crate::suite::{CheckKind, CheckSpec, RequestSpec};
+use crate::target::Target;
+use crate::timeouts::Timeouts;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What a check may use.
+#[derive(Clone)]
+pub struct Ctx {
+    pub target: Arc<dyn Target>,
+    pub timeouts: Timeouts,
+    /// Budget for an expectation to become consistently true.
+    pub budget: Duration,
+    /// The gateway Service port under test (the suite's `ingress.port`).
+    pub service_port: u16,
+    /// Connections not reused (as the Gateway API conformance suite does).
+    pub client: reqwest::Client,
+    /// A pooled client for bulk requests.
+    pub pooled: reqwest::Client,
+}
+
+impl Ctx {
+    pub fn new(target: Arc<dyn Target>, timeouts: Timeouts, service_port: u16) -> Ctx {
+        let budget = timeouts
+            .consistency
+            .unwrap_or_else(|| target.consistency_budget());
+        let build = |pool: bool| {
+            let b = reqwest::Client::builder()
+                .no_proxy()
+                .timeout(timeouts.request)
+                .connect_timeout(timeouts.request)
+                .redirect(reqwest::redirect::Policy::none())
+                .tcp_nodelay(true);
+            let b = if pool { b } else { b.pool_max_idle_per_host(0) };
+            b.build().unwrap_or_default()
+        };
+        Ctx {
+            target,
+            budget,
+            service_port,
+            client: build(false),
+            pooled: build(true),
+            timeouts,
+        }
+    }
+
+    /// node address : NodePort of the ingress port, or why there is none.
+    pub fn ingress(&self) -> Result<SocketAddr, String> {
+        let port = self.target.node_port(self.service_port).ok_or_else(|| {
+            format!(
+                "the target exposes no NodePort for gateway Service port {} (no LoadBalancer/NodePort Service in front of a gateway pod has that port)",
+                self.service_port
+            )
+        })?;
+        Ok(SocketAddr::new(self.target.node_address(), port))
+    }
+
+    /// Appends what the target noticed (a process that died) to a failure message.
+    pub fn with_health(&self, mut msg: String) -> String {
+        let h = self.target.health();
+        if !h.is_empty() {
+            msg.push_str("; target: ");
+            msg.push_str(&h.join("; "));
+        }
+        msg
+    }
+}
+
+/// The result of one check.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub passed: bool,
+    /// One line: why it failed, or a summary of what passed.
+    pub message: String,
+    /// Expected vs observed, for the report body.
+    pub detail: String,
+    /// The last attempt's requests and responses.
+    pub transcript: String,
+    pub attempts: u32,
+    /// Failed at least once before passing.
+    pub flaky: bool,
+}
+
+impl Outcome {
+    pub fn pass(message: impl Into<String>) -> Outcome {
+        Outcome {
+            passed: true,
+            message: message.into(),
+            attempts: 1,
+            ..Default::default()
+        }
+    }
+    pub fn fail(message: impl Into<String>, detail: impl Into<String>) -> Outcome {
+        Outcome {
+            passed: false,
+            message: message.into(),
+            detail: detail.into(),
+            attempts: 1,
+            ..Default::default()
+        }
+    }
+}
+
+/// Runs one check.
+pub async fn run(ctx: &Ctx, check: &CheckSpec) -> Outcome {
+    match &check.kind {
+        CheckKind::Http(h) => http::run(ctx, h).await,
+        CheckKind::Distribution(d) => distribution::run(ctx, d).await,
+        CheckKind::Ports(p) => ports::run(ctx, p).await,
+        CheckKind::Sidecars(s) => sidecars::run(ctx, s).await,
+    }
+}
+
+/// One exchange through the ingress.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    pub status: Option<u16>,
+    pub echo: Option<crate::stub::Echo>,
+    pub body: String,
+    /// Transport error when there is no response.
+    pub error: Option<String>,
+    pub transcript: String,
+}
+
+impl Exchange {
+    /// `200 from atlas-ui v1 (pod atlas-ui-…)`, `404 (no route)`, `connection refused`.
+    pub fn summary(&self) -> String {
+        match (&self.status, &self.echo, &self.error) {
+            (_, _, Some(e)) => e.clone(),
+            (Some(s), Some(e), _) => format!(
+                "{s} from {} {} (pod {}/{}, path {})",
+                e.identity.service,
+                e.identity.version,
+                e.identity.namespace,
+                e.identity.pod,
+                e.path
+            ),
+            (Some(s), None, _) => {
+                let body = self.body.trim();
+                if body.is_empty() {
+                    format!("{s} with an empty body")
+                } else {
+                    format!("{s}: {}", truncate(body, 120))
+                }
+            }
+            _ => "no response".into(),
+        }
+    }
+}
+
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        s.to_string()
+    } else {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}…", &s[..end])
+    }
+}
+
+/// Describes a reqwest error by its root cause (`connection refused`, `timed out`).
+fn error_text(e: &reqwest::Error) -> String {
+    let mut src: Option<&dyn std::error::Error> = Some(e);
+    let mut last = e.to_string();
+    while let Some(s) = src {
+        last = s.to_string();
+        src = s.source();
+    }
+    if e.is_timeout() {
+        format!("timed out ({last})")
+    } else if e.is_connect() {
+        format!("cannot connect: {last}")
+    } else {
+        last
+    }
+}
+
+/// Sends `req` to the ingress at `addr`.
+pub async fn send(client: &reqwest::Client, addr: SocketAddr, req: &RequestSpec) -> Exchange {
+    let url = format!("http://{addr}{}", req.path);
+    let method = req
+        .method
+        .as_deref()
+        .unwrap_or("GET")
+        .parse::<reqwest::Method>()
+        .unwrap_or(reqwest::Method::GET);
+    let mut t = format!("> {method} {} HTTP/1.1\n", req.path);
+    let host = req.host.clone().unwrap_or_else(|| addr.to_string());
+    t.push_str(&format!("> host: {host}\n"));
+    let mut rb = client.request(method, &url).header("host", &host);
+    for (k, v) in &req.headers {
+        rb = rb.header(k, v);
+        t.push_str(&format!("> {k}: {v}\n"));
+    }
+    match rb.send().await {
+        Err(e) => {
+            let err = error_text(&e);
+            t.push_str(&format!("! {err}\n"));
+            Exchange {
+                status: None,
+                echo: None,
+                body: String::new(),
+                error: Some(err),
+                transcript: t,
+            }
+        }
+        Ok(resp) => {
+            let status = resp.status();
+            t.push_str(&format!("< HTTP/1.1 {status}\n"));
+            for (k, v) in resp.headers() {
+                t.push_str(&format!(
+                    "< {k}: {}\n",
+                    String::from_utf8_lossy(v.as_bytes())
+                ));
+            }
+            let body = match resp.text().await {
+                Ok(b) => b,
+                Err(e) => {
+                    let err = error_text(&e);
+                    t.push_str(&format!("! reading the body: {err}\n"));
+                    return Exchange {
+                        status: Some(status.as_u16()),
+                        echo: None,
+                        body: String::new(),
+                        error: Some(format!("{status} but the body failed: {err}")),
+                        transcript: t,
+                    };
+                }
+            };
+            t.push_str("<\n");
+            t.push_str(&truncate(&body, 4096));
+            t.push('\n');
+            let echo = serde_json::from_str::<crate::stub::Echo>(&body).ok();
+            Exchange {
+                status: Some(status.as_u16()),
+                echo,
+                body,
+                error: None,
+                transcript: t,
+            }
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! `sidecars`: every pod of the app namespaces carries a running `istio-proxy` (a
+//! regular container, or a native sidecar: an init container with
+//! `restartPolicy: Always`), and the sidecars are in the path: each backend reached
+//! through the ingress saw an `X-Forwarded-Client-Cert` whose URI is the gateway's
+//! SPIFFE identity (only a sidecar terminating Istio mTLS from the gateway adds it).
+
+use super::{send, Ctx, Outcome};
+use crate::istio::SidecarShape;
+use crate::suite::SidecarsCheck;
+use crate::target::PodInfo;
+use std::time::Instant;
+
+/// How `pod` carries Istio's proxy, if it does.
+pub fn sidecar_shape(pod: &PodInfo) -> Option<SidecarShape> {
+    if pod.containers.iter().any(|c| c.name == "istio-proxy") {
+        return Some(SidecarShape::Classic);
+    }
+    pod.init_containers
+        .iter()
+        .any(|c| c.name == "istio-proxy" && c.restart_policy.as_deref() == Some("Always"))
+        .then_some(SidecarShape::Native)
+}
+
+fn proxy_running(pod: &PodInfo) -> bool {
+    pod.containers
+        .iter()
+        .chain(pod.init_containers.iter())
+        .any(|c| c.name == "istio-proxy" && c.running)
+}
+
+/// The URI fields of each element of an XFCC header, in order (the last element is
+/// the one the nearest proxy added). Values may be quoted; `,` and `;` inside quotes
+/// do not split.
+pub fn xfcc_uris(header: &str) -> Vec<Vec<String>> {
+    let mut elements = vec![Vec::new()];
+    let mut field = String::new();
+    let mut quoted = false;
+    let flush = |field: &mut String, elements: &mut Vec<Vec<String>>| {
+        if let Some((k, v)) = field.split_once('=') {
+            if k.trim().eq_ignore_ascii_case("URI") {
+                if let Some(last) = elements.last_mut() {
+                    last.push(v.trim().trim_matches('"').to_string());
+                }
+            }
+        }
+        field.clear();
+    };
+    for c in header.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                field.push(c);
+            }
+            ';' if !quoted => flush(&mut field, &mut elements),
+            ',' if !quoted => {
+                flush(&mut field, &mut elements);
+                elements.push(Vec::new());
+            }
+            _ => field.push(c),
+        }
+    }
+    flush(&mut field, &mut elements);
+    elements
+}
+
+pub async fn run(ctx: &Ctx, check: &SidecarsCheck) -> Outcome {
+    let mut problems = Vec::new();
+    let mut detail = String::new();
+    let mut summary = Vec::new();
+    if !check.namespaces.is_empty() {
+        let pods: Vec<PodInfo> = ctx
+            .target
+            .pods()
+            .into_iter()
+            .filter(|p| check.namespaces.contains(&p.namespace))
+            .collect();
+        if pods.is_empty() {
+            problems.push(format!(
+                "no pods in namespace(s) {}",
+                check.namespaces.join(", ")
+            ));
+        }
+        for p in &pods {
+            match sidecar_shape(p) {
+                None => problems.push(format!(
+                    "pod {}/{} has no istio-proxy sidecar",
+                    p.namespace, p.name
+                )),
+                Some(_) if !proxy_running(p) => problems.push(format!(
+                    "pod {}/{}: istio-proxy is not running",
+                    p.namespace, p.name
+                )),
+                Some(shape) => detail.push_str(&format!(
+                    "{}/{}: istio-proxy ({shape:?})\n",
+                    p.namespace, p.name
+                )),
+            }
+        }
+        if problems.is_empty() {
+            summary.push(format!("{} pod(s) with a running istio-proxy", pods.len()));
+        }
+    }
+    let mut transcript = String::new();
+    let mut attempts = 0;
+    if !check.via.is_empty() {
+        let ids = ctx.target.gateway_identities();
+        let addr = match ctx.ingress() {
+            Ok(a) => a,
+            Err(e) => return Outcome::fail(e, ""),
+        };
+        if ids.is_empty() {
+            problems.push("the target has no gateway identity to expect".into());
+        }
+        let mut verified = std::collections::BTreeSet::new();
+        for req in &check.via {
+            let deadline = Instant::now() + ctx.budget;
+            loop {
+                attempts += 1;
+                let x = send(&ctx.client, addr, req).await;
+                transcript = x.transcript.clone();
+                let ok_status = x.status.map(|s| (200..300).contains(&s)).unwrap_or(false);
+                match (&x.echo, ok_status) {
+                    (Some(echo), true) => {
+                        let who = format!(
+                            "{}/{} {}",
+                            echo.identity.namespace, echo.identity.service, echo.identity.version
+                        );
+                        let xfcc = echo.header("x-forwarded-client-cert");
+                        let uris = xfcc.map(xfcc_uris).unwrap_or_default();
+                        let nearest = uris.last().cloned().unwrap_or_default();
+                        if nearest.iter().any(|u| ids.contains(u)) {
+                            detail.push_str(&format!(
+                                "{} -> {who}: XFCC URI {}\n",
+                                req.path,
+                                nearest.join(",")
+                            ));
+                            verified.insert(who);
+                        } else {
+                            problems.push(format!(
+                                "{} reached {who} without Istio mTLS from the gateway: X-Forwarded-Client-Cert {} (expected URI {})",
+                                req.path,
+                                xfcc.map(|h| format!("{h:?}")).unwrap_or_else(|| "absent".into()),
+                                ids.join(" or ")
+                            ));
+                        }
+                        break;
+                    }
+                    _ if Instant::now() >= deadline => {
+                        problems.push(ctx.with_health(format!(
+                            "{} never reached a backend within {:?}: {}",
+                            req.path,
+                            ctx.budget,
+                            x.summary()
+                        )));
+                        break;
+                    }
+                    _ => tokio::time::sleep(ctx.timeouts.failure_pause).await,
+                }
+            }
+        }
+        if !verified.is_empty() {
+            summary.push(format!(
+                "mTLS from {} seen at {}",
+                ids.join(", "),
+                verified.into_iter().collect::<Vec<_>>().join(", ")
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Outcome {
+            passed: true,
+            message: summary.join("; "),
+            detail,
+            transcript,
+            attempts: attempts.max(1),
+            flaky: false,
+        }
+    } else {
+        Outcome {
+            passed: false,
+            message: problems.join("; "),
+            detail,
+            transcript,
+            attempts: attempts.max(1),
+            flaky: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::target::ContainerInfo;
+
+    fn c(name: &str, restart: Option<&str>) -> ContainerInfo {
+        ContainerInfo {
+            name: name.into(),
+            image: "x".into(),
+            restart_policy: restart.map(str::to_string),
+            running: true,
+        }
+    }
+
+    fn pod(containers: Vec<ContainerInfo>, inits: Vec<ContainerInfo>) -> PodInfo {
+        PodInfo {
+            namespace: "atlas".into(),
+            name: "p".into(),
+            labels: Default::default(),
+            annotations: Default::default(),
+            containers,
+            init_containers: inits,
+        }
+    }
+
+    #[test]
+    fn detects_both_sidecar_shapes() {
+        assert_eq!(
+            sidecar_shape(&pod(
+                vec![c("app", None), c("istio-proxy", None)],
+                vec![c("istio-init", None)]
+            )),
+            Some(SidecarShape::Classic)
+        );
+        assert_eq!(
+            sidecar_shape(&pod(
+                vec![c("app", None)],
+                vec![c("istio-init", None), c("istio-proxy", Some("Always"))]
+            )),
+            Some(SidecarShape::Native)
+        );
+        // An istio-proxy init container that does not keep running is not a sidecar.
+        assert_eq!(
+            sidecar_shape(&pod(vec![c("app", None)], vec![c("istio-proxy", None)])),
+            None
+        );
+        assert_eq!(sidecar_shape(&pod(vec![c("app", None)], vec![])), None);
+    }
+
+    #[test]
+    fn parses_xfcc_like_envoy_writes_it() {
+        let h = r#"By=spiffe://cluster.local/ns/atlas/sa/authz;Hash=abc;Subject="";URI=spiffe://cluster.local/ns/istio-ingress/sa/my-ingress-gateway"#;
+        assert_eq!(
+            xfcc_uris(h),
+            vec![vec![
+                "spiffe://cluster.local/ns/istio-ingress/sa/my-ingress-gateway".to_string()
+            ]]
+        );
+        let two = r#"By=a;URI=spiffe://x,By=b;Subject="CN=a,O=b";URI=spiffe://y"#;
+        assert_eq!(
+            xfcc_uris(two),
+            vec![
+                vec!["spiffe://x".to_string()],
+                vec!["spiffe://y".to_string()]
+            ]
+        );
+        assert_eq!(xfcc_uris(""), vec![Vec::<String>::new()]);
+    }
+}

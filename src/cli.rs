@@ -1,0 +1,280 @@
+//! Command line: parse -> validated config -> run -> exit code.
+
+use crate::error::{exit, Error};
+use crate::fixtures::{load_dir, Fixtures};
+use crate::istio::{Mesh, SidecarShape};
+use crate::runner::{self, Events};
+use crate::suite::{self, Suite};
+use crate::target::local::{procs, LocalOptions, LocalTarget};
+use crate::target::{docker_answers, Target, TargetError};
+use crate::timeouts::Timeouts;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "meshcheck",
+    version,
+    about = "Conformance and end-to-end checks for an Istio ingress",
+    args_conflicts_with_subcommands = true,
+    after_help = "Exit codes: 0 all checks passed, 1 a check failed, 2 bad input or usage, 3 the environment failed, 130 interrupted."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the stub backend (what every app pod runs).
+    Stub {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TargetKind {
+    /// kind when a Docker engine answers, else local.
+    Auto,
+    /// Real Envoy processes on loopback.
+    Local,
+    /// A kind cluster with a chosen Istio version.
+    Kind,
+    /// The cluster of the current kubeconfig.
+    Existing,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SidecarArg {
+    Native,
+    Classic,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Suite to run: a name under suites/ or a path to a suite file.
+    #[arg(long, env = "MESHCHECK_SUITE", default_value = "ingress")]
+    pub suite: String,
+    /// Where to run the fixtures.
+    #[arg(long, value_enum, env = "MESHCHECK_TARGET", default_value = "auto")]
+    pub target: TargetKind,
+    /// Run the suite against these manifests instead of the suite's own fixtures.
+    #[arg(long, env = "MESHCHECK_FIXTURES")]
+    pub fixtures: Option<PathBuf>,
+    /// JUnit report path [default: target/meshcheck/<suite>-junit.xml].
+    #[arg(long, env = "MESHCHECK_JUNIT")]
+    pub junit: Option<PathBuf>,
+    /// Keep the target's working directory (configs, certificates, logs).
+    #[arg(long)]
+    pub keep: bool,
+    /// Budget for an expectation to become consistently true (e.g. 30s, 500ms)
+    /// [default: the target's: local 5s, clusters 30s].
+    #[arg(long, value_parser = parse_duration, env = "MESHCHECK_BUDGET")]
+    pub budget: Option<Duration>,
+    /// Sidecar shape the local target reports (Istio 1.27+ on Kubernetes 1.33+: native).
+    #[arg(long, value_enum, default_value = "native")]
+    pub local_sidecars: SidecarArg,
+    #[command(flatten)]
+    pub test: libtest_mimic::Arguments,
+}
+
+/// `30s`, `500ms`, `2m`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .map(|i| s.split_at(i))
+        .unwrap_or((s, "s"));
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("bad duration `{s}` (e.g. 30s, 500ms, 2m)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" | "" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("bad duration unit in `{s}` (ms, s or m)")),
+    };
+    if !(secs.is_finite() && secs > 0.0) {
+        return Err(format!("duration must be positive: `{s}`"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn print_warnings(fx: &Fixtures, mesh: &Mesh) {
+    let _ = fx;
+    for w in &mesh.warnings {
+        eprintln!("warning: {w}");
+    }
+}
+
+/// Entry point: returns the process exit code.
+pub fn main() -> u8 {
+    let cli = Cli::parse();
+    if let Some(Command::Stub { args }) = &cli.command {
+        let code = crate::stub::main_with_args(args);
+        return if code == std::process::ExitCode::SUCCESS {
+            0
+        } else {
+            exit::ENVIRONMENT
+        };
+    }
+    match run(cli.run) {
+        Ok(code) => code,
+        Err(e) => {
+            crate::error::report(&e);
+            e.exit_code()
+        }
+    }
+}
+
+/// Installs Ctrl-C / SIGTERM handling: the first signal stops every process (SIGTERM,
+/// grace, SIGKILL), removes working directories and exits 130; a second one kills
+/// everything at once.
+fn install_signal_handlers(rt: &tokio::runtime::Runtime, grace: Duration) {
+    rt.spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+            return;
+        };
+        tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+        eprintln!("\ninterrupted: stopping every process meshcheck started (Ctrl-C again to kill at once)");
+        std::thread::spawn(move || {
+            procs::stop_all(grace);
+            procs::remove_dirs();
+            std::process::exit(exit::INTERRUPTED as i32);
+        });
+        tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+        procs::kill_all_now();
+        procs::remove_dirs();
+        std::process::exit(exit::INTERRUPTED as i32);
+    });
+}
+
+pub fn run(args: RunArgs) -> Result<u8, Error> {
+    let run_started = Instant::now();
+    let suite_path = suite::locate(&args.suite)?;
+    let suite: Suite = suite::load(&suite_path)?;
+    let fixtures_dir = args
+        .fixtures
+        .clone()
+        .unwrap_or_else(|| suite.fixtures_dir());
+
+    if args.test.list {
+        libtest_mimic::run(&args.test, runner::list_trials(&suite));
+        return Ok(exit::OK);
+    }
+
+    let fx = load_dir(&fixtures_dir)?;
+    let mesh = Mesh::build(&fx);
+    print_warnings(&fx, &mesh);
+
+    let target_kind = match args.target {
+        TargetKind::Auto => {
+            if docker_answers() {
+                eprintln!("target: local (a Docker engine answers, but the kind target is not part of this build yet; pass --target local to silence this)");
+            } else {
+                eprintln!("target: local (no Docker engine answers, so not kind)");
+            }
+            TargetKind::Local
+        }
+        t => t,
+    };
+    let mut timeouts = Timeouts::default();
+    timeouts.consistency = args.budget;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|source| TargetError::Io {
+            what: "cannot start the async runtime".into(),
+            source,
+        })?;
+    procs::install_panic_hook();
+    install_signal_handlers(&rt, timeouts.stop_grace);
+
+    let target: Arc<LocalTarget> = match target_kind {
+        TargetKind::Local | TargetKind::Auto => {
+            let exe = std::env::current_exe().map_err(|source| TargetError::Io {
+                what: "cannot find the meshcheck executable (for the stub backend)".into(),
+                source,
+            })?;
+            let mut opts = LocalOptions::new(vec![exe.into_os_string(), "stub".into()]);
+            opts.keep = args.keep;
+            opts.show_progress = true;
+            opts.timeouts = timeouts.clone();
+            opts.sidecar_shape = match args.local_sidecars {
+                SidecarArg::Native => SidecarShape::Native,
+                SidecarArg::Classic => SidecarShape::Classic,
+            };
+            Arc::new(LocalTarget::start(mesh, &opts)?)
+        }
+        TargetKind::Kind | TargetKind::Existing => {
+            return Err(TargetError::Unavailable {
+                target: format!("{target_kind:?}").to_lowercase(),
+                why: "the cluster targets are not part of this build yet; use --target local"
+                    .into(),
+            }
+            .into())
+        }
+    };
+
+    let target_dyn: Arc<dyn Target> = target.clone();
+    let ctx = Arc::new(crate::checks::Ctx::new(
+        target_dyn,
+        timeouts,
+        suite.ingress.port,
+    ));
+    let events = Events::default();
+    let mut test_args = args.test.clone();
+    if test_args.test_threads.is_none() {
+        test_args.test_threads = Some(4);
+    }
+    let conclusion = runner::run(&suite, &test_args, ctx.clone(), rt.handle(), &events);
+
+    let mut props = vec![
+        ("suite".to_string(), suite.name.clone()),
+        (
+            "fixtures.dir".to_string(),
+            fixtures_dir.display().to_string(),
+        ),
+        ("fixtures.digest".to_string(), fx.digest.clone()),
+        (
+            "meshcheck.version".to_string(),
+            env!("CARGO_PKG_VERSION").to_string(),
+        ),
+    ];
+    props.extend(target.properties());
+    let report = crate::report::junit::build(
+        &suite.name,
+        &events.sorted(&suite),
+        &props,
+        run_started.elapsed(),
+    );
+    let junit = args.junit.clone().unwrap_or_else(|| {
+        PathBuf::from("target/meshcheck").join(format!("{}-junit.xml", suite.name))
+    });
+    drop(ctx);
+    // Stop the target before reporting the result, on every path.
+    match Arc::try_unwrap(target) {
+        Ok(mut t) => t.shutdown(),
+        Err(_) => {
+            procs::stop_all(Duration::from_secs(1));
+        }
+    }
+    crate::report::junit::write(&report, &junit).map_err(|source| Error::Junit {
+        path: junit.clone(),
+        source,
+    })?;
+    eprintln!("JUnit report: {}", junit.display());
+    Ok(if conclusion.has_failed() {
+        exit::CHECK_FAILED
+    } else {
+        exit::OK
+    })
+}

@@ -1,0 +1,354 @@
+//! Suites are data: `suites/<name>.yaml` declares the fixtures, the ingress under test
+//! and the checks. Adding a routing case is a few lines of YAML; check kinds are Rust
+//! (src/checks/, one file each).
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SuiteError {
+    #[error("no suite named {name}: looked for {}", tried.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
+    NotFound { name: String, tried: Vec<PathBuf> },
+    #[error("cannot read suite {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+}
+
+/// A suite file as written.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Suite {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Fixtures directory, relative to the suite file.
+    pub fixtures: PathBuf,
+    #[serde(default)]
+    pub ingress: IngressSpec,
+    pub checks: Vec<CheckSpec>,
+    /// Where the suite was read from (set by the loader).
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+/// Which gateway Service port the suite drives; its NodePort comes from the target.
+#[derive(Debug, Clone, Deserialize)]
+pub struct IngressSpec {
+    #[serde(default = "default_port")]
+    pub port: u16,
+}
+
+impl Default for IngressSpec {
+    fn default() -> Self {
+        IngressSpec { port: 80 }
+    }
+}
+
+fn default_port() -> u16 {
+    80
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CheckSpec {
+    /// The report's classname; the console shows `group::name`.
+    pub group: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(flatten)]
+    pub kind: CheckKind,
+}
+
+impl CheckSpec {
+    pub fn full_name(&self) -> String {
+        format!("{}::{}", self.group, self.name)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckKind {
+    Http(HttpCheck),
+    Distribution(DistributionCheck),
+    Ports(PortsCheck),
+    Sidecars(SidecarsCheck),
+}
+
+impl CheckKind {
+    pub fn label(&self) -> &'static str {
+        match self {
+            CheckKind::Http(_) => "http",
+            CheckKind::Distribution(_) => "distribution",
+            CheckKind::Ports(_) => "ports",
+            CheckKind::Sidecars(_) => "sidecars",
+        }
+    }
+}
+
+/// A request through the ingress.
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+pub struct RequestSpec {
+    pub path: String,
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Host header (default: the node address and port).
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct HttpCheck {
+    pub request: RequestSpec,
+    /// Requests per attempt; every one must meet the expectation.
+    #[serde(default = "one")]
+    pub repeat: u32,
+    pub expect: HttpExpect,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct HttpExpect {
+    pub status: u16,
+    #[serde(default)]
+    pub backend: Option<BackendExpect>,
+    /// The path the backend saw.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Headers the backend received.
+    #[serde(default)]
+    pub headers: BTreeMap<String, HeaderExpect>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+pub struct BackendExpect {
+    #[serde(default)]
+    pub service: Option<String>,
+    #[serde(default)]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+/// `name: value` (exact) or `name: {contains: x}` / `{present: true}` / `{absent: true}`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum HeaderExpect {
+    Exact(String),
+    Rule(HeaderRule),
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+pub struct HeaderRule {
+    #[serde(default)]
+    pub equals: Option<String>,
+    #[serde(default)]
+    pub contains: Option<String>,
+    #[serde(default)]
+    pub present: Option<bool>,
+    #[serde(default)]
+    pub absent: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DistributionCheck {
+    pub request: RequestSpec,
+    /// How many requests to send (see README: the binomial bound).
+    #[serde(default = "default_requests")]
+    pub requests: u32,
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u32,
+    /// The service every answer must come from.
+    #[serde(default)]
+    pub service: Option<String>,
+    /// Expected share per version, in percent (sums to 100).
+    pub shares: BTreeMap<String, f64>,
+    /// Chance that a correct configuration fails the check.
+    #[serde(default = "default_false_failure")]
+    pub false_failure: f64,
+}
+
+fn default_requests() -> u32 {
+    1000
+}
+fn default_concurrency() -> u32 {
+    8
+}
+fn default_false_failure() -> f64 {
+    1e-6
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PortsCheck {
+    /// Port ranges scanned on the node address (`30000-32767`, `80`).
+    pub scan: Vec<String>,
+    /// Gateway Service ports whose NodePorts may answer.
+    pub allow_service_ports: Vec<u16>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct SidecarsCheck {
+    /// Every pod of these namespaces must carry a running istio-proxy sidecar.
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    /// Requests whose backends must show they were reached through their sidecar over
+    /// Istio mTLS from the gateway (XFCC URI = the gateway's SPIFFE identity).
+    #[serde(default)]
+    pub via: Vec<RequestSpec>,
+}
+
+/// Finds `suites/<name>.yaml` (a path to a file works too), relative to the current
+/// directory, then to the project the binary was built from.
+pub fn locate(name: &str) -> Result<PathBuf, SuiteError> {
+    let direct = PathBuf::from(name);
+    if name.ends_with(".yaml") || name.ends_with(".yml") || name.contains('/') {
+        if direct.is_file() {
+            return Ok(direct);
+        }
+        return Err(SuiteError::NotFound {
+            name: name.into(),
+            tried: vec![direct],
+        });
+    }
+    let mut tried = Vec::new();
+    for base in [
+        PathBuf::from("."),
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+    ] {
+        for ext in ["yaml", "yml"] {
+            let p = base.join("suites").join(format!("{name}.{ext}"));
+            if p.is_file() {
+                return Ok(p);
+            }
+            tried.push(p);
+        }
+    }
+    Err(SuiteError::NotFound {
+        name: name.into(),
+        tried,
+    })
+}
+
+/// Reads and validates a suite file. Unknown keys are errors (a typo in a check would
+/// otherwise silently drop an expectation).
+pub fn load(path: &Path) -> Result<Suite, SuiteError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SuiteError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let invalid = |line: usize, message: String| SuiteError::Invalid {
+        path: path.to_path_buf(),
+        line,
+        message,
+    };
+    let value: serde_json::Value = serde_saphyr::from_str(&text).map_err(|e| {
+        invalid(
+            e.location().map(|l| l.line() as usize).unwrap_or(1),
+            e.to_string().lines().next().unwrap_or("").to_string(),
+        )
+    })?;
+    let mut unknown = Vec::new();
+    let mut suite: Suite = serde_ignored::deserialize(value, |p| unknown.push(p.to_string()))
+        .map_err(|e| invalid(1, e.to_string()))
+        .or_else(|_| {
+            // Re-parse from text for the line of the offending field.
+            serde_saphyr::from_str::<Suite>(&text).map_err(|e| {
+                invalid(
+                    e.location().map(|l| l.line() as usize).unwrap_or(1),
+                    e.to_string().lines().next().unwrap_or("").to_string(),
+                )
+            })
+        })?;
+    if let Some(u) = unknown.first() {
+        let key = u.rsplit('.').next().unwrap_or(u);
+        let line = text
+            .lines()
+            .position(|l| {
+                l.trim_start()
+                    .trim_start_matches("- ")
+                    .starts_with(&format!("{key}:"))
+            })
+            .map(|i| i + 1)
+            .unwrap_or(1);
+        return Err(invalid(line, format!("unknown key `{u}`")));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for c in &suite.checks {
+        if !seen.insert(c.full_name()) {
+            return Err(invalid(
+                1,
+                format!("check {} is declared twice", c.full_name()),
+            ));
+        }
+        if let CheckKind::Distribution(d) = &c.kind {
+            let sum: f64 = d.shares.values().sum();
+            if (sum - 100.0).abs() > 1e-9 || d.shares.values().any(|s| *s < 0.0) {
+                return Err(invalid(
+                    1,
+                    format!(
+                        "check {}: shares must be >= 0 and sum to 100 (sum {sum})",
+                        c.full_name()
+                    ),
+                ));
+            }
+            if !(d.false_failure > 0.0 && d.false_failure < 1.0) || d.requests == 0 {
+                return Err(invalid(
+                    1,
+                    format!(
+                        "check {}: needs requests > 0 and 0 < false_failure < 1",
+                        c.full_name()
+                    ),
+                ));
+            }
+        }
+        if let CheckKind::Ports(p) = &c.kind {
+            for r in &p.scan {
+                parse_range(r).map_err(|m| invalid(1, format!("check {}: {m}", c.full_name())))?;
+            }
+        }
+    }
+    suite.path = path.to_path_buf();
+    Ok(suite)
+}
+
+impl Suite {
+    /// The fixtures directory the suite names, resolved against the suite file.
+    pub fn fixtures_dir(&self) -> PathBuf {
+        if self.fixtures.is_absolute() {
+            self.fixtures.clone()
+        } else {
+            self.path
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join(&self.fixtures)
+        }
+    }
+}
+
+/// `30000-32767` or `80` -> inclusive range.
+pub fn parse_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    let bad = || format!("bad port range `{s}` (want `N` or `N-M`, 1-65535)");
+    let (a, b) = match s.split_once('-') {
+        Some((a, b)) => (a.trim(), b.trim()),
+        None => (s.trim(), s.trim()),
+    };
+    let a: u16 = a.parse().map_err(|_| bad())?;
+    let b: u16 = b.parse().map_err(|_| bad())?;
+    if a == 0 || a > b {
+        return Err(bad());
+    }
+    Ok(a..=b)
+}

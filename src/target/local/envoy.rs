@@ -1,0 +1,371 @@
+//! Envoy bootstrap configuration for the local target, built from the Istio model the
+//! way istiod programs its proxies: the gateway's listeners, routes and
+//! `outbound|port|subset|fqdn` clusters with Istio's TLS modes and auto-mTLS
+//! transport-socket matching; each sidecar's inbound listener accepting Istio mTLS
+//! (and plaintext, PERMISSIVE) and forwarding XFCC to the app.
+
+use super::certs::CertFiles;
+use crate::fixtures::istio::StringMatch;
+use crate::istio::{
+    ClusterPlan, HeaderOps, ListenerPlan, ListenerProtocol, Mesh, PathMatch, RoutePlan,
+    UpstreamTls, UriRewrite,
+};
+use serde_json::{json, Value};
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+/// Where the pods of the mesh live on this machine.
+pub struct Addresses<'a> {
+    pub node: Ipv4Addr,
+    /// Pod index -> pod IP.
+    pub pod_ip: &'a [Ipv4Addr],
+}
+
+fn pipe(path: &Path) -> Value {
+    json!({"pipe": {"path": path.to_string_lossy()}})
+}
+
+fn sock(ip: Ipv4Addr, port: u16) -> Value {
+    json!({"socket_address": {"address": ip.to_string(), "port_value": port}})
+}
+
+fn tls_files(c: &CertFiles) -> Value {
+    json!([{ "certificate_chain": {"filename": c.cert.to_string_lossy()},
+             "private_key": {"filename": c.key.to_string_lossy()} }])
+}
+
+fn string_match(m: &StringMatch) -> Value {
+    match m {
+        StringMatch::Exact(v) => json!({"exact": v}),
+        StringMatch::Prefix(v) => json!({"prefix": v}),
+        StringMatch::Regex(v) => json!({"safe_regex": {"regex": v}}),
+    }
+}
+
+fn headers_to_add(ops: &HeaderOps) -> Vec<Value> {
+    let mut out: Vec<Value> = ops
+        .set
+        .iter()
+        .map(|(k, v)| json!({"header": {"key": k, "value": v}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}))
+        .collect();
+    out.extend(ops.add.iter().map(
+        |(k, v)| json!({"header": {"key": k, "value": v}, "append_action": "APPEND_IF_EXISTS_OR_ADD"}),
+    ));
+    out
+}
+
+fn router_filter() -> Value {
+    json!({"name": "envoy.filters.http.router",
+           "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}})
+}
+
+/// Istio's default route retry policy.
+fn istio_retry_policy() -> Value {
+    json!({
+        "retry_on": "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
+        "num_retries": 2,
+        "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"}}],
+        "host_selection_retry_max_attempts": "5",
+        "retriable_status_codes": [503]
+    })
+}
+
+fn route(r: &RoutePlan) -> Value {
+    let mut m = serde_json::Map::new();
+    match &r.path {
+        PathMatch::Prefix(p) => m.insert("prefix".into(), json!(p)),
+        PathMatch::Exact(p) => m.insert("path".into(), json!(p)),
+        PathMatch::Regex(p) => m.insert("safe_regex".into(), json!({"regex": p})),
+    };
+    m.insert("case_sensitive".into(), json!(!r.ignore_case));
+    let mut headers: Vec<Value> = r
+        .headers
+        .iter()
+        .map(|(k, v)| json!({"name": k, "string_match": string_match(v)}))
+        .collect();
+    if let Some(meth) = &r.method {
+        headers.push(json!({"name": ":method", "string_match": string_match(meth)}));
+    }
+    if let Some(auth) = &r.authority {
+        headers.push(json!({"name": ":authority", "string_match": string_match(auth)}));
+    }
+    if !headers.is_empty() {
+        m.insert("headers".into(), json!(headers));
+    }
+    let mut action = serde_json::Map::new();
+    if r.destinations.len() == 1 {
+        action.insert("cluster".into(), json!(r.destinations[0].cluster));
+    } else {
+        let clusters: Vec<Value> = r
+            .destinations
+            .iter()
+            .map(|d| {
+                let mut c = json!({"name": d.cluster, "weight": d.weight});
+                let add = headers_to_add(&d.request_headers);
+                if !add.is_empty() {
+                    c["request_headers_to_add"] = json!(add);
+                }
+                if !d.request_headers.remove.is_empty() {
+                    c["request_headers_to_remove"] = json!(d.request_headers.remove);
+                }
+                c
+            })
+            .collect();
+        action.insert("weighted_clusters".into(), json!({"clusters": clusters}));
+    }
+    action.insert("timeout".into(), json!("0s"));
+    action.insert("retry_policy".into(), istio_retry_policy());
+    match &r.rewrite {
+        Some(UriRewrite::Prefix(p)) => {
+            action.insert("prefix_rewrite".into(), json!(p));
+        }
+        Some(UriRewrite::Regex(pat, sub)) => {
+            action.insert(
+                "regex_rewrite".into(),
+                json!({"pattern": {"regex": pat}, "substitution": sub}),
+            );
+        }
+        None => {}
+    }
+    if let Some(a) = &r.rewrite_authority {
+        action.insert("host_rewrite_literal".into(), json!(a));
+    }
+    let mut out = json!({"name": r.name, "match": m, "route": action,
+                         "decorator": {"operation": r.name}});
+    let mut ops = r.request_headers.clone();
+    if r.destinations.len() == 1 {
+        ops.set
+            .extend(r.destinations[0].request_headers.set.clone());
+        ops.add
+            .extend(r.destinations[0].request_headers.add.clone());
+        ops.remove
+            .extend(r.destinations[0].request_headers.remove.clone());
+    }
+    let add = headers_to_add(&ops);
+    if !add.is_empty() {
+        out["request_headers_to_add"] = json!(add);
+    }
+    if !ops.remove.is_empty() {
+        out["request_headers_to_remove"] = json!(ops.remove);
+    }
+    out
+}
+
+fn gateway_hcm(l: &ListenerPlan) -> Value {
+    let vhosts: Vec<Value> = l
+        .route_config
+        .vhosts
+        .iter()
+        .map(|vh| {
+            json!({"name": vh.name, "domains": vh.domains,
+                         "routes": vh.routes.iter().map(route).collect::<Vec<_>>()})
+        })
+        .collect();
+    json!({
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": format!("outbound_{}", l.name),
+            "codec_type": "AUTO",
+            "server_name": "istio-envoy",
+            "use_remote_address": true,
+            "normalize_path": true,
+            "strip_any_host_port": true,
+            "forward_client_cert_details": "SANITIZE_SET",
+            "set_current_client_cert_details": {"subject": true, "dns": true, "uri": true},
+            "route_config": {"name": l.route_config.name, "validate_clusters": false,
+                             "virtual_hosts": vhosts},
+            "http_filters": [router_filter()]
+        }
+    })
+}
+
+fn upstream_tls(c: &ClusterPlan, gw_cert: &CertFiles, root: &Path) -> Value {
+    let mut validation = json!({"trusted_ca": {"filename": root.to_string_lossy()}});
+    if !c.identities.is_empty() {
+        validation["match_typed_subject_alt_names"] = json!(c
+            .identities
+            .iter()
+            .map(|id| json!({"san_type": "URI", "matcher": {"exact": id}}))
+            .collect::<Vec<_>>());
+    }
+    json!({
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": c.sni,
+            "common_tls_context": {
+                "alpn_protocols": ["istio-peer-exchange", "istio"],
+                "tls_certificates": tls_files(gw_cert),
+                "validation_context": validation
+            }
+        }
+    })
+}
+
+fn cluster(c: &ClusterPlan, addrs: &Addresses, gw_cert: &CertFiles, root: &Path) -> Value {
+    let endpoints: Vec<Value> = c
+        .endpoints
+        .iter()
+        .map(|e| {
+            let mut ep = json!({"endpoint": {"address": sock(addrs.pod_ip[e.pod], e.port)}});
+            if e.istio_tls {
+                ep["metadata"] = json!({"filter_metadata": {"envoy.transport_socket_match": {"tlsMode": "istio"}}});
+            }
+            ep
+        })
+        .collect();
+    let mut out = json!({
+        "name": c.name,
+        "type": "STATIC",
+        "connect_timeout": "10s",
+        "lb_policy": "LEAST_REQUEST",
+        "load_assignment": {"cluster_name": c.name, "endpoints": [{"lb_endpoints": endpoints}]}
+    });
+    match c.tls {
+        UpstreamTls::IstioMutual => out["transport_socket"] = upstream_tls(c, gw_cert, root),
+        UpstreamTls::Disable => {}
+        UpstreamTls::Auto => {
+            out["transport_socket_matches"] = json!([
+                {"name": "tlsMode-istio", "match": {"tlsMode": "istio"},
+                 "transport_socket": upstream_tls(c, gw_cert, root)},
+                {"name": "tlsMode-disabled", "match": {},
+                 "transport_socket": {"name": "envoy.transport_sockets.raw_buffer",
+                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"}}}
+            ])
+        }
+    }
+    out
+}
+
+fn node(mesh: &Mesh, pod: usize, ip: Ipv4Addr, kind: &str) -> Value {
+    let p = &mesh.pods[pod];
+    json!({"id": format!("{kind}~{ip}~{}.{}~{}.svc.cluster.local", p.name, p.namespace, p.namespace),
+           "cluster": format!("{}.{}", p.deployment, p.namespace)})
+}
+
+/// The bootstrap of gateway proxy `gw` (index into `mesh.gateways`).
+pub fn gateway_bootstrap(
+    mesh: &Mesh,
+    gw: usize,
+    addrs: &Addresses,
+    admin: &Path,
+    cert: &CertFiles,
+    server_cert: Option<&CertFiles>,
+    root: &Path,
+) -> Value {
+    let g = &mesh.gateways[gw];
+    let pod_ip = addrs.pod_ip[g.pod];
+    let listeners: Vec<Value> = g
+        .listeners
+        .iter()
+        .map(|l| {
+            let mut chain = match &l.protocol {
+                ListenerProtocol::Http | ListenerProtocol::Https => json!({"filters": [gateway_hcm(l)]}),
+                ListenerProtocol::Opaque(_) => json!({"filters": [{
+                    "name": "envoy.filters.network.tcp_proxy",
+                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+                                     "stat_prefix": "blackhole", "cluster": "BlackHoleCluster"}}]}),
+            };
+            if l.protocol == ListenerProtocol::Https {
+                if let Some(sc) = server_cert {
+                    chain["transport_socket"] = json!({"name": "envoy.transport_sockets.tls",
+                        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                            "common_tls_context": {"tls_certificates": tls_files(sc)}}});
+                }
+            }
+            // Envoy listens in the pod on the target port; kube-proxy's NodePorts are
+            // the same listener's additional addresses on the node.
+            let extra: Vec<Value> = l
+                .node_ports
+                .iter()
+                .map(|np| json!({"address": sock(addrs.node, *np)}))
+                .collect();
+            let mut lis = json!({"name": l.name, "address": sock(pod_ip, l.target_port),
+                                 "filter_chains": [chain]});
+            if !extra.is_empty() {
+                lis["additional_addresses"] = json!(extra);
+            }
+            lis
+        })
+        .collect();
+    let mut clusters: Vec<Value> = mesh
+        .clusters
+        .values()
+        .map(|c| cluster(c, addrs, cert, root))
+        .collect();
+    clusters.push(
+        json!({"name": "BlackHoleCluster", "type": "STATIC", "connect_timeout": "10s",
+                         "load_assignment": {"cluster_name": "BlackHoleCluster", "endpoints": []}}),
+    );
+    json!({
+        "node": node(mesh, g.pod, pod_ip, "router"),
+        "admin": {"address": pipe(admin)},
+        "static_resources": {"listeners": listeners, "clusters": clusters}
+    })
+}
+
+/// The bootstrap of the sidecar of `pod`: one inbound listener per app port on the pod
+/// IP (what Istio's iptables capture sends to 15006), forwarding to the app on
+/// `app_ip`.
+pub fn sidecar_bootstrap(
+    mesh: &Mesh,
+    pod: usize,
+    pod_ip: Ipv4Addr,
+    app_ip: Ipv4Addr,
+    ports: &[u16],
+    admin: &Path,
+    cert: &CertFiles,
+    root: &Path,
+) -> Value {
+    let mut listeners = Vec::new();
+    let mut clusters = Vec::new();
+    for &port in ports {
+        let cluster_name = format!("inbound|{port}||");
+        let hcm = json!({
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": format!("inbound_0.0.0.0_{port}"),
+                "codec_type": "AUTO",
+                "server_name": "istio-envoy",
+                "forward_client_cert_details": "APPEND_FORWARD",
+                "set_current_client_cert_details": {"subject": true, "dns": true, "uri": true},
+                "route_config": {"name": format!("inbound|{port}||"), "validate_clusters": false,
+                    "virtual_hosts": [{"name": format!("inbound|http|{port}"), "domains": ["*"],
+                        "routes": [{"name": "default", "match": {"prefix": "/"},
+                                    "route": {"cluster": cluster_name, "timeout": "0s"},
+                                    "decorator": {"operation": format!("{}:{port}/*", mesh.pods[pod].name)}}]}]},
+                "http_filters": [router_filter()]
+            }
+        });
+        listeners.push(json!({
+            "name": format!("virtualInbound_{port}"),
+            "address": sock(pod_ip, port),
+            "listener_filters": [{"name": "envoy.filters.listener.tls_inspector",
+                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"}}],
+            "filter_chains": [
+                {"name": "inbound_mtls", "filter_chain_match": {"transport_protocol": "tls"},
+                 "transport_socket": {"name": "envoy.transport_sockets.tls",
+                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                        "require_client_certificate": true,
+                        "common_tls_context": {"tls_certificates": tls_files(cert),
+                            "validation_context": {"trusted_ca": {"filename": root.to_string_lossy()}}}}},
+                 "filters": [hcm.clone()]},
+                {"name": "inbound_plaintext", "filter_chain_match": {"transport_protocol": "raw_buffer"},
+                 "filters": [hcm]}
+            ]
+        }));
+        clusters.push(
+            json!({"name": cluster_name, "type": "STATIC", "connect_timeout": "10s",
+            "load_assignment": {"cluster_name": cluster_name,
+                "endpoints": [{"lb_endpoints": [{"endpoint": {"address": sock(app_ip, port)}}]}]}}),
+        );
+    }
+    json!({
+        "node": node(mesh, pod, pod_ip, "sidecar"),
+        "admin": {"address": pipe(admin)},
+        "static_resources": {"listeners": listeners, "clusters": clusters}
+    })
+}

@@ -1,0 +1,599 @@
+//! The local target: the fixtures programmed into real Envoy processes on loopback,
+//! the way Istio would program them. One gateway Envoy per gateway pod, listening on
+//! the node address at each NodePort its Gateway servers use; per app pod a stub
+//! process on its own 127.x address and, when Istio would inject one, a sidecar Envoy
+//! in front of it with per-run mTLS identities.
+//!
+//! Addresses: each run takes a free block 127.A.B.0/24 (an flock'ed lock file keeps
+//! concurrent runs apart): the node is .1, pods .10-.109, the apps behind sidecars
+//! (the pod's "localhost") .130-.229. Admin interfaces are unix sockets, so the node
+//! address shows only what the fixtures expose.
+
+pub mod certs;
+mod envoy;
+pub mod procs;
+pub mod provision;
+
+use super::{ContainerInfo, PodInfo, Target, TargetError};
+
+use crate::istio::{Mesh, PodRole, SidecarShape};
+use crate::timeouts::Timeouts;
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Options of the local target.
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    /// Program and arguments that run the stub backend (`meshcheck stub`, or the
+    /// `meshcheck-stub` binary).
+    pub stub_command: Vec<OsString>,
+    /// Keep the working directory (configs, logs, certificates) after the run.
+    pub keep: bool,
+    pub show_progress: bool,
+    /// The sidecar shape reported for injected pods (Istio 1.27+ on Kubernetes 1.33+
+    /// injects native sidecars).
+    pub sidecar_shape: SidecarShape,
+    pub timeouts: Timeouts,
+}
+
+impl LocalOptions {
+    pub fn new(stub_command: Vec<OsString>) -> Self {
+        LocalOptions {
+            stub_command,
+            keep: false,
+            show_progress: false,
+            sidecar_shape: SidecarShape::default(),
+            timeouts: Timeouts::default(),
+        }
+    }
+}
+
+const MAX_PODS: usize = 100;
+
+/// What runs for one pod.
+#[derive(Debug, Clone)]
+struct RunningPod {
+    index: usize,
+    app: Option<String>,
+    proxy: Option<String>,
+}
+
+pub struct LocalTarget {
+    owner: u64,
+    workdir: Option<tempfile::TempDir>,
+    workdir_path: PathBuf,
+    keep: bool,
+    grace: Duration,
+    node: Ipv4Addr,
+    _lock: std::fs::File,
+    mesh: Mesh,
+    envoy: provision::EnvoyBinary,
+    running: Vec<RunningPod>,
+    shape: SidecarShape,
+    stopped: bool,
+}
+
+/// Takes a free 127.A.B.0/24 block: an exclusive flock on a lock file per block.
+fn claim_block() -> Result<(Ipv4Addr, std::fs::File), TargetError> {
+    use std::os::fd::AsRawFd;
+    let dir = std::env::temp_dir().join("meshcheck-blocks");
+    std::fs::create_dir_all(&dir).map_err(|source| TargetError::Io {
+        what: format!("cannot create {}", dir.display()),
+        source,
+    })?;
+    for _ in 0..64 {
+        let (a, b) = (fastrand::u8(32..=250), fastrand::u8(1..=250));
+        let path = dir.join(format!("127.{a}.{b}.lock"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| TargetError::Io {
+                what: format!("cannot open {}", path.display()),
+                source,
+            })?;
+        // SAFETY: flock on an fd we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok((Ipv4Addr::new(127, a, b, 1), file));
+        }
+    }
+    Err(TargetError::Unavailable {
+        target: "local".into(),
+        why: "no free 127.x.y.0/24 address block after 64 tries".into(),
+    })
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> TargetError {
+    let what = what.into();
+    move |source| TargetError::Io { what, source }
+}
+
+fn tail(path: &Path, lines: usize) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let all: Vec<&str> = text.lines().collect();
+    let start = all.len().saturating_sub(lines);
+    Some(all[start..].join("\n"))
+}
+
+/// `GET /ready` on an Envoy admin unix socket: 200 once the server is LIVE.
+fn envoy_ready(sock: &Path) -> bool {
+    let Ok(mut s) = std::os::unix::net::UnixStream::connect(sock) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    if s.write_all(b"GET /ready HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    buf.starts_with("HTTP/1.1 200") || buf.starts_with("HTTP/1.0 200")
+}
+
+fn tcp_ready(addr: SocketAddr) -> bool {
+    std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+}
+
+/// Resolves a container env var as the kubelet would (values and the downward API).
+fn resolve_env(
+    var: &crate::fixtures::k8s::EnvVar,
+    pod: &crate::istio::PodPlan,
+    ip: Ipv4Addr,
+) -> Option<String> {
+    if let Some(v) = &var.value {
+        return Some(v.clone());
+    }
+    let path = var
+        .value_from
+        .as_ref()?
+        .field_ref
+        .as_ref()?
+        .field_path
+        .as_str();
+    match path {
+        "metadata.name" => Some(pod.name.clone()),
+        "metadata.namespace" => Some(pod.namespace.clone()),
+        "status.podIP" => Some(ip.to_string()),
+        "spec.serviceAccountName" => Some(pod.service_account.clone()),
+        p => p
+            .strip_prefix("metadata.labels['")
+            .and_then(|r| r.strip_suffix("']"))
+            .map(|k| pod.labels.get(k).cloned().unwrap_or_default()),
+    }
+}
+
+impl LocalTarget {
+    /// Brings the fixtures up. Call from a thread that lives as long as the target
+    /// (children die with the thread that started them).
+    pub fn start(mesh: Mesh, opts: &LocalOptions) -> Result<LocalTarget, TargetError> {
+        let started = Instant::now();
+        let envoy = provision::locate_envoy(opts.show_progress)?;
+        let runnable: Vec<usize> = mesh
+            .pods
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| matches!(p.role, PodRole::App | PodRole::Gateway))
+            .map(|(i, _)| i)
+            .collect();
+        if runnable.len() > MAX_PODS {
+            return Err(TargetError::BadInput(format!(
+                "the fixtures make {} pods; the local target runs at most {MAX_PODS}",
+                runnable.len()
+            )));
+        }
+        let (node, lock) = claim_block()?;
+        let base = std::env::temp_dir();
+        // Unix socket paths are limited to 108 bytes: prefer /tmp for a short path.
+        let base = if base.as_os_str().len() > 40 {
+            PathBuf::from("/tmp")
+        } else {
+            base
+        };
+        let workdir = tempfile::Builder::new()
+            .prefix("meshcheck-")
+            .tempdir_in(&base)
+            .map_err(io(format!(
+                "cannot create a working directory in {}",
+                base.display()
+            )))?;
+        let wd = workdir.path().to_path_buf();
+        if !opts.keep {
+            procs::register_dir(&wd);
+        }
+        for sub in ["certs", "envoy", "logs", "s"] {
+            std::fs::create_dir_all(wd.join(sub))
+                .map_err(io(format!("cannot create {}", wd.join(sub).display())))?;
+        }
+        let owner = procs::new_owner();
+        let mut target = LocalTarget {
+            owner,
+            workdir: Some(workdir),
+            workdir_path: wd.clone(),
+            keep: opts.keep,
+            grace: opts.timeouts.stop_grace,
+            node,
+            _lock: lock,
+            mesh,
+            envoy,
+            running: Vec::new(),
+            shape: opts.sidecar_shape,
+            stopped: false,
+        };
+        let [a, b, c, _] = node.octets();
+        let mut pod_ip = vec![Ipv4Addr::UNSPECIFIED; target.mesh.pods.len()];
+        for (slot, &i) in runnable.iter().enumerate() {
+            pod_ip[i] = Ipv4Addr::new(a, b, c, 10 + slot as u8);
+        }
+        let app_ip = |slot: usize| Ipv4Addr::new(a, b, c, 130 + slot as u8);
+
+        if opts.show_progress {
+            let gws = target.mesh.gateways.len();
+            let apps = runnable.len() - gws;
+            let sidecars = target.mesh.pods.iter().filter(|p| p.has_sidecar()).count();
+            eprintln!(
+                "local target: Envoy {} ({}), {gws} gateway(s), {apps} app pod(s), {sidecars} sidecar(s), node {node}, workdir {}",
+                target.envoy.version,
+                target.envoy.path.display(),
+                wd.display()
+            );
+        }
+
+        let ca = certs::MeshCa::new(&wd.join("certs"))?;
+        let root = ca.root_file.clone();
+        let td = target.mesh.trust_domain.clone();
+        let mut waits: Vec<(String, Box<dyn Fn() -> bool>, PathBuf)> = Vec::new();
+        let envoy_cmd = |name: &str, config: &Path, node_id: &str| {
+            let mut cmd = Command::new(&target.envoy.path);
+            cmd.arg("-c")
+                .arg(config)
+                .args([
+                    "--disable-hot-restart",
+                    "--concurrency",
+                    "1",
+                    "--log-level",
+                    "warn",
+                ])
+                .args(["--service-node", node_id, "--service-cluster", name]);
+            cmd
+        };
+        let addrs_pod_ip = pod_ip.clone();
+        for (slot, &i) in runnable.iter().enumerate() {
+            let pod = target.mesh.pods[i].clone();
+            let stem = format!("{}.{}", pod.namespace, pod.name);
+            let cert = ca.issue(&stem, Some(&pod.spiffe_id(&td)), &[])?;
+            let mut rp = RunningPod {
+                index: i,
+                app: None,
+                proxy: None,
+            };
+            let admin = wd.join("s").join(format!("{slot}.sock"));
+            if pod.role == PodRole::Gateway {
+                let gw = target
+                    .mesh
+                    .gateways
+                    .iter()
+                    .position(|g| g.pod == i)
+                    .unwrap_or(0);
+                let hosts: Vec<String> = target.mesh.gateways[gw]
+                    .listeners
+                    .iter()
+                    .flat_map(|l| l.hosts.iter().filter(|h| !h.contains('*')).cloned())
+                    .collect();
+                let server_cert = ca.issue(&format!("{stem}.server"), None, &hosts)?;
+                let addrs = envoy::Addresses {
+                    node,
+                    pod_ip: &addrs_pod_ip,
+                };
+                let cfg = envoy::gateway_bootstrap(
+                    &target.mesh,
+                    gw,
+                    &addrs,
+                    &admin,
+                    &cert,
+                    Some(&server_cert),
+                    &root,
+                );
+                let path = wd.join("envoy").join(format!("{stem}.json"));
+                write_json(&path, &cfg)?;
+                let name = format!("{}/{} gateway proxy", pod.namespace, pod.name);
+                let log = wd.join("logs").join(format!("{stem}.envoy.log"));
+                procs::spawn(
+                    owner,
+                    &name,
+                    &mut envoy_cmd(&pod.deployment, &path, &pod.name),
+                    &log,
+                )
+                .map_err(io(format!(
+                    "cannot start Envoy {}",
+                    target.envoy.path.display()
+                )))?;
+                let a2 = admin.clone();
+                waits.push((name.clone(), Box::new(move || envoy_ready(&a2)), log));
+                rp.proxy = Some(name);
+            } else {
+                let ports: Vec<u16> = if pod.container_ports.is_empty() {
+                    vec![8080]
+                } else {
+                    pod.container_ports.iter().map(|(_, p)| *p).collect()
+                };
+                let listen_ip = if pod.has_sidecar() {
+                    app_ip(slot)
+                } else {
+                    pod_ip[i]
+                };
+                let listen = SocketAddr::new(IpAddr::V4(listen_ip), ports[0]);
+                let name = format!("{}/{} app", pod.namespace, pod.name);
+                let log = wd.join("logs").join(format!("{stem}.app.log"));
+                let (prog, args) = opts
+                    .stub_command
+                    .split_first()
+                    .ok_or_else(|| TargetError::BadInput("no stub command".into()))?;
+                let mut cmd = Command::new(prog);
+                cmd.args(args)
+                    .arg("--listen")
+                    .arg(listen.to_string())
+                    .arg("--pod")
+                    .arg(format!("{}/{}", pod.namespace, pod.name));
+                for k in [
+                    "SERVICE_NAME",
+                    "VERSION",
+                    "POD_NAME",
+                    "NAMESPACE",
+                    "LISTEN_ADDR",
+                ] {
+                    cmd.env_remove(k);
+                }
+                for var in &pod.env {
+                    if let Some(v) = resolve_env(var, &pod, pod_ip[i]) {
+                        cmd.env(&var.name, v);
+                    }
+                }
+                procs::spawn(owner, &name, &mut cmd, &log).map_err(io(format!(
+                    "cannot start the stub {}",
+                    prog.to_string_lossy()
+                )))?;
+                waits.push((name.clone(), Box::new(move || tcp_ready(listen)), log));
+                rp.app = Some(name);
+                if pod.has_sidecar() {
+                    let cfg = envoy::sidecar_bootstrap(
+                        &target.mesh,
+                        i,
+                        pod_ip[i],
+                        listen_ip,
+                        &ports[..1],
+                        &admin,
+                        &cert,
+                        &root,
+                    );
+                    let path = wd.join("envoy").join(format!("{stem}.json"));
+                    write_json(&path, &cfg)?;
+                    let name = format!("{}/{} istio-proxy", pod.namespace, pod.name);
+                    let log = wd.join("logs").join(format!("{stem}.envoy.log"));
+                    procs::spawn(
+                        owner,
+                        &name,
+                        &mut envoy_cmd(&pod.deployment, &path, &pod.name),
+                        &log,
+                    )
+                    .map_err(io(format!(
+                        "cannot start Envoy {}",
+                        target.envoy.path.display()
+                    )))?;
+                    let a2 = admin.clone();
+                    waits.push((name.clone(), Box::new(move || envoy_ready(&a2)), log));
+                    rp.proxy = Some(name);
+                }
+            }
+            target.running.push(rp);
+        }
+        // Wait for every process to be ready, or one to die, or the deadline.
+        let deadline = Instant::now() + opts.timeouts.local_ready;
+        let mut pending: Vec<_> = waits;
+        while !pending.is_empty() {
+            let mut still = Vec::new();
+            for (name, ready, log) in pending {
+                if procs::is_running(owner, &name) == Some(false) {
+                    let how = procs::casualties(owner)
+                        .into_iter()
+                        .find(|(n, _, _)| *n == name)
+                        .map(|(_, how, _)| how)
+                        .unwrap_or_else(|| "exited".into());
+                    return Err(TargetError::Start {
+                        what: name,
+                        why: how,
+                        log_tail: tail(&log, 20),
+                    });
+                }
+                if !ready() {
+                    still.push((name, ready, log));
+                }
+            }
+            pending = still;
+            if pending.is_empty() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let (name, _, log) = &pending[0];
+                return Err(TargetError::Start {
+                    what: name.clone(),
+                    why: format!(
+                        "not ready within {:?} ({} process(es) not ready)",
+                        opts.timeouts.local_ready,
+                        pending.len()
+                    ),
+                    log_tail: tail(log, 20),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(15));
+        }
+        if opts.show_progress {
+            eprintln!(
+                "local target: ready in {:.2}s",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        Ok(target)
+    }
+
+    /// The mesh model the target runs.
+    pub fn mesh(&self) -> &Mesh {
+        &self.mesh
+    }
+
+    pub fn workdir(&self) -> &Path {
+        &self.workdir_path
+    }
+
+    /// Pid of the app (stub) process of the first pod of `deployment`, for tests that
+    /// break a backend on purpose.
+    pub fn app_pid(&self, deployment: &str) -> Option<u32> {
+        self.running
+            .iter()
+            .find(|r| self.mesh.pods[r.index].deployment == deployment)
+            .and_then(|r| r.app.as_ref())
+            .and_then(|n| procs::pid_of(self.owner, n))
+    }
+
+    /// Stops every process and removes the working directory (unless kept).
+    pub fn shutdown(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        procs::stop_owner(self.owner, self.grace);
+        procs::unregister_dir(&self.workdir_path);
+        if let Some(dir) = self.workdir.take() {
+            if self.keep {
+                let path = dir.keep();
+                eprintln!("local target: kept {}", path.display());
+            } else {
+                let _ = dir.close();
+            }
+        }
+    }
+}
+
+impl Drop for LocalTarget {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn write_json(path: &Path, v: &serde_json::Value) -> Result<(), TargetError> {
+    let text = serde_json::to_string_pretty(v).unwrap_or_default();
+    std::fs::write(path, text).map_err(io(format!("cannot write {}", path.display())))
+}
+
+fn container(name: &str, image: &str, restart: Option<&str>, running: bool) -> ContainerInfo {
+    ContainerInfo {
+        name: name.into(),
+        image: image.into(),
+        restart_policy: restart.map(str::to_string),
+        running,
+    }
+}
+
+impl Target for LocalTarget {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    fn node_address(&self) -> IpAddr {
+        IpAddr::V4(self.node)
+    }
+
+    fn node_port(&self, service_port: u16) -> Option<u16> {
+        self.mesh.node_port_for(service_port).map(|(_, p)| p)
+    }
+
+    fn gateway_identities(&self) -> Vec<String> {
+        self.mesh.gateway_identities()
+    }
+
+    fn pods(&self) -> Vec<PodInfo> {
+        let proxy_image = format!("envoy:{} (local istio-proxy)", self.envoy.version);
+        self.mesh
+            .pods
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let run = self.running.iter().find(|r| r.index == i);
+                let alive = |n: Option<&String>| {
+                    n.and_then(|n| procs::is_running(self.owner, n)).unwrap_or(false)
+                };
+                let app_alive = alive(run.and_then(|r| r.app.as_ref()));
+                let proxy_alive = alive(run.and_then(|r| r.proxy.as_ref()));
+                let mut annotations = std::collections::BTreeMap::new();
+                let mut containers = Vec::new();
+                let mut inits = Vec::new();
+                match (&p.role, p.injected) {
+                    (PodRole::Gateway, _) => {
+                        containers.push(container("istio-proxy", &proxy_image, None, proxy_alive));
+                        annotations.insert(
+                            "sidecar.istio.io/status".into(),
+                            r#"{"initContainers":null,"containers":["istio-proxy"],"volumes":["workload-socket","credential-socket","workload-certs","istio-envoy","istio-data","istio-podinfo","istio-token","istiod-ca-cert"],"imagePullSecrets":null,"revision":"default"}"#.into(),
+                        );
+                    }
+                    (role, injected) => {
+                        let running = *role == PodRole::App && app_alive;
+                        containers.push(container(&p.deployment, crate::istio::STUB_IMAGE, None, running));
+                        if injected && *role == PodRole::App {
+                            inits.push(container("istio-init", &proxy_image, None, false));
+                            let status = match self.shape {
+                                SidecarShape::Native => {
+                                    inits.push(container("istio-proxy", &proxy_image, Some("Always"), proxy_alive));
+                                    r#"{"initContainers":["istio-init","istio-proxy"],"containers":null,"volumes":["workload-socket","credential-socket","workload-certs","istio-envoy","istio-data","istio-podinfo","istio-token","istiod-ca-cert"],"imagePullSecrets":null,"revision":"default"}"#
+                                }
+                                SidecarShape::Classic => {
+                                    containers.push(container("istio-proxy", &proxy_image, None, proxy_alive));
+                                    r#"{"initContainers":["istio-init"],"containers":["istio-proxy"],"volumes":["workload-socket","credential-socket","workload-certs","istio-envoy","istio-data","istio-podinfo","istio-token","istiod-ca-cert"],"imagePullSecrets":null,"revision":"default"}"#
+                                }
+                            };
+                            annotations.insert("sidecar.istio.io/status".into(), status.into());
+                        }
+                    }
+                }
+                PodInfo {
+                    namespace: p.namespace.clone(),
+                    name: p.name.clone(),
+                    labels: p.labels.clone(),
+                    annotations,
+                    containers,
+                    init_containers: inits,
+                }
+            })
+            .collect()
+    }
+
+    fn consistency_budget(&self) -> Duration {
+        // Static configuration, ready before the checks start: a short budget is
+        // enough for anything that is going to work.
+        Duration::from_secs(5)
+    }
+
+    fn health(&self) -> Vec<String> {
+        procs::casualties(self.owner)
+            .into_iter()
+            .map(|(name, how, log)| format!("{name} {how} (log: {})", log.display()))
+            .collect()
+    }
+
+    fn properties(&self) -> Vec<(String, String)> {
+        vec![
+            ("target".into(), "local".into()),
+            ("envoy.version".into(), self.envoy.version.clone()),
+            ("envoy.source".into(), self.envoy.source.to_string()),
+            ("node.address".into(), self.node.to_string()),
+            (
+                "sidecar.shape".into(),
+                format!("{:?}", self.shape).to_lowercase(),
+            ),
+        ]
+    }
+}

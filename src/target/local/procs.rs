@@ -1,0 +1,223 @@
+//! The registry of every process meshcheck starts. Each child runs in its own process
+//! group and dies with meshcheck (PR_SET_PDEATHSIG); stopping is SIGTERM to the group,
+//! a grace period, then SIGKILL. The registry is global so that Ctrl-C and panics can
+//! stop everything, whichever target started it.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+struct Proc {
+    owner: u64,
+    name: String,
+    child: Child,
+    log: PathBuf,
+    exited: Option<String>,
+    stopping: bool,
+}
+
+static PROCS: Mutex<Vec<Proc>> = Mutex::new(Vec::new());
+
+fn procs() -> std::sync::MutexGuard<'static, Vec<Proc>> {
+    PROCS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Starts `cmd` as `name`, output to `log`, in its own process group.
+///
+/// Call from a thread that outlives the child (the parent-death signal follows the
+/// spawning thread): the main thread, or a test's thread.
+pub fn spawn(owner: u64, name: &str, cmd: &mut Command, log: &Path) -> std::io::Result<u32> {
+    let out = std::fs::File::create(log)?;
+    let err = out.try_clone()?;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err))
+        .process_group(0);
+    // SAFETY: prctl and getppid are async-signal-safe; nothing else runs between fork
+    // and exec.
+    let parent = std::process::id() as libc::pid_t;
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                // The parent died before prctl took effect.
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+    let mut all = procs();
+    let child = cmd.spawn()?;
+    let pid = child.id();
+    all.push(Proc {
+        owner,
+        name: name.to_string(),
+        child,
+        log: log.to_path_buf(),
+        exited: None,
+        stopping: false,
+    });
+    Ok(pid)
+}
+
+fn signal_group(p: &Proc, sig: libc::c_int) {
+    // SAFETY: plain syscall on a pid we started (its own group).
+    unsafe {
+        libc::killpg(p.child.id() as libc::pid_t, sig);
+    }
+}
+
+fn describe(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exited with status {c}"),
+        (_, Some(9)) => "was killed (SIGKILL)".into(),
+        (_, Some(15)) => "was terminated (SIGTERM)".into(),
+        (_, Some(s)) => format!("was killed by signal {s}"),
+        _ => "exited".into(),
+    }
+}
+
+fn poll(p: &mut Proc) -> bool {
+    if p.exited.is_some() {
+        return true;
+    }
+    match p.child.try_wait() {
+        Ok(Some(st)) => {
+            p.exited = Some(describe(st));
+            true
+        }
+        Ok(None) => false,
+        Err(_) => {
+            p.exited = Some("is gone".into());
+            true
+        }
+    }
+}
+
+/// Processes of `owner` that exited while they were supposed to run: (name, how, log).
+pub fn casualties(owner: u64) -> Vec<(String, String, PathBuf)> {
+    let mut all = procs();
+    all.iter_mut()
+        .filter(|p| p.owner == owner && !p.stopping)
+        .filter_map(|p| {
+            poll(p).then(|| {
+                (
+                    p.name.clone(),
+                    p.exited.clone().unwrap_or_default(),
+                    p.log.clone(),
+                )
+            })
+        })
+        .collect()
+}
+
+/// Whether the process `name` of `owner` is still running (None: unknown name).
+pub fn is_running(owner: u64, name: &str) -> Option<bool> {
+    let mut all = procs();
+    all.iter_mut()
+        .find(|p| p.owner == owner && p.name == name)
+        .map(|p| !poll(p))
+}
+
+/// Pid of process `name` of `owner`.
+pub fn pid_of(owner: u64, name: &str) -> Option<u32> {
+    procs()
+        .iter()
+        .find(|p| p.owner == owner && p.name == name)
+        .map(|p| p.child.id())
+}
+
+/// Stops the processes `filter` selects: SIGTERM to each group, up to `grace` for
+/// them to exit, then SIGKILL; reaps them all. Returns how many were stopped.
+fn stop_where(filter: impl Fn(&Proc) -> bool, grace: Duration) -> usize {
+    let mut mine: Vec<Proc> = {
+        let mut all = procs();
+        let (mine, rest): (Vec<Proc>, Vec<Proc>) = all.drain(..).partition(|p| filter(p));
+        *all = rest;
+        mine
+    };
+    for p in mine.iter_mut() {
+        p.stopping = true;
+        if !poll(p) {
+            signal_group(p, libc::SIGTERM);
+        }
+    }
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline && !mine.iter_mut().all(poll) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for p in mine.iter_mut() {
+        // The group may hold grandchildren even when the leader is gone.
+        signal_group(p, libc::SIGKILL);
+        let _ = p.child.wait();
+    }
+    mine.len()
+}
+
+/// Stops every process of `owner`.
+pub fn stop_owner(owner: u64, grace: Duration) -> usize {
+    stop_where(|p| p.owner == owner, grace)
+}
+
+/// Stops every process meshcheck started (Ctrl-C, end of run).
+pub fn stop_all(grace: Duration) -> usize {
+    stop_where(|_| true, grace)
+}
+
+/// SIGKILL to everything at once, without waiting: for panics and a second Ctrl-C.
+/// Never blocks on the registry lock.
+pub fn kill_all_now() {
+    if let Ok(all) = PROCS.try_lock() {
+        for p in all.iter() {
+            signal_group(p, libc::SIGKILL);
+        }
+    }
+}
+
+/// Installs a panic hook that kills every child when the calling (main) thread
+/// panics, before the default hook runs. Panics of check threads are caught and
+/// reported as failed checks; they leave the target running for the other checks.
+pub fn install_panic_hook() {
+    let main = std::thread::current().id();
+    let prev = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().id() == main {
+            kill_all_now();
+        }
+        prev(info);
+    }));
+}
+
+/// A fresh owner id for a target.
+pub fn new_owner() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+static DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Registers a working directory to remove if the run is interrupted.
+pub fn register_dir(path: &Path) {
+    DIRS.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(path.to_path_buf());
+}
+
+/// Forgets a directory (its owner removed or kept it).
+pub fn unregister_dir(path: &Path) {
+    DIRS.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|p| p != path);
+}
+
+/// Removes every registered directory (interrupt path).
+pub fn remove_dirs() {
+    for d in DIRS.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}

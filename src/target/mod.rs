@@ -1,0 +1,106 @@
+//! Targets: where the fixtures run. Checks see a target only through [`Target`], so
+//! they do not know whether Envoy runs locally or in a cluster.
+
+pub mod local;
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// A container of a pod as the API would show it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ContainerInfo {
+    pub name: String,
+    pub image: String,
+    /// `Always` marks a native sidecar (an init container that keeps running).
+    pub restart_policy: Option<String>,
+    /// Whether the container is running now.
+    pub running: bool,
+}
+
+/// A pod as the API would show it: what the sidecars check inspects.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PodInfo {
+    pub namespace: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub containers: Vec<ContainerInfo>,
+    pub init_containers: Vec<ContainerInfo>,
+}
+
+/// A running environment the checks can talk to.
+pub trait Target: Send + Sync {
+    /// `local`, `kind`, `existing`.
+    fn name(&self) -> &'static str;
+    /// The address of a node: where NodePorts answer.
+    fn node_address(&self) -> IpAddr;
+    /// The NodePort of the ingress gateway Service's `service_port`.
+    fn node_port(&self, service_port: u16) -> Option<u16>;
+    /// SPIFFE identities of the ingress gateway pods.
+    fn gateway_identities(&self) -> Vec<String>;
+    /// Every pod of the fixtures' namespaces.
+    fn pods(&self) -> Vec<PodInfo>;
+    /// How long an expectation may take to become consistently true here.
+    fn consistency_budget(&self) -> Duration;
+    /// Problems the target noticed since it came up (a process that died), for
+    /// failure messages. Empty when healthy.
+    fn health(&self) -> Vec<String>;
+    /// Key/values for reports (target, versions, addresses).
+    fn properties(&self) -> Vec<(String, String)>;
+}
+
+/// Why a target could not be brought up or used.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error(transparent)]
+    Provision(#[from] local::provision::ProvisionError),
+    #[error(transparent)]
+    Certs(#[from] local::certs::CertError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what} did not start: {why}{}", log_tail.as_ref().map(|t| format!("\n--- last lines of its log ---\n{t}")).unwrap_or_default())]
+    Start {
+        what: String,
+        why: String,
+        log_tail: Option<String>,
+    },
+    #[error("target {target} is not available: {why}")]
+    Unavailable { target: String, why: String },
+    #[error("{0}")]
+    BadInput(String),
+}
+
+impl TargetError {
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, TargetError::BadInput(_))
+    }
+}
+
+/// Whether a Docker engine answers on its socket (`DOCKER_HOST=unix://...` or
+/// /var/run/docker.sock): `GET /_ping` -> `OK`.
+pub fn docker_answers() -> bool {
+    use std::io::{Read, Write};
+    let path = std::env::var("DOCKER_HOST")
+        .ok()
+        .and_then(|h| h.strip_prefix("unix://").map(str::to_string))
+        .unwrap_or_else(|| "/var/run/docker.sock".into());
+    let Ok(mut s) = std::os::unix::net::UnixStream::connect(&path) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    buf.starts_with("HTTP/1.") && buf.contains(" 200 ")
+}

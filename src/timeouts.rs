@@ -1,0 +1,35 @@
+//! Every timeout of a run in one place, each with its documented default (the shape of
+//! the Gateway API conformance suite's `TimeoutConfig`).
+
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    /// How long an http expectation may take to become consistently true
+    /// (3 successes in a row). `None`: the target's suggestion (local: 5 s, clusters:
+    /// 30 s, the Gateway API conformance default). Flag `--budget`.
+    pub consistency: Option<Duration>,
+    /// One HTTP request, connect to last byte (conformance: 10 s).
+    pub request: Duration,
+    /// Pause after a failed attempt before the next one (conformance: 100 ms).
+    pub failure_pause: Duration,
+    /// One TCP connect of the port scan.
+    pub connect: Duration,
+    /// All proxies and apps of the local target up and ready.
+    pub local_ready: Duration,
+    /// Between SIGTERM and SIGKILL when stopping a process group.
+    pub stop_grace: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            consistency: None,
+            request: Duration::from_secs(10),
+            failure_pause: Duration::from_millis(100),
+            connect: Duration::from_secs(1),
+            local_ready: Duration::from_secs(20),
+            stop_grace: Duration::from_millis(800),
+        }
+    }
+}
