@@ -165,7 +165,7 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
         .unwrap_or_else(|| suite.fixtures_dir());
 
     if args.test.list {
-        libtest_mimic::run(&args.test, runner::list_trials(&suite));
+        let _ = libtest_mimic::run(&args.test, runner::list_trials(&suite));
         return Ok(exit::OK);
     }
 

@@ -112,6 +112,7 @@ pub async fn run(ctx: &Ctx, check: &SidecarsCheck) -> Outcome {
             problems.push("the target has no gateway identity to expect".into());
         }
         let mut verified = std::collections::BTreeSet::new();
+        let mut unreached = Vec::new();
         for req in &check.via {
             let deadline = Instant::now() + ctx.budget;
             loop {
@@ -146,17 +147,27 @@ pub async fn run(ctx: &Ctx, check: &SidecarsCheck) -> Outcome {
                         break;
                     }
                     _ if Instant::now() >= deadline => {
-                        problems.push(ctx.with_health(format!(
-                            "{} never reached a backend within {:?}: {}",
-                            req.path,
-                            ctx.budget,
-                            x.summary()
-                        )));
+                        // Not a failure by itself: routing checks own reachability.
+                        // A backend that answers without mTLS is the failure here.
+                        unreached.push(format!("{} ({})", req.path, x.summary()));
                         break;
                     }
                     _ => tokio::time::sleep(ctx.timeouts.failure_pause).await,
                 }
             }
+        }
+        if !unreached.is_empty() {
+            detail.push_str(&format!(
+                "not verified (no backend answered within {:?}): {}\n",
+                ctx.budget,
+                unreached.join("; ")
+            ));
+        }
+        if verified.is_empty() && problems.is_empty() {
+            problems.push(ctx.with_health(format!(
+                "no request reached a backend, so no sidecar could be seen in the path: {}",
+                unreached.join("; ")
+            )));
         }
         if !verified.is_empty() {
             summary.push(format!(
@@ -164,6 +175,9 @@ pub async fn run(ctx: &Ctx, check: &SidecarsCheck) -> Outcome {
                 ids.join(", "),
                 verified.into_iter().collect::<Vec<_>>().join(", ")
             ));
+            if !unreached.is_empty() {
+                summary.push(format!("not verified: {}", unreached.join("; ")));
+            }
         }
     }
     if problems.is_empty() {

@@ -87,6 +87,14 @@ impl MeshCa {
         let what = spiffe_id.unwrap_or(file_stem).to_string();
         let key = KeyPair::generate().map_err(gen_err(&what))?;
         let mut params = CertificateParams::default();
+        // Istio's workload certificates have an empty subject; the identity is the SAN.
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        if spiffe_id.is_none() {
+            // A gateway server certificate: Envoy wants a CN or a SAN.
+            params
+                .distinguished_name
+                .push(DnType::CommonName, file_stem);
+        }
         if let Some(id) = spiffe_id {
             let uri = id.to_string().try_into().map_err(gen_err(&what))?;
             params.subject_alt_names.push(SanType::URI(uri));

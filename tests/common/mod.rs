@@ -1,0 +1,165 @@
+//! Drives the real CLI: a small builder over `meshcheck` and fixture copies with edits.
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A copy of the shipped fixtures in a temp dir, to mutate.
+pub struct FixtureCopy {
+    pub dir: tempfile::TempDir,
+}
+
+impl FixtureCopy {
+    pub fn new() -> FixtureCopy {
+        let dir = tempfile::tempdir().unwrap();
+        for e in std::fs::read_dir(root().join("fixtures/ingress")).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
+        }
+        FixtureCopy { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn read(&self, file: &str) -> String {
+        std::fs::read_to_string(self.path().join(file)).unwrap()
+    }
+
+    pub fn write(&self, file: &str, text: &str) -> &Self {
+        std::fs::write(self.path().join(file), text).unwrap();
+        self
+    }
+
+    /// Replaces `from` by `to` in `file`; `from` must occur (a mutation that does not
+    /// apply would make a negative test vacuous).
+    #[track_caller]
+    pub fn replace(&self, file: &str, from: &str, to: &str) -> &Self {
+        let text = self.read(file);
+        assert!(text.contains(from), "{file} does not contain {from:?}");
+        self.write(file, &text.replace(from, to))
+    }
+}
+
+/// The outcome of one CLI run.
+#[derive(Debug)]
+pub struct RunResult {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub passed: BTreeSet<String>,
+    pub failed: BTreeSet<String>,
+}
+
+#[must_use]
+pub struct Run {
+    cmd: Command,
+}
+
+impl Run {
+    pub fn new() -> Run {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshcheck"));
+        cmd.current_dir(root());
+        cmd.env_remove("MESHCHECK_TARGET");
+        Run { cmd }
+    }
+
+    pub fn arg(mut self, a: impl AsRef<std::ffi::OsStr>) -> Run {
+        self.cmd.arg(a);
+        self
+    }
+
+    pub fn fixtures(self, dir: &Path) -> Run {
+        self.arg("--fixtures").arg(dir)
+    }
+
+    pub fn command(self) -> Command {
+        self.cmd
+    }
+
+    pub fn run(mut self) -> RunResult {
+        let junit = tempfile::NamedTempFile::new().unwrap();
+        self.cmd.arg("--junit").arg(junit.path());
+        let out: Output = self.cmd.output().unwrap();
+        parse(out)
+    }
+}
+
+pub fn parse(out: Output) -> RunResult {
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let mut passed = BTreeSet::new();
+    let mut failed = BTreeSet::new();
+    for line in stdout.lines() {
+        // `test [http]         routing::atlas-ui ... ok`
+        let Some(rest) = line.strip_prefix("test ") else {
+            continue;
+        };
+        let rest = rest.trim_start();
+        let rest = if rest.starts_with('[') {
+            rest.split_once(']')
+                .map(|(_, r)| r.trim_start())
+                .unwrap_or(rest)
+        } else {
+            rest
+        };
+        if let Some((name, result)) = rest.split_once(" ... ") {
+            match result.trim() {
+                "ok" => passed.insert(name.trim().to_string()),
+                "FAILED" => failed.insert(name.trim().to_string()),
+                _ => false,
+            };
+        }
+    }
+    RunResult {
+        code: out.status.code().unwrap_or(-1),
+        stdout,
+        stderr,
+        passed,
+        failed,
+    }
+}
+
+pub const ALL_CHECKS: &[&str] = &[
+    "routing::atlas-ui",
+    "routing::authz",
+    "routing::atlas-rest",
+    "routing::unmatched-path-404",
+    "routing::atlas-rest-rewrite",
+    "routing::atlas-rest-root-rewrite",
+    "subsets::header-pins-v2",
+    "subsets::split-90-10",
+    "ports::only-http-nodeport",
+    "sidecars::injected",
+    "sidecars::mtls-at-backends",
+];
+
+/// Asserts the run failed exactly `want_failed` and passed every other check.
+#[track_caller]
+pub fn assert_fails_exactly(r: &RunResult, want_failed: &[&str]) {
+    let want: BTreeSet<String> = want_failed.iter().map(|s| s.to_string()).collect();
+    let all: BTreeSet<String> = ALL_CHECKS.iter().map(|s| s.to_string()).collect();
+    let want_passed: BTreeSet<String> = all.difference(&want).cloned().collect();
+    assert_eq!(
+        r.failed, want,
+        "failed checks differ\n--- stdout\n{}\n--- stderr\n{}",
+        r.stdout, r.stderr
+    );
+    assert_eq!(
+        r.passed, want_passed,
+        "passed checks differ\n--- stdout\n{}\n--- stderr\n{}",
+        r.stdout, r.stderr
+    );
+    let code = if want.is_empty() { 0 } else { 1 };
+    assert_eq!(
+        r.code, code,
+        "exit code\n--- stdout\n{}\n--- stderr\n{}",
+        r.stdout, r.stderr
+    );
+}

@@ -1,0 +1,210 @@
+//! Each mutation of the fixtures makes the checks Istio's behaviour implies fail, and
+//! every other check still pass (run against the local target, real Envoy).
+
+mod common;
+use common::*;
+
+#[test]
+fn shipped_fixtures_pass_every_check() {
+    let r = Run::new().arg("--suite").arg("ingress").run();
+    assert_fails_exactly(&r, &[]);
+    assert!(
+        r.stdout.contains("test result: ok. 11 passed"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn virtualservice_sending_atlas_ui_to_authz_fails_that_route() {
+    let f = FixtureCopy::new();
+    f.replace(
+        "40-virtualservices.yaml",
+        "        host: atlas-ui\n",
+        "        host: authz\n",
+    );
+    let r = Run::new().fixtures(f.path()).run();
+    assert_fails_exactly(&r, &["routing::atlas-ui"]);
+    assert!(
+        r.stdout
+            .contains("expected service atlas-ui, got 200 from authz"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn extra_443_port_on_gateway_service_fails_the_port_scan() {
+    let f = FixtureCopy::new();
+    f.replace(
+        "10-ingress-gateway.yaml",
+        "    nodePort: 30080\n",
+        "    nodePort: 30080\n  - name: https\n    port: 443\n    targetPort: 8443\n    nodePort: 32143\n",
+    );
+    f.replace(
+        "30-gateway.yaml",
+        "    hosts:\n    - \"*\"\n",
+        "    hosts:\n    - \"*\"\n  - port:\n      number: 443\n      name: https\n      protocol: HTTPS\n    hosts:\n    - \"*\"\n    tls:\n      mode: SIMPLE\n      credentialName: atlas-cert\n",
+    );
+    let r = Run::new().fixtures(f.path()).run();
+    assert_fails_exactly(&r, &["ports::only-http-nodeport"]);
+    assert!(
+        r.stdout.contains("unexpected open port(s)") && r.stdout.contains("32143"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn subset_v2_matching_no_pod_fails_the_subset_checks() {
+    let f = FixtureCopy::new();
+    f.replace(
+        "50-destinationrules.yaml",
+        "  - name: v2\n    labels:\n      version: v2\n",
+        "  - name: v2\n    labels:\n      version: v3\n",
+    );
+    let r = Run::new().fixtures(f.path()).run();
+    assert_fails_exactly(&r, &["subsets::header-pins-v2", "subsets::split-90-10"]);
+    assert!(
+        r.stdout.contains("expected status 200, got 503"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn swapped_weights_fail_the_split() {
+    let f = FixtureCopy::new();
+    f.replace(
+        "40-virtualservices.yaml",
+        "      weight: 90\n",
+        "      weight: W1\n",
+    );
+    f.replace(
+        "40-virtualservices.yaml",
+        "      weight: 10\n",
+        "      weight: 90\n",
+    );
+    f.replace(
+        "40-virtualservices.yaml",
+        "      weight: W1\n",
+        "      weight: 10\n",
+    );
+    let r = Run::new().fixtures(f.path()).run();
+    assert_fails_exactly(&r, &["subsets::split-90-10"]);
+    assert!(r.stdout.contains("expected 90%"), "{}", r.stdout);
+}
+
+#[test]
+fn injection_label_removed_fails_sidecars_and_istio_mutual_traffic() {
+    // Without sidecars the DestinationRules' ISTIO_MUTUAL still makes the gateway
+    // originate mTLS, which the plaintext apps cannot accept: Istio answers 503 on
+    // every route, so only the 404 and the port scan still pass.
+    let f = FixtureCopy::new();
+    f.replace(
+        "00-namespaces.yaml",
+        "  labels:\n    istio-injection: enabled\n",
+        "",
+    );
+    let r = Run::new().fixtures(f.path()).run();
+    assert_fails_exactly(
+        &r,
+        &[
+            "routing::atlas-ui",
+            "routing::authz",
+            "routing::atlas-rest",
+            "routing::atlas-rest-rewrite",
+            "routing::atlas-rest-root-rewrite",
+            "subsets::header-pins-v2",
+            "subsets::split-90-10",
+            "sidecars::injected",
+            "sidecars::mtls-at-backends",
+        ],
+    );
+    assert!(
+        r.stdout.contains("has no istio-proxy sidecar"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn injection_label_removed_with_auto_mtls_fails_only_the_sidecar_checks() {
+    // The same mutation without the DestinationRules' tls mode: auto-mTLS falls back
+    // to plaintext, traffic flows, and the sidecar checks alone catch it.
+    let f = FixtureCopy::new();
+    f.replace(
+        "00-namespaces.yaml",
+        "  labels:\n    istio-injection: enabled\n",
+        "",
+    );
+    let dr = f
+        .read("50-destinationrules.yaml")
+        .replace("  trafficPolicy:\n    tls:\n      mode: ISTIO_MUTUAL\n", "");
+    f.write("50-destinationrules.yaml", &dr);
+    let r = Run::new().fixtures(f.path()).run();
+    assert_fails_exactly(&r, &["sidecars::injected", "sidecars::mtls-at-backends"]);
+    assert!(
+        r.stdout.contains("without Istio mTLS from the gateway"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn virtualservices_bound_to_a_missing_gateway_fail_every_route() {
+    let f = FixtureCopy::new();
+    let vs = f
+        .read("40-virtualservices.yaml")
+        .replace("  - atlas-gateway\n", "  - no-such-gateway\n");
+    f.write("40-virtualservices.yaml", &vs);
+    let r = Run::new().fixtures(f.path()).run();
+    assert_fails_exactly(
+        &r,
+        &[
+            "routing::atlas-ui",
+            "routing::authz",
+            "routing::atlas-rest",
+            "routing::atlas-rest-rewrite",
+            "routing::atlas-rest-root-rewrite",
+            "subsets::header-pins-v2",
+            "subsets::split-90-10",
+            "sidecars::mtls-at-backends",
+        ],
+    );
+    assert!(
+        r.stdout.contains("expected status 200, got 404"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn gateway_selector_matching_no_pod_leaves_the_nodeport_closed() {
+    let f = FixtureCopy::new();
+    f.replace(
+        "30-gateway.yaml",
+        "  selector:\n    istio: my-ingress-gateway\n",
+        "  selector:\n    istio: some-other-gateway\n",
+    );
+    let r = Run::new().fixtures(f.path()).run();
+    assert_fails_exactly(
+        &r,
+        &[
+            "routing::atlas-ui",
+            "routing::authz",
+            "routing::atlas-rest",
+            "routing::unmatched-path-404",
+            "routing::atlas-rest-rewrite",
+            "routing::atlas-rest-root-rewrite",
+            "subsets::header-pins-v2",
+            "subsets::split-90-10",
+            "sidecars::mtls-at-backends",
+        ],
+    );
+    assert!(
+        r.stdout.contains("Connection refused") || r.stdout.contains("connection refused"),
+        "{}",
+        r.stdout
+    );
+}
