@@ -257,7 +257,7 @@ pub fn load(path: &Path) -> Result<Suite, SuiteError> {
     let value: serde_json::Value = serde_saphyr::from_str(&text).map_err(|e| {
         invalid(
             e.location().map(|l| l.line() as usize).unwrap_or(1),
-            e.to_string().lines().next().unwrap_or("").to_string(),
+            crate::fixtures::first_line_of(&e.to_string()),
         )
     })?;
     let mut unknown = Vec::new();
@@ -268,7 +268,7 @@ pub fn load(path: &Path) -> Result<Suite, SuiteError> {
             serde_saphyr::from_str::<Suite>(&text).map_err(|e| {
                 invalid(
                     e.location().map(|l| l.line() as usize).unwrap_or(1),
-                    e.to_string().lines().next().unwrap_or("").to_string(),
+                    crate::fixtures::first_line_of(&e.to_string()),
                 )
             })
         })?;
