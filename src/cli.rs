@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
     name = "meshcheck",
     version,
     about = "Conformance and end-to-end checks for an Istio ingress",
+    long_about = "Conformance and end-to-end checks for an Istio ingress: brings up a target, applies the suite's fixtures and checks routes, ports, subsets and sidecars over the gateway's NodePort.",
     args_conflicts_with_subcommands = true,
+    help_template = "{about-with-newline}\n{usage-heading} {usage}\n\n{all-args}{after-help}",
     after_help = "Exit codes: 0 all checks passed, 1 a check failed, 2 bad input or usage, 3 the environment failed, 130 interrupted."
 )]
 pub struct Cli {
