@@ -1,14 +1,18 @@
 //! Command line: parse -> validated config -> run -> exit code.
 
+use crate::analysis::{self, Finding, Severity};
 use crate::error::{exit, Error};
 use crate::fixtures::{load_dir, Fixtures};
+use crate::istio::Prediction;
 use crate::istio::{Mesh, SidecarShape};
 use crate::runner::{self, Events};
+use crate::suite::CheckKind;
 use crate::suite::{self, Suite};
 use crate::target::local::{procs, LocalOptions, LocalTarget};
 use crate::target::{docker_answers, Target, TargetError};
 use crate::timeouts::Timeouts;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,11 +36,27 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Check the fixtures statically and simulate every request of the suite; starts
+    /// nothing. Exit 0: no error, 1: an error finding, 2: input cannot be loaded.
+    Analyze(AnalyzeArgs),
     /// Run the stub backend (what every app pod runs).
     Stub {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct AnalyzeArgs {
+    /// Suite whose policy and checks to use: a name under suites/ or a path.
+    #[arg(long, env = "MESHCHECK_SUITE", default_value = "ingress")]
+    pub suite: String,
+    /// Analyze these manifests instead of the suite's own fixtures.
+    #[arg(long, env = "MESHCHECK_FIXTURES")]
+    pub fixtures: Option<PathBuf>,
+    /// Also write the findings as a JUnit report (classname `static`).
+    #[arg(long)]
+    pub junit: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -74,6 +94,9 @@ pub struct RunArgs {
     /// Keep the target's working directory (configs, certificates, logs).
     #[arg(long)]
     pub keep: bool,
+    /// Stop after the static analysis when it finds an error (start no target).
+    #[arg(long)]
+    pub fail_fast: bool,
     /// Budget for an expectation to become consistently true (e.g. 30s, 500ms)
     /// [default: the target's: local 5s, clusters 30s].
     #[arg(long, value_parser = parse_duration, env = "MESHCHECK_BUDGET")]
@@ -107,25 +130,102 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-fn print_warnings(fx: &Fixtures, mesh: &Mesh) {
-    let _ = fx;
-    for w in &mesh.warnings {
-        eprintln!("warning: {w}");
+/// Loads the suite, its fixtures (or `--fixtures`) and the model.
+fn load_inputs(
+    suite: &str,
+    fixtures: Option<&PathBuf>,
+) -> Result<(Suite, PathBuf, Fixtures, Mesh), Error> {
+    let suite_path = suite::locate(suite)?;
+    let suite: Suite = suite::load(&suite_path)?;
+    let dir = fixtures.cloned().unwrap_or_else(|| suite.fixtures_dir());
+    let fx = load_dir(&dir)?;
+    let mesh = Mesh::build(&fx);
+    Ok((suite, dir, fx, mesh))
+}
+
+fn count(findings: &[Finding], s: Severity) -> usize {
+    findings.iter().filter(|f| f.severity == s).count()
+}
+
+/// `meshcheck analyze`.
+pub fn analyze_cmd(args: AnalyzeArgs) -> Result<u8, Error> {
+    let started = Instant::now();
+    let (suite, dir, fx, mesh) = load_inputs(&args.suite, args.fixtures.as_ref())?;
+    let findings = analysis::analyze(&fx, &mesh, &suite);
+    // Written with errors ignored: `meshcheck analyze | head` must not panic.
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "analyze: suite {}, fixtures {} ({} objects)",
+        suite.name,
+        dir.display(),
+        fx.objects.len()
+    );
+    for f in &findings {
+        let _ = writeln!(out, "{f}\n");
     }
+    let names = analysis::testcase_names(&suite);
+    let sims = names.iter().filter(|n| n.starts_with("simulate::")).count();
+    let (e, w, i) = (
+        count(&findings, Severity::Error),
+        count(&findings, Severity::Warning),
+        count(&findings, Severity::Info),
+    );
+    let _ = writeln!(
+        out,
+        "analyze: {e} error(s), {w} warning(s), {i} info(s); {} analyses, {sims} simulated request(s); {:.1} ms",
+        names.len() - sims,
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    if let Some(path) = &args.junit {
+        let events = Events::default();
+        for (name, outcome) in runner::static_outcomes(&suite, &findings) {
+            events.push(crate::report::CheckEvent {
+                group: "static".into(),
+                name,
+                kind: "static".into(),
+                outcome,
+                duration: Duration::ZERO,
+            });
+        }
+        let props = vec![
+            ("suite".to_string(), suite.name.clone()),
+            ("fixtures.dir".to_string(), dir.display().to_string()),
+            ("fixtures.digest".to_string(), fx.digest.clone()),
+            ("target".to_string(), "none (analyze)".to_string()),
+        ];
+        let report = crate::report::junit::build(
+            &suite.name,
+            &events.sorted(&suite),
+            &props,
+            started.elapsed(),
+        );
+        crate::report::junit::write(&report, path).map_err(|source| Error::Junit {
+            path: path.clone(),
+            source,
+        })?;
+        let _ = writeln!(out, "JUnit report: {}", path.display());
+    }
+    Ok(if e > 0 { exit::CHECK_FAILED } else { exit::OK })
 }
 
 /// Entry point: returns the process exit code.
 pub fn main() -> u8 {
     let cli = Cli::parse();
-    if let Some(Command::Stub { args }) = &cli.command {
-        let code = crate::stub::main_with_args(args);
-        return if code == std::process::ExitCode::SUCCESS {
-            0
-        } else {
-            exit::ENVIRONMENT
-        };
-    }
-    match run(cli.run) {
+    let res = match cli.command {
+        Some(Command::Stub { args }) => {
+            let code = crate::stub::main_with_args(&args);
+            return if code == std::process::ExitCode::SUCCESS {
+                0
+            } else {
+                exit::ENVIRONMENT
+            };
+        }
+        Some(Command::Analyze(a)) => analyze_cmd(a),
+        None => run(cli.run),
+    };
+    match res {
         Ok(code) => code,
         Err(e) => {
             crate::error::report(&e);
@@ -157,23 +257,73 @@ fn install_signal_handlers(rt: &tokio::runtime::Runtime, grace: Duration) {
     });
 }
 
+fn junit_path(args: &RunArgs, suite: &Suite) -> PathBuf {
+    args.junit.clone().unwrap_or_else(|| {
+        PathBuf::from("target/meshcheck").join(format!("{}-junit.xml", suite.name))
+    })
+}
+
 pub fn run(args: RunArgs) -> Result<u8, Error> {
     let run_started = Instant::now();
-    let suite_path = suite::locate(&args.suite)?;
-    let suite: Suite = suite::load(&suite_path)?;
-    let fixtures_dir = args
-        .fixtures
-        .clone()
-        .unwrap_or_else(|| suite.fixtures_dir());
-
     if args.test.list {
+        let suite = suite::load(&suite::locate(&args.suite)?)?;
         let _ = libtest_mimic::run(&args.test, runner::list_trials(&suite));
         return Ok(exit::OK);
     }
+    let (suite, fixtures_dir, fx, mesh) = load_inputs(&args.suite, args.fixtures.as_ref())?;
 
-    let fx = load_dir(&fixtures_dir)?;
-    let mesh = Mesh::build(&fx);
-    print_warnings(&fx, &mesh);
+    // Static analysis and simulation first: findings are testcases of the run.
+    let findings = analysis::analyze(&fx, &mesh, &suite);
+    for f in findings.iter().filter(|f| f.severity != Severity::Error) {
+        eprintln!("{f}");
+    }
+    let predictions: BTreeMap<String, Prediction> = suite
+        .checks
+        .iter()
+        .filter_map(|c| {
+            let req = match &c.kind {
+                CheckKind::Http(h) => &h.request,
+                CheckKind::Distribution(d) => &d.request,
+                _ => return None,
+            };
+            Some((
+                c.full_name(),
+                mesh.simulate(&analysis::sim_request(req, suite.ingress.port)),
+            ))
+        })
+        .collect();
+    let static_outcomes = runner::static_outcomes(&suite, &findings);
+    let events = Events::default();
+    let mut test_args = args.test.clone();
+    if test_args.test_threads.is_none() {
+        test_args.test_threads = Some(4);
+    }
+    if args.fail_fast && count(&findings, Severity::Error) > 0 {
+        eprintln!("static analysis found errors; --fail-fast: no target is started");
+        let conclusion = runner::run(&test_args, runner::static_trials(static_outcomes, &events));
+        let props = vec![
+            ("suite".to_string(), suite.name.clone()),
+            ("fixtures.digest".to_string(), fx.digest.clone()),
+            ("target".to_string(), "none (--fail-fast)".to_string()),
+        ];
+        let report = crate::report::junit::build(
+            &suite.name,
+            &events.sorted(&suite),
+            &props,
+            run_started.elapsed(),
+        );
+        let junit = junit_path(&args, &suite);
+        crate::report::junit::write(&report, &junit).map_err(|source| Error::Junit {
+            path: junit.clone(),
+            source,
+        })?;
+        eprintln!("JUnit report: {}", junit.display());
+        return Ok(if conclusion.has_failed() {
+            exit::CHECK_FAILED
+        } else {
+            exit::OK
+        });
+    }
 
     let target_kind = match args.target {
         TargetKind::Auto => {
@@ -232,12 +382,15 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
         timeouts,
         suite.ingress.port,
     ));
-    let events = Events::default();
-    let mut test_args = args.test.clone();
-    if test_args.test_threads.is_none() {
-        test_args.test_threads = Some(4);
-    }
-    let conclusion = runner::run(&suite, &test_args, ctx.clone(), rt.handle(), &events);
+    let mut trials = runner::static_trials(static_outcomes, &events);
+    trials.extend(runner::traffic_trials(
+        &suite,
+        ctx.clone(),
+        rt.handle(),
+        &events,
+        &predictions,
+    ));
+    let conclusion = runner::run(&test_args, trials);
 
     let mut props = vec![
         ("suite".to_string(), suite.name.clone()),

@@ -3,6 +3,7 @@
 //! Data flow: fixtures -> istio model -> target (local Envoy | kind | existing) ->
 //! checks -> events -> reporters (console, JUnit). See ARCHITECTURE.md.
 
+pub mod analysis;
 pub mod checks;
 pub mod cli;
 pub mod error;

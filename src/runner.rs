@@ -2,7 +2,9 @@
 //! console output like `cargo test`), runs each against the target and emits one
 //! [`CheckEvent`] per check to the sinks.
 
+use crate::analysis::{self, Finding, Severity};
 use crate::checks::{self, Ctx};
+use crate::istio::Prediction;
 use crate::report::CheckEvent;
 use crate::suite::{CheckSpec, Suite};
 use libtest_mimic::{Arguments, Conclusion, Failed, Trial};
@@ -17,15 +19,29 @@ impl Events {
     pub fn push(&self, e: CheckEvent) {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).push(e);
     }
-    /// Events in suite order.
+    /// Events in report order: static analyses first, then the checks in suite order.
     pub fn sorted(&self, suite: &Suite) -> Vec<CheckEvent> {
         let mut v = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let statics = analysis::testcase_names(suite);
         let pos = |e: &CheckEvent| {
-            suite
-                .checks
-                .iter()
-                .position(|c| c.group == e.group && c.name == e.name)
-                .unwrap_or(usize::MAX)
+            if e.group == "static" {
+                (
+                    0,
+                    statics
+                        .iter()
+                        .position(|n| *n == e.name)
+                        .unwrap_or(usize::MAX),
+                )
+            } else {
+                (
+                    1,
+                    suite
+                        .checks
+                        .iter()
+                        .position(|c| c.group == e.group && c.name == e.name)
+                        .unwrap_or(usize::MAX),
+                )
+            }
         };
         v.sort_by_key(pos);
         v
@@ -34,10 +50,15 @@ impl Events {
 
 /// Trials that only carry names (for `--list`).
 pub fn list_trials(suite: &Suite) -> Vec<Trial> {
-    suite
-        .checks
-        .iter()
-        .map(|c| Trial::test(c.full_name(), || Ok(())).with_kind(c.kind.label()))
+    analysis::testcase_names(suite)
+        .into_iter()
+        .map(|n| Trial::test(format!("static::{n}"), || Ok(())).with_kind("static"))
+        .chain(
+            suite
+                .checks
+                .iter()
+                .map(|c| Trial::test(c.full_name(), || Ok(())).with_kind(c.kind.label())),
+        )
         .collect()
 }
 
@@ -50,15 +71,84 @@ fn failure_text(o: &checks::Outcome) -> String {
     s
 }
 
-/// Runs the selected checks of `suite`.
-pub fn run(
+/// The static testcases (`static::<analysis>`): each fails when its analysis has an
+/// error finding; warnings and infos are listed in its output.
+pub fn static_outcomes(suite: &Suite, findings: &[Finding]) -> Vec<(String, checks::Outcome)> {
+    analysis::testcase_names(suite)
+        .into_iter()
+        .map(|name| {
+            let mine: Vec<&Finding> = findings.iter().filter(|f| f.analysis == name).collect();
+            let errors = mine
+                .iter()
+                .filter(|f| f.severity == Severity::Error)
+                .count();
+            let text: Vec<String> = mine.iter().map(|f| f.to_string()).collect();
+            let outcome = if errors > 0 {
+                let first = mine
+                    .iter()
+                    .find(|f| f.severity == Severity::Error)
+                    .map(|f| format!("{}: {}: {}", f.at, f.object, f.message))
+                    .unwrap_or_default();
+                checks::Outcome::fail(
+                    if errors > 1 {
+                        format!("{first} (and {} more)", errors - 1)
+                    } else {
+                        first
+                    },
+                    text.join("\n"),
+                )
+            } else {
+                let mut o = checks::Outcome::pass(if mine.is_empty() {
+                    "no finding".to_string()
+                } else {
+                    format!("{} warning(s)/info(s)", mine.len())
+                });
+                o.detail = text.join("\n");
+                o
+            };
+            (name, outcome)
+        })
+        .collect()
+}
+
+/// Trials reporting precomputed static outcomes.
+pub fn static_trials(outcomes: Vec<(String, checks::Outcome)>, events: &Events) -> Vec<Trial> {
+    outcomes
+        .into_iter()
+        .map(|(name, outcome)| {
+            let events = events.clone();
+            let full = format!("static::{name}");
+            Trial::test(full, move || {
+                let failed = !outcome.passed;
+                let text = failure_text(&outcome);
+                events.push(CheckEvent {
+                    group: "static".into(),
+                    name,
+                    kind: "static".into(),
+                    outcome,
+                    duration: std::time::Duration::ZERO,
+                });
+                if failed {
+                    Err(Failed::from(text))
+                } else {
+                    Ok(())
+                }
+            })
+            .with_kind("static")
+        })
+        .collect()
+}
+
+/// Traffic trials for the checks of `suite`. `predictions` maps a check's full name to
+/// what the model predicts, shown beside a failure.
+pub fn traffic_trials(
     suite: &Suite,
-    args: &Arguments,
     ctx: Arc<Ctx>,
     rt: &tokio::runtime::Handle,
     events: &Events,
-) -> Conclusion {
-    let trials = suite
+    predictions: &std::collections::BTreeMap<String, Prediction>,
+) -> Vec<Trial> {
+    suite
         .checks
         .iter()
         .map(|c| {
@@ -66,9 +156,19 @@ pub fn run(
             let ctx = ctx.clone();
             let rt = rt.clone();
             let events = events.clone();
+            let prediction = predictions.get(&c.full_name()).cloned();
             Trial::test(c.full_name(), move || {
                 let started = Instant::now();
-                let outcome = rt.block_on(checks::run(&ctx, &check));
+                let mut outcome = rt.block_on(checks::run(&ctx, &check));
+                if let (false, Some(p)) = (outcome.passed, &prediction) {
+                    outcome
+                        .message
+                        .push_str(&format!(" [predicted {}]", p.summary()));
+                    outcome.detail.push_str(&format!(
+                        "\npredicted from the fixtures:\n  {}",
+                        p.explain()
+                    ));
+                }
                 let failed = !outcome.passed;
                 let text = failure_text(&outcome);
                 events.push(CheckEvent {
@@ -86,6 +186,10 @@ pub fn run(
             })
             .with_kind(c.kind.label())
         })
-        .collect();
+        .collect()
+}
+
+/// Runs `trials` with libtest-mimic's console and filtering.
+pub fn run(args: &Arguments, trials: Vec<Trial>) -> Conclusion {
     libtest_mimic::run(args, trials)
 }

@@ -34,6 +34,8 @@ pub struct Suite {
     pub fixtures: PathBuf,
     #[serde(default)]
     pub ingress: IngressSpec,
+    #[serde(default)]
+    pub policy: Policy,
     pub checks: Vec<CheckSpec>,
     /// Where the suite was read from (set by the loader).
     #[serde(skip)]
@@ -55,6 +57,26 @@ impl Default for IngressSpec {
 
 fn default_port() -> u16 {
     80
+}
+
+/// What the static analysis holds the fixtures to.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Policy {
+    /// Service ports the gateway Service may expose (default `[80]`).
+    #[serde(default = "default_allowed_ports")]
+    pub allowed_ports: Vec<u16>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            allowed_ports: default_allowed_ports(),
+        }
+    }
+}
+
+fn default_allowed_ports() -> Vec<u16> {
+    vec![80]
 }
 
 #[derive(Debug, Clone, Deserialize)]

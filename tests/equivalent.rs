@@ -8,7 +8,10 @@ use common::*;
 fn one_file_with_everything_passes() {
     let f = FixtureCopy::new();
     let mut all = String::new();
-    let mut names: Vec<_> = std::fs::read_dir(f.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut names: Vec<_> = std::fs::read_dir(f.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     names.sort();
     names.reverse(); // order of objects does not matter
     for p in &names {
@@ -19,34 +22,59 @@ fn one_file_with_everything_passes() {
     std::fs::create_dir(f.path().join("nested")).unwrap();
     std::fs::write(f.path().join("nested/all.yml"), all).unwrap();
     let r = Run::new().fixtures(f.path()).run();
-    assert_fails_exactly(&r, &[]);
+    assert_fails_exactly::<&str>(&r, &[]);
 }
 
 #[test]
 fn renamed_objects_fqdn_hosts_and_another_nodeport_pass() {
     let f = FixtureCopy::new();
     // Gateway, VirtualService and DestinationRule names; references follow.
-    f.replace("30-gateway.yaml", "  name: atlas-gateway\n", "  name: public-gw\n");
+    f.replace(
+        "30-gateway.yaml",
+        "  name: atlas-gateway\n",
+        "  name: public-gw\n",
+    );
     let vs = f
         .read("40-virtualservices.yaml")
         .replace("  - atlas-gateway\n", "  - atlas/public-gw\n")
-        .replace("  name: atlas-ui\n  namespace", "  name: vs-ui\n  namespace")
-        .replace("  name: nb-rest\n  namespace", "  name: vs-rest\n  namespace")
-        .replace("        host: atlas-ui\n", "        host: atlas-ui.atlas.svc.cluster.local\n")
-        .replace("        host: nb-rest\n", "        host: nb-rest.atlas.svc.cluster.local\n")
+        .replace(
+            "  name: atlas-ui\n  namespace",
+            "  name: vs-ui\n  namespace",
+        )
+        .replace(
+            "  name: nb-rest\n  namespace",
+            "  name: vs-rest\n  namespace",
+        )
+        .replace(
+            "        host: atlas-ui\n",
+            "        host: atlas-ui.atlas.svc.cluster.local\n",
+        )
+        .replace(
+            "        host: nb-rest\n",
+            "        host: nb-rest.atlas.svc.cluster.local\n",
+        )
         .replace("        host: authz\n", "        host: authz.atlas\n");
     f.write("40-virtualservices.yaml", &vs);
     let dr = f
         .read("50-destinationrules.yaml")
         .replace("  name: nb-rest\n", "  name: dr-nb-rest\n")
-        .replace("  host: nb-rest\n", "  host: nb-rest.atlas.svc.cluster.local\n");
+        .replace(
+            "  host: nb-rest\n",
+            "  host: nb-rest.atlas.svc.cluster.local\n",
+        );
     f.write("50-destinationrules.yaml", &dr);
     // The gateway workload, its service account (the expected identity follows the
     // fixtures) and the NodePort.
     let gw = f
         .read("10-ingress-gateway.yaml")
-        .replace("name: my-ingress-gateway\n  namespace: istio-ingress\n---\napiVersion: apps/v1", "name: edge-proxy\n  namespace: istio-ingress\n---\napiVersion: apps/v1")
-        .replace("serviceAccountName: my-ingress-gateway", "serviceAccountName: edge-proxy")
+        .replace(
+            "name: my-ingress-gateway\n  namespace: istio-ingress\n---\napiVersion: apps/v1",
+            "name: edge-proxy\n  namespace: istio-ingress\n---\napiVersion: apps/v1",
+        )
+        .replace(
+            "serviceAccountName: my-ingress-gateway",
+            "serviceAccountName: edge-proxy",
+        )
         .replace("nodePort: 30080", "nodePort: 31555");
     f.write("10-ingress-gateway.yaml", &gw);
     // Backend deployments renamed, Service targetPort by name.
@@ -57,13 +85,17 @@ fn renamed_objects_fqdn_hosts_and_another_nodeport_pass() {
         .replace("    targetPort: 8080\n", "    targetPort: http\n");
     f.write("20-backends.yaml", &be);
     let r = Run::new().fixtures(f.path()).run();
-    assert_fails_exactly(&r, &[]);
+    assert_fails_exactly::<&str>(&r, &[]);
 }
 
 #[test]
 fn gateway_in_the_gateway_namespace_and_one_virtualservice_pass() {
     let f = FixtureCopy::new();
-    f.replace("30-gateway.yaml", "  namespace: atlas\n", "  namespace: istio-ingress\n");
+    f.replace(
+        "30-gateway.yaml",
+        "  namespace: atlas\n",
+        "  namespace: istio-ingress\n",
+    );
     // One VirtualService holding all the routes, in Istio's order.
     let vs = f.read("40-virtualservices.yaml");
     let docs: Vec<&str> = vs.split("\n---\n").collect();
@@ -76,5 +108,5 @@ fn gateway_in_the_gateway_namespace_and_one_virtualservice_pass() {
     );
     f.write("40-virtualservices.yaml", &merged);
     let r = Run::new().fixtures(f.path()).run();
-    assert_fails_exactly(&r, &[]);
+    assert_fails_exactly::<&str>(&r, &[]);
 }

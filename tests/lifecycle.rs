@@ -12,14 +12,22 @@ use std::time::{Duration, Instant};
 fn processes_with(needle: &str) -> Vec<u32> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
         if pid == std::process::id() {
             continue;
         }
-        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { continue };
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
         let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
         let state = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-        let zombie = state.split(") ").nth(1).map(|s| s.starts_with('Z')).unwrap_or(false);
+        let zombie = state
+            .split(") ")
+            .nth(1)
+            .map(|s| s.starts_with('Z'))
+            .unwrap_or(false);
         if cmd.contains(needle) && !zombie {
             out.push(pid);
         }
@@ -29,8 +37,18 @@ fn processes_with(needle: &str) -> Vec<u32> {
 
 /// The node address and workdir the local target printed.
 fn node_and_workdir(stderr: &str) -> (String, String) {
-    let line = stderr.lines().find(|l| l.contains(" node ") && l.contains("workdir")).expect(stderr);
-    let node = line.split(" node ").nth(1).unwrap().split(',').next().unwrap().to_string();
+    let line = stderr
+        .lines()
+        .find(|l| l.contains(" node ") && l.contains("workdir"))
+        .expect(stderr);
+    let node = line
+        .split(" node ")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .to_string();
     let wd = line.split("workdir ").nth(1).unwrap().trim().to_string();
     (node, wd)
 }
@@ -42,14 +60,21 @@ fn a_run_leaves_no_process_and_no_workdir_behind() {
     let (node, wd) = node_and_workdir(&r.stderr);
     let prefix = node.trim_end_matches(".1");
     assert!(processes_with(&wd).is_empty(), "Envoy processes left");
-    assert!(processes_with(&format!("--listen {prefix}.")).is_empty(), "stub processes left");
+    assert!(
+        processes_with(&format!("--listen {prefix}.")).is_empty(),
+        "stub processes left"
+    );
     assert!(!std::path::Path::new(&wd).exists(), "workdir {wd} left");
 }
 
 #[test]
 fn malformed_fixture_exits_2_naming_file_and_line() {
     let f = FixtureCopy::new();
-    f.replace("30-gateway.yaml", "    hosts:\n    - \"*\"\n", "    hosts:\n    - \"*\n");
+    f.replace(
+        "30-gateway.yaml",
+        "    hosts:\n    - \"*\"\n",
+        "    hosts:\n    - \"*\n",
+    );
     let r = Run::new().fixtures(f.path()).run();
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("30-gateway.yaml:"), "{}", r.stderr);
@@ -59,9 +84,16 @@ fn malformed_fixture_exits_2_naming_file_and_line() {
     f.replace("20-backends.yaml", "    port: 80\n", "    port: eighty\n");
     let r = Run::new().fixtures(f.path()).run();
     assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(r.stderr.contains("20-backends.yaml:") && r.stderr.contains("Service atlas/"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("20-backends.yaml:") && r.stderr.contains("Service atlas/"),
+        "{}",
+        r.stderr
+    );
 
-    let r = Run::new().arg("--fixtures").arg("/nonexistent/fixtures").run();
+    let r = Run::new()
+        .arg("--fixtures")
+        .arg("/nonexistent/fixtures")
+        .run();
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("/nonexistent/fixtures"), "{}", r.stderr);
 }
@@ -72,7 +104,11 @@ fn usage_errors_exit_2() {
     assert_eq!(r.code, 2, "{}", r.stderr);
     let r = Run::new().arg("--suite").arg("no-such-suite").run();
     assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(r.stderr.contains("no suite named no-such-suite"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("no suite named no-such-suite"),
+        "{}",
+        r.stderr
+    );
     let r = Run::new().arg("--budget").arg("soon").run();
     assert_eq!(r.code, 2, "{}", r.stderr);
 }
@@ -82,14 +118,34 @@ fn list_and_filters_work_like_cargo_test() {
     let r = Run::new().arg("--list").run();
     assert_eq!(r.code, 0);
     for c in ALL_CHECKS {
-        assert!(r.stdout.contains(&format!("{c}: test")), "{c} missing from\n{}", r.stdout);
+        assert!(
+            r.stdout.contains(&format!("{c}: test")),
+            "{c} missing from\n{}",
+            r.stdout
+        );
     }
-    assert!(!r.stderr.contains("local target"), "--list must start nothing: {}", r.stderr);
+    assert!(
+        !r.stderr.contains("local target"),
+        "--list must start nothing: {}",
+        r.stderr
+    );
 
-    let r = Run::new().arg("routing::").arg("--skip").arg("rewrite").run();
+    let r = Run::new()
+        .arg("routing::")
+        .arg("--skip")
+        .arg("rewrite")
+        .run();
     assert_eq!(r.code, 0, "{}", r.stdout);
-    let want: Vec<&str> = vec!["routing::atlas-rest", "routing::atlas-ui", "routing::authz", "routing::unmatched-path-404"];
-    assert_eq!(r.passed.iter().map(String::as_str).collect::<Vec<_>>(), want);
+    let want: Vec<&str> = vec![
+        "routing::atlas-rest",
+        "routing::atlas-ui",
+        "routing::authz",
+        "routing::unmatched-path-404",
+    ];
+    assert_eq!(
+        r.passed.iter().map(String::as_str).collect::<Vec<_>>(),
+        want
+    );
 
     let r = Run::new().arg("--exact").arg("routing::authz").run();
     assert_eq!(r.passed.len(), 1, "{}", r.stdout);
@@ -100,7 +156,11 @@ fn cluster_targets_fail_with_exit_3_until_they_exist() {
     for t in ["kind", "existing"] {
         let r = Run::new().arg("--target").arg(t).run();
         assert_eq!(r.code, 3, "{}", r.stderr);
-        assert!(r.stderr.contains(&format!("target {t} is not available")), "{}", r.stderr);
+        assert!(
+            r.stderr.contains(&format!("target {t} is not available")),
+            "{}",
+            r.stderr
+        );
     }
 }
 
@@ -109,9 +169,21 @@ fn ctrl_c_mid_run_exits_fast_and_leaves_nothing() {
     // A Gateway that selects no pod: every traffic check retries for its whole budget,
     // so the run is certainly in progress when Ctrl-C arrives.
     let f = FixtureCopy::new();
-    f.replace("30-gateway.yaml", "    istio: my-ingress-gateway\n", "    istio: nobody\n");
-    let mut cmd = Run::new().fixtures(f.path()).arg("--budget").arg("60s").command();
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    f.replace(
+        "30-gateway.yaml",
+        "    istio: my-ingress-gateway\n",
+        "    istio: nobody\n",
+    );
+    let mut cmd = Run::new()
+        .fixtures(f.path())
+        .arg("--budget")
+        .arg("60s")
+        .command();
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let stderr = child.stderr.take().unwrap();
     let stdout = child.stdout.take().unwrap();
@@ -130,13 +202,18 @@ fn ctrl_c_mid_run_exits_fast_and_leaves_nothing() {
     let mut seen = String::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     while !(seen.contains("ready in") && seen.contains("running 11 tests")) {
-        let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("target never became ready");
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("target never became ready");
         seen.push_str(&line);
         seen.push('\n');
     }
     let (node, wd) = node_and_workdir(&seen);
     let prefix = node.trim_end_matches(".1").to_string();
-    assert!(!processes_with(&wd).is_empty(), "Envoys should be running mid-run");
+    assert!(
+        !processes_with(&wd).is_empty(),
+        "Envoys should be running mid-run"
+    );
     let sent = Instant::now();
     unsafe {
         libc::kill(child.id() as i32, libc::SIGINT);
@@ -145,15 +222,27 @@ fn ctrl_c_mid_run_exits_fast_and_leaves_nothing() {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(sent.elapsed() < Duration::from_secs(10), "meshcheck did not exit after Ctrl-C");
+        assert!(
+            sent.elapsed() < Duration::from_secs(10),
+            "meshcheck did not exit after Ctrl-C"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     let took = sent.elapsed();
     assert!(took < Duration::from_secs(2), "exit took {took:?}");
     assert_eq!(status.code(), Some(130));
-    assert!(processes_with(&wd).is_empty(), "Envoy processes left after Ctrl-C");
-    assert!(processes_with(&format!("--listen {prefix}.")).is_empty(), "stubs left after Ctrl-C");
-    assert!(!std::path::Path::new(&wd).exists(), "workdir {wd} left after Ctrl-C");
+    assert!(
+        processes_with(&wd).is_empty(),
+        "Envoy processes left after Ctrl-C"
+    );
+    assert!(
+        processes_with(&format!("--listen {prefix}.")).is_empty(),
+        "stubs left after Ctrl-C"
+    );
+    assert!(
+        !std::path::Path::new(&wd).exists(),
+        "workdir {wd} left after Ctrl-C"
+    );
 }
 
 #[test]
@@ -167,14 +256,28 @@ fn killing_a_backend_mid_run_fails_its_checks_with_a_clear_message() {
     let opts = LocalOptions::new(vec![env!("CARGO_BIN_EXE_meshcheck-stub").into()]);
     let target = Arc::new(LocalTarget::start(Mesh::build(&fx), &opts).unwrap());
     let suite = meshcheck::suite::load(&root().join("suites/ingress.yaml")).unwrap();
-    let check = |name: &str| suite.checks.iter().find(|c| c.full_name() == name).unwrap().clone();
+    let check = |name: &str| {
+        suite
+            .checks
+            .iter()
+            .find(|c| c.full_name() == name)
+            .unwrap()
+            .clone()
+    };
     let mut timeouts = meshcheck::timeouts::Timeouts::default();
     timeouts.consistency = Some(Duration::from_secs(2));
     let dyn_target: Arc<dyn Target> = target.clone();
     let ctx = meshcheck::checks::Ctx::new(dyn_target, timeouts, 80);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
 
-    assert!(rt.block_on(meshcheck::checks::run(&ctx, &check("routing::atlas-ui"))).passed);
+    assert!(
+        rt.block_on(meshcheck::checks::run(&ctx, &check("routing::atlas-ui")))
+            .passed
+    );
     let pid = target.app_pid("atlas-ui").unwrap();
     unsafe {
         libc::kill(pid as i32, libc::SIGKILL);
@@ -182,12 +285,27 @@ fn killing_a_backend_mid_run_fails_its_checks_with_a_clear_message() {
     let started = Instant::now();
     let o = rt.block_on(meshcheck::checks::run(&ctx, &check("routing::atlas-ui")));
     assert!(!o.passed);
-    assert!(started.elapsed() < Duration::from_secs(8), "took {:?}", started.elapsed());
-    assert!(o.message.contains("expected status 200, got 503"), "{}", o.message);
-    assert!(o.message.contains("atlas-ui") && o.message.contains("was killed (SIGKILL)"), "{}", o.message);
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        o.message.contains("expected status 200, got 503"),
+        "{}",
+        o.message
+    );
+    assert!(
+        o.message.contains("atlas-ui") && o.message.contains("was killed (SIGKILL)"),
+        "{}",
+        o.message
+    );
     assert!(o.attempts > 1, "retried within the budget");
     // Other backends are unaffected.
-    assert!(rt.block_on(meshcheck::checks::run(&ctx, &check("routing::authz"))).passed);
+    assert!(
+        rt.block_on(meshcheck::checks::run(&ctx, &check("routing::authz")))
+            .passed
+    );
     drop(ctx);
     let workdir = target.workdir().to_path_buf();
     drop(target);

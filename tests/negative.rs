@@ -4,12 +4,23 @@
 mod common;
 use common::*;
 
+/// The traffic checks that expect an answer from a backend.
+const TO_BACKENDS: &[&str] = &[
+    "routing::atlas-ui",
+    "routing::authz",
+    "routing::atlas-rest",
+    "routing::atlas-rest-rewrite",
+    "routing::atlas-rest-root-rewrite",
+    "subsets::header-pins-v2",
+    "subsets::split-90-10",
+];
+
 #[test]
 fn shipped_fixtures_pass_every_check() {
     let r = Run::new().arg("--suite").arg("ingress").run();
-    assert_fails_exactly(&r, &[]);
+    assert_fails_exactly::<&str>(&r, &[]);
     assert!(
-        r.stdout.contains("test result: ok. 11 passed"),
+        r.stdout.contains("test result: ok. 31 passed"),
         "{}",
         r.stdout
     );
@@ -24,7 +35,17 @@ fn virtualservice_sending_atlas_ui_to_authz_fails_that_route() {
         "        host: authz\n",
     );
     let r = Run::new().fixtures(f.path()).run();
-    assert_fails_exactly(&r, &["routing::atlas-ui"]);
+    assert_fails_exactly(
+        &r,
+        &["routing::atlas-ui", "static::simulate::routing::atlas-ui"],
+    );
+    // The failure shows what the fixtures predict beside what was observed.
+    assert!(
+        r.stdout
+            .contains("[predicted via VirtualService atlas/atlas-ui route 0: 200 from authz v1]"),
+        "{}",
+        r.stdout
+    );
     assert!(
         r.stdout
             .contains("expected service atlas-ui, got 200 from authz"),
@@ -47,7 +68,7 @@ fn extra_443_port_on_gateway_service_fails_the_port_scan() {
         "    hosts:\n    - \"*\"\n  - port:\n      number: 443\n      name: https\n      protocol: HTTPS\n    hosts:\n    - \"*\"\n    tls:\n      mode: SIMPLE\n      credentialName: atlas-cert\n",
     );
     let r = Run::new().fixtures(f.path()).run();
-    assert_fails_exactly(&r, &["ports::only-http-nodeport"]);
+    assert_fails_exactly(&r, &["ports::only-http-nodeport", "static::exposed-ports"]);
     assert!(
         r.stdout.contains("unexpected open port(s)") && r.stdout.contains("32143"),
         "{}",
@@ -64,7 +85,21 @@ fn subset_v2_matching_no_pod_fails_the_subset_checks() {
         "  - name: v2\n    labels:\n      version: v3\n",
     );
     let r = Run::new().fixtures(f.path()).run();
-    assert_fails_exactly(&r, &["subsets::header-pins-v2", "subsets::split-90-10"]);
+    let mut want = vec![
+        "subsets::header-pins-v2".to_string(),
+        "subsets::split-90-10".into(),
+        "static::subsets".into(),
+    ];
+    // The model also predicts the 10% of unpinned /atlas-rest requests that go to v2
+    // and fail; the live route checks still pass (3 consecutive successes), flaky.
+    want.extend(simulated(&[
+        "routing::atlas-rest",
+        "routing::atlas-rest-rewrite",
+        "routing::atlas-rest-root-rewrite",
+        "subsets::header-pins-v2",
+        "subsets::split-90-10",
+    ]));
+    assert_fails_exactly(&r, &want);
     assert!(
         r.stdout.contains("expected status 200, got 503"),
         "{}",
@@ -91,7 +126,13 @@ fn swapped_weights_fail_the_split() {
         "      weight: 10\n",
     );
     let r = Run::new().fixtures(f.path()).run();
-    assert_fails_exactly(&r, &["subsets::split-90-10"]);
+    assert_fails_exactly(
+        &r,
+        &[
+            "subsets::split-90-10",
+            "static::simulate::subsets::split-90-10",
+        ],
+    );
     assert!(r.stdout.contains("expected 90%"), "{}", r.stdout);
 }
 
@@ -107,20 +148,18 @@ fn injection_label_removed_fails_sidecars_and_istio_mutual_traffic() {
         "",
     );
     let r = Run::new().fixtures(f.path()).run();
-    assert_fails_exactly(
-        &r,
-        &[
-            "routing::atlas-ui",
-            "routing::authz",
-            "routing::atlas-rest",
-            "routing::atlas-rest-rewrite",
-            "routing::atlas-rest-root-rewrite",
-            "subsets::header-pins-v2",
-            "subsets::split-90-10",
+    let mut want: Vec<String> = TO_BACKENDS.iter().map(|s| s.to_string()).collect();
+    want.extend(simulated(TO_BACKENDS));
+    want.extend(
+        [
             "sidecars::injected",
             "sidecars::mtls-at-backends",
-        ],
+            "static::injection",
+            "static::mtls",
+        ]
+        .map(String::from),
     );
+    assert_fails_exactly(&r, &want);
     assert!(
         r.stdout.contains("has no istio-proxy sidecar"),
         "{}",
@@ -143,7 +182,14 @@ fn injection_label_removed_with_auto_mtls_fails_only_the_sidecar_checks() {
         .replace("  trafficPolicy:\n    tls:\n      mode: ISTIO_MUTUAL\n", "");
     f.write("50-destinationrules.yaml", &dr);
     let r = Run::new().fixtures(f.path()).run();
-    assert_fails_exactly(&r, &["sidecars::injected", "sidecars::mtls-at-backends"]);
+    assert_fails_exactly(
+        &r,
+        &[
+            "sidecars::injected",
+            "sidecars::mtls-at-backends",
+            "static::injection",
+        ],
+    );
     assert!(
         r.stdout.contains("without Istio mTLS from the gateway"),
         "{}",
@@ -159,19 +205,10 @@ fn virtualservices_bound_to_a_missing_gateway_fail_every_route() {
         .replace("  - atlas-gateway\n", "  - no-such-gateway\n");
     f.write("40-virtualservices.yaml", &vs);
     let r = Run::new().fixtures(f.path()).run();
-    assert_fails_exactly(
-        &r,
-        &[
-            "routing::atlas-ui",
-            "routing::authz",
-            "routing::atlas-rest",
-            "routing::atlas-rest-rewrite",
-            "routing::atlas-rest-root-rewrite",
-            "subsets::header-pins-v2",
-            "subsets::split-90-10",
-            "sidecars::mtls-at-backends",
-        ],
-    );
+    let mut want: Vec<String> = TO_BACKENDS.iter().map(|s| s.to_string()).collect();
+    want.extend(simulated(TO_BACKENDS));
+    want.extend(["sidecars::mtls-at-backends", "static::gateway-references"].map(String::from));
+    assert_fails_exactly(&r, &want);
     assert!(
         r.stdout.contains("expected status 200, got 404"),
         "{}",
@@ -188,20 +225,12 @@ fn gateway_selector_matching_no_pod_leaves_the_nodeport_closed() {
         "  selector:\n    istio: some-other-gateway\n",
     );
     let r = Run::new().fixtures(f.path()).run();
-    assert_fails_exactly(
-        &r,
-        &[
-            "routing::atlas-ui",
-            "routing::authz",
-            "routing::atlas-rest",
-            "routing::unmatched-path-404",
-            "routing::atlas-rest-rewrite",
-            "routing::atlas-rest-root-rewrite",
-            "subsets::header-pins-v2",
-            "subsets::split-90-10",
-            "sidecars::mtls-at-backends",
-        ],
-    );
+    let mut traffic = TO_BACKENDS.to_vec();
+    traffic.push("routing::unmatched-path-404");
+    let mut want: Vec<String> = traffic.iter().map(|s| s.to_string()).collect();
+    want.extend(simulated(&traffic));
+    want.extend(["sidecars::mtls-at-backends", "static::gateway-selector"].map(String::from));
+    assert_fails_exactly(&r, &want);
     assert!(
         r.stdout.contains("Connection refused") || r.stdout.contains("connection refused"),
         "{}",

@@ -238,18 +238,21 @@ impl Mesh {
             let listeners = build_listeners(fx, pod, &gws, &vss, &mut mesh.warnings);
             mesh.gateways.push(GatewayProxy { pod: i, listeners });
         }
-        // Clusters for every destination any route names.
+        // Clusters for every destination any VirtualService names (istiod builds them
+        // whether or not a route is bound to a gateway).
         let mut wanted: Vec<(String, String, u16, Option<String>)> = Vec::new();
-        for g in &mesh.gateways {
-            for l in &g.listeners {
-                for vh in &l.route_config.vhosts {
-                    for r in &vh.routes {
-                        for d in &r.destinations {
-                            if let Some(parsed) = parse_cluster_name(&d.cluster) {
-                                wanted.push((d.cluster.clone(), parsed.2, parsed.0, parsed.1));
-                            }
-                        }
-                    }
+        for vs in &vss {
+            for http in &vs.spec.spec.http {
+                for d in &http.route {
+                    let fqdn = resolve_host(&d.destination.host, &vs.namespace);
+                    let port = d.destination.port.as_ref().map(|p| p.number).unwrap_or(0);
+                    let subset = d.destination.subset.clone();
+                    wanted.push((
+                        cluster_name(port, subset.as_deref(), &fqdn),
+                        fqdn,
+                        port,
+                        subset,
+                    ));
                 }
             }
         }

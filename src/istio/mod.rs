@@ -6,9 +6,11 @@
 
 mod mesh;
 mod pods;
+mod simulate;
 
 pub use mesh::*;
 pub use pods::*;
+pub use simulate::*;
 
 #[cfg(test)]
 mod tests;

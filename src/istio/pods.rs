@@ -52,6 +52,31 @@ impl PodPlan {
         spiffe_id(trust_domain, &self.namespace, &self.service_account)
     }
 
+    /// A container env var as the kubelet resolves it (values and the downward API
+    /// fields that do not depend on the running pod's address).
+    pub fn env_value(&self, name: &str) -> Option<String> {
+        let var = self.env.iter().find(|v| v.name == name)?;
+        if let Some(v) = &var.value {
+            return Some(v.clone());
+        }
+        let path = var
+            .value_from
+            .as_ref()?
+            .field_ref
+            .as_ref()?
+            .field_path
+            .as_str();
+        match path {
+            "metadata.name" => Some(self.name.clone()),
+            "metadata.namespace" => Some(self.namespace.clone()),
+            "spec.serviceAccountName" => Some(self.service_account.clone()),
+            p => p
+                .strip_prefix("metadata.labels['")
+                .and_then(|r| r.strip_suffix("']"))
+                .map(|k| self.labels.get(k).cloned().unwrap_or_default()),
+        }
+    }
+
     pub fn has_sidecar(&self) -> bool {
         self.role == PodRole::App && self.injected
     }

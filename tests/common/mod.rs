@@ -126,6 +126,39 @@ pub fn parse(out: Output) -> RunResult {
     }
 }
 
+/// The static testcases of the ingress suite (analyses, then one simulation per
+/// traffic check).
+pub const STATIC_CHECKS: &[&str] = &[
+    "static::fields",
+    "static::workload-selectors",
+    "static::injection",
+    "static::gateway-selector",
+    "static::exposed-ports",
+    "static::gateway-references",
+    "static::gateway-hosts",
+    "static::destination-hosts",
+    "static::subsets",
+    "static::weights",
+    "static::route-conflicts",
+    "static::mtls",
+    "static::simulate::routing::atlas-ui",
+    "static::simulate::routing::authz",
+    "static::simulate::routing::atlas-rest",
+    "static::simulate::routing::unmatched-path-404",
+    "static::simulate::routing::atlas-rest-rewrite",
+    "static::simulate::routing::atlas-rest-root-rewrite",
+    "static::simulate::subsets::header-pins-v2",
+    "static::simulate::subsets::split-90-10",
+];
+
+/// `static::simulate::<check>` for each of `checks`.
+pub fn simulated(checks: &[&str]) -> Vec<String> {
+    checks
+        .iter()
+        .map(|c| format!("static::simulate::{c}"))
+        .collect()
+}
+
 pub const ALL_CHECKS: &[&str] = &[
     "routing::atlas-ui",
     "routing::authz",
@@ -140,11 +173,16 @@ pub const ALL_CHECKS: &[&str] = &[
     "sidecars::mtls-at-backends",
 ];
 
-/// Asserts the run failed exactly `want_failed` and passed every other check.
+/// Asserts the run failed exactly `want_failed` (traffic and static testcases) and
+/// passed every other one.
 #[track_caller]
-pub fn assert_fails_exactly(r: &RunResult, want_failed: &[&str]) {
-    let want: BTreeSet<String> = want_failed.iter().map(|s| s.to_string()).collect();
-    let all: BTreeSet<String> = ALL_CHECKS.iter().map(|s| s.to_string()).collect();
+pub fn assert_fails_exactly<S: AsRef<str>>(r: &RunResult, want_failed: &[S]) {
+    let want: BTreeSet<String> = want_failed.iter().map(|s| s.as_ref().to_string()).collect();
+    let all: BTreeSet<String> = ALL_CHECKS
+        .iter()
+        .chain(STATIC_CHECKS)
+        .map(|s| s.to_string())
+        .collect();
     let want_passed: BTreeSet<String> = all.difference(&want).cloned().collect();
     assert_eq!(
         r.failed, want,

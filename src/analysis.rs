@@ -1,0 +1,997 @@
+//! Static analysis: the fixtures checked against each other, and every request of the
+//! suite simulated on the Istio model, before any target starts. Each finding names the
+//! object and file:line, says what Istio would do, and gives `istioctl analyze`'s code
+//! where istioctl reports the same condition.
+
+use crate::fixtures::k8s::selects;
+use crate::fixtures::{Fixtures, Source};
+use crate::istio::{
+    cluster_name, host_matches, resolve_host, Mesh, PathMatch, PodRole, SimRequest, UpstreamTls,
+};
+use crate::suite::{CheckKind, HttpExpect, RequestSpec, Suite};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    Error,
+    Warning,
+    Info,
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+            Severity::Info => "info",
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Finding {
+    /// The analysis that produced it (a `static::<analysis>` testcase).
+    pub analysis: String,
+    pub severity: Severity,
+    /// meshcheck's stable code.
+    pub code: &'static str,
+    /// `istioctl analyze`'s code and name for the same condition, if it has one.
+    pub istioctl: Option<&'static str>,
+    pub object: String,
+    pub at: Source,
+    pub message: String,
+    /// What Istio does with this configuration.
+    pub istio: String,
+    /// Longer explanation (the decision path of a simulation).
+    pub detail: String,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}[{}] {}: {}: {}",
+            self.severity, self.code, self.at, self.object, self.message
+        )?;
+        if !self.istio.is_empty() {
+            write!(f, "\n  = istio: {}", self.istio)?;
+        }
+        if let Some(c) = self.istioctl {
+            write!(f, "\n  = istioctl analyze: {c}")?;
+        }
+        if !self.detail.is_empty() {
+            write!(f, "\n  = {}", self.detail.replace('\n', "\n    "))?;
+        }
+        Ok(())
+    }
+}
+
+/// The analyses, in report order: (name, what it checks). Each is a `static::<name>`
+/// testcase; simulations add one `static::simulate::<check>` per traffic check.
+pub const ANALYSES: &[(&str, &str)] = &[
+    (
+        "fields",
+        "objects use only fields Istio defines and meshcheck models",
+    ),
+    (
+        "workload-selectors",
+        "Deployment selectors match their template; Service selectors match a workload",
+    ),
+    (
+        "injection",
+        "app namespaces are labelled for injection and no app pod opts out",
+    ),
+    (
+        "gateway-selector",
+        "each Gateway selects gateway pods, and its server ports are ports of their Service",
+    ),
+    (
+        "exposed-ports",
+        "the gateway Service exposes only the ports the suite's policy allows",
+    ),
+    (
+        "gateway-references",
+        "VirtualService gateways name existing Gateways",
+    ),
+    (
+        "gateway-hosts",
+        "VirtualService hosts intersect their Gateways' server hosts",
+    ),
+    (
+        "destination-hosts",
+        "route destinations resolve to a Service and port",
+    ),
+    ("subsets", "referenced subsets are defined and select pods"),
+    ("weights", "route weights are not negative and sum to 100"),
+    (
+        "route-conflicts",
+        "no route is shadowed by another VirtualService's route on the same host",
+    ),
+    ("mtls", "ISTIO_MUTUAL only toward pods with a sidecar"),
+];
+
+struct Ctx<'a> {
+    fx: &'a Fixtures,
+    mesh: &'a Mesh,
+    out: Vec<Finding>,
+}
+
+impl Ctx<'_> {
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        analysis: &str,
+        severity: Severity,
+        code: &'static str,
+        istioctl: Option<&'static str>,
+        object: String,
+        at: &Source,
+        message: String,
+        istio: impl Into<String>,
+    ) {
+        self.out.push(Finding {
+            analysis: analysis.into(),
+            severity,
+            code,
+            istioctl,
+            object,
+            at: at.clone(),
+            message,
+            istio: istio.into(),
+            detail: String::new(),
+        });
+    }
+}
+
+/// Field names Istio's networking v1 API defines for Gateway, VirtualService and
+/// DestinationRule (so an ignored field is either "not modelled by meshcheck" or "not
+/// an Istio field at all": a typo that silently changes behaviour).
+const ISTIO_FIELDS: &[&str] = &[
+    "selector",
+    "servers",
+    "port",
+    "number",
+    "protocol",
+    "name",
+    "targetPort",
+    "bind",
+    "hosts",
+    "tls",
+    "defaultEndpoint",
+    "httpsRedirect",
+    "mode",
+    "serverCertificate",
+    "privateKey",
+    "caCertificates",
+    "caCrl",
+    "credentialName",
+    "credentialNames",
+    "tlsCertificates",
+    "subjectAltNames",
+    "verifyCertificateSpki",
+    "verifyCertificateHash",
+    "minProtocolVersion",
+    "maxProtocolVersion",
+    "cipherSuites",
+    "ecdhCurves",
+    "gateways",
+    "http",
+    "tcp",
+    "exportTo",
+    "match",
+    "route",
+    "redirect",
+    "directResponse",
+    "delegate",
+    "rewrite",
+    "timeout",
+    "retries",
+    "fault",
+    "mirror",
+    "mirrors",
+    "mirrorPercent",
+    "mirrorPercentage",
+    "corsPolicy",
+    "headers",
+    "uri",
+    "scheme",
+    "method",
+    "authority",
+    "ignoreUriCase",
+    "withoutHeaders",
+    "sourceLabels",
+    "sourceNamespace",
+    "statPrefix",
+    "queryParams",
+    "destination",
+    "host",
+    "subset",
+    "weight",
+    "uriRegexRewrite",
+    "attempts",
+    "perTryTimeout",
+    "retryOn",
+    "retryRemoteLocalities",
+    "retryIgnorePreviousHosts",
+    "backoff",
+    "delay",
+    "abort",
+    "request",
+    "response",
+    "set",
+    "add",
+    "remove",
+    "trafficPolicy",
+    "subsets",
+    "labels",
+    "workloadSelector",
+    "loadBalancer",
+    "connectionPool",
+    "outlierDetection",
+    "portLevelSettings",
+    "proxyProtocol",
+    "tunnel",
+    "clientCertificate",
+    "sni",
+    "insecureSkipVerify",
+    "allowOrigins",
+    "allowMethods",
+    "allowHeaders",
+    "exposeHeaders",
+    "maxAge",
+    "allowCredentials",
+    "unmatchedPreflights",
+    "percentage",
+    "value",
+    "sniHosts",
+    "destinationSubnets",
+    "sourceSubnet",
+    "derivePort",
+    "redirectCode",
+    "body",
+    "status",
+    "string",
+    "bytes",
+    "exact",
+    "prefix",
+    "regex",
+    "percent",
+    "fixedDelay",
+    "httpStatus",
+    "grpcStatus",
+    "http2Error",
+    "rewriteUri",
+    "match",
+    "namespace",
+    "simple",
+    "consistentHash",
+    "localityLbSetting",
+    "warmupDurationSecs",
+    "warmup",
+];
+
+/// Runs every analysis and the simulation of the suite's traffic checks.
+pub fn analyze(fx: &Fixtures, mesh: &Mesh, suite: &Suite) -> Vec<Finding> {
+    let mut c = Ctx {
+        fx,
+        mesh,
+        out: Vec::new(),
+    };
+    fields(&mut c);
+    workload_selectors(&mut c);
+    injection(&mut c, suite);
+    gateway_selector(&mut c);
+    exposed_ports(&mut c, suite);
+    gateway_references(&mut c);
+    destinations(&mut c);
+    weights(&mut c);
+    route_conflicts(&mut c);
+    mtls(&mut c);
+    simulate_suite(&mut c, suite);
+    let mut seen = BTreeSet::new();
+    c.out
+        .retain(|f| seen.insert((f.code, f.object.clone(), f.at.clone(), f.message.clone())));
+    c.out
+}
+
+fn fields(c: &mut Ctx) {
+    let warnings = c.mesh.warnings.clone();
+    for w in &warnings {
+        if w.message.starts_with("spec.selector does not match") {
+            continue; // reported as MC114
+        }
+        let field = w
+            .message
+            .split('`')
+            .nth(1)
+            .filter(|_| w.message.starts_with("field `"))
+            .map(str::to_string);
+        match field {
+            Some(path) => {
+                let key = path.rsplit('.').next().unwrap_or(&path);
+                let key = key.split('[').next().unwrap_or(key);
+                if ISTIO_FIELDS.contains(&key) {
+                    c.push(
+                        "fields",
+                        Severity::Warning,
+                        "MC302",
+                        None,
+                        w.object.clone(),
+                        &w.at,
+                        format!("field `{path}` is not modelled by meshcheck"),
+                        "Istio applies it; the local target and this analysis do not",
+                    );
+                } else {
+                    c.push("fields", Severity::Warning, "MC301", Some("IST0106 SchemaValidationError"), w.object.clone(), &w.at,
+                        format!("unknown field `{path}`: Istio's API has no such field here (a typo?)"),
+                        "the API server prunes or rejects it; the setting it was meant to be is not applied");
+                }
+            }
+            None => c.push(
+                "fields",
+                Severity::Warning,
+                "MC303",
+                None,
+                w.object.clone(),
+                &w.at,
+                w.message.clone(),
+                "",
+            ),
+        }
+    }
+}
+
+fn workload_selectors(c: &mut Ctx) {
+    for d in &c.fx.deployments {
+        let sel = &d.spec.spec.selector.match_labels;
+        if sel.is_empty() || !selects(sel, &d.spec.spec.template.metadata.labels) {
+            c.push(
+                "workload-selectors",
+                Severity::Error,
+                "MC114",
+                None,
+                d.describe(),
+                &d.source,
+                "spec.selector does not match spec.template.metadata.labels".into(),
+                "the API server rejects the Deployment: no pod runs",
+            );
+        }
+    }
+    for s in &c.fx.services {
+        if s.spec.spec.selector.is_empty() {
+            continue;
+        }
+        let any = c
+            .mesh
+            .pods
+            .iter()
+            .any(|p| p.namespace == s.namespace && selects(&s.spec.spec.selector, &p.labels));
+        if !any {
+            c.push(
+                "workload-selectors",
+                Severity::Warning,
+                "MC115",
+                None,
+                s.describe(),
+                &s.source,
+                format!("selector {:?} matches no pod", s.spec.spec.selector),
+                "the Service has no endpoints: routes to it answer 503 (no healthy upstream)",
+            );
+        }
+    }
+}
+
+/// Namespaces whose pods must carry a sidecar: those of the app (non-gateway)
+/// Deployments, plus those the suite's sidecars checks name.
+fn app_namespaces(c: &Ctx, suite: &Suite) -> BTreeSet<String> {
+    let mut ns: BTreeSet<String> = c
+        .mesh
+        .pods
+        .iter()
+        .filter(|p| {
+            p.role != PodRole::Gateway
+                && !matches!(&p.role, PodRole::NotRunning(w) if w.contains("gateway"))
+        })
+        .map(|p| p.namespace.clone())
+        .collect();
+    for ch in &suite.checks {
+        if let CheckKind::Sidecars(s) = &ch.kind {
+            ns.extend(s.namespaces.iter().cloned());
+        }
+    }
+    ns
+}
+
+fn injection(c: &mut Ctx, suite: &Suite) {
+    for ns in app_namespaces(c, suite) {
+        let labels = c.fx.namespace_labels(&ns);
+        let enabled = labels
+            .get("istio-injection")
+            .map(|v| v == "enabled")
+            .unwrap_or(false)
+            || (labels.contains_key("istio.io/rev") && !labels.contains_key("istio-injection"));
+        if !enabled {
+            let (object, at) =
+                c.fx.namespaces
+                    .iter()
+                    .find(|n| n.name == ns)
+                    .map(|n| (n.describe(), n.source.clone()))
+                    .unwrap_or_else(|| {
+                        (
+                            format!("Namespace {ns}"),
+                            c.fx.deployments
+                                .iter()
+                                .find(|d| d.namespace == ns)
+                                .map(|d| d.source.clone())
+                                .unwrap_or_default(),
+                        )
+                    });
+            let why = match labels.get("istio-injection") {
+                Some(v) => format!("labelled istio-injection={v}"),
+                None => "not labelled istio-injection=enabled (nor istio.io/rev)".into(),
+            };
+            c.push("injection", Severity::Error, "MC111", Some("IST0102 NamespaceNotInjected"), object, &at,
+                format!("app namespace {ns} is {why}"),
+                "its pods start without sidecars: no mTLS from the gateway, and ISTIO_MUTUAL destinations answer 503");
+        }
+    }
+    for d in &c.fx.deployments {
+        let l = &d.spec.spec.template.metadata.labels;
+        let a = &d.spec.spec.template.metadata.annotations;
+        if l.get("sidecar.istio.io/inject")
+            .or(a.get("sidecar.istio.io/inject"))
+            .map(|v| v == "false")
+            .unwrap_or(false)
+        {
+            c.push(
+                "injection",
+                Severity::Error,
+                "MC112",
+                Some("IST0103 PodMissingProxy"),
+                d.describe(),
+                &d.source,
+                "pods opt out of injection (sidecar.istio.io/inject: \"false\")".into(),
+                "its pods run without a sidecar",
+            );
+        }
+    }
+}
+
+fn gateway_pods(c: &Ctx) -> Vec<usize> {
+    c.mesh
+        .pods
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.role == PodRole::Gateway)
+        .map(|(i, _)| i)
+        .collect()
+}
+
+fn gateway_selector(c: &mut Ctx) {
+    let gw_pods = gateway_pods(c);
+    for g in &c.fx.gateways {
+        let sel = &g.spec.spec.selector;
+        let selected: Vec<usize> = gw_pods
+            .iter()
+            .copied()
+            .filter(|&i| selects(sel, &c.mesh.pods[i].labels))
+            .collect();
+        if selected.is_empty() {
+            c.push("gateway-selector", Severity::Error, "MC108", Some("IST0101 ReferencedResourceNotFound"), g.describe(), &g.source,
+                format!("selector {sel:?} matches no gateway pod"),
+                "no proxy is programmed with this Gateway's servers: no listener, the NodePort refuses connections");
+            continue;
+        }
+        let services: Vec<_> =
+            c.fx.services
+                .iter()
+                .filter(|s| {
+                    selected.iter().any(|&i| {
+                        s.namespace == c.mesh.pods[i].namespace
+                            && selects(&s.spec.spec.selector, &c.mesh.pods[i].labels)
+                    })
+                })
+                .collect();
+        if services.is_empty() {
+            c.push(
+                "gateway-selector",
+                Severity::Warning,
+                "MC116",
+                None,
+                g.describe(),
+                &g.source,
+                "no Service selects the gateway pods this Gateway selects".into(),
+                "ports are bound as written (no port translation) and nothing exposes them",
+            );
+            continue;
+        }
+        for (i, server) in g.spec.spec.servers.iter().enumerate() {
+            let n = server.port.number;
+            if !services
+                .iter()
+                .any(|s| s.spec.spec.ports.iter().any(|p| p.port == n))
+            {
+                c.push("gateway-selector", Severity::Error, "MC109", Some("IST0162 GatewayPortNotDefinedOnService"), g.describe(), &g.source,
+                    format!("server {i} port {n} is not a port of Service {}", services.iter().map(|s| format!("{}/{}", s.namespace, s.name)).collect::<Vec<_>>().join(", ")),
+                    "the listener is bound inside the pod only: no Service port or NodePort reaches it");
+            }
+        }
+    }
+}
+
+fn exposed_ports(c: &mut Ctx, suite: &Suite) {
+    let allowed = &suite.policy.allowed_ports;
+    for s in &c.mesh.ingress_services {
+        for (port, node_port, name) in &s.ports {
+            if !allowed.contains(port) {
+                let obj =
+                    c.fx.services
+                        .iter()
+                        .find(|x| x.namespace == s.namespace && x.name == s.name);
+                c.push("exposed-ports", Severity::Error, "MC110", None,
+                    obj.map(|o| o.describe()).unwrap_or_else(|| format!("Service {}/{}", s.namespace, s.name)), &s.source,
+                    format!("exposes port {port}{} on NodePort {node_port}; the suite's policy allows only {allowed:?}",
+                        name.as_ref().map(|n| format!(" ({n})")).unwrap_or_default()),
+                    format!("kube-proxy opens NodePort {node_port} on every node"));
+            }
+        }
+    }
+}
+
+fn gateway_references(c: &mut Ctx) {
+    for vs in &c.fx.virtual_services {
+        for g in &vs.spec.spec.gateways {
+            if g == "mesh" {
+                continue;
+            }
+            let (ns, name) = match g.split_once('/') {
+                Some((ns, name)) => (ns.to_string(), name.to_string()),
+                None => (vs.namespace.clone(), g.clone()),
+            };
+            let Some(gw) =
+                c.fx.gateways
+                    .iter()
+                    .find(|x| x.namespace == ns && x.name == name)
+            else {
+                c.push("gateway-references", Severity::Error, "MC101", Some("IST0101 ReferencedResourceNotFound"), vs.describe(), &vs.source,
+                    format!("gateway `{g}` refers to Gateway {ns}/{name}, which does not exist"),
+                    "the VirtualService is bound to no gateway: its routes are not programmed, requests get 404");
+                continue;
+            };
+            // Hosts must intersect the Gateway's servers' hosts (namespace rules).
+            let ok = gw
+                .spec
+                .spec
+                .servers
+                .iter()
+                .flat_map(|s| s.hosts.iter())
+                .any(|sh| {
+                    let (hns, h) = match sh.split_once('/') {
+                        Some((a, b)) => (Some(a), b),
+                        None => (None, sh.as_str()),
+                    };
+                    let ns_ok = match hns {
+                        None | Some("*") => true,
+                        Some(".") => vs.namespace == gw.namespace,
+                        Some("~") => false,
+                        Some(n) => vs.namespace == n,
+                    };
+                    ns_ok && vs.spec.spec.hosts.iter().any(|vh| host_matches(vh, h))
+                });
+            if !ok {
+                c.push(
+                    "gateway-hosts",
+                    Severity::Error,
+                    "MC102",
+                    None,
+                    vs.describe(),
+                    &vs.source,
+                    format!(
+                        "hosts {:?} match no server host of {} (or its namespace rules exclude {})",
+                        vs.spec.spec.hosts,
+                        gw.describe(),
+                        vs.namespace
+                    ),
+                    "the routes are not programmed on that Gateway: requests get 404",
+                );
+            }
+        }
+        if vs.spec.spec.gateways.is_empty() {
+            c.push(
+                "gateway-references",
+                Severity::Info,
+                "MC117",
+                None,
+                vs.describe(),
+                &vs.source,
+                "binds to no gateway (mesh only)".into(),
+                "not exposed at the ingress",
+            );
+        }
+    }
+}
+
+fn destinations(c: &mut Ctx) {
+    for vs in &c.fx.virtual_services {
+        for (hi, http) in vs.spec.spec.http.iter().enumerate() {
+            for (di, d) in http.route.iter().enumerate() {
+                let fqdn = resolve_host(&d.destination.host, &vs.namespace);
+                let Some(svc) =
+                    c.fx.services
+                        .iter()
+                        .find(|s| resolve_host(&s.name, &s.namespace) == fqdn)
+                else {
+                    c.push(
+                        "destination-hosts",
+                        Severity::Error,
+                        "MC103",
+                        Some("IST0101 ReferencedResourceNotFound"),
+                        vs.describe(),
+                        &vs.source,
+                        format!(
+                            "http[{hi}].route[{di}] host `{}` resolves to {fqdn}: no such Service",
+                            d.destination.host
+                        ),
+                        "the route points at a cluster that does not exist: 503 (NC)",
+                    );
+                    continue;
+                };
+                let ports = &svc.spec.spec.ports;
+                match &d.destination.port {
+                    Some(p) if !ports.iter().any(|sp| sp.port == p.number) => c.push(
+                        "destination-hosts",
+                        Severity::Error,
+                        "MC104",
+                        None,
+                        vs.describe(),
+                        &vs.source,
+                        format!(
+                            "http[{hi}].route[{di}] port {} is not a port of {}",
+                            p.number,
+                            svc.describe()
+                        ),
+                        "the route points at a cluster that does not exist: 503 (NC)",
+                    ),
+                    None if ports.len() > 1 => c.push(
+                        "destination-hosts",
+                        Severity::Error,
+                        "MC104",
+                        Some("IST0112 VirtualServiceDestinationPortSelectorRequired"),
+                        vs.describe(),
+                        &vs.source,
+                        format!(
+                            "http[{hi}].route[{di}] names no port and {} has {}",
+                            svc.describe(),
+                            ports.len()
+                        ),
+                        "Istio cannot pick a port: the route does not work",
+                    ),
+                    _ => {}
+                }
+                if let Some(subset) = &d.destination.subset {
+                    let port = d.destination.port.as_ref().map(|p| p.number).unwrap_or(0);
+                    let name = cluster_name(port, Some(subset), &fqdn);
+                    match c.mesh.clusters.get(&name) {
+                        None => c.push("subsets", Severity::Error, "MC105", Some("IST0101 ReferencedResourceNotFound"), vs.describe(), &vs.source,
+                            format!("http[{hi}].route[{di}] names subset {subset} of {fqdn}, which no DestinationRule defines"),
+                            "the route points at a cluster that does not exist: 503 (NC)"),
+                        Some(cl) if cl.endpoints.is_empty() => {
+                            let dr = c.fx.destination_rules.iter().find(|r| resolve_host(&r.spec.spec.host, &r.namespace) == fqdn && r.spec.spec.subsets.iter().any(|s| &s.name == subset));
+                            let (obj, at, labels) = dr
+                                .map(|r| (r.describe(), r.source.clone(), r.spec.spec.subsets.iter().find(|s| &s.name == subset).map(|s| format!("{:?}", s.labels)).unwrap_or_default()))
+                                .unwrap_or_else(|| (vs.describe(), vs.source.clone(), String::new()));
+                            c.push("subsets", Severity::Error, "MC106", None, obj, &at,
+                                format!("subset {subset} of {fqdn} (labels {labels}) selects no pod behind {}, yet {} routes to it", svc.describe(), vs.describe()),
+                                "the subset's cluster has no endpoints: 503 no healthy upstream");
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn weights(c: &mut Ctx) {
+    for vs in &c.fx.virtual_services {
+        for (hi, http) in vs.spec.spec.http.iter().enumerate() {
+            if let Some(w) = http.route.iter().filter_map(|d| d.weight).find(|w| *w < 0) {
+                c.push(
+                    "weights",
+                    Severity::Error,
+                    "MC107",
+                    None,
+                    vs.describe(),
+                    &vs.source,
+                    format!("http[{hi}] has a negative weight ({w})"),
+                    "the API server rejects the VirtualService",
+                );
+            }
+            if http.route.len() > 1 {
+                let sum: i64 = http.route.iter().map(|d| d.weight.unwrap_or(0)).sum();
+                if sum != 100 {
+                    c.push("weights", Severity::Error, "MC107", None, vs.describe(), &vs.source,
+                        format!("http[{hi}] weights sum to {sum}, not 100"),
+                        "Istio's validation rejects it (or normalises it on older versions): the split is not what is written");
+                }
+            }
+        }
+    }
+}
+
+/// Whether route `a` (earlier) matches every request route `b` matches.
+fn covers(a: &crate::istio::RoutePlan, b: &crate::istio::RoutePlan) -> bool {
+    let path = match (&a.path, &b.path) {
+        (PathMatch::Prefix(p), PathMatch::Prefix(q)) => q.starts_with(p.as_str()),
+        (PathMatch::Prefix(p), PathMatch::Exact(e)) => e.starts_with(p.as_str()),
+        (PathMatch::Exact(x), PathMatch::Exact(y)) => x == y,
+        (PathMatch::Regex(x), PathMatch::Regex(y)) => x == y,
+        _ => false,
+    };
+    path && a.ignore_case == b.ignore_case
+        && a.headers.iter().all(|h| b.headers.contains(h))
+        && (a.method.is_none() || a.method == b.method)
+        && (a.authority.is_none() || a.authority == b.authority)
+}
+
+fn route_conflicts(c: &mut Ctx) {
+    let mut seen = BTreeSet::new();
+    for g in &c.mesh.gateways {
+        for l in &g.listeners {
+            for vh in &l.route_config.vhosts {
+                for (j, b) in vh.routes.iter().enumerate() {
+                    if let Some(a) = vh.routes[..j].iter().find(|a| covers(a, b)) {
+                        if !seen.insert((b.name.clone(), a.name.clone())) {
+                            continue;
+                        }
+                        let (sev, code, ctl) = if a.virtual_service != b.virtual_service {
+                            (
+                                Severity::Error,
+                                "MC113",
+                                Some("IST0109 ConflictingMeshGatewayVirtualServiceHosts"),
+                            )
+                        } else {
+                            (Severity::Warning, "MC119", None)
+                        };
+                        let obj =
+                            c.fx.virtual_services
+                                .iter()
+                                .find(|v| v.describe() == b.virtual_service);
+                        c.push("route-conflicts", sev, code, ctl, b.virtual_service.clone(), &obj.map(|o| o.source.clone()).unwrap_or_default(),
+                            format!("http[{}] on host {} is shadowed by {} http[{}], which matches every request it matches", b.http_index, vh.domains.join(","), a.virtual_service, a.http_index),
+                            "Istio merges the VirtualServices of a host in creation order: the shadowed route never receives traffic");
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn mtls(c: &mut Ctx) {
+    // One finding per DestinationRule, naming every pod it would fail toward.
+    let mut bare_by_dr: BTreeMap<(String, Source), (String, BTreeSet<String>)> = BTreeMap::new();
+    for cl in c.mesh.clusters.values() {
+        if cl.tls != UpstreamTls::IstioMutual {
+            continue;
+        }
+        let bare: Vec<String> = cl
+            .endpoints
+            .iter()
+            .map(|e| &c.mesh.pods[e.pod])
+            .filter(|p| !p.has_sidecar())
+            .map(|p| format!("{}/{}", p.namespace, p.name))
+            .collect();
+        if bare.is_empty() {
+            continue;
+        }
+        let dr =
+            c.fx.destination_rules
+                .iter()
+                .find(|r| resolve_host(&r.spec.spec.host, &r.namespace) == cl.fqdn);
+        let key = dr
+            .map(|r| (r.describe(), r.source.clone()))
+            .unwrap_or_else(|| (format!("cluster {}", cl.name), Source::default()));
+        bare_by_dr
+            .entry(key)
+            .or_insert_with(|| (cl.fqdn.clone(), BTreeSet::new()))
+            .1
+            .extend(bare);
+    }
+    for ((obj, at), (fqdn, pods)) in bare_by_dr {
+        c.push("mtls", Severity::Error, "MC118", None, obj, &at,
+            format!("tls.mode ISTIO_MUTUAL toward {fqdn} but pod(s) {} have no sidecar", pods.into_iter().collect::<Vec<_>>().join(", ")),
+            "the gateway originates mTLS the plaintext app cannot accept: the handshake fails, 503 (UF)");
+    }
+    for d in &c.fx.destination_rules {
+        let modes = d.spec.spec.traffic_policy.iter().chain(
+            d.spec
+                .spec
+                .subsets
+                .iter()
+                .filter_map(|s| s.traffic_policy.as_ref()),
+        );
+        for m in modes
+            .filter_map(|t| t.tls.as_ref())
+            .filter_map(|t| t.mode.as_deref())
+        {
+            if m == "SIMPLE" || m == "MUTUAL" {
+                c.push(
+                    "mtls",
+                    Severity::Warning,
+                    "MC302",
+                    None,
+                    d.describe(),
+                    &d.source,
+                    format!("tls.mode {m} is not modelled by meshcheck"),
+                    "Istio originates TLS with the given certificates",
+                );
+            }
+        }
+    }
+}
+
+/// The request a check sends, as the simulation sees it.
+pub fn sim_request(req: &RequestSpec, service_port: u16) -> SimRequest {
+    SimRequest {
+        service_port,
+        method: req.method.clone().unwrap_or_else(|| "GET".into()),
+        host: req.host.clone().unwrap_or_else(|| "node".into()),
+        path: req.path.clone(),
+        headers: req
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+            .collect(),
+    }
+}
+
+/// Why a predicted branch does not meet `e` (None: it does, as far as the model knows).
+fn branch_mismatch(e: &HttpExpect, b: &crate::istio::Branch) -> Option<String> {
+    let got = match (&b.status, &b.backend) {
+        (None, _) => "connection refused".to_string(),
+        (Some(s), Some(be)) => format!("{s} from {} {}", be.service, be.version),
+        (Some(s), None) => format!("{s}"),
+    };
+    if b.status != Some(e.status) {
+        return Some(format!("expected status {}, predicted {got}", e.status));
+    }
+    if let (Some(want), Some(be)) = (&e.backend, &b.backend) {
+        for (what, w, g) in [
+            ("service", &want.service, &be.service),
+            ("version", &want.version, &be.version),
+            ("namespace", &want.namespace, &be.namespace),
+        ] {
+            if let Some(w) = w {
+                if w != g {
+                    return Some(format!("expected {what} {w}, predicted {got}"));
+                }
+            }
+        }
+    }
+    if let (Some(p), Some(seen)) = (&e.path, &b.path_seen) {
+        if p != seen {
+            return Some(format!(
+                "expected the backend to see path {p}, predicted {seen}"
+            ));
+        }
+    }
+    for (name, want) in &e.headers {
+        if let crate::suite::HeaderExpect::Exact(v) = want {
+            if let Some(seen) = b.headers_seen.get(&name.to_ascii_lowercase()) {
+                if seen != v {
+                    return Some(format!("expected header {name}: {v}, predicted {seen}"));
+                }
+            }
+        }
+    }
+    None
+}
+
+fn simulate_suite(c: &mut Ctx, suite: &Suite) {
+    for check in &suite.checks {
+        let analysis = format!("simulate::{}", check.full_name());
+        let (req, verdict) = match &check.kind {
+            CheckKind::Http(h) => {
+                let p = c
+                    .mesh
+                    .simulate(&sim_request(&h.request, suite.ingress.port));
+                let bad: Vec<String> = p
+                    .branches
+                    .iter()
+                    .filter(|b| b.share > 0.0)
+                    .filter_map(|b| {
+                        branch_mismatch(&h.expect, b).map(|m| {
+                            if b.share < 1.0 {
+                                format!("{m} for {:.0}% of requests", b.share * 100.0)
+                            } else {
+                                m
+                            }
+                        })
+                    })
+                    .collect();
+                (h.request.clone(), (p, bad))
+            }
+            CheckKind::Distribution(d) => {
+                let p = c
+                    .mesh
+                    .simulate(&sim_request(&d.request, suite.ingress.port));
+                let mut shares: BTreeMap<String, f64> = BTreeMap::new();
+                let mut bad = Vec::new();
+                for b in &p.branches {
+                    match (&b.status, &b.backend) {
+                        (Some(s), Some(be))
+                            if (200..300).contains(s)
+                                && d.service.as_ref().map(|x| x == &be.service).unwrap_or(true) =>
+                        {
+                            *shares.entry(be.version.clone()).or_default() += b.share * 100.0;
+                        }
+                        _ => bad.push(format!("{:.0}% of requests: {}", b.share * 100.0, b.reason)),
+                    }
+                }
+                let versions: BTreeSet<&String> = shares.keys().chain(d.shares.keys()).collect();
+                for v in versions {
+                    let want = d.shares.get(v).copied().unwrap_or(0.0);
+                    let got = shares.get(v).copied().unwrap_or(0.0);
+                    if (want - got).abs() > 1e-6 {
+                        bad.push(format!(
+                            "version {v}: expected {want}%, configured {got:.1}%"
+                        ));
+                    }
+                }
+                (d.request.clone(), (p, bad))
+            }
+            _ => continue,
+        };
+        let (p, bad) = verdict;
+        if bad.is_empty() {
+            continue;
+        }
+        let (object, at) = match &p.route {
+            Some(r) => (r.virtual_service.clone(), r.source.clone()),
+            None => (
+                format!("route for {}", req.path),
+                c.mesh
+                    .ingress_services
+                    .first()
+                    .map(|s| s.source.clone())
+                    .unwrap_or_default(),
+            ),
+        };
+        let mut f = Finding {
+            analysis,
+            severity: Severity::Error,
+            code: "MC201",
+            istioctl: None,
+            object,
+            at,
+            message: format!("check {}: {}", check.full_name(), bad.join("; ")),
+            istio: String::new(),
+            detail: format!(
+                "decision path for {} {}:\n  {}",
+                req.method.as_deref().unwrap_or("GET"),
+                req.path,
+                p.explain()
+            ),
+        };
+        f.istio = p
+            .branches
+            .iter()
+            .map(|b| b.reason.clone())
+            .collect::<Vec<_>>()
+            .join("; ");
+        c.out.push(f);
+    }
+}
+
+/// The names of the `static::` testcases for a suite: every analysis, then one
+/// simulation per traffic check.
+pub fn testcase_names(suite: &Suite) -> Vec<String> {
+    let mut v: Vec<String> = ANALYSES.iter().map(|(n, _)| n.to_string()).collect();
+    for ch in &suite.checks {
+        if matches!(ch.kind, CheckKind::Http(_) | CheckKind::Distribution(_)) {
+            v.push(format!("simulate::{}", ch.full_name()));
+        }
+    }
+    v
+}

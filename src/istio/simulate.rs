@@ -1,0 +1,523 @@
+//! Route simulation: where a request sent to the ingress would go, computed from the
+//! model alone (the way pilot's simulation tests walk Envoy config): which listener,
+//! virtual host, VirtualService route, destination, subset and endpoints it reaches,
+//! what path and headers the backend sees, mTLS or plaintext, or why it fails.
+
+use super::mesh::{ClusterPlan, Mesh, PathMatch, RoutePlan, UpstreamTls, UriRewrite, VHostPlan};
+use super::pods::PodRole;
+use crate::fixtures::istio::StringMatch;
+use std::collections::BTreeMap;
+
+/// A request as the suite sends it.
+#[derive(Debug, Clone, Default)]
+pub struct SimRequest {
+    /// The gateway Service port the request targets (via its NodePort).
+    pub service_port: u16,
+    pub method: String,
+    pub host: String,
+    pub path: String,
+    /// Lower-case names.
+    pub headers: BTreeMap<String, String>,
+}
+
+/// Who would answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backend {
+    pub service: String,
+    pub version: String,
+    pub namespace: String,
+    pub pods: Vec<String>,
+}
+
+/// One possible result (a weighted destination) of a request.
+#[derive(Debug, Clone)]
+pub struct Branch {
+    /// Fraction of requests taking this branch (weights normalised).
+    pub share: f64,
+    /// HTTP status, or None when the connection is refused.
+    pub status: Option<u16>,
+    pub backend: Option<Backend>,
+    /// The path the backend sees.
+    pub path_seen: Option<String>,
+    /// Headers the backend sees (request headers plus those the route adds).
+    pub headers_seen: BTreeMap<String, String>,
+    /// mTLS from the gateway to the pod (None when nothing is reached).
+    pub mtls: Option<bool>,
+    pub cluster: Option<String>,
+    /// The end of the decision path, in words.
+    pub reason: String,
+}
+
+/// The full decision for one request.
+#[derive(Debug, Clone)]
+pub struct Prediction {
+    /// The steps common to every branch (listener, virtual host, route).
+    pub steps: Vec<String>,
+    pub route: Option<RouteRef>,
+    pub branches: Vec<Branch>,
+}
+
+/// The VirtualService route a request matched.
+#[derive(Debug, Clone)]
+pub struct RouteRef {
+    pub virtual_service: String,
+    pub source: crate::fixtures::Source,
+    pub http_index: usize,
+}
+
+impl Prediction {
+    /// One line: `VirtualService atlas/x route 0 -> 200 from atlas-ui v1 (100%)`.
+    pub fn summary(&self) -> String {
+        let via = self
+            .route
+            .as_ref()
+            .map(|r| format!("via {} route {}: ", r.virtual_service, r.http_index))
+            .unwrap_or_default();
+        let b: Vec<String> = self
+            .branches
+            .iter()
+            .map(|b| {
+                let what = match (&b.status, &b.backend) {
+                    (None, _) => "connection refused".to_string(),
+                    (Some(s), Some(be)) => format!("{s} from {} {}", be.service, be.version),
+                    (Some(s), None) => format!("{s} ({})", b.reason),
+                };
+                if self.branches.len() > 1 {
+                    format!("{what} ({:.0}%)", b.share * 100.0)
+                } else {
+                    what
+                }
+            })
+            .collect();
+        format!("{via}{}", b.join(", "))
+    }
+
+    /// The whole decision path, one step a line.
+    pub fn explain(&self) -> String {
+        let mut s = self.steps.join("\n  -> ");
+        for b in &self.branches {
+            s.push_str(&format!("\n  => [{:.0}%] {}", b.share * 100.0, b.reason));
+        }
+        s
+    }
+}
+
+/// Envoy's string match semantics (safe_regex is a full match).
+pub fn string_matches(m: &StringMatch, v: &str, ignore_case: bool) -> bool {
+    let (v, pat) = if ignore_case {
+        (v.to_ascii_lowercase(), lower(m))
+    } else {
+        (v.to_string(), m.clone())
+    };
+    match &pat {
+        StringMatch::Exact(x) => v == *x,
+        StringMatch::Prefix(x) => v.starts_with(x.as_str()),
+        StringMatch::Regex(x) => full_match(x, &v),
+    }
+}
+
+fn lower(m: &StringMatch) -> StringMatch {
+    match m {
+        StringMatch::Exact(x) => StringMatch::Exact(x.to_ascii_lowercase()),
+        StringMatch::Prefix(x) => StringMatch::Prefix(x.to_ascii_lowercase()),
+        StringMatch::Regex(x) => StringMatch::Regex(x.clone()),
+    }
+}
+
+fn full_match(pattern: &str, v: &str) -> bool {
+    regex::Regex::new(&format!("^(?:{pattern})$"))
+        .map(|r| r.is_match(v))
+        .unwrap_or(false)
+}
+
+fn path_matches(r: &RoutePlan, path: &str) -> bool {
+    let path = path.split('?').next().unwrap_or(path);
+    let (p, m) = if r.ignore_case {
+        (path.to_ascii_lowercase(), r.path.clone())
+    } else {
+        (path.to_string(), r.path.clone())
+    };
+    match m {
+        PathMatch::Prefix(x) => {
+            if r.ignore_case {
+                p.starts_with(&x.to_ascii_lowercase())
+            } else {
+                p.starts_with(&x)
+            }
+        }
+        PathMatch::Exact(x) => {
+            if r.ignore_case {
+                p == x.to_ascii_lowercase()
+            } else {
+                p == x
+            }
+        }
+        PathMatch::Regex(x) => full_match(&x, &p),
+    }
+}
+
+/// Whether route `r` matches the request.
+pub fn route_matches(r: &RoutePlan, req: &SimRequest) -> bool {
+    path_matches(r, &req.path)
+        && r.headers.iter().all(|(k, m)| {
+            req.headers
+                .get(k)
+                .map(|v| string_matches(m, v, false))
+                .unwrap_or(false)
+        })
+        && r.method
+            .as_ref()
+            .map(|m| string_matches(m, &req.method, false))
+            .unwrap_or(true)
+        && r.authority
+            .as_ref()
+            .map(|m| string_matches(m, &req.host, false))
+            .unwrap_or(true)
+}
+
+/// Envoy's virtual host selection: exact domain, then the longest suffix wildcard
+/// (`*.x`), then the longest prefix wildcard (`x.*`), then `*`.
+pub fn select_vhost<'a>(vhosts: &'a [VHostPlan], host: &str) -> Option<&'a VHostPlan> {
+    let host = strip_port(host).to_ascii_lowercase();
+    let find = |pred: &dyn Fn(&str) -> Option<usize>| {
+        vhosts
+            .iter()
+            .filter_map(|v| {
+                v.domains
+                    .iter()
+                    .filter_map(|d| pred(d))
+                    .max()
+                    .map(|n| (n, v))
+            })
+            .max_by_key(|(n, _)| *n)
+            .map(|(_, v)| v)
+    };
+    find(&|d| (d == host).then_some(usize::MAX))
+        .or_else(|| {
+            find(&|d| {
+                d.strip_prefix('*')
+                    .filter(|s| !s.is_empty() && host.ends_with(s) && host.len() > s.len())
+                    .map(str::len)
+            })
+        })
+        .or_else(|| {
+            find(&|d| {
+                d.strip_suffix('*')
+                    .filter(|p| !p.is_empty() && host.starts_with(p))
+                    .map(str::len)
+            })
+        })
+        .or_else(|| find(&|d| (d == "*").then_some(0)))
+}
+
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+/// The path the backend sees after the route's rewrite.
+pub fn rewritten_path(r: &RoutePlan, path: &str) -> String {
+    match &r.rewrite {
+        None => path.to_string(),
+        Some(UriRewrite::Prefix(new)) => match &r.path {
+            PathMatch::Prefix(p) if path.starts_with(p.as_str()) => {
+                format!("{new}{}", &path[p.len()..])
+            }
+            PathMatch::Prefix(p)
+                if r.ignore_case
+                    && path
+                        .to_ascii_lowercase()
+                        .starts_with(&p.to_ascii_lowercase()) =>
+            {
+                format!("{new}{}", &path[p.len()..])
+            }
+            // Exact and regex matches: Envoy's prefix_rewrite replaces the whole path.
+            _ => new.clone(),
+        },
+        Some(UriRewrite::Regex(pat, sub)) => regex::Regex::new(pat)
+            .map(|re| re.replace_all(path, sub.as_str()).into_owned())
+            .unwrap_or_else(|_| path.to_string()),
+    }
+}
+
+impl Mesh {
+    /// Where `req` would go.
+    pub fn simulate(&self, req: &SimRequest) -> Prediction {
+        let mut steps = Vec::new();
+        let Some((svc, node_port)) = self.node_port_for(req.service_port) else {
+            return refused(
+                steps,
+                format!(
+                    "no LoadBalancer/NodePort Service in front of a gateway pod exposes port {}",
+                    req.service_port
+                ),
+            );
+        };
+        steps.push(format!(
+            "Service {}/{} port {} -> NodePort {node_port}",
+            svc.namespace, svc.name, req.service_port
+        ));
+        let listener = self
+            .gateways
+            .iter()
+            .flat_map(|g| g.listeners.iter().map(move |l| (g, l)))
+            .find(|(_, l)| l.node_ports.contains(&node_port));
+        let Some((gw, listener)) = listener else {
+            let why = if self.gateways.is_empty() {
+                "no gateway pod runs".to_string()
+            } else {
+                format!("no Gateway server selecting the gateway pods uses Service port {}: no listener, the NodePort refuses connections", req.service_port)
+            };
+            return refused(steps, why);
+        };
+        let gw_pod = &self.pods[gw.pod];
+        steps.push(format!(
+            "gateway pod {}/{} listener {} (Gateway server port {})",
+            gw_pod.namespace, gw_pod.name, listener.name, listener.server_port
+        ));
+        let Some(vh) = select_vhost(&listener.route_config.vhosts, &req.host) else {
+            return status_only(
+                steps,
+                None,
+                404,
+                format!("no virtual host for host {}: 404", req.host),
+            );
+        };
+        steps.push(format!(
+            "virtual host {} (domains {})",
+            vh.name,
+            vh.domains.join(", ")
+        ));
+        let Some(route) = vh.routes.iter().find(|r| route_matches(r, req)) else {
+            let why = if vh.routes.is_empty() {
+                "no VirtualService is bound to this Gateway and host: 404".to_string()
+            } else {
+                format!(
+                    "no route of {} matches {} {}: 404 (NR)",
+                    vh.name, req.method, req.path
+                )
+            };
+            return status_only(steps, None, 404, why);
+        };
+        let rref = RouteRef {
+            virtual_service: route.virtual_service.clone(),
+            source: route.source.clone(),
+            http_index: route.http_index,
+        };
+        steps.push(format!(
+            "{} http[{}] ({}) matched {}",
+            route.virtual_service,
+            route.http_index,
+            route.source,
+            describe_match(route)
+        ));
+        let path_seen = rewritten_path(route, &req.path);
+        if path_seen != req.path {
+            steps.push(format!("rewrite {} -> {path_seen}", req.path));
+        }
+        let total: u32 = route.destinations.iter().map(|d| d.weight).sum();
+        let mut branches = Vec::new();
+        for d in &route.destinations {
+            let share = if total == 0 {
+                1.0 / route.destinations.len().max(1) as f64
+            } else {
+                d.weight as f64 / total as f64
+            };
+            let mut headers = req.headers.clone();
+            for (k, v) in route
+                .request_headers
+                .set
+                .iter()
+                .chain(d.request_headers.set.iter())
+            {
+                headers.insert(k.to_ascii_lowercase(), v.clone());
+            }
+            for (k, v) in route
+                .request_headers
+                .add
+                .iter()
+                .chain(d.request_headers.add.iter())
+            {
+                headers
+                    .entry(k.to_ascii_lowercase())
+                    .or_insert_with(|| v.clone());
+            }
+            for k in route
+                .request_headers
+                .remove
+                .iter()
+                .chain(d.request_headers.remove.iter())
+            {
+                headers.remove(&k.to_ascii_lowercase());
+            }
+            branches.push(self.cluster_branch(&d.cluster, share, &path_seen, headers));
+        }
+        Prediction {
+            steps,
+            route: Some(rref),
+            branches,
+        }
+    }
+
+    fn cluster_branch(
+        &self,
+        name: &str,
+        share: f64,
+        path: &str,
+        headers: BTreeMap<String, String>,
+    ) -> Branch {
+        let base = Branch {
+            share,
+            status: Some(503),
+            backend: None,
+            path_seen: None,
+            headers_seen: BTreeMap::new(),
+            mtls: None,
+            cluster: Some(name.to_string()),
+            reason: String::new(),
+        };
+        let Some(c) = self.clusters.get(name) else {
+            let why = match super::mesh::parse_cluster_name(name) {
+                Some((_, Some(subset), fqdn)) => {
+                    format!("no DestinationRule defines subset {subset} of {fqdn}")
+                }
+                _ => "no such cluster".into(),
+            };
+            return Branch {
+                reason: format!("cluster {name}: {why}: 503 (NC)"),
+                ..base
+            };
+        };
+        if c.endpoints.is_empty() {
+            return Branch {
+                reason: format!(
+                    "cluster {name}: {}: 503 no healthy upstream (UH)",
+                    no_endpoint_reason(self, c)
+                ),
+                ..base
+            };
+        }
+        // TLS toward the endpoints.
+        let with_sidecar: Vec<bool> = c
+            .endpoints
+            .iter()
+            .map(|e| self.pods[e.pod].has_sidecar())
+            .collect();
+        let mtls = match c.tls {
+            UpstreamTls::IstioMutual => {
+                if let Some(i) = with_sidecar.iter().position(|s| !s) {
+                    let p = &self.pods[c.endpoints[i].pod];
+                    return Branch {
+                        reason: format!(
+                            "cluster {name} (ISTIO_MUTUAL): pod {}/{} has no sidecar to terminate mTLS: TLS handshake fails, 503 (UF)",
+                            p.namespace, p.name
+                        ),
+                        ..base
+                    };
+                }
+                true
+            }
+            UpstreamTls::Disable => false,
+            UpstreamTls::Auto => c.endpoints.iter().all(|e| e.istio_tls),
+        };
+        let first = &self.pods[c.endpoints[0].pod];
+        let pods: Vec<String> = c
+            .endpoints
+            .iter()
+            .map(|e| self.pods[e.pod].name.clone())
+            .collect();
+        let backend = Backend {
+            service: first.env_value("SERVICE_NAME").unwrap_or_default(),
+            version: first.env_value("VERSION").unwrap_or_default(),
+            namespace: first
+                .env_value("NAMESPACE")
+                .unwrap_or_else(|| first.namespace.clone()),
+            pods,
+        };
+        let tls = match c.tls {
+            UpstreamTls::IstioMutual => "ISTIO_MUTUAL",
+            UpstreamTls::Disable => "DISABLE",
+            UpstreamTls::Auto => "auto mTLS",
+        };
+        Branch {
+            status: Some(200),
+            reason: format!(
+                "cluster {name} ({tls}) -> {} endpoint(s) ({}) -> 200 from {} {}, path {path}, {}",
+                c.endpoints.len(),
+                backend.pods.join(", "),
+                backend.service,
+                backend.version,
+                if mtls { "mTLS" } else { "plaintext" }
+            ),
+            backend: Some(backend),
+            path_seen: Some(path.to_string()),
+            headers_seen: headers,
+            mtls: Some(mtls),
+            ..base
+        }
+    }
+}
+
+fn no_endpoint_reason(mesh: &Mesh, c: &ClusterPlan) -> String {
+    let running = mesh.pods.iter().any(|p| p.role == PodRole::App);
+    match &c.subset {
+        Some(s) if running => format!("subset {s} selects no running pod of {}", c.fqdn),
+        _ => format!("no running pod backs {}", c.fqdn),
+    }
+}
+
+fn describe_match(r: &RoutePlan) -> String {
+    let mut parts = vec![match &r.path {
+        PathMatch::Prefix(p) => format!("uri prefix {p}"),
+        PathMatch::Exact(p) => format!("uri exact {p}"),
+        PathMatch::Regex(p) => format!("uri regex {p}"),
+    }];
+    for (k, m) in &r.headers {
+        parts.push(format!("header {k} {m:?}"));
+    }
+    parts.join(", ")
+}
+
+fn refused(steps: Vec<String>, why: String) -> Prediction {
+    Prediction {
+        steps,
+        route: None,
+        branches: vec![Branch {
+            share: 1.0,
+            status: None,
+            backend: None,
+            path_seen: None,
+            headers_seen: BTreeMap::new(),
+            mtls: None,
+            cluster: None,
+            reason: format!("{why}: connection refused"),
+        }],
+    }
+}
+
+fn status_only(
+    steps: Vec<String>,
+    route: Option<RouteRef>,
+    status: u16,
+    why: String,
+) -> Prediction {
+    Prediction {
+        steps,
+        route,
+        branches: vec![Branch {
+            share: 1.0,
+            status: Some(status),
+            backend: None,
+            path_seen: None,
+            headers_seen: BTreeMap::new(),
+            mtls: None,
+            cluster: None,
+            reason: why,
+        }],
+    }
+}
