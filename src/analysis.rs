@@ -144,132 +144,171 @@ impl Ctx<'_> {
     }
 }
 
-/// Field names Istio's networking v1 API defines for Gateway, VirtualService and
-/// DestinationRule (so an ignored field is either "not modelled by meshcheck" or "not
-/// an Istio field at all": a typo that silently changes behaviour).
-const ISTIO_FIELDS: &[&str] = &[
-    "selector",
-    "servers",
-    "port",
-    "number",
-    "protocol",
-    "name",
-    "targetPort",
-    "bind",
-    "hosts",
-    "tls",
-    "defaultEndpoint",
-    "httpsRedirect",
-    "mode",
-    "serverCertificate",
-    "privateKey",
-    "caCertificates",
-    "caCrl",
-    "credentialName",
-    "credentialNames",
-    "tlsCertificates",
-    "subjectAltNames",
-    "verifyCertificateSpki",
-    "verifyCertificateHash",
-    "minProtocolVersion",
-    "maxProtocolVersion",
-    "cipherSuites",
-    "ecdhCurves",
-    "gateways",
-    "http",
-    "tcp",
-    "exportTo",
-    "match",
-    "route",
-    "redirect",
-    "directResponse",
-    "delegate",
-    "rewrite",
-    "timeout",
-    "retries",
-    "fault",
-    "mirror",
-    "mirrors",
-    "mirrorPercent",
-    "mirrorPercentage",
-    "corsPolicy",
-    "headers",
-    "uri",
-    "scheme",
-    "method",
-    "authority",
-    "ignoreUriCase",
-    "withoutHeaders",
-    "sourceLabels",
-    "sourceNamespace",
-    "statPrefix",
-    "queryParams",
-    "destination",
-    "host",
-    "subset",
-    "weight",
-    "uriRegexRewrite",
-    "attempts",
-    "perTryTimeout",
-    "retryOn",
-    "retryRemoteLocalities",
-    "retryIgnorePreviousHosts",
-    "backoff",
-    "delay",
-    "abort",
-    "request",
-    "response",
-    "set",
-    "add",
-    "remove",
-    "trafficPolicy",
-    "subsets",
-    "labels",
-    "workloadSelector",
-    "loadBalancer",
-    "connectionPool",
-    "outlierDetection",
-    "portLevelSettings",
-    "proxyProtocol",
-    "tunnel",
-    "clientCertificate",
-    "sni",
-    "insecureSkipVerify",
-    "allowOrigins",
-    "allowMethods",
-    "allowHeaders",
-    "exposeHeaders",
-    "maxAge",
-    "allowCredentials",
-    "unmatchedPreflights",
-    "percentage",
-    "value",
-    "sniHosts",
-    "destinationSubnets",
-    "sourceSubnet",
-    "derivePort",
-    "redirectCode",
-    "body",
-    "status",
-    "string",
-    "bytes",
-    "exact",
-    "prefix",
-    "regex",
-    "percent",
-    "fixedDelay",
-    "httpStatus",
-    "grpcStatus",
-    "http2Error",
-    "rewriteUri",
-    "match",
-    "namespace",
-    "simple",
-    "consistentHash",
-    "localityLbSetting",
-    "warmupDurationSecs",
-    "warmup",
+/// Fields Istio's networking v1 API defines, by kind and parent field, so an ignored
+/// field is either "not modelled by meshcheck" (MC302) or "not an Istio field at all"
+/// (MC301): a typo such as `subset` for `subsets` that silently changes behaviour.
+/// Parents not listed are not judged (the field is reported as not modelled).
+const ISTIO_FIELDS: &[(&str, &str, &[&str])] = &[
+    ("Gateway", "spec", &["selector", "servers"]),
+    (
+        "Gateway",
+        "servers",
+        &["port", "bind", "hosts", "tls", "name", "defaultEndpoint"],
+    ),
+    (
+        "Gateway",
+        "port",
+        &["number", "protocol", "name", "targetPort"],
+    ),
+    (
+        "Gateway",
+        "tls",
+        &[
+            "httpsRedirect",
+            "mode",
+            "serverCertificate",
+            "privateKey",
+            "caCertificates",
+            "caCrl",
+            "credentialName",
+            "credentialNames",
+            "tlsCertificates",
+            "subjectAltNames",
+            "verifyCertificateSpki",
+            "verifyCertificateHash",
+            "minProtocolVersion",
+            "maxProtocolVersion",
+            "cipherSuites",
+        ],
+    ),
+    (
+        "VirtualService",
+        "spec",
+        &["hosts", "gateways", "http", "tls", "tcp", "exportTo"],
+    ),
+    (
+        "VirtualService",
+        "http",
+        &[
+            "name",
+            "match",
+            "route",
+            "redirect",
+            "directResponse",
+            "delegate",
+            "rewrite",
+            "timeout",
+            "retries",
+            "fault",
+            "mirror",
+            "mirrors",
+            "mirrorPercentage",
+            "mirrorPercent",
+            "mirror_percent",
+            "corsPolicy",
+            "headers",
+        ],
+    ),
+    (
+        "VirtualService",
+        "match",
+        &[
+            "name",
+            "uri",
+            "scheme",
+            "method",
+            "authority",
+            "headers",
+            "port",
+            "sourceLabels",
+            "gateways",
+            "queryParams",
+            "ignoreUriCase",
+            "withoutHeaders",
+            "sourceNamespace",
+            "statPrefix",
+            "destinationSubnets",
+            "sniHosts",
+            "sourceSubnet",
+        ],
+    ),
+    (
+        "VirtualService",
+        "route",
+        &["destination", "weight", "headers"],
+    ),
+    ("VirtualService", "destination", &["host", "subset", "port"]),
+    (
+        "VirtualService",
+        "rewrite",
+        &["uri", "authority", "uriRegexRewrite"],
+    ),
+    ("VirtualService", "headers", &["request", "response"]),
+    ("VirtualService", "request", &["set", "add", "remove"]),
+    ("VirtualService", "response", &["set", "add", "remove"]),
+    (
+        "DestinationRule",
+        "spec",
+        &[
+            "host",
+            "trafficPolicy",
+            "subsets",
+            "exportTo",
+            "workloadSelector",
+        ],
+    ),
+    (
+        "DestinationRule",
+        "trafficPolicy",
+        &[
+            "loadBalancer",
+            "connectionPool",
+            "outlierDetection",
+            "tls",
+            "portLevelSettings",
+            "tunnel",
+            "proxyProtocol",
+            "retryBudget",
+        ],
+    ),
+    (
+        "DestinationRule",
+        "subsets",
+        &["name", "labels", "trafficPolicy"],
+    ),
+    (
+        "DestinationRule",
+        "tls",
+        &[
+            "mode",
+            "clientCertificate",
+            "privateKey",
+            "caCertificates",
+            "credentialName",
+            "subjectAltNames",
+            "sni",
+            "insecureSkipVerify",
+            "caCrl",
+        ],
+    ),
 ];
+
+/// Whether Istio defines `path` (e.g. `spec.http[0].retries`) for `kind`; None when
+/// the parent is not in the table.
+fn istio_defines(kind: &str, path: &str) -> Option<bool> {
+    let segs: Vec<&str> = path
+        .split('.')
+        .map(|s| s.split('[').next().unwrap_or(s))
+        .collect();
+    let (field, parent) = match segs.as_slice() {
+        [.., parent, field] => (*field, *parent),
+        _ => return None,
+    };
+    ISTIO_FIELDS
+        .iter()
+        .find(|(k, p, _)| *k == kind && *p == parent)
+        .map(|(_, _, fields)| fields.contains(&field))
+}
 
 /// Runs every analysis and the simulation of the suite's traffic checks.
 pub fn analyze(fx: &Fixtures, mesh: &Mesh, suite: &Suite) -> Vec<Finding> {
@@ -309,9 +348,8 @@ fn fields(c: &mut Ctx) {
             .map(str::to_string);
         match field {
             Some(path) => {
-                let key = path.rsplit('.').next().unwrap_or(&path);
-                let key = key.split('[').next().unwrap_or(key);
-                if ISTIO_FIELDS.contains(&key) {
+                let kind = w.object.split(' ').next().unwrap_or("");
+                if istio_defines(kind, &path) != Some(false) {
                     c.push(
                         "fields",
                         Severity::Warning,
@@ -896,18 +934,24 @@ fn simulate_suite(c: &mut Ctx, suite: &Suite) {
                 let p = c
                     .mesh
                     .simulate(&sim_request(&h.request, suite.ingress.port));
-                let bad: Vec<String> = p
-                    .branches
-                    .iter()
-                    .filter(|b| b.share > 0.0)
-                    .filter_map(|b| {
-                        branch_mismatch(&h.expect, b).map(|m| {
-                            if b.share < 1.0 {
-                                format!("{m} for {:.0}% of requests", b.share * 100.0)
-                            } else {
-                                m
-                            }
-                        })
+                // Identical mismatches of several branches are one, with their shares added.
+                let mut by_msg: Vec<(String, f64)> = Vec::new();
+                for b in p.branches.iter().filter(|b| b.share > 0.0) {
+                    if let Some(m) = branch_mismatch(&h.expect, b) {
+                        match by_msg.iter_mut().find(|(x, _)| *x == m) {
+                            Some((_, s)) => *s += b.share,
+                            None => by_msg.push((m, b.share)),
+                        }
+                    }
+                }
+                let bad: Vec<String> = by_msg
+                    .into_iter()
+                    .map(|(m, share)| {
+                        if share < 1.0 - 1e-9 {
+                            format!("{m} for {:.0}% of requests", share * 100.0)
+                        } else {
+                            m
+                        }
                     })
                     .collect();
                 (h.request.clone(), (p, bad))

@@ -37,6 +37,14 @@ impl FixtureCopy {
         self
     }
 
+    /// Replaces the first `from` by `to` in `file` (which must contain it).
+    #[track_caller]
+    pub fn replacen_first(&self, file: &str, from: &str, to: &str) -> &Self {
+        let text = self.read(file);
+        assert!(text.contains(from), "{file} does not contain {from:?}");
+        self.write(file, &text.replacen(from, to, 1))
+    }
+
     /// Replaces `from` by `to` in `file`; `from` must occur (a mutation that does not
     /// apply would make a negative test vacuous).
     #[track_caller]
@@ -81,6 +89,11 @@ impl Run {
 
     pub fn command(self) -> Command {
         self.cmd
+    }
+
+    /// Runs without adding `--junit` (for subcommands and callers that set it).
+    pub fn run_plain(mut self) -> RunResult {
+        parse(self.cmd.output().unwrap())
     }
 
     pub fn run(mut self) -> RunResult {
