@@ -1,6 +1,7 @@
 //! Targets: where the fixtures run. Checks see a target only through [`Target`], so
 //! they do not know whether Envoy runs locally or in a cluster.
 
+pub mod kind;
 pub mod local;
 
 use serde::Serialize;

@@ -1,0 +1,3 @@
+//! The kind target: a kind cluster with a chosen Istio version.
+
+pub mod tools;
