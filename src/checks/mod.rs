@@ -32,6 +32,8 @@ pub struct Ctx {
 
 impl Ctx {
     pub fn new(target: Arc<dyn Target>, timeouts: Timeouts, service_port: u16) -> Ctx {
+        // reqwest's rustls needs the process-level provider (idempotent).
+        crate::target::kind::tools::install_crypto_provider();
         let budget = timeouts
             .consistency
             .unwrap_or_else(|| target.consistency_budget());
