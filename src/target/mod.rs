@@ -2,6 +2,7 @@
 //! they do not know whether Envoy runs locally or in a cluster.
 
 pub mod kind;
+pub mod kube;
 pub mod local;
 
 use serde::Serialize;

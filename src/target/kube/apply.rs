@@ -1,0 +1,630 @@
+//! Server-side apply of the fixtures, in dependency order, and their cleanup.
+
+use super::error::KubeError;
+use crate::fixtures::{Object, Source};
+use ::kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use ::kube::core::GroupVersionKind;
+use ::kube::discovery::{self, ApiCapabilities, ApiResource, Scope};
+use ::kube::Client;
+use serde_json::Value;
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How [`apply_all`] applies the fixtures.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    /// The server-side apply field manager.
+    pub field_manager: String,
+    /// Replace container images starting with `.0` (e.g. `meshcheck/stub`) by `.1`
+    /// (the image just built) in workloads' containers and initContainers.
+    pub image_rewrite: Option<(String, String)>,
+    /// Rename every namespace `N` of the fixtures to `prefix + N`, everywhere the
+    /// fixtures refer to it (see [`NamespaceRenamer`]).
+    pub namespace_prefix: Option<String>,
+    /// How long a kind may stay unserved (its CRD not yet established) before
+    /// applying an object of it fails.
+    pub crd_timeout: Duration,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        ApplyOptions {
+            field_manager: "meshcheck".to_string(),
+            image_rewrite: None,
+            namespace_prefix: None,
+            crd_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// One object [`apply_all`] applied, as it is in the cluster (after renaming).
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub kind: String,
+    /// Empty for cluster-scoped objects.
+    pub namespace: String,
+    pub name: String,
+    pub api_resource: ApiResource,
+    /// Whether meshcheck created it (it did not exist before): only those are
+    /// deleted by [`delete_applied`].
+    pub created: bool,
+}
+
+impl Applied {
+    /// `VirtualService atlas/nb-rest`, `Namespace atlas`.
+    pub fn describe(&self) -> String {
+        crate::fixtures::describe(&self.kind, &self.namespace, &self.name)
+    }
+}
+
+/// First delay between two discovery attempts of a kind not served yet; doubled
+/// each time up to [`MAX_DISCOVERY_BACKOFF`].
+const FIRST_DISCOVERY_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_DISCOVERY_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Applies `objects` with server-side apply (forcing conflicts, as `field_manager`),
+/// after the rewrites of `opts`, in dependency order (see [`apply_order`]).
+///
+/// Kinds are resolved with discovery; a kind not served yet (a CRD just installed)
+/// is retried with backoff for `opts.crd_timeout`. Stops at the first failure.
+/// On failure the objects applied so far are lost to the caller: use
+/// [`apply_all_into`] to keep them for cleanup.
+pub async fn apply_all(
+    client: &Client,
+    objects: &[Object],
+    opts: &ApplyOptions,
+) -> Result<Vec<Applied>, KubeError> {
+    let mut applied = Vec::new();
+    apply_all_into(client, objects, opts, &mut applied).await?;
+    Ok(applied)
+}
+
+/// [`apply_all`], recording each object in `applied` as soon as it is applied, so
+/// that a caller can clean up after a failure halfway.
+pub async fn apply_all_into(
+    client: &Client,
+    objects: &[Object],
+    opts: &ApplyOptions,
+    applied: &mut Vec<Applied>,
+) -> Result<(), KubeError> {
+    let renamer = opts
+        .namespace_prefix
+        .as_deref()
+        .map(|prefix| NamespaceRenamer::new(prefix, objects));
+    let mut resolver = Resolver::new(client, opts.crd_timeout);
+    for object in apply_order(objects) {
+        let prepared = prepare(object, opts, renamer.as_ref())?;
+        let (resource, caps) = resolver.resolve(object, &prepared).await?;
+        applied.push(apply_one(client, object, prepared, resource, &caps, opts).await?);
+    }
+    Ok(())
+}
+
+/// Deletes the objects of `applied` that meshcheck created, last applied first.
+/// Objects already gone are fine. Tries every object, and returns the first failure.
+pub async fn delete_applied(client: &Client, applied: &[Applied]) -> Result<(), KubeError> {
+    let mut first_error = None;
+    for a in applied.iter().rev().filter(|a| a.created) {
+        let api: Api<DynamicObject> = if a.namespace.is_empty() {
+            Api::all_with(client.clone(), &a.api_resource)
+        } else {
+            Api::namespaced_with(client.clone(), &a.namespace, &a.api_resource)
+        };
+        tracing::debug!("deleting {}", a.describe());
+        match api.delete(&a.name, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(::kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => {
+                let e = KubeError::from_kube(e, "delete", &a.describe(), None);
+                tracing::warn!("{e}");
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// The order objects are applied in: Namespaces (and CRDs) first, then the other
+/// core objects (ServiceAccounts, ConfigMaps, Secrets, Services...), workloads,
+/// other Istio configuration, DestinationRules, Gateways and VirtualServices last
+/// (so no route points at an undefined subset). Stable within a class.
+pub fn apply_order(objects: &[Object]) -> Vec<&Object> {
+    let mut sorted: Vec<&Object> = objects.iter().collect();
+    sorted.sort_by_key(|o| apply_class(&o.kind, &o.api_version));
+    sorted
+}
+
+fn apply_class(kind: &str, api_version: &str) -> u8 {
+    let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+    match kind {
+        "Namespace" | "CustomResourceDefinition" => 0,
+        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Job" | "CronJob" | "Pod" => 2,
+        "DestinationRule" => 4,
+        "Gateway" => 5,
+        "VirtualService" | "HTTPRoute" | "GRPCRoute" | "TCPRoute" | "TLSRoute" => 6,
+        _ if group.ends_with("istio.io") || group == "gateway.networking.k8s.io" => 3,
+        _ => 1,
+    }
+}
+
+/// An object ready to send: its final namespace and name, and the body.
+struct Prepared {
+    /// The namespace from the fixtures (after renaming); may be empty.
+    namespace: String,
+    name: String,
+    body: Value,
+}
+
+fn prepare(
+    object: &Object,
+    opts: &ApplyOptions,
+    renamer: Option<&NamespaceRenamer>,
+) -> Result<Prepared, KubeError> {
+    let bad = |message: &str| KubeError::BadObject {
+        object: object.describe(),
+        source: object.source.clone(),
+        message: message.to_string(),
+    };
+    if object.api_version.is_empty() || object.kind.is_empty() {
+        return Err(bad("it has no apiVersion or kind"));
+    }
+    if object.name.is_empty() {
+        return Err(bad("it has no metadata.name"));
+    }
+    let mut body = object.raw.clone();
+    if !body.is_object() {
+        return Err(bad("it is not a mapping"));
+    }
+    body["apiVersion"] = Value::String(object.api_version.clone());
+    body["kind"] = Value::String(object.kind.clone());
+    strip_server_fields(&mut body);
+    let mut namespace = object.namespace.clone();
+    let mut name = object.name.clone();
+    if let Some((from, to)) = &opts.image_rewrite {
+        rewrite_images(&object.kind, &mut body, from, to);
+    }
+    if let Some(r) = renamer {
+        namespace = r.rename(&namespace);
+        if object.kind == "Namespace" {
+            name = r.rename(&name);
+        }
+        r.rewrite_references(object, &mut body);
+    }
+    body["metadata"]["name"] = Value::String(name.clone());
+    Ok(Prepared {
+        namespace,
+        name,
+        body,
+    })
+}
+
+/// Removes what a `kubectl get -o yaml` dump carries and an apply must not send.
+fn strip_server_fields(body: &mut Value) {
+    if let Some(obj) = body.as_object_mut() {
+        obj.remove("status");
+    }
+    if let Some(meta) = body.get_mut("metadata").and_then(Value::as_object_mut) {
+        for f in [
+            "managedFields",
+            "resourceVersion",
+            "uid",
+            "creationTimestamp",
+            "generation",
+            "selfLink",
+        ] {
+            meta.remove(f);
+        }
+    }
+}
+
+/// Whether `image` is one of the images `from` designates: `from` itself, or
+/// `from` followed by a tag or digest (`meshcheck/stub:latest`,
+/// `meshcheck/stub@sha256:...`); `meshcheck/stubby` is another image. A `from`
+/// ending in `:`, `@` or `/` is a plain prefix.
+pub fn image_matches(image: &str, from: &str) -> bool {
+    if from.is_empty() {
+        return false;
+    }
+    match image.strip_prefix(from) {
+        None => false,
+        Some(rest) => {
+            rest.is_empty()
+                || rest.starts_with(':')
+                || rest.starts_with('@')
+                || from.ends_with([':', '@', '/'])
+        }
+    }
+}
+
+/// Rewrites the images of workload `kind`'s pod template (or of a Pod).
+fn rewrite_images(kind: &str, body: &mut Value, from: &str, to: &str) {
+    let pod_spec = match kind {
+        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Job" => {
+            body.pointer_mut("/spec/template/spec")
+        }
+        "CronJob" => body.pointer_mut("/spec/jobTemplate/spec/template/spec"),
+        "Pod" => body.pointer_mut("/spec"),
+        _ => None,
+    };
+    let Some(pod_spec) = pod_spec else { return };
+    for list in ["containers", "initContainers"] {
+        let Some(containers) = pod_spec.get_mut(list).and_then(Value::as_array_mut) else {
+            continue;
+        };
+        for c in containers {
+            if let Some(image) = c.get_mut("image") {
+                if image.as_str().is_some_and(|i| image_matches(i, from)) {
+                    *image = Value::String(to.to_string());
+                }
+            }
+        }
+    }
+}
+
+/// Renames the fixtures' namespaces (`N` -> `prefix + N`) and the references to them.
+///
+/// Rewritten: `metadata.namespace`, Namespace names, and in the `spec` of Istio
+/// (`*.istio.io`) and Gateway API objects: `gateways` entries `N/name`, `hosts` /
+/// `host` values `N/host` and FQDNs `x.N.svc.cluster.local` / `x.N.svc`,
+/// `exportTo` / `namespaces` / `notNamespaces` lists, `namespace` fields (delegates,
+/// parentRefs, backendRefs), and principals `cluster.local/ns/N/sa/x`; plus
+/// RoleBinding `subjects[].namespace`. Namespaces that are not the fixtures' own
+/// (`istio-system`, `*`, `.`) stay as they are.
+#[derive(Debug, Clone)]
+pub struct NamespaceRenamer {
+    prefix: String,
+    namespaces: BTreeSet<String>,
+}
+
+impl NamespaceRenamer {
+    /// The fixtures' namespaces are those of their objects and their Namespaces.
+    pub fn new(prefix: &str, objects: &[Object]) -> Self {
+        let mut namespaces = BTreeSet::new();
+        for o in objects {
+            if !o.namespace.is_empty() {
+                namespaces.insert(o.namespace.clone());
+            }
+            if o.kind == "Namespace" && o.api_version == "v1" {
+                namespaces.insert(o.name.clone());
+            }
+        }
+        NamespaceRenamer {
+            prefix: prefix.to_string(),
+            namespaces,
+        }
+    }
+
+    /// `prefix + ns` when `ns` is one of the fixtures' namespaces, else `ns`.
+    pub fn rename(&self, ns: &str) -> String {
+        if self.namespaces.contains(ns) {
+            format!("{}{ns}", self.prefix)
+        } else {
+            ns.to_string()
+        }
+    }
+
+    /// Rewrites a host: `N/host` (Gateway servers, Sidecar egress) and the
+    /// namespace label of `x.N.svc.cluster.local` / `x.N.svc`.
+    pub fn rename_host(&self, host: &str) -> String {
+        if let Some((ns, rest)) = host.split_once('/') {
+            return format!("{}/{}", self.rename(ns), self.rename_host(rest));
+        }
+        let labels: Vec<&str> = host.split('.').collect();
+        let ns_index = if host.ends_with(".svc.cluster.local") && labels.len() >= 5 {
+            Some(labels.len() - 4)
+        } else if host.ends_with(".svc") && labels.len() >= 3 {
+            Some(labels.len() - 2)
+        } else {
+            None
+        };
+        match ns_index {
+            Some(i) if self.namespaces.contains(labels[i]) => {
+                let mut labels: Vec<String> = labels.iter().map(|l| l.to_string()).collect();
+                labels[i] = self.rename(&labels[i]);
+                labels.join(".")
+            }
+            _ => host.to_string(),
+        }
+    }
+
+    /// `N/name` -> `prefix+N/name`; `name` and `mesh` stay.
+    fn rename_gateway_ref(&self, gw: &str) -> String {
+        match gw.split_once('/') {
+            Some((ns, name)) => format!("{}/{name}", self.rename(ns)),
+            None => gw.to_string(),
+        }
+    }
+
+    /// `cluster.local/ns/N/sa/x` -> `cluster.local/ns/prefix+N/sa/x`.
+    fn rename_principal(&self, p: &str) -> String {
+        let mut parts: Vec<String> = p.split('/').map(str::to_string).collect();
+        for i in 0..parts.len().saturating_sub(1) {
+            if parts[i] == "ns" {
+                parts[i + 1] = self.rename(&parts[i + 1]);
+                break;
+            }
+        }
+        parts.join("/")
+    }
+
+    fn rewrite_references(&self, object: &Object, body: &mut Value) {
+        if let Some(meta) = body.get_mut("metadata").and_then(Value::as_object_mut) {
+            if let Some(Value::String(ns)) = meta.get_mut("namespace") {
+                *ns = self.rename(ns);
+            }
+        }
+        let group = object.api_version.rsplit_once('/').map_or("", |(g, _)| g);
+        if group.ends_with("istio.io") || group == "gateway.networking.k8s.io" {
+            if let Some(spec) = body.get_mut("spec") {
+                self.walk(None, spec);
+            }
+        }
+        if group == "rbac.authorization.k8s.io" {
+            if let Some(subjects) = body.get_mut("subjects").and_then(Value::as_array_mut) {
+                for s in subjects {
+                    if let Some(Value::String(ns)) = s.get_mut("namespace") {
+                        *ns = self.rename(ns);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Walks a spec, rewriting the strings under the keys that hold references.
+    fn walk(&self, key: Option<&str>, value: &mut Value) {
+        match value {
+            Value::Object(map) => {
+                for (k, v) in map.iter_mut() {
+                    self.walk(Some(k), v);
+                }
+            }
+            Value::Array(items) => {
+                for v in items {
+                    self.walk(key, v);
+                }
+            }
+            Value::String(s) => {
+                let new = match key {
+                    Some("gateways") => self.rename_gateway_ref(s),
+                    Some("hosts" | "host") => self.rename_host(s),
+                    Some("exportTo" | "namespaces" | "notNamespaces" | "namespace") => {
+                        self.rename(s)
+                    }
+                    Some("principals" | "notPrincipals") => self.rename_principal(s),
+                    _ => return,
+                };
+                *s = new;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Resolves kinds to API resources with discovery, once per apiVersion/kind.
+struct Resolver<'a> {
+    client: &'a Client,
+    timeout: Duration,
+    cache: HashMap<(String, String), (ApiResource, ApiCapabilities)>,
+}
+
+impl<'a> Resolver<'a> {
+    fn new(client: &'a Client, timeout: Duration) -> Self {
+        Resolver {
+            client,
+            timeout,
+            cache: HashMap::new(),
+        }
+    }
+
+    async fn resolve(
+        &mut self,
+        object: &Object,
+        prepared: &Prepared,
+    ) -> Result<(ApiResource, ApiCapabilities), KubeError> {
+        let key = (object.api_version.clone(), object.kind.clone());
+        if let Some(found) = self.cache.get(&key) {
+            return Ok(found.clone());
+        }
+        let describe = crate::fixtures::describe(&object.kind, &prepared.namespace, &prepared.name);
+        let gvk = match object.api_version.split_once('/') {
+            Some((group, version)) => GroupVersionKind::gvk(group, version, &object.kind),
+            None => GroupVersionKind::gvk("", &object.api_version, &object.kind),
+        };
+        let started = Instant::now();
+        let mut backoff = FIRST_DISCOVERY_BACKOFF;
+        let found = loop {
+            let last_error = match discovery::pinned_kind(self.client, &gvk).await {
+                Ok(found) => break found,
+                Err(e) => match not_served(&e) {
+                    Some(why) => why,
+                    None => {
+                        return Err(KubeError::from_kube(
+                            e,
+                            "discover the API of",
+                            &describe,
+                            Some(&object.source),
+                        ))
+                    }
+                },
+            };
+            let waited = started.elapsed();
+            if waited >= self.timeout {
+                return Err(KubeError::KindNotServed {
+                    object: describe,
+                    source: object.source.clone(),
+                    api_version: object.api_version.clone(),
+                    waited,
+                    last_error,
+                });
+            }
+            tracing::debug!(
+                "{}: kind {} of {} is not served yet ({last_error}); retrying",
+                object.source,
+                object.kind,
+                object.api_version
+            );
+            tokio::time::sleep(backoff.min(self.timeout - waited)).await;
+            backoff = (backoff * 2).min(MAX_DISCOVERY_BACKOFF);
+        };
+        self.cache.insert(key, found.clone());
+        Ok(found)
+    }
+}
+
+/// Why discovery says a kind is not served (yet), or `None` for other failures.
+fn not_served(e: &::kube::Error) -> Option<String> {
+    use ::kube::error::DiscoveryError;
+    match e {
+        ::kube::Error::Api(s) if s.code == 404 => Some(format!(
+            "404 {}",
+            if s.message.is_empty() {
+                &s.reason
+            } else {
+                &s.message
+            }
+        )),
+        // The group is served but not (yet) with this kind.
+        ::kube::Error::Discovery(DiscoveryError::MissingKind(_)) => {
+            Some("the group version does not list the kind".to_string())
+        }
+        // An aggregated or freshly registered group not ready yet.
+        ::kube::Error::Api(s) if s.code == 503 => Some(format!("503 {}", s.message)),
+        _ => None,
+    }
+}
+
+async fn apply_one(
+    client: &Client,
+    object: &Object,
+    mut prepared: Prepared,
+    resource: ApiResource,
+    caps: &ApiCapabilities,
+    opts: &ApplyOptions,
+) -> Result<Applied, KubeError> {
+    let source: &Source = &object.source;
+    let api: Api<DynamicObject> = match caps.scope {
+        Scope::Namespaced => {
+            if prepared.namespace.is_empty() {
+                prepared.namespace = "default".to_string();
+            }
+            prepared.body["metadata"]["namespace"] = Value::String(prepared.namespace.clone());
+            Api::namespaced_with(client.clone(), &prepared.namespace, &resource)
+        }
+        Scope::Cluster => {
+            prepared.namespace.clear();
+            if let Some(meta) = prepared.body["metadata"].as_object_mut() {
+                meta.remove("namespace");
+            }
+            Api::all_with(client.clone(), &resource)
+        }
+    };
+    let describe = crate::fixtures::describe(&object.kind, &prepared.namespace, &prepared.name);
+    let existed = api
+        .get_metadata_opt(&prepared.name)
+        .await
+        .map_err(|e| KubeError::from_kube(e, "look up", &describe, Some(source)))?
+        .is_some();
+    let params = PatchParams::apply(&opts.field_manager).force();
+    api.patch(&prepared.name, &params, &Patch::Apply(&prepared.body))
+        .await
+        .map_err(|e| KubeError::from_kube(e, "apply", &describe, Some(source)))?;
+    tracing::debug!(
+        "{source}: applied {describe} ({})",
+        if existed { "configured" } else { "created" }
+    );
+    Ok(Applied {
+        kind: object.kind.clone(),
+        namespace: prepared.namespace,
+        name: prepared.name,
+        api_resource: resource,
+        created: !existed,
+    })
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+    use serde_json::json;
+    use std::path::PathBuf;
+
+    fn obj(kind: &str, api_version: &str, ns: &str, name: &str) -> Object {
+        Object {
+            kind: kind.into(),
+            api_version: api_version.into(),
+            namespace: ns.into(),
+            name: name.into(),
+            source: Source {
+                file: PathBuf::from("f.yaml"),
+                line: 1,
+            },
+            raw: json!({"apiVersion": api_version, "kind": kind, "metadata": {"name": name}}),
+        }
+    }
+
+    #[test]
+    fn order_puts_namespaces_first_and_virtualservices_last() {
+        let objects = vec![
+            obj("VirtualService", "networking.istio.io/v1", "atlas", "vs"),
+            obj("Gateway", "networking.istio.io/v1", "atlas", "gw"),
+            obj("Deployment", "apps/v1", "atlas", "d"),
+            obj("DestinationRule", "networking.istio.io/v1", "atlas", "dr"),
+            obj("Service", "v1", "atlas", "svc"),
+            obj("Namespace", "v1", "", "atlas"),
+            obj("ServiceAccount", "v1", "atlas", "sa"),
+            obj("PeerAuthentication", "security.istio.io/v1", "atlas", "pa"),
+        ];
+        let names: Vec<&str> = apply_order(&objects)
+            .iter()
+            .map(|o| o.name.as_str())
+            .collect();
+        assert_eq!(names, ["atlas", "svc", "sa", "d", "pa", "dr", "gw", "vs"]);
+    }
+
+    #[test]
+    fn image_matching() {
+        assert!(image_matches("meshcheck/stub", "meshcheck/stub"));
+        assert!(image_matches("meshcheck/stub:latest", "meshcheck/stub"));
+        assert!(image_matches("meshcheck/stub@sha256:abc", "meshcheck/stub"));
+        assert!(!image_matches("meshcheck/stubby:1", "meshcheck/stub"));
+        assert!(!image_matches(
+            "docker.io/istio/proxyv2:1.26.0",
+            "meshcheck/stub"
+        ));
+        assert!(image_matches("meshcheck/stub:dev", "meshcheck/stub:"));
+        assert!(!image_matches("anything", ""));
+    }
+
+    #[test]
+    fn renames_hosts_gateways_and_principals() {
+        let objects = vec![
+            obj("Namespace", "v1", "", "atlas"),
+            obj("Gateway", "networking.istio.io/v1", "istio-ingress", "gw"),
+        ];
+        let r = NamespaceRenamer::new("t1-", &objects);
+        assert_eq!(r.rename("atlas"), "t1-atlas");
+        assert_eq!(r.rename("istio-system"), "istio-system");
+        assert_eq!(
+            r.rename_host("nb-rest.atlas.svc.cluster.local"),
+            "nb-rest.t1-atlas.svc.cluster.local"
+        );
+        assert_eq!(r.rename_host("nb-rest.atlas.svc"), "nb-rest.t1-atlas.svc");
+        assert_eq!(r.rename_host("nb-rest"), "nb-rest");
+        assert_eq!(r.rename_host("*.example.com"), "*.example.com");
+        assert_eq!(r.rename_host("atlas/*"), "t1-atlas/*");
+        assert_eq!(r.rename_host("./*.example.com"), "./*.example.com");
+        assert_eq!(
+            r.rename_host("istio-system/x.atlas.svc.cluster.local"),
+            "istio-system/x.t1-atlas.svc.cluster.local"
+        );
+        assert_eq!(
+            r.rename_gateway_ref("istio-ingress/gw"),
+            "t1-istio-ingress/gw"
+        );
+        assert_eq!(r.rename_gateway_ref("mesh"), "mesh");
+        assert_eq!(
+            r.rename_principal("cluster.local/ns/atlas/sa/atlas-ui"),
+            "cluster.local/ns/t1-atlas/sa/atlas-ui"
+        );
+    }
+}

@@ -1,0 +1,22 @@
+//! The Kubernetes API side of a cluster target: applying the fixtures with
+//! server-side apply, waiting for rollouts, and reading pods and nodes.
+
+pub mod apply;
+pub mod error;
+pub mod pods;
+pub mod wait;
+
+#[cfg(test)]
+mod tests;
+
+pub use apply::{
+    apply_all, apply_all_into, apply_order, delete_applied, image_matches, Applied, ApplyOptions,
+    NamespaceRenamer,
+};
+pub use error::KubeError;
+pub use pods::{first_ready_internal_ip, list_pods, node_address, node_ready, pod_info};
+pub use wait::{
+    all_available, all_updated, no_old_replicas, observed_latest, progress_deadline_exceeded,
+    rollout_complete, rollout_status, wait_for, wait_rollouts, wait_rollouts_every, Check,
+    ROLLOUT_POLL,
+};

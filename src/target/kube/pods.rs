@@ -1,0 +1,117 @@
+//! Pods as the sidecars check sees them, and the node address.
+
+use super::error::KubeError;
+use crate::target::{ContainerInfo, PodInfo};
+use ::kube::api::{Api, ListParams};
+use ::kube::Client;
+use k8s_openapi::api::core::v1::{Container, ContainerStatus, Node, Pod};
+use std::net::IpAddr;
+
+/// Every pod of `namespaces`, in the API's order (by name) per namespace.
+pub async fn list_pods(client: &Client, namespaces: &[String]) -> Result<Vec<PodInfo>, KubeError> {
+    let mut pods = Vec::new();
+    for ns in namespaces {
+        let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+        let list = api.list(&ListParams::default()).await.map_err(|e| {
+            KubeError::from_kube(e, "list", &format!("the pods of namespace {ns}"), None)
+        })?;
+        pods.extend(list.items.iter().map(pod_info));
+    }
+    Ok(pods)
+}
+
+/// The parts of `pod` the checks look at. Init containers keep their
+/// `restartPolicy` (`Always` for a native sidecar); `running` is whether the
+/// container's status shows it running now.
+pub fn pod_info(pod: &Pod) -> PodInfo {
+    let spec = pod.spec.as_ref();
+    let status = pod.status.as_ref();
+    let containers = spec.map(|s| s.containers.as_slice()).unwrap_or_default();
+    let init_containers = spec
+        .and_then(|s| s.init_containers.as_deref())
+        .unwrap_or_default();
+    let statuses = status
+        .and_then(|s| s.container_statuses.as_deref())
+        .unwrap_or_default();
+    let init_statuses = status
+        .and_then(|s| s.init_container_statuses.as_deref())
+        .unwrap_or_default();
+    PodInfo {
+        namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+        name: pod.metadata.name.clone().unwrap_or_default(),
+        labels: pod.metadata.labels.clone().unwrap_or_default(),
+        annotations: pod.metadata.annotations.clone().unwrap_or_default(),
+        containers: containers
+            .iter()
+            .map(|c| container_info(c, statuses))
+            .collect(),
+        init_containers: init_containers
+            .iter()
+            .map(|c| container_info(c, init_statuses))
+            .collect(),
+    }
+}
+
+fn container_info(c: &Container, statuses: &[ContainerStatus]) -> ContainerInfo {
+    let running = statuses
+        .iter()
+        .find(|s| s.name == c.name)
+        .and_then(|s| s.state.as_ref())
+        .is_some_and(|state| state.running.is_some());
+    ContainerInfo {
+        name: c.name.clone(),
+        image: c.image.clone().unwrap_or_default(),
+        restart_policy: c.restart_policy.clone(),
+        running,
+    }
+}
+
+/// The InternalIP of the first Ready node (in the API's order).
+pub async fn node_address(client: &Client) -> Result<IpAddr, KubeError> {
+    let api: Api<Node> = Api::all(client.clone());
+    let nodes = api
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| KubeError::from_kube(e, "list", "the nodes", None))?;
+    first_ready_internal_ip(&nodes.items)
+}
+
+/// Whether `node` has condition `Ready` `True`.
+pub fn node_ready(node: &Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// [`node_address`] on a list of nodes already read.
+pub fn first_ready_internal_ip(nodes: &[Node]) -> Result<IpAddr, KubeError> {
+    if nodes.is_empty() {
+        return Err(KubeError::NoNodeAddress {
+            why: "the cluster has no nodes".to_string(),
+        });
+    }
+    let mut seen = Vec::new();
+    for node in nodes {
+        let name = node.metadata.name.clone().unwrap_or_default();
+        if !node_ready(node) {
+            seen.push(format!("{name} is not Ready"));
+            continue;
+        }
+        let ip = node
+            .status
+            .as_ref()
+            .and_then(|s| s.addresses.as_ref())
+            .into_iter()
+            .flatten()
+            .filter(|a| a.type_ == "InternalIP")
+            .find_map(|a| a.address.parse::<IpAddr>().ok());
+        match ip {
+            Some(ip) => return Ok(ip),
+            None => seen.push(format!("{name} has no InternalIP address")),
+        }
+    }
+    Err(KubeError::NoNodeAddress {
+        why: seen.join("; "),
+    })
+}

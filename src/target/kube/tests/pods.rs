@@ -1,0 +1,280 @@
+use super::fake::FakeApi;
+use crate::target::kube::{list_pods, node_address, pod_info, KubeError};
+use crate::target::{ContainerInfo, PodInfo};
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::{json, Value};
+use std::net::IpAddr;
+
+const PROXY_IMAGE: &str = "docker.io/istio/proxyv2:1.26.0";
+
+fn running_status(name: &str, image: &str) -> Value {
+    json!({"name": name, "image": image, "imageID": format!("{image}@sha256:4b0c1d"),
+           "containerID": "containerd://9a0e1f", "ready": true, "restartCount": 0, "started": true,
+           "state": {"running": {"startedAt": "2025-06-02T09:14:12Z"}}})
+}
+
+fn completed_status(name: &str, image: &str) -> Value {
+    json!({"name": name, "image": image, "imageID": format!("{image}@sha256:4b0c1d"),
+           "containerID": "containerd://1c2d3e", "ready": true, "restartCount": 0, "started": false,
+           "state": {"terminated": {"exitCode": 0, "reason": "Completed",
+                                    "startedAt": "2025-06-02T09:14:09Z", "finishedAt": "2025-06-02T09:14:09Z"}}})
+}
+
+fn crashing_status(name: &str, image: &str) -> Value {
+    json!({"name": name, "image": image, "imageID": format!("{image}@sha256:4b0c1d"),
+           "containerID": "containerd://7f8e9d", "ready": false, "restartCount": 4, "started": false,
+           "state": {"waiting": {"reason": "CrashLoopBackOff",
+                                 "message": "back-off 1m20s restarting failed container"}},
+           "lastState": {"terminated": {"exitCode": 255, "reason": "Error",
+                                        "startedAt": "2025-06-02T09:16:00Z", "finishedAt": "2025-06-02T09:16:01Z"}}})
+}
+
+fn istio_init() -> Value {
+    json!({"name": "istio-init", "image": PROXY_IMAGE,
+           "args": ["istio-iptables", "-p", "15001", "-z", "15006", "-u", "1337", "-m", "REDIRECT",
+                    "-i", "*", "-x", "", "-b", "*", "-d", "15090,15021,15020", "--log_output_level=default:info"],
+           "securityContext": {"capabilities": {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]},
+                               "runAsUser": 0, "runAsNonRoot": false}})
+}
+
+fn istio_proxy(native: bool) -> Value {
+    let mut c = json!({"name": "istio-proxy", "image": PROXY_IMAGE,
+                       "args": ["proxy", "sidecar", "--domain", "$(POD_NAMESPACE).svc.cluster.local",
+                                "--proxyLogLevel=warning", "--proxyComponentLogLevel=misc:error", "--log_output_level=default:info"],
+                       "ports": [{"name": "http-envoy-prom", "containerPort": 15090, "protocol": "TCP"}],
+                       "readinessProbe": {"httpGet": {"path": "/healthz/ready", "port": 15021}},
+                       "securityContext": {"runAsUser": 1337, "runAsGroup": 1337, "runAsNonRoot": true}});
+    if native {
+        c["restartPolicy"] = json!("Always");
+    }
+    c
+}
+
+fn app(name: &str) -> Value {
+    json!({"name": name, "image": "meshcheck/stub:build-3f9a2c1", "imagePullPolicy": "IfNotPresent",
+           "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]})
+}
+
+fn meta(name: &str, app: &str, annotations: Value) -> Value {
+    json!({"name": name, "namespace": "atlas", "generateName": format!("{app}-7d9f8b6c5-"),
+           "uid": "b7e4f1a2-0c3d-4e5f-8a9b-1c2d3e4f5a6b", "resourceVersion": "48455",
+           "creationTimestamp": "2025-06-02T09:14:07Z",
+           "labels": {"app": app, "version": "v1", "pod-template-hash": "7d9f8b6c5",
+                      "security.istio.io/tlsMode": "istio",
+                      "service.istio.io/canonical-name": app, "service.istio.io/canonical-revision": "v1"},
+           "annotations": annotations,
+           "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": format!("{app}-7d9f8b6c5"),
+                                "uid": "0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b", "controller": true, "blockOwnerDeletion": true}]})
+}
+
+const CLASSIC_STATUS: &str = r#"{"initContainers":["istio-init"],"containers":["istio-proxy"],"volumes":["workload-socket","credential-socket","workload-certs","istio-envoy","istio-data","istio-podinfo","istio-token","istiod-ca-cert"],"imagePullSecrets":null,"revision":"default"}"#;
+const NATIVE_STATUS: &str = r#"{"initContainers":["istio-init","istio-proxy"],"containers":null,"volumes":["workload-socket","credential-socket","workload-certs","istio-envoy","istio-data","istio-podinfo","istio-token","istiod-ca-cert"],"imagePullSecrets":null,"revision":"default"}"#;
+
+/// Istio 1.26, classic injection: istio-proxy is a regular container.
+fn classic_pod() -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": meta("atlas-ui-7d9f8b6c5-x2x7q", "atlas-ui", json!({
+            "istio.io/rev": "default",
+            "kubectl.kubernetes.io/default-container": "atlas-ui",
+            "kubectl.kubernetes.io/default-logs-container": "atlas-ui",
+            "prometheus.io/path": "/stats/prometheus", "prometheus.io/port": "15020", "prometheus.io/scrape": "true",
+            "sidecar.istio.io/status": CLASSIC_STATUS
+        })),
+        "spec": {"serviceAccountName": "atlas-ui", "nodeName": "kind-control-plane",
+                 "initContainers": [istio_init()],
+                 "containers": [app("atlas-ui"), istio_proxy(false)]},
+        "status": {"phase": "Running", "podIP": "10.244.0.12", "qosClass": "Burstable",
+                   "initContainerStatuses": [completed_status("istio-init", PROXY_IMAGE)],
+                   "containerStatuses": [running_status("atlas-ui", "meshcheck/stub:build-3f9a2c1"),
+                                         running_status("istio-proxy", PROXY_IMAGE)]}
+    })
+}
+
+/// Istio 1.28, native sidecar: istio-proxy is an init container with
+/// `restartPolicy: Always`. Here the app crash-loops.
+fn native_pod() -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": meta("nb-rest-v1-7d9f8b6c5-k9qzp", "nb-rest", json!({
+            "istio.io/rev": "default",
+            "kubectl.kubernetes.io/default-container": "nb-rest",
+            "sidecar.istio.io/status": NATIVE_STATUS
+        })),
+        "spec": {"serviceAccountName": "nb-rest",
+                 "initContainers": [istio_init(), istio_proxy(true)],
+                 "containers": [app("nb-rest")]},
+        "status": {"phase": "Running",
+                   "initContainerStatuses": [completed_status("istio-init", PROXY_IMAGE),
+                                             running_status("istio-proxy", PROXY_IMAGE)],
+                   "containerStatuses": [crashing_status("nb-rest", "meshcheck/stub:build-3f9a2c1")]}
+    })
+}
+
+/// Injection disabled, and still being created.
+fn plain_pod() -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "authz-6b7c8d9e0f-abcde", "namespace": "atlas",
+                     "labels": {"app": "authz", "sidecar.istio.io/inject": "false"}},
+        "spec": {"containers": [app("authz")]},
+        "status": {"phase": "Pending",
+                   "containerStatuses": [{"name": "authz", "image": "meshcheck/stub:build-3f9a2c1", "imageID": "",
+                                          "ready": false, "restartCount": 0, "started": false,
+                                          "state": {"waiting": {"reason": "ContainerCreating"}}}]}
+    })
+}
+
+fn info(v: Value) -> PodInfo {
+    pod_info(&serde_json::from_value::<Pod>(v).expect("a Pod"))
+}
+
+fn c(name: &str, image: &str, restart_policy: Option<&str>, running: bool) -> ContainerInfo {
+    ContainerInfo {
+        name: name.into(),
+        image: image.into(),
+        restart_policy: restart_policy.map(str::to_string),
+        running,
+    }
+}
+
+#[test]
+fn classic_injection() {
+    let p = info(classic_pod());
+    assert_eq!(p.namespace, "atlas");
+    assert_eq!(p.name, "atlas-ui-7d9f8b6c5-x2x7q");
+    assert_eq!(p.labels["security.istio.io/tlsMode"], "istio");
+    assert_eq!(p.annotations["sidecar.istio.io/status"], CLASSIC_STATUS);
+    assert_eq!(
+        p.containers,
+        [
+            c("atlas-ui", "meshcheck/stub:build-3f9a2c1", None, true),
+            c("istio-proxy", PROXY_IMAGE, None, true)
+        ]
+    );
+    assert_eq!(
+        p.init_containers,
+        [c("istio-init", PROXY_IMAGE, None, false)]
+    );
+}
+
+#[test]
+fn native_sidecar() {
+    let p = info(native_pod());
+    assert_eq!(p.annotations["sidecar.istio.io/status"], NATIVE_STATUS);
+    assert_eq!(
+        p.containers,
+        [c("nb-rest", "meshcheck/stub:build-3f9a2c1", None, false)]
+    );
+    assert_eq!(
+        p.init_containers,
+        [
+            c("istio-init", PROXY_IMAGE, None, false),
+            c("istio-proxy", PROXY_IMAGE, Some("Always"), true)
+        ]
+    );
+}
+
+#[test]
+fn pod_without_sidecar() {
+    let p = info(plain_pod());
+    assert_eq!(p.labels["sidecar.istio.io/inject"], "false");
+    assert!(p.annotations.is_empty());
+    assert_eq!(
+        p.containers,
+        [c("authz", "meshcheck/stub:build-3f9a2c1", None, false)]
+    );
+    assert!(p.init_containers.is_empty());
+}
+
+#[tokio::test]
+async fn lists_the_pods_of_each_namespace() {
+    let fake = FakeApi::start().await;
+    fake.mount_get(
+        "/api/v1/namespaces/atlas/pods",
+        json!({"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "48460"},
+               "items": [classic_pod(), native_pod(), plain_pod()]}),
+    )
+    .await;
+    fake.mount_get(
+        "/api/v1/namespaces/istio-ingress/pods",
+        json!({"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "48460"}, "items": []}),
+    )
+    .await;
+    let pods = list_pods(
+        &fake.client,
+        &["atlas".to_string(), "istio-ingress".to_string()],
+    )
+    .await
+    .expect("list");
+    let names: Vec<&str> = pods.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "atlas-ui-7d9f8b6c5-x2x7q",
+            "nb-rest-v1-7d9f8b6c5-k9qzp",
+            "authz-6b7c8d9e0f-abcde"
+        ]
+    );
+    assert_eq!(pods[1], info(native_pod()));
+}
+
+fn node(name: &str, ready: &str, addresses: Value) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}},
+        "spec": {"podCIDR": "10.244.1.0/24", "providerID": format!("kind://docker/kind/{name}")},
+        "status": {
+            "addresses": addresses,
+            "conditions": [
+                {"type": "MemoryPressure", "status": "False", "reason": "KubeletHasSufficientMemory",
+                 "lastHeartbeatTime": "2025-06-02T09:20:00Z", "lastTransitionTime": "2025-06-02T09:00:00Z"},
+                {"type": "Ready", "status": ready,
+                 "reason": if ready == "True" { "KubeletReady" } else { "KubeletNotReady" },
+                 "message": if ready == "True" { "kubelet is posting ready status" }
+                            else { "container runtime network not ready: NetworkReady=false" },
+                 "lastHeartbeatTime": "2025-06-02T09:20:00Z", "lastTransitionTime": "2025-06-02T09:01:00Z"}
+            ],
+            "nodeInfo": {"architecture": "amd64", "bootID": "b1", "containerRuntimeVersion": "containerd://2.1.1",
+                         "kernelVersion": "6.8.0", "kubeProxyVersion": "", "kubeletVersion": "v1.33.1",
+                         "machineID": "m1", "operatingSystem": "linux", "osImage": "Debian GNU/Linux 12 (bookworm)",
+                         "systemUUID": "s1"}
+        }
+    })
+}
+
+#[tokio::test]
+async fn node_address_is_the_internal_ip_of_the_first_ready_node() {
+    let fake = FakeApi::start().await;
+    fake.mount_get(
+        "/api/v1/nodes",
+        json!({"kind": "NodeList", "apiVersion": "v1", "metadata": {"resourceVersion": "48470"},
+               "items": [
+                   node("kind-worker", "False",
+                        json!([{"type": "InternalIP", "address": "172.18.0.3"}, {"type": "Hostname", "address": "kind-worker"}])),
+                   node("kind-control-plane", "True",
+                        json!([{"type": "Hostname", "address": "kind-control-plane"}, {"type": "InternalIP", "address": "172.18.0.2"}])),
+               ]}),
+    )
+    .await;
+    let ip = node_address(&fake.client).await.expect("address");
+    assert_eq!(ip, "172.18.0.2".parse::<IpAddr>().unwrap());
+}
+
+#[tokio::test]
+async fn node_address_fails_without_a_ready_node() {
+    let fake = FakeApi::start().await;
+    fake.mount_get(
+        "/api/v1/nodes",
+        json!({"kind": "NodeList", "apiVersion": "v1", "metadata": {},
+               "items": [node("kind-control-plane", "False",
+                              json!([{"type": "InternalIP", "address": "172.18.0.2"}]))]}),
+    )
+    .await;
+    let err = node_address(&fake.client).await.expect_err("none ready");
+    assert!(matches!(err, KubeError::NoNodeAddress { .. }));
+    assert_eq!(
+        err.to_string(),
+        "cannot find the address of a Ready node: kind-control-plane is not Ready"
+    );
+}
