@@ -8,6 +8,8 @@ use crate::istio::{Mesh, SidecarShape};
 use crate::runner::{self, Events};
 use crate::suite::CheckKind;
 use crate::suite::{self, Suite};
+use crate::target::existing::ExistingOptions;
+use crate::target::kind::KindOptions;
 use crate::target::local::{procs, LocalOptions, LocalTarget};
 use crate::target::{docker_answers, Target, TargetError};
 use crate::timeouts::Timeouts;
@@ -105,7 +107,47 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value = "native")]
     pub local_sidecars: SidecarArg,
     #[command(flatten)]
+    pub cluster: ClusterArgs,
+    #[command(flatten)]
     pub test: libtest_mimic::Arguments,
+}
+
+/// Options of the cluster targets (kind, existing).
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// Istio version the kind target installs.
+    #[arg(long, env = "MESHCHECK_ISTIO_VERSION", default_value = crate::target::kind::tools::ISTIO_VERSION)]
+    pub istio_version: String,
+    /// kind cluster name.
+    #[arg(long = "cluster-name", default_value = crate::target::kind::config::DEFAULT_CLUSTER_NAME)]
+    pub cluster_name: String,
+    /// Run on an existing kind cluster of that name, and keep it.
+    #[arg(long)]
+    pub reuse: bool,
+    /// kindest/node image [default: the newest the Istio version supports].
+    #[arg(long)]
+    pub node_image: Option<String>,
+    /// Use only cached tools (or on PATH); never download.
+    #[arg(long)]
+    pub offline: bool,
+    /// kubeconfig of the existing target [default: $KUBECONFIG, ~/.kube/config].
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// kubeconfig context of the existing target.
+    #[arg(long)]
+    pub context: Option<String>,
+    /// Do not apply the fixtures: check what is already deployed.
+    #[arg(long)]
+    pub no_apply: bool,
+    /// Prefix every fixture namespace (existing target), so runs do not collide with real workloads.
+    #[arg(long)]
+    pub namespace_prefix: Option<String>,
+    /// Where NodePorts answer [default: a node's InternalIP].
+    #[arg(long)]
+    pub node_address: Option<std::net::IpAddr>,
+    /// Image the cluster can pull for the stub backend (existing target).
+    #[arg(long)]
+    pub stub_image: Option<String>,
 }
 
 /// `30s`, `500ms`, `2m`, or plain seconds.
@@ -247,6 +289,7 @@ fn install_signal_handlers(rt: &tokio::runtime::Runtime, grace: Duration) {
         eprintln!("\ninterrupted: stopping every process meshcheck started (Ctrl-C again to kill at once)");
         std::thread::spawn(move || {
             procs::stop_all(grace);
+            procs::run_cleanups();
             procs::remove_dirs();
             std::process::exit(exit::INTERRUPTED as i32);
         });
@@ -326,12 +369,12 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
     }
 
     let target_kind = match args.target {
+        TargetKind::Auto if docker_answers() => {
+            eprintln!("target: kind (a Docker engine answers; pass --target local for the fast pre-flight)");
+            TargetKind::Kind
+        }
         TargetKind::Auto => {
-            if docker_answers() {
-                eprintln!("target: local (a Docker engine answers, but the kind target is not part of this build yet; pass --target local to silence this)");
-            } else {
-                eprintln!("target: local (no Docker engine answers, so not kind)");
-            }
+            eprintln!("target: local (no Docker engine answers, so not kind)");
             TargetKind::Local
         }
         t => t,
@@ -350,7 +393,16 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
     procs::install_panic_hook();
     install_signal_handlers(&rt, timeouts.stop_grace);
 
-    let target: Arc<LocalTarget> = match target_kind {
+    // A working directory for cluster targets (kind config, kubeconfig).
+    let workdir = tempfile::Builder::new()
+        .prefix("meshcheck-run-")
+        .tempdir()
+        .map_err(|source| TargetError::Io {
+            what: "cannot create a working directory".into(),
+            source,
+        })?;
+    procs::register_dir(workdir.path());
+    let running: Running = match target_kind {
         TargetKind::Local | TargetKind::Auto => {
             let exe = std::env::current_exe().map_err(|source| TargetError::Io {
                 what: "cannot find the meshcheck executable (for the stub backend)".into(),
@@ -364,21 +416,47 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
                 SidecarArg::Native => SidecarShape::Native,
                 SidecarArg::Classic => SidecarShape::Classic,
             };
-            Arc::new(LocalTarget::start(mesh, &opts)?)
+            Running::Local(Arc::new(LocalTarget::start(mesh, &opts)?))
         }
-        TargetKind::Kind | TargetKind::Existing => {
-            return Err(TargetError::Unavailable {
-                target: format!("{target_kind:?}").to_lowercase(),
-                why: "the cluster targets are not part of this build yet; use --target local"
-                    .into(),
-            }
-            .into())
+        TargetKind::Kind => {
+            let mut opts = KindOptions::new(project_dir());
+            opts.cluster_name = args.cluster.cluster_name.clone();
+            opts.istio_version = args.cluster.istio_version.clone();
+            opts.node_image = args.cluster.node_image.clone();
+            opts.reuse = args.cluster.reuse;
+            opts.keep = args.keep;
+            opts.tools.offline = args.cluster.offline;
+            opts.node_address = args.cluster.node_address;
+            let t = rt.block_on(crate::target::kind::bring_up(
+                &fx,
+                &mesh,
+                &opts,
+                workdir.path(),
+            ))?;
+            Running::Cluster(Arc::new(t))
+        }
+        TargetKind::Existing => {
+            let opts = ExistingOptions {
+                kubeconfig: args.cluster.kubeconfig.clone(),
+                context: args.cluster.context.clone(),
+                no_apply: args.cluster.no_apply,
+                namespace_prefix: args.cluster.namespace_prefix.clone(),
+                node_address: args.cluster.node_address,
+                stub_image: args.cluster.stub_image.clone(),
+                keep: args.keep,
+                rollout_timeout: None,
+            };
+            let t = rt.block_on(crate::target::existing::bring_up(&fx, &mesh, &opts))?;
+            Running::Cluster(Arc::new(t))
         }
     };
 
-    let target_dyn: Arc<dyn Target> = target.clone();
+    let target_dyn: Arc<dyn Target> = match &running {
+        Running::Local(t) => t.clone(),
+        Running::Cluster(t) => t.clone(),
+    };
     let ctx = Arc::new(crate::checks::Ctx::new(
-        target_dyn,
+        target_dyn.clone(),
         timeouts,
         suite.ingress.port,
     ));
@@ -392,6 +470,39 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
     ));
     let conclusion = runner::run(&test_args, trials);
 
+    let junit = junit_path(&args, &suite);
+    let mut events_sorted = events.sorted(&suite);
+    // A failed traffic check: collect diagnostics next to the JUnit file and link them.
+    if events_sorted
+        .iter()
+        .any(|e| !e.outcome.passed && e.group != "static")
+    {
+        let dir = junit
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join(format!("{}-diagnostics", suite.name));
+        let _ = std::fs::remove_dir_all(&dir);
+        let files = rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(120), target_dyn.diagnostics(&dir))
+                .await
+                .unwrap_or_default()
+        });
+        if !files.is_empty() {
+            eprintln!("diagnostics: {} file(s) in {}", files.len(), dir.display());
+            let list: String = files
+                .iter()
+                .map(|f| format!("  {}\n", f.display()))
+                .collect();
+            for e in events_sorted
+                .iter_mut()
+                .filter(|e| !e.outcome.passed && e.group != "static")
+            {
+                e.outcome
+                    .transcript
+                    .push_str(&format!("--- diagnostics ---\n{list}"));
+            }
+        }
+    }
     let mut props = vec![
         ("suite".to_string(), suite.name.clone()),
         (
@@ -404,22 +515,23 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
             env!("CARGO_PKG_VERSION").to_string(),
         ),
     ];
-    props.extend(target.properties());
-    let report = crate::report::junit::build(
-        &suite.name,
-        &events.sorted(&suite),
-        &props,
-        run_started.elapsed(),
-    );
-    let junit = args.junit.clone().unwrap_or_else(|| {
-        PathBuf::from("target/meshcheck").join(format!("{}-junit.xml", suite.name))
-    });
+    props.extend(target_dyn.properties());
+    let report =
+        crate::report::junit::build(&suite.name, &events_sorted, &props, run_started.elapsed());
     drop(ctx);
+    drop(target_dyn);
     // Stop the target before reporting the result, on every path.
-    match Arc::try_unwrap(target) {
-        Ok(mut t) => t.shutdown(),
-        Err(_) => {
-            procs::stop_all(Duration::from_secs(1));
+    match running {
+        Running::Local(t) => match Arc::try_unwrap(t) {
+            Ok(mut t) => t.shutdown(),
+            Err(_) => {
+                procs::stop_all(Duration::from_secs(1));
+            }
+        },
+        Running::Cluster(t) => {
+            if let Ok(mut t) = Arc::try_unwrap(t) {
+                rt.block_on(t.shutdown());
+            }
         }
     }
     crate::report::junit::write(&report, &junit).map_err(|source| Error::Junit {
@@ -432,4 +544,21 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
     } else {
         exit::OK
     })
+}
+
+/// The target a run brought up.
+enum Running {
+    Local(Arc<LocalTarget>),
+    Cluster(Arc<crate::target::cluster::ClusterTarget>),
+}
+
+/// The project directory (where the Dockerfile is): the current directory when it has
+/// one, else the directory meshcheck was built from.
+fn project_dir() -> PathBuf {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    if cwd.join("Dockerfile").is_file() {
+        cwd
+    } else {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    }
 }

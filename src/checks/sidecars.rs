@@ -68,12 +68,13 @@ pub async fn run(ctx: &Ctx, check: &SidecarsCheck) -> Outcome {
     let mut detail = String::new();
     let mut summary = Vec::new();
     if !check.namespaces.is_empty() {
-        let pods: Vec<PodInfo> = ctx
-            .target
-            .pods()
-            .into_iter()
-            .filter(|p| check.namespaces.contains(&p.namespace))
-            .collect();
+        let pods: Vec<PodInfo> = match ctx.target.pods().await {
+            Ok(all) => all
+                .into_iter()
+                .filter(|p| check.namespaces.contains(&p.namespace))
+                .collect(),
+            Err(e) => return Outcome::fail(format!("cannot list pods: {e}"), ""),
+        };
         if pods.is_empty() {
             problems.push(format!(
                 "no pods in namespace(s) {}",

@@ -1,6 +1,8 @@
 //! Targets: where the fixtures run. Checks see a target only through [`Target`], so
 //! they do not know whether Envoy runs locally or in a cluster.
 
+pub mod cluster;
+pub mod existing;
 pub mod kind;
 pub mod kube;
 pub mod local;
@@ -8,7 +10,12 @@ pub mod local;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// A boxed future: what the async methods of [`Target`] return (the trait stays
+/// object-safe).
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 /// A container of a pod as the API would show it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -42,8 +49,8 @@ pub trait Target: Send + Sync {
     fn node_port(&self, service_port: u16) -> Option<u16>;
     /// SPIFFE identities of the ingress gateway pods.
     fn gateway_identities(&self) -> Vec<String>;
-    /// Every pod of the fixtures' namespaces.
-    fn pods(&self) -> Vec<PodInfo>;
+    /// Every pod of the fixtures' namespaces, as the API shows them now.
+    fn pods(&self) -> BoxFuture<'_, Result<Vec<PodInfo>, String>>;
     /// How long an expectation may take to become consistently true here.
     fn consistency_budget(&self) -> Duration;
     /// Problems the target noticed since it came up (a process that died), for
@@ -51,6 +58,12 @@ pub trait Target: Send + Sync {
     fn health(&self) -> Vec<String>;
     /// Key/values for reports (target, versions, addresses).
     fn properties(&self) -> Vec<(String, String)>;
+    /// Writes what helps explain a failure (proxy config dumps, logs, events, the
+    /// objects with status) under `dir`; returns the files written.
+    fn diagnostics<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, Vec<PathBuf>> {
+        let _ = dir;
+        Box::pin(async { Vec::new() })
+    }
 }
 
 /// Why a target could not be brought up or used.

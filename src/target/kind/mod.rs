@@ -1,3 +1,385 @@
-//! The kind target: a kind cluster with a chosen Istio version.
+//! The kind target: a kind cluster with a chosen Istio version, the real thing.
+//!
+//! Steps (each a timed, visible step): preflight (a Docker engine answers; kind and
+//! istioctl cached, on PATH or downloaded and sha256-verified), create (or `--reuse`)
+//! the cluster with extraPortMappings for the gateway NodePorts, install Istio with
+//! istioctl (profile minimal: istiod only; the gateway is the fixtures' own injected
+//! Deployment) and wait until istiod is rolled out and its validating webhook accepts
+//! a VirtualService, build the stub image from the project's Dockerfile and load it,
+//! then apply the fixtures (shared with the existing target). The cluster is deleted at
+//! the end unless `--keep` or `--reuse`, also on Ctrl-C.
 
+pub mod config;
 pub mod tools;
+
+use super::cluster::{deploy, run_tool, ClusterTarget, DeployOptions, Step};
+use super::local::procs;
+use super::TargetError;
+use crate::fixtures::Fixtures;
+use crate::istio::Mesh;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Options of the kind target.
+#[derive(Debug, Clone)]
+pub struct KindOptions {
+    pub cluster_name: String,
+    pub istio_version: String,
+    /// kindest/node image; default: the newest one the Istio version supports.
+    pub node_image: Option<String>,
+    /// Use an existing cluster of that name and keep it.
+    pub reuse: bool,
+    /// Keep the cluster after the run.
+    pub keep: bool,
+    pub tools: tools::ToolOptions,
+    /// Where the Dockerfile of the stub image is (the project directory).
+    pub project_dir: PathBuf,
+    pub node_address: Option<IpAddr>,
+    pub rollout_timeout: Duration,
+}
+
+impl KindOptions {
+    pub fn new(project_dir: PathBuf) -> Self {
+        KindOptions {
+            cluster_name: config::DEFAULT_CLUSTER_NAME.into(),
+            istio_version: tools::ISTIO_VERSION.into(),
+            node_image: None,
+            reuse: false,
+            keep: false,
+            tools: tools::ToolOptions::new(false),
+            project_dir,
+            node_address: None,
+            rollout_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+fn unavailable(why: impl Into<String>) -> TargetError {
+    TargetError::Unavailable {
+        target: "kind".into(),
+        why: why.into(),
+    }
+}
+
+/// Checks what the kind target needs before anything is started.
+pub fn preflight() -> Result<PathBuf, TargetError> {
+    if !super::docker_answers() {
+        return Err(unavailable(
+            "no Docker engine answers (DOCKER_HOST, or /var/run/docker.sock): start Docker (or Docker Desktop), or run the suite with --target local",
+        ));
+    }
+    which("docker").ok_or_else(|| unavailable("the docker CLI is not on PATH (the engine answers, but images are built and inspected with the CLI)"))
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(name))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or(None)
+}
+
+fn tool_err(e: tools::ToolError) -> TargetError {
+    unavailable(e.to_string())
+}
+
+/// A content hash of what the stub image is built from.
+fn source_hash(project: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let mut files = vec![
+        project.join("Cargo.toml"),
+        project.join("Cargo.lock"),
+        project.join("Dockerfile"),
+    ];
+    let mut stack = vec![project.join("src")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    let mut h = Sha256::new();
+    for f in files {
+        h.update(
+            f.strip_prefix(project)
+                .unwrap_or(&f)
+                .to_string_lossy()
+                .as_bytes(),
+        );
+        h.update(std::fs::read(&f).unwrap_or_default());
+    }
+    format!("{:x}", h.finalize())
+}
+
+/// Brings up kind + Istio + the fixtures.
+pub async fn bring_up(
+    fx: &Fixtures,
+    mesh: &Mesh,
+    opts: &KindOptions,
+    workdir: &Path,
+) -> Result<ClusterTarget, TargetError> {
+    let docker = preflight()?;
+    let step = Step::start(format!(
+        "provisioning kind {} and istioctl {}",
+        tools::KIND_VERSION,
+        opts.istio_version
+    ));
+    let kind = tools::ensure(&tools::ToolSpec::kind(tools::KIND_VERSION), &opts.tools)
+        .await
+        .map_err(tool_err)?;
+    let istioctl = tools::ensure(&tools::ToolSpec::istioctl(&opts.istio_version), &opts.tools)
+        .await
+        .map_err(tool_err)?;
+    step.done();
+
+    // The cluster.
+    let name = opts.cluster_name.clone();
+    let existing = run_tool(
+        &kind,
+        &["get".into(), "clusters".into()],
+        Duration::from_secs(30),
+        "kind get clusters",
+    )
+    .await?;
+    let exists = existing.lines().any(|l| l.trim() == name);
+    let node_image = match &opts.node_image {
+        Some(i) => i.clone(),
+        None => config::node_image_for(&opts.istio_version)
+            .map_err(|e| TargetError::BadInput(e.to_string()))?,
+    };
+    if exists && !opts.reuse {
+        return Err(unavailable(format!(
+            "a kind cluster named {name} already exists: pass --reuse to run on it, --cluster-name for another, or delete it with `kind delete cluster --name {name}`"
+        )));
+    }
+    let delete_at_end = !opts.keep && !opts.reuse;
+    if !exists {
+        if delete_at_end {
+            let (k, n) = (kind.clone(), name.clone());
+            procs::register_cleanup(Box::new(move || delete_cluster_blocking(&k, &n)));
+        }
+        let node_ports: Vec<u16> = mesh
+            .ingress_services
+            .iter()
+            .flat_map(|s| s.ports.iter().map(|(_, np, _)| *np))
+            .collect();
+        let cfg = config::KindConfig {
+            cluster_name: name.clone(),
+            node_image: node_image.clone(),
+            node_ports,
+            listen_address: "127.0.0.1".into(),
+        };
+        let cfg_path = workdir.join("kind-config.yaml");
+        std::fs::write(&cfg_path, config::kind_config_yaml(&cfg)).map_err(|source| {
+            TargetError::Io {
+                what: format!("cannot write {}", cfg_path.display()),
+                source,
+            }
+        })?;
+        let step = Step::start(format!("creating kind cluster {name} ({node_image})"));
+        let args = config::create_cluster_args(&cfg, &cfg_path.to_string_lossy());
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match run_tool(
+                &kind,
+                &args,
+                Duration::from_secs(600),
+                "kind create cluster",
+            )
+            .await
+            {
+                Ok(_) => break,
+                Err(TargetError::Start {
+                    log_tail: Some(t), ..
+                }) if attempt < 5 && config::is_transient_kind_failure(&t) => {
+                    step.note(&format!(
+                        "transient failure (attempt {attempt}/5), retrying in 5s"
+                    ));
+                    let _ = run_tool(
+                        &kind,
+                        &config::delete_cluster_args(&name),
+                        Duration::from_secs(120),
+                        "kind delete cluster",
+                    )
+                    .await;
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        step.done();
+    }
+    let kubeconfig_text = run_tool(
+        &kind,
+        &config::kubeconfig_args(&name),
+        Duration::from_secs(30),
+        "kind get kubeconfig",
+    )
+    .await?;
+    let kubeconfig_path = workdir.join("kubeconfig");
+    std::fs::write(&kubeconfig_path, &kubeconfig_text).map_err(|source| TargetError::Io {
+        what: format!("cannot write {}", kubeconfig_path.display()),
+        source,
+    })?;
+    let client = super::existing::client_from_kubeconfig(&kubeconfig_path, None).await?;
+
+    // Istio.
+    let istiod_ready = super::kube::wait_rollouts(
+        &client,
+        &[("istio-system".into(), "istiod".into())],
+        Duration::from_secs(5),
+        &|_| {},
+    )
+    .await
+    .is_ok();
+    if !(opts.reuse && istiod_ready) {
+        let step = Step::start(format!(
+            "installing Istio {} (profile minimal)",
+            opts.istio_version
+        ));
+        let args = config::istioctl_install_args(&config::IstioInstall {
+            version: opts.istio_version.clone(),
+            revision: None,
+            kubeconfig: kubeconfig_path.to_string_lossy().into(),
+            context: None,
+        });
+        run_tool(
+            &istioctl,
+            &args,
+            Duration::from_secs(900),
+            "istioctl install",
+        )
+        .await?;
+        step.done();
+    }
+    let step = Step::start("waiting for istiod and its validating webhook");
+    super::kube::wait_rollouts(
+        &client,
+        &[("istio-system".into(), "istiod".into())],
+        Duration::from_secs(300),
+        &|l: &str| step.note(l),
+    )
+    .await?;
+    wait_webhook(&client).await?;
+    step.done();
+
+    // The stub image.
+    let tag = config::stub_image_tag(&source_hash(&opts.project_dir));
+    let have = run_tool(
+        &docker,
+        &["image".into(), "inspect".into(), tag.clone()],
+        Duration::from_secs(30),
+        "docker image inspect",
+    )
+    .await
+    .is_ok();
+    if !have {
+        let step = Step::start(format!(
+            "building the stub image {tag} (first build compiles the project: minutes)"
+        ));
+        let args = config::docker_build_args(
+            &tag,
+            &opts.project_dir.join("Dockerfile").to_string_lossy(),
+            &opts.project_dir.to_string_lossy(),
+        );
+        run_tool(&docker, &args, Duration::from_secs(3600), "docker build").await?;
+        step.done();
+    }
+    let step = Step::start(format!("loading {tag} into kind"));
+    run_tool(
+        &kind,
+        &config::load_image_args(&name, &tag),
+        Duration::from_secs(600),
+        "kind load docker-image",
+    )
+    .await?;
+    step.done();
+
+    let node = match opts.node_address {
+        Some(a) => Some(a),
+        // Docker Desktop: the node is reached through extraPortMappings on loopback.
+        None if !cfg!(target_os = "linux") => Some(IpAddr::from([127, 0, 0, 1])),
+        None => None,
+    };
+    let dopts = DeployOptions {
+        apply: true,
+        namespace_prefix: None,
+        image_rewrite: Some((crate::istio::STUB_IMAGE.into(), tag.clone())),
+        rollout_timeout: opts.rollout_timeout,
+        crd_timeout: Duration::from_secs(60),
+        delete_created: false,
+    };
+    let mut target = deploy("kind", client, fx, mesh, &dopts, node).await?;
+    target.istioctl = Some((istioctl, kubeconfig_path));
+    target.props.extend([
+        ("istio.version".into(), opts.istio_version.clone()),
+        ("kind.version".into(), tools::KIND_VERSION.into()),
+        ("kind.cluster".into(), name.clone()),
+        ("kind.node_image".into(), node_image),
+        ("stub.image".into(), tag),
+    ]);
+    if delete_at_end {
+        let (k, n) = (kind.clone(), name.clone());
+        target
+            .on_shutdown
+            .push(Box::new(move || delete_cluster_blocking(&k, &n)));
+    } else {
+        eprintln!(
+            "kind: keeping cluster {name} (delete it with `kind delete cluster --name {name}`)"
+        );
+    }
+    Ok(target)
+}
+
+/// Istio's own readiness test: the validating webhook accepts a VirtualService
+/// (a server-side dry run), retried for up to a minute.
+async fn wait_webhook(client: &::kube::Client) -> Result<(), TargetError> {
+    use ::kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+    let gvk = GroupVersionKind::gvk("networking.istio.io", "v1", "VirtualService");
+    let ar = ApiResource::from_gvk_with_plural(&gvk, "virtualservices");
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), "istio-system", &ar);
+    let vs = serde_json::json!({
+        "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+        "metadata": {"name": "meshcheck-webhook-probe", "namespace": "istio-system"},
+        "spec": {"hosts": ["meshcheck-probe.invalid"], "http": [{"route": [{"destination": {"host": "meshcheck-probe.invalid"}}]}]}
+    });
+    let mut pp = PatchParams::apply("meshcheck").force();
+    pp.dry_run = true;
+    super::kube::wait_for(
+        "the Istio validating webhook to accept a VirtualService",
+        Duration::from_secs(60),
+        Duration::from_secs(2),
+        || {
+            let api = api.clone();
+            let vs = vs.clone();
+            let pp = pp.clone();
+            async move {
+                match api
+                    .patch("meshcheck-webhook-probe", &pp, &Patch::Apply(&vs))
+                    .await
+                {
+                    Ok(_) => Ok(super::kube::Check::Ready(())),
+                    Err(e) => Ok(super::kube::Check::Pending(e.to_string())),
+                }
+            }
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+fn delete_cluster_blocking(kind: &Path, name: &str) {
+    eprintln!("kind: deleting cluster {name}");
+    let _ = std::process::Command::new(kind)
+        .args(config::delete_cluster_args(name))
+        .status();
+}

@@ -120,6 +120,21 @@ fn tail(path: &Path, lines: usize) -> Option<String> {
     Some(all[start..].join("\n"))
 }
 
+/// `GET path` on an Envoy admin unix socket: the body of a 200 answer.
+fn admin_get(sock: &Path, path: &str) -> Option<String> {
+    let mut s = std::os::unix::net::UnixStream::connect(sock).ok()?;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    s.write_all(
+        format!("GET {path} HTTP/1.0\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .ok()?;
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+}
+
 /// `GET /ready` on an Envoy admin unix socket: 200 once the server is LIVE.
 fn envoy_ready(sock: &Path) -> bool {
     let Ok(mut s) = std::os::unix::net::UnixStream::connect(sock) else {
@@ -516,7 +531,75 @@ impl Target for LocalTarget {
         self.mesh.gateway_identities()
     }
 
-    fn pods(&self) -> Vec<PodInfo> {
+    fn pods(&self) -> super::BoxFuture<'_, Result<Vec<PodInfo>, String>> {
+        let pods = self.pod_infos();
+        Box::pin(async move { Ok(pods) })
+    }
+
+    fn diagnostics<'a>(&'a self, dir: &'a Path) -> super::BoxFuture<'a, Vec<PathBuf>> {
+        Box::pin(async move { self.write_diagnostics(dir) })
+    }
+
+    fn consistency_budget(&self) -> Duration {
+        // Static configuration, ready before the checks start: a short budget is
+        // enough for anything that is going to work.
+        Duration::from_secs(5)
+    }
+
+    fn health(&self) -> Vec<String> {
+        procs::casualties(self.owner)
+            .into_iter()
+            .map(|(name, how, log)| format!("{name} {how} (log: {})", log.display()))
+            .collect()
+    }
+
+    fn properties(&self) -> Vec<(String, String)> {
+        vec![
+            ("target".into(), "local".into()),
+            ("envoy.version".into(), self.envoy.version.clone()),
+            ("envoy.source".into(), self.envoy.source.to_string()),
+            ("node.address".into(), self.node.to_string()),
+            (
+                "sidecar.shape".into(),
+                format!("{:?}", self.shape).to_lowercase(),
+            ),
+        ]
+    }
+}
+
+impl LocalTarget {
+    /// Every Envoy's config dump (admin `/config_dump`) and every process log.
+    fn write_diagnostics(&self, dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        if std::fs::create_dir_all(dir).is_err() {
+            return out;
+        }
+        for (slot, r) in self.running.iter().enumerate() {
+            let p = &self.mesh.pods[r.index];
+            let stem = format!("{}.{}", p.namespace, p.name);
+            if r.proxy.is_some() {
+                let sock = self.workdir_path.join("s").join(format!("{slot}.sock"));
+                if let Some(dump) = admin_get(&sock, "/config_dump") {
+                    let path = dir.join(format!("{stem}.config_dump.json"));
+                    if std::fs::write(&path, dump).is_ok() {
+                        out.push(path);
+                    }
+                }
+            }
+        }
+        if let Ok(rd) = std::fs::read_dir(self.workdir_path.join("logs")) {
+            for e in rd.flatten() {
+                let to = dir.join(e.file_name());
+                if std::fs::copy(e.path(), &to).is_ok() {
+                    out.push(to);
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    fn pod_infos(&self) -> Vec<PodInfo> {
         let proxy_image = format!("envoy:{} (local istio-proxy)", self.envoy.version);
         self.mesh
             .pods
@@ -569,31 +652,5 @@ impl Target for LocalTarget {
                 }
             })
             .collect()
-    }
-
-    fn consistency_budget(&self) -> Duration {
-        // Static configuration, ready before the checks start: a short budget is
-        // enough for anything that is going to work.
-        Duration::from_secs(5)
-    }
-
-    fn health(&self) -> Vec<String> {
-        procs::casualties(self.owner)
-            .into_iter()
-            .map(|(name, how, log)| format!("{name} {how} (log: {})", log.display()))
-            .collect()
-    }
-
-    fn properties(&self) -> Vec<(String, String)> {
-        vec![
-            ("target".into(), "local".into()),
-            ("envoy.version".into(), self.envoy.version.clone()),
-            ("envoy.source".into(), self.envoy.source.to_string()),
-            ("node.address".into(), self.node.to_string()),
-            (
-                "sidecar.shape".into(),
-                format!("{:?}", self.shape).to_lowercase(),
-            ),
-        ]
     }
 }

@@ -221,3 +221,26 @@ pub fn remove_dirs() {
         let _ = std::fs::remove_dir_all(d);
     }
 }
+
+type Cleanup = Box<dyn FnOnce() + Send>;
+static CLEANUPS: Mutex<Vec<Cleanup>> = Mutex::new(Vec::new());
+
+/// Registers an action for the interrupt path (delete a kind cluster, delete the
+/// objects a run created).
+pub fn register_cleanup(f: Cleanup) {
+    CLEANUPS.lock().unwrap_or_else(|e| e.into_inner()).push(f);
+}
+
+/// Forgets the registered actions (the target cleaned up itself).
+pub fn clear_cleanups() {
+    CLEANUPS.lock().unwrap_or_else(|e| e.into_inner()).clear();
+}
+
+/// Runs the registered actions, most recent first (interrupt path).
+pub fn run_cleanups() {
+    let all: Vec<Cleanup> =
+        std::mem::take(&mut *CLEANUPS.lock().unwrap_or_else(|e| e.into_inner()));
+    for f in all.into_iter().rev() {
+        f();
+    }
+}

@@ -1,0 +1,127 @@
+//! The existing target: the cluster of the user's kubeconfig. Applies the fixtures
+//! (unless `--no-apply`: then it checks what is deployed), optionally under a namespace
+//! prefix so a run does not collide with real workloads, and deletes only what it
+//! created.
+
+use super::cluster::{deploy, ClusterTarget, DeployOptions};
+use super::TargetError;
+use crate::fixtures::Fixtures;
+use crate::istio::Mesh;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Default)]
+pub struct ExistingOptions {
+    pub kubeconfig: Option<PathBuf>,
+    pub context: Option<String>,
+    pub no_apply: bool,
+    pub namespace_prefix: Option<String>,
+    pub node_address: Option<IpAddr>,
+    /// Replace `meshcheck/stub` images by this reference (an image the cluster can pull).
+    pub stub_image: Option<String>,
+    pub keep: bool,
+    pub rollout_timeout: Option<Duration>,
+}
+
+fn unavailable(why: impl Into<String>) -> TargetError {
+    TargetError::Unavailable {
+        target: "existing".into(),
+        why: why.into(),
+    }
+}
+
+/// The kubeconfig to use: `--kubeconfig`, else the first file of `$KUBECONFIG`, else
+/// `~/.kube/config`.
+pub fn kubeconfig_path(explicit: Option<&Path>) -> Result<PathBuf, TargetError> {
+    if let Some(p) = explicit {
+        return if p.is_file() {
+            Ok(p.to_path_buf())
+        } else {
+            Err(unavailable(format!(
+                "--kubeconfig {} does not exist",
+                p.display()
+            )))
+        };
+    }
+    if let Some(env) = std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) {
+        if let Some(p) = std::env::split_paths(&env).find(|p| p.is_file()) {
+            return Ok(p);
+        }
+        return Err(unavailable(format!(
+            "KUBECONFIG={} names no existing file",
+            env.to_string_lossy()
+        )));
+    }
+    let home = dirs::home_dir().map(|h| h.join(".kube/config"));
+    match home {
+        Some(p) if p.is_file() => Ok(p),
+        _ => Err(unavailable(
+            "no kubeconfig: KUBECONFIG is unset and ~/.kube/config does not exist; pass --kubeconfig FILE (and --context NAME), or run with --target local",
+        )),
+    }
+}
+
+/// A client for `path` (and `context`), checked with a version request.
+pub async fn client_from_kubeconfig(
+    path: &Path,
+    context: Option<&str>,
+) -> Result<::kube::Client, TargetError> {
+    let kc = ::kube::config::Kubeconfig::read_from(path)
+        .map_err(|e| unavailable(format!("cannot read kubeconfig {}: {e}", path.display())))?;
+    let opts = ::kube::config::KubeConfigOptions {
+        context: context.map(str::to_string),
+        ..Default::default()
+    };
+    let config = ::kube::Config::from_custom_kubeconfig(kc, &opts)
+        .await
+        .map_err(|e| unavailable(format!("kubeconfig {}: {e}", path.display())))?;
+    let server = config.cluster_url.to_string();
+    let client = ::kube::Client::try_from(config)
+        .map_err(|e| unavailable(format!("cannot build a client for {server}: {e}")))?;
+    match tokio::time::timeout(Duration::from_secs(15), client.apiserver_version()).await {
+        Ok(Ok(_)) => Ok(client),
+        Ok(Err(e)) => Err(unavailable(format!(
+            "the API server {server} does not answer: {e}"
+        ))),
+        Err(_) => Err(unavailable(format!(
+            "the API server {server} did not answer within 15s"
+        ))),
+    }
+}
+
+pub async fn bring_up(
+    fx: &Fixtures,
+    mesh: &Mesh,
+    opts: &ExistingOptions,
+) -> Result<ClusterTarget, TargetError> {
+    let path = kubeconfig_path(opts.kubeconfig.as_deref())?;
+    let client = client_from_kubeconfig(&path, opts.context.as_deref()).await?;
+    let dopts = DeployOptions {
+        apply: !opts.no_apply,
+        namespace_prefix: opts.namespace_prefix.clone(),
+        image_rewrite: opts
+            .stub_image
+            .clone()
+            .map(|i| (crate::istio::STUB_IMAGE.to_string(), i)),
+        rollout_timeout: opts.rollout_timeout.unwrap_or(Duration::from_secs(300)),
+        crd_timeout: Duration::from_secs(30),
+        delete_created: !opts.keep && !opts.no_apply,
+    };
+    let mut target = deploy("existing", client, fx, mesh, &dopts, opts.node_address).await?;
+    target
+        .props
+        .push(("kubeconfig".into(), path.display().to_string()));
+    if let Some(c) = &opts.context {
+        target.props.push(("kube.context".into(), c.clone()));
+    }
+    // istioctl on PATH, if any, for the gateway's config dump in diagnostics.
+    if let Some(istioctl) = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join("istioctl"))
+            .find(|p| p.is_file())
+    }) {
+        target.istioctl = Some((istioctl, path));
+    }
+    Ok(target)
+}

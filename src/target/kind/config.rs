@@ -1,0 +1,722 @@
+//! What the kind target asks of `kind`, `istioctl` and `docker`, as pure functions: the
+//! kind cluster config, every command line, the node image for an Istio version, the
+//! stub image tag and which `kind create cluster` failures are worth a retry.
+//!
+//! Nothing here runs a process or touches the file system; the caller writes
+//! [`kind_config_yaml`] to a file and passes the argument vectors to the tools that
+//! [`super::tools::ensure`] provides. Everything is deterministic and unit-tested with
+//! exact expected strings.
+//!
+//! # Node image
+//!
+//! [`node_image_for`] picks the newest Kubernetes minor that both the chosen Istio
+//! supports ([`supported_kubernetes`]) and the pinned kind release
+//! ([`super::tools::KIND_VERSION`]) ships a node image for ([`KIND_NODE_IMAGES`]).
+//! Images are pinned by digest: kind supports an image only with the release that built
+//! it, and a tag alone may point at a build for another release.
+//!
+//! # Reaching the gateway
+//!
+//! On Linux the node container's IP is reachable from the host, so the NodePort is
+//! reached directly. Docker Desktop needs `extraPortMappings` with
+//! `containerPort == hostPort == nodePort`; [`kind_config_yaml`] always writes them, on
+//! [`KindConfig::listen_address`] (loopback by default), so both work.
+
+use super::tools::KIND_VERSION;
+
+/// Name of the kind cluster unless the user chooses another.
+pub const DEFAULT_CLUSTER_NAME: &str = "meshcheck";
+
+/// Repository of the stub image; the fixtures name `meshcheck/stub:latest`, which the
+/// kind target rewrites to [`stub_image_tag`].
+pub const STUB_IMAGE_REPO: &str = "meshcheck/stub";
+
+/// `kind create cluster --wait`: how long kind waits for the control plane to be Ready
+/// (Istio's CI uses 180s).
+pub const KIND_WAIT: &str = "180s";
+
+/// `istioctl install --readiness-timeout` (istioctl's default, written out so the
+/// command line states it).
+pub const ISTIO_READINESS_TIMEOUT: &str = "300s";
+
+/// Node images published with kind v0.31.0 ([`KIND_VERSION`]), newest first:
+/// `(Kubernetes minor, image@digest)`.
+///
+/// Source: the "Images pre-built for this release" list of
+/// <https://github.com/kubernetes-sigs/kind/releases/tag/v0.31.0>; the v1.35.0 digest is
+/// also the release's default image (`kind version` prints it). Replace the whole table
+/// when `KIND_VERSION` changes (a unit test fails until then).
+pub const KIND_NODE_IMAGES: &[(u32, &str)] = &[
+    (
+        35,
+        "kindest/node:v1.35.0@sha256:452d707d4862f52530247495d180205e029056831160e22870e37e3f6c1ac31f",
+    ),
+    (
+        34,
+        "kindest/node:v1.34.3@sha256:08497ee19eace7b4b5348db5c6a1591d7752b164530a36f855cb0f2bdcbadd48",
+    ),
+    (
+        33,
+        "kindest/node:v1.33.7@sha256:d26ef333bdb2cbe9862a0f7c3803ecc7b4303d8cea8e814b481b09949d353040",
+    ),
+    (
+        32,
+        "kindest/node:v1.32.11@sha256:5fc52d52a7b9574015299724bd68f183702956aa4a2116ae75a63cb574b35af8",
+    ),
+    (
+        31,
+        "kindest/node:v1.31.14@sha256:6f86cf509dbb42767b6e79debc3f2c32e4ee01386f0489b3b2be24b0a55aac2b",
+    ),
+];
+
+/// Kubernetes minors per Istio minor: `(Istio minor, min, max)`, all of major 1.
+///
+/// - min: the minimum `istioctl install` accepts
+///   (istioctl/pkg/install/k8sversion/version.go, see ISTIO-NOTES.md).
+/// - max: the newest minor of "Istio 1.X.0 is officially supported on Kubernetes
+///   versions A to B" in each minor's release announcement
+///   (istio.io `content/en/news/releases/1.X.x/announcing-1.X/index.md`; for 1.22 the
+///   supported-releases table, `data/compatibility/supportStatus.yml`). That table is
+///   edited after a release (1.26 later gained 1.33); the announcement is the
+///   release-time statement.
+///
+/// Istio 1.31 is left out until its istioctl minimum is confirmed.
+const ISTIO_KUBERNETES: &[(u32, u32, u32)] = &[
+    (22, 26, 30),
+    (23, 26, 30),
+    (24, 28, 31),
+    (25, 28, 32),
+    (26, 29, 32),
+    (27, 29, 33),
+    (28, 29, 34),
+    (29, 30, 35),
+    (30, 32, 36),
+];
+
+/// Substrings (compared case-insensitively) of `kind create cluster` stderr that mark a
+/// failure worth retrying: the node or its network came up too slowly or flaked.
+const TRANSIENT_KIND_FAILURES: &[&str] = &[
+    "failed to init node with kubeadm",
+    "failed to join node with kubeadm",
+    "could not find a log line that matches",
+    "timed out waiting for the condition",
+    "error creating network",
+    "context deadline exceeded",
+    "tls handshake timeout",
+    "connection reset by peer",
+];
+
+/// The kind cluster to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KindConfig {
+    /// `kind create cluster --name`; also the node container prefix
+    /// ([`node_container`]) and the kubeconfig context `kind-<name>`.
+    pub cluster_name: String,
+    /// Image of the control-plane node, e.g. from [`node_image_for`]; empty: kind's
+    /// default image (no `image:` line is written).
+    pub node_image: String,
+    /// NodePorts to publish on the host (each as `hostPort == containerPort`), e.g. the
+    /// gateway Service's nodePort 30080. Written sorted, duplicates once.
+    pub node_ports: Vec<u16>,
+    /// Host address the published ports listen on; `127.0.0.1` keeps them off the
+    /// network.
+    pub listen_address: String,
+}
+
+impl KindConfig {
+    /// [`DEFAULT_CLUSTER_NAME`] on `node_image`, publishing `node_ports` on 127.0.0.1.
+    pub fn new(node_image: impl Into<String>, node_ports: Vec<u16>) -> Self {
+        KindConfig {
+            cluster_name: DEFAULT_CLUSTER_NAME.to_string(),
+            node_image: node_image.into(),
+            node_ports,
+            listen_address: "127.0.0.1".to_string(),
+        }
+    }
+}
+
+/// A YAML double-quoted scalar (JSON string syntax is a subset of YAML's).
+fn quoted(s: &str) -> String {
+    serde_json::to_string(s).expect("serializing a str cannot fail")
+}
+
+/// The kind cluster config (`kind.x-k8s.io/v1alpha4`): one control-plane node on
+/// [`KindConfig::node_image`], with an `extraPortMappings` entry (TCP,
+/// `containerPort == hostPort`, on [`KindConfig::listen_address`]) per node port.
+/// No `kubeadmConfigPatches`: nothing in the kind target needs them.
+pub fn kind_config_yaml(c: &KindConfig) -> String {
+    let mut ports = c.node_ports.clone();
+    ports.sort_unstable();
+    ports.dedup();
+    let mut y = String::new();
+    y.push_str("# kind cluster config written by meshcheck (src/target/kind/config.rs)\n");
+    y.push_str("kind: Cluster\n");
+    y.push_str("apiVersion: kind.x-k8s.io/v1alpha4\n");
+    y.push_str(&format!("name: {}\n", quoted(&c.cluster_name)));
+    y.push_str("nodes:\n");
+    y.push_str("  - role: control-plane\n");
+    if !c.node_image.is_empty() {
+        y.push_str(&format!("    image: {}\n", quoted(&c.node_image)));
+    }
+    if !ports.is_empty() {
+        y.push_str("    extraPortMappings:\n");
+        for p in ports {
+            y.push_str(&format!("      - containerPort: {p}\n"));
+            y.push_str(&format!("        hostPort: {p}\n"));
+            y.push_str(&format!(
+                "        listenAddress: {}\n",
+                quoted(&c.listen_address)
+            ));
+            y.push_str("        protocol: TCP\n");
+        }
+    }
+    y
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+/// `kind create cluster --name N --image I --config PATH --wait 180s`
+/// (`--image` left out when [`KindConfig::node_image`] is empty).
+pub fn create_cluster_args(c: &KindConfig, config_path: &str) -> Vec<String> {
+    let mut a = strings(&["create", "cluster", "--name", &c.cluster_name]);
+    if !c.node_image.is_empty() {
+        a.extend(strings(&["--image", &c.node_image]));
+    }
+    a.extend(strings(&["--config", config_path, "--wait", KIND_WAIT]));
+    a
+}
+
+/// `kind delete cluster --name N` (succeeds when the cluster does not exist).
+pub fn delete_cluster_args(name: &str) -> Vec<String> {
+    strings(&["delete", "cluster", "--name", name])
+}
+
+/// `kind load docker-image IMAGE --name N`: copies a local image into the nodes.
+pub fn load_image_args(name: &str, image: &str) -> Vec<String> {
+    strings(&["load", "docker-image", image, "--name", name])
+}
+
+/// `kind get kubeconfig --name N`: the cluster's kubeconfig on stdout (context
+/// `kind-<name>`).
+pub fn kubeconfig_args(name: &str) -> Vec<String> {
+    strings(&["get", "kubeconfig", "--name", name])
+}
+
+/// The Docker container of the control-plane node: `<name>-control-plane` (for
+/// `docker inspect`, i.e. the node IP on Linux).
+pub fn node_container(name: &str) -> String {
+    format!("{name}-control-plane")
+}
+
+/// `(major, minor)` of `1.30.3`, `v1.30.3`, `1.30`, `1.31.0-rc.0`.
+fn major_minor(version: &str) -> Option<(u32, u32)> {
+    let v = version.trim();
+    let v = v.strip_prefix('v').unwrap_or(v);
+    let mut parts = v.splitn(3, '.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    if let Some(rest) = parts.next() {
+        // The patch must start with a digit; anything may follow (-rc.0, -alpha.x).
+        if !rest.starts_with(|ch: char| ch.is_ascii_digit()) {
+            return None;
+        }
+    }
+    Some((major, minor))
+}
+
+/// The Kubernetes minors `(min, max)` (major 1) that Istio `istio_version` supports, or
+/// `None` for a version that does not parse or whose minor is not in the table
+/// (1.22 to 1.30).
+pub fn supported_kubernetes(istio_version: &str) -> Option<(u32, u32)> {
+    match major_minor(istio_version)? {
+        (1, minor) => ISTIO_KUBERNETES
+            .iter()
+            .find(|(m, _, _)| *m == minor)
+            .map(|&(_, lo, hi)| (lo, hi)),
+        _ => None,
+    }
+}
+
+/// The node image (`kindest/node:vX.Y.Z@sha256:…`) for a cluster that Istio
+/// `istio_version` supports: the newest Kubernetes minor that both it supports and
+/// kind [`KIND_VERSION`] ships an image for. The error says which of the two is
+/// missing.
+pub fn node_image_for(istio_version: &str) -> Result<String, String> {
+    let Some((major, minor)) = major_minor(istio_version) else {
+        return Err(format!(
+            "Istio version {istio_version:?} is not of the form 1.MINOR.PATCH"
+        ));
+    };
+    let Some((lo, hi)) = supported_kubernetes(istio_version) else {
+        let (first, last) = (ISTIO_KUBERNETES[0].0, ISTIO_KUBERNETES.last().unwrap().0);
+        return Err(format!(
+            "no Kubernetes range is known for Istio {major}.{minor} (known: 1.{first} to \
+             1.{last}); choose one of those, or add the version to ISTIO_KUBERNETES in \
+             src/target/kind/config.rs"
+        ));
+    };
+    KIND_NODE_IMAGES
+        .iter()
+        .filter(|(k, _)| (lo..=hi).contains(k))
+        .max_by_key(|(k, _)| *k)
+        .map(|(_, image)| image.to_string())
+        .ok_or_else(|| {
+            let newest = KIND_NODE_IMAGES.iter().map(|(k, _)| *k).max().unwrap_or(0);
+            let oldest = KIND_NODE_IMAGES.iter().map(|(k, _)| *k).min().unwrap_or(0);
+            format!(
+                "Istio {major}.{minor} supports Kubernetes 1.{lo} to 1.{hi}, but kind \
+                 {KIND_VERSION} ships node images for Kubernetes 1.{oldest} to 1.{newest} \
+                 only; choose another Istio version"
+            )
+        })
+}
+
+/// How to run `istioctl install` (the istioctl binary itself must be of `version`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IstioInstall {
+    /// The Istio version; selects the istioctl binary, it is not an argument.
+    pub version: String,
+    /// `--revision`, a DNS-1123 label ([`revision_for`]); `None`: the default revision.
+    pub revision: Option<String>,
+    /// Path of the kubeconfig file.
+    pub kubeconfig: String,
+    /// Kubeconfig context; `None`: the file's current context.
+    pub context: Option<String>,
+}
+
+/// `istioctl install -y --set profile=minimal --readiness-timeout 300s --kubeconfig K
+/// [--context C] [--revision R]`: istiod only; the fixtures bring their own gateway.
+pub fn istioctl_install_args(i: &IstioInstall) -> Vec<String> {
+    let mut a = strings(&[
+        "install",
+        "-y",
+        "--set",
+        "profile=minimal",
+        "--readiness-timeout",
+        ISTIO_READINESS_TIMEOUT,
+        "--kubeconfig",
+        &i.kubeconfig,
+    ]);
+    if let Some(ctx) = &i.context {
+        a.extend(strings(&["--context", ctx]));
+    }
+    if let Some(rev) = &i.revision {
+        a.extend(strings(&["--revision", rev]));
+    }
+    a
+}
+
+/// The revision name for an Istio version, a DNS-1123 label: `1.30.3` -> `1-30-3`,
+/// `v1.31.0-rc.0` -> `1-31-0-rc-0` (lowercase; a leading `v` dropped; every run of
+/// other characters one `-`; at most 63 characters, no `-` at either end).
+pub fn revision_for(version: &str) -> String {
+    let v = version.trim();
+    let v = v.strip_prefix('v').unwrap_or(v);
+    let mut out = String::with_capacity(v.len());
+    for ch in v.chars().map(|c| c.to_ascii_lowercase()) {
+        if ch.is_ascii_lowercase() || ch.is_ascii_digit() {
+            out.push(ch);
+        } else if !out.is_empty() && !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    out.truncate(63);
+    while out.ends_with('-') {
+        out.pop();
+    }
+    out
+}
+
+/// `istioctl proxy-config all POD -n NS -o json --kubeconfig K`: the whole Envoy config
+/// of one proxy (for diagnostics).
+pub fn istioctl_proxy_config_args(pod: &str, namespace: &str, kubeconfig: &str) -> Vec<String> {
+    strings(&[
+        "proxy-config",
+        "all",
+        pod,
+        "-n",
+        namespace,
+        "-o",
+        "json",
+        "--kubeconfig",
+        kubeconfig,
+    ])
+}
+
+/// `docker build -t TAG -f DOCKERFILE CONTEXT`.
+pub fn docker_build_args(tag: &str, dockerfile: &str, context_dir: &str) -> Vec<String> {
+    strings(&["build", "-t", tag, "-f", dockerfile, context_dir])
+}
+
+/// The stub image tag for a content hash: `meshcheck/stub:<first 12 hex digits>`,
+/// lowercase, after an optional `sha256:` prefix. `latest` is never used, so a node
+/// never runs a stale stub. The hash must start with hex digits (a sha256 in hex does).
+pub fn stub_image_tag(content_hash: &str) -> String {
+    let h = content_hash.trim();
+    let h = h.strip_prefix("sha256:").unwrap_or(h);
+    let short: String = h
+        .chars()
+        .take_while(|c| c.is_ascii_hexdigit())
+        .take(12)
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    format!("{STUB_IMAGE_REPO}:{short}")
+}
+
+/// Whether a failed `kind create cluster` (its stderr) is a known transient failure
+/// worth a retry (Istio's CI retries each step 5 times, 5 s apart). Anything else
+/// (name taken, no Docker, a bad config) is reported at once.
+pub fn is_transient_kind_failure(stderr: &str) -> bool {
+    let s = stderr.to_ascii_lowercase();
+    TRANSIENT_KIND_FAILURES
+        .iter()
+        .any(|needle| s.contains(needle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tools::{ISTIO_PREVIOUS, ISTIO_VERSION};
+    use super::*;
+
+    const V135: &str =
+        "kindest/node:v1.35.0@sha256:452d707d4862f52530247495d180205e029056831160e22870e37e3f6c1ac31f";
+
+    fn cfg(ports: Vec<u16>) -> KindConfig {
+        KindConfig::new(V135, ports)
+    }
+
+    fn v(a: &[&str]) -> Vec<String> {
+        strings(a)
+    }
+
+    #[test]
+    fn config_one_port() {
+        let expected = r#"# kind cluster config written by meshcheck (src/target/kind/config.rs)
+kind: Cluster
+apiVersion: kind.x-k8s.io/v1alpha4
+name: "meshcheck"
+nodes:
+  - role: control-plane
+    image: "kindest/node:v1.35.0@sha256:452d707d4862f52530247495d180205e029056831160e22870e37e3f6c1ac31f"
+    extraPortMappings:
+      - containerPort: 30080
+        hostPort: 30080
+        listenAddress: "127.0.0.1"
+        protocol: TCP
+"#;
+        assert_eq!(kind_config_yaml(&cfg(vec![30080])), expected);
+    }
+
+    #[test]
+    fn config_two_ports() {
+        let expected = r#"# kind cluster config written by meshcheck (src/target/kind/config.rs)
+kind: Cluster
+apiVersion: kind.x-k8s.io/v1alpha4
+name: "meshcheck"
+nodes:
+  - role: control-plane
+    image: "kindest/node:v1.35.0@sha256:452d707d4862f52530247495d180205e029056831160e22870e37e3f6c1ac31f"
+    extraPortMappings:
+      - containerPort: 30080
+        hostPort: 30080
+        listenAddress: "127.0.0.1"
+        protocol: TCP
+      - containerPort: 32143
+        hostPort: 32143
+        listenAddress: "127.0.0.1"
+        protocol: TCP
+"#;
+        assert_eq!(kind_config_yaml(&cfg(vec![30080, 32143])), expected);
+        // Sorted and deduplicated: the order of discovery does not change the file.
+        assert_eq!(kind_config_yaml(&cfg(vec![32143, 30080, 32143])), expected);
+    }
+
+    #[test]
+    fn config_without_ports_or_image() {
+        let c = KindConfig {
+            cluster_name: "mc-2".into(),
+            node_image: String::new(),
+            node_ports: vec![],
+            listen_address: "127.0.0.1".into(),
+        };
+        let expected = r#"# kind cluster config written by meshcheck (src/target/kind/config.rs)
+kind: Cluster
+apiVersion: kind.x-k8s.io/v1alpha4
+name: "mc-2"
+nodes:
+  - role: control-plane
+"#;
+        assert_eq!(kind_config_yaml(&c), expected);
+    }
+
+    #[test]
+    fn config_quotes_strings() {
+        let mut c = cfg(vec![30080]);
+        c.cluster_name = "a\"b\\c".into();
+        let y = kind_config_yaml(&c);
+        assert!(y.contains("name: \"a\\\"b\\\\c\"\n"), "{y}");
+    }
+
+    #[test]
+    fn config_parses_as_json_compatible_scalars() {
+        // Every quoted value is a valid JSON (hence YAML) string.
+        let y = kind_config_yaml(&cfg(vec![30080]));
+        for line in y.lines().filter(|l| l.contains(": \"")) {
+            let value = line.split_once(": ").unwrap().1;
+            let s: String = serde_json::from_str(value).unwrap();
+            assert!(!s.is_empty());
+        }
+    }
+
+    #[test]
+    fn kind_args() {
+        let c = cfg(vec![30080]);
+        assert_eq!(
+            create_cluster_args(&c, "/tmp/w/kind.yaml"),
+            v(&[
+                "create",
+                "cluster",
+                "--name",
+                "meshcheck",
+                "--image",
+                V135,
+                "--config",
+                "/tmp/w/kind.yaml",
+                "--wait",
+                "180s"
+            ])
+        );
+        let mut d = c.clone();
+        d.node_image.clear();
+        assert_eq!(
+            create_cluster_args(&d, "k.yaml"),
+            v(&[
+                "create",
+                "cluster",
+                "--name",
+                "meshcheck",
+                "--config",
+                "k.yaml",
+                "--wait",
+                "180s"
+            ])
+        );
+        assert_eq!(
+            delete_cluster_args("meshcheck"),
+            v(&["delete", "cluster", "--name", "meshcheck"])
+        );
+        assert_eq!(
+            load_image_args("meshcheck", "meshcheck/stub:0123456789ab"),
+            v(&[
+                "load",
+                "docker-image",
+                "meshcheck/stub:0123456789ab",
+                "--name",
+                "meshcheck"
+            ])
+        );
+        assert_eq!(
+            kubeconfig_args("meshcheck"),
+            v(&["get", "kubeconfig", "--name", "meshcheck"])
+        );
+        assert_eq!(node_container("meshcheck"), "meshcheck-control-plane");
+    }
+
+    #[test]
+    fn kind_config_defaults() {
+        let c = KindConfig::new("img", vec![30080]);
+        assert_eq!(c.cluster_name, DEFAULT_CLUSTER_NAME);
+        assert_eq!(c.cluster_name, "meshcheck");
+        assert_eq!(c.listen_address, "127.0.0.1");
+    }
+
+    #[test]
+    fn node_image_table_is_for_the_pinned_kind() {
+        assert_eq!(
+            KIND_VERSION, "v0.31.0",
+            "KIND_NODE_IMAGES lists kind v0.31.0's images; replace it with the images of \
+             the new release's notes"
+        );
+        for (minor, image) in KIND_NODE_IMAGES {
+            let prefix = format!("kindest/node:v1.{minor}.");
+            assert!(image.starts_with(&prefix), "{image}");
+            let digest = image.split_once("@sha256:").expect("pinned by digest").1;
+            assert_eq!(digest.len(), 64, "{image}");
+            assert!(digest.chars().all(|c| c.is_ascii_hexdigit()), "{image}");
+        }
+    }
+
+    #[test]
+    fn node_images_for_pinned_istio_versions() {
+        // 1.30 supports 1.32-1.36, 1.29 supports 1.30-1.35; kind v0.31.0 ships 1.31-1.35.
+        assert_eq!(node_image_for(ISTIO_VERSION).unwrap(), V135);
+        assert_eq!(node_image_for(ISTIO_PREVIOUS).unwrap(), V135);
+        assert_eq!(node_image_for("1.30.3").unwrap(), V135);
+        assert_eq!(node_image_for("v1.29.4").unwrap(), V135);
+        assert_eq!(
+            node_image_for("1.26.0").unwrap(),
+            "kindest/node:v1.32.11@sha256:5fc52d52a7b9574015299724bd68f183702956aa4a2116ae75a63cb574b35af8"
+        );
+        assert_eq!(
+            node_image_for("1.24.6").unwrap(),
+            "kindest/node:v1.31.14@sha256:6f86cf509dbb42767b6e79debc3f2c32e4ee01386f0489b3b2be24b0a55aac2b"
+        );
+        assert_eq!(
+            node_image_for("1.28.0-rc.1").unwrap().split('@').next(),
+            Some("kindest/node:v1.34.3")
+        );
+    }
+
+    #[test]
+    fn node_image_errors() {
+        let e = node_image_for("1.10.0").unwrap_err();
+        assert!(
+            e.contains("Istio 1.10") && e.contains("1.22 to 1.30"),
+            "{e}"
+        );
+        // Known to Istio, but older than any image of kind v0.31.0.
+        let e = node_image_for("1.23.2").unwrap_err();
+        assert!(
+            e.contains("1.26 to 1.30") && e.contains("v0.31.0") && e.contains("1.31 to 1.35"),
+            "{e}"
+        );
+        for bad in ["", "latest", "1", "1.x.0", "2.0.0", "1.30.x"] {
+            assert!(node_image_for(bad).is_err(), "{bad:?}");
+        }
+        assert!(node_image_for("1.31.0").is_err());
+    }
+
+    #[test]
+    fn kubernetes_ranges() {
+        assert_eq!(supported_kubernetes(ISTIO_VERSION), Some((32, 36)));
+        assert_eq!(supported_kubernetes(ISTIO_PREVIOUS), Some((30, 35)));
+        assert_eq!(supported_kubernetes("1.22.0"), Some((26, 30)));
+        assert_eq!(supported_kubernetes("1.30"), Some((32, 36)));
+        assert_eq!(supported_kubernetes("1.10.0"), None);
+        assert_eq!(supported_kubernetes("nonsense"), None);
+        // Ranges are well formed and contiguous from 1.22.
+        for (i, (m, lo, hi)) in ISTIO_KUBERNETES.iter().enumerate() {
+            assert!(lo <= hi, "1.{m}");
+            assert_eq!(*m, 22 + i as u32);
+        }
+    }
+
+    #[test]
+    fn istioctl_args() {
+        let mut i = IstioInstall {
+            version: "1.30.3".into(),
+            revision: None,
+            kubeconfig: "/w/kubeconfig".into(),
+            context: None,
+        };
+        assert_eq!(
+            istioctl_install_args(&i),
+            v(&[
+                "install",
+                "-y",
+                "--set",
+                "profile=minimal",
+                "--readiness-timeout",
+                "300s",
+                "--kubeconfig",
+                "/w/kubeconfig"
+            ])
+        );
+        i.context = Some("kind-meshcheck".into());
+        i.revision = Some(revision_for(&i.version));
+        assert_eq!(
+            istioctl_install_args(&i),
+            v(&[
+                "install",
+                "-y",
+                "--set",
+                "profile=minimal",
+                "--readiness-timeout",
+                "300s",
+                "--kubeconfig",
+                "/w/kubeconfig",
+                "--context",
+                "kind-meshcheck",
+                "--revision",
+                "1-30-3"
+            ])
+        );
+        assert_eq!(
+            istioctl_proxy_config_args("my-ingress-gateway-7d9f-x", "istio-ingress", "/w/kc"),
+            v(&[
+                "proxy-config",
+                "all",
+                "my-ingress-gateway-7d9f-x",
+                "-n",
+                "istio-ingress",
+                "-o",
+                "json",
+                "--kubeconfig",
+                "/w/kc"
+            ])
+        );
+    }
+
+    #[test]
+    fn revisions() {
+        assert_eq!(revision_for("1.30.3"), "1-30-3");
+        assert_eq!(revision_for(ISTIO_PREVIOUS), "1-29-4");
+        assert_eq!(revision_for("v1.31.0-rc.0"), "1-31-0-rc-0");
+        assert_eq!(revision_for("1.31.0-RC.0"), "1-31-0-rc-0");
+        assert_eq!(revision_for(" 1..30_3. "), "1-30-3");
+        let long = revision_for(&"1.".repeat(50));
+        assert!(long.len() <= 63 && !long.ends_with('-'), "{long}");
+        for r in [revision_for(ISTIO_VERSION), long] {
+            assert!(r
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'));
+            assert!(!r.starts_with('-') && !r.ends_with('-'));
+        }
+    }
+
+    #[test]
+    fn docker_and_tags() {
+        assert_eq!(
+            docker_build_args("meshcheck/stub:0123456789ab", "/repo/Dockerfile", "/repo"),
+            v(&[
+                "build",
+                "-t",
+                "meshcheck/stub:0123456789ab",
+                "-f",
+                "/repo/Dockerfile",
+                "/repo"
+            ])
+        );
+        let hash = "0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef";
+        assert_eq!(stub_image_tag(hash), "meshcheck/stub:0123456789ab");
+        assert_eq!(
+            stub_image_tag(&format!("sha256:{}", &hash[2..])),
+            "meshcheck/stub:23456789abcd"
+        );
+        assert_eq!(stub_image_tag("abc"), "meshcheck/stub:abc");
+    }
+
+    #[test]
+    fn transient_kind_failures() {
+        for stderr in [
+            "ERROR: failed to create cluster: failed to init node with kubeadm: command \"docker exec --privileged meshcheck-control-plane kubeadm init\" failed with error: exit status 1",
+            "ERROR: failed to create cluster: could not find a log line that matches \"Reached target .*Multi-User System.*|detected cgroup v1\"",
+            "error: timed out waiting for the condition on nodes/meshcheck-control-plane",
+            "Error response from daemon: error creating network: something",
+            "ERROR: failed to create cluster: FAILED TO INIT NODE WITH KUBEADM",
+        ] {
+            assert!(is_transient_kind_failure(stderr), "{stderr}");
+        }
+        for stderr in [
+            "",
+            "ERROR: failed to create cluster: node(s) already exist for a cluster with the name \"meshcheck\"",
+            "ERROR: failed to create cluster: failed to get docker info: Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?",
+            "ERROR: failed to create cluster: error unmarshaling YAML: line 3: cannot unmarshal",
+            "ERROR: failed to create cluster: could not find a log line",
+        ] {
+            assert!(!is_transient_kind_failure(stderr), "{stderr}");
+        }
+    }
+}
