@@ -148,7 +148,16 @@ pub fn main_with_args(args: &[String]) -> std::process::ExitCode {
         sock.set_reuseaddr(true)?;
         sock.bind(addr)?;
         let listener = sock.listen(4096)?;
-        serve(listener, identity).await
+        // As PID 1 in a container a process gets no default SIGTERM action: exit on
+        // SIGTERM/SIGINT explicitly, so pod deletion does not wait the grace period.
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            r = serve(listener, identity) => r,
+            _ = term.recv() => Ok(()),
+            _ = int.recv() => Ok(()),
+        }
     });
     match res {
         Ok(()) => std::process::ExitCode::SUCCESS,

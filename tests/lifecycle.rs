@@ -153,16 +153,50 @@ fn list_and_filters_work_like_cargo_test() {
 }
 
 #[test]
-fn cluster_targets_fail_with_exit_3_until_they_exist() {
-    for t in ["kind", "existing"] {
-        let r = Run::new().arg("--target").arg(t).run();
-        assert_eq!(r.code, 3, "{}", r.stderr);
-        assert!(
-            r.stderr.contains(&format!("target {t} is not available")),
-            "{}",
-            r.stderr
-        );
-    }
+fn cluster_targets_without_docker_or_kubeconfig_exit_3() {
+    // Deterministic on any machine: no Docker socket, no kubeconfig.
+    let home = tempfile::tempdir().unwrap();
+    let run = |t: &str| {
+        let out = Run::new()
+            .arg("--target")
+            .arg(t)
+            .command()
+            .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+            .env("HOME", home.path())
+            // Keep using the real cache (Envoy is provisioned once per machine).
+            .env(
+                "XDG_CACHE_HOME",
+                dirs::cache_dir().unwrap_or_else(std::env::temp_dir),
+            )
+            .env_remove("KUBECONFIG")
+            .output()
+            .unwrap();
+        parse(out)
+    };
+    let r = run("kind");
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("target kind is not available: no Docker engine answers"),
+        "{}",
+        r.stderr
+    );
+    let r = run("existing");
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("target existing is not available: no kubeconfig"),
+        "{}",
+        r.stderr
+    );
+    // auto falls back to local, and says why.
+    let r = run("auto");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("target: local (no Docker engine answers"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]

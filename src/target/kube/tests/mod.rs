@@ -1,6 +1,7 @@
 //! Tests against a fake API server (wiremock).
 
 mod apply;
+mod existing_e2e;
 mod fake;
 mod pods;
 mod wait;
