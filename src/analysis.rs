@@ -993,14 +993,14 @@ fn simulate_suite(c: &mut Ctx, suite: &Suite) {
         }
         let (object, at) = match &p.route {
             Some(r) => (r.virtual_service.clone(), r.source.clone()),
-            None => (
-                format!("route for {}", req.path),
-                c.mesh
-                    .ingress_services
-                    .first()
-                    .map(|s| s.source.clone())
-                    .unwrap_or_default(),
-            ),
+            // No route reached: the gateway Service is where the request entered.
+            None => match c.mesh.ingress_services.first() {
+                Some(s) => (
+                    crate::fixtures::describe("Service", &s.namespace, &s.name),
+                    s.source.clone(),
+                ),
+                None => ("ingress".to_string(), Source::default()),
+            },
         };
         let mut f = Finding {
             analysis,

@@ -379,8 +379,10 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
         }
         t => t,
     };
-    let mut timeouts = Timeouts::default();
-    timeouts.consistency = args.budget;
+    let timeouts = Timeouts {
+        consistency: args.budget,
+        ..Timeouts::default()
+    };
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -427,12 +429,15 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
             opts.keep = args.keep;
             opts.tools.offline = args.cluster.offline;
             opts.node_address = args.cluster.node_address;
-            let t = rt.block_on(crate::target::kind::bring_up(
-                &fx,
-                &mesh,
-                &opts,
-                workdir.path(),
-            ))?;
+            // A failed step still deletes what was created (the registered cleanups).
+            let t = rt
+                .block_on(crate::target::kind::bring_up(
+                    &fx,
+                    &mesh,
+                    &opts,
+                    workdir.path(),
+                ))
+                .inspect_err(|_| procs::run_cleanups())?;
             Running::Cluster(Arc::new(t))
         }
         TargetKind::Existing => {
@@ -446,7 +451,9 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
                 keep: args.keep,
                 rollout_timeout: None,
             };
-            let t = rt.block_on(crate::target::existing::bring_up(&fx, &mesh, &opts))?;
+            let t = rt
+                .block_on(crate::target::existing::bring_up(&fx, &mesh, &opts))
+                .inspect_err(|_| procs::run_cleanups())?;
             Running::Cluster(Arc::new(t))
         }
     };

@@ -104,7 +104,8 @@ fn analyze_cli(f: &FixtureCopy) -> RunResult {
 
 #[test]
 fn each_end_to_end_mutation_is_an_error_with_object_and_place() {
-    let cases: Vec<(&str, Box<dyn Fn(&FixtureCopy)>, &str)> = vec![
+    type Mutation = Box<dyn Fn(&FixtureCopy)>;
+    let cases: Vec<(&str, Mutation, &str)> = vec![
         ("vs to authz", Box::new(|f: &FixtureCopy| { f.replace("40-virtualservices.yaml", "        host: atlas-ui\n", "        host: authz\n"); }),
          "error[MC201] FIX/40-virtualservices.yaml:3: VirtualService atlas/atlas-ui: check routing::atlas-ui: expected service atlas-ui, predicted 200 from authz v1"),
         ("port 443", Box::new(|f: &FixtureCopy| { f.replace("10-ingress-gateway.yaml", "    nodePort: 30080\n", "    nodePort: 30080\n  - name: https\n    port: 443\n    targetPort: 8443\n    nodePort: 32143\n"); }),

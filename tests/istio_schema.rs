@@ -223,7 +223,7 @@ fn validate(schema: &Value, v: &Value, path: &str, out: &mut Vec<Violation>) {
         }
     }
     if let Some(branches) = s.get("anyOf").and_then(Value::as_array) {
-        if !branches.iter().any(|b| matches(b)) {
+        if !branches.iter().any(&matches) {
             let mut why = Vec::new();
             for b in branches {
                 validate(b, v, path, &mut why);

@@ -299,8 +299,10 @@ fn killing_a_backend_mid_run_fails_its_checks_with_a_clear_message() {
             .unwrap()
             .clone()
     };
-    let mut timeouts = meshcheck::timeouts::Timeouts::default();
-    timeouts.consistency = Some(Duration::from_secs(2));
+    let timeouts = meshcheck::timeouts::Timeouts {
+        consistency: Some(Duration::from_secs(2)),
+        ..Default::default()
+    };
     let dyn_target: Arc<dyn Target> = target.clone();
     let ctx = meshcheck::checks::Ctx::new(dyn_target, timeouts, 80);
     let rt = tokio::runtime::Builder::new_multi_thread()

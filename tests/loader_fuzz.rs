@@ -376,7 +376,9 @@ fn hostile_inputs() -> Vec<(String, Vec<u8>)> {
     );
     add(
         "bom inside document",
-        format!("apiVersion: v1\n\u{feff}kind: Namespace\nmetadata:\n  name: a\n").into_bytes(),
+        "apiVersion: v1\n\u{feff}kind: Namespace\nmetadata:\n  name: a\n"
+            .to_string()
+            .into_bytes(),
     );
     add("bom storm", "\u{feff}".repeat(10_000).into_bytes());
     add(

@@ -197,12 +197,12 @@ pub fn host_matches(a: &str, b: &str) -> bool {
 
 /// The more specific of two matching hosts.
 fn narrower<'a>(a: &'a str, b: &'a str) -> &'a str {
-    if a == "*" || (a.starts_with('*') && !b.starts_with('*')) {
-        b
-    } else if b == "*" || b.starts_with('*') {
-        a
-    } else {
-        a
+    match (a.starts_with('*'), b.starts_with('*')) {
+        (true, false) => b,
+        (false, _) => a,
+        // Two wildcards: the longer suffix is the narrower one.
+        (true, true) if b.len() > a.len() => b,
+        (true, true) => a,
     }
 }
 

@@ -172,6 +172,8 @@ pub struct ClusterTarget {
     pub(crate) istioctl: Option<(PathBuf, PathBuf)>,
     /// Run at shutdown (delete the kind cluster).
     pub(crate) on_shutdown: Vec<Box<dyn FnOnce() + Send + Sync>>,
+    /// Interrupt-path cleanups this target registered (forgotten once it cleaned up).
+    pub(crate) cleanup_ids: Vec<u64>,
     pub(crate) stopped: bool,
 }
 
@@ -207,6 +209,7 @@ pub async fn deploy(
         props: vec![("target".into(), name.into())],
         istioctl: None,
         on_shutdown: Vec::new(),
+        cleanup_ids: Vec::new(),
         stopped: false,
     };
     if opts.apply {
@@ -224,7 +227,8 @@ pub async fn deploy(
         if opts.delete_created && !target.applied.is_empty() {
             // Ctrl-C from here on deletes what this run created.
             let (c, a) = (client.clone(), target.applied.clone());
-            procs::register_cleanup(Box::new(move || delete_blocking(c, a)));
+            let id = procs::register_cleanup(Box::new(move || delete_blocking(c, a)));
+            target.cleanup_ids.push(id);
         }
         res?;
         step.done();
@@ -331,7 +335,9 @@ impl ClusterTarget {
         for f in self.on_shutdown.drain(..) {
             f();
         }
-        procs::clear_cleanups();
+        for id in self.cleanup_ids.drain(..) {
+            procs::unregister_cleanup(id);
+        }
     }
 
     async fn collect(&self, dir: PathBuf) -> Vec<PathBuf> {
@@ -505,7 +511,9 @@ impl Drop for ClusterTarget {
             for f in self.on_shutdown.drain(..) {
                 f();
             }
-            procs::clear_cleanups();
+            for id in self.cleanup_ids.drain(..) {
+                procs::unregister_cleanup(id);
+            }
         }
     }
 }

@@ -161,10 +161,14 @@ pub async fn bring_up(
         )));
     }
     let delete_at_end = !opts.keep && !opts.reuse;
+    // Registered before creation: an interrupt or a failed step deletes the cluster.
+    let mut cleanup_id = None;
     if !exists {
         if delete_at_end {
             let (k, n) = (kind.clone(), name.clone());
-            procs::register_cleanup(Box::new(move || delete_cluster_blocking(&k, &n)));
+            cleanup_id = Some(procs::register_cleanup(Box::new(move || {
+                delete_cluster_blocking(&k, &n)
+            })));
         }
         let node_ports: Vec<u16> = mesh
             .ingress_services
@@ -332,6 +336,7 @@ pub async fn bring_up(
         target
             .on_shutdown
             .push(Box::new(move || delete_cluster_blocking(&k, &n)));
+        target.cleanup_ids.extend(cleanup_id);
     } else {
         eprintln!(
             "kind: keeping cluster {name} (delete it with `kind delete cluster --name {name}`)"

@@ -309,6 +309,7 @@ pub fn gateway_bootstrap(
 /// The bootstrap of the sidecar of `pod`: one inbound listener per app port on the pod
 /// IP (what Istio's iptables capture sends to 15006), forwarding to the app on
 /// `app_ip`.
+#[allow(clippy::too_many_arguments)] // each is one fact of the pod; a struct would only rename them
 pub fn sidecar_bootstrap(
     mesh: &Mesh,
     pod: usize,

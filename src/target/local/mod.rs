@@ -262,7 +262,9 @@ impl LocalTarget {
         let ca = certs::MeshCa::new(&wd.join("certs"))?;
         let root = ca.root_file.clone();
         let td = target.mesh.trust_domain.clone();
-        let mut waits: Vec<(String, Box<dyn Fn() -> bool>, PathBuf)> = Vec::new();
+        // (process name, readiness probe, log file)
+        type Wait = (String, Box<dyn Fn() -> bool>, PathBuf);
+        let mut waits: Vec<Wait> = Vec::new();
         let envoy_cmd = |name: &str, config: &Path, node_id: &str| {
             let mut cmd = Command::new(&target.envoy.path);
             cmd.arg("-c")

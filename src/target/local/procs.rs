@@ -223,24 +223,32 @@ pub fn remove_dirs() {
 }
 
 type Cleanup = Box<dyn FnOnce() + Send>;
-static CLEANUPS: Mutex<Vec<Cleanup>> = Mutex::new(Vec::new());
+static CLEANUPS: Mutex<Vec<(u64, Cleanup)>> = Mutex::new(Vec::new());
 
-/// Registers an action for the interrupt path (delete a kind cluster, delete the
-/// objects a run created).
-pub fn register_cleanup(f: Cleanup) {
-    CLEANUPS.lock().unwrap_or_else(|e| e.into_inner()).push(f);
+/// Registers an action for the interrupt and error paths (delete a kind cluster,
+/// delete the objects a run created); returns its id.
+pub fn register_cleanup(f: Cleanup) -> u64 {
+    let id = new_owner();
+    CLEANUPS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((id, f));
+    id
 }
 
-/// Forgets the registered actions (the target cleaned up itself).
-pub fn clear_cleanups() {
-    CLEANUPS.lock().unwrap_or_else(|e| e.into_inner()).clear();
+/// Forgets an action (its owner cleaned up itself).
+pub fn unregister_cleanup(id: u64) {
+    CLEANUPS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|(i, _)| *i != id);
 }
 
-/// Runs the registered actions, most recent first (interrupt path).
+/// Runs the registered actions, most recent first (interrupt and error paths).
 pub fn run_cleanups() {
-    let all: Vec<Cleanup> =
+    let all: Vec<(u64, Cleanup)> =
         std::mem::take(&mut *CLEANUPS.lock().unwrap_or_else(|e| e.into_inner()));
-    for f in all.into_iter().rev() {
+    for (_, f) in all.into_iter().rev() {
         f();
     }
 }

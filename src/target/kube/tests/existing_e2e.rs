@@ -180,8 +180,10 @@ async fn existing_target_applies_reads_the_cluster_and_passes_the_suite() {
 
     // Every traffic check of the suite passes over the node address the API gave.
     let suite = crate::suite::load(&root.join("suites/ingress.yaml")).unwrap();
-    let mut timeouts = crate::timeouts::Timeouts::default();
-    timeouts.consistency = Some(Duration::from_secs(5));
+    let timeouts = crate::timeouts::Timeouts {
+        consistency: Some(Duration::from_secs(5)),
+        ..Default::default()
+    };
     let cluster = Arc::new(cluster);
     let ctx = crate::checks::Ctx::new(cluster.clone(), timeouts, 80);
     for check in &suite.checks {
