@@ -348,3 +348,25 @@ fn killing_a_backend_mid_run_fails_its_checks_with_a_clear_message() {
     drop(target);
     assert!(!workdir.exists());
 }
+
+#[test]
+fn two_runs_at_once_do_not_collide() {
+    let spawn = || {
+        Run::new()
+            .command()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (
+        parse(a.wait_with_output().unwrap()),
+        parse(b.wait_with_output().unwrap()),
+    );
+    assert_eq!(a.code, 0, "{}\n{}", a.stdout, a.stderr);
+    assert_eq!(b.code, 0, "{}\n{}", b.stdout, b.stderr);
+    let (na, _) = node_and_workdir(&a.stderr);
+    let (nb, _) = node_and_workdir(&b.stderr);
+    assert_ne!(na, nb, "each run claims its own node address");
+}

@@ -80,7 +80,79 @@ pub fn write(report: &Report, path: &Path) -> std::io::Result<()> {
     let text = report
         .to_string()
         .map_err(|e| std::io::Error::other(e.to_string()))?;
-    let tmp = path.with_extension("xml.tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)
+    // A unique temporary file, renamed into place: a reader (or a concurrent run
+    // writing the same path) never sees a half-written report.
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut tmp, text.as_bytes())?;
+    tmp.persist(path).map(|_| ()).map_err(|e| e.error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checks::Outcome;
+
+    #[test]
+    fn report_shape_consumers_key_on() {
+        let ok = CheckEvent {
+            group: "routing".into(),
+            name: "atlas-ui".into(),
+            kind: "http".into(),
+            outcome: Outcome {
+                transcript: "> GET /atlas-ui HTTP/1.1\n< HTTP/1.1 200 OK\n".into(),
+                attempts: 3,
+                ..Outcome::pass("3 consecutive successes")
+            },
+            duration: Duration::from_millis(12),
+        };
+        let bad = CheckEvent {
+            group: "ports".into(),
+            name: "only-http-nodeport".into(),
+            kind: "ports".into(),
+            outcome: Outcome::fail(
+                "unexpected open port(s) on 127.1.2.1: 32143",
+                "allowed: 30080 (Service port 80)\nopen: 30080, 32143",
+            ),
+            duration: Duration::from_millis(40),
+        };
+        let props = vec![
+            ("target".to_string(), "local".to_string()),
+            ("envoy.version".to_string(), "1.40.0".to_string()),
+        ];
+        let xml = build("ingress", &[ok, bad], &props, Duration::from_secs(1))
+            .to_string()
+            .unwrap();
+        assert!(
+            xml.contains(
+                r#"<testsuite name="ingress" tests="2" skipped="0" errors="0" failures="1""#
+            ),
+            "{xml}"
+        );
+        assert!(
+            xml.contains(r#"<property name="envoy.version" value="1.40.0"/>"#),
+            "{xml}"
+        );
+        assert!(
+            xml.contains(r#"<testcase name="atlas-ui" classname="routing""#),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("&gt; GET /atlas-ui HTTP/1.1"),
+            "transcript in system-out: {xml}"
+        );
+        assert!(
+            xml.contains(
+                r#"<failure message="unexpected open port(s) on 127.1.2.1: 32143" type="ports">"#
+            ),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("allowed: 30080 (Service port 80)"),
+            "expected vs observed in the body: {xml}"
+        );
+    }
 }
