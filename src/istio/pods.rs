@@ -56,6 +56,15 @@ impl PodPlan {
     /// fields that do not depend on the running pod's address).
     pub fn env_value(&self, name: &str) -> Option<String> {
         let var = self.env.iter().find(|v| v.name == name)?;
+        self.resolve_env(var, None)
+    }
+
+    /// The value of `var` in this pod; `status.podIP` needs the address it runs on.
+    pub fn resolve_env(
+        &self,
+        var: &crate::fixtures::k8s::EnvVar,
+        pod_ip: Option<std::net::IpAddr>,
+    ) -> Option<String> {
         if let Some(v) = &var.value {
             return Some(v.clone());
         }
@@ -70,6 +79,7 @@ impl PodPlan {
             "metadata.name" => Some(self.name.clone()),
             "metadata.namespace" => Some(self.namespace.clone()),
             "spec.serviceAccountName" => Some(self.service_account.clone()),
+            "status.podIP" => pod_ip.map(|ip| ip.to_string()),
             p => p
                 .strip_prefix("metadata.labels['")
                 .and_then(|r| r.strip_suffix("']"))

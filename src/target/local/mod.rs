@@ -155,34 +155,6 @@ fn tcp_ready(addr: SocketAddr) -> bool {
     std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
 }
 
-/// Resolves a container env var as the kubelet would (values and the downward API).
-fn resolve_env(
-    var: &crate::fixtures::k8s::EnvVar,
-    pod: &crate::istio::PodPlan,
-    ip: Ipv4Addr,
-) -> Option<String> {
-    if let Some(v) = &var.value {
-        return Some(v.clone());
-    }
-    let path = var
-        .value_from
-        .as_ref()?
-        .field_ref
-        .as_ref()?
-        .field_path
-        .as_str();
-    match path {
-        "metadata.name" => Some(pod.name.clone()),
-        "metadata.namespace" => Some(pod.namespace.clone()),
-        "status.podIP" => Some(ip.to_string()),
-        "spec.serviceAccountName" => Some(pod.service_account.clone()),
-        p => p
-            .strip_prefix("metadata.labels['")
-            .and_then(|r| r.strip_suffix("']"))
-            .map(|k| pod.labels.get(k).cloned().unwrap_or_default()),
-    }
-}
-
 impl LocalTarget {
     /// Brings the fixtures up. Call from a thread that lives as long as the target
     /// (children die with the thread that started them).
@@ -262,23 +234,7 @@ impl LocalTarget {
         let ca = certs::MeshCa::new(&wd.join("certs"))?;
         let root = ca.root_file.clone();
         let td = target.mesh.trust_domain.clone();
-        // (process name, readiness probe, log file)
-        type Wait = (String, Box<dyn Fn() -> bool>, PathBuf);
         let mut waits: Vec<Wait> = Vec::new();
-        let envoy_cmd = |name: &str, config: &Path, node_id: &str| {
-            let mut cmd = Command::new(&target.envoy.path);
-            cmd.arg("-c")
-                .arg(config)
-                .args([
-                    "--disable-hot-restart",
-                    "--concurrency",
-                    "1",
-                    "--log-level",
-                    "warn",
-                ])
-                .args(["--service-node", node_id, "--service-cluster", name]);
-            cmd
-        };
         let addrs_pod_ip = pod_ip.clone();
         for (slot, &i) in runnable.iter().enumerate() {
             let pod = target.mesh.pods[i].clone();
@@ -316,23 +272,13 @@ impl LocalTarget {
                     Some(&server_cert),
                     &root,
                 );
-                let path = wd.join("envoy").join(format!("{stem}.json"));
-                write_json(&path, &cfg)?;
-                let name = format!("{}/{} gateway proxy", pod.namespace, pod.name);
-                let log = wd.join("logs").join(format!("{stem}.envoy.log"));
-                procs::spawn(
+                let proxy = Proxy {
                     owner,
-                    &name,
-                    &mut envoy_cmd(&pod.deployment, &path, &pod.name),
-                    &log,
-                )
-                .map_err(io(format!(
-                    "cannot start Envoy {}",
-                    target.envoy.path.display()
-                )))?;
-                let a2 = admin.clone();
-                waits.push((name.clone(), Box::new(move || envoy_ready(&a2)), log));
-                rp.proxy = Some(name);
+                    envoy: &target.envoy.path,
+                    workdir: &wd,
+                };
+                rp.proxy =
+                    Some(proxy.start(&pod, "gateway proxy", &stem, &cfg, &admin, &mut waits)?);
             } else {
                 let ports: Vec<u16> = if pod.container_ports.is_empty() {
                     vec![8080]
@@ -367,7 +313,7 @@ impl LocalTarget {
                     cmd.env_remove(k);
                 }
                 for var in &pod.env {
-                    if let Some(v) = resolve_env(var, &pod, pod_ip[i]) {
+                    if let Some(v) = pod.resolve_env(var, Some(IpAddr::V4(pod_ip[i]))) {
                         cmd.env(&var.name, v);
                     }
                 }
@@ -388,23 +334,13 @@ impl LocalTarget {
                         &cert,
                         &root,
                     );
-                    let path = wd.join("envoy").join(format!("{stem}.json"));
-                    write_json(&path, &cfg)?;
-                    let name = format!("{}/{} istio-proxy", pod.namespace, pod.name);
-                    let log = wd.join("logs").join(format!("{stem}.envoy.log"));
-                    procs::spawn(
+                    let proxy = Proxy {
                         owner,
-                        &name,
-                        &mut envoy_cmd(&pod.deployment, &path, &pod.name),
-                        &log,
-                    )
-                    .map_err(io(format!(
-                        "cannot start Envoy {}",
-                        target.envoy.path.display()
-                    )))?;
-                    let a2 = admin.clone();
-                    waits.push((name.clone(), Box::new(move || envoy_ready(&a2)), log));
-                    rp.proxy = Some(name);
+                        envoy: &target.envoy.path,
+                        workdir: &wd,
+                    };
+                    rp.proxy =
+                        Some(proxy.start(&pod, "istio-proxy", &stem, &cfg, &admin, &mut waits)?);
                 }
             }
             target.running.push(rp);
@@ -499,6 +435,56 @@ impl LocalTarget {
 impl Drop for LocalTarget {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// A process to wait for: (name, readiness probe, log file).
+type Wait = (String, Box<dyn Fn() -> bool>, PathBuf);
+
+/// Starts Envoy processes for the pods of one target.
+struct Proxy<'a> {
+    owner: u64,
+    envoy: &'a Path,
+    workdir: &'a Path,
+}
+
+impl Proxy<'_> {
+    /// Writes `cfg` and starts an Envoy with it as `<ns>/<pod> <role>`; its readiness
+    /// (admin `/ready` on `admin`) joins `waits`. Returns the process name.
+    fn start(
+        &self,
+        pod: &crate::istio::PodPlan,
+        role: &str,
+        stem: &str,
+        cfg: &serde_json::Value,
+        admin: &Path,
+        waits: &mut Vec<Wait>,
+    ) -> Result<String, TargetError> {
+        let path = self.workdir.join("envoy").join(format!("{stem}.json"));
+        write_json(&path, cfg)?;
+        let name = format!("{}/{} {role}", pod.namespace, pod.name);
+        let log = self.workdir.join("logs").join(format!("{stem}.envoy.log"));
+        let mut cmd = Command::new(self.envoy);
+        cmd.arg("-c")
+            .arg(&path)
+            .args([
+                "--disable-hot-restart",
+                "--concurrency",
+                "1",
+                "--log-level",
+                "warn",
+            ])
+            .args([
+                "--service-node",
+                &pod.name,
+                "--service-cluster",
+                &pod.deployment,
+            ]);
+        procs::spawn(self.owner, &name, &mut cmd, &log)
+            .map_err(io(format!("cannot start Envoy {}", self.envoy.display())))?;
+        let admin = admin.to_path_buf();
+        waits.push((name.clone(), Box::new(move || envoy_ready(&admin)), log));
+        Ok(name)
     }
 }
 
