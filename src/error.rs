@@ -3,8 +3,6 @@
 //! Every module has its own error enum at its boundary; they all fold into [`Error`],
 //! whose [`Error::exit_code`] tells a bad input from a broken environment.
 
-use std::process::ExitCode;
-
 /// Exit codes, documented in README.md.
 pub mod exit {
     /// Every selected check passed.
@@ -51,7 +49,7 @@ impl Error {
 }
 
 /// Prints an error with its chain of causes, the way a user should read it.
-pub fn report(e: &(dyn std::error::Error + 'static)) -> ExitCode {
+pub fn report(e: &(dyn std::error::Error + 'static)) {
     let mut msg = format!("error: {e}");
     let mut src = e.source();
     while let Some(s) = src {
@@ -59,5 +57,4 @@ pub fn report(e: &(dyn std::error::Error + 'static)) -> ExitCode {
         src = s.source();
     }
     eprintln!("{msg}");
-    ExitCode::SUCCESS
 }

@@ -110,7 +110,8 @@ pub async fn run(ctx: &Ctx, check: &HttpCheck) -> Outcome {
     let mut attempts = 0u32;
     let mut failures = 0u32;
     let mut streak = 0u32;
-    let mut last_fail: Option<(String, String)> = None;
+    // (why, what came back, transcript) of the last failed attempt.
+    let mut last_fail: Option<(String, String, String)> = None;
     loop {
         attempts += 1;
         let mut transcript = String::new();
@@ -126,7 +127,7 @@ pub async fn run(ctx: &Ctx, check: &HttpCheck) -> Outcome {
                 } else {
                     m
                 };
-                problem = Some(m);
+                problem = Some((m, x.summary()));
                 transcript = x.transcript;
                 break;
             }
@@ -153,15 +154,17 @@ pub async fn run(ctx: &Ctx, check: &HttpCheck) -> Outcome {
                     };
                 }
             }
-            Some(m) => {
+            Some((m, observed)) => {
                 failures += 1;
                 streak = 0;
-                last_fail = Some((m, transcript));
+                last_fail = Some((m, observed, transcript));
             }
         }
         if std::time::Instant::now() >= deadline {
-            let (m, transcript) = last_fail
-                .unwrap_or_else(|| ("no run of consecutive successes".into(), String::new()));
+            let (m, observed, transcript) = last_fail.unwrap_or_else(|| {
+                let none = "no run of 3 consecutive successes within the budget".to_string();
+                (none.clone(), none, String::new())
+            });
             return Outcome {
                 passed: false,
                 message: ctx.with_health(format!(
@@ -170,7 +173,7 @@ pub async fn run(ctx: &Ctx, check: &HttpCheck) -> Outcome {
                     ctx.budget
                 )),
                 detail: format!(
-                    "expected: {}\nobserved: {m}",
+                    "expected: {}\nobserved: {observed}",
                     describe_expect(&check.expect)
                 ),
                 transcript,
