@@ -4,6 +4,12 @@
 mod common;
 use common::*;
 
+/// Runs the suite on mutated fixtures. Failing expectations wait out their budget;
+/// 3 s keeps the file fast while passing checks still converge at once locally.
+fn mutated(f: &FixtureCopy) -> RunResult {
+    Run::new().fixtures(f.path()).arg("--budget").arg("3s").run()
+}
+
 /// The traffic checks that expect an answer from a backend.
 const TO_BACKENDS: &[&str] = &[
     "routing::atlas-ui",
@@ -34,7 +40,7 @@ fn virtualservice_sending_atlas_ui_to_authz_fails_that_route() {
         "        host: atlas-ui\n",
         "        host: authz\n",
     );
-    let r = Run::new().fixtures(f.path()).run();
+    let r = mutated(&f);
     assert_fails_exactly(
         &r,
         &["routing::atlas-ui", "static::simulate::routing::atlas-ui"],
@@ -67,7 +73,7 @@ fn extra_443_port_on_gateway_service_fails_the_port_scan() {
         "    hosts:\n    - \"*\"\n",
         "    hosts:\n    - \"*\"\n  - port:\n      number: 443\n      name: https\n      protocol: HTTPS\n    hosts:\n    - \"*\"\n    tls:\n      mode: SIMPLE\n      credentialName: atlas-cert\n",
     );
-    let r = Run::new().fixtures(f.path()).run();
+    let r = mutated(&f);
     assert_fails_exactly(&r, &["ports::only-http-nodeport", "static::exposed-ports"]);
     assert!(
         r.stdout.contains("unexpected open port(s)") && r.stdout.contains("32143"),
@@ -84,7 +90,7 @@ fn subset_v2_matching_no_pod_fails_the_subset_checks() {
         "  - name: v2\n    labels:\n      version: v2\n",
         "  - name: v2\n    labels:\n      version: v3\n",
     );
-    let r = Run::new().fixtures(f.path()).run();
+    let r = mutated(&f);
     let mut want = vec![
         "subsets::header-pins-v2".to_string(),
         "subsets::split-90-10".into(),
@@ -125,7 +131,7 @@ fn swapped_weights_fail_the_split() {
         "      weight: W1\n",
         "      weight: 10\n",
     );
-    let r = Run::new().fixtures(f.path()).run();
+    let r = mutated(&f);
     assert_fails_exactly(
         &r,
         &[
@@ -147,7 +153,7 @@ fn injection_label_removed_fails_sidecars_and_istio_mutual_traffic() {
         "  labels:\n    istio-injection: enabled\n",
         "",
     );
-    let r = Run::new().fixtures(f.path()).run();
+    let r = mutated(&f);
     let mut want: Vec<String> = TO_BACKENDS.iter().map(|s| s.to_string()).collect();
     want.extend(simulated(TO_BACKENDS));
     want.extend(
@@ -181,7 +187,7 @@ fn injection_label_removed_with_auto_mtls_fails_only_the_sidecar_checks() {
         .read("50-destinationrules.yaml")
         .replace("  trafficPolicy:\n    tls:\n      mode: ISTIO_MUTUAL\n", "");
     f.write("50-destinationrules.yaml", &dr);
-    let r = Run::new().fixtures(f.path()).run();
+    let r = mutated(&f);
     assert_fails_exactly(
         &r,
         &[
@@ -204,7 +210,7 @@ fn virtualservices_bound_to_a_missing_gateway_fail_every_route() {
         .read("40-virtualservices.yaml")
         .replace("  - atlas-gateway\n", "  - no-such-gateway\n");
     f.write("40-virtualservices.yaml", &vs);
-    let r = Run::new().fixtures(f.path()).run();
+    let r = mutated(&f);
     let mut want: Vec<String> = TO_BACKENDS.iter().map(|s| s.to_string()).collect();
     want.extend(simulated(TO_BACKENDS));
     want.extend(["sidecars::mtls-at-backends", "static::gateway-references"].map(String::from));
@@ -224,7 +230,7 @@ fn gateway_selector_matching_no_pod_leaves_the_nodeport_closed() {
         "  selector:\n    istio: my-ingress-gateway\n",
         "  selector:\n    istio: some-other-gateway\n",
     );
-    let r = Run::new().fixtures(f.path()).run();
+    let r = mutated(&f);
     let mut traffic = TO_BACKENDS.to_vec();
     traffic.push("routing::unmatched-path-404");
     let mut want: Vec<String> = traffic.iter().map(|s| s.to_string()).collect();
