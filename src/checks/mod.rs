@@ -6,7 +6,7 @@ mod http;
 mod ports;
 mod sidecars;
 
-pub use sidecars::{sidecar_shape, xfcc_uris};
+pub use sidecars::{injection_status, sidecar_shape, xfcc_uris, InjectionStatus};
 
 use crate::suite::{CheckKind, CheckSpec, RequestSpec};
 use crate::target::Target;

@@ -21,6 +21,39 @@ pub fn sidecar_shape(pod: &PodInfo) -> Option<SidecarShape> {
         .then_some(SidecarShape::Native)
 }
 
+/// What Istio's injector recorded in `sidecar.istio.io/status`: the init containers
+/// and containers it added, and the revision.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct InjectionStatus {
+    pub init_containers: Vec<String>,
+    pub containers: Vec<String>,
+    pub revision: String,
+}
+
+pub fn injection_status(pod: &PodInfo) -> Option<InjectionStatus> {
+    let raw = pod.annotations.get("sidecar.istio.io/status")?;
+    let v: serde_json::Value = serde_json::from_str(raw).ok()?;
+    let names = |k: &str| -> Vec<String> {
+        v.get(k)
+            .and_then(|x| x.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|n| n.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    Some(InjectionStatus {
+        init_containers: names("initContainers"),
+        containers: names("containers"),
+        revision: v
+            .get("revision")
+            .and_then(|r| r.as_str())
+            .unwrap_or("")
+            .to_string(),
+    })
+}
+
 fn proxy_running(pod: &PodInfo) -> bool {
     pod.containers
         .iter()

@@ -278,3 +278,24 @@ async fn node_address_fails_without_a_ready_node() {
         "cannot find the address of a Ready node: kind-control-plane is not Ready"
     );
 }
+
+/// The sidecars check's reading of the pods Istio 1.26 and 1.28 inject.
+#[test]
+fn sidecar_detection_on_istio_shapes() {
+    use crate::checks::{injection_status, sidecar_shape};
+    use crate::istio::SidecarShape;
+    let classic = info(classic_pod());
+    assert_eq!(sidecar_shape(&classic), Some(SidecarShape::Classic));
+    assert_eq!(
+        injection_status(&classic).unwrap().containers,
+        ["istio-proxy"]
+    );
+    let native = info(native_pod());
+    assert_eq!(sidecar_shape(&native), Some(SidecarShape::Native));
+    let st = injection_status(&native).unwrap();
+    assert_eq!(st.init_containers, ["istio-init", "istio-proxy"]);
+    assert!(st.containers.is_empty());
+    let plain = info(plain_pod());
+    assert_eq!(sidecar_shape(&plain), None);
+    assert_eq!(injection_status(&plain), None);
+}
