@@ -116,11 +116,7 @@ pub async fn bring_up(
         target.props.push(("kube.context".into(), c.clone()));
     }
     // istioctl on PATH, if any, for the gateway's config dump in diagnostics.
-    if let Some(istioctl) = std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join("istioctl"))
-            .find(|p| p.is_file())
-    }) {
+    if let Some(istioctl) = super::kind::which("istioctl") {
         target.istioctl = Some((istioctl, path));
     }
     Ok(target)

@@ -72,7 +72,8 @@ pub fn preflight() -> Result<PathBuf, TargetError> {
     which("docker").ok_or_else(|| unavailable("the docker CLI is not on PATH (the engine answers, but images are built and inspected with the CLI)"))
 }
 
-fn which(name: &str) -> Option<PathBuf> {
+/// `name` on PATH.
+pub(crate) fn which(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")
         .map(|p| {
             std::env::split_paths(&p)
