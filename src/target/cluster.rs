@@ -223,13 +223,22 @@ pub async fn deploy(
             crd_timeout: opts.crd_timeout,
             ..ApplyOptions::default()
         };
-        let res = k::apply_all_into(&client, &fx.objects, &aopts, &mut target.applied).await;
-        if opts.delete_created && !target.applied.is_empty() {
-            // Ctrl-C from here on deletes what this run created.
-            let (c, a) = (client.clone(), target.applied.clone());
-            let id = procs::register_cleanup(Box::new(move || delete_blocking(c, a)));
+        // What is applied is visible to the interrupt path at once: Ctrl-C mid-apply
+        // deletes what this run created so far.
+        let shared = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Applied>::new()));
+        if opts.delete_created {
+            let (c, list) = (client.clone(), shared.clone());
+            let id = procs::register_cleanup(Box::new(move || {
+                let applied = std::mem::take(&mut *list.lock().unwrap_or_else(|e| e.into_inner()));
+                delete_blocking(c, applied)
+            }));
             target.cleanup_ids.push(id);
         }
+        let res = k::apply_each(&client, &fx.objects, &aopts, |a| {
+            shared.lock().unwrap_or_else(|e| e.into_inner()).push(a)
+        })
+        .await;
+        target.applied = shared.lock().unwrap_or_else(|e| e.into_inner()).clone();
         res?;
         step.done();
     }

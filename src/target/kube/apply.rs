@@ -88,6 +88,17 @@ pub async fn apply_all_into(
     opts: &ApplyOptions,
     applied: &mut Vec<Applied>,
 ) -> Result<(), KubeError> {
+    apply_each(client, objects, opts, |a| applied.push(a)).await
+}
+
+/// [`apply_all`], handing each object to `sink` as soon as it is applied (e.g. into
+/// a list an interrupt handler can read, so a Ctrl-C mid-apply still cleans up).
+pub async fn apply_each(
+    client: &Client,
+    objects: &[Object],
+    opts: &ApplyOptions,
+    mut sink: impl FnMut(Applied),
+) -> Result<(), KubeError> {
     let renamer = opts
         .namespace_prefix
         .as_deref()
@@ -96,7 +107,7 @@ pub async fn apply_all_into(
     for object in apply_order(objects) {
         let prepared = prepare(object, opts, renamer.as_ref())?;
         let (resource, caps) = resolver.resolve(object, &prepared).await?;
-        applied.push(apply_one(client, object, prepared, resource, &caps, opts).await?);
+        sink(apply_one(client, object, prepared, resource, &caps, opts).await?);
     }
     Ok(())
 }
