@@ -238,15 +238,23 @@ pub async fn bring_up(
     let client = super::existing::client_from_kubeconfig(&kubeconfig_path, None).await?;
 
     // Istio.
-    let istiod_ready = super::kube::wait_rollouts(
-        &client,
-        &[("istio-system".into(), "istiod".into())],
-        Duration::from_secs(5),
-        &|_| {},
-    )
-    .await
-    .is_ok();
-    if !(opts.reuse && istiod_ready) {
+    // On a reused cluster, keep istiod only when it runs the requested version.
+    let installed = installed_istio_version(&client).await;
+    let keep_istiod = opts.reuse
+        && match &installed {
+            Some(v) if v.trim_start_matches('v') == opts.istio_version.trim_start_matches('v') => {
+                true
+            }
+            Some(v) => {
+                eprintln!(
+                    "kind: cluster {name} runs Istio {v}; installing {} over it",
+                    opts.istio_version
+                );
+                false
+            }
+            None => false,
+        };
+    if !keep_istiod {
         let step = Step::start(format!(
             "installing Istio {} (profile minimal)",
             opts.istio_version
@@ -344,6 +352,16 @@ pub async fn bring_up(
         );
     }
     Ok(target)
+}
+
+/// The tag of the istiod image (`docker.io/istio/pilot:1.30.3` -> `1.30.3`), if istiod
+/// is installed.
+async fn installed_istio_version(client: &::kube::Client) -> Option<String> {
+    let api: ::kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        ::kube::Api::namespaced(client.clone(), "istio-system");
+    let d = api.get_opt("istiod").await.ok()??;
+    let image = d.spec?.template.spec?.containers.first()?.image.clone()?;
+    image.rsplit_once(':').map(|(_, tag)| tag.to_string())
 }
 
 /// Istio's own readiness test: the validating webhook accepts a VirtualService
