@@ -7,7 +7,11 @@ use common::*;
 /// Runs the suite on mutated fixtures. Failing expectations wait out their budget;
 /// 3 s keeps the file fast while passing checks still converge at once locally.
 fn mutated(f: &FixtureCopy) -> RunResult {
-    Run::new().fixtures(f.path()).arg("--budget").arg("3s").run()
+    Run::new()
+        .fixtures(f.path())
+        .arg("--budget")
+        .arg("3s")
+        .run()
 }
 
 /// The traffic checks that expect an answer from a backend.
