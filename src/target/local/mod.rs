@@ -236,6 +236,12 @@ impl LocalTarget {
         let td = target.mesh.trust_domain.clone();
         let mut waits: Vec<Wait> = Vec::new();
         let addrs_pod_ip = pod_ip.clone();
+        let envoy_path = target.envoy.path.clone();
+        let proxy = Proxy {
+            owner,
+            envoy: &envoy_path,
+            workdir: &wd,
+        };
         for (slot, &i) in runnable.iter().enumerate() {
             let pod = target.mesh.pods[i].clone();
             let stem = format!("{}.{}", pod.namespace, pod.name);
@@ -272,11 +278,6 @@ impl LocalTarget {
                     Some(&server_cert),
                     &root,
                 );
-                let proxy = Proxy {
-                    owner,
-                    envoy: &target.envoy.path,
-                    workdir: &wd,
-                };
                 rp.proxy =
                     Some(proxy.start(&pod, "gateway proxy", &stem, &cfg, &admin, &mut waits)?);
             } else {
@@ -334,11 +335,6 @@ impl LocalTarget {
                         &cert,
                         &root,
                     );
-                    let proxy = Proxy {
-                        owner,
-                        envoy: &target.envoy.path,
-                        workdir: &wd,
-                    };
                     rp.proxy =
                         Some(proxy.start(&pod, "istio-proxy", &stem, &cfg, &admin, &mut waits)?);
                 }
