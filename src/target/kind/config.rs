@@ -27,10 +27,6 @@ use super::tools::KIND_VERSION;
 /// Name of the kind cluster unless the user chooses another.
 pub const DEFAULT_CLUSTER_NAME: &str = "meshcheck";
 
-/// Repository of the stub image; the fixtures name `meshcheck/stub:latest`, which the
-/// kind target rewrites to [`stub_image_tag`].
-pub const STUB_IMAGE_REPO: &str = "meshcheck/stub";
-
 /// `kind create cluster --wait`: how long kind waits for the control plane to be Ready
 /// (Istio's CI uses 180s).
 pub const KIND_WAIT: &str = "180s";
@@ -362,7 +358,8 @@ pub fn stub_image_tag(content_hash: &str) -> String {
         .take(12)
         .map(|c| c.to_ascii_lowercase())
         .collect();
-    format!("{STUB_IMAGE_REPO}:{short}")
+    // The fixtures name `meshcheck/stub:latest`; the kind target rewrites it to this.
+    format!("{}:{short}", crate::istio::STUB_IMAGE)
 }
 
 /// Whether a failed `kind create cluster` (its stderr) is a known transient failure
