@@ -148,6 +148,10 @@ pub struct ClusterArgs {
     /// Image the cluster can pull for the stub backend (existing target).
     #[arg(long)]
     pub stub_image: Option<String>,
+    /// Take over fixture objects that exist on the cluster and meshcheck did not
+    /// create (existing target; without it such an object is an error).
+    #[arg(long)]
+    pub adopt: bool,
 }
 
 /// `30s`, `500ms`, `2m`, or plain seconds.
@@ -313,7 +317,7 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
         let _ = libtest_mimic::run(&args.test, runner::list_trials(&suite));
         return Ok(exit::OK);
     }
-    let (suite, fixtures_dir, fx, mesh) = load_inputs(&args.suite, args.fixtures.as_ref())?;
+    let (mut suite, fixtures_dir, fx, mesh) = load_inputs(&args.suite, args.fixtures.as_ref())?;
 
     // Static analysis and simulation first: findings are testcases of the run.
     let findings = analysis::analyze(&fx, &mesh, &suite);
@@ -450,7 +454,11 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
                 stub_image: args.cluster.stub_image.clone(),
                 keep: args.keep,
                 rollout_timeout: None,
+                adopt: args.cluster.adopt,
             };
+            if let Some(prefix) = &args.cluster.namespace_prefix {
+                crate::target::existing::rename_expectations(&mut suite, prefix, &fx);
+            }
             let t = rt
                 .block_on(crate::target::existing::bring_up(&fx, &mesh, &opts))
                 .inspect_err(|_| procs::run_cleanups())?;

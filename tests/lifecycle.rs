@@ -157,9 +157,14 @@ fn cluster_targets_without_docker_or_kubeconfig_exit_3() {
     // Deterministic on any machine: no Docker socket, no kubeconfig.
     let home = tempfile::tempdir().unwrap();
     let run = |t: &str| {
-        let out = Run::new()
-            .arg("--target")
-            .arg(t)
+        let mut run = Run::new().arg("--target").arg(t);
+        if t == "existing" {
+            // Applying on an existing cluster needs an image it can pull.
+            run = run
+                .arg("--stub-image")
+                .arg("registry.example/meshcheck/stub:1");
+        }
+        let out = run
             .command()
             .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
             .env("HOME", home.path())

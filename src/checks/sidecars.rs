@@ -1,6 +1,7 @@
 //! `sidecars`: every pod of the app namespaces carries a running `istio-proxy` (a
 //! regular container, or a native sidecar: an init container with
-//! `restartPolicy: Always`), and the sidecars are in the path: each backend reached
+//! `restartPolicy: Always`) that Istio's injector added (its
+//! `sidecar.istio.io/status` annotation records it), and the sidecars are in the path: each backend reached
 //! through the ingress saw an `X-Forwarded-Client-Cert` whose URI is the gateway's
 //! SPIFFE identity (only a sidecar terminating Istio mTLS from the gateway adds it).
 
@@ -52,6 +53,36 @@ pub fn injection_status(pod: &PodInfo) -> Option<InjectionStatus> {
             .unwrap_or("")
             .to_string(),
     })
+}
+
+/// Whether Istio's injector recorded the proxy of `shape` in the pod's
+/// `sidecar.istio.io/status` (`containers` for a classic sidecar, `initContainers`
+/// for a native one): a container merely named `istio-proxy` is not an injection.
+pub fn injected_by_istio(pod: &PodInfo, shape: SidecarShape) -> Result<(), String> {
+    let Some(status) = injection_status(pod) else {
+        return Err(if pod.annotations.contains_key("sidecar.istio.io/status") {
+            "has a container named istio-proxy, but its sidecar.istio.io/status annotation is not what Istio's injector writes".to_string()
+        } else {
+            "has a container named istio-proxy, but no sidecar.istio.io/status annotation: Istio's injector did not add it".to_string()
+        });
+    };
+    let recorded = match shape {
+        SidecarShape::Classic => &status.containers,
+        SidecarShape::Native => &status.init_containers,
+    };
+    if recorded.iter().any(|c| c == "istio-proxy") {
+        Ok(())
+    } else {
+        Err(format!(
+            "has an istio-proxy {}, but sidecar.istio.io/status does not record it there (containers {:?}, initContainers {:?})",
+            match shape {
+                SidecarShape::Classic => "container",
+                SidecarShape::Native => "native sidecar",
+            },
+            status.containers,
+            status.init_containers
+        ))
+    }
 }
 
 fn proxy_running(pod: &PodInfo) -> bool {
@@ -115,19 +146,22 @@ pub async fn run(ctx: &Ctx, check: &SidecarsCheck) -> Outcome {
             ));
         }
         for p in &pods {
-            match sidecar_shape(p) {
-                None => problems.push(format!(
-                    "pod {}/{} has no istio-proxy sidecar",
-                    p.namespace, p.name
-                )),
-                Some(_) if !proxy_running(p) => problems.push(format!(
-                    "pod {}/{}: istio-proxy is not running",
-                    p.namespace, p.name
-                )),
-                Some(shape) => detail.push_str(&format!(
+            let verdict = match sidecar_shape(p) {
+                None => Err("has no istio-proxy sidecar".to_string()),
+                Some(shape) => injected_by_istio(p, shape).and_then(|()| {
+                    if proxy_running(p) {
+                        Ok(shape)
+                    } else {
+                        Err("has an istio-proxy that is not running".to_string())
+                    }
+                }),
+            };
+            match verdict {
+                Ok(shape) => detail.push_str(&format!(
                     "{}/{}: istio-proxy ({shape:?})\n",
                     p.namespace, p.name
                 )),
+                Err(why) => problems.push(format!("pod {}/{} {why}", p.namespace, p.name)),
             }
         }
         if problems.is_empty() {
@@ -282,6 +316,52 @@ mod tests {
             None
         );
         assert_eq!(sidecar_shape(&pod(vec![c("app", None)], vec![])), None);
+    }
+
+    const CLASSIC_STATUS: &str = r#"{"initContainers":["istio-init"],"containers":["istio-proxy"],"volumes":["istio-envoy"],"imagePullSecrets":null,"revision":"default"}"#;
+    const NATIVE_STATUS: &str = r#"{"initContainers":["istio-init","istio-proxy"],"containers":null,"volumes":["istio-envoy"],"imagePullSecrets":null,"revision":"default"}"#;
+
+    fn annotated(mut p: PodInfo, status: &str) -> PodInfo {
+        p.annotations
+            .insert("sidecar.istio.io/status".into(), status.into());
+        p
+    }
+
+    #[test]
+    fn only_a_proxy_recorded_by_the_injector_counts() {
+        let classic = pod(vec![c("app", None), c("istio-proxy", None)], vec![]);
+        let native = pod(
+            vec![c("app", None)],
+            vec![c("istio-init", None), c("istio-proxy", Some("Always"))],
+        );
+        // Injected by Istio: the annotation records the proxy where it is.
+        assert_eq!(
+            injected_by_istio(
+                &annotated(classic.clone(), CLASSIC_STATUS),
+                SidecarShape::Classic
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            injected_by_istio(
+                &annotated(native.clone(), NATIVE_STATUS),
+                SidecarShape::Native
+            ),
+            Ok(())
+        );
+        // A container named istio-proxy added by hand: no annotation.
+        let why = injected_by_istio(&classic, SidecarShape::Classic).unwrap_err();
+        assert!(why.contains("no sidecar.istio.io/status"), "{why}");
+        // An annotation that records the proxy elsewhere, or is not JSON.
+        let why = injected_by_istio(
+            &annotated(classic.clone(), NATIVE_STATUS),
+            SidecarShape::Classic,
+        )
+        .unwrap_err();
+        assert!(why.contains("does not record it"), "{why}");
+        let why =
+            injected_by_istio(&annotated(classic, "not json"), SidecarShape::Classic).unwrap_err();
+        assert!(why.contains("not what Istio's injector writes"), "{why}");
     }
 
     #[test]

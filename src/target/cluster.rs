@@ -151,6 +151,9 @@ pub struct DeployOptions {
     pub crd_timeout: Duration,
     /// Delete the objects this run created when it ends.
     pub delete_created: bool,
+    /// Take over fixture objects that exist already and meshcheck did not create
+    /// (see [`ApplyOptions::adopt`]).
+    pub adopt: bool,
 }
 
 /// A cluster the fixtures run on.
@@ -221,6 +224,7 @@ pub async fn deploy(
             image_rewrite: opts.image_rewrite.clone(),
             namespace_prefix: opts.namespace_prefix.clone(),
             crd_timeout: opts.crd_timeout,
+            adopt: opts.adopt,
             ..ApplyOptions::default()
         };
         // What is applied is visible to the interrupt path at once: Ctrl-C mid-apply
@@ -296,11 +300,19 @@ pub async fn deploy(
     nss.sort();
     nss.dedup();
     target.namespaces = nss;
+    // The gateway pods' labels as the cluster has them (made unique to the run).
+    let isolation = prefix.map(|p| k::Isolation::new(p, &fx.objects));
     target.gateway_selector = mesh
         .pods
         .iter()
         .filter(|p| p.role == crate::istio::PodRole::Gateway)
-        .map(|p| (renamed(&p.namespace, prefix), p.labels.clone()))
+        .map(|p| {
+            let labels = match &isolation {
+                Some(i) => i.rename_labels(&p.labels),
+                None => p.labels.clone(),
+            };
+            (renamed(&p.namespace, prefix), labels)
+        })
         .collect();
     target
         .props

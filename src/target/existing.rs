@@ -7,6 +7,7 @@ use super::cluster::{deploy, ClusterTarget, DeployOptions};
 use super::TargetError;
 use crate::fixtures::Fixtures;
 use crate::istio::Mesh;
+use crate::suite::{CheckKind, Suite};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -22,6 +23,8 @@ pub struct ExistingOptions {
     pub stub_image: Option<String>,
     pub keep: bool,
     pub rollout_timeout: Option<Duration>,
+    /// Take over fixture objects that exist already and meshcheck did not create.
+    pub adopt: bool,
 }
 
 fn unavailable(why: impl Into<String>) -> TargetError {
@@ -90,11 +93,56 @@ pub async fn client_from_kubeconfig(
     }
 }
 
+/// Applying fixtures whose workloads run the stub image needs `--stub-image`: the
+/// `meshcheck/stub` image exists only where meshcheck builds it (local, kind); an
+/// existing cluster would pull it from a public registry (someone else's image, or
+/// an ImagePullBackOff until the rollout times out). Checked before anything is
+/// contacted.
+pub fn check_stub_image(fx: &Fixtures, opts: &ExistingOptions) -> Result<(), TargetError> {
+    if opts.no_apply || opts.stub_image.is_some() {
+        return Ok(());
+    }
+    match super::kube::first_using_image(&fx.objects, crate::istio::STUB_IMAGE) {
+        None => Ok(()),
+        Some(o) => Err(TargetError::BadInput(format!(
+            "{}: {} runs the image {}, which only exists where meshcheck builds it: \
+             pass --stub-image REGISTRY/meshcheck/stub:TAG (the Dockerfile's image, pushed \
+             where the cluster can pull it), or --no-apply to check what is deployed",
+            o.source,
+            o.describe(),
+            crate::istio::STUB_IMAGE
+        ))),
+    }
+}
+
+/// With `--namespace-prefix`, the namespaces the suite's expectations name
+/// (`backend.namespace` of http checks, `sidecars.namespaces`) as the cluster has
+/// them: the fixtures' namespaces prefixed, others (not the fixtures') unchanged.
+pub fn rename_expectations(suite: &mut Suite, prefix: &str, fx: &Fixtures) {
+    let renamer = super::kube::NamespaceRenamer::new(prefix, &fx.objects);
+    for check in &mut suite.checks {
+        match &mut check.kind {
+            CheckKind::Http(h) => {
+                if let Some(ns) = h.expect.backend.as_mut().and_then(|b| b.namespace.as_mut()) {
+                    *ns = renamer.rename(ns);
+                }
+            }
+            CheckKind::Sidecars(s) => {
+                for ns in &mut s.namespaces {
+                    *ns = renamer.rename(ns);
+                }
+            }
+            CheckKind::Distribution(_) | CheckKind::Ports(_) => {}
+        }
+    }
+}
+
 pub async fn bring_up(
     fx: &Fixtures,
     mesh: &Mesh,
     opts: &ExistingOptions,
 ) -> Result<ClusterTarget, TargetError> {
+    check_stub_image(fx, opts)?;
     let path = kubeconfig_path(opts.kubeconfig.as_deref())?;
     let client = client_from_kubeconfig(&path, opts.context.as_deref()).await?;
     let dopts = DeployOptions {
@@ -107,6 +155,7 @@ pub async fn bring_up(
         rollout_timeout: opts.rollout_timeout.unwrap_or(Duration::from_secs(300)),
         crd_timeout: Duration::from_secs(30),
         delete_created: !opts.keep && !opts.no_apply,
+        adopt: opts.adopt,
     };
     let mut target = deploy("existing", client, fx, mesh, &dopts, opts.node_address).await?;
     target

@@ -330,6 +330,8 @@ pub async fn bring_up(
         rollout_timeout: opts.rollout_timeout,
         crd_timeout: Duration::from_secs(60),
         delete_created: false,
+        // The cluster is meshcheck's own (created, or reused from an earlier run).
+        adopt: true,
     };
     let mut target = deploy("kind", client, fx, mesh, &dopts, node).await?;
     target.istioctl = Some((istioctl, kubeconfig_path));

@@ -25,6 +25,10 @@ pub struct ApplyOptions {
     /// How long a kind may stay unserved (its CRD not yet established) before
     /// applying an object of it fails.
     pub crd_timeout: Duration,
+    /// Take over objects that exist already and that meshcheck did not create
+    /// (server-side apply with `force` would otherwise silently become their
+    /// manager). Without it such an object is an error naming it.
+    pub adopt: bool,
 }
 
 impl Default for ApplyOptions {
@@ -34,6 +38,7 @@ impl Default for ApplyOptions {
             image_rewrite: None,
             namespace_prefix: None,
             crd_timeout: Duration::from_secs(60),
+            adopt: false,
         }
     }
 }
@@ -103,9 +108,16 @@ pub async fn apply_each(
         .namespace_prefix
         .as_deref()
         .map(|prefix| NamespaceRenamer::new(prefix, objects));
+    let isolation = opts
+        .namespace_prefix
+        .as_deref()
+        .map(|prefix| Isolation::new(prefix, objects));
     let mut resolver = Resolver::new(client, opts.crd_timeout);
     for object in apply_order(objects) {
-        let prepared = prepare(object, opts, renamer.as_ref())?;
+        let mut prepared = prepare(object, opts, renamer.as_ref())?;
+        if let Some(i) = &isolation {
+            i.apply(object, &mut prepared.body);
+        }
         let (resource, caps) = resolver.resolve(object, &prepared).await?;
         sink(apply_one(client, object, prepared, resource, &caps, opts).await?);
     }
@@ -531,11 +543,25 @@ async fn apply_one(
         }
     };
     let describe = crate::fixtures::describe(&object.kind, &prepared.namespace, &prepared.name);
-    let existed = api
+    let existing = api
         .get_metadata_opt(&prepared.name)
         .await
-        .map_err(|e| KubeError::from_kube(e, "look up", &describe, Some(source)))?
-        .is_some();
+        .map_err(|e| KubeError::from_kube(e, "look up", &describe, Some(source)))?;
+    let existed = existing.is_some();
+    if let Some(meta) = existing {
+        // `force` would make meshcheck the manager of every field it sends, and the
+        // cleanup of a run would not delete it (not created), but the object would
+        // still be changed: only objects an earlier meshcheck run applied (kept) are
+        // applied again without `--adopt`.
+        let managers = managers(&meta.metadata);
+        if !opts.adopt && !managers.iter().any(|m| m == &opts.field_manager) {
+            return Err(KubeError::NotOurs {
+                object: describe,
+                source: source.clone(),
+                managers,
+            });
+        }
+    }
     let params = PatchParams::apply(&opts.field_manager).force();
     api.patch(&prepared.name, &params, &Patch::Apply(&prepared.body))
         .await
@@ -551,6 +577,191 @@ async fn apply_one(
         api_resource: resource,
         created: !existed,
     })
+}
+
+/// The field managers of an object (`metadata.managedFields[].manager`), each once.
+fn managers(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for m in meta.managed_fields.iter().flatten() {
+        if let Some(name) = &m.manager {
+            if !out.contains(name) {
+                out.push(name.clone());
+            }
+        }
+    }
+    out
+}
+
+/// The pod template labels of a workload (or a Pod's labels), as written.
+fn pod_labels_pointer(kind: &str) -> Option<&'static str> {
+    match kind {
+        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Job" => {
+            Some("/spec/template/metadata/labels")
+        }
+        "CronJob" => Some("/spec/jobTemplate/spec/template/metadata/labels"),
+        "Pod" => Some("/metadata/labels"),
+        _ => None,
+    }
+}
+
+/// Where a workload's label selector (`matchLabels`) is.
+fn workload_selector_pointer(kind: &str) -> Option<&'static str> {
+    match kind {
+        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Job" => {
+            Some("/spec/selector/matchLabels")
+        }
+        "CronJob" => Some("/spec/jobTemplate/spec/selector/matchLabels"),
+        _ => None,
+    }
+}
+
+fn is_istio_gateway(o: &Object) -> bool {
+    o.kind == "Gateway" && o.api_version.starts_with("networking.istio.io/")
+}
+
+fn string_map(v: Option<&Value>) -> Vec<(String, String)> {
+    v.and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether a workload of `objects` runs the image `from` (see [`image_matches`]) in a
+/// container or init container: the first such object.
+pub fn first_using_image<'a>(objects: &'a [Object], from: &str) -> Option<&'a Object> {
+    objects.iter().find(|o| {
+        let spec = match o.kind.as_str() {
+            "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Job" => {
+                o.raw.pointer("/spec/template/spec")
+            }
+            "CronJob" => o.raw.pointer("/spec/jobTemplate/spec/template/spec"),
+            "Pod" => o.raw.pointer("/spec"),
+            _ => None,
+        };
+        let Some(spec) = spec else { return false };
+        ["containers", "initContainers"].iter().any(|list| {
+            spec.get(*list)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c.get("image").and_then(Value::as_str))
+                .any(|i| image_matches(i, from))
+        })
+    })
+}
+
+/// What a namespace prefix isolates besides namespaces, so that a run on a shared
+/// cluster neither collides with nor captures what runs there:
+///
+/// - fixed `nodePort`s of Services are dropped: the API server allocates free ones
+///   (the live NodePorts are read back), instead of refusing a port in use (422);
+/// - the labels by which the fixtures' Istio Gateways select the fixtures' own
+///   gateway pods get values unique to the run (`istio: my-ingress-gateway` ->
+///   `istio: mc-my-ingress-gateway`) in the Gateways' `spec.selector`, the workloads'
+///   pod labels and `matchLabels`, and the Services' selectors. Otherwise the run's
+///   Gateway would program the cluster's own gateway pods that carry the same labels
+///   (a Gateway selects pods in every namespace), and the cluster's Gateways the
+///   run's gateway pods.
+///
+/// A Gateway selector that selects no workload of the fixtures (a gateway the
+/// cluster provides) is left alone.
+#[derive(Debug, Clone)]
+pub struct Isolation {
+    prefix: String,
+    labels: BTreeSet<(String, String)>,
+}
+
+impl Isolation {
+    pub fn new(prefix: &str, objects: &[Object]) -> Self {
+        let templates: Vec<Vec<(String, String)>> = objects
+            .iter()
+            .filter_map(|o| pod_labels_pointer(&o.kind).map(|p| string_map(o.raw.pointer(p))))
+            .collect();
+        let mut labels = BTreeSet::new();
+        for g in objects.iter().filter(|o| is_istio_gateway(o)) {
+            let selector = string_map(g.raw.pointer("/spec/selector"));
+            if selector.is_empty() {
+                continue;
+            }
+            let selects_own = templates
+                .iter()
+                .any(|t| selector.iter().all(|pair| t.contains(pair)));
+            if selects_own {
+                labels.extend(selector);
+            }
+        }
+        Isolation {
+            prefix: prefix.to_string(),
+            labels,
+        }
+    }
+
+    /// The label pairs made unique to the run (before renaming).
+    pub fn labels(&self) -> &BTreeSet<(String, String)> {
+        &self.labels
+    }
+
+    /// The value label `key` has on the cluster when the fixtures give it `value`.
+    pub fn label_value(&self, key: &str, value: &str) -> String {
+        if self.labels.contains(&(key.to_string(), value.to_string())) {
+            format!("{}{value}", self.prefix)
+        } else {
+            value.to_string()
+        }
+    }
+
+    /// [`Isolation::label_value`] over a label map.
+    pub fn rename_labels(
+        &self,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> std::collections::BTreeMap<String, String> {
+        labels
+            .iter()
+            .map(|(k, v)| (k.clone(), self.label_value(k, v)))
+            .collect()
+    }
+
+    fn rewrite_map(&self, map: Option<&mut Value>) {
+        let Some(map) = map.and_then(Value::as_object_mut) else {
+            return;
+        };
+        for (k, v) in map.iter_mut() {
+            if let Value::String(s) = v {
+                *s = self.label_value(k, s);
+            }
+        }
+    }
+
+    /// Rewrites the body of `object` (already prepared for sending).
+    pub fn apply(&self, object: &Object, body: &mut Value) {
+        if object.kind == "Service" && object.api_version == "v1" {
+            if let Some(ports) = body
+                .pointer_mut("/spec/ports")
+                .and_then(Value::as_array_mut)
+            {
+                for p in ports {
+                    if let Some(p) = p.as_object_mut() {
+                        p.remove("nodePort");
+                    }
+                }
+            }
+            self.rewrite_map(body.pointer_mut("/spec/selector"));
+            return;
+        }
+        if is_istio_gateway(object) {
+            self.rewrite_map(body.pointer_mut("/spec/selector"));
+            return;
+        }
+        if let Some(p) = pod_labels_pointer(&object.kind) {
+            self.rewrite_map(body.pointer_mut(p));
+        }
+        if let Some(p) = workload_selector_pointer(&object.kind) {
+            self.rewrite_map(body.pointer_mut(p));
+        }
+    }
 }
 
 #[cfg(test)]

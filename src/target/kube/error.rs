@@ -36,6 +36,14 @@ pub enum KubeError {
         /// What discovery answered last.
         last_error: String,
     },
+    /// A fixture object exists on the cluster already and meshcheck did not create
+    /// it (no earlier meshcheck apply manages it): applying would take it over.
+    NotOurs {
+        object: String,
+        source: Source,
+        /// Its field managers (`kubectl-client-side-apply`, `helm`...).
+        managers: Vec<String>,
+    },
     /// A fixture object cannot be sent as it is (no apiVersion, no name...).
     BadObject {
         object: String,
@@ -97,6 +105,7 @@ impl KubeError {
         match self {
             KubeError::Rejected { source, .. }
             | KubeError::KindNotServed { source, .. }
+            | KubeError::NotOurs { source, .. }
             | KubeError::BadObject { source, .. } => Some(source),
             KubeError::Api { source, .. } | KubeError::Request { source, .. } => source.as_ref(),
             _ => None,
@@ -191,6 +200,21 @@ impl fmt::Display for KubeError {
                  last answer: {last_error})",
                 object.split(' ').next().unwrap_or_default(),
                 secs(*waited)
+            ),
+            KubeError::NotOurs {
+                object,
+                source,
+                managers,
+            } => write!(
+                f,
+                "{source}: {object} exists already and meshcheck did not create it{}: \
+                 applying would take it over. Run beside it with --namespace-prefix, \
+                 delete it, or pass --adopt to take it over",
+                if managers.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (managed by {})", managers.join(", "))
+                }
             ),
             KubeError::BadObject {
                 object,

@@ -10,8 +10,8 @@ pub mod wait;
 mod tests;
 
 pub use apply::{
-    apply_all, apply_all_into, apply_each, apply_order, delete_applied, image_matches, Applied,
-    ApplyOptions, NamespaceRenamer,
+    apply_all, apply_all_into, apply_each, apply_order, delete_applied, first_using_image,
+    image_matches, Applied, ApplyOptions, Isolation, NamespaceRenamer,
 };
 pub use error::KubeError;
 pub use pods::{first_ready_internal_ip, list_pods, node_address, node_ready, pod_info};

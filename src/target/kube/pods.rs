@@ -7,7 +7,10 @@ use ::kube::Client;
 use k8s_openapi::api::core::v1::{Container, ContainerStatus, Node, Pod};
 use std::net::IpAddr;
 
-/// Every pod of `namespaces`, in the API's order (by name) per namespace.
+/// Every live pod of `namespaces`, in the API's order (by name) per namespace.
+/// Pods on their way out ([`judged`] is false) are left out: a re-run (`--reuse`, the
+/// existing target) still sees the old ReplicaSet's pods terminating, and finished
+/// pods of Jobs, which say nothing about the workloads as they run now.
 pub async fn list_pods(client: &Client, namespaces: &[String]) -> Result<Vec<PodInfo>, KubeError> {
     let mut pods = Vec::new();
     for ns in namespaces {
@@ -15,9 +18,20 @@ pub async fn list_pods(client: &Client, namespaces: &[String]) -> Result<Vec<Pod
         let list = api.list(&ListParams::default()).await.map_err(|e| {
             KubeError::from_kube(e, "list", &format!("the pods of namespace {ns}"), None)
         })?;
-        pods.extend(list.items.iter().map(pod_info));
+        pods.extend(list.items.iter().filter(|p| judged(p)).map(pod_info));
     }
     Ok(pods)
+}
+
+/// Whether a pod is one the checks judge: not terminating (`metadata.deletionTimestamp`
+/// set) and not finished (phase `Succeeded` or `Failed`).
+pub fn judged(pod: &Pod) -> bool {
+    let terminating = pod.metadata.deletion_timestamp.is_some();
+    let finished = matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    );
+    !terminating && !finished
 }
 
 /// The parts of `pod` the checks look at. Init containers keep their

@@ -198,17 +198,31 @@ async fn applies_with_server_side_apply_in_dependency_order() {
     assert_eq!(applied[1].namespace, "");
 }
 
+/// The Namespace istio-ingress as the API shows it, with these field managers.
+fn existing_istio_ingress(managers: &[&str]) -> Value {
+    let managed: Vec<Value> = managers
+        .iter()
+        .map(|m| {
+            json!({"manager": m, "operation": if *m == "meshcheck" { "Apply" } else { "Update" },
+                   "apiVersion": "v1", "time": "2025-06-02T09:10:00Z", "fieldsType": "FieldsV1",
+                   "fieldsV1": {"f:metadata": {"f:labels": {".": {}, "f:kubernetes.io/metadata.name": {}}}}})
+        })
+        .collect();
+    json!({"apiVersion": "v1", "kind": "Namespace",
+           "metadata": {"name": "istio-ingress", "uid": "0b1f2a10-6f1c-4d6e-9a55-3b1a1d7e0c6e",
+                        "resourceVersion": "612", "creationTimestamp": "2025-06-02T09:10:00Z",
+                        "labels": {"kubernetes.io/metadata.name": "istio-ingress"},
+                        "managedFields": managed},
+           "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}})
+}
+
 #[tokio::test]
 async fn objects_that_existed_are_not_marked_created() {
     let fake = FakeApi::start().await;
-    // istio-ingress is there already (made by the Istio install).
+    // istio-ingress is there already: an earlier run applied it and kept it.
     fake.mount_get(
         "/api/v1/namespaces/istio-ingress",
-        json!({"apiVersion": "v1", "kind": "Namespace",
-               "metadata": {"name": "istio-ingress", "uid": "0b1f2a10-6f1c-4d6e-9a55-3b1a1d7e0c6e",
-                            "resourceVersion": "612", "creationTimestamp": "2025-06-02T09:10:00Z",
-                            "labels": {"kubernetes.io/metadata.name": "istio-ingress"}},
-               "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}}),
+        existing_istio_ingress(&["meshcheck", "kube-apiserver"]),
     )
     .await;
     let applied = apply_all(&fake.client, &ingress_fixtures(), &opts())
@@ -217,6 +231,59 @@ async fn objects_that_existed_are_not_marked_created() {
     let created: Vec<(String, bool)> = applied.iter().map(|a| (a.describe(), a.created)).collect();
     assert_eq!(created[0], ("Namespace atlas".to_string(), true));
     assert_eq!(created[1], ("Namespace istio-ingress".to_string(), false));
+}
+
+#[tokio::test]
+async fn an_object_meshcheck_did_not_create_is_not_taken_over() {
+    let fake = FakeApi::start().await;
+    // istio-ingress exists, made by someone else (kubectl).
+    fake.mount_get(
+        "/api/v1/namespaces/istio-ingress",
+        existing_istio_ingress(&["kubectl-create", "kubectl-label"]),
+    )
+    .await;
+    let mut applied = Vec::new();
+    let err = apply_all_into(&fake.client, &ingress_fixtures(), &opts(), &mut applied)
+        .await
+        .expect_err("not ours");
+    assert!(
+        matches!(&err, KubeError::NotOurs { object, source, managers }
+            if object == "Namespace istio-ingress"
+                && source.to_string() == "fixtures/ingress/00-namespaces.yaml:9"
+                && managers == &["kubectl-create", "kubectl-label"]),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("fixtures/ingress/00-namespaces.yaml:9: Namespace istio-ingress exists already and meshcheck did not create it (managed by kubectl-create, kubectl-label)"),
+        "{msg}"
+    );
+    assert!(msg.contains("--adopt"), "{msg}");
+    // It was not applied; what came before it was (and is known for cleanup).
+    let paths: Vec<String> = patches(&fake)
+        .await
+        .iter()
+        .map(|r| r.url.path().to_string())
+        .collect();
+    assert_eq!(paths, ["/api/v1/namespaces/atlas"]);
+    assert_eq!(applied.len(), 1);
+
+    // --adopt: taken over, and not deleted at the end (not created).
+    let fake = FakeApi::start().await;
+    fake.mount_get(
+        "/api/v1/namespaces/istio-ingress",
+        existing_istio_ingress(&["kubectl-create"]),
+    )
+    .await;
+    let adopt = ApplyOptions {
+        adopt: true,
+        ..opts()
+    };
+    let applied = apply_all(&fake.client, &ingress_fixtures(), &adopt)
+        .await
+        .expect("adopted");
+    assert_eq!(applied[1].describe(), "Namespace istio-ingress");
+    assert!(!applied[1].created);
 }
 
 #[tokio::test]
@@ -484,7 +551,7 @@ async fn delete_applied_deletes_only_created_objects_in_reverse_order() {
     let fake = FakeApi::start().await;
     fake.mount_get(
         "/api/v1/namespaces/istio-ingress",
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "istio-ingress"}}),
+        existing_istio_ingress(&["meshcheck"]),
     )
     .await;
     // Already gone: fine.
@@ -545,4 +612,104 @@ async fn delete_applied_reports_a_failure_after_trying_the_rest() {
         "{err}"
     );
     assert_eq!(fake.calls("DELETE").await.len(), 8);
+}
+
+/// `(path, body)` of every PATCH, in order.
+async fn sent(fake: &FakeApi) -> Vec<(String, Value)> {
+    patches(fake)
+        .await
+        .iter()
+        .map(|r| (r.url.path().to_string(), body(r)))
+        .collect()
+}
+
+fn sent_to(all: &[(String, Value)], suffix: &str) -> Value {
+    all.iter()
+        .find(|(p, _)| p.ends_with(suffix))
+        .map(|(_, b)| b.clone())
+        .unwrap_or_else(|| panic!("no PATCH of {suffix}"))
+}
+
+/// With a prefix the run is isolated on a shared cluster: no fixed NodePort (the API
+/// server allocates a free one), and the labels the run's Gateway selects its gateway
+/// pods by are the run's own, everywhere they are used.
+#[tokio::test]
+async fn a_prefix_drops_node_ports_and_makes_the_gateway_selector_unique() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let fx = crate::fixtures::load_dir(&root.join("fixtures/ingress")).expect("fixtures");
+    let fake = FakeApi::start().await;
+    let prefixed = ApplyOptions {
+        namespace_prefix: Some("mc-7f3a-".into()),
+        ..opts()
+    };
+    apply_all(&fake.client, &fx.objects, &prefixed)
+        .await
+        .expect("apply");
+    let all = sent(&fake).await;
+
+    let svc = sent_to(
+        &all,
+        "/namespaces/mc-7f3a-istio-ingress/services/my-ingress-gateway",
+    );
+    assert_eq!(
+        svc["spec"]["ports"],
+        json!([{"name": "http", "port": 80, "targetPort": 8080}])
+    );
+    assert_eq!(
+        svc["spec"]["selector"],
+        json!({"istio": "mc-7f3a-my-ingress-gateway"})
+    );
+    // Labels that are not selectors stay.
+    assert_eq!(svc["metadata"]["labels"]["istio"], "my-ingress-gateway");
+
+    let gw_deploy = sent_to(
+        &all,
+        "/namespaces/mc-7f3a-istio-ingress/deployments/my-ingress-gateway",
+    );
+    assert_eq!(
+        gw_deploy["spec"]["selector"]["matchLabels"],
+        json!({"istio": "mc-7f3a-my-ingress-gateway"})
+    );
+    let labels = &gw_deploy["spec"]["template"]["metadata"]["labels"];
+    assert_eq!(labels["istio"], "mc-7f3a-my-ingress-gateway");
+    assert_eq!(labels["app"], "devel-platform-gateway");
+    assert_eq!(labels["sidecar.istio.io/inject"], "true");
+
+    let gateway = sent_to(&all, "/namespaces/mc-7f3a-atlas/gateways/atlas-gateway");
+    assert_eq!(
+        gateway["spec"]["selector"],
+        json!({"istio": "mc-7f3a-my-ingress-gateway"})
+    );
+
+    // The apps' labels are not gateway selectors: unchanged.
+    let app = all
+        .iter()
+        .find(|(p, _)| p.contains("/namespaces/mc-7f3a-atlas/deployments/"))
+        .map(|(_, b)| b.clone())
+        .expect("an app Deployment");
+    let app_labels = app["spec"]["template"]["metadata"]["labels"]
+        .as_object()
+        .expect("labels");
+    assert!(
+        app_labels
+            .values()
+            .all(|v| !v.as_str().unwrap_or_default().starts_with("mc-7f3a-")),
+        "{app_labels:?}"
+    );
+
+    // Without a prefix the fixtures go as written.
+    let fake = FakeApi::start().await;
+    apply_all(&fake.client, &fx.objects, &opts())
+        .await
+        .expect("apply");
+    let all = sent(&fake).await;
+    let svc = sent_to(
+        &all,
+        "/namespaces/istio-ingress/services/my-ingress-gateway",
+    );
+    assert_eq!(svc["spec"]["ports"][0]["nodePort"], 30080);
+    assert_eq!(
+        svc["spec"]["selector"],
+        json!({"istio": "my-ingress-gateway"})
+    );
 }

@@ -26,7 +26,8 @@ impl Respond for RolledOut {
         let (ns, name) = (seg[5], seg[7]);
         ResponseTemplate::new(200).set_body_json(json!({
             "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": name, "namespace": ns, "generation": 1},
+            "metadata": {"name": name, "namespace": ns, "generation": 1,
+                         "managedFields": [{"manager": "meshcheck", "operation": "Apply", "apiVersion": "apps/v1"}]},
             "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
                      "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}},
             "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1,
@@ -104,7 +105,8 @@ async fn existing_target_applies_reads_the_cluster_and_passes_the_suite() {
     fake.mount_get(
         "/api/v1/namespaces/istio-ingress/services/my-ingress-gateway",
         json!({"apiVersion": "v1", "kind": "Service",
-               "metadata": {"name": "my-ingress-gateway", "namespace": "istio-ingress"},
+               "metadata": {"name": "my-ingress-gateway", "namespace": "istio-ingress",
+                            "managedFields": [{"manager": "meshcheck", "operation": "Apply", "apiVersion": "v1"}]},
                "spec": {"type": "LoadBalancer", "selector": {"istio": "my-ingress-gateway"},
                         "ports": [{"name": "http", "port": 80, "targetPort": 8080, "nodePort": 30080, "protocol": "TCP"}]}}),
     )
@@ -141,6 +143,7 @@ async fn existing_target_applies_reads_the_cluster_and_passes_the_suite() {
         rollout_timeout: Duration::from_secs(10),
         crd_timeout: Duration::from_secs(5),
         delete_created: true,
+        adopt: false,
     };
     let cluster = deploy("existing", fake.client.clone(), &fx, &mesh, &opts, None)
         .await
@@ -203,7 +206,7 @@ async fn existing_target_applies_reads_the_cluster_and_passes_the_suite() {
 
     // Cleanup deletes exactly what the run created, last applied first: the fake
     // API already had the Deployments and the gateway Service (it answered their GET
-    // before the apply), so those stay.
+    // before the apply, as applied by an earlier meshcheck run), so those stay.
     let created = cluster.applied.iter().filter(|a| a.created).count();
     assert_eq!(created, applied - 6);
     cluster.shutdown().await;

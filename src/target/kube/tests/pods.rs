@@ -299,3 +299,36 @@ fn sidecar_detection_on_istio_shapes() {
     assert_eq!(sidecar_shape(&plain), None);
     assert_eq!(injection_status(&plain), None);
 }
+
+/// A pod of the old ReplicaSet on its way out after a re-run, and a finished Job pod:
+/// neither has a sidecar, and neither is judged.
+#[tokio::test]
+async fn terminating_and_finished_pods_are_not_listed() {
+    let fake = FakeApi::start().await;
+    let mut terminating = plain_pod();
+    terminating["metadata"]["name"] = json!("authz-5a6b7c8d9e-old01");
+    terminating["metadata"]["deletionTimestamp"] = json!("2025-06-02T09:20:00Z");
+    terminating["metadata"]["deletionGracePeriodSeconds"] = json!(30);
+    terminating["status"]["phase"] = json!("Running");
+    let mut succeeded = plain_pod();
+    succeeded["metadata"]["name"] = json!("migrate-x7k2p");
+    succeeded["status"]["phase"] = json!("Succeeded");
+    let mut failed = plain_pod();
+    failed["metadata"]["name"] = json!("migrate-q9w8e");
+    failed["status"]["phase"] = json!("Failed");
+    fake.mount_get(
+        "/api/v1/namespaces/atlas/pods",
+        json!({"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "48461"},
+               "items": [classic_pod(), terminating, succeeded, failed, plain_pod()]}),
+    )
+    .await;
+    let pods = list_pods(&fake.client, &["atlas".to_string()])
+        .await
+        .expect("list");
+    let names: Vec<&str> = pods.iter().map(|p| p.name.as_str()).collect();
+    // A Pending pod is still judged: it is meant to run.
+    assert_eq!(
+        names,
+        ["atlas-ui-7d9f8b6c5-x2x7q", "authz-6b7c8d9e0f-abcde"]
+    );
+}

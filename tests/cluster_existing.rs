@@ -1,0 +1,201 @@
+//! The existing target as a user runs it (`meshcheck --target existing`), against a
+//! fake API server (wiremock) behind a kubeconfig, with a stub backend standing in
+//! for the pods behind the gateway's NodePort: what the run sends to the cluster, and
+//! how it judges what comes back.
+
+mod common;
+use common::*;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use wiremock::matchers::{method, path, path_regex};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+/// A kubeconfig naming the fake API server (plain HTTP, a token).
+fn kubeconfig(dir: &Path, server: &str) -> PathBuf {
+    let p = dir.join("kubeconfig");
+    std::fs::write(
+        &p,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {server}\n\
+             users:\n- name: ci\n  user:\n    token: not-a-secret\n\
+             contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: ci\ncurrent-context: fake\n"
+        ),
+    )
+    .unwrap();
+    p
+}
+
+fn version() -> Value {
+    json!({"major": "1", "minor": "33", "gitVersion": "v1.33.1", "gitCommit": "8adc0f041b8e7ad1d30e29cc59c6ae7a15e19828",
+           "gitTreeState": "clean", "buildDate": "2025-05-15T08:19:08Z", "goVersion": "go1.24.2",
+           "compiler": "gc", "platform": "linux/amd64"})
+}
+
+/// Any Deployment, rolled out (applied by meshcheck).
+struct RolledOut;
+
+impl Respond for RolledOut {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let seg: Vec<&str> = request.url.path().split('/').collect();
+        let (ns, name) = (seg[5], seg[7]);
+        ResponseTemplate::new(200).set_body_json(json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": ns, "generation": 1,
+                         "managedFields": [{"manager": "meshcheck", "operation": "Apply", "apiVersion": "apps/v1"}]},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}},
+            "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1,
+                       "conditions": [{"type": "Available", "status": "True"},
+                                      {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}]}
+        }))
+    }
+}
+
+/// A pod of `ns` Istio injected (classic sidecar), running.
+fn injected_pod(ns: &str, name: &str, app: &str) -> Value {
+    let status = r#"{"initContainers":["istio-init"],"containers":["istio-proxy"],"volumes":["istio-envoy"],"imagePullSecrets":null,"revision":"default"}"#;
+    let running = |c: &str| {
+        json!({"name": c, "image": "x", "imageID": "", "ready": true, "restartCount": 0,
+               "state": {"running": {"startedAt": "2026-11-26T10:00:00Z"}}})
+    };
+    json!({
+        "metadata": {"name": name, "namespace": ns, "labels": {"app": app},
+                     "annotations": {"sidecar.istio.io/status": status}},
+        "spec": {"initContainers": [{"name": "istio-init", "image": "proxyv2"}],
+                 "containers": [{"name": app, "image": "registry.example/meshcheck/stub:1"},
+                                {"name": "istio-proxy", "image": "proxyv2"}]},
+        "status": {"phase": "Running", "containerStatuses": [running(app), running("istio-proxy")]}
+    })
+}
+
+/// A stub backend answering as atlas-ui of namespace `ns` (what the gateway's
+/// NodePort would reach on the cluster), on a free loopback port.
+async fn atlas_ui_at(ns: &str) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let identity = meshcheck::stub::Identity {
+        service: "atlas-ui".into(),
+        version: "v1".into(),
+        pod: "atlas-ui-7d9f8b6c5-x2x7q".into(),
+        namespace: ns.into(),
+    };
+    tokio::spawn(meshcheck::stub::serve(listener, identity));
+    port
+}
+
+/// A fake API server with the fixtures deployed under `prefix` (rolled out, the
+/// gateway Service's NodePort `node_port`, injected pods).
+async fn cluster_with_fixtures(prefix: &str, node_port: u16) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/version"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(version()))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path_regex(
+            r"^/apis/apps/v1/namespaces/[^/]+/deployments/[^/]+$",
+        ))
+        .respond_with(RolledOut)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(format!(
+            "/api/v1/namespaces/{prefix}istio-ingress/services/my-ingress-gateway"
+        )))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "my-ingress-gateway", "namespace": format!("{prefix}istio-ingress")},
+            "spec": {"type": "LoadBalancer", "selector": {"istio": format!("{prefix}my-ingress-gateway")},
+                     "ports": [{"name": "http", "port": 80, "targetPort": 8080, "nodePort": node_port, "protocol": "TCP"}]}
+        })))
+        .mount(&server)
+        .await;
+    let atlas = format!("{prefix}atlas");
+    Mock::given(method("GET"))
+        .and(path(format!("/api/v1/namespaces/{atlas}/pods")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "apiVersion": "v1", "kind": "PodList", "metadata": {},
+            "items": [injected_pod(&atlas, "atlas-ui-7d9f8b6c5-x2x7q", "atlas-ui"),
+                      injected_pod(&atlas, "authz-6b7c8d9e0f-abcde", "authz")]
+        })))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path_regex(r"^/api/v1/namespaces/[^/]+/pods$"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}),
+        ))
+        .with_priority(10)
+        .mount(&server)
+        .await;
+    server
+}
+
+/// `meshcheck --target existing` against `server`, in a blocking thread.
+async fn run_existing(server: &MockServer, args: &[&str]) -> RunResult {
+    let dir = tempfile::tempdir().unwrap();
+    let kc = kubeconfig(dir.path(), &server.uri());
+    let mut run = Run::new()
+        .arg("--target")
+        .arg("existing")
+        .arg("--kubeconfig")
+        .arg(&kc)
+        .arg("--node-address")
+        .arg("127.0.0.1")
+        .arg("--budget")
+        .arg("3s");
+    for a in args {
+        run = run.arg(a);
+    }
+    tokio::task::spawn_blocking(move || {
+        let r = run.run();
+        drop(dir);
+        r
+    })
+    .await
+    .unwrap()
+}
+
+/// `--namespace-prefix`: the suite's `backend.namespace: atlas` and
+/// `sidecars.namespaces: [atlas]` mean the fixtures' atlas, which is `mc-atlas` on the
+/// cluster; the run compares with the renamed namespace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_prefix_renames_the_namespaces_expectations_name() {
+    let port = atlas_ui_at("mc-atlas").await;
+    let server = cluster_with_fixtures("mc-", port).await;
+    let common = ["--no-apply", "--namespace-prefix", "mc-", "--exact"];
+    let r = run_existing(&server, &[&common[..], &["routing::atlas-ui"]].concat()).await;
+    assert!(
+        r.passed.contains("routing::atlas-ui"),
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
+    let r = run_existing(&server, &[&common[..], &["sidecars::injected"]].concat()).await;
+    assert!(
+        r.passed.contains("sidecars::injected"),
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
+}
+
+/// Without `--stub-image` the fixtures' `meshcheck/stub` would be pulled from a
+/// public registry: refused before the cluster is contacted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applying_without_a_stub_image_is_refused_before_any_request() {
+    let server = MockServer::start().await;
+    let r = run_existing(&server, &["--namespace-prefix", "mc-"]).await;
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("--stub-image"), "{}", r.stderr);
+    assert!(r.stderr.contains("meshcheck/stub"), "{}", r.stderr);
+    assert!(
+        server
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .is_empty(),
+        "the API server was contacted"
+    );
+}
