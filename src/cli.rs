@@ -41,6 +41,9 @@ pub enum Command {
     /// Check the fixtures statically and simulate every request of the suite; starts
     /// nothing. Exit 0: no error, 1: an error finding, 2: input cannot be loaded.
     Analyze(AnalyzeArgs),
+    /// Print what istiod (the Istio oracle) generates for the fixtures: Envoy config
+    /// per gateway pod and where each request of the suite goes, as JSON.
+    Oracle(OracleArgs),
     /// Run the stub backend (what every app pod runs).
     Stub {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -59,6 +62,26 @@ pub struct AnalyzeArgs {
     /// Also write the findings as a JUnit report (classname `static`).
     #[arg(long)]
     pub junit: Option<PathBuf>,
+    /// Compare the model with istiod's own config generation: an Istio version (the
+    /// oracle is built by scripts/istio-oracle.sh and cached) or a built oracle's path.
+    #[arg(long, env = "MESHCHECK_ORACLE", value_name = "VERSION|PATH")]
+    pub oracle: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct OracleArgs {
+    /// Suite whose requests to simulate: a name under suites/ or a path.
+    #[arg(long, env = "MESHCHECK_SUITE", default_value = "ingress")]
+    pub suite: String,
+    /// These manifests instead of the suite's own fixtures.
+    #[arg(long, env = "MESHCHECK_FIXTURES")]
+    pub fixtures: Option<PathBuf>,
+    /// Istio version (built by scripts/istio-oracle.sh, cached) or a built oracle's path.
+    #[arg(long, env = "MESHCHECK_ORACLE", value_name = "VERSION|PATH", default_value = crate::target::kind::tools::ISTIO_VERSION)]
+    pub oracle: String,
+    /// Print the oracle's input (the fixtures as a cluster holds them) and run nothing.
+    #[arg(long)]
+    pub input_only: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -193,11 +216,64 @@ fn count(findings: &[Finding], s: Severity) -> usize {
     findings.iter().filter(|f| f.severity == s).count()
 }
 
+/// Runs the oracle named by `spec` on the fixtures and compares it with the model.
+fn oracle_findings(
+    spec: &str,
+    fx: &Fixtures,
+    mesh: &Mesh,
+    suite: &Suite,
+) -> Result<(crate::oracle::output::Build, Vec<Finding>), Error> {
+    let bin = crate::oracle::locate(spec)?;
+    let input = crate::oracle::input::build(fx, mesh, suite);
+    let answer = crate::oracle::run(&bin, &input, false)?;
+    let mut findings = crate::oracle::compare(fx, mesh, suite, &answer);
+    findings.push(Finding {
+        analysis: crate::oracle::compare::ANALYSIS.into(),
+        severity: Severity::Info,
+        code: "MC400",
+        istioctl: None,
+        object: format!("istiod {}", answer.istio.release),
+        at: crate::fixtures::Source::new(&fx.dir, 0),
+        message: format!(
+            "compared with {} ({} gateway pod(s), {} request(s))",
+            answer.istio.module,
+            answer.gateways.len(),
+            answer.simulations.len()
+        ),
+        istio: String::new(),
+        detail: String::new(),
+    });
+    Ok((answer.istio, findings))
+}
+
+/// `meshcheck oracle`.
+pub fn oracle_cmd(args: OracleArgs) -> Result<u8, Error> {
+    let (suite, _, fx, mesh) = load_inputs(&args.suite, args.fixtures.as_ref())?;
+    let input = crate::oracle::input::build(&fx, &mesh, &suite);
+    let json = if args.input_only {
+        serde_json::to_string_pretty(&input)
+    } else {
+        let bin = crate::oracle::locate(&args.oracle)?;
+        let answer = crate::oracle::binary::run_raw(&bin, &input, false)?;
+        serde_json::to_string_pretty(&answer)
+    };
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{}", json.unwrap_or_default());
+    Ok(exit::OK)
+}
+
 /// `meshcheck analyze`.
 pub fn analyze_cmd(args: AnalyzeArgs) -> Result<u8, Error> {
     let started = Instant::now();
     let (suite, dir, fx, mesh) = load_inputs(&args.suite, args.fixtures.as_ref())?;
-    let findings = analysis::analyze(&fx, &mesh, &suite);
+    let mut findings = analysis::analyze(&fx, &mesh, &suite);
+    let oracle = match &args.oracle {
+        Some(spec) => Some(oracle_findings(spec, &fx, &mesh, &suite)?),
+        None => None,
+    };
+    if let Some((_, f)) = &oracle {
+        findings.extend(f.iter().cloned());
+    }
     // Written with errors ignored: `meshcheck analyze | head` must not panic.
     use std::io::Write;
     let mut out = std::io::stdout().lock();
@@ -224,6 +300,15 @@ pub fn analyze_cmd(args: AnalyzeArgs) -> Result<u8, Error> {
         names.len() - sims,
         started.elapsed().as_secs_f64() * 1000.0
     );
+    if let Some((build, f)) = &oracle {
+        let _ = writeln!(
+            out,
+            "oracle: {} disagreement(s) with istiod {} ({})",
+            count(f, Severity::Error),
+            build.release,
+            build.module
+        );
+    }
     if let Some(path) = &args.junit {
         let events = Events::default();
         for (name, outcome) in runner::static_outcomes(&suite, &findings) {
@@ -269,6 +354,7 @@ pub fn main() -> u8 {
             };
         }
         Some(Command::Analyze(a)) => analyze_cmd(a),
+        Some(Command::Oracle(a)) => oracle_cmd(a),
         None => run(cli.run),
     };
     match res {

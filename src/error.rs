@@ -29,6 +29,8 @@ pub enum Error {
     Usage(String),
     #[error(transparent)]
     Target(#[from] crate::target::TargetError),
+    #[error(transparent)]
+    Oracle(#[from] crate::oracle::OracleError),
     #[error("failed to write JUnit report to {path}")]
     Junit {
         path: std::path::PathBuf,
@@ -43,7 +45,8 @@ impl Error {
         match self {
             Error::Fixtures(_) | Error::Suite(_) | Error::Usage(_) => exit::BAD_INPUT,
             Error::Target(e) if e.is_bad_input() => exit::BAD_INPUT,
-            Error::Target(_) | Error::Junit { .. } => exit::ENVIRONMENT,
+            Error::Oracle(e) if e.is_bad_input() => exit::BAD_INPUT,
+            Error::Target(_) | Error::Junit { .. } | Error::Oracle(_) => exit::ENVIRONMENT,
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod error;
 pub mod fixtures;
 pub mod istio;
+pub mod oracle;
 pub mod report;
 pub mod runner;
 pub mod stats;

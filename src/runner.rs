@@ -74,7 +74,14 @@ fn failure_text(o: &checks::Outcome) -> String {
 /// The static testcases (`static::<analysis>`): each fails when its analysis has an
 /// error finding; warnings and infos are listed in its output.
 pub fn static_outcomes(suite: &Suite, findings: &[Finding]) -> Vec<(String, checks::Outcome)> {
-    analysis::testcase_names(suite)
+    let mut names = analysis::testcase_names(suite);
+    if findings
+        .iter()
+        .any(|f| f.analysis == crate::oracle::compare::ANALYSIS)
+    {
+        names.push(crate::oracle::compare::ANALYSIS.to_string());
+    }
+    names
         .into_iter()
         .map(|name| {
             let mine: Vec<&Finding> = findings.iter().filter(|f| f.analysis == name).collect();

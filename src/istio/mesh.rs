@@ -112,8 +112,7 @@ pub struct RoutePlan {
 pub enum UriRewrite {
     /// Envoy `prefix_rewrite`.
     Prefix(String),
-    /// Envoy `regex_rewrite` (pattern, substitution): Istio's form for a rewrite to
-    /// `/` of a prefix match, which avoids `//x`.
+    /// Envoy `regex_rewrite` (pattern, substitution), from `uriRegexRewrite`.
     Regex(String, String),
 }
 
@@ -546,7 +545,7 @@ fn header_ops(h: Option<&crate::fixtures::istio::HeaderOperations>) -> HeaderOps
 }
 
 /// The Envoy routes for one VirtualService, in order (one per match clause).
-fn routes_of(vs: &Item<VirtualService>, warnings: &mut Vec<Warning>) -> Vec<RoutePlan> {
+pub(crate) fn routes_of(vs: &Item<VirtualService>, warnings: &mut Vec<Warning>) -> Vec<RoutePlan> {
     let mut out = Vec::new();
     for (hi, http) in vs.spec.spec.http.iter().enumerate() {
         let mut destinations = Vec::new();
@@ -577,6 +576,10 @@ fn routes_of(vs: &Item<VirtualService>, warnings: &mut Vec<Warning>) -> Vec<Rout
             continue;
         }
         let rewrite_uri = http.rewrite.as_ref().and_then(|r| r.uri.clone());
+        let rewrite_regex = http
+            .rewrite
+            .as_ref()
+            .and_then(|r| r.uri_regex_rewrite.clone());
         let matches = if http.matches.is_empty() {
             vec![Default::default()]
         } else {
@@ -589,13 +592,16 @@ fn routes_of(vs: &Item<VirtualService>, warnings: &mut Vec<Warning>) -> Vec<Rout
                 Some(StringMatch::Exact(p)) => PathMatch::Exact(p.clone()),
                 Some(StringMatch::Regex(p)) => PathMatch::Regex(p.clone()),
             };
-            let rewrite = rewrite_uri.as_ref().map(|uri| match &path {
-                PathMatch::Prefix(p) if uri == "/" && p != "/" => UriRewrite::Regex(
-                    format!("^{}/*", regex_escape(p.trim_end_matches('/'))),
-                    "/".into(),
-                ),
-                _ => UriRewrite::Prefix(uri.clone()),
-            });
+            // pilot/pkg/networking/core/route/route.go (1.30.3), applyHTTPRouteDestination:
+            // `uriRegexRewrite` becomes Envoy regex_rewrite; otherwise `uri` becomes
+            // prefix_rewrite, whatever the match (the prefix-stripping regex form is
+            // only for Gateway API routes, model.UseGatewaySemantics). So `prefix: /a`
+            // rewritten to `/` sends `/a/items` on as `//items` (istio/istio#26828).
+            let rewrite = match (&rewrite_regex, &rewrite_uri) {
+                (Some(rr), _) => Some(UriRewrite::Regex(rr.pattern.clone(), rr.rewrite.clone())),
+                (None, Some(uri)) if !uri.is_empty() => Some(UriRewrite::Prefix(uri.clone())),
+                _ => None,
+            };
             out.push(RoutePlan {
                 name: format!("{}/{}#{hi}.{mi}", vs.namespace, vs.name),
                 virtual_service: vs.describe(),

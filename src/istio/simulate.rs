@@ -63,6 +63,8 @@ pub struct RouteRef {
     pub virtual_service: String,
     pub source: crate::fixtures::Source,
     pub http_index: usize,
+    /// The path after the route's rewrite (what the backend sees, if one answers).
+    pub path_seen: String,
 }
 
 impl Prediction {
@@ -220,29 +222,52 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
-/// The path the backend sees after the route's rewrite.
+/// The path the backend sees after the route's rewrite, as Envoy forwards it
+/// (source/common/router/config_impl.cc, RouteEntryImplBase::currentUrlPathAfterRewrite):
+/// `prefix_rewrite` replaces the matched prefix (the whole path for exact and regex
+/// matches); `regex_rewrite` replaces every match of its pattern in the path; the
+/// query string is kept either way.
 pub fn rewritten_path(r: &RoutePlan, path: &str) -> String {
+    let (p, query) = match path.find('?') {
+        Some(i) => path.split_at(i),
+        None => (path, ""),
+    };
     match &r.rewrite {
         None => path.to_string(),
         Some(UriRewrite::Prefix(new)) => match &r.path {
-            PathMatch::Prefix(p) if path.starts_with(p.as_str()) => {
-                format!("{new}{}", &path[p.len()..])
+            PathMatch::Prefix(pre) if path.len() >= pre.len() => {
+                format!("{new}{}", &path[pre.len()..])
             }
-            PathMatch::Prefix(p)
-                if r.ignore_case
-                    && path
-                        .to_ascii_lowercase()
-                        .starts_with(&p.to_ascii_lowercase()) =>
-            {
-                format!("{new}{}", &path[p.len()..])
-            }
-            // Exact and regex matches: Envoy's prefix_rewrite replaces the whole path.
-            _ => new.clone(),
+            _ => format!("{new}{query}"),
         },
-        Some(UriRewrite::Regex(pat, sub)) => regex::Regex::new(pat)
-            .map(|re| re.replace_all(path, sub.as_str()).into_owned())
-            .unwrap_or_else(|_| path.to_string()),
+        Some(UriRewrite::Regex(pat, sub)) => match regex::Regex::new(pat) {
+            Ok(re) => format!(
+                "{}{query}",
+                re.replace_all(p, envoy_substitution(sub).as_str())
+            ),
+            Err(_) => path.to_string(),
+        },
     }
+}
+
+/// Envoy (RE2) writes capture groups in a substitution as `\1`; the regex crate as `${1}`.
+fn envoy_substitution(sub: &str) -> String {
+    let mut out = String::new();
+    let mut chars = sub.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '$' => out.push_str("$$"),
+            '\\' if chars.peek().is_some_and(|d| d.is_ascii_digit()) => {
+                out.push_str(&format!("${{{}}}", chars.next().unwrap_or('0')));
+            }
+            '\\' if chars.peek() == Some(&'\\') => {
+                chars.next();
+                out.push('\\');
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 impl Mesh {
@@ -304,10 +329,12 @@ impl Mesh {
             };
             return status_only(steps, None, 404, why);
         };
+        let path_seen = rewritten_path(route, &req.path);
         let rref = RouteRef {
             virtual_service: route.virtual_service.clone(),
             source: route.source.clone(),
             http_index: route.http_index,
+            path_seen: path_seen.clone(),
         };
         steps.push(format!(
             "{} http[{}] ({}) matched {}",
@@ -316,7 +343,6 @@ impl Mesh {
             route.source,
             describe_match(route)
         ));
-        let path_seen = rewritten_path(route, &req.path);
         if path_seen != req.path {
             steps.push(format!("rewrite {} -> {path_seen}", req.path));
         }

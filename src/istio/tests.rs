@@ -29,10 +29,12 @@ fn shipped_fixtures_program_one_gateway_listener_with_all_routes() {
             "atlas/atlas-ui#0.0",
             "atlas/authz#0.0",
             "atlas/nb-rest#0.0",
-            "atlas/nb-rest#1.0"
+            "atlas/nb-rest#0.1",
+            "atlas/nb-rest#1.0",
+            "atlas/nb-rest#1.1"
         ]
     );
-    let split = &vh[0].routes[3];
+    let split = &vh[0].routes[4];
     assert_eq!(
         split
             .destinations
@@ -44,10 +46,8 @@ fn shipped_fixtures_program_one_gateway_listener_with_all_routes() {
             ("outbound|80|v2|nb-rest.atlas.svc.cluster.local", 10)
         ]
     );
-    assert_eq!(
-        split.rewrite,
-        Some(UriRewrite::Regex("^/atlas-rest/*".into(), "/".into()))
-    );
+    // pilot: `rewrite.uri` is prefix_rewrite (route.go applyHTTPRouteDestination).
+    assert_eq!(split.rewrite, Some(UriRewrite::Prefix("/".into())));
     let v2 = &m.clusters["outbound|80|v2|nb-rest.atlas.svc.cluster.local"];
     assert_eq!(v2.tls, UpstreamTls::IstioMutual);
     assert_eq!(v2.endpoints.len(), 1);
@@ -120,5 +120,88 @@ fn hosts_resolve_and_match_like_istio() {
     assert_eq!(
         parse_cluster_name("outbound|80|v1|x.y.svc.cluster.local"),
         Some((80, Some("v1".into()), "x.y.svc.cluster.local".into()))
+    );
+}
+
+/// A route with `prefix` and `rewrite`, for the rewrite semantics below.
+fn rewrite_route(path: PathMatch, rewrite: UriRewrite) -> RoutePlan {
+    RoutePlan {
+        name: "t".into(),
+        virtual_service: "VirtualService ns/t".into(),
+        source: Default::default(),
+        http_index: 0,
+        path,
+        ignore_case: false,
+        headers: vec![],
+        method: None,
+        authority: None,
+        rewrite: Some(rewrite),
+        rewrite_authority: None,
+        request_headers: Default::default(),
+        destinations: vec![],
+    }
+}
+
+#[test]
+fn prefix_rewrite_to_root_keeps_the_slash_after_the_prefix_as_pilot_and_envoy_do() {
+    // istio/istio#26828: `prefix: /atlas-rest` + `rewrite.uri: /` is prefix_rewrite "/".
+    let r = rewrite_route(
+        PathMatch::Prefix("/atlas-rest".into()),
+        UriRewrite::Prefix("/".into()),
+    );
+    assert_eq!(rewritten_path(&r, "/atlas-rest/items"), "//items");
+    assert_eq!(rewritten_path(&r, "/atlas-rest"), "/");
+    assert_eq!(rewritten_path(&r, "/atlas-rest/items?x=1"), "//items?x=1");
+    // The shipped fixtures' form: the prefix with its slash, and the bare path exactly.
+    let slash = rewrite_route(
+        PathMatch::Prefix("/atlas-rest/".into()),
+        UriRewrite::Prefix("/".into()),
+    );
+    assert_eq!(rewritten_path(&slash, "/atlas-rest/items"), "/items");
+    let exact = rewrite_route(
+        PathMatch::Exact("/atlas-rest".into()),
+        UriRewrite::Prefix("/".into()),
+    );
+    assert_eq!(rewritten_path(&exact, "/atlas-rest?x=1"), "/?x=1");
+}
+
+#[test]
+fn regex_rewrite_substitutes_envoy_style_groups_over_the_path_only() {
+    let r = rewrite_route(
+        PathMatch::Prefix("/atlas-rest".into()),
+        UriRewrite::Regex("^/atlas-rest/?(.*)".into(), "/\\1".into()),
+    );
+    assert_eq!(rewritten_path(&r, "/atlas-rest/items"), "/items");
+    assert_eq!(rewritten_path(&r, "/atlas-rest"), "/");
+    assert_eq!(rewritten_path(&r, "/atlas-rest/a?b=/c"), "/a?b=/c");
+}
+
+#[test]
+fn uri_rewrite_becomes_prefix_rewrite_and_uri_regex_rewrite_regex_rewrite() {
+    let yaml = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: v, namespace: ns}
+spec:
+  hosts: ["*"]
+  gateways: [g]
+  http:
+  - match: [{uri: {prefix: /a}}]
+    rewrite: {uri: /}
+    route: [{destination: {host: s}}]
+  - match: [{uri: {prefix: /b}}]
+    rewrite: {uriRegexRewrite: {match: "^/b/?(.*)", rewrite: "/\\1"}}
+    route: [{destination: {host: s}}]
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("vs.yaml"), yaml).unwrap();
+    let fx = load_dir(dir.path()).unwrap();
+    let vs = &fx.virtual_services[0];
+    let mut warnings = Vec::new();
+    let routes = super::mesh::routes_of(vs, &mut warnings);
+    assert_eq!(routes[0].rewrite, Some(UriRewrite::Prefix("/".into())));
+    assert_eq!(
+        routes[1].rewrite,
+        Some(UriRewrite::Regex("^/b/?(.*)".into(), "/\\1".into()))
     );
 }

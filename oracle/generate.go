@@ -1,0 +1,182 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"istio.io/istio/pilot/pkg/config/kube/crd"
+	"istio.io/istio/pilot/pkg/model"
+	"istio.io/istio/pilot/test/xds"
+	istiocluster "istio.io/istio/pkg/cluster"
+	"istio.io/istio/pkg/config"
+	"istio.io/istio/pkg/config/constants"
+	"istio.io/istio/pkg/config/mesh"
+	"istio.io/istio/pkg/config/schema/collections"
+	"istio.io/istio/pkg/test"
+)
+
+// generated is one gateway pod's config, as protos (for the simulation) and JSON.
+type generated struct {
+	proxy     *model.Proxy
+	listeners []*listener.Listener
+	routes    []*route.RouteConfiguration
+	clusters  []*cluster.Cluster
+	endpoints []*endpoint.ClusterLoadAssignment
+}
+
+func run(in *Input, version string, noTelemetry bool) (*Output, error) {
+	out := &Output{Istio: buildInfo(), Rejected: []Rejection{}, Warnings: []Rejection{},
+		Gateways: []GatewayConfig{}, Simulations: []SimResult{}}
+	configs := acceptedConfigs(in, out)
+	var runErr error
+	err := test.Wrap(func(t test.Failer) {
+		opts := xds.FakeOptions{Configs: configs, KubernetesObjectString: in.KubeYAML}
+		if noTelemetry {
+			m := mesh.DefaultMeshConfig()
+			m.DefaultProviders = nil
+			opts.MeshConfig = m
+		}
+		s := xds.NewFakeDiscoveryServer(t, opts)
+		gens := map[string]*generated{}
+		for _, gw := range in.Gateways {
+			g, err := generateFor(s, gw, version)
+			if err != nil {
+				runErr = err
+				return
+			}
+			key := gw.Namespace + "/" + gw.Name
+			gens[key] = g
+			out.Gateways = append(out.Gateways, dump(key, g))
+		}
+		for _, req := range in.Requests {
+			out.Simulations = append(out.Simulations, simulate(gens[req.Gateway], req))
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("istiod config generation failed: %v", err)
+	}
+	return out, runErr
+}
+
+// acceptedConfigs parses the Istio documents as istiod's CRD conversion does and
+// keeps those its validation accepts (the webhook would refuse the others).
+func acceptedConfigs(in *Input, out *Output) []config.Config {
+	parsed, unknown, err := crd.ParseInputs(in.IstioYAML)
+	if err != nil {
+		out.Rejected = append(out.Rejected, Rejection{Object: "Istio documents", Reason: err.Error()})
+		return nil
+	}
+	for _, u := range unknown {
+		key := u.Kind + "/" + u.Namespace + "/" + u.Name
+		out.Rejected = append(out.Rejected, Rejection{Object: key, Source: in.Sources[key],
+			Reason: "kind not known to this istiod"})
+	}
+	// Applied together: one creation time, so istiod orders by name (as meshcheck does).
+	created := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var keep []config.Config
+	for _, c := range parsed {
+		key := c.GroupVersionKind.Kind + "/" + c.Namespace + "/" + c.Name
+		schema, ok := collections.Pilot.FindByGroupVersionAliasesKind(c.GroupVersionKind)
+		if !ok {
+			out.Rejected = append(out.Rejected, Rejection{Object: key, Source: in.Sources[key], Reason: "no schema in pilot"})
+			continue
+		}
+		warn, verr := schema.ValidateConfig(c)
+		if warn != nil {
+			out.Warnings = append(out.Warnings, Rejection{Object: key, Source: in.Sources[key], Reason: warn.Error()})
+		}
+		if verr != nil {
+			out.Rejected = append(out.Rejected, Rejection{Object: key, Source: in.Sources[key],
+				Reason: "istiod's validation refuses it: " + verr.Error()})
+			continue
+		}
+		c.CreationTimestamp = created
+		// As istiod's CRD client does (pilot/pkg/config/kube/crdclient/client.go,
+		// TranslateObject): short host names resolve against this suffix.
+		c.Domain = constants.DefaultClusterLocalDomain
+		keep = append(keep, c)
+	}
+	return keep
+}
+
+func generateFor(s *xds.FakeDiscoveryServer, gw ProxyInput, version string) (*generated, error) {
+	p := s.SetupProxy(&model.Proxy{
+		Type:            model.Router,
+		ID:              gw.Name + "." + gw.Namespace,
+		ConfigNamespace: gw.Namespace,
+		IPAddresses:     []string{gw.IP},
+		Labels:          gw.Labels,
+		Metadata: &model.NodeMetadata{
+			Namespace:      gw.Namespace,
+			Labels:         gw.Labels,
+			IstioVersion:   version,
+			ClusterID:      istiocluster.ID(constants.DefaultClusterName),
+			ServiceAccount: gw.ServiceAccount,
+		},
+	})
+	g := &generated{proxy: p}
+	g.listeners = s.Listeners(p)
+	g.clusters = s.Clusters(p)
+	g.routes = s.RoutesFromListeners(p, g.listeners)
+	g.endpoints = s.Endpoints(p)
+	return g, nil
+}
+
+func dump(pod string, g *generated) GatewayConfig {
+	c := GatewayConfig{Pod: pod, Listeners: []any{}, Routes: []any{}, Clusters: []any{}, Endpoints: []any{},
+		RouteTables: []RouteTable{}, ClusterSummary: []Destination{}}
+	for _, rc := range g.routes {
+		t := RouteTable{Name: rc.Name, VirtualHosts: []VirtualHost{}}
+		for _, vh := range rc.VirtualHosts {
+			v := VirtualHost{Name: vh.Name, Domains: vh.Domains, Routes: []RouteResult{}}
+			for i, r := range vh.Routes {
+				v.Routes = append(v.Routes, *describeRoute(g, r, i, nil))
+			}
+			t.VirtualHosts = append(t.VirtualHosts, v)
+		}
+		c.RouteTables = append(c.RouteTables, t)
+	}
+	for _, cl := range g.clusters {
+		c.ClusterSummary = append(c.ClusterSummary, destination(g, cl.Name, 0))
+	}
+	for _, l := range g.listeners {
+		c.Listeners = append(c.Listeners, toJSON(l))
+	}
+	for _, r := range g.routes {
+		c.Routes = append(c.Routes, toJSON(r))
+	}
+	for _, cl := range g.clusters {
+		c.Clusters = append(c.Clusters, toJSON(cl))
+	}
+	for _, e := range g.endpoints {
+		c.Endpoints = append(c.Endpoints, toJSON(e))
+	}
+	return c
+}
+
+// toJSON renders a proto in Envoy's own JSON (proto field names, typed Any).
+func toJSON(m proto.Message) any {
+	b, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(m)
+	if err != nil {
+		return map[string]string{"error": err.Error()}
+	}
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil {
+		return map[string]string{"error": err.Error()}
+	}
+	return v
+}
+
+func splitKey(k string) (string, string) {
+	ns, name, _ := strings.Cut(k, "/")
+	return ns, name
+}

@@ -1,0 +1,165 @@
+package main
+
+// The oracle's input and output, as JSON. meshcheck writes the input (see
+// src/oracle/input.rs): the fixtures' Kubernetes and Istio manifests as written,
+// Deployments replaced by the pods meshcheck plans for them (with EndpointSlices, as
+// the endpoint-slice controller would make), the gateway pods to generate config for,
+// and the requests to simulate.
+
+// Input is what meshcheck hands the oracle.
+type Input struct {
+	// KubeYAML: Namespaces, Services, ServiceAccounts, Pods, EndpointSlices.
+	KubeYAML string `json:"kube_yaml"`
+	// IstioYAML: the fixtures' networking.istio.io documents, as written.
+	IstioYAML string `json:"istio_yaml"`
+	// Sources maps "Kind/namespace/name" to "file:line" for messages.
+	Sources  map[string]string `json:"sources"`
+	Gateways []ProxyInput      `json:"gateways"`
+	Requests []Request         `json:"requests"`
+}
+
+// ProxyInput is one gateway pod.
+type ProxyInput struct {
+	Name      string            `json:"name"`
+	Namespace string            `json:"namespace"`
+	IP        string            `json:"ip"`
+	Labels    map[string]string `json:"labels"`
+	// ServiceAccount, for the proxy's identity.
+	ServiceAccount string `json:"service_account"`
+}
+
+// Request is one request to simulate at a gateway pod.
+type Request struct {
+	ID string `json:"id"`
+	// Gateway is "namespace/name" of the gateway pod.
+	Gateway string `json:"gateway"`
+	// Port is the port the request reaches inside the pod (the Service's targetPort).
+	Port    int               `json:"port"`
+	Method  string            `json:"method"`
+	Scheme  string            `json:"scheme"`
+	Host    string            `json:"host"`
+	Path    string            `json:"path"`
+	Headers map[string]string `json:"headers"`
+}
+
+// Output is what the oracle prints.
+type Output struct {
+	Istio Build `json:"istio"`
+	// Rejected: inputs istiod would not take (parse errors, validation errors,
+	// unknown kinds), each with its source.
+	Rejected []Rejection `json:"rejected"`
+	// Warnings: validation warnings istiod's webhook would print.
+	Warnings    []Rejection     `json:"warnings"`
+	Gateways    []GatewayConfig `json:"gateways"`
+	Simulations []SimResult     `json:"simulations"`
+}
+
+// Build says what produced the answer.
+type Build struct {
+	// Release is the Istio release this build stands for.
+	Release string `json:"release"`
+	// Module is the istio.io/istio module version compiled in.
+	Module string `json:"module"`
+	// Features: pilot feature flags in effect that change generated config.
+	Features map[string]any `json:"features"`
+}
+
+// Rejection names an input the oracle did not take, and why.
+type Rejection struct {
+	Object string `json:"object"`
+	Source string `json:"source,omitempty"`
+	Reason string `json:"reason"`
+}
+
+// GatewayConfig is what istiod would send one gateway pod, in Envoy's JSON.
+type GatewayConfig struct {
+	Pod string `json:"pod"`
+	// RouteTables and Clusters summarise Routes and Clusters (below) for comparison.
+	RouteTables    []RouteTable  `json:"route_tables"`
+	ClusterSummary []Destination `json:"cluster_summary"`
+	Listeners      []any         `json:"listeners"`
+	Routes         []any         `json:"routes"`
+	Clusters       []any         `json:"clusters"`
+	Endpoints      []any         `json:"endpoints"`
+}
+
+// RouteTable is one route configuration, summarised.
+type RouteTable struct {
+	Name         string        `json:"name"`
+	VirtualHosts []VirtualHost `json:"virtual_hosts"`
+}
+
+// VirtualHost is one virtual host, summarised.
+type VirtualHost struct {
+	Name    string        `json:"name"`
+	Domains []string      `json:"domains"`
+	Routes  []RouteResult `json:"routes"`
+}
+
+// SimResult is Istio's answer for one request.
+type SimResult struct {
+	ID          string `json:"id"`
+	Gateway     string `json:"gateway"`
+	Listener    string `json:"listener,omitempty"`
+	FilterChain string `json:"filter_chain,omitempty"`
+	RouteConfig string `json:"route_config,omitempty"`
+	VirtualHost string `json:"virtual_host,omitempty"`
+	// Route is the matched route, if any.
+	Route *RouteResult `json:"route,omitempty"`
+	// Error: why no route was reached (no listener, no virtual host, no route...).
+	Error string `json:"error,omitempty"`
+	// Unsupported: parts of the matched config the oracle's matcher does not
+	// evaluate (the answer may then be wrong, and says so).
+	Unsupported []string `json:"unsupported,omitempty"`
+}
+
+// RouteResult describes the matched Envoy route and where it sends the request.
+type RouteResult struct {
+	Name string `json:"name"`
+	// Index of the route within its virtual host.
+	Index int `json:"index"`
+	// Config is the Istio object the route came from (route metadata).
+	Config string `json:"config,omitempty"`
+	Match  any    `json:"match"`
+	// Action: "route", "redirect", "direct_response" or "filter_action".
+	Action         string          `json:"action"`
+	PrefixRewrite  *string         `json:"prefix_rewrite,omitempty"`
+	RegexRewrite   *RegexRewrite   `json:"regex_rewrite,omitempty"`
+	RewrittenPath  string          `json:"rewritten_path,omitempty"`
+	HostRewrite    string          `json:"host_rewrite,omitempty"`
+	Destinations   []Destination   `json:"destinations,omitempty"`
+	DirectResponse *DirectResponse `json:"direct_response,omitempty"`
+	Redirect       any             `json:"redirect,omitempty"`
+}
+
+// RegexRewrite is Envoy's regex_rewrite.
+type RegexRewrite struct {
+	Pattern      string `json:"pattern"`
+	Substitution string `json:"substitution"`
+}
+
+// DirectResponse is Envoy's direct_response.
+type DirectResponse struct {
+	Status uint32 `json:"status"`
+}
+
+// Destination is one (weighted) cluster of the route.
+type Destination struct {
+	Cluster string `json:"cluster"`
+	Weight  uint32 `json:"weight"`
+	// Exists: istiod generated a cluster of that name for this proxy.
+	Exists bool `json:"exists"`
+	// TLS toward the endpoints: ISTIO_MUTUAL, AUTO (mTLS to endpoints labelled
+	// tlsMode=istio, plaintext otherwise), SIMPLE, MUTUAL or DISABLE.
+	TLS       string     `json:"tls,omitempty"`
+	SNI       string     `json:"sni,omitempty"`
+	Endpoints []Endpoint `json:"endpoints"`
+}
+
+// Endpoint is one endpoint of a cluster.
+type Endpoint struct {
+	Address string `json:"address"`
+	Port    uint32 `json:"port"`
+	// TLSMode is the endpoint's istio tlsMode metadata ("istio" or "disabled").
+	TLSMode string `json:"tls_mode,omitempty"`
+}

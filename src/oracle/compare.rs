@@ -1,0 +1,484 @@
+//! Differential checking: the model against istiod's own answer. Every difference is a
+//! finding (a bug in meshcheck until shown otherwise), naming the object, its
+//! file:line and both answers.
+//!
+//! Codes: MC401 istiod refuses an object; MC402 a request goes elsewhere; MC403 a
+//! gateway route table differs (virtual hosts, domains, route order, match, action,
+//! rewrite, weights); MC404 a cluster differs (existence, TLS, SNI, endpoints); MC405
+//! the gateway listeners differ.
+
+use super::output::{GatewayConfig, Output, RouteTable};
+use super::views::{
+    model_answer, model_cluster, model_route, oracle_answer, oracle_cluster, oracle_route,
+};
+use crate::analysis::{sim_request, Finding, Severity};
+use crate::fixtures::{Fixtures, Source};
+use crate::istio::{GatewayProxy, ListenerProtocol, Mesh};
+use crate::suite::{CheckKind, Suite};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The `static::` testcase oracle findings belong to.
+pub const ANALYSIS: &str = "oracle";
+
+struct Diff<'a> {
+    fx: &'a Fixtures,
+    mesh: &'a Mesh,
+    release: String,
+    out: Vec<Finding>,
+}
+
+impl Diff<'_> {
+    fn source_of(&self, object: &str) -> Source {
+        self.fx
+            .objects
+            .iter()
+            .find(|o| o.describe() == object)
+            .map(|o| o.source.clone())
+            .unwrap_or_default()
+    }
+
+    fn push(
+        &mut self,
+        code: &'static str,
+        object: String,
+        at: Source,
+        message: String,
+        istio: String,
+    ) {
+        self.out.push(Finding {
+            analysis: ANALYSIS.into(),
+            severity: Severity::Error,
+            code,
+            istioctl: None,
+            object,
+            at,
+            message,
+            istio,
+            detail: String::new(),
+        });
+    }
+
+    /// `field: meshcheck X, istiod Y` lines.
+    fn both(&self, diffs: &[(&str, String, String)]) -> (String, String) {
+        let m: Vec<String> = diffs.iter().map(|(f, a, _)| format!("{f} {a}")).collect();
+        let i: Vec<String> = diffs.iter().map(|(f, _, b)| format!("{f} {b}")).collect();
+        (
+            format!("meshcheck: {}", m.join("; ")),
+            format!("istiod {}: {}", self.release, i.join("; ")),
+        )
+    }
+}
+
+/// Compares the model of `fx` with the oracle's answer `o`.
+pub fn compare(fx: &Fixtures, mesh: &Mesh, suite: &Suite, o: &Output) -> Vec<Finding> {
+    let mut d = Diff {
+        fx,
+        mesh,
+        release: o.istio.release.clone(),
+        out: Vec::new(),
+    };
+    rejected(&mut d, o);
+    requests(&mut d, suite, o);
+    for (gi, gw) in mesh.gateways.iter().enumerate() {
+        let pod = &mesh.pods[gw.pod];
+        let key = format!("{}/{}", pod.namespace, pod.name);
+        match o.gateways.iter().find(|g| g.pod == key) {
+            Some(og) => gateway(&mut d, gi, gw, og),
+            None => {
+                let at = pod.source.clone();
+                d.push(
+                    "MC405",
+                    format!("Pod {key}"),
+                    at,
+                    "istiod was not asked about this gateway pod".into(),
+                    String::new(),
+                );
+            }
+        }
+    }
+    d.out
+}
+
+fn rejected(d: &mut Diff, o: &Output) {
+    for r in &o.rejected {
+        let (kind, ns, name) = split3(&r.object);
+        let object = crate::fixtures::describe(kind, ns, name);
+        let at = d.source_of(&object);
+        let message = format!("istiod does not take this object: {}", r.reason);
+        d.push(
+            "MC401",
+            object,
+            at,
+            message,
+            "meshcheck models it as if it were applied".into(),
+        );
+    }
+}
+
+fn split3(s: &str) -> (&str, &str, &str) {
+    let mut p = s.splitn(3, '/');
+    (
+        p.next().unwrap_or(""),
+        p.next().unwrap_or(""),
+        p.next().unwrap_or(""),
+    )
+}
+
+fn requests(d: &mut Diff, suite: &Suite, o: &Output) {
+    for c in &suite.checks {
+        let req = match &c.kind {
+            CheckKind::Http(h) => &h.request,
+            CheckKind::Distribution(x) => &x.request,
+            _ => continue,
+        };
+        let id = c.full_name();
+        let pred = d.mesh.simulate(&sim_request(req, suite.ingress.port));
+        let mine = model_answer(&pred);
+        let theirs = match o.simulations.iter().find(|s| s.id == id) {
+            Some(s) => {
+                if !s.unsupported.is_empty() {
+                    let at = d.source_of(&mine.virtual_service);
+                    d.push(
+                        "MC402",
+                        mine.virtual_service.clone(),
+                        at,
+                        format!(
+                            "check {id}: the oracle could not evaluate: {}",
+                            s.unsupported.join("; ")
+                        ),
+                        String::new(),
+                    );
+                }
+                oracle_answer(s)
+            }
+            // The oracle was given no request: no gateway pod behind the port.
+            None => super::views::Answer {
+                outcome: "no listener".into(),
+                virtual_service: String::new(),
+                clusters: String::new(),
+                path: String::new(),
+            },
+        };
+        let diffs = mine.diff(&theirs);
+        if diffs.is_empty() {
+            continue;
+        }
+        let object = if mine.virtual_service.is_empty() {
+            theirs.virtual_service.clone()
+        } else {
+            mine.virtual_service.clone()
+        };
+        let at = pred
+            .route
+            .as_ref()
+            .map(|r| r.source.clone())
+            .unwrap_or_else(|| d.source_of(&object));
+        let (m, i) = d.both(&diffs);
+        let what = format!(
+            "check {id} ({} {}): {m}",
+            req.method.as_deref().unwrap_or("GET"),
+            req.path
+        );
+        d.push("MC402", object, at, what, i);
+    }
+}
+
+fn gateway(d: &mut Diff, gi: usize, gw: &GatewayProxy, og: &GatewayConfig) {
+    let pod = &d.mesh.pods[gw.pod];
+    let pod_name = format!("Pod {}/{}", pod.namespace, pod.name);
+    listeners(d, gw, og, &pod_name);
+    let mut routed_clusters = BTreeSet::new();
+    for l in &gw.listeners {
+        if !matches!(l.protocol, ListenerProtocol::Http | ListenerProtocol::Https) {
+            continue;
+        }
+        let Some(table) = og
+            .route_tables
+            .iter()
+            .find(|t| t.name == l.route_config.name)
+        else {
+            let names: Vec<&str> = og.route_tables.iter().map(|t| t.name.as_str()).collect();
+            let at = first_gateway_source(d, gi);
+            d.push(
+                "MC403",
+                pod_name.clone(),
+                at,
+                format!(
+                    "meshcheck: route configuration {} on listener {}",
+                    l.route_config.name, l.name
+                ),
+                format!(
+                    "istiod {}: route configurations [{}]",
+                    d.release,
+                    names.join(", ")
+                ),
+            );
+            continue;
+        };
+        route_table(d, gi, l, table, &mut routed_clusters);
+    }
+    for t in &og.route_tables {
+        if !gw.listeners.iter().any(|l| l.route_config.name == t.name) {
+            let at = first_gateway_source(d, gi);
+            d.push(
+                "MC403",
+                pod_name.clone(),
+                at,
+                format!("meshcheck: no route configuration {}", t.name),
+                format!(
+                    "istiod {}: route configuration {} with virtual hosts [{}]",
+                    d.release,
+                    t.name,
+                    t.virtual_hosts
+                        .iter()
+                        .map(|v| v.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+        }
+    }
+    clusters(d, og, &routed_clusters);
+}
+
+/// The Gateway object whose servers the gateway pod serves (the first one selecting it).
+fn first_gateway_source(d: &Diff, gi: usize) -> Source {
+    let pod = &d.mesh.pods[d.mesh.gateways[gi].pod];
+    d.fx.gateways
+        .iter()
+        .find(|g| crate::fixtures::k8s::selects(&g.spec.spec.selector, &pod.labels))
+        .map(|g| g.source.clone())
+        .unwrap_or_else(|| pod.source.clone())
+}
+
+fn listeners(d: &mut Diff, gw: &GatewayProxy, og: &GatewayConfig, pod_name: &str) {
+    let mine: BTreeSet<String> = gw.listeners.iter().map(|l| l.name.clone()).collect();
+    let theirs: BTreeSet<String> = og
+        .listeners
+        .iter()
+        .filter_map(|l| l.get("name").and_then(|n| n.as_str()).map(str::to_string))
+        .collect();
+    if mine != theirs {
+        let at = d
+            .fx
+            .gateways
+            .iter()
+            .find(|g| {
+                crate::fixtures::k8s::selects(&g.spec.spec.selector, &d.mesh.pods[gw.pod].labels)
+            })
+            .map(|g| g.source.clone())
+            .unwrap_or_default();
+        d.push(
+            "MC405",
+            pod_name.to_string(),
+            at,
+            format!(
+                "meshcheck: listeners [{}]",
+                mine.into_iter().collect::<Vec<_>>().join(", ")
+            ),
+            format!(
+                "istiod {}: listeners [{}]",
+                d.release,
+                theirs.into_iter().collect::<Vec<_>>().join(", ")
+            ),
+        );
+    }
+}
+
+fn route_table(
+    d: &mut Diff,
+    gi: usize,
+    l: &crate::istio::ListenerPlan,
+    table: &RouteTable,
+    routed: &mut BTreeSet<String>,
+) {
+    let theirs: BTreeMap<&str, &super::output::VirtualHost> = table
+        .virtual_hosts
+        .iter()
+        .map(|v| (v.name.as_str(), v))
+        .collect();
+    let mine: BTreeMap<&str, &crate::istio::VHostPlan> = l
+        .route_config
+        .vhosts
+        .iter()
+        .map(|v| (v.name.as_str(), v))
+        .collect();
+    let gw_at = first_gateway_source(d, gi);
+    let rc = &table.name;
+    for (name, mv) in &mine {
+        for r in &mv.routes {
+            for dest in &r.destinations {
+                routed.insert(dest.cluster.clone());
+            }
+        }
+        let Some(tv) = theirs.get(name) else {
+            let names: Vec<&str> = theirs.keys().copied().collect();
+            let at = mv
+                .routes
+                .first()
+                .map(|r| r.source.clone())
+                .unwrap_or_else(|| gw_at.clone());
+            let object = mv
+                .routes
+                .first()
+                .map(|r| r.virtual_service.clone())
+                .unwrap_or_else(|| "Gateway".into());
+            d.push(
+                "MC403",
+                object,
+                at,
+                format!(
+                    "{rc}: meshcheck: virtual host {name} (domains {})",
+                    mv.domains.join(", ")
+                ),
+                format!("istiod {}: virtual hosts [{}]", d.release, names.join(", ")),
+            );
+            continue;
+        };
+        let mut md = mv.domains.clone();
+        let mut td = tv.domains.clone();
+        md.sort();
+        td.sort();
+        if md != td {
+            d.push(
+                "MC403",
+                "Gateway".into(),
+                gw_at.clone(),
+                format!(
+                    "{rc} virtual host {name}: meshcheck: domains [{}]",
+                    md.join(", ")
+                ),
+                format!("istiod {}: domains [{}]", d.release, td.join(", ")),
+            );
+        }
+        routes(d, rc, name, mv, tv);
+    }
+    for (name, tv) in &theirs {
+        if !mine.contains_key(name) {
+            let object = tv
+                .routes
+                .first()
+                .and_then(|r| r.virtual_service())
+                .unwrap_or_else(|| "Gateway".into());
+            let at = d.source_of(&object);
+            let at = if at == Source::default() {
+                gw_at.clone()
+            } else {
+                at
+            };
+            d.push(
+                "MC403",
+                object,
+                at,
+                format!("{rc}: meshcheck: no virtual host {name}"),
+                format!(
+                    "istiod {}: virtual host {name} (domains {}) with {} route(s)",
+                    d.release,
+                    tv.domains.join(", "),
+                    tv.routes.len()
+                ),
+            );
+        }
+    }
+}
+
+fn routes(
+    d: &mut Diff,
+    rc: &str,
+    vh: &str,
+    mv: &crate::istio::VHostPlan,
+    tv: &super::output::VirtualHost,
+) {
+    let n = mv.routes.len().max(tv.routes.len());
+    for i in 0..n {
+        match (mv.routes.get(i), tv.routes.get(i)) {
+            (Some(m), Some(t)) => {
+                let (a, b) = (model_route(m), oracle_route(t));
+                let diffs = a.diff(&b);
+                if !diffs.is_empty() {
+                    let (ms, is) = d.both(&diffs);
+                    d.push(
+                        "MC403",
+                        m.virtual_service.clone(),
+                        m.source.clone(),
+                        format!("{rc} {vh} route {i} (http[{}]): {ms}", m.http_index),
+                        is,
+                    );
+                }
+            }
+            (Some(m), None) => {
+                d.push(
+                    "MC403",
+                    m.virtual_service.clone(),
+                    m.source.clone(),
+                    format!("{rc} {vh} route {i}: meshcheck: {}", model_route(m)),
+                    format!(
+                        "istiod {}: only {} route(s) in this virtual host",
+                        d.release,
+                        tv.routes.len()
+                    ),
+                );
+            }
+            (None, Some(t)) => {
+                let v = oracle_route(t);
+                let at = d.source_of(&v.virtual_service);
+                d.push(
+                    "MC403",
+                    v.virtual_service.clone(),
+                    at,
+                    format!(
+                        "{rc} {vh} route {i}: meshcheck: only {} route(s) in this virtual host",
+                        mv.routes.len()
+                    ),
+                    format!("istiod {}: {v}", d.release),
+                );
+            }
+            (None, None) => {}
+        }
+    }
+}
+
+fn clusters(d: &mut Diff, og: &GatewayConfig, routed: &BTreeSet<String>) {
+    for name in routed {
+        let theirs = og.cluster_summary.iter().find(|c| &c.cluster == name);
+        let mine = model_cluster(d.mesh, name);
+        let object = match crate::istio::parse_cluster_name(name) {
+            Some((_, Some(_), fqdn)) | Some((_, None, fqdn)) => {
+                d.fx.destination_rules
+                    .iter()
+                    .find(|r| crate::istio::resolve_host(&r.spec.spec.host, &r.namespace) == fqdn)
+                    .map(|r| r.describe())
+                    .unwrap_or_else(|| format!("cluster {name}"))
+            }
+            None => format!("cluster {name}"),
+        };
+        let at = d.source_of(&object);
+        match (mine, theirs) {
+            (Some(m), Some(t)) => {
+                let diffs = m.diff(&oracle_cluster(d.mesh, t));
+                if !diffs.is_empty() {
+                    let (ms, is) = d.both(&diffs);
+                    d.push("MC404", object, at, format!("cluster {name}: {ms}"), is);
+                }
+            }
+            (Some(_), None) => d.push(
+                "MC404",
+                object,
+                at,
+                format!("meshcheck: cluster {name} exists"),
+                format!(
+                    "istiod {}: no cluster {name} (requests routed to it get 503 NC)",
+                    d.release
+                ),
+            ),
+            (None, Some(_)) => d.push(
+                "MC404",
+                object,
+                at,
+                format!("meshcheck: no cluster {name}"),
+                format!("istiod {}: cluster {name} exists", d.release),
+            ),
+            (None, None) => {}
+        }
+    }
+}

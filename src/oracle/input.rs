@@ -1,0 +1,317 @@
+//! The oracle's input (oracle/input.go, `Input`): the fixtures as a cluster would hold
+//! them after `kubectl apply`: Namespaces, Services (with the ClusterIP and NodePorts
+//! the API server allocates), ServiceAccounts and Istio objects as written;
+//! Deployments replaced by the pods meshcheck plans for them (Running, Ready, each
+//! with an address) and one EndpointSlice per Service and pod, as the endpoint-slice
+//! controller would make. Plus the gateway pods and the requests to simulate.
+
+use crate::fixtures::k8s::{selects, IntOrString};
+use crate::fixtures::{Fixtures, Object};
+use crate::istio::{Mesh, PodPlan, PodRole};
+use crate::suite::{CheckKind, RequestSpec, Suite};
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Input {
+    pub kube_yaml: String,
+    pub istio_yaml: String,
+    /// `Kind/namespace/name` -> `file:line`.
+    pub sources: BTreeMap<String, String>,
+    pub gateways: Vec<ProxyInput>,
+    pub requests: Vec<Request>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProxyInput {
+    pub name: String,
+    pub namespace: String,
+    pub ip: String,
+    pub labels: BTreeMap<String, String>,
+    pub service_account: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Request {
+    /// The check's full name (`routing::atlas-ui`).
+    pub id: String,
+    /// `namespace/name` of the gateway pod the NodePort leads to.
+    pub gateway: String,
+    /// The port inside the gateway pod (the Service's targetPort).
+    pub port: u16,
+    pub method: String,
+    pub scheme: String,
+    pub host: String,
+    pub path: String,
+    pub headers: BTreeMap<String, String>,
+}
+
+/// The address the oracle gives pod `index` of [`Mesh::pods`] (a kind-like pod CIDR).
+pub fn pod_ip(index: usize) -> Ipv4Addr {
+    let n = index as u32 + 2;
+    Ipv4Addr::new(10, 244, (n / 250) as u8, (n % 250) as u8)
+}
+
+/// The [`Mesh::pods`] index of an address made by [`pod_ip`].
+pub fn pod_index(ip: &str) -> Option<usize> {
+    let ip: Ipv4Addr = ip.parse().ok()?;
+    let [a, b, c, d] = ip.octets();
+    ((a, b) == (10, 244)).then(|| (c as usize * 250 + d as usize).checked_sub(2))?
+}
+
+fn runs(p: &PodPlan) -> bool {
+    matches!(p.role, PodRole::Gateway | PodRole::App)
+}
+
+/// Builds the input for `fx` (modelled as `mesh`) and the traffic checks of `suite`.
+pub fn build(fx: &Fixtures, mesh: &Mesh, suite: &Suite) -> Input {
+    let mut kube = Vec::new();
+    let mut istio = Vec::new();
+    let mut sources = BTreeMap::new();
+    let mut cluster_ips = 0u32;
+    for o in &fx.objects {
+        sources.insert(
+            format!("{}/{}/{}", o.kind, o.namespace, o.name),
+            o.source.to_string(),
+        );
+        if o.api_version.contains(".istio.io/") {
+            istio.push(with_namespace(o));
+            continue;
+        }
+        match o.kind.as_str() {
+            "Namespace" => kube.push(o.raw.clone()),
+            "ServiceAccount" => kube.push(with_namespace(o)),
+            "Service" => {
+                cluster_ips += 1;
+                kube.push(allocated_service(o, mesh, cluster_ips));
+            }
+            _ => {}
+        }
+    }
+    for (i, p) in mesh.pods.iter().enumerate().filter(|(_, p)| runs(p)) {
+        kube.push(pod_object(i, p));
+    }
+    kube.extend(endpoint_slices(fx, mesh));
+    Input {
+        kube_yaml: yaml_stream(&kube),
+        istio_yaml: yaml_stream(&istio),
+        sources,
+        gateways: mesh
+            .pods
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.role == PodRole::Gateway)
+            .map(|(i, p)| ProxyInput {
+                name: p.name.clone(),
+                namespace: p.namespace.clone(),
+                ip: pod_ip(i).to_string(),
+                labels: p.labels.clone().into_iter().collect(),
+                service_account: p.service_account.clone(),
+            })
+            .collect(),
+        requests: requests(fx, mesh, suite),
+    }
+}
+
+/// The object as stored: a namespaced object applied without a namespace lands in
+/// `default` (the loader already decided which).
+fn with_namespace(o: &Object) -> Value {
+    let mut v = o.raw.clone();
+    if !o.namespace.is_empty() && v["metadata"].get("namespace").is_none() {
+        v["metadata"]["namespace"] = json!(o.namespace);
+    }
+    v
+}
+
+/// JSON documents are YAML: one stream, `---` between documents.
+fn yaml_stream(docs: &[Value]) -> String {
+    docs.iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("\n---\n")
+}
+
+/// The Service as stored: a ClusterIP and, for NodePort/LoadBalancer, the NodePorts the
+/// model allocated.
+fn allocated_service(o: &Object, mesh: &Mesh, n: u32) -> Value {
+    let mut v = with_namespace(o);
+    let spec = &mut v["spec"];
+    if spec.get("clusterIP").is_none() {
+        spec["clusterIP"] =
+            json!(Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 10)) + n).to_string());
+    }
+    if let Some(ingress) = mesh
+        .ingress_services
+        .iter()
+        .find(|s| s.name == o.name && s.namespace == o.namespace)
+    {
+        if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+            for p in ports {
+                let port = p.get("port").and_then(Value::as_u64);
+                if let Some((_, np, _)) = ingress
+                    .ports
+                    .iter()
+                    .find(|(sp, _, _)| Some(*sp as u64) == port)
+                {
+                    p["nodePort"] = json!(np);
+                }
+            }
+        }
+    }
+    v
+}
+
+fn pod_object(index: usize, p: &PodPlan) -> Value {
+    let ip = pod_ip(index).to_string();
+    let ports: Vec<Value> = p
+        .container_ports
+        .iter()
+        .map(|(name, port)| match name {
+            Some(n) => json!({"name": n, "containerPort": port}),
+            None => json!({"containerPort": port}),
+        })
+        .collect();
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": p.name, "namespace": p.namespace, "labels": p.labels},
+        "spec": {
+            "serviceAccountName": p.service_account,
+            "nodeName": "meshcheck-node",
+            "containers": [{"name": "app", "image": "meshcheck", "ports": ports}],
+        },
+        "status": {
+            "phase": "Running",
+            "podIP": ip,
+            "podIPs": [{"ip": ip}],
+            "conditions": [{"type": "Ready", "status": "True"}],
+        },
+    })
+}
+
+/// One EndpointSlice per (Service, selected running pod), ports resolved against the pod.
+fn endpoint_slices(fx: &Fixtures, mesh: &Mesh) -> Vec<Value> {
+    let mut out = Vec::new();
+    for s in &fx.services {
+        for (i, p) in mesh.pods.iter().enumerate() {
+            if !runs(p) || p.namespace != s.namespace || !selects(&s.spec.spec.selector, &p.labels)
+            {
+                continue;
+            }
+            let ports: Vec<Value> = s
+                .spec
+                .spec
+                .ports
+                .iter()
+                .filter_map(|sp| {
+                    let t = sp.target_port.clone().unwrap_or(IntOrString::Int(sp.port));
+                    let port = p.resolve_port(&t)?;
+                    Some(json!({
+                        "name": sp.name.clone().unwrap_or_default(),
+                        "port": port,
+                        "protocol": sp.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                    }))
+                })
+                .collect();
+            out.push(json!({
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                "metadata": {
+                    "name": format!("{}-{}", s.name, p.name),
+                    "namespace": s.namespace,
+                    "labels": {
+                        "kubernetes.io/service-name": s.name,
+                        "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io",
+                    },
+                },
+                "addressType": "IPv4",
+                "endpoints": [{
+                    "addresses": [pod_ip(i).to_string()],
+                    "conditions": {"ready": true, "serving": true, "terminating": false},
+                    "targetRef": {"kind": "Pod", "name": p.name, "namespace": p.namespace},
+                }],
+                "ports": ports,
+            }));
+        }
+    }
+    out
+}
+
+/// The requests of the suite's http and distribution checks, at the gateway pod and
+/// port the ingress Service's NodePort leads to (kube-proxy: Service port ->
+/// targetPort of a selected pod). Checks whose port leads nowhere are left out: the
+/// comparison reports them from the model's side.
+fn requests(fx: &Fixtures, mesh: &Mesh, suite: &Suite) -> Vec<Request> {
+    let Some((gw, port, node_port)) = ingress_entry(fx, mesh, suite.ingress.port) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for c in &suite.checks {
+        let req = match &c.kind {
+            CheckKind::Http(h) => &h.request,
+            CheckKind::Distribution(d) => &d.request,
+            _ => continue,
+        };
+        out.push(request(c.full_name(), gw.clone(), port, node_port, req));
+    }
+    out
+}
+
+/// (gateway pod `ns/name`, port in the pod, NodePort) for a gateway Service port.
+pub fn ingress_entry(fx: &Fixtures, mesh: &Mesh, service_port: u16) -> Option<(String, u16, u16)> {
+    let (ingress, node_port) = mesh.node_port_for(service_port)?;
+    let svc = fx
+        .services
+        .iter()
+        .find(|s| s.name == ingress.name && s.namespace == ingress.namespace)?;
+    let sp = svc
+        .spec
+        .spec
+        .ports
+        .iter()
+        .find(|p| p.port == service_port)?;
+    let target = sp.target_port.clone().unwrap_or(IntOrString::Int(sp.port));
+    mesh.pods.iter().find_map(|p| {
+        let selected = p.role == PodRole::Gateway
+            && p.namespace == svc.namespace
+            && selects(&svc.spec.spec.selector, &p.labels);
+        let port = p.resolve_port(&target)?;
+        selected.then(|| (format!("{}/{}", p.namespace, p.name), port, node_port))
+    })
+}
+
+fn request(id: String, gateway: String, port: u16, node_port: u16, r: &RequestSpec) -> Request {
+    Request {
+        id,
+        gateway,
+        port,
+        method: r.method.clone().unwrap_or_else(|| "GET".into()),
+        scheme: "http".into(),
+        host: r
+            .host
+            .clone()
+            .unwrap_or_else(|| format!("node:{node_port}")),
+        path: r.path.clone(),
+        headers: r
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_addresses_round_trip() {
+        for i in [0, 1, 247, 248, 249, 250, 1000] {
+            assert_eq!(pod_index(&pod_ip(i).to_string()), Some(i), "index {i}");
+        }
+        assert_eq!(pod_index("127.0.0.1"), None);
+        assert_eq!(pod_index("10.244.0.1"), None);
+    }
+}

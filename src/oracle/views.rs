@@ -1,0 +1,418 @@
+//! One comparable form for a route, an answer to a request and a cluster, built from
+//! the model and from istiod's Envoy config alike, so a difference in any field shows
+//! as two different strings.
+
+use super::input::pod_index;
+use super::output::{Destination, RouteResult, SimResult};
+use crate::fixtures::istio::StringMatch;
+use crate::istio::{Mesh, PathMatch, Prediction, RoutePlan, UpstreamTls, UriRewrite};
+use serde_json::Value;
+use std::fmt;
+
+/// A route as Envoy would evaluate it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteView {
+    pub virtual_service: String,
+    pub path: String,
+    pub case_sensitive: bool,
+    /// Header and query matchers, sorted: `x-a exact:v2`, `:method exact:GET`, `?q present`.
+    pub matchers: Vec<String>,
+    /// `cluster 100%` or `c1 90%, c2 10%`, or `redirect`, `direct_response 503`.
+    pub action: String,
+    /// `prefix_rewrite /`, `regex_rewrite ^/a/?(.*) -> /\1`, or empty.
+    pub rewrite: String,
+    pub host_rewrite: String,
+}
+
+impl RouteView {
+    /// The fields in which `self` and `other` differ: (field, self's, other's).
+    pub fn diff(&self, other: &RouteView) -> Vec<(&'static str, String, String)> {
+        let mut d = Vec::new();
+        let mut cmp = |f: &'static str, a: String, b: String| {
+            if a != b {
+                d.push((f, a, b));
+            }
+        };
+        cmp(
+            "VirtualService",
+            self.virtual_service.clone(),
+            other.virtual_service.clone(),
+        );
+        cmp("path match", self.path.clone(), other.path.clone());
+        cmp(
+            "case sensitive",
+            self.case_sensitive.to_string(),
+            other.case_sensitive.to_string(),
+        );
+        cmp(
+            "header/query matchers",
+            self.matchers.join("; "),
+            other.matchers.join("; "),
+        );
+        cmp("action", self.action.clone(), other.action.clone());
+        cmp("rewrite", or_none(&self.rewrite), or_none(&other.rewrite));
+        cmp(
+            "authority rewrite",
+            or_none(&self.host_rewrite),
+            or_none(&other.host_rewrite),
+        );
+        d
+    }
+}
+
+impl fmt::Display for RouteView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.virtual_service, self.path)?;
+        if !self.case_sensitive {
+            f.write_str(" (any case)")?;
+        }
+        for m in &self.matchers {
+            write!(f, " [{m}]")?;
+        }
+        write!(f, " -> {}", self.action)?;
+        if !self.rewrite.is_empty() {
+            write!(f, ", {}", self.rewrite)?;
+        }
+        Ok(())
+    }
+}
+
+fn or_none(s: &str) -> String {
+    if s.is_empty() {
+        "none".into()
+    } else {
+        s.to_string()
+    }
+}
+
+fn string_match(m: &StringMatch) -> String {
+    match m {
+        StringMatch::Exact(v) => format!("exact:{v}"),
+        StringMatch::Prefix(v) => format!("prefix:{v}"),
+        StringMatch::Regex(v) => format!("regex:{v}"),
+    }
+}
+
+fn shares(weights: &[(String, f64)]) -> String {
+    let total: f64 = weights.iter().map(|(_, w)| w).sum();
+    weights
+        .iter()
+        .map(|(c, w)| {
+            let share = if total > 0.0 { w * 100.0 / total } else { 0.0 };
+            format!("{c} {}%", (share * 10.0).round() / 10.0)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The model's route.
+pub fn model_route(r: &RoutePlan) -> RouteView {
+    let path = match &r.path {
+        PathMatch::Prefix(p) => format!("prefix {p}"),
+        PathMatch::Exact(p) => format!("path {p}"),
+        PathMatch::Regex(p) => format!("safe_regex {p}"),
+    };
+    let mut matchers: Vec<String> = r
+        .headers
+        .iter()
+        .map(|(k, m)| format!("{k} {}", string_match(m)))
+        .collect();
+    if let Some(m) = &r.method {
+        matchers.push(format!(":method {}", string_match(m)));
+    }
+    if let Some(m) = &r.authority {
+        matchers.push(format!(":authority {}", string_match(m)));
+    }
+    matchers.sort();
+    let weights: Vec<(String, f64)> = r
+        .destinations
+        .iter()
+        .map(|d| (d.cluster.clone(), d.weight as f64))
+        .collect();
+    RouteView {
+        virtual_service: r.virtual_service.clone(),
+        path,
+        case_sensitive: !r.ignore_case,
+        matchers,
+        action: shares(&weights),
+        rewrite: match &r.rewrite {
+            None => String::new(),
+            Some(UriRewrite::Prefix(p)) => format!("prefix_rewrite {p}"),
+            Some(UriRewrite::Regex(p, s)) => format!("regex_rewrite {p} -> {s}"),
+        },
+        host_rewrite: r.rewrite_authority.clone().unwrap_or_default(),
+    }
+}
+
+/// istiod's route.
+pub fn oracle_route(r: &RouteResult) -> RouteView {
+    let m = &r.route_match;
+    let path = if let Some(p) = m.get("prefix").and_then(Value::as_str) {
+        format!("prefix {p}")
+    } else if let Some(p) = m.get("path").and_then(Value::as_str) {
+        format!("path {p}")
+    } else if let Some(p) = m.pointer("/safe_regex/regex").and_then(Value::as_str) {
+        format!("safe_regex {p}")
+    } else if let Some(p) = m.get("path_separated_prefix").and_then(Value::as_str) {
+        format!("path_separated_prefix {p}")
+    } else {
+        format!("(unrecognised: {m})")
+    };
+    let mut matchers: Vec<String> = m
+        .get("headers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(header_matcher)
+        .chain(
+            m.get("query_parameters")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|q| format!("?{}", header_matcher(q))),
+        )
+        .collect();
+    matchers.sort();
+    let action = match r.action.as_str() {
+        "route" => shares(
+            &r.destinations
+                .iter()
+                .map(|d| (d.cluster.clone(), d.weight as f64))
+                .collect::<Vec<_>>(),
+        ),
+        "direct_response" => format!(
+            "direct_response {}",
+            r.direct_response.as_ref().map(|d| d.status).unwrap_or(0)
+        ),
+        other => other.to_string(),
+    };
+    let rewrite = match (&r.prefix_rewrite, &r.regex_rewrite) {
+        (Some(p), _) => format!("prefix_rewrite {p}"),
+        (None, Some(rr)) => format!("regex_rewrite {} -> {}", rr.pattern, rr.substitution),
+        (None, None) => String::new(),
+    };
+    RouteView {
+        virtual_service: r
+            .virtual_service()
+            .unwrap_or_else(|| format!("(config {})", r.config)),
+        path,
+        case_sensitive: m
+            .get("case_sensitive")
+            .and_then(Value::as_bool)
+            .unwrap_or(true),
+        matchers,
+        action,
+        rewrite,
+        host_rewrite: r.host_rewrite.clone(),
+    }
+}
+
+/// `name kind:value`, `name present`, `!name ...` (invert), from Envoy's HeaderMatcher
+/// or QueryParameterMatcher JSON.
+fn header_matcher(h: &Value) -> String {
+    let name = h.get("name").and_then(Value::as_str).unwrap_or("?");
+    let invert = if h
+        .get("invert_match")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+    {
+        "!"
+    } else {
+        ""
+    };
+    let what = if let Some(p) = h.get("present_match") {
+        format!("present:{p}")
+    } else if let Some(sm) = h.get("string_match") {
+        let ic = if sm
+            .get("ignore_case")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+        {
+            " (any case)"
+        } else {
+            ""
+        };
+        let kind = ["exact", "prefix", "suffix", "contains"]
+            .iter()
+            .find_map(|k| {
+                sm.get(*k)
+                    .and_then(Value::as_str)
+                    .map(|v| format!("{k}:{v}"))
+            })
+            .or_else(|| {
+                sm.pointer("/safe_regex/regex")
+                    .and_then(Value::as_str)
+                    .map(|v| format!("regex:{v}"))
+            })
+            .unwrap_or_else(|| sm.to_string());
+        format!("{kind}{ic}")
+    } else {
+        h.to_string()
+    };
+    format!("{invert}{name} {what}")
+}
+
+/// Where a request goes, in the terms both sides share.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    /// `no listener`, `404`, `route`, `redirect`, `direct_response 503`, `error: ...`.
+    pub outcome: String,
+    pub virtual_service: String,
+    /// Destination clusters and their shares.
+    pub clusters: String,
+    /// The path the backend sees.
+    pub path: String,
+}
+
+impl Answer {
+    pub fn diff(&self, other: &Answer) -> Vec<(&'static str, String, String)> {
+        let mut d = Vec::new();
+        if self.outcome != other.outcome {
+            d.push(("outcome", self.outcome.clone(), other.outcome.clone()));
+            return d;
+        }
+        for (f, a, b) in [
+            (
+                "VirtualService",
+                &self.virtual_service,
+                &other.virtual_service,
+            ),
+            ("destinations", &self.clusters, &other.clusters),
+            ("path at the backend", &self.path, &other.path),
+        ] {
+            if a != b {
+                d.push((f, a.clone(), b.clone()));
+            }
+        }
+        d
+    }
+}
+
+pub fn model_answer(p: &Prediction) -> Answer {
+    let refused = p.branches.iter().any(|b| b.status.is_none());
+    let Some(route) = &p.route else {
+        let outcome = if refused { "no listener" } else { "404" };
+        return Answer {
+            outcome: outcome.into(),
+            virtual_service: String::new(),
+            clusters: String::new(),
+            path: String::new(),
+        };
+    };
+    let weights: Vec<(String, f64)> = p
+        .branches
+        .iter()
+        .filter_map(|b| b.cluster.clone().map(|c| (c, b.share)))
+        .collect();
+    Answer {
+        outcome: "route".into(),
+        virtual_service: route.virtual_service.clone(),
+        clusters: shares(&weights),
+        path: route.path_seen.clone(),
+    }
+}
+
+pub fn oracle_answer(s: &SimResult) -> Answer {
+    let blank = |outcome: &str| Answer {
+        outcome: outcome.into(),
+        virtual_service: String::new(),
+        clusters: String::new(),
+        path: String::new(),
+    };
+    if let Some(r) = &s.route {
+        let v = oracle_route(r);
+        if r.action != "route" {
+            return blank(&v.action);
+        }
+        return Answer {
+            outcome: "route".into(),
+            virtual_service: v.virtual_service,
+            clusters: v.action,
+            path: r.rewritten_path.clone(),
+        };
+    }
+    match s.error.as_str() {
+        "no listener matched" | "no filter chains matched" => blank("no listener"),
+        "no virtual host matched" | "no route matched" => blank("404"),
+        e => blank(&format!("error: {e}")),
+    }
+}
+
+/// A cluster's TLS mode and endpoints, in the terms both sides share.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterView {
+    pub tls: String,
+    pub sni: String,
+    /// `ns/pod:port tlsMode`, sorted.
+    pub endpoints: Vec<String>,
+}
+
+pub fn model_cluster(mesh: &Mesh, name: &str) -> Option<ClusterView> {
+    let c = mesh.clusters.get(name)?;
+    let mut endpoints: Vec<String> = c
+        .endpoints
+        .iter()
+        .map(|e| {
+            let p = &mesh.pods[e.pod];
+            let mode = if e.istio_tls { "istio" } else { "disabled" };
+            format!("{}/{}:{} {mode}", p.namespace, p.name, e.port)
+        })
+        .collect();
+    endpoints.sort();
+    Some(ClusterView {
+        tls: match c.tls {
+            UpstreamTls::Auto => "AUTO",
+            UpstreamTls::IstioMutual => "ISTIO_MUTUAL",
+            UpstreamTls::Disable => "DISABLE",
+        }
+        .into(),
+        sni: c.sni.clone(),
+        endpoints,
+    })
+}
+
+pub fn oracle_cluster(mesh: &Mesh, d: &Destination) -> ClusterView {
+    let mut endpoints: Vec<String> = d
+        .endpoints
+        .iter()
+        .map(|e| {
+            let who = pod_index(&e.address)
+                .and_then(|i| mesh.pods.get(i))
+                .map(|p| format!("{}/{}", p.namespace, p.name))
+                .unwrap_or_else(|| e.address.clone());
+            let mode = if e.tls_mode.is_empty() {
+                "disabled"
+            } else {
+                &e.tls_mode
+            };
+            format!("{who}:{} {mode}", e.port)
+        })
+        .collect();
+    endpoints.sort();
+    ClusterView {
+        tls: d.tls.clone(),
+        sni: d.sni.clone(),
+        endpoints,
+    }
+}
+
+impl ClusterView {
+    pub fn diff(&self, other: &ClusterView) -> Vec<(&'static str, String, String)> {
+        let mut d = Vec::new();
+        if self.tls != other.tls {
+            d.push(("TLS", self.tls.clone(), other.tls.clone()));
+        }
+        // istiod sets SNI only where it originates TLS itself.
+        if self.tls == "ISTIO_MUTUAL" && other.tls == "ISTIO_MUTUAL" && self.sni != other.sni {
+            d.push(("SNI", self.sni.clone(), other.sni.clone()));
+        }
+        if self.endpoints != other.endpoints {
+            d.push((
+                "endpoints",
+                self.endpoints.join(", "),
+                other.endpoints.join(", "),
+            ));
+        }
+        d
+    }
+}
