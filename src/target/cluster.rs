@@ -168,6 +168,8 @@ pub struct ClusterTarget {
     pub(crate) namespaces: Vec<String>,
     /// Gateway pods' namespace/labels, for diagnostics.
     pub(crate) gateway_selector: Vec<(String, BTreeMap<String, String>)>,
+    /// The fixtures' Services as named on the cluster (`namespace/name`).
+    pub(crate) fixture_services: Vec<String>,
     pub(crate) applied: Vec<Applied>,
     pub(crate) delete_created: bool,
     pub(crate) props: Vec<(String, String)>,
@@ -207,6 +209,12 @@ pub async fn deploy(
         identities: Vec::new(),
         namespaces: Vec::new(),
         gateway_selector: Vec::new(),
+        fixture_services: fx
+            .objects
+            .iter()
+            .filter(|o| o.kind == "Service" && o.api_version == "v1")
+            .map(|o| format!("{}/{}", renamed(&o.namespace, prefix), o.name))
+            .collect(),
         applied: Vec::new(),
         delete_created: opts.delete_created,
         props: vec![("target".into(), name.into())],
@@ -518,6 +526,39 @@ impl Target for ClusterTarget {
     fn diagnostics<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, Vec<PathBuf>> {
         Box::pin(self.collect(dir.to_path_buf()))
     }
+    fn other_node_ports(&self) -> BoxFuture<'_, Result<Vec<(u16, String)>, String>> {
+        Box::pin(async move {
+            let api: ::kube::Api<Service> = ::kube::Api::all(self.client.clone());
+            let list = api
+                .list(&Default::default())
+                .await
+                .map_err(|e| format!("listing the Services of every namespace: {e}"))?;
+            Ok(other_node_ports(&list.items, &self.fixture_services))
+        })
+    }
+}
+
+/// The NodePorts of `services` that are not among `ours` (`namespace/name`).
+pub fn other_node_ports(services: &[Service], ours: &[String]) -> Vec<(u16, String)> {
+    let mut out = Vec::new();
+    for s in services {
+        let id = format!(
+            "{}/{}",
+            s.metadata.namespace.as_deref().unwrap_or_default(),
+            s.metadata.name.as_deref().unwrap_or_default()
+        );
+        if ours.contains(&id) {
+            continue;
+        }
+        let ports = s.spec.as_ref().and_then(|sp| sp.ports.as_ref());
+        for p in ports.into_iter().flatten() {
+            if let Some(np) = p.node_port.and_then(|n| u16::try_from(n).ok()) {
+                out.push((np, id.clone()));
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 impl Drop for ClusterTarget {

@@ -58,6 +58,13 @@ pub trait Target: Send + Sync {
     fn health(&self) -> Vec<String>;
     /// Key/values for reports (target, versions, addresses).
     fn properties(&self) -> Vec<(String, String)>;
+    /// NodePorts of the cluster's Services that are not the fixtures' (another
+    /// tenant's, on a shared cluster), each with the Service's `namespace/name`: the
+    /// ports check lists them as information rather than judging them. Empty where
+    /// every Service is the run's own (local); `Err` when they cannot be read.
+    fn other_node_ports(&self) -> BoxFuture<'_, Result<Vec<(u16, String)>, String>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
     /// Writes what helps explain a failure (proxy config dumps, logs, events, the
     /// objects with status) under `dir`; returns the files written.
     fn diagnostics<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, Vec<PathBuf>> {
@@ -118,4 +125,57 @@ pub fn docker_answers() -> bool {
     let mut buf = String::new();
     let _ = s.read_to_string(&mut buf);
     buf.starts_with("HTTP/1.") && buf.contains(" 200 ")
+}
+
+/// A target made of fixed answers, for the checks' unit tests.
+#[cfg(test)]
+pub mod testing {
+    use super::*;
+
+    pub struct FixedTarget {
+        pub node_ports: BTreeMap<u16, u16>,
+        pub pods: Vec<PodInfo>,
+        pub other_node_ports: Result<Vec<(u16, String)>, String>,
+    }
+
+    impl FixedTarget {
+        /// On 127.0.0.1, with no NodePort, no pod and no other Service.
+        pub fn new() -> Self {
+            FixedTarget {
+                node_ports: BTreeMap::new(),
+                pods: Vec::new(),
+                other_node_ports: Ok(Vec::new()),
+            }
+        }
+    }
+
+    impl Target for FixedTarget {
+        fn name(&self) -> &'static str {
+            "fixed"
+        }
+        fn node_address(&self) -> IpAddr {
+            IpAddr::from([127, 0, 0, 1])
+        }
+        fn node_port(&self, service_port: u16) -> Option<u16> {
+            self.node_ports.get(&service_port).copied()
+        }
+        fn gateway_identities(&self) -> Vec<String> {
+            Vec::new()
+        }
+        fn pods(&self) -> BoxFuture<'_, Result<Vec<PodInfo>, String>> {
+            Box::pin(async move { Ok(self.pods.clone()) })
+        }
+        fn consistency_budget(&self) -> Duration {
+            Duration::from_millis(200)
+        }
+        fn health(&self) -> Vec<String> {
+            Vec::new()
+        }
+        fn properties(&self) -> Vec<(String, String)> {
+            Vec::new()
+        }
+        fn other_node_ports(&self) -> BoxFuture<'_, Result<Vec<(u16, String)>, String>> {
+            Box::pin(async move { self.other_node_ports.clone() })
+        }
+    }
 }

@@ -181,6 +181,27 @@ async fn existing_target_applies_reads_the_cluster_and_passes_the_suite() {
         "{bodies:?}"
     );
 
+    // Another tenant's NodePort Service on the shared cluster is not the fixtures':
+    // the ports check lists it, and does not judge it.
+    fake.mount_get(
+        "/api/v1/services",
+        json!({"apiVersion": "v1", "kind": "ServiceList", "metadata": {}, "items": [
+            {"metadata": {"name": "my-ingress-gateway", "namespace": "istio-ingress"},
+             "spec": {"type": "LoadBalancer", "ports": [{"port": 80, "nodePort": 30080}]}},
+            {"metadata": {"name": "checkout", "namespace": "payments"},
+             "spec": {"type": "NodePort", "ports": [{"port": 443, "nodePort": 31443}, {"port": 80, "nodePort": 31080}]}},
+            {"metadata": {"name": "kubernetes", "namespace": "default"},
+             "spec": {"type": "ClusterIP", "ports": [{"port": 443}]}}]}),
+    )
+    .await;
+    assert_eq!(
+        cluster.other_node_ports().await,
+        Ok(vec![
+            (31080, "payments/checkout".to_string()),
+            (31443, "payments/checkout".to_string())
+        ])
+    );
+
     // Every traffic check of the suite passes over the node address the API gave.
     let suite = crate::suite::load(&root.join("suites/ingress.yaml")).unwrap();
     let timeouts = crate::timeouts::Timeouts {
