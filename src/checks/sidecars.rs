@@ -364,6 +364,44 @@ mod tests {
         assert!(why.contains("not what Istio's injector writes"), "{why}");
     }
 
+    /// The check as a whole: an injected pod passes; a pod whose istio-proxy was
+    /// added by hand fails, by name.
+    #[tokio::test]
+    async fn a_hand_added_istio_proxy_fails_the_check() {
+        let mut injected = annotated(
+            pod(vec![c("app", None), c("istio-proxy", None)], vec![]),
+            CLASSIC_STATUS,
+        );
+        injected.name = "atlas-ui-7d9f8b6c5-x2x7q".into();
+        let mut by_hand = pod(vec![c("app", None), c("istio-proxy", None)], vec![]);
+        by_hand.name = "authz-6b7c8d9e0f-abcde".into();
+        let run_on = |pods: Vec<PodInfo>| async move {
+            let target = crate::target::testing::FixedTarget {
+                pods,
+                ..crate::target::testing::FixedTarget::new()
+            };
+            let ctx = Ctx::new(
+                std::sync::Arc::new(target),
+                crate::timeouts::Timeouts::default(),
+                80,
+            );
+            let check = SidecarsCheck {
+                namespaces: vec!["atlas".into()],
+                via: Vec::new(),
+            };
+            run(&ctx, &check).await
+        };
+        let o = run_on(vec![injected.clone()]).await;
+        assert!(o.passed, "{}", o.message);
+        let o = run_on(vec![injected, by_hand]).await;
+        assert!(!o.passed);
+        assert!(
+            o.message.starts_with("pod atlas/authz-6b7c8d9e0f-abcde has a container named istio-proxy, but no sidecar.istio.io/status annotation"),
+            "{}",
+            o.message
+        );
+    }
+
     #[test]
     fn parses_xfcc_like_envoy_writes_it() {
         let h = r#"By=spiffe://cluster.local/ns/atlas/sa/authz;Hash=abc;Subject="";URI=spiffe://cluster.local/ns/istio-ingress/sa/my-ingress-gateway"#;
