@@ -121,6 +121,15 @@ async fn cluster_with_fixtures(prefix: &str, node_port: u16) -> MockServer {
         })))
         .mount(&server)
         .await;
+    let ingress = format!("{prefix}istio-ingress");
+    Mock::given(method("GET"))
+        .and(path(format!("/api/v1/namespaces/{ingress}/pods")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "apiVersion": "v1", "kind": "PodList", "metadata": {},
+            "items": [injected_pod(&ingress, "my-ingress-gateway-5f7c9d-q2w3e", "my-ingress-gateway")]
+        })))
+        .mount(&server)
+        .await;
     Mock::given(method("GET"))
         .and(path_regex(r"^/api/v1/namespaces/[^/]+/pods$"))
         .respond_with(ResponseTemplate::new(200).set_body_json(
@@ -132,25 +141,41 @@ async fn cluster_with_fixtures(prefix: &str, node_port: u16) -> MockServer {
     server
 }
 
-/// `meshcheck --target existing` against `server`, in a blocking thread.
+/// `meshcheck --target existing` against `server` (through a kubeconfig file), in a
+/// blocking thread.
 async fn run_existing(server: &MockServer, args: &[&str]) -> RunResult {
     let dir = tempfile::tempdir().unwrap();
     let kc = kubeconfig(dir.path(), &server.uri());
+    let mut all = vec!["--kubeconfig".to_string(), kc.display().to_string()];
+    all.extend(args.iter().map(|a| a.to_string()));
+    let r = run_meshcheck(&all, Vec::new()).await;
+    drop(dir);
+    r
+}
+
+/// `meshcheck --target existing --node-address 127.0.0.1 --budget 3s ARGS` with the
+/// environment `env`, its JUnit report and diagnostics in a temporary directory.
+async fn run_meshcheck(args: &[String], env: Vec<(String, String)>) -> RunResult {
+    let out = tempfile::tempdir().unwrap();
     let mut run = Run::new()
         .arg("--target")
         .arg("existing")
-        .arg("--kubeconfig")
-        .arg(&kc)
         .arg("--node-address")
         .arg("127.0.0.1")
         .arg("--budget")
-        .arg("3s");
+        .arg("3s")
+        .arg("--junit")
+        .arg(out.path().join("junit.xml"));
     for a in args {
         run = run.arg(a);
     }
+    let mut cmd = run.command();
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     tokio::task::spawn_blocking(move || {
-        let r = run.run();
-        drop(dir);
+        let r = parse(cmd.output().unwrap());
+        drop(out);
         r
     })
     .await
@@ -197,5 +222,106 @@ async fn applying_without_a_stub_image_is_refused_before_any_request() {
             .unwrap_or_default()
             .is_empty(),
         "the API server was contacted"
+    );
+}
+
+/// `$KUBECONFIG` with several files (one missing): every existing file is read and
+/// merged as kubectl does. Here the context and user are in one file, the cluster in
+/// another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_file_of_a_multi_file_kubeconfig_is_read() {
+    let port = atlas_ui_at("atlas").await;
+    let server = cluster_with_fixtures("", port).await;
+    let dir = tempfile::tempdir().unwrap();
+    let contexts = dir.path().join("contexts.yaml");
+    std::fs::write(
+        &contexts,
+        "apiVersion: v1\nkind: Config\nusers:\n- name: ci\n  user:\n    token: not-a-secret\n\
+         contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: ci\ncurrent-context: fake\n",
+    )
+    .unwrap();
+    let clusters = dir.path().join("clusters.yaml");
+    std::fs::write(
+        &clusters,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\n",
+            server.uri()
+        ),
+    )
+    .unwrap();
+    let env = std::env::join_paths([
+        dir.path().join("missing.yaml"),
+        contexts.clone(),
+        clusters.clone(),
+    ])
+    .unwrap();
+    let args: Vec<String> = ["--no-apply", "--exact", "routing::atlas-ui"]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    let r = run_meshcheck(
+        &args,
+        vec![("KUBECONFIG".into(), env.to_string_lossy().into_owned())],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.passed.contains("routing::atlas-ui"), "{}", r.stdout);
+}
+
+/// Diagnostics after a failed check dump the gateway's Envoy config with istioctl on
+/// the run's cluster: the same `--context` as the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn istioctl_diagnostics_use_the_runs_context() {
+    let port = atlas_ui_at("atlas").await;
+    let server = cluster_with_fixtures("", port).await;
+    let dir = tempfile::tempdir().unwrap();
+    // An istioctl that records how it was called.
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let calls = dir.path().join("istioctl-calls");
+    let istioctl = bin.join("istioctl");
+    std::fs::write(
+        &istioctl,
+        format!(
+            "#!/bin/sh\necho \"$@\" >> '{}'\necho '{{}}'\n",
+            calls.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&istioctl, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let kc = kubeconfig(dir.path(), &server.uri());
+    let path = std::env::join_paths(std::iter::once(bin.clone()).chain(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    )))
+    .unwrap();
+    // routing::authz fails: atlas-ui answers.
+    let args: Vec<String> = [
+        "--kubeconfig",
+        &kc.display().to_string(),
+        "--context",
+        "fake",
+        "--no-apply",
+        "--exact",
+        "routing::authz",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    let r = run_meshcheck(
+        &args,
+        vec![("PATH".into(), path.to_string_lossy().into_owned())],
+    )
+    .await;
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    let calls = std::fs::read_to_string(&calls).unwrap_or_default();
+    assert_eq!(
+        calls.trim(),
+        format!(
+            "proxy-config all my-ingress-gateway-5f7c9d-q2w3e -n istio-ingress -o json --kubeconfig {} --context fake",
+            kc.display()
+        ),
+        "{}",
+        r.stderr
     );
 }

@@ -156,6 +156,29 @@ pub struct DeployOptions {
     pub adopt: bool,
 }
 
+/// `istioctl` as the diagnostics run it: on the run's cluster.
+#[derive(Debug, Clone)]
+pub struct Istioctl {
+    pub bin: PathBuf,
+    /// `--kubeconfig`; `None`: istioctl reads `$KUBECONFIG` itself (every file).
+    pub kubeconfig: Option<PathBuf>,
+    /// `--context`; `None`: the kubeconfig's current context.
+    pub context: Option<String>,
+}
+
+impl Istioctl {
+    /// `istioctl proxy-config all POD -n NS -o json` on the run's cluster.
+    pub fn proxy_config_args(&self, pod: &str, namespace: &str) -> Vec<String> {
+        let kubeconfig = self.kubeconfig.as_ref().map(|k| k.to_string_lossy());
+        super::kind::config::istioctl_proxy_config_args(
+            pod,
+            namespace,
+            kubeconfig.as_deref(),
+            self.context.as_deref(),
+        )
+    }
+}
+
 /// A cluster the fixtures run on.
 pub struct ClusterTarget {
     pub(crate) name: &'static str,
@@ -173,8 +196,8 @@ pub struct ClusterTarget {
     pub(crate) applied: Vec<Applied>,
     pub(crate) delete_created: bool,
     pub(crate) props: Vec<(String, String)>,
-    /// `istioctl` and the kubeconfig it should use, for config dumps.
-    pub(crate) istioctl: Option<(PathBuf, PathBuf)>,
+    /// `istioctl` and how it reaches the cluster, for config dumps.
+    pub(crate) istioctl: Option<Istioctl>,
     /// Run at shutdown (delete the kind cluster).
     pub(crate) on_shutdown: Vec<Box<dyn FnOnce() + Send + Sync>>,
     /// Interrupt-path cleanups this target registered (forgotten once it cleaned up).
@@ -453,7 +476,7 @@ impl ClusterTarget {
             &mut out,
         );
         // The gateway's Envoy configuration, as istiod programmed it.
-        if let Some((istioctl, kubeconfig)) = &self.istioctl {
+        if let Some(istioctl) = &self.istioctl {
             for (ns, labels) in &self.gateway_selector {
                 let pods: ::kube::Api<Pod> = ::kube::Api::namespaced(self.client.clone(), ns);
                 let sel = labels
@@ -465,13 +488,9 @@ impl ClusterTarget {
                 let lp = ::kube::api::ListParams::default().labels(&sel);
                 for p in pods.list(&lp).await.map(|l| l.items).unwrap_or_default() {
                     let pname = p.metadata.name.unwrap_or_default();
-                    let args = super::kind::config::istioctl_proxy_config_args(
-                        &pname,
-                        ns,
-                        &kubeconfig.to_string_lossy(),
-                    );
+                    let args = istioctl.proxy_config_args(&pname, ns);
                     match run_tool(
-                        istioctl,
+                        &istioctl.bin,
                         &args,
                         Duration::from_secs(60),
                         "istioctl proxy-config",

@@ -34,12 +34,53 @@ fn unavailable(why: impl Into<String>) -> TargetError {
     }
 }
 
-/// The kubeconfig to use: `--kubeconfig`, else the first file of `$KUBECONFIG`, else
-/// `~/.kube/config`.
-pub fn kubeconfig_path(explicit: Option<&Path>) -> Result<PathBuf, TargetError> {
+/// Where the kubeconfig comes from, in kubectl's order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KubeconfigSource {
+    /// `--kubeconfig FILE`, or `~/.kube/config`.
+    File(PathBuf),
+    /// `$KUBECONFIG`: its files that exist (kubectl ignores missing ones), merged as
+    /// kubectl merges them (the first file to set a value or a named entry wins).
+    Env(Vec<PathBuf>),
+}
+
+impl KubeconfigSource {
+    /// For messages and reports: the file, or the files joined like `$KUBECONFIG`.
+    pub fn describe(&self) -> String {
+        match self {
+            KubeconfigSource::File(p) => p.display().to_string(),
+            KubeconfigSource::Env(ps) => ps
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(":"),
+        }
+    }
+
+    /// The merged kubeconfig (kube-rs' `Kubeconfig::merge`, kubectl's rules).
+    pub fn read(&self) -> Result<::kube::config::Kubeconfig, TargetError> {
+        use ::kube::config::Kubeconfig;
+        let read = |p: &Path| {
+            Kubeconfig::read_from(p)
+                .map_err(|e| unavailable(format!("cannot read kubeconfig {}: {e}", p.display())))
+        };
+        match self {
+            KubeconfigSource::File(p) => read(p),
+            KubeconfigSource::Env(ps) => ps.iter().try_fold(Kubeconfig::default(), |merged, p| {
+                merged.merge(read(p)?).map_err(|e| {
+                    unavailable(format!("cannot merge kubeconfig {}: {e}", p.display()))
+                })
+            }),
+        }
+    }
+}
+
+/// The kubeconfig to use: `--kubeconfig`, else every existing file of
+/// `$KUBECONFIG`, else `~/.kube/config`.
+pub fn kubeconfig_source(explicit: Option<&Path>) -> Result<KubeconfigSource, TargetError> {
     if let Some(p) = explicit {
         return if p.is_file() {
-            Ok(p.to_path_buf())
+            Ok(KubeconfigSource::File(p.to_path_buf()))
         } else {
             Err(unavailable(format!(
                 "--kubeconfig {} does not exist",
@@ -48,37 +89,48 @@ pub fn kubeconfig_path(explicit: Option<&Path>) -> Result<PathBuf, TargetError> 
         };
     }
     if let Some(env) = std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) {
-        if let Some(p) = std::env::split_paths(&env).find(|p| p.is_file()) {
-            return Ok(p);
+        let files: Vec<PathBuf> = std::env::split_paths(&env)
+            .filter(|p| p.is_file())
+            .collect();
+        if files.is_empty() {
+            return Err(unavailable(format!(
+                "KUBECONFIG={} names no existing file",
+                env.to_string_lossy()
+            )));
         }
-        return Err(unavailable(format!(
-            "KUBECONFIG={} names no existing file",
-            env.to_string_lossy()
-        )));
+        return Ok(KubeconfigSource::Env(files));
     }
     let home = dirs::home_dir().map(|h| h.join(".kube/config"));
     match home {
-        Some(p) if p.is_file() => Ok(p),
+        Some(p) if p.is_file() => Ok(KubeconfigSource::File(p)),
         _ => Err(unavailable(
             "no kubeconfig: KUBECONFIG is unset and ~/.kube/config does not exist; pass --kubeconfig FILE (and --context NAME), or run with --target local",
         )),
     }
 }
 
-/// A client for `path` (and `context`), checked with a version request.
+/// A client for the kubeconfig file `path` (and `context`), checked with a version
+/// request.
 pub async fn client_from_kubeconfig(
     path: &Path,
     context: Option<&str>,
 ) -> Result<::kube::Client, TargetError> {
-    let kc = ::kube::config::Kubeconfig::read_from(path)
-        .map_err(|e| unavailable(format!("cannot read kubeconfig {}: {e}", path.display())))?;
+    client_from_source(&KubeconfigSource::File(path.to_path_buf()), context).await
+}
+
+/// A client for `source` (and `context`), checked with a version request.
+pub async fn client_from_source(
+    source: &KubeconfigSource,
+    context: Option<&str>,
+) -> Result<::kube::Client, TargetError> {
+    let kc = source.read()?;
     let opts = ::kube::config::KubeConfigOptions {
         context: context.map(str::to_string),
         ..Default::default()
     };
     let config = ::kube::Config::from_custom_kubeconfig(kc, &opts)
         .await
-        .map_err(|e| unavailable(format!("kubeconfig {}: {e}", path.display())))?;
+        .map_err(|e| unavailable(format!("kubeconfig {}: {e}", source.describe())))?;
     let server = config.cluster_url.to_string();
     let client = ::kube::Client::try_from(config)
         .map_err(|e| unavailable(format!("cannot build a client for {server}: {e}")))?;
@@ -143,8 +195,8 @@ pub async fn bring_up(
     opts: &ExistingOptions,
 ) -> Result<ClusterTarget, TargetError> {
     check_stub_image(fx, opts)?;
-    let path = kubeconfig_path(opts.kubeconfig.as_deref())?;
-    let client = client_from_kubeconfig(&path, opts.context.as_deref()).await?;
+    let source = kubeconfig_source(opts.kubeconfig.as_deref())?;
+    let client = client_from_source(&source, opts.context.as_deref()).await?;
     let dopts = DeployOptions {
         apply: !opts.no_apply,
         namespace_prefix: opts.namespace_prefix.clone(),
@@ -158,15 +210,22 @@ pub async fn bring_up(
         adopt: opts.adopt,
     };
     let mut target = deploy("existing", client, fx, mesh, &dopts, opts.node_address).await?;
-    target
-        .props
-        .push(("kubeconfig".into(), path.display().to_string()));
+    target.props.push(("kubeconfig".into(), source.describe()));
     if let Some(c) = &opts.context {
         target.props.push(("kube.context".into(), c.clone()));
     }
-    // istioctl on PATH, if any, for the gateway's config dump in diagnostics.
-    if let Some(istioctl) = super::kind::which("istioctl") {
-        target.istioctl = Some((istioctl, path));
+    // istioctl on PATH, if any, for the gateway's config dump in diagnostics: on the
+    // same cluster (the file, or $KUBECONFIG which istioctl merges as kubectl does,
+    // and the context).
+    if let Some(bin) = super::kind::which("istioctl") {
+        target.istioctl = Some(super::cluster::Istioctl {
+            bin,
+            kubeconfig: match source {
+                KubeconfigSource::File(p) => Some(p),
+                KubeconfigSource::Env(_) => None,
+            },
+            context: opts.context.clone(),
+        });
     }
     Ok(target)
 }

@@ -325,20 +325,23 @@ pub fn revision_for(version: &str) -> String {
     out
 }
 
-/// `istioctl proxy-config all POD -n NS -o json --kubeconfig K`: the whole Envoy config
-/// of one proxy (for diagnostics).
-pub fn istioctl_proxy_config_args(pod: &str, namespace: &str, kubeconfig: &str) -> Vec<String> {
-    strings(&[
-        "proxy-config",
-        "all",
-        pod,
-        "-n",
-        namespace,
-        "-o",
-        "json",
-        "--kubeconfig",
-        kubeconfig,
-    ])
+/// `istioctl proxy-config all POD -n NS -o json [--kubeconfig K] [--context C]`: the
+/// whole Envoy config of one proxy (for diagnostics), on the cluster the run uses.
+/// Without a kubeconfig file istioctl reads `$KUBECONFIG` (every file, as kubectl).
+pub fn istioctl_proxy_config_args(
+    pod: &str,
+    namespace: &str,
+    kubeconfig: Option<&str>,
+    context: Option<&str>,
+) -> Vec<String> {
+    let mut a = strings(&["proxy-config", "all", pod, "-n", namespace, "-o", "json"]);
+    if let Some(k) = kubeconfig {
+        a.extend(strings(&["--kubeconfig", k]));
+    }
+    if let Some(c) = context {
+        a.extend(strings(&["--context", c]));
+    }
+    a
 }
 
 /// `docker build -t TAG -f DOCKERFILE CONTEXT`.
@@ -641,7 +644,12 @@ nodes:
             ])
         );
         assert_eq!(
-            istioctl_proxy_config_args("my-ingress-gateway-7d9f-x", "istio-ingress", "/w/kc"),
+            istioctl_proxy_config_args(
+                "my-ingress-gateway-7d9f-x",
+                "istio-ingress",
+                Some("/w/kc"),
+                None
+            ),
             v(&[
                 "proxy-config",
                 "all",
@@ -652,6 +660,26 @@ nodes:
                 "json",
                 "--kubeconfig",
                 "/w/kc"
+            ])
+        );
+        // The existing target's context, and $KUBECONFIG left to istioctl.
+        assert_eq!(
+            istioctl_proxy_config_args(
+                "my-ingress-gateway-7d9f-x",
+                "istio-ingress",
+                None,
+                Some("staging")
+            ),
+            v(&[
+                "proxy-config",
+                "all",
+                "my-ingress-gateway-7d9f-x",
+                "-n",
+                "istio-ingress",
+                "-o",
+                "json",
+                "--context",
+                "staging"
             ])
         );
     }

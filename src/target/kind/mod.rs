@@ -334,7 +334,11 @@ pub async fn bring_up(
         adopt: true,
     };
     let mut target = deploy("kind", client, fx, mesh, &dopts, node).await?;
-    target.istioctl = Some((istioctl, kubeconfig_path));
+    target.istioctl = Some(super::cluster::Istioctl {
+        bin: istioctl,
+        kubeconfig: Some(kubeconfig_path),
+        context: None,
+    });
     target.props.extend([
         ("istio.version".into(), opts.istio_version.clone()),
         ("kind.version".into(), tools::KIND_VERSION.into()),
