@@ -137,7 +137,7 @@ func dump(pod string, g *generated) GatewayConfig {
 	for _, rc := range g.routes {
 		t := RouteTable{Name: rc.Name, VirtualHosts: []VirtualHost{}}
 		for _, vh := range rc.VirtualHosts {
-			v := VirtualHost{Name: vh.Name, Domains: vh.Domains, Routes: []RouteResult{}}
+			v := VirtualHost{Name: vh.Name, Domains: vh.Domains, Routes: []RouteResult{}, RequireTLS: vh.RequireTls.String()}
 			for i, r := range vh.Routes {
 				v.Routes = append(v.Routes, *describeRoute(g, r, i, nil))
 			}

@@ -94,6 +94,8 @@ type VirtualHost struct {
 	Name    string        `json:"name"`
 	Domains []string      `json:"domains"`
 	Routes  []RouteResult `json:"routes"`
+	// RequireTLS is Envoy's require_tls ("NONE", "EXTERNAL_ONLY", "ALL").
+	RequireTLS string `json:"require_tls"`
 }
 
 // SimResult is Istio's answer for one request.

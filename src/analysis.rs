@@ -546,9 +546,23 @@ fn gateway_selector(c: &mut Ctx) {
         }
         for (i, server) in g.spec.spec.servers.iter().enumerate() {
             let n = server.port.number;
+            // istioctl's IST0162 (pkg/config/analysis/analyzers/gateway/gateway.go,
+            // 1.30.3) accepts a Service port or a Service targetPort: pilot binds a
+            // server port that is no Service port as written, and the Service port whose
+            // targetPort it is reaches it (Istio's Bookinfo gateway on 8080).
+            let reaches = |p: &crate::fixtures::k8s::ServicePort| {
+                p.port == n
+                    || selected.iter().any(|&pi| {
+                        let t = p
+                            .target_port
+                            .clone()
+                            .unwrap_or(crate::fixtures::k8s::IntOrString::Int(p.port));
+                        c.mesh.pods[pi].resolve_port(&t) == Some(n)
+                    })
+            };
             if !services
                 .iter()
-                .any(|s| s.spec.spec.ports.iter().any(|p| p.port == n))
+                .any(|s| s.spec.spec.ports.iter().any(reaches))
             {
                 c.push("gateway-selector", Severity::Error, "MC109", Some("IST0162 GatewayPortNotDefinedOnService"), g.describe(), &g.source,
                     format!("server {i} port {n} is not a port of Service {}", services.iter().map(|s| format!("{}/{}", s.namespace, s.name)).collect::<Vec<_>>().join(", ")),

@@ -456,6 +456,42 @@ fn route_conflicts_between_virtualservices() {
 }
 
 #[test]
+fn dotted_host_is_fully_qualified_as_in_istio_and_names_no_service() {
+    // pilot/pkg/model/service.go ResolveShortnameToFQDN: a host with a dot is not
+    // expanded, so `authz.atlas` is no Service: istiod builds no cluster, 503 (NC).
+    let f = FixtureCopy::new();
+    f.replace(
+        "40-virtualservices.yaml",
+        "        host: authz\n",
+        "        host: authz.atlas\n",
+    );
+    let all = findings(&f);
+    let e = expect(
+        &all,
+        "MC103",
+        Severity::Error,
+        "VirtualService atlas/authz",
+        "40-virtualservices.yaml:24",
+    );
+    assert!(
+        e.message
+            .contains("resolves to authz.atlas: no such Service"),
+        "{e}"
+    );
+    let sim = expect(
+        &all,
+        "MC201",
+        Severity::Error,
+        "VirtualService atlas/authz",
+        "40-virtualservices.yaml:24",
+    );
+    assert!(
+        sim.message.contains("expected status 200, predicted 503"),
+        "{sim}"
+    );
+}
+
+#[test]
 fn simulation_catches_a_wrong_rewrite() {
     let f = FixtureCopy::new();
     f.replace("40-virtualservices.yaml", "    rewrite:\n      uri: /\n    route:\n    - destination:\n        host: nb-rest\n        subset: v1\n", "    route:\n    - destination:\n        host: nb-rest\n        subset: v1\n");

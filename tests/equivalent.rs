@@ -53,7 +53,12 @@ fn renamed_objects_fqdn_hosts_and_another_nodeport_pass() {
             "        host: nb-rest\n",
             "        host: nb-rest.atlas.svc.cluster.local\n",
         )
-        .replace("        host: authz\n", "        host: authz.atlas\n");
+        // Fully qualified (a dotted `authz.atlas` would be taken as fully qualified by
+        // Istio and name no Service: tests/analyze.rs).
+        .replace(
+            "        host: authz\n",
+            "        host: authz.atlas.svc.cluster.local\n",
+        );
     f.write("40-virtualservices.yaml", &vs);
     let dr = f
         .read("50-destinationrules.yaml")

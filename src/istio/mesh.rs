@@ -80,6 +80,8 @@ pub struct VHostPlan {
     pub name: String,
     pub domains: Vec<String>,
     pub routes: Vec<RoutePlan>,
+    /// A server with `tls.httpsRedirect`: Envoy `require_tls: ALL` (301 to https).
+    pub require_tls: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -167,18 +169,23 @@ pub fn cluster_name(port: u16, subset: Option<&str>, fqdn: &str) -> String {
     format!("outbound|{port}|{}|{fqdn}", subset.unwrap_or(""))
 }
 
-/// `name` / `name.ns` / `name.ns.svc.cluster.local` relative to `namespace`.
+/// A host as Istio resolves it (pilot/pkg/model/service.go, 1.30.3:
+/// ResolveShortnameToFQDN): a name without a dot is relative to the namespace of the
+/// object that names it (`authz` in `atlas` -> `authz.atlas.svc.cluster.local`); a
+/// name with a dot is taken as fully qualified (`authz.atlas` stays `authz.atlas`,
+/// which names no Service); `*` and IP addresses stay as written.
 pub fn resolve_host(host: &str, namespace: &str) -> String {
-    let suffix = format!("svc.{CLUSTER_DOMAIN}");
-    if host.ends_with(&suffix) || host.contains('*') {
-        host.to_string()
-    } else {
-        match host.split('.').count() {
-            1 => format!("{host}.{namespace}.{suffix}"),
-            2 => format!("{host}.{suffix}"),
-            _ => host.to_string(),
-        }
+    if host.is_empty()
+        || host == "*"
+        || host.parse::<std::net::IpAddr>().is_ok()
+        || host.contains('.')
+    {
+        return host.to_string();
     }
+    if namespace.is_empty() {
+        return format!("{host}.svc.{CLUSTER_DOMAIN}");
+    }
+    format!("{host}.{namespace}.svc.{CLUSTER_DOMAIN}")
 }
 
 /// Istio host matching: `*` matches anything, `*.x` matches subdomains of x.
@@ -239,12 +246,30 @@ impl Mesh {
         }
         // Clusters for every destination any VirtualService names (istiod builds them
         // whether or not a route is bound to a gateway).
+        // The clusters the gateway routes name, and those of every other destination
+        // whose port is known without a listener (analyses look at those too).
         let mut wanted: Vec<(String, String, u16, Option<String>)> = Vec::new();
+        for r in mesh
+            .gateways
+            .iter()
+            .flat_map(|g| g.listeners.iter())
+            .flat_map(|l| l.route_config.vhosts.iter())
+            .flat_map(|v| v.routes.iter())
+        {
+            for d in &r.destinations {
+                if let Some((port, subset, fqdn)) = parse_cluster_name(&d.cluster) {
+                    wanted.push((d.cluster.clone(), fqdn, port, subset));
+                }
+            }
+        }
         for vs in &vss {
             for http in &vs.spec.spec.http {
                 for d in &http.route {
                     let fqdn = resolve_host(&d.destination.host, &vs.namespace);
-                    let port = d.destination.port.as_ref().map(|p| p.number).unwrap_or(0);
+                    let written = d.destination.port.as_ref().map(|p| p.number);
+                    let Some(port) = destination_port(fx, written, &fqdn) else {
+                        continue;
+                    };
                     let subset = d.destination.subset.clone();
                     wanted.push((
                         cluster_name(port, subset.as_deref(), &fqdn),
@@ -388,32 +413,8 @@ fn build_listeners(
     for gw in gws {
         for (si, server) in gw.spec.spec.servers.iter().enumerate() {
             let number = server.port.number;
-            // Port translation: Service port -> targetPort (+ nodePort).
-            let mut target = None;
-            let mut node_ports = Vec::new();
-            for s in &services {
-                for p in &s.spec.spec.ports {
-                    if p.port == number {
-                        let t = p.target_port.clone().unwrap_or(IntOrString::Int(p.port));
-                        target = target.or_else(|| pod.resolve_port(&t));
-                        if let Some(np) = p.node_port {
-                            node_ports.push(np);
-                        } else if matches!(s.spec.spec.kind(), "LoadBalancer" | "NodePort") {
-                            // Allocated by the API server; ingress_services picked it.
-                            if let Some(np) = ingress_services(fx, std::slice::from_ref(pod))
-                                .iter()
-                                .filter(|i| i.name == s.name)
-                                .flat_map(|i| i.ports.iter())
-                                .find(|(sp, _, _)| *sp == number)
-                                .map(|(_, np, _)| *np)
-                            {
-                                node_ports.push(np);
-                            }
-                        }
-                    }
-                }
-            }
-            let target = target.unwrap_or(number);
+            let target = translate_port(&services, pod, number);
+            let node_ports = node_ports_reaching(fx, &services, pod, target);
             let proto = server
                 .port
                 .protocol
@@ -464,6 +465,11 @@ fn build_listeners(
                 continue;
             }
             let vh_list = vhosts.entry(target).or_default();
+            let https_redirect = server
+                .tls
+                .as_ref()
+                .and_then(|t| t.https_redirect)
+                .unwrap_or(false);
             for server_host in &server.hosts {
                 let (host_ns, host) = match server_host.split_once('/') {
                     Some((ns, h)) => (Some(ns), h),
@@ -481,10 +487,13 @@ fn build_listeners(
                         continue;
                     }
                     for vs_host in &vs.spec.spec.hosts {
-                        if !host_matches(vs_host, host) {
+                        // VirtualService hosts are resolved like any host
+                        // (pilot/pkg/model/virtualservice.go, resolveVirtualServiceShortnames).
+                        let vs_host = resolve_host(vs_host, &vs.namespace);
+                        if !host_matches(&vs_host, host) {
                             continue;
                         }
-                        let domain = narrower(vs_host, host).to_string();
+                        let domain = narrower(&vs_host, host).to_ascii_lowercase();
                         let vh_name = format!("{domain}:{number}");
                         let idx = match vh_list.iter().position(|v| v.name == vh_name) {
                             Some(i) => i,
@@ -493,15 +502,32 @@ fn build_listeners(
                                     name: vh_name,
                                     domains: vec![domain.clone()],
                                     routes: Vec::new(),
+                                    require_tls: false,
                                 });
                                 vh_list.len() - 1
                             }
                         };
                         let vh = &mut vh_list[idx];
+                        vh.require_tls |= https_redirect;
                         if vh.routes.iter().any(|r| r.virtual_service == vs.describe()) {
                             continue; // the same VirtualService via another server host
                         }
-                        vh.routes.extend(routes_of(vs, warnings));
+                        vh.routes.extend(routes_of(fx, vs, number, warnings));
+                    }
+                }
+                // pilot/pkg/networking/core/gateway.go (buildGatewayVirtualHosts): a
+                // redirecting server's host gets a virtual host even with no route.
+                if https_redirect {
+                    let host = host.to_ascii_lowercase();
+                    let vh_name = format!("{host}:{number}");
+                    match vh_list.iter_mut().find(|v| v.name == vh_name) {
+                        Some(v) => v.require_tls = true,
+                        None => vh_list.push(VHostPlan {
+                            name: vh_name,
+                            domains: vec![host],
+                            routes: Vec::new(),
+                            require_tls: true,
+                        }),
                     }
                 }
             }
@@ -516,12 +542,97 @@ fn build_listeners(
                     name: format!("blackhole:{}", l.server_port),
                     domains: vec!["*".into()],
                     routes: Vec::new(),
+                    require_tls: false,
                 });
+            }
+            for v in &mut vh {
+                sort_catch_all_last(&mut v.routes);
             }
             l.route_config.vhosts = vh;
             l
         })
         .collect()
+}
+
+/// Label by which a gateway Service opts out of port translation
+/// (pilot/pkg/model/gateway.go, DisableGatewayPortTranslationLabel).
+const DISABLE_PORT_TRANSLATION: &str = "experimental.istio.io/disable-gateway-port-translation";
+
+/// The port Envoy binds for Gateway server port `number` (pilot/pkg/model/gateway.go,
+/// 1.30.3, resolvePorts with the legacy label selector): the targetPort of the first
+/// Service port numbered `number` among the Services selecting the gateway pod; with
+/// none, `number` as written.
+fn translate_port(services: &[&Item<Service>], pod: &PodPlan, number: u16) -> u16 {
+    services
+        .iter()
+        .filter(|s| {
+            !s.spec
+                .metadata
+                .labels
+                .contains_key(DISABLE_PORT_TRANSLATION)
+        })
+        .flat_map(|s| s.spec.spec.ports.iter())
+        .find(|p| p.port == number)
+        .and_then(|p| pod.resolve_port(&p.target_port.clone().unwrap_or(IntOrString::Int(p.port))))
+        .unwrap_or(number)
+}
+
+/// The NodePorts kube-proxy forwards to `target` on the gateway pod: those of every
+/// NodePort/LoadBalancer Service port whose targetPort is `target` on this pod.
+fn node_ports_reaching(
+    fx: &Fixtures,
+    services: &[&Item<Service>],
+    pod: &PodPlan,
+    target: u16,
+) -> Vec<u16> {
+    let allocated = ingress_services(fx, std::slice::from_ref(pod));
+    let mut out = Vec::new();
+    for s in services {
+        if !matches!(s.spec.spec.kind(), "LoadBalancer" | "NodePort") {
+            continue;
+        }
+        for p in &s.spec.spec.ports {
+            let t = p.target_port.clone().unwrap_or(IntOrString::Int(p.port));
+            if pod.resolve_port(&t) != Some(target) {
+                continue;
+            }
+            // A NodePort the fixtures do not fix is allocated by the API server;
+            // ingress_services picked it.
+            let np = p.node_port.or_else(|| {
+                allocated
+                    .iter()
+                    .filter(|i| i.name == s.name && i.namespace == s.namespace)
+                    .flat_map(|i| i.ports.iter())
+                    .find(|(sp, _, _)| *sp == p.port)
+                    .map(|(_, np, _)| *np)
+            });
+            if let Some(np) = np.filter(|np| !out.contains(np)) {
+                out.push(np);
+            }
+        }
+    }
+    out
+}
+
+/// pilot/pkg/networking/core/route/route.go (1.30.3), SortVHostRoutes: catch-all
+/// routes (prefix `/`, nothing else to match) move to the end of the virtual host,
+/// the others keep their order.
+fn sort_catch_all_last(routes: &mut Vec<RoutePlan>) {
+    let (catch_all, rest): (Vec<RoutePlan>, Vec<RoutePlan>) =
+        routes.drain(..).partition(is_catch_all);
+    routes.extend(rest);
+    routes.extend(catch_all);
+}
+
+/// route.go IsCatchAllRoute: prefix `/` or regex `.*`, and no header or query match
+/// (method and authority matches are header matches in Envoy).
+fn is_catch_all(r: &RoutePlan) -> bool {
+    let path = match &r.path {
+        PathMatch::Prefix(p) => p == "/",
+        PathMatch::Regex(x) => x == ".*",
+        PathMatch::Exact(_) => false,
+    };
+    path && r.headers.is_empty() && r.method.is_none() && r.authority.is_none()
 }
 
 /// Whether `vs` names `gw` in its `gateways` (Istio's namespace rules).
@@ -545,13 +656,19 @@ fn header_ops(h: Option<&crate::fixtures::istio::HeaderOperations>) -> HeaderOps
 }
 
 /// The Envoy routes for one VirtualService, in order (one per match clause).
-pub(crate) fn routes_of(vs: &Item<VirtualService>, warnings: &mut Vec<Warning>) -> Vec<RoutePlan> {
+pub(crate) fn routes_of(
+    fx: &Fixtures,
+    vs: &Item<VirtualService>,
+    listener_port: u16,
+    warnings: &mut Vec<Warning>,
+) -> Vec<RoutePlan> {
     let mut out = Vec::new();
     for (hi, http) in vs.spec.spec.http.iter().enumerate() {
         let mut destinations = Vec::new();
         for d in &http.route {
             let fqdn = resolve_host(&d.destination.host, &vs.namespace);
-            let port = d.destination.port.as_ref().map(|p| p.number).unwrap_or(0);
+            let port = destination_port(fx, d.destination.port.as_ref().map(|p| p.number), &fqdn)
+                .unwrap_or(listener_port);
             let weight = match d.weight {
                 None if http.route.len() == 1 => 100,
                 None => 0,
@@ -626,6 +743,23 @@ pub(crate) fn routes_of(vs: &Item<VirtualService>, warnings: &mut Vec<Warning>) 
     out
 }
 
+/// The port of a destination's cluster name (pilot/pkg/networking/core/route/route.go,
+/// 1.30.3, GetDestinationCluster): the port as written; else the only port of the
+/// Service; else (None) the gateway server's port.
+pub fn destination_port(fx: &Fixtures, written: Option<u16>, fqdn: &str) -> Option<u16> {
+    if written.is_some() {
+        return written;
+    }
+    let svc = fx
+        .services
+        .iter()
+        .find(|s| resolve_host(&s.name, &s.namespace) == fqdn)?;
+    match svc.spec.spec.ports.as_slice() {
+        [only] => Some(only.port),
+        _ => None,
+    }
+}
+
 /// Escapes a literal for an RE2 pattern.
 pub fn regex_escape(s: &str) -> String {
     let mut out = String::new();
@@ -638,8 +772,9 @@ pub fn regex_escape(s: &str) -> String {
     out
 }
 
-/// The cluster for a destination, with its endpoints. `None` when a subset is named that
-/// no DestinationRule defines: Istio then routes to a cluster that does not exist (503 NC).
+/// The cluster for a destination, with its endpoints. `None` when the host names no
+/// Service or a subset is named that no DestinationRule defines: Istio then routes to
+/// a cluster that does not exist (503 NC).
 fn build_cluster(
     fx: &Fixtures,
     pods: &[PodPlan],
@@ -648,19 +783,17 @@ fn build_cluster(
     port: u16,
     subset: Option<&str>,
 ) -> Option<ClusterPlan> {
+    // istiod builds clusters only for Services it knows (a host naming none, e.g. the
+    // dotted `authz.atlas`, has no cluster: 503 NC).
     let service = fx
         .services
         .iter()
         .find(|s| resolve_host(&s.name, &s.namespace) == fqdn);
-    // Destination port: as written, or the Service's only port.
-    let svc_port = service.and_then(|s| {
-        let ports = &s.spec.spec.ports;
-        if port == 0 {
-            (ports.len() == 1).then(|| ports[0].clone())
-        } else {
-            ports.iter().find(|p| p.port == port).cloned()
-        }
-    });
+    service?;
+    // istiod builds a cluster per Service port: a destination port the Service does
+    // not have names no cluster (503 NC).
+    let svc_port = service.and_then(|s| s.spec.spec.ports.iter().find(|p| p.port == port).cloned());
+    svc_port.as_ref()?;
     // DestinationRule: the gateway's namespace first, then the service's, then any.
     let mut drs: Vec<_> = fx
         .destination_rules

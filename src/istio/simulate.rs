@@ -318,6 +318,19 @@ impl Mesh {
             vh.name,
             vh.domains.join(", ")
         ));
+        // Envoy require_tls ALL (a server with tls.httpsRedirect): plain HTTP gets a
+        // 301 to https before any route is looked at.
+        if vh.require_tls {
+            return status_only(
+                steps,
+                None,
+                301,
+                format!(
+                    "virtual host {} requires TLS (Gateway server tls.httpsRedirect): 301 to https",
+                    vh.name
+                ),
+            );
+        }
         let Some(route) = vh.routes.iter().find(|r| route_matches(r, req)) else {
             let why = if vh.routes.is_empty() {
                 "no VirtualService is bound to this Gateway and host: 404".to_string()

@@ -198,7 +198,7 @@ spec:
     let fx = load_dir(dir.path()).unwrap();
     let vs = &fx.virtual_services[0];
     let mut warnings = Vec::new();
-    let routes = super::mesh::routes_of(vs, &mut warnings);
+    let routes = super::mesh::routes_of(&fx, vs, 80, &mut warnings);
     assert_eq!(routes[0].rewrite, Some(UriRewrite::Prefix("/".into())));
     assert_eq!(
         routes[1].rewrite,

@@ -351,6 +351,21 @@ fn route_table(
                 format!("istiod {}: domains [{}]", d.release, td.join(", ")),
             );
         }
+        let mine_tls = if mv.require_tls { "ALL" } else { "NONE" };
+        let theirs_tls = if tv.require_tls.is_empty() {
+            "NONE"
+        } else {
+            tv.require_tls.as_str()
+        };
+        if mine_tls != theirs_tls {
+            d.push(
+                "MC403",
+                "Gateway".into(),
+                gw_at.clone(),
+                format!("{rc} virtual host {name}: meshcheck: require_tls {mine_tls}"),
+                format!("istiod {}: require_tls {theirs_tls}", d.release),
+            );
+        }
         routes(d, rc, name, mv, tv);
     }
     for (name, tv) in &theirs {

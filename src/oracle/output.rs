@@ -54,6 +54,9 @@ pub struct VirtualHost {
     pub name: String,
     pub domains: Vec<String>,
     pub routes: Vec<RouteResult>,
+    /// Envoy's require_tls: `NONE`, `EXTERNAL_ONLY` or `ALL`.
+    #[serde(default)]
+    pub require_tls: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

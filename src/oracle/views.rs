@@ -291,7 +291,12 @@ impl Answer {
 pub fn model_answer(p: &Prediction) -> Answer {
     let refused = p.branches.iter().any(|b| b.status.is_none());
     let Some(route) = &p.route else {
-        let outcome = if refused { "no listener" } else { "404" };
+        let status = p.branches.first().and_then(|b| b.status);
+        let outcome = match status {
+            _ if refused => "no listener",
+            Some(301) => "https redirect (301)",
+            _ => "404",
+        };
         return Answer {
             outcome: outcome.into(),
             virtual_service: String::new(),
@@ -334,6 +339,7 @@ pub fn oracle_answer(s: &SimResult) -> Answer {
     match s.error.as_str() {
         "no listener matched" | "no filter chains matched" => blank("no listener"),
         "no virtual host matched" | "no route matched" => blank("404"),
+        "tls required, sending 301" => blank("https redirect (301)"),
         e => blank(&format!("error: {e}")),
     }
 }

@@ -1,6 +1,8 @@
 //! Drives the real CLI: a small builder over `meshcheck` and fixture copies with edits.
 #![allow(dead_code)]
 
+pub mod oracle;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -52,6 +54,16 @@ impl FixtureCopy {
         let text = self.read(file);
         assert!(text.contains(from), "{file} does not contain {from:?}");
         self.write(file, &text.replace(from, to))
+    }
+}
+
+/// Every fixture set a test builds is compared with istiod when the test ends
+/// (oracle.rs); a passing test whose fixtures the model gets wrong fails here.
+impl Drop for FixtureCopy {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            oracle::assert_agrees(self.path());
+        }
     }
 }
 

@@ -158,8 +158,12 @@ fn gateway_hcm(l: &ListenerPlan) -> Value {
         .vhosts
         .iter()
         .map(|vh| {
-            json!({"name": vh.name, "domains": vh.domains,
-                         "routes": vh.routes.iter().map(route).collect::<Vec<_>>()})
+            let mut v = json!({"name": vh.name, "domains": vh.domains,
+                         "routes": vh.routes.iter().map(route).collect::<Vec<_>>()});
+            if vh.require_tls {
+                v["require_tls"] = json!("ALL");
+            }
+            v
         })
         .collect();
     json!({
