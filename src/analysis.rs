@@ -762,10 +762,16 @@ fn weights(c: &mut Ctx) {
             }
             if http.route.len() > 1 {
                 let sum: i64 = http.route.iter().map(|d| d.weight.unwrap_or(0)).sum();
-                if sum != 100 {
+                // pkg/config/validation/validation.go (1.30.3) refuses only a total of 0;
+                // Envoy's weighted_clusters then split by each weight over the total.
+                if sum == 0 {
+                    c.push("weights", Severity::Error, "MC107", None, vs.describe(), &vs.source,
+                        format!("http[{hi}] weights sum to 0"),
+                        "istiod's validation refuses the VirtualService (total destination weight = 0): the API server does not take it");
+                } else if sum != 100 {
                     c.push("weights", Severity::Error, "MC107", None, vs.describe(), &vs.source,
                         format!("http[{hi}] weights sum to {sum}, not 100"),
-                        "Istio's validation rejects it (or normalises it on older versions): the split is not what is written");
+                        format!("Istio takes the weights as relative (each over {sum}): the split is not the percentages written"));
                 }
             }
         }

@@ -64,7 +64,7 @@ pub struct AnalyzeArgs {
     pub junit: Option<PathBuf>,
     /// Compare the model with istiod's own config generation: an Istio version (the
     /// oracle is built by scripts/istio-oracle.sh and cached) or a built oracle's path.
-    #[arg(long, env = "MESHCHECK_ORACLE", value_name = "VERSION|PATH")]
+    #[arg(long, value_name = "VERSION|PATH")]
     pub oracle: Option<String>,
 }
 
@@ -94,6 +94,14 @@ pub enum TargetKind {
     Kind,
     /// The cluster of the current kubeconfig.
     Existing,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ControlPlane {
+    /// meshcheck's model of Istio writes the Envoy config.
+    Model,
+    /// istiod's own config generation (pilot, in process) writes the gateways' config.
+    Istiod,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -129,6 +137,19 @@ pub struct RunArgs {
     /// Sidecar shape the local target reports (Istio 1.27+ on Kubernetes 1.33+: native).
     #[arg(long, value_enum, default_value = "native")]
     pub local_sidecars: SidecarArg,
+    /// Who programs the local target's gateway Envoys: meshcheck's model of Istio, or
+    /// istiod's own config generation (the Istio oracle, see --oracle).
+    #[arg(
+        long,
+        value_enum,
+        env = "MESHCHECK_CONTROL_PLANE",
+        default_value = "model"
+    )]
+    pub control_plane: ControlPlane,
+    /// With --control-plane istiod: the Istio version (its oracle is built by
+    /// scripts/istio-oracle.sh and cached) or a built oracle's path.
+    #[arg(long, env = "MESHCHECK_ORACLE", value_name = "VERSION|PATH", default_value = crate::target::kind::tools::ISTIO_VERSION)]
+    pub oracle: String,
     #[command(flatten)]
     pub cluster: ClusterArgs,
     #[command(flatten)]
@@ -214,6 +235,32 @@ fn load_inputs(
 
 fn count(findings: &[Finding], s: Severity) -> usize {
     findings.iter().filter(|f| f.severity == s).count()
+}
+
+/// What istiod generates for the fixtures, for the local target to serve: Istio-only
+/// Envoy extensions are switched off through istiod's own flags.
+fn istiod_config(
+    spec: &str,
+    fx: &Fixtures,
+    mesh: &Mesh,
+    suite: &Suite,
+) -> Result<crate::oracle::output::Output, Error> {
+    let bin = crate::oracle::locate(spec)?;
+    let input = crate::oracle::input::build(fx, mesh, suite);
+    let answer = crate::oracle::run(&bin, &input, true)?;
+    eprintln!(
+        "control plane: istiod {} ({}), {} gateway pod(s)",
+        answer.istio.release,
+        answer.istio.module,
+        answer.gateways.len()
+    );
+    for r in &answer.rejected {
+        eprintln!(
+            "warning: istiod does not take {} ({}): {}",
+            r.object, r.source, r.reason
+        );
+    }
+    Ok(answer)
 }
 
 /// Runs the oracle named by `spec` on the fixtures and compares it with the model.
@@ -469,6 +516,11 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
         }
         t => t,
     };
+    if args.control_plane == ControlPlane::Istiod && target_kind != TargetKind::Local {
+        return Err(Error::Usage(
+            "--control-plane istiod is for the local target: a cluster runs its own istiod".into(),
+        ));
+    }
     let timeouts = Timeouts {
         consistency: args.budget,
         ..Timeouts::default()
@@ -494,6 +546,11 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
             source,
         })?;
     procs::register_dir(workdir.path());
+    // Where a failed bring-up (apply, rollouts) leaves its diagnostics.
+    let bring_up_diagnostics = junit_path(&args, &suite)
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .join(format!("{}-diagnostics", suite.name));
     let running: Running = match target_kind {
         TargetKind::Local | TargetKind::Auto => {
             let exe = std::env::current_exe().map_err(|source| TargetError::Io {
@@ -508,6 +565,9 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
                 SidecarArg::Native => SidecarShape::Native,
                 SidecarArg::Classic => SidecarShape::Classic,
             };
+            if args.control_plane == ControlPlane::Istiod {
+                opts.istiod = Some(Arc::new(istiod_config(&args.oracle, &fx, &mesh, &suite)?));
+            }
             Running::Local(Arc::new(LocalTarget::start(mesh, &opts)?))
         }
         TargetKind::Kind => {
@@ -519,6 +579,7 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
             opts.keep = args.keep;
             opts.tools.offline = args.cluster.offline;
             opts.node_address = args.cluster.node_address;
+            opts.diagnostics_dir = Some(bring_up_diagnostics);
             // A failed step still deletes what was created (the registered cleanups).
             let t = rt
                 .block_on(crate::target::kind::bring_up(
@@ -541,6 +602,7 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
                 keep: args.keep,
                 rollout_timeout: None,
                 adopt: args.cluster.adopt,
+                diagnostics_dir: Some(bring_up_diagnostics),
             };
             if let Some(prefix) = &args.cluster.namespace_prefix {
                 crate::target::existing::rename_expectations(&mut suite, prefix, &fx);

@@ -106,10 +106,10 @@ fn hosts_resolve_and_match_like_istio() {
         resolve_host("authz", "atlas"),
         "authz.atlas.svc.cluster.local"
     );
-    assert_eq!(
-        resolve_host("authz.atlas", "x"),
-        "authz.atlas.svc.cluster.local"
-    );
+    // pilot's ResolveShortnameToFQDN: a dotted name is taken as fully qualified.
+    assert_eq!(resolve_host("authz.atlas", "x"), "authz.atlas");
+    assert_eq!(resolve_host("*", "x"), "*");
+    assert_eq!(resolve_host("10.0.0.1", "x"), "10.0.0.1");
     assert_eq!(
         resolve_host("authz.atlas.svc.cluster.local", "x"),
         "authz.atlas.svc.cluster.local"

@@ -11,6 +11,7 @@
 
 pub mod certs;
 mod envoy;
+mod istiod;
 pub mod procs;
 pub mod provision;
 
@@ -38,6 +39,9 @@ pub struct LocalOptions {
     /// injects native sidecars).
     pub sidecar_shape: SidecarShape,
     pub timeouts: Timeouts,
+    /// `--control-plane istiod`: the gateways serve what istiod generated (the oracle's
+    /// answer, with Istio-only extensions switched off by istiod's flags).
+    pub istiod: Option<std::sync::Arc<crate::oracle::output::Output>>,
 }
 
 impl LocalOptions {
@@ -48,11 +52,42 @@ impl LocalOptions {
             show_progress: false,
             sidecar_shape: SidecarShape::default(),
             timeouts: Timeouts::default(),
+            istiod: None,
         }
     }
 }
 
 const MAX_PODS: usize = 100;
+
+/// The gateway bootstrap from istiod's answer for pod `gw`.
+fn istiod_bootstrap(
+    answer: &crate::oracle::output::Output,
+    mesh: &Mesh,
+    gw: usize,
+    addrs: &envoy::Addresses,
+    admin: &std::path::Path,
+    secrets: &istiod::Secrets,
+) -> Result<serde_json::Value, TargetError> {
+    let pod = &mesh.pods[mesh.gateways[gw].pod];
+    let key = format!("{}/{}", pod.namespace, pod.name);
+    let what = format!("gateway {key} (istiod config)");
+    let cfg = answer
+        .gateways
+        .iter()
+        .find(|g| g.pod == key)
+        .ok_or_else(|| TargetError::Start {
+            what: what.clone(),
+            why: "istiod generated no configuration for this pod".into(),
+            log_tail: None,
+        })?;
+    istiod::gateway_bootstrap(cfg, mesh, gw, addrs, admin, secrets).map_err(|why| {
+        TargetError::Start {
+            what,
+            why,
+            log_tail: None,
+        }
+    })
+}
 
 /// What runs for one pod.
 #[derive(Debug, Clone)]
@@ -269,15 +304,30 @@ impl LocalTarget {
                     node,
                     pod_ip: &addrs_pod_ip,
                 };
-                let cfg = envoy::gateway_bootstrap(
-                    &target.mesh,
-                    gw,
-                    &addrs,
-                    &admin,
-                    &cert,
-                    Some(&server_cert),
-                    &root,
-                );
+                let cfg = match &opts.istiod {
+                    None => envoy::gateway_bootstrap(
+                        &target.mesh,
+                        gw,
+                        &addrs,
+                        &admin,
+                        &cert,
+                        Some(&server_cert),
+                        &root,
+                    ),
+                    Some(answer) => istiod_bootstrap(
+                        answer,
+                        &target.mesh,
+                        gw,
+                        &addrs,
+                        &admin,
+                        &istiod::Secrets {
+                            identity: &cert,
+                            root: &root,
+                            server: Some(&server_cert),
+                            dir: wd.join("envoy").join(format!("{stem}.sds")),
+                        },
+                    )?,
+                };
                 rp.proxy =
                     Some(proxy.start(&pod, "gateway proxy", &stem, &cfg, &admin, &mut waits)?);
             } else {

@@ -1,0 +1,258 @@
+//! Istio as the local target's control plane (`--control-plane istiod`): each gateway
+//! Envoy serves the configuration the oracle (istiod's own config generation) made for
+//! its pod. Only the delivery is adapted, never what istiod decided:
+//! - listeners bind the pod's local address (same port) and, as kube-proxy would, the
+//!   node address at the NodePorts that reach that port;
+//! - RDS becomes the same route configuration inline;
+//! - EDS clusters become STATIC with istiod's endpoints, each pod's address mapped to
+//!   its local address;
+//! - SDS (`default`, `ROOTCA`, credentialName secrets) reads the run's certificates
+//!   from files (`path_config_source`) instead of the `sds-grpc` cluster.
+//!
+//! Listeners, routes, clusters, their matching, actions and TLS settings stay istiod's.
+
+use super::certs::CertFiles;
+use super::envoy::Addresses;
+use crate::istio::Mesh;
+use crate::oracle::input::pod_index;
+use crate::oracle::output::GatewayConfig;
+use serde_json::{json, Value};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+/// The certificates the run gives the gateway, by SDS secret name.
+pub struct Secrets<'a> {
+    /// The pod's SPIFFE certificate (`default`).
+    pub identity: &'a CertFiles,
+    /// The mesh root (`ROOTCA`).
+    pub root: &'a Path,
+    /// Served for any credentialName (`kubernetes://...`) secret.
+    pub server: Option<&'a CertFiles>,
+    /// Where the SDS files are written.
+    pub dir: PathBuf,
+}
+
+/// The bootstrap of gateway proxy `gw` (index into `mesh.gateways`) from istiod's
+/// config for its pod.
+pub fn gateway_bootstrap(
+    cfg: &GatewayConfig,
+    mesh: &Mesh,
+    gw: usize,
+    addrs: &Addresses,
+    admin: &Path,
+    secrets: &Secrets,
+) -> Result<Value, String> {
+    let g = &mesh.gateways[gw];
+    let pod = &mesh.pods[g.pod];
+    let pod_ip = addrs.pod_ip[g.pod];
+    let mut listeners = Vec::new();
+    for l in &cfg.listeners {
+        let mut l = l.clone();
+        bind_locally(&mut l, mesh, gw, addrs)?;
+        inline_routes(&mut l, cfg)?;
+        listeners.push(l);
+    }
+    let mut clusters = Vec::new();
+    for c in &cfg.clusters {
+        let mut c = c.clone();
+        static_endpoints(&mut c, cfg, addrs)?;
+        clusters.push(c);
+    }
+    let mut out = json!({
+        "node": {
+            "id": format!("router~{pod_ip}~{}.{}~{}.svc.cluster.local", pod.name, pod.namespace, pod.namespace),
+            "cluster": format!("{}.{}", pod.deployment, pod.namespace),
+        },
+        "admin": {"address": {"pipe": {"path": admin.to_string_lossy()}}},
+        "static_resources": {"listeners": listeners, "clusters": clusters},
+    });
+    files_for_sds(&mut out, secrets)?;
+    Ok(out)
+}
+
+fn name_of(v: &Value) -> &str {
+    v.get("name").and_then(Value::as_str).unwrap_or("?")
+}
+
+/// The listener on the pod's local address (same port), plus the node address at each
+/// NodePort that reaches that port (kube-proxy).
+fn bind_locally(l: &mut Value, mesh: &Mesh, gw: usize, addrs: &Addresses) -> Result<(), String> {
+    let name = name_of(l).to_string();
+    let port = l
+        .pointer("/address/socket_address/port_value")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| format!("listener {name}: istiod gave no socket address port"))?;
+    let g = &mesh.gateways[gw];
+    let pod_ip = addrs.pod_ip[g.pod];
+    l["address"] = sock(pod_ip, port);
+    let node_ports: Vec<u16> = g
+        .listeners
+        .iter()
+        .filter(|p| u64::from(p.target_port) == port)
+        .flat_map(|p| p.node_ports.iter().copied())
+        .collect();
+    if !node_ports.is_empty() {
+        l["additional_addresses"] = Value::Array(
+            node_ports
+                .iter()
+                .map(|np| json!({"address": sock(addrs.node, u64::from(*np))}))
+                .collect(),
+        );
+    }
+    Ok(())
+}
+
+fn sock(ip: Ipv4Addr, port: u64) -> Value {
+    json!({"socket_address": {"address": ip.to_string(), "port_value": port}})
+}
+
+/// Every HTTP connection manager's RDS reference becomes the same route configuration
+/// inline.
+fn inline_routes(l: &mut Value, cfg: &GatewayConfig) -> Result<(), String> {
+    let lname = name_of(l).to_string();
+    let Some(chains) = l.get_mut("filter_chains").and_then(Value::as_array_mut) else {
+        return Ok(());
+    };
+    for chain in chains {
+        let Some(filters) = chain.get_mut("filters").and_then(Value::as_array_mut) else {
+            continue;
+        };
+        for f in filters {
+            let Some(tc) = f.get_mut("typed_config") else {
+                continue;
+            };
+            let Some(rds) = tc.get("rds").cloned() else {
+                continue;
+            };
+            let rname = rds
+                .get("route_config_name")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let rc = cfg
+                .routes
+                .iter()
+                .find(|r| name_of(r) == rname)
+                .ok_or_else(|| {
+                    format!("listener {lname}: istiod sent no route configuration {rname}")
+                })?;
+            let obj = tc.as_object_mut().ok_or("typed_config is not an object")?;
+            obj.remove("rds");
+            obj.insert("route_config".into(), rc.clone());
+        }
+    }
+    Ok(())
+}
+
+/// An EDS cluster becomes STATIC with istiod's endpoints at the pods' local addresses.
+fn static_endpoints(c: &mut Value, cfg: &GatewayConfig, addrs: &Addresses) -> Result<(), String> {
+    if c.get("type").and_then(Value::as_str) != Some("EDS") {
+        return Ok(());
+    }
+    let name = name_of(c).to_string();
+    let service = c
+        .pointer("/eds_cluster_config/service_name")
+        .and_then(Value::as_str)
+        .unwrap_or(&name)
+        .to_string();
+    let mut cla = cfg
+        .endpoints
+        .iter()
+        .find(|e| e.get("cluster_name").and_then(Value::as_str) == Some(service.as_str()))
+        .cloned()
+        .unwrap_or_else(|| json!({"cluster_name": service, "endpoints": []}));
+    for locality in cla
+        .get_mut("endpoints")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
+        for ep in locality
+            .get_mut("lb_endpoints")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            let sa = ep
+                .pointer_mut("/endpoint/address/socket_address")
+                .ok_or_else(|| format!("cluster {name}: an endpoint without a socket address"))?;
+            let ip = sa
+                .get("address")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let local = pod_index(&ip)
+                .and_then(|i| addrs.pod_ip.get(i))
+                .filter(|a| !a.is_unspecified())
+                .ok_or_else(|| format!("cluster {name}: endpoint {ip} is no pod of this run"))?;
+            sa["address"] = json!(local.to_string());
+        }
+    }
+    let obj = c.as_object_mut().ok_or("cluster is not an object")?;
+    obj.remove("eds_cluster_config");
+    obj.insert("type".into(), json!("STATIC"));
+    obj.insert("load_assignment".into(), cla);
+    Ok(())
+}
+
+/// Every `sds_config` (istiod points them at the `sds-grpc` cluster of Istio's
+/// bootstrap) reads its secret from a file of the run instead.
+fn files_for_sds(v: &mut Value, s: &Secrets) -> Result<(), String> {
+    match v {
+        Value::Object(map) => {
+            if map.contains_key("sds_config") {
+                let name = map
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("default")
+                    .to_string();
+                let path = write_secret(&name, s)?;
+                map.insert(
+                    "sds_config".into(),
+                    json!({"path_config_source": {"path": path.to_string_lossy()}, "resource_api_version": "V3"}),
+                );
+            }
+            for (_, child) in map.iter_mut() {
+                files_for_sds(child, s)?;
+            }
+        }
+        Value::Array(items) => {
+            for child in items {
+                files_for_sds(child, s)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn write_secret(name: &str, s: &Secrets) -> Result<PathBuf, String> {
+    let files = |c: &CertFiles| {
+        json!({"certificate_chain": {"filename": c.cert.to_string_lossy()},
+               "private_key": {"filename": c.key.to_string_lossy()}})
+    };
+    let secret = match name {
+        "default" => json!({"name": name, "tls_certificate": files(s.identity)}),
+        "ROOTCA" => {
+            json!({"name": name, "validation_context": {"trusted_ca": {"filename": s.root.to_string_lossy()}}})
+        }
+        other => match s.server {
+            Some(c) => json!({"name": other, "tls_certificate": files(c)}),
+            None => {
+                return Err(format!(
+                    "istiod refers to secret {other}, which this run has no certificate for"
+                ))
+            }
+        },
+    };
+    let mut secret = secret;
+    secret["@type"] = json!("type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret");
+    let file: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let path = s.dir.join(format!("{file}.json"));
+    let body = json!({"resources": [secret]});
+    std::fs::create_dir_all(&s.dir).map_err(|e| format!("{}: {e}", s.dir.display()))?;
+    std::fs::write(&path, body.to_string()).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path)
+}

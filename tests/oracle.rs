@@ -1,0 +1,271 @@
+//! Differential checking against istiod's own config generation (the Istio oracle).
+//! Needs the oracle (see tests/common/oracle.rs); without Go these tests say so on
+//! stderr and pass without comparing.
+
+mod common;
+use common::oracle::{note_unavailable, oracle};
+use common::*;
+use meshcheck::fixtures::load_dir;
+use meshcheck::istio::{Mesh, UriRewrite};
+use meshcheck::oracle::output::Output;
+use std::path::Path;
+
+/// The oracle, or `None` (said on stderr) when it cannot run here.
+fn bin() -> Option<&'static Path> {
+    match oracle() {
+        Ok(b) => Some(b),
+        Err(why) => {
+            note_unavailable(why);
+            None
+        }
+    }
+}
+
+fn suite() -> meshcheck::suite::Suite {
+    meshcheck::suite::load(&root().join("suites/ingress.yaml")).unwrap()
+}
+
+/// istiod's answer for the fixtures in `dir`, with the model built from them.
+fn istiod(bin: &Path, dir: &Path) -> (meshcheck::fixtures::Fixtures, Mesh, Output) {
+    let fx = load_dir(dir).unwrap();
+    let mesh = Mesh::build(&fx);
+    let input = meshcheck::oracle::input::build(&fx, &mesh, &suite());
+    let out = meshcheck::oracle::run(bin, &input, false).unwrap();
+    (fx, mesh, out)
+}
+
+/// The error findings of comparing `mesh` (possibly doctored) with `out`.
+fn disagreements(fx: &meshcheck::fixtures::Fixtures, mesh: &Mesh, out: &Output) -> Vec<String> {
+    meshcheck::oracle::compare(fx, mesh, &suite(), out)
+        .into_iter()
+        .filter(|f| f.severity == meshcheck::analysis::Severity::Error)
+        .map(|f| f.to_string())
+        .collect()
+}
+
+#[test]
+fn shipped_fixtures_agree_with_istiod_and_analyze_exits_0() {
+    let Some(bin) = bin() else { return };
+    let r = Run::new()
+        .arg("analyze")
+        .arg("--oracle")
+        .arg(bin)
+        .run_plain();
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout
+            .contains("oracle: 0 disagreement(s) with istiod 1.30.3"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn a_route_the_model_does_not_take_is_a_disagreement_with_both_answers() {
+    // A redirect route is not modelled by meshcheck (it warns and leaves the route
+    // out); istiod programs it. analyze --oracle shows both answers and exits 1.
+    let Some(bin) = bin() else { return };
+    let f = FixtureCopy::new();
+    f.disagrees_with_istiod();
+    f.replace(
+        "40-virtualservices.yaml",
+        "  http:\n  - name: atlas-ui\n",
+        "  http:\n  - name: old-ui\n    match:\n    - uri:\n        prefix: /atlas-ui/old\n    redirect:\n      uri: /atlas-ui\n  - name: atlas-ui\n",
+    );
+    let r = Run::new()
+        .arg("analyze")
+        .fixtures(f.path())
+        .arg("--oracle")
+        .arg(bin)
+        .run_plain();
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("error[MC403]")
+            && r.stdout
+                .contains("40-virtualservices.yaml:3: VirtualService atlas/atlas-ui")
+            && r.stdout
+                .contains("meshcheck: VirtualService atlas/atlas-ui prefix /atlas-ui")
+            && r.stdout
+                .contains("istiod 1.30.3: VirtualService atlas/atlas-ui prefix /atlas-ui/old"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("oracle: "), "{}", r.stdout);
+    assert!(!r.stdout.contains("oracle: 0 disagreement"), "{}", r.stdout);
+}
+
+#[test]
+fn unknown_oracle_version_is_bad_input() {
+    let r = Run::new()
+        .arg("analyze")
+        .arg("--oracle")
+        .arg("0.9.9")
+        .run_plain();
+    if r.stderr.contains("Go is not installed") {
+        note_unavailable("Go is not installed");
+        return;
+    }
+    assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("unknown Istio version '0.9.9'"),
+        "{}",
+        r.stderr
+    );
+}
+
+// Each defect the model once had, put back into the model in memory: the comparison
+// with istiod must catch it and show both answers.
+
+#[test]
+fn reintroduced_regex_rewrite_is_caught() {
+    // The model once turned `prefix: /x` + `rewrite.uri: /` into a prefix-stripping
+    // regex_rewrite; pilot makes prefix_rewrite (route.go applyHTTPRouteDestination).
+    let Some(bin) = bin() else { return };
+    let (fx, mut mesh, out) = istiod(bin, &root().join("fixtures/ingress"));
+    for r in mesh.gateways[0].listeners[0].route_config.vhosts[0]
+        .routes
+        .iter_mut()
+    {
+        if r.rewrite.is_some() {
+            r.rewrite = Some(UriRewrite::Regex("^/atlas-rest/*".into(), "/".into()));
+        }
+    }
+    let d = disagreements(&fx, &mesh, &out);
+    assert!(
+        d.iter().any(|f| f.contains("error[MC403]")
+            && f.contains("meshcheck: rewrite regex_rewrite ^/atlas-rest/* -> /")
+            && f.contains("istiod 1.30.3: rewrite prefix_rewrite /")),
+        "{}",
+        d.join("\n")
+    );
+}
+
+#[test]
+fn reintroduced_missing_https_redirect_is_caught() {
+    let Some(bin) = bin() else { return };
+    let f = FixtureCopy::new();
+    f.replace(
+        "30-gateway.yaml",
+        "    hosts:\n    - \"*\"\n",
+        "    hosts:\n    - \"*\"\n    tls:\n      httpsRedirect: true\n",
+    );
+    let (fx, mut mesh, out) = istiod(bin, f.path());
+    assert!(disagreements(&fx, &mesh, &out).is_empty());
+    for vh in mesh.gateways[0].listeners[0].route_config.vhosts.iter_mut() {
+        vh.require_tls = false;
+    }
+    let d = disagreements(&fx, &mesh, &out);
+    assert!(
+        d.iter().any(|f| f.contains("error[MC402]")
+            && f.contains("check routing::atlas-ui")
+            && f.contains("meshcheck: outcome route")
+            && f.contains("istiod 1.30.3: outcome https redirect (301)")),
+        "{}",
+        d.join("\n")
+    );
+    assert!(
+        d.iter()
+            .any(|f| f.contains("require_tls NONE") && f.contains("require_tls ALL")),
+        "{}",
+        d.join("\n")
+    );
+}
+
+#[test]
+fn reintroduced_port_translation_defect_is_caught() {
+    // Istio's Bookinfo gateway listens on 8080, the targetPort of the ingress Service's
+    // port 80: pilot binds it as written and the NodePort reaches it.
+    let Some(bin) = bin() else { return };
+    let f = FixtureCopy::new();
+    f.replace(
+        "30-gateway.yaml",
+        "      number: 80\n",
+        "      number: 8080\n",
+    );
+    let (fx, mut mesh, out) = istiod(bin, f.path());
+    assert!(disagreements(&fx, &mesh, &out).is_empty());
+    mesh.gateways[0].listeners[0].node_ports.clear();
+    let d = disagreements(&fx, &mesh, &out);
+    assert!(
+        d.iter().any(|f| f.contains("check routing::atlas-ui")
+            && f.contains("meshcheck: outcome no listener")
+            && f.contains("istiod 1.30.3: outcome route")),
+        "{}",
+        d.join("\n")
+    );
+}
+
+#[test]
+fn reintroduced_short_host_defect_is_caught() {
+    // A VirtualService host `atlas-ui` at a gateway is atlas-ui.atlas.svc.cluster.local.
+    let Some(bin) = bin() else { return };
+    let f = FixtureCopy::new();
+    f.replacen_first(
+        "40-virtualservices.yaml",
+        "  hosts:\n  - \"*\"\n",
+        "  hosts:\n  - atlas-ui\n",
+    );
+    let (fx, mut mesh, out) = istiod(bin, f.path());
+    assert!(disagreements(&fx, &mesh, &out).is_empty());
+    for vh in mesh.gateways[0].listeners[0].route_config.vhosts.iter_mut() {
+        if vh.domains == ["atlas-ui.atlas.svc.cluster.local"] {
+            vh.domains = vec!["atlas-ui".into()];
+        }
+    }
+    let d = disagreements(&fx, &mesh, &out);
+    assert!(
+        d.iter().any(|f| f.contains("domains [atlas-ui]")
+            && f.contains("domains [atlas-ui.atlas.svc.cluster.local]")),
+        "{}",
+        d.join("\n")
+    );
+}
+
+#[test]
+fn reintroduced_tls_mode_defect_is_caught() {
+    // DestinationRule ISTIO_MUTUAL is what istiod originates toward the backends.
+    let Some(bin) = bin() else { return };
+    let (fx, mut mesh, out) = istiod(bin, &root().join("fixtures/ingress"));
+    for c in mesh.clusters.values_mut() {
+        c.tls = meshcheck::istio::UpstreamTls::Auto;
+    }
+    let d = disagreements(&fx, &mesh, &out);
+    assert!(
+        d.iter().any(|f| f.contains("error[MC404]")
+            && f.contains("50-destinationrules.yaml")
+            && f.contains("meshcheck: TLS AUTO")
+            && f.contains("istiod 1.30.3: TLS ISTIO_MUTUAL")),
+        "{}",
+        d.join("\n")
+    );
+}
+
+#[test]
+fn invalid_objects_are_reported_as_refused_by_istiod() {
+    // istiod's validation (pkg/config/validation/validation.go, 1.30.3) refuses
+    // several destinations whose weights total 0, as the webhook would: the model
+    // takes the object, so this is a disagreement (MC401).
+    let Some(bin) = bin() else { return };
+    let f = FixtureCopy::new();
+    f.disagrees_with_istiod();
+    f.replace(
+        "40-virtualservices.yaml",
+        "      weight: 10\n",
+        "      weight: 0\n",
+    );
+    f.replace(
+        "40-virtualservices.yaml",
+        "      weight: 90\n",
+        "      weight: 0\n",
+    );
+    let (fx, mesh, out) = istiod(bin, f.path());
+    let d = disagreements(&fx, &mesh, &out);
+    assert!(
+        d.iter().any(|f| f.contains("error[MC401]")
+            && f.contains("VirtualService atlas/nb-rest")
+            && f.contains("40-virtualservices.yaml:45")
+            && f.contains("istiod does not take this object")),
+        "{}",
+        d.join("\n")
+    );
+}
