@@ -154,6 +154,19 @@ pub struct DeployOptions {
     /// Take over fixture objects that exist already and meshcheck did not create
     /// (see [`ApplyOptions::adopt`]).
     pub adopt: bool,
+    /// Where diagnostics go when the apply or a rollout fails (collected before
+    /// anything is cleaned up); `None`: not collected.
+    pub diagnostics_dir: Option<PathBuf>,
+}
+
+/// The `progressDeadlineSeconds` the applied Deployments get for a rollout timeout:
+/// a tenth (at least 10 s, at most half) less, so that a Deployment that cannot
+/// progress reports `ProgressDeadlineExceeded` before the wait gives up, instead of
+/// the default 600 s deadline outliving a 300 s wait.
+pub fn progress_deadline_for(rollout_timeout: Duration) -> Duration {
+    let t = rollout_timeout.as_secs();
+    let margin = (t / 10).max(10).min(t / 2);
+    Duration::from_secs((t - margin).max(1))
 }
 
 /// `istioctl` as the diagnostics run it: on the run's cluster.
@@ -246,6 +259,29 @@ pub async fn deploy(
         cleanup_ids: Vec::new(),
         stopped: false,
     };
+    let mut nss: Vec<String> = fx
+        .objects
+        .iter()
+        .filter(|o| !o.namespace.is_empty())
+        .map(|o| renamed(&o.namespace, prefix))
+        .collect();
+    nss.sort();
+    nss.dedup();
+    target.namespaces = nss;
+    // The gateway pods' labels as the cluster has them (made unique to the run).
+    let isolation = prefix.map(|p| k::Isolation::new(p, &fx.objects));
+    target.gateway_selector = mesh
+        .pods
+        .iter()
+        .filter(|p| p.role == crate::istio::PodRole::Gateway)
+        .map(|p| {
+            let labels = match &isolation {
+                Some(i) => i.rename_labels(&p.labels),
+                None => p.labels.clone(),
+            };
+            (renamed(&p.namespace, prefix), labels)
+        })
+        .collect();
     if opts.apply {
         let step = Step::start(format!(
             "applying {} objects (server-side apply)",
@@ -256,6 +292,7 @@ pub async fn deploy(
             namespace_prefix: opts.namespace_prefix.clone(),
             crd_timeout: opts.crd_timeout,
             adopt: opts.adopt,
+            progress_deadline: Some(progress_deadline_for(opts.rollout_timeout)),
             ..ApplyOptions::default()
         };
         // What is applied is visible to the interrupt path at once: Ctrl-C mid-apply
@@ -274,7 +311,10 @@ pub async fn deploy(
         })
         .await;
         target.applied = shared.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        res?;
+        if let Err(e) = res {
+            target.failure_diagnostics(opts).await;
+            return Err(e.into());
+        }
         step.done();
     }
     let deployments: Vec<(String, String)> = fx
@@ -283,10 +323,27 @@ pub async fn deploy(
         .map(|d| (renamed(&d.namespace, prefix), d.name.clone()))
         .collect();
     let step = Step::start(format!("waiting for {} rollouts", deployments.len()));
-    k::wait_rollouts(&client, &deployments, opts.rollout_timeout, &|l: &str| {
+    if let Err(e) = k::wait_rollouts(&client, &deployments, opts.rollout_timeout, &|l: &str| {
         step.note(l)
     })
-    .await?;
+    .await
+    {
+        // Why, from the first pod that is not ready, and the state of things before
+        // the cleanup (Drop of the target, or the kind cluster's deletion) removes it.
+        let why = match e.rollout_of().and_then(|d| d.split_once('/')) {
+            Some((ns, d)) => k::why_not_ready(&client, ns, d).await,
+            None => None,
+        };
+        target.failure_diagnostics(opts).await;
+        return Err(match why {
+            Some(why) => k::KubeError::RolloutBlocked {
+                rollout: Box::new(e),
+                why,
+            },
+            None => e,
+        }
+        .into());
+    }
     step.done();
 
     // The gateway Service's live NodePorts (the API server allocates missing ones).
@@ -322,29 +379,6 @@ pub async fn deploy(
             None => id,
         })
         .collect();
-    let mut nss: Vec<String> = fx
-        .objects
-        .iter()
-        .filter(|o| !o.namespace.is_empty())
-        .map(|o| renamed(&o.namespace, prefix))
-        .collect();
-    nss.sort();
-    nss.dedup();
-    target.namespaces = nss;
-    // The gateway pods' labels as the cluster has them (made unique to the run).
-    let isolation = prefix.map(|p| k::Isolation::new(p, &fx.objects));
-    target.gateway_selector = mesh
-        .pods
-        .iter()
-        .filter(|p| p.role == crate::istio::PodRole::Gateway)
-        .map(|p| {
-            let labels = match &isolation {
-                Some(i) => i.rename_labels(&p.labels),
-                None => p.labels.clone(),
-            };
-            (renamed(&p.namespace, prefix), labels)
-        })
-        .collect();
     target
         .props
         .push(("node.address".into(), target.node.to_string()));
@@ -368,6 +402,24 @@ fn delete_blocking(client: ::kube::Client, applied: Vec<Applied>) {
 }
 
 impl ClusterTarget {
+    /// After a failed apply or rollout: diagnostics into `opts.diagnostics_dir`.
+    async fn failure_diagnostics(&self, opts: &DeployOptions) {
+        let Some(dir) = &opts.diagnostics_dir else {
+            return;
+        };
+        let _ = std::fs::remove_dir_all(dir);
+        let files = tokio::time::timeout(Duration::from_secs(120), self.collect(dir.clone()))
+            .await
+            .unwrap_or_default();
+        if !files.is_empty() {
+            eprintln!(
+                "diagnostics of the failed bring-up: {} file(s) in {}",
+                files.len(),
+                dir.display()
+            );
+        }
+    }
+
     /// Deletes what the run created (unless kept) and runs the shutdown actions.
     pub async fn shutdown(&mut self) {
         if self.stopped {

@@ -25,6 +25,8 @@ pub struct ExistingOptions {
     pub rollout_timeout: Option<Duration>,
     /// Take over fixture objects that exist already and meshcheck did not create.
     pub adopt: bool,
+    /// Where diagnostics go when the apply or a rollout fails.
+    pub diagnostics_dir: Option<PathBuf>,
 }
 
 fn unavailable(why: impl Into<String>) -> TargetError {
@@ -208,6 +210,7 @@ pub async fn bring_up(
         crd_timeout: Duration::from_secs(30),
         delete_created: !opts.keep && !opts.no_apply,
         adopt: opts.adopt,
+        diagnostics_dir: opts.diagnostics_dir.clone(),
     };
     let mut target = deploy("existing", client, fx, mesh, &dopts, opts.node_address).await?;
     target.props.push(("kubeconfig".into(), source.describe()));

@@ -141,6 +141,12 @@ pub mod testing {
     impl FixedTarget {
         /// On 127.0.0.1, with no NodePort, no pod and no other Service.
         pub fn new() -> Self {
+            Self::default()
+        }
+    }
+
+    impl Default for FixedTarget {
+        fn default() -> Self {
             FixedTarget {
                 node_ports: BTreeMap::new(),
                 pods: Vec::new(),

@@ -37,6 +37,9 @@ pub struct KindOptions {
     pub project_dir: PathBuf,
     pub node_address: Option<IpAddr>,
     pub rollout_timeout: Duration,
+    /// Where diagnostics go when the apply or a rollout fails (before the cluster
+    /// is deleted).
+    pub diagnostics_dir: Option<PathBuf>,
 }
 
 impl KindOptions {
@@ -51,6 +54,7 @@ impl KindOptions {
             project_dir,
             node_address: None,
             rollout_timeout: Duration::from_secs(300),
+            diagnostics_dir: None,
         }
     }
 }
@@ -332,6 +336,7 @@ pub async fn bring_up(
         delete_created: false,
         // The cluster is meshcheck's own (created, or reused from an earlier run).
         adopt: true,
+        diagnostics_dir: opts.diagnostics_dir.clone(),
     };
     let mut target = deploy("kind", client, fx, mesh, &dopts, node).await?;
     target.istioctl = Some(super::cluster::Istioctl {

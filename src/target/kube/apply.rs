@@ -29,6 +29,9 @@ pub struct ApplyOptions {
     /// (server-side apply with `force` would otherwise silently become their
     /// manager). Without it such an object is an error naming it.
     pub adopt: bool,
+    /// The most `spec.progressDeadlineSeconds` a Deployment gets (lowered to it when
+    /// unset or larger), so that it agrees with the rollout wait.
+    pub progress_deadline: Option<Duration>,
 }
 
 impl Default for ApplyOptions {
@@ -39,6 +42,7 @@ impl Default for ApplyOptions {
             namespace_prefix: None,
             crd_timeout: Duration::from_secs(60),
             adopt: false,
+            progress_deadline: None,
         }
     }
 }
@@ -206,6 +210,17 @@ fn prepare(
     let mut name = object.name.clone();
     if let Some((from, to)) = &opts.image_rewrite {
         rewrite_images(&object.kind, &mut body, from, to);
+    }
+    if let Some(deadline) = opts.progress_deadline {
+        if object.kind == "Deployment" {
+            if let Some(spec) = body.get_mut("spec").and_then(Value::as_object_mut) {
+                let max = deadline.as_secs().max(1);
+                let set = spec.get("progressDeadlineSeconds").and_then(Value::as_u64);
+                if set.is_none_or(|s| s > max) {
+                    spec.insert("progressDeadlineSeconds".into(), Value::from(max));
+                }
+            }
+        }
     }
     if let Some(r) = renamer {
         namespace = r.rename(&namespace);

@@ -79,6 +79,13 @@ pub enum KubeError {
         reason: String,
         message: String,
     },
+    /// A rollout failed or timed out, and why (its first pod that is not ready).
+    RolloutBlocked {
+        /// [`KubeError::RolloutTimeout`] or [`KubeError::RolloutFailed`].
+        rollout: Box<KubeError>,
+        /// `pod atlas/nb-rest-v1-7d9f8b6c5-k9qzp: container nb-rest is waiting: ImagePullBackOff (...)`
+        why: String,
+    },
     /// A generic wait ([`super::wait_for`]) ran out of time.
     Timeout {
         what: String,
@@ -97,6 +104,16 @@ impl KubeError {
             KubeError::Rejected { status, .. } => matches!(status, 400 | 422),
             KubeError::BadObject { .. } => true,
             _ => false,
+        }
+    }
+
+    /// The Deployment (`namespace/name`) a rollout error is about.
+    pub fn rollout_of(&self) -> Option<&str> {
+        match self {
+            KubeError::RolloutTimeout { deployment, .. }
+            | KubeError::RolloutFailed { deployment, .. } => Some(deployment),
+            KubeError::RolloutBlocked { rollout, .. } => rollout.rollout_of(),
+            _ => None,
         }
     }
 
@@ -250,6 +267,7 @@ impl fmt::Display for KubeError {
                 reason,
                 message,
             } => write!(f, "Deployment {deployment} failed to roll out ({reason}): {message}"),
+            KubeError::RolloutBlocked { rollout, why } => write!(f, "{rollout}; {why}"),
             KubeError::Timeout { what, waited, last } => write!(
                 f,
                 "timed out after {} waiting for {what} (last: {last})",

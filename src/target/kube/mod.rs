@@ -14,7 +14,10 @@ pub use apply::{
     image_matches, Applied, ApplyOptions, Isolation, NamespaceRenamer,
 };
 pub use error::KubeError;
-pub use pods::{first_ready_internal_ip, list_pods, node_address, node_ready, pod_info};
+pub use pods::{
+    first_ready_internal_ip, judged, list_pods, node_address, node_ready, not_ready_reason,
+    pod_info, why_not_ready,
+};
 pub use wait::{
     all_available, all_updated, no_old_replicas, observed_latest, progress_deadline_exceeded,
     rollout_complete, rollout_status, wait_for, wait_rollouts, wait_rollouts_every, Check,

@@ -4,6 +4,7 @@ use super::error::KubeError;
 use crate::target::{ContainerInfo, PodInfo};
 use ::kube::api::{Api, ListParams};
 use ::kube::Client;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, ContainerStatus, Node, Pod};
 use std::net::IpAddr;
 
@@ -32,6 +33,150 @@ pub fn judged(pod: &Pod) -> bool {
         Some("Succeeded" | "Failed")
     );
     !terminating && !finished
+}
+
+/// Why `pod` is not ready, or `None` when it is (or is on its way out, see
+/// [`judged`]): the first init container, then container, that is waiting
+/// (`ImagePullBackOff`, `CrashLoopBackOff`, `CreateContainerConfigError`...), failed,
+/// or runs unready; else a false `PodScheduled` condition; else the phase.
+pub fn not_ready_reason(pod: &Pod) -> Option<String> {
+    if !judged(pod) {
+        return None;
+    }
+    let status = pod.status.as_ref();
+    let with_message = |reason: &str, message: Option<&String>| match message {
+        Some(m) if !m.is_empty() => format!("{reason} ({m})"),
+        _ => reason.to_string(),
+    };
+    let lists = [
+        (
+            "init container",
+            status.and_then(|s| s.init_container_statuses.as_deref()),
+        ),
+        (
+            "container",
+            status.and_then(|s| s.container_statuses.as_deref()),
+        ),
+    ];
+    let native = |name: &str| {
+        pod.spec
+            .as_ref()
+            .and_then(|s| s.init_containers.as_ref())
+            .into_iter()
+            .flatten()
+            .any(|c| c.name == name && c.restart_policy.as_deref() == Some("Always"))
+    };
+    for (what, statuses) in lists {
+        for c in statuses.unwrap_or_default() {
+            let state = c.state.as_ref();
+            if let Some(w) = state.and_then(|s| s.waiting.as_ref()) {
+                let reason = w.reason.as_deref().unwrap_or("waiting");
+                return Some(format!(
+                    "{what} {} is waiting: {}",
+                    c.name,
+                    with_message(reason, w.message.as_ref())
+                ));
+            }
+            if let Some(t) = state.and_then(|s| s.terminated.as_ref()) {
+                let init_done = what == "init container" && t.exit_code == 0;
+                if !init_done {
+                    return Some(format!(
+                        "{what} {} terminated: {} (exit code {})",
+                        c.name,
+                        with_message(
+                            t.reason.as_deref().unwrap_or("terminated"),
+                            t.message.as_ref()
+                        ),
+                        t.exit_code
+                    ));
+                }
+                continue;
+            }
+            let must_be_ready = what == "container" || native(&c.name);
+            if must_be_ready && !c.ready {
+                return Some(format!("{what} {} is running but not ready", c.name));
+            }
+        }
+    }
+    let conditions = status
+        .and_then(|s| s.conditions.as_deref())
+        .unwrap_or_default();
+    if let Some(c) = conditions
+        .iter()
+        .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+    {
+        return Some(format!(
+            "not scheduled: {}",
+            with_message(
+                c.reason.as_deref().unwrap_or("Unschedulable"),
+                c.message.as_ref()
+            )
+        ));
+    }
+    let phase = status.and_then(|s| s.phase.as_deref());
+    let ready = match conditions.iter().find(|c| c.type_ == "Ready") {
+        Some(c) => c.status == "True",
+        // No Ready condition reported: running with every container ready.
+        None => {
+            phase == Some("Running")
+                && status
+                    .and_then(|s| s.container_statuses.as_deref())
+                    .is_some_and(|cs| !cs.is_empty() && cs.iter().all(|c| c.ready))
+        }
+    };
+    if ready {
+        return None;
+    }
+    Some(format!("phase {}", phase.unwrap_or("unknown")))
+}
+
+/// Why the Deployment `namespace/name` is not ready: its first pod that is not, with
+/// the reason ([`not_ready_reason`]); or, when it has no pod, why none was created
+/// (the `ReplicaFailure` condition: e.g. the injection webhook refused the pods).
+/// `None` when nothing explains it (or it cannot be read).
+pub async fn why_not_ready(client: &Client, namespace: &str, name: &str) -> Option<String> {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let d = deployments.get_opt(name).await.ok()??;
+    let selector = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.match_labels.as_ref())
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let list = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    for p in list.iter() {
+        if let Some(why) = not_ready_reason(p) {
+            return Some(format!(
+                "pod {namespace}/{}: {why}",
+                p.metadata.name.as_deref().unwrap_or_default()
+            ));
+        }
+    }
+    if list.iter().any(judged) {
+        return None;
+    }
+    let failure = d
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .find(|c| c.type_ == "ReplicaFailure" && c.status == "True")?;
+    Some(format!(
+        "no pod was created: {}: {}",
+        failure.reason.as_deref().unwrap_or("ReplicaFailure"),
+        failure.message.as_deref().unwrap_or_default()
+    ))
 }
 
 /// The parts of `pod` the checks look at. Init containers keep their

@@ -2,6 +2,7 @@
 
 mod apply;
 mod existing_e2e;
+mod failed_bring_up;
 mod fake;
 mod pods;
 mod wait;

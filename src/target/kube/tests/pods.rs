@@ -332,3 +332,41 @@ async fn terminating_and_finished_pods_are_not_listed() {
         ["atlas-ui-7d9f8b6c5-x2x7q", "authz-6b7c8d9e0f-abcde"]
     );
 }
+
+/// What a failed rollout names: the reason of the first pod that is not ready.
+#[test]
+fn why_a_pod_is_not_ready() {
+    use crate::target::kube::not_ready_reason;
+    let pod = |v: Value| serde_json::from_value::<Pod>(v).expect("a Pod");
+    assert_eq!(not_ready_reason(&pod(classic_pod())), None);
+    assert_eq!(
+        not_ready_reason(&pod(native_pod())).as_deref(),
+        Some("container nb-rest is waiting: CrashLoopBackOff (back-off 1m20s restarting failed container)")
+    );
+    assert_eq!(
+        not_ready_reason(&pod(plain_pod())).as_deref(),
+        Some("container authz is waiting: ContainerCreating")
+    );
+    let mut pulling = plain_pod();
+    pulling["status"]["containerStatuses"][0]["state"] = json!({"waiting": {"reason": "ImagePullBackOff",
+        "message": "Back-off pulling image \"meshcheck/stub:latest\""}});
+    assert_eq!(
+        not_ready_reason(&pod(pulling)).as_deref(),
+        Some("container authz is waiting: ImagePullBackOff (Back-off pulling image \"meshcheck/stub:latest\")")
+    );
+    let mut init_failed = native_pod();
+    init_failed["status"]["initContainerStatuses"][0]["state"] =
+        json!({"terminated": {"exitCode": 1, "reason": "Error"}});
+    assert_eq!(
+        not_ready_reason(&pod(init_failed)).as_deref(),
+        Some("init container istio-init terminated: Error (exit code 1)")
+    );
+    let unschedulable = json!({"metadata": {"name": "p", "namespace": "atlas"},
+        "spec": {"containers": [app("authz")]},
+        "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+            "message": "0/1 nodes are available: 1 Insufficient memory."}]}});
+    assert_eq!(
+        not_ready_reason(&pod(unschedulable)).as_deref(),
+        Some("not scheduled: Unschedulable (0/1 nodes are available: 1 Insufficient memory.)")
+    );
+}
