@@ -451,7 +451,7 @@ fn build_listeners(
                 node_ports: Vec::new(),
                 protocol: protocol.clone(),
                 route_config: RouteConfigPlan {
-                    name: format!("http.{target}"),
+                    name: route_config_name(&protocol, target, server, gw),
                     vhosts: Vec::new(),
                 },
                 hosts: Vec::new(),
@@ -552,6 +552,27 @@ fn build_listeners(
             l
         })
         .collect()
+}
+
+/// The route configuration's name (pilot/pkg/model/gateway.go, 1.30.3,
+/// gatewayRDSRouteName): `http.<bound port>` for HTTP, and for HTTPS terminated at
+/// the gateway `https.<server port>.<port name>.<Gateway name>.<namespace>`.
+fn route_config_name(
+    protocol: &ListenerProtocol,
+    target: u16,
+    server: &crate::fixtures::istio::Server,
+    gw: &Item<Gateway>,
+) -> String {
+    match protocol {
+        ListenerProtocol::Https => format!(
+            "https.{}.{}.{}.{}",
+            server.port.number,
+            server.port.name.as_deref().unwrap_or(""),
+            gw.name,
+            gw.namespace
+        ),
+        _ => format!("http.{target}"),
+    }
 }
 
 /// Label by which a gateway Service opts out of port translation
