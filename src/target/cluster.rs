@@ -82,13 +82,42 @@ impl Step {
 
 /// Runs an external tool with a timeout; stdout on success, else an error with the
 /// command and the end of its output. The child runs in its own process group, is
-/// killed when the future is dropped (Ctrl-C), and dies with meshcheck.
+/// killed when the future is dropped, is stopped with meshcheck's other processes on
+/// Ctrl-C (before the cleanups run), and on Linux dies with meshcheck.
 pub async fn run_tool(
     program: &Path,
     args: &[String],
     timeout: Duration,
     what: &str,
 ) -> Result<String, TargetError> {
+    run_tool_capturing(program, args, timeout, what)
+        .await
+        .map_err(|f| f.error)
+}
+
+/// A failed tool run: the error, and the tool's whole stderr (the error keeps only
+/// its end) to recognise failures by.
+#[derive(Debug)]
+pub struct ToolFailure {
+    pub error: TargetError,
+    pub stderr: String,
+}
+
+/// [`run_tool`], keeping the whole stderr of a failure.
+pub async fn run_tool_capturing(
+    program: &Path,
+    args: &[String],
+    timeout: Duration,
+    what: &str,
+) -> Result<String, ToolFailure> {
+    let fail = |why: String, stderr: String, log_tail: Option<String>| ToolFailure {
+        error: TargetError::Start {
+            what: what.into(),
+            why,
+            log_tail,
+        },
+        stderr,
+    };
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
         .stdin(std::process::Stdio::null())
@@ -96,6 +125,7 @@ pub async fn run_tool(
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .process_group(0);
+    #[cfg(target_os = "linux")]
     // SAFETY: prctl is async-signal-safe.
     unsafe {
         cmd.pre_exec(|| {
@@ -104,38 +134,33 @@ pub async fn run_tool(
         });
     }
     let shown = format!("{} {}", program.display(), args.join(" "));
-    let child = cmd.spawn().map_err(|e| TargetError::Start {
-        what: what.into(),
-        why: format!("cannot run `{shown}`: {e}"),
-        log_tail: None,
-    })?;
+    let child = cmd
+        .spawn()
+        .map_err(|e| fail(format!("cannot run `{shown}`: {e}"), String::new(), None))?;
+    // Its process group is stopped by Ctrl-C (procs::stop_all) while it runs.
+    let _group = child.id().map(procs::register_group);
     let out = match tokio::time::timeout(timeout, child.wait_with_output()).await {
         Ok(Ok(o)) => o,
-        Ok(Err(e)) => {
-            return Err(TargetError::Start {
-                what: what.into(),
-                why: format!("`{shown}` failed: {e}"),
-                log_tail: None,
-            })
-        }
+        Ok(Err(e)) => return Err(fail(format!("`{shown}` failed: {e}"), String::new(), None)),
         Err(_) => {
-            return Err(TargetError::Start {
-                what: what.into(),
-                why: format!("`{shown}` did not finish within {timeout:?}"),
-                log_tail: None,
-            })
+            return Err(fail(
+                format!("`{shown}` did not finish within {timeout:?}"),
+                String::new(),
+                None,
+            ))
         }
     };
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
-        let err = String::from_utf8_lossy(&out.stderr);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
         let lines: Vec<&str> = err.lines().collect();
-        Err(TargetError::Start {
-            what: what.into(),
-            why: format!("`{shown}` exited with {}", out.status),
-            log_tail: Some(lines[lines.len().saturating_sub(20)..].join("\n")),
-        })
+        let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+        Err(fail(
+            format!("`{shown}` exited with {}", out.status),
+            err.clone(),
+            Some(tail),
+        ))
     }
 }
 

@@ -173,20 +173,83 @@ fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| s.to_string()).collect()
 }
 
-/// `kind create cluster --name N --image I --config PATH --wait 180s`
-/// (`--image` left out when [`KindConfig::node_image`] is empty).
-pub fn create_cluster_args(c: &KindConfig, config_path: &str) -> Vec<String> {
+/// `kind create cluster --name N --image I --config PATH --kubeconfig K --wait 180s`
+/// (`--image` left out when [`KindConfig::node_image`] is empty). `K` is a file in the
+/// run's working directory: kind would otherwise add the cluster to the user's
+/// `~/.kube/config` (or `$KUBECONFIG`) and switch its current context.
+pub fn create_cluster_args(c: &KindConfig, config_path: &str, kubeconfig: &str) -> Vec<String> {
     let mut a = strings(&["create", "cluster", "--name", &c.cluster_name]);
     if !c.node_image.is_empty() {
         a.extend(strings(&["--image", &c.node_image]));
     }
-    a.extend(strings(&["--config", config_path, "--wait", KIND_WAIT]));
+    a.extend(strings(&[
+        "--config",
+        config_path,
+        "--kubeconfig",
+        kubeconfig,
+        "--wait",
+        KIND_WAIT,
+    ]));
     a
 }
 
-/// `kind delete cluster --name N` (succeeds when the cluster does not exist).
-pub fn delete_cluster_args(name: &str) -> Vec<String> {
-    strings(&["delete", "cluster", "--name", name])
+/// `kind delete cluster --name N --kubeconfig K` (succeeds when the cluster does not
+/// exist); `K` as for [`create_cluster_args`], so the user's kubeconfig is untouched.
+pub fn delete_cluster_args(name: &str, kubeconfig: &str) -> Vec<String> {
+    strings(&[
+        "delete",
+        "cluster",
+        "--name",
+        name,
+        "--kubeconfig",
+        kubeconfig,
+    ])
+}
+
+/// Substrings (lowercase) of what kubeadm and the kubelet print when Kubernetes 1.35+
+/// refuses a cgroup v1 host (`failCgroupV1` defaults to true since 1.35).
+const CGROUP_V1_REFUSALS: &[&str] = &[
+    "cgroups v1 support is unsupported",
+    "cgroup v1 support is unsupported",
+    "to not run on a host using cgroup v1",
+    "failcgroupv1",
+];
+
+/// The Kubernetes minor of a node image reference (`kindest/node:v1.35.0@sha256:..`
+/// -> 35).
+pub fn node_image_minor(image: &str) -> Option<u32> {
+    let tag = image.split('@').next()?.rsplit_once(':')?.1;
+    major_minor(tag).map(|(_, minor)| minor)
+}
+
+/// Why a failed `kind create cluster` (its whole stderr) will fail the same way
+/// every time, or `None`: kubeadm init with a Kubernetes 1.35+ node image on a
+/// cgroup v1 host (recognised by kubeadm's or the kubelet's words, or by the Docker
+/// engine's `CgroupVersion` 1 when kubeadm init failed). Checked before
+/// [`is_transient_kind_failure`], which would retry it.
+pub fn deterministic_kind_failure(
+    stderr: &str,
+    node_image: &str,
+    engine_cgroup_version: Option<&str>,
+) -> Option<String> {
+    let s = stderr.to_ascii_lowercase();
+    let said = CGROUP_V1_REFUSALS.iter().any(|n| s.contains(n));
+    let inferred = s.contains("failed to init node with kubeadm")
+        && engine_cgroup_version.map(str::trim) == Some("1")
+        && node_image_minor(node_image).is_some_and(|m| m >= 35);
+    (said || inferred).then(|| {
+        format!(
+            "kubeadm init cannot succeed here: the Docker engine's host uses cgroup v1, which \
+             Kubernetes 1.35 and newer refuse (node image {}). Run on a host with cgroup v2 \
+             (or a Docker Desktop/VM that has it), or pass --node-image with Kubernetes 1.34 \
+             (not retried: it fails the same way every time)",
+            if node_image.is_empty() {
+                "kind's default"
+            } else {
+                node_image
+            }
+        )
+    })
 }
 
 /// `kind load docker-image IMAGE --name N`: copies a local image into the nodes.
@@ -474,7 +537,7 @@ nodes:
     fn kind_args() {
         let c = cfg(vec![30080]);
         assert_eq!(
-            create_cluster_args(&c, "/tmp/w/kind.yaml"),
+            create_cluster_args(&c, "/tmp/w/kind.yaml", "/tmp/w/kubeconfig"),
             v(&[
                 "create",
                 "cluster",
@@ -484,6 +547,8 @@ nodes:
                 V135,
                 "--config",
                 "/tmp/w/kind.yaml",
+                "--kubeconfig",
+                "/tmp/w/kubeconfig",
                 "--wait",
                 "180s"
             ])
@@ -491,7 +556,7 @@ nodes:
         let mut d = c.clone();
         d.node_image.clear();
         assert_eq!(
-            create_cluster_args(&d, "k.yaml"),
+            create_cluster_args(&d, "k.yaml", "kc"),
             v(&[
                 "create",
                 "cluster",
@@ -499,13 +564,22 @@ nodes:
                 "meshcheck",
                 "--config",
                 "k.yaml",
+                "--kubeconfig",
+                "kc",
                 "--wait",
                 "180s"
             ])
         );
         assert_eq!(
-            delete_cluster_args("meshcheck"),
-            v(&["delete", "cluster", "--name", "meshcheck"])
+            delete_cluster_args("meshcheck", "/tmp/w/kubeconfig"),
+            v(&[
+                "delete",
+                "cluster",
+                "--name",
+                "meshcheck",
+                "--kubeconfig",
+                "/tmp/w/kubeconfig"
+            ])
         );
         assert_eq!(
             load_image_args("meshcheck", "meshcheck/stub:0123456789ab"),
@@ -687,7 +761,8 @@ nodes:
     #[test]
     fn revisions() {
         assert_eq!(revision_for("1.30.3"), "1-30-3");
-        assert_eq!(revision_for(ISTIO_PREVIOUS), "1-29-4");
+        assert_eq!(ISTIO_PREVIOUS, "1.29.6");
+        assert_eq!(revision_for(ISTIO_PREVIOUS), "1-29-6");
         assert_eq!(revision_for("v1.31.0-rc.0"), "1-31-0-rc-0");
         assert_eq!(revision_for("1.31.0-RC.0"), "1-31-0-rc-0");
         assert_eq!(revision_for(" 1..30_3. "), "1-30-3");
@@ -721,6 +796,41 @@ nodes:
             "meshcheck/stub:23456789abcd"
         );
         assert_eq!(stub_image_tag("abc"), "meshcheck/stub:abc");
+    }
+
+    #[test]
+    fn a_cgroup_v1_host_is_a_deterministic_failure() {
+        let kubeadm = "ERROR: failed to create cluster: failed to init node with kubeadm: command \"docker exec --privileged meshcheck-control-plane kubeadm init --config=/kind/kubeadm.conf --skipTokenPrint --v=6\" failed with error: exit status 1";
+        let said = format!(
+            "{kubeadm}\nCommand Output: [preflight] Running pre-flight checks\n\
+             error execution phase preflight: [preflight] Some fatal errors occurred:\n\
+             \t[ERROR SystemVerification]: cgroups v1 support is unsupported and will be removed in a future release. Please migrate to cgroups v2."
+        );
+        // Transient by its first line, deterministic by what kubeadm said.
+        assert!(is_transient_kind_failure(&said));
+        let why = deterministic_kind_failure(&said, V135, None).expect("deterministic");
+        assert!(why.contains("cgroup v1"), "{why}");
+        assert!(why.contains("not retried"), "{why}");
+        // The engine says cgroup v1 and the node runs 1.35: kubeadm cannot succeed.
+        assert!(deterministic_kind_failure(kubeadm, V135, Some("1\n")).is_some());
+        // ...but with Kubernetes 1.34, or on cgroup v2, it may be a flake.
+        assert_eq!(
+            deterministic_kind_failure(kubeadm, "kindest/node:v1.34.0", Some("1")),
+            None
+        );
+        assert_eq!(deterministic_kind_failure(kubeadm, V135, Some("2")), None);
+        // kind's own wait names "detected cgroup v1": not a refusal.
+        assert_eq!(
+            deterministic_kind_failure(
+                "ERROR: failed to create cluster: could not find a log line that matches \"Reached target .*Multi-User System.*|detected cgroup v1\"",
+                V135,
+                Some("2")
+            ),
+            None
+        );
+        assert_eq!(node_image_minor(V135), Some(35));
+        assert_eq!(node_image_minor("kindest/node:v1.34.0"), Some(34));
+        assert_eq!(node_image_minor(""), None);
     }
 
     #[test]

@@ -166,13 +166,15 @@ pub async fn bring_up(
         )));
     }
     let delete_at_end = !opts.keep && !opts.reuse;
+    // kind writes the cluster's credentials here, never to the user's kubeconfig.
+    let kubeconfig_path = workdir.join("kubeconfig");
     // Registered before creation: an interrupt or a failed step deletes the cluster.
     let mut cleanup_id = None;
     if !exists {
         if delete_at_end {
-            let (k, n) = (kind.clone(), name.clone());
+            let (k, n, kc) = (kind.clone(), name.clone(), kubeconfig_path.clone());
             cleanup_id = Some(procs::register_cleanup(Box::new(move || {
-                delete_cluster_blocking(&k, &n)
+                delete_cluster_blocking(&k, &n, &kc)
             })));
         }
         let node_ports: Vec<u16> = mesh
@@ -193,38 +195,30 @@ pub async fn bring_up(
                 source,
             }
         })?;
+        // The engine's cgroup version tells a deterministic kubeadm failure.
+        let engine_cgroup = run_tool(
+            &docker,
+            &[
+                "info".into(),
+                "--format".into(),
+                "{{.CgroupVersion}}".into(),
+            ],
+            Duration::from_secs(30),
+            "docker info",
+        )
+        .await
+        .ok();
         let step = Step::start(format!("creating kind cluster {name} ({node_image})"));
-        let args = config::create_cluster_args(&cfg, &cfg_path.to_string_lossy());
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match run_tool(
-                &kind,
-                &args,
-                Duration::from_secs(600),
-                "kind create cluster",
-            )
-            .await
-            {
-                Ok(_) => break,
-                Err(TargetError::Start {
-                    log_tail: Some(t), ..
-                }) if attempt < 5 && config::is_transient_kind_failure(&t) => {
-                    step.note(&format!(
-                        "transient failure (attempt {attempt}/5), retrying in 5s"
-                    ));
-                    let _ = run_tool(
-                        &kind,
-                        &config::delete_cluster_args(&name),
-                        Duration::from_secs(120),
-                        "kind delete cluster",
-                    )
-                    .await;
-                    tokio::time::sleep(Duration::from_secs(5)).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        create_cluster(
+            &kind,
+            &cfg,
+            &cfg_path,
+            &kubeconfig_path,
+            engine_cgroup.as_deref(),
+            CREATE_RETRY_PAUSE,
+            &|l: &str| step.note(l),
+        )
+        .await?;
         step.done();
     }
     let kubeconfig_text = run_tool(
@@ -234,7 +228,6 @@ pub async fn bring_up(
         "kind get kubeconfig",
     )
     .await?;
-    let kubeconfig_path = workdir.join("kubeconfig");
     std::fs::write(&kubeconfig_path, &kubeconfig_text).map_err(|source| TargetError::Io {
         what: format!("cannot write {}", kubeconfig_path.display()),
         source,
@@ -341,7 +334,7 @@ pub async fn bring_up(
     let mut target = deploy("kind", client, fx, mesh, &dopts, node).await?;
     target.istioctl = Some(super::cluster::Istioctl {
         bin: istioctl,
-        kubeconfig: Some(kubeconfig_path),
+        kubeconfig: Some(kubeconfig_path.clone()),
         context: None,
     });
     target.props.extend([
@@ -352,10 +345,10 @@ pub async fn bring_up(
         ("stub.image".into(), tag),
     ]);
     if delete_at_end {
-        let (k, n) = (kind.clone(), name.clone());
+        let (k, n, kc) = (kind.clone(), name.clone(), kubeconfig_path.clone());
         target
             .on_shutdown
-            .push(Box::new(move || delete_cluster_blocking(&k, &n)));
+            .push(Box::new(move || delete_cluster_blocking(&k, &n, &kc)));
         target.cleanup_ids.extend(cleanup_id);
     } else {
         eprintln!(
@@ -412,9 +405,179 @@ async fn wait_webhook(client: &::kube::Client) -> Result<(), TargetError> {
     Ok(())
 }
 
-fn delete_cluster_blocking(kind: &Path, name: &str) {
+fn delete_cluster_blocking(kind: &Path, name: &str, kubeconfig: &Path) {
     eprintln!("kind: deleting cluster {name}");
     let _ = std::process::Command::new(kind)
-        .args(config::delete_cluster_args(name))
+        .args(config::delete_cluster_args(
+            name,
+            &kubeconfig.to_string_lossy(),
+        ))
         .status();
+}
+
+/// The pause between two attempts of `kind create cluster` (Istio's CI: 5 s).
+const CREATE_RETRY_PAUSE: Duration = Duration::from_secs(5);
+/// Attempts of `kind create cluster` for a transient failure.
+const CREATE_ATTEMPTS: u32 = 5;
+
+/// `kind create cluster` with the kubeconfig in the run's working directory, retried
+/// (after deleting the half-made cluster) on a known transient failure, up to
+/// [`CREATE_ATTEMPTS`] times `pause` apart; a deterministic failure
+/// ([`config::deterministic_kind_failure`]) is reported at once, saying why.
+pub async fn create_cluster(
+    kind: &Path,
+    cfg: &config::KindConfig,
+    cfg_path: &Path,
+    kubeconfig: &Path,
+    engine_cgroup_version: Option<&str>,
+    pause: Duration,
+    note: &(dyn Fn(&str) + Send + Sync),
+) -> Result<(), TargetError> {
+    let kc = kubeconfig.to_string_lossy();
+    let args = config::create_cluster_args(cfg, &cfg_path.to_string_lossy(), &kc);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let failure = match super::cluster::run_tool_capturing(
+            kind,
+            &args,
+            Duration::from_secs(600),
+            "kind create cluster",
+        )
+        .await
+        {
+            Ok(_) => return Ok(()),
+            Err(f) => f,
+        };
+        if let Some(why) = config::deterministic_kind_failure(
+            &failure.stderr,
+            &cfg.node_image,
+            engine_cgroup_version,
+        ) {
+            return Err(match failure.error {
+                TargetError::Start { what, log_tail, .. } => TargetError::Start {
+                    what,
+                    why,
+                    log_tail,
+                },
+                other => other,
+            });
+        }
+        if attempt >= CREATE_ATTEMPTS || !config::is_transient_kind_failure(&failure.stderr) {
+            return Err(failure.error);
+        }
+        note(&format!(
+            "transient failure (attempt {attempt}/{CREATE_ATTEMPTS}), retrying in {pause:?}"
+        ));
+        let _ = run_tool(
+            kind,
+            &config::delete_cluster_args(&cfg.cluster_name, &kc),
+            Duration::from_secs(120),
+            "kind delete cluster",
+        )
+        .await;
+        tokio::time::sleep(pause).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A `kind` that records its arguments (one line per call) and whose `create`
+    /// fails with `stderr` the first `failures` times.
+    fn fake_kind(dir: &Path, stderr: &str, failures: u32) -> (PathBuf, PathBuf) {
+        let calls = dir.join("calls");
+        let count = dir.join("creates");
+        let err = dir.join("stderr");
+        std::fs::write(&err, stderr).unwrap();
+        let script = format!(
+            "#!/bin/sh\necho \"$@\" >> '{calls}'\nif [ \"$1\" = create ]; then\n  n=$(cat '{count}' 2>/dev/null || echo 0)\n  echo $((n+1)) > '{count}'\n  if [ \"$n\" -lt {failures} ]; then cat '{err}' >&2; exit 1; fi\nfi\nexit 0\n",
+            calls = calls.display(),
+            count = count.display(),
+            err = err.display(),
+        );
+        let kind = dir.join("kind");
+        std::fs::write(&kind, script).unwrap();
+        std::fs::set_permissions(&kind, std::fs::Permissions::from_mode(0o755)).unwrap();
+        (kind, calls)
+    }
+
+    fn cfg() -> config::KindConfig {
+        config::KindConfig::new("kindest/node:v1.35.0", vec![30080])
+    }
+
+    const KUBEADM: &str = "ERROR: failed to create cluster: failed to init node with kubeadm: command \"docker exec --privileged meshcheck-control-plane kubeadm init --config=/kind/kubeadm.conf --skipTokenPrint --v=6\" failed with error: exit status 1";
+
+    #[tokio::test]
+    async fn a_cgroup_v1_refusal_is_not_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let stderr = format!(
+            "{KUBEADM}\nCommand Output: [preflight] Running pre-flight checks\n\
+             \t[ERROR SystemVerification]: cgroups v1 support is unsupported and will be removed in a future release\n{}",
+            "[kubelet-check] waiting\n".repeat(40)
+        );
+        let (kind, calls) = fake_kind(dir.path(), &stderr, 5);
+        let kc = dir.path().join("kubeconfig");
+        let err = create_cluster(
+            &kind,
+            &cfg(),
+            &dir.path().join("kind.yaml"),
+            &kc,
+            Some("1"),
+            Duration::from_millis(10),
+            &|_: &str| {},
+        )
+        .await
+        .expect_err("cgroup v1");
+        let calls = std::fs::read_to_string(&calls).unwrap();
+        assert_eq!(calls.lines().count(), 1, "{calls}");
+        assert!(
+            calls.starts_with("create cluster --name meshcheck"),
+            "{calls}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains("cgroup v1") && msg.contains("not retried"),
+            "{msg}"
+        );
+    }
+
+    /// A transient failure is retried; the half-made cluster is deleted in between,
+    /// and every call uses the run's kubeconfig, never the user's.
+    #[tokio::test]
+    async fn a_transient_failure_is_retried_with_the_runs_kubeconfig() {
+        let dir = tempfile::tempdir().unwrap();
+        let (kind, calls) = fake_kind(dir.path(), KUBEADM, 1);
+        let kc = dir.path().join("kubeconfig");
+        let notes = std::sync::Mutex::new(Vec::new());
+        create_cluster(
+            &kind,
+            &cfg(),
+            &dir.path().join("kind.yaml"),
+            &kc,
+            Some("2"),
+            Duration::from_millis(10),
+            &|l: &str| notes.lock().unwrap().push(l.to_string()),
+        )
+        .await
+        .expect("created on the second attempt");
+        let calls = std::fs::read_to_string(&calls).unwrap();
+        let calls: Vec<&str> = calls.lines().collect();
+        assert_eq!(calls.len(), 3, "{calls:?}");
+        assert!(calls[0].starts_with("create cluster"), "{calls:?}");
+        assert_eq!(
+            calls[1],
+            format!(
+                "delete cluster --name meshcheck --kubeconfig {}",
+                kc.display()
+            )
+        );
+        assert!(calls[2].starts_with("create cluster"), "{calls:?}");
+        for c in [calls[0], calls[2]] {
+            assert!(c.contains(&format!("--kubeconfig {}", kc.display())), "{c}");
+        }
+        assert_eq!(notes.lock().unwrap().len(), 1);
+    }
 }

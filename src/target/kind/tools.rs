@@ -46,8 +46,8 @@ use tokio::io::AsyncWriteExt;
 pub const KIND_VERSION: &str = "v0.31.0";
 /// Default Istio (and `istioctl`) version.
 pub const ISTIO_VERSION: &str = "1.30.3";
-/// The previous Istio minor, exercised by nightly CI.
-pub const ISTIO_PREVIOUS: &str = "1.29.4";
+/// The previous Istio minor (its newest patch), exercised by nightly CI.
+pub const ISTIO_PREVIOUS: &str = "1.29.6";
 
 /// Where kind publishes its release binaries.
 pub const KIND_BASE: &str = "https://github.com/kubernetes-sigs/kind/releases/download";

@@ -1,5 +1,5 @@
 //! The registry of every process meshcheck starts. Each child runs in its own process
-//! group and dies with meshcheck (PR_SET_PDEATHSIG); stopping is SIGTERM to the group,
+//! group and, on Linux, dies with meshcheck (PR_SET_PDEATHSIG); stopping is SIGTERM to the group,
 //! a grace period, then SIGKILL. The registry is global so that Ctrl-C and panics can
 //! stop everything, whichever target started it.
 
@@ -36,8 +36,11 @@ pub fn spawn(owner: u64, name: &str, cmd: &mut Command, log: &Path) -> std::io::
         .stderr(Stdio::from(err))
         .process_group(0);
     // SAFETY: prctl and getppid are async-signal-safe; nothing else runs between fork
-    // and exec.
+    // and exec. Linux only: elsewhere children are stopped on every exit path meshcheck
+    // handles (end, error, panic hook, Ctrl-C), not when it is SIGKILLed.
+    #[cfg(target_os = "linux")]
     let parent = std::process::id() as libc::pid_t;
+    #[cfg(target_os = "linux")]
     unsafe {
         cmd.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
@@ -164,9 +167,10 @@ pub fn stop_owner(owner: u64, grace: Duration) -> usize {
     stop_where(|p| p.owner == owner, grace)
 }
 
-/// Stops every process meshcheck started (Ctrl-C, end of run).
+/// Stops every process meshcheck started (Ctrl-C, end of run): the registry's, and
+/// the process groups of the external tools running now ([`register_group`]).
 pub fn stop_all(grace: Duration) -> usize {
-    stop_where(|_| true, grace)
+    stop_tool_groups(grace) + stop_where(|_| true, grace)
 }
 
 /// SIGKILL to everything at once, without waiting: for panics and a second Ctrl-C.
@@ -177,6 +181,94 @@ pub fn kill_all_now() {
             signal_group(p, libc::SIGKILL);
         }
     }
+    if let Ok(groups) = GROUPS.try_lock() {
+        for g in groups.iter() {
+            // SAFETY: plain syscall on a group a tool we started leads.
+            unsafe {
+                libc::killpg(*g as libc::pid_t, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Process groups of external tools running now (kind, istioctl, docker: started by
+/// `cluster::run_tool`, each the leader of its own group).
+static GROUPS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+fn groups() -> std::sync::MutexGuard<'static, Vec<u32>> {
+    GROUPS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A tool's process group, registered while the guard lives.
+#[derive(Debug)]
+pub struct GroupGuard(u32);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        groups().retain(|g| *g != self.0);
+    }
+}
+
+/// Registers the process group `pgid` (a tool running now) so that [`stop_all`]
+/// stops it, e.g. `kind create cluster` on Ctrl-C before the cleanup deletes the
+/// cluster (otherwise the creation goes on and leaves a node container behind).
+pub fn register_group(pgid: u32) -> GroupGuard {
+    groups().push(pgid);
+    GroupGuard(pgid)
+}
+
+/// Whether a process of group `pgid` is alive (zombies do not count).
+fn group_alive(pgid: u32) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return false;
+        };
+        for e in entries.flatten() {
+            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+                continue;
+            };
+            // pid (comm) state ppid pgrp ...
+            let Some((_, rest)) = stat.rsplit_once(") ") else {
+                continue;
+            };
+            let mut f = rest.split(' ');
+            let state = f.next().unwrap_or("");
+            let pgrp = f.nth(1).and_then(|p| p.parse::<u32>().ok());
+            if pgrp == Some(pgid) && state != "Z" && state != "X" {
+                return true;
+            }
+        }
+        false
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        // SAFETY: signal 0 only checks that the group exists.
+        unsafe { libc::killpg(pgid as libc::pid_t, 0) == 0 }
+    }
+}
+
+/// Stops the registered tool groups: SIGTERM, up to `grace`, then SIGKILL. Their
+/// leaders are reaped by whoever awaits them. Returns how many groups there were.
+pub fn stop_tool_groups(grace: Duration) -> usize {
+    let mine: Vec<u32> = groups().clone();
+    for g in &mine {
+        // SAFETY: plain syscall on a group a tool we started leads.
+        unsafe {
+            libc::killpg(*g as libc::pid_t, libc::SIGTERM);
+        }
+    }
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline && mine.iter().any(|g| group_alive(*g)) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for g in &mine {
+        // SAFETY: as above.
+        unsafe {
+            libc::killpg(*g as libc::pid_t, libc::SIGKILL);
+        }
+    }
+    mine.len()
 }
 
 /// Installs a panic hook that kills every child when the calling (main) thread

@@ -423,13 +423,15 @@ fn run_retrying_busy<T>(mut spawn: impl FnMut() -> io::Result<T>) -> io::Result<
 const PIP_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Runs `cmd` to completion within `timeout` (then kills it: a timed-out status is an
-/// error). The child dies with meshcheck (PR_SET_PDEATHSIG).
+/// error). On Linux the child dies with meshcheck (PR_SET_PDEATHSIG).
 pub(crate) fn status_within(
     cmd: &mut Command,
     timeout: Duration,
 ) -> io::Result<std::process::ExitStatus> {
+    #[cfg(target_os = "linux")]
     use std::os::unix::process::CommandExt;
     // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    #[cfg(target_os = "linux")]
     unsafe {
         cmd.pre_exec(|| {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
