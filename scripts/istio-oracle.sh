@@ -22,7 +22,7 @@ version="${1:-$PINNED}"
 here="$(cd "$(dirname "$0")/.." && pwd)"
 src="$here/oracle"
 
-die() { echo "istio-oracle: $*" >&2; exit "${2:-3}"; }
+die() { echo "istio-oracle: $1" >&2; exit "${2:-3}"; }
 
 # version -> istio module version | proxy ISTIO_VERSION | replace lines (; separated)
 case "$version" in

@@ -109,6 +109,10 @@ pub const ANALYSES: &[(&str, &str)] = &[
         "no route is shadowed by another VirtualService's route on the same host",
     ),
     ("mtls", "ISTIO_MUTUAL only toward pods with a sidecar"),
+    (
+        "rewrites",
+        "a prefix rewritten to `/` keeps no `//` in the paths backends see",
+    ),
 ];
 
 struct Ctx<'a> {
@@ -327,6 +331,7 @@ pub fn analyze(fx: &Fixtures, mesh: &Mesh, suite: &Suite) -> Vec<Finding> {
     weights(&mut c);
     route_conflicts(&mut c);
     mtls(&mut c);
+    rewrites(&mut c);
     simulate_suite(&mut c, suite);
     let mut seen = BTreeSet::new();
     c.out
@@ -791,6 +796,44 @@ fn covers(a: &crate::istio::RoutePlan, b: &crate::istio::RoutePlan) -> bool {
         && a.headers.iter().all(|h| b.headers.contains(h))
         && (a.method.is_none() || a.method == b.method)
         && (a.authority.is_none() || a.authority == b.authority)
+}
+
+/// `prefix: /a` rewritten to `/`: pilot makes Envoy `prefix_rewrite: "/"`
+/// (pilot/pkg/networking/core/route/route.go, 1.30.3, applyHTTPRouteDestination), which
+/// replaces exactly the matched prefix, so `/a/items` reaches the backend as `//items`
+/// (istio/istio#26828). Match `prefix: /a/` (and `exact: /a`) instead, or use
+/// `uriRegexRewrite`.
+fn rewrites(c: &mut Ctx) {
+    for vs in &c.fx.virtual_services {
+        for (hi, http) in vs.spec.spec.http.iter().enumerate() {
+            let Some(rw) = &http.rewrite else { continue };
+            if rw.uri.as_deref() != Some("/") || rw.uri_regex_rewrite.is_some() {
+                continue;
+            }
+            for (mi, m) in http.matches.iter().enumerate() {
+                let Some(crate::fixtures::istio::StringMatch::Prefix(p)) = &m.uri else {
+                    continue;
+                };
+                if p.ends_with('/') {
+                    continue;
+                }
+                c.push(
+                    "rewrites",
+                    Severity::Warning,
+                    "MC120",
+                    None,
+                    vs.describe(),
+                    &vs.source,
+                    format!(
+                        "http[{hi}].match[{mi}] prefix {p} is rewritten to /: {p}/items reaches the backend as //items (and {p}x as /x)"
+                    ),
+                    format!(
+                        "pilot makes Envoy prefix_rewrite \"/\", which replaces exactly the matched prefix; match prefix {p}/ plus exact {p}, or use uriRegexRewrite"
+                    ),
+                );
+            }
+        }
+    }
 }
 
 fn route_conflicts(c: &mut Ctx) {

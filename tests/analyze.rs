@@ -64,7 +64,7 @@ fn shipped_fixtures_are_clean_and_fast_and_start_nothing() {
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     assert!(
         r.stdout.contains(
-            "analyze: 0 error(s), 0 warning(s), 0 info(s); 12 analyses, 8 simulated request(s)"
+            "analyze: 0 error(s), 0 warning(s), 0 info(s); 13 analyses, 8 simulated request(s)"
         ),
         "{}",
         r.stdout
@@ -487,6 +487,43 @@ fn dotted_host_is_fully_qualified_as_in_istio_and_names_no_service() {
     );
     assert!(
         sim.message.contains("expected status 200, predicted 503"),
+        "{sim}"
+    );
+}
+
+#[test]
+fn prefix_without_slash_rewritten_to_root_warns_of_double_slash() {
+    // The pitfall the shipped fixtures once had (istio/istio#26828): pilot makes
+    // prefix_rewrite "/", so /atlas-rest/items reaches nb-rest as //items.
+    let f = FixtureCopy::new();
+    f.replace(
+        "40-virtualservices.yaml",
+        "        prefix: /atlas-rest/\n",
+        "        prefix: /atlas-rest\n",
+    );
+    let all = findings(&f);
+    let w = expect(
+        &all,
+        "MC120",
+        Severity::Warning,
+        "VirtualService atlas/nb-rest",
+        "40-virtualservices.yaml:45",
+    );
+    assert!(
+        w.message.contains("prefix /atlas-rest is rewritten to /: /atlas-rest/items reaches the backend as //items"),
+        "{w}"
+    );
+    // And the simulation predicts what Istio does: the rewrite check fails.
+    let sim = expect(
+        &all,
+        "MC201",
+        Severity::Error,
+        "VirtualService atlas/nb-rest",
+        "40-virtualservices.yaml:45",
+    );
+    assert!(
+        sim.message
+            .contains("expected the backend to see path /items, predicted //items"),
         "{sim}"
     );
 }

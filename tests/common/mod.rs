@@ -178,6 +178,7 @@ pub const STATIC_CHECKS: &[&str] = &[
     "static::weights",
     "static::route-conflicts",
     "static::mtls",
+    "static::rewrites",
     "static::simulate::routing::atlas-ui",
     "static::simulate::routing::authz",
     "static::simulate::routing::atlas-rest",
