@@ -337,7 +337,10 @@ pub async fn deploy(
         .await;
         target.applied = shared.lock().unwrap_or_else(|e| e.into_inner()).clone();
         if let Err(e) = res {
-            target.failure_diagnostics(opts).await;
+            // An object that is not ours was left alone: nothing of the run to explain.
+            if !matches!(e, k::KubeError::NotOurs { .. }) {
+                target.failure_diagnostics(opts).await;
+            }
             return Err(e.into());
         }
         step.done();
