@@ -325,3 +325,100 @@ async fn istioctl_diagnostics_use_the_runs_context() {
         r.stderr
     );
 }
+
+/// An object of the fixtures that exists and that meshcheck did not apply is not
+/// taken over: the run stops naming it (nothing sent), unless `--adopt`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_meshcheck_did_not_create_is_taken_over_only_with_adopt() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/version"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(version()))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "kind": "APIVersions", "versions": ["v1"],
+            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "172.18.0.2:6443"}]})))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/v1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "kind": "APIResourceList", "groupVersion": "v1",
+            "resources": [{"name": "namespaces", "singularName": "namespace", "namespaced": false,
+                           "kind": "Namespace", "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]}]})))
+        .mount(&server)
+        .await;
+    // mc-atlas exists, made by someone with kubectl.
+    Mock::given(method("GET"))
+        .and(path("/api/v1/namespaces/mc-atlas"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "mc-atlas", "uid": "0b1f2a10-6f1c-4d6e-9a55-3b1a1d7e0c6e",
+                         "managedFields": [{"manager": "kubectl-create", "operation": "Update", "apiVersion": "v1"}]},
+            "status": {"phase": "Active"}})))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/v1/namespaces/mc-istio-ingress"))
+        .respond_with(ResponseTemplate::new(404).set_body_json(json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": "namespaces \"mc-istio-ingress\" not found", "reason": "NotFound", "code": 404})))
+        .mount(&server)
+        .await;
+    Mock::given(method("PATCH"))
+        .and(path("/api/v1/namespaces/mc-atlas"))
+        .respond_with(|r: &Request| {
+            ResponseTemplate::new(200).set_body_raw(r.body.clone(), "application/json")
+        })
+        .mount(&server)
+        .await;
+    // What comes next fails at once: this test is about the first object.
+    Mock::given(method("PATCH"))
+        .and(path("/api/v1/namespaces/mc-istio-ingress"))
+        .respond_with(ResponseTemplate::new(500).set_body_json(json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": "etcdserver: request timed out", "reason": "InternalError", "code": 500})))
+        .mount(&server)
+        .await;
+    let args = [
+        "--namespace-prefix",
+        "mc-",
+        "--stub-image",
+        "registry.example/meshcheck/stub:1",
+    ];
+    let patches = |requests: Vec<Request>| -> Vec<String> {
+        requests
+            .iter()
+            .filter(|r| r.method.as_str() == "PATCH")
+            .map(|r| r.url.path().to_string())
+            .collect()
+    };
+
+    let r = run_existing(&server, &args).await;
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("Namespace mc-atlas exists already and meshcheck did not create it (managed by kubectl-create)"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("--adopt"), "{}", r.stderr);
+    assert!(
+        patches(server.received_requests().await.unwrap_or_default()).is_empty(),
+        "an object was applied"
+    );
+
+    let r = run_existing(&server, &[&args[..], &["--adopt"]].concat()).await;
+    assert!(!r.stderr.contains("exists already"), "{}", r.stderr);
+    assert_eq!(
+        patches(server.received_requests().await.unwrap_or_default()),
+        [
+            "/api/v1/namespaces/mc-atlas",
+            "/api/v1/namespaces/mc-istio-ingress"
+        ],
+        "{}",
+        r.stderr
+    );
+}
