@@ -104,15 +104,53 @@ impl TargetError {
     }
 }
 
-/// Whether a Docker engine answers on its socket (`DOCKER_HOST=unix://...` or
-/// /var/run/docker.sock): `GET /_ping` -> `OK`.
+/// Whether a Docker engine answers, found the way the docker CLI (and so kind)
+/// finds it: see [`engine_answers`].
 pub fn docker_answers() -> bool {
+    engine_answers(
+        std::env::var("DOCKER_HOST").ok().as_deref(),
+        kind::which("docker").as_deref(),
+        Path::new("/var/run/docker.sock"),
+    )
+}
+
+/// Whether a Docker engine answers: `DOCKER_HOST=unix://PATH` is pinged directly
+/// (`GET /_ping` -> 200); otherwise the docker CLI, when there is one, is asked
+/// (`docker version`, which honours `DOCKER_HOST=tcp://...`, `DOCKER_CONTEXT` and
+/// `docker context use`, e.g. Colima, Rancher Desktop, a remote engine); without a
+/// CLI, `default_socket` is pinged.
+pub fn engine_answers(
+    docker_host: Option<&str>,
+    docker_cli: Option<&Path>,
+    default_socket: &Path,
+) -> bool {
+    let docker_host = docker_host.filter(|h| !h.is_empty());
+    if let Some(socket) = docker_host.and_then(|h| h.strip_prefix("unix://")) {
+        return ping_unix(Path::new(socket));
+    }
+    match docker_cli {
+        Some(cli) => cli_answers(cli),
+        None => docker_host.is_none() && ping_unix(default_socket),
+    }
+}
+
+/// `docker version` succeeds (it fails when the engine of the current context does
+/// not answer), within 15 s.
+fn cli_answers(cli: &Path) -> bool {
+    let mut cmd = std::process::Command::new(cli);
+    cmd.args(["version", "--format", "{{.Server.Version}}"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    local::provision::status_within(&mut cmd, Duration::from_secs(15))
+        .map(|st| st.success())
+        .unwrap_or(false)
+}
+
+/// `GET /_ping` on a unix socket answers 200.
+fn ping_unix(path: &Path) -> bool {
     use std::io::{Read, Write};
-    let path = std::env::var("DOCKER_HOST")
-        .ok()
-        .and_then(|h| h.strip_prefix("unix://").map(str::to_string))
-        .unwrap_or_else(|| "/var/run/docker.sock".into());
-    let Ok(mut s) = std::os::unix::net::UnixStream::connect(&path) else {
+    let Ok(mut s) = std::os::unix::net::UnixStream::connect(path) else {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
@@ -125,6 +163,71 @@ pub fn docker_answers() -> bool {
     let mut buf = String::new();
     let _ = s.read_to_string(&mut buf);
     buf.starts_with("HTTP/1.") && buf.contains(" 200 ")
+}
+
+#[cfg(test)]
+mod engine_tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A `docker` CLI whose `docker version` exits with `code`.
+    fn cli(dir: &Path, code: i32) -> PathBuf {
+        let p = dir.join(format!("docker-{code}"));
+        std::fs::write(&p, format!("#!/bin/sh\nexit {code}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    /// An engine answering `GET /_ping` on a unix socket, for one connection.
+    fn engine(dir: &Path) -> PathBuf {
+        let sock = dir.join("docker.sock");
+        let l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            if let Ok((mut c, _)) = l.accept() {
+                let mut buf = [0u8; 256];
+                let _ = c.read(&mut buf);
+                let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK");
+            }
+        });
+        sock
+    }
+
+    #[test]
+    fn the_engine_is_found_as_the_docker_cli_finds_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let none = dir.path().join("no.sock");
+        // A docker context (Colima, a remote engine): no default socket, the CLI answers.
+        assert!(engine_answers(None, Some(&cli(dir.path(), 0)), &none));
+        assert!(engine_answers(
+            Some("tcp://10.0.0.5:2376"),
+            Some(&cli(dir.path(), 0)),
+            &none
+        ));
+        // The CLI's engine is down.
+        assert!(!engine_answers(None, Some(&cli(dir.path(), 1)), &none));
+        // No CLI: the default socket.
+        assert!(!engine_answers(None, None, &none));
+        assert!(!engine_answers(Some("tcp://10.0.0.5:2376"), None, &none));
+        let sock = engine(dir.path());
+        assert!(engine_answers(None, None, &sock));
+        // DOCKER_HOST names a socket: that socket decides.
+        assert!(!engine_answers(
+            Some(&format!("unix://{}", none.display())),
+            Some(&cli(dir.path(), 0)),
+            &none
+        ));
+        let sock2 = {
+            let d = dir.path().join("b");
+            std::fs::create_dir(&d).unwrap();
+            engine(&d)
+        };
+        assert!(engine_answers(
+            Some(&format!("unix://{}", sock2.display())),
+            Some(&cli(dir.path(), 1)),
+            &none
+        ));
+    }
 }
 
 /// A target made of fixed answers, for the checks' unit tests.

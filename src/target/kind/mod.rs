@@ -70,7 +70,7 @@ fn unavailable(why: impl Into<String>) -> TargetError {
 pub fn preflight() -> Result<PathBuf, TargetError> {
     if !super::docker_answers() {
         return Err(unavailable(
-            "no Docker engine answers (DOCKER_HOST, or /var/run/docker.sock): start Docker (or Docker Desktop), or run the suite with --target local",
+            "no Docker engine answers (DOCKER_HOST, the docker CLI's current context, or /var/run/docker.sock): start Docker (or Docker Desktop, Colima...), or run the suite with --target local",
         ));
     }
     which("docker").ok_or_else(|| unavailable("the docker CLI is not on PATH (the engine answers, but images are built and inspected with the CLI)"))
@@ -314,12 +314,6 @@ pub async fn bring_up(
     .await?;
     step.done();
 
-    let node = match opts.node_address {
-        Some(a) => Some(a),
-        // Docker Desktop: the node is reached through extraPortMappings on loopback.
-        None if !cfg!(target_os = "linux") => Some(IpAddr::from([127, 0, 0, 1])),
-        None => None,
-    };
     let dopts = DeployOptions {
         apply: true,
         namespace_prefix: None,
@@ -331,7 +325,21 @@ pub async fn bring_up(
         adopt: true,
         diagnostics_dir: opts.diagnostics_dir.clone(),
     };
-    let mut target = deploy("kind", client, fx, mesh, &dopts, node).await?;
+    let mut target = deploy("kind", client, fx, mesh, &dopts, opts.node_address).await?;
+    if opts.node_address.is_none() {
+        // The node's InternalIP (reachable where the engine runs on this host), else
+        // 127.0.0.1 and the extraPortMappings (Docker Desktop, remote engines).
+        if let Some(&port) = target.node_ports.values().next() {
+            let (addr, why) = choose_node_address(target.node, port, NODE_PROBE_TIMEOUT).await;
+            eprintln!("kind: reaching NodePorts at {addr} ({why})");
+            target.node = addr;
+            for (k, v) in target.props.iter_mut() {
+                if k == "node.address" {
+                    *v = addr.to_string();
+                }
+            }
+        }
+    }
     target.istioctl = Some(super::cluster::Istioctl {
         bin: istioctl,
         kubeconfig: Some(kubeconfig_path.clone()),
@@ -413,6 +421,75 @@ fn delete_cluster_blocking(kind: &Path, name: &str, kubeconfig: &Path) {
             &kubeconfig.to_string_lossy(),
         ))
         .status();
+}
+
+/// How long a connect to the node may take before the next address is tried.
+const NODE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How an address answers a TCP connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// Connected.
+    Open,
+    /// Refused: the address is reachable, nothing listens (yet) on the port.
+    Refused,
+    /// Timed out or unreachable: not from this host.
+    Unreachable,
+}
+
+/// One TCP connect to `addr:port` within `timeout`.
+pub async fn probe(addr: IpAddr, port: u16, timeout: Duration) -> Reach {
+    let sa = std::net::SocketAddr::new(addr, port);
+    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(sa)).await {
+        Ok(Ok(_)) => Reach::Open,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Reach::Refused,
+        _ => Reach::Unreachable,
+    }
+}
+
+/// Where the NodePorts answer: the node's InternalIP `internal` when it is reachable
+/// from here (a connect to the gateway NodePort `port` succeeds or is refused), else
+/// 127.0.0.1 (the cluster's extraPortMappings) when that connects, else `internal`;
+/// with why, for the run's output.
+pub async fn choose_node_address(
+    internal: IpAddr,
+    port: u16,
+    timeout: Duration,
+) -> (IpAddr, String) {
+    choose_node_address_with(internal, port, |a| probe(a, port, timeout)).await
+}
+
+/// [`choose_node_address`] with another way to probe an address.
+pub async fn choose_node_address_with<F, Fut>(
+    internal: IpAddr,
+    port: u16,
+    probe: F,
+) -> (IpAddr, String)
+where
+    F: Fn(IpAddr) -> Fut,
+    Fut: std::future::Future<Output = Reach>,
+{
+    let loopback = IpAddr::from([127, 0, 0, 1]);
+    match probe(internal).await {
+        Reach::Open => return (internal, format!("the node's InternalIP answers on {port}")),
+        Reach::Refused => {
+            return (
+                internal,
+                format!("the node's InternalIP is reachable (nothing on {port} yet)"),
+            )
+        }
+        Reach::Unreachable => {}
+    }
+    if internal != loopback && probe(loopback).await == Reach::Open {
+        return (
+            loopback,
+            format!("the node's InternalIP {internal} is not reachable from here; 127.0.0.1:{port} is mapped to it"),
+        );
+    }
+    (
+        internal,
+        format!("neither the node's InternalIP nor 127.0.0.1 answers on {port}"),
+    )
 }
 
 /// The pause between two attempts of `kind create cluster` (Istio's CI: 5 s).
@@ -509,6 +586,46 @@ mod tests {
     }
 
     const KUBEADM: &str = "ERROR: failed to create cluster: failed to init node with kubeadm: command \"docker exec --privileged meshcheck-control-plane kubeadm init --config=/kind/kubeadm.conf --skipTokenPrint --v=6\" failed with error: exit status 1";
+
+    /// The InternalIP when it is reachable; else loopback, where the port mappings
+    /// answer (Docker Desktop).
+    #[tokio::test]
+    async fn the_node_address_is_probed_internal_ip_first() {
+        // Real connects on loopback: listening, then refused (127.0.0.2).
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let t = Duration::from_millis(500);
+        let loopback = IpAddr::from([127, 0, 0, 1]);
+        assert_eq!(probe(loopback, port, t).await, Reach::Open);
+        let (a, why) = choose_node_address(loopback, port, t).await;
+        assert_eq!(a, loopback, "{why}");
+        let other = IpAddr::from([127, 0, 0, 2]);
+        assert_eq!(probe(other, port, t).await, Reach::Refused);
+        let (a, why) = choose_node_address(other, port, t).await;
+        assert_eq!(a, other, "{why}");
+        assert!(why.contains("reachable"), "{why}");
+
+        // The node's address is not reachable from here (Docker Desktop).
+        let node = IpAddr::from([172, 18, 0, 2]);
+        let desktop = |mapped: bool| {
+            move |a: IpAddr| async move {
+                match (a == loopback, mapped) {
+                    (true, true) => Reach::Open,
+                    (true, false) => Reach::Refused,
+                    (false, _) => Reach::Unreachable,
+                }
+            }
+        };
+        let (a, why) = choose_node_address_with(node, 30080, desktop(true)).await;
+        assert_eq!(a, loopback, "{why}");
+        assert!(
+            why.contains("172.18.0.2 is not reachable from here"),
+            "{why}"
+        );
+        let (a, why) = choose_node_address_with(node, 30080, desktop(false)).await;
+        assert_eq!(a, node, "{why}");
+        assert!(why.starts_with("neither"), "{why}");
+    }
 
     #[tokio::test]
     async fn a_cgroup_v1_refusal_is_not_retried() {
