@@ -111,9 +111,13 @@ pub struct KindConfig {
     /// Image of the control-plane node, e.g. from [`node_image_for`]; empty: kind's
     /// default image (no `image:` line is written).
     pub node_image: String,
-    /// NodePorts to publish on the host (each as `hostPort == containerPort`), e.g. the
-    /// gateway Service's nodePort 30080. Written sorted, duplicates once.
+    /// NodePorts to publish on the host, e.g. the gateway Service's nodePort 30080.
+    /// Written sorted, duplicates once. Empty where the node is reachable from the
+    /// host anyway ([`needs_port_mappings`]).
     pub node_ports: Vec<u16>,
+    /// The host port of a NodePort when it is not the same number (that one is taken,
+    /// e.g. by another kept cluster); absent: `hostPort == containerPort`.
+    pub host_ports: std::collections::BTreeMap<u16, u16>,
     /// Host address the published ports listen on; `127.0.0.1` keeps them off the
     /// network.
     pub listen_address: String,
@@ -126,9 +130,53 @@ impl KindConfig {
             cluster_name: DEFAULT_CLUSTER_NAME.to_string(),
             node_image: node_image.into(),
             node_ports,
+            host_ports: Default::default(),
             listen_address: "127.0.0.1".to_string(),
         }
     }
+}
+
+/// Whether the NodePorts must be published on the host (`extraPortMappings`): only
+/// where the node's own address is not reachable from the host: not a Linux host
+/// (Docker Desktop, Colima: the engine runs in a VM), a remote engine (`DOCKER_HOST`
+/// not a unix socket), Docker Desktop on Linux, or a rootless engine (the
+/// containers' network is in another namespace). `engine_os` and
+/// `security_options` are `docker info`'s `OperatingSystem` and `SecurityOptions`.
+pub fn needs_port_mappings(
+    linux_host: bool,
+    docker_host: Option<&str>,
+    engine_os: &str,
+    security_options: &str,
+) -> bool {
+    let remote = docker_host
+        .filter(|h| !h.is_empty())
+        .is_some_and(|h| !h.starts_with("unix://"));
+    !linux_host
+        || remote
+        || engine_os.contains("Docker Desktop")
+        || security_options.contains("rootless")
+}
+
+/// The host port `docker port NODE PORT/tcp` reports (`127.0.0.1:30080`,
+/// `0.0.0.0:31234`, `[::]:31234`; IPv4 preferred).
+pub fn parse_docker_port(out: &str) -> Option<u16> {
+    let ports: Vec<(bool, u16)> = out
+        .lines()
+        .filter_map(|l| {
+            let (addr, port) = l.trim().rsplit_once(':')?;
+            Some((!addr.starts_with('['), port.parse().ok()?))
+        })
+        .collect();
+    ports
+        .iter()
+        .find(|(v4, _)| *v4)
+        .or(ports.first())
+        .map(|(_, p)| *p)
+}
+
+/// `docker port NODE PORT/tcp`: where a published NodePort is on the host.
+pub fn docker_port_args(node_container: &str, port: u16) -> Vec<String> {
+    strings(&["port", node_container, &format!("{port}/tcp")])
 }
 
 /// A YAML double-quoted scalar (JSON string syntax is a subset of YAML's).
@@ -158,7 +206,10 @@ pub fn kind_config_yaml(c: &KindConfig) -> String {
         y.push_str("    extraPortMappings:\n");
         for p in ports {
             y.push_str(&format!("      - containerPort: {p}\n"));
-            y.push_str(&format!("        hostPort: {p}\n"));
+            y.push_str(&format!(
+                "        hostPort: {}\n",
+                c.host_ports.get(&p).copied().unwrap_or(p)
+            ));
             y.push_str(&format!(
                 "        listenAddress: {}\n",
                 quoted(&c.listen_address)
@@ -496,12 +547,76 @@ nodes:
         assert_eq!(kind_config_yaml(&cfg(vec![32143, 30080, 32143])), expected);
     }
 
+    /// A second kept cluster: its NodePort published on another host port.
+    #[test]
+    fn config_with_another_host_port() {
+        let mut c = cfg(vec![30080]);
+        c.host_ports.insert(30080, 41234);
+        let y = kind_config_yaml(&c);
+        assert!(
+            y.contains("      - containerPort: 30080\n        hostPort: 41234\n"),
+            "{y}"
+        );
+    }
+
+    #[test]
+    fn port_mappings_only_where_the_node_is_not_reachable() {
+        // Native Linux engine: the node's address is reachable.
+        assert!(!needs_port_mappings(
+            true,
+            None,
+            "Ubuntu 24.04.1 LTS",
+            "name=seccomp,profile=builtin"
+        ));
+        assert!(!needs_port_mappings(
+            true,
+            Some("unix:///run/docker.sock"),
+            "Debian GNU/Linux 12 (bookworm)",
+            ""
+        ));
+        // macOS / Windows, Docker Desktop on Linux, remote and rootless engines.
+        assert!(needs_port_mappings(false, None, "Docker Desktop", ""));
+        assert!(needs_port_mappings(true, None, "Docker Desktop", ""));
+        assert!(needs_port_mappings(
+            true,
+            Some("tcp://10.0.0.5:2376"),
+            "Ubuntu 24.04",
+            ""
+        ));
+        assert!(needs_port_mappings(
+            true,
+            None,
+            "Ubuntu 24.04",
+            "name=seccomp,profile=builtin name=rootless name=cgroupns"
+        ));
+    }
+
+    #[test]
+    fn docker_port_output() {
+        assert_eq!(parse_docker_port("127.0.0.1:30080\n"), Some(30080));
+        assert_eq!(
+            parse_docker_port("[::]:41234\n0.0.0.0:41234\n"),
+            Some(41234)
+        );
+        assert_eq!(parse_docker_port("[::1]:41235\n"), Some(41235));
+        assert_eq!(parse_docker_port(""), None);
+        assert_eq!(
+            parse_docker_port("Error: No public port '30080/tcp' published"),
+            None
+        );
+        assert_eq!(
+            docker_port_args("meshcheck-control-plane", 30080),
+            v(&["port", "meshcheck-control-plane", "30080/tcp"])
+        );
+    }
+
     #[test]
     fn config_without_ports_or_image() {
         let c = KindConfig {
             cluster_name: "mc-2".into(),
             node_image: String::new(),
             node_ports: vec![],
+            host_ports: Default::default(),
             listen_address: "127.0.0.1".into(),
         };
         let expected = r#"# kind cluster config written by meshcheck (src/target/kind/config.rs)

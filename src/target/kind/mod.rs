@@ -177,15 +177,58 @@ pub async fn bring_up(
                 delete_cluster_blocking(&k, &n, &kc)
             })));
         }
-        let node_ports: Vec<u16> = mesh
-            .ingress_services
+        // What the engine is: where the node is reachable from, and its cgroup
+        // version (a deterministic kubeadm failure).
+        let info = run_tool(
+            &docker,
+            &[
+                "info".into(),
+                "--format".into(),
+                "{{.OperatingSystem}}|{{.SecurityOptions}}|{{.CgroupVersion}}".into(),
+            ],
+            Duration::from_secs(30),
+            "docker info",
+        )
+        .await
+        .unwrap_or_default();
+        let mut info = info.trim().splitn(3, '|');
+        let (engine_os, security, cgroup) = (
+            info.next().unwrap_or_default().to_string(),
+            info.next().unwrap_or_default().to_string(),
+            info.next().map(str::to_string),
+        );
+        let mappings = config::needs_port_mappings(
+            cfg!(target_os = "linux"),
+            std::env::var("DOCKER_HOST").ok().as_deref(),
+            &engine_os,
+            &security,
+        );
+        let node_ports: Vec<u16> = if mappings {
+            mesh.ingress_services
+                .iter()
+                .flat_map(|s| s.ports.iter().map(|(_, np, _)| *np))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        // A NodePort whose number is taken on the host (another kept cluster) is
+        // published on a free port instead; found again with `docker port`.
+        let host_ports = node_ports
             .iter()
-            .flat_map(|s| s.ports.iter().map(|(_, np, _)| *np))
+            .filter_map(|&np| {
+                let free = std::net::TcpListener::bind(("127.0.0.1", np)).is_ok();
+                (!free)
+                    .then(|| std::net::TcpListener::bind(("127.0.0.1", 0)).ok())
+                    .flatten()
+                    .and_then(|l| l.local_addr().ok())
+                    .map(|a| (np, a.port()))
+            })
             .collect();
         let cfg = config::KindConfig {
             cluster_name: name.clone(),
             node_image: node_image.clone(),
             node_ports,
+            host_ports,
             listen_address: "127.0.0.1".into(),
         };
         let cfg_path = workdir.join("kind-config.yaml");
@@ -195,19 +238,7 @@ pub async fn bring_up(
                 source,
             }
         })?;
-        // The engine's cgroup version tells a deterministic kubeadm failure.
-        let engine_cgroup = run_tool(
-            &docker,
-            &[
-                "info".into(),
-                "--format".into(),
-                "{{.CgroupVersion}}".into(),
-            ],
-            Duration::from_secs(30),
-            "docker info",
-        )
-        .await
-        .ok();
+        let engine_cgroup = cgroup;
         let step = Step::start(format!("creating kind cluster {name} ({node_image})"));
         create_cluster(
             &kind,
@@ -330,8 +361,34 @@ pub async fn bring_up(
         // The node's InternalIP (reachable where the engine runs on this host), else
         // 127.0.0.1 and the extraPortMappings (Docker Desktop, remote engines).
         if let Some(&port) = target.node_ports.values().next() {
-            let (addr, why) = choose_node_address(target.node, port, NODE_PROBE_TIMEOUT).await;
+            // Where 127.0.0.1 publishes that NodePort, if the cluster has mappings.
+            let host_port = |np: u16| {
+                let docker = docker.clone();
+                let node = config::node_container(&name);
+                async move {
+                    run_tool(
+                        &docker,
+                        &config::docker_port_args(&node, np),
+                        Duration::from_secs(30),
+                        "docker port",
+                    )
+                    .await
+                    .ok()
+                    .and_then(|out| config::parse_docker_port(&out))
+                }
+            };
+            let loopback_port = host_port(port).await;
+            let (addr, why) =
+                choose_node_address(target.node, port, loopback_port, NODE_PROBE_TIMEOUT).await;
             eprintln!("kind: reaching NodePorts at {addr} ({why})");
+            if addr.is_loopback() && !target.node.is_loopback() {
+                // The checks connect to the host ports the NodePorts are published on.
+                let mut mapped = std::collections::BTreeMap::new();
+                for (sp, np) in &target.node_ports {
+                    mapped.insert(*sp, host_port(*np).await.unwrap_or(*np));
+                }
+                target.node_ports = mapped;
+            }
             target.node = addr;
             for (k, v) in target.props.iter_mut() {
                 if k == "node.address" {
@@ -454,23 +511,26 @@ pub async fn probe(addr: IpAddr, port: u16, timeout: Duration) -> Reach {
 pub async fn choose_node_address(
     internal: IpAddr,
     port: u16,
+    loopback_port: Option<u16>,
     timeout: Duration,
 ) -> (IpAddr, String) {
-    choose_node_address_with(internal, port, |a| probe(a, port, timeout)).await
+    choose_node_address_with(internal, port, loopback_port, |a, p| probe(a, p, timeout)).await
 }
 
-/// [`choose_node_address`] with another way to probe an address.
+/// [`choose_node_address`] with another way to probe an address and port.
+/// `loopback_port`: where 127.0.0.1 publishes `port` (`None`: no mapping).
 pub async fn choose_node_address_with<F, Fut>(
     internal: IpAddr,
     port: u16,
+    loopback_port: Option<u16>,
     probe: F,
 ) -> (IpAddr, String)
 where
-    F: Fn(IpAddr) -> Fut,
+    F: Fn(IpAddr, u16) -> Fut,
     Fut: std::future::Future<Output = Reach>,
 {
     let loopback = IpAddr::from([127, 0, 0, 1]);
-    match probe(internal).await {
+    match probe(internal, port).await {
         Reach::Open => return (internal, format!("the node's InternalIP answers on {port}")),
         Reach::Refused => {
             return (
@@ -480,15 +540,24 @@ where
         }
         Reach::Unreachable => {}
     }
-    if internal != loopback && probe(loopback).await == Reach::Open {
-        return (
-            loopback,
-            format!("the node's InternalIP {internal} is not reachable from here; 127.0.0.1:{port} is mapped to it"),
-        );
+    if let Some(lp) = loopback_port.filter(|_| internal != loopback) {
+        if probe(loopback, lp).await == Reach::Open {
+            return (
+                loopback,
+                format!("the node's InternalIP {internal} is not reachable from here; 127.0.0.1:{lp} is mapped to its port {port}"),
+            );
+        }
     }
     (
         internal,
-        format!("neither the node's InternalIP nor 127.0.0.1 answers on {port}"),
+        format!(
+            "neither the node's InternalIP nor 127.0.0.1 answers on {port}{}",
+            if loopback_port.is_none() {
+                " (no port mapping)"
+            } else {
+                ""
+            }
+        ),
     )
 }
 
@@ -597,34 +666,38 @@ mod tests {
         let t = Duration::from_millis(500);
         let loopback = IpAddr::from([127, 0, 0, 1]);
         assert_eq!(probe(loopback, port, t).await, Reach::Open);
-        let (a, why) = choose_node_address(loopback, port, t).await;
+        let (a, why) = choose_node_address(loopback, port, None, t).await;
         assert_eq!(a, loopback, "{why}");
         let other = IpAddr::from([127, 0, 0, 2]);
         assert_eq!(probe(other, port, t).await, Reach::Refused);
-        let (a, why) = choose_node_address(other, port, t).await;
+        let (a, why) = choose_node_address(other, port, Some(port), t).await;
         assert_eq!(a, other, "{why}");
         assert!(why.contains("reachable"), "{why}");
 
-        // The node's address is not reachable from here (Docker Desktop).
+        // The node's address is not reachable from here (Docker Desktop); 127.0.0.1
+        // publishes its 30080 on 41234 (or does not answer).
         let node = IpAddr::from([172, 18, 0, 2]);
         let desktop = |mapped: bool| {
-            move |a: IpAddr| async move {
-                match (a == loopback, mapped) {
+            move |a: IpAddr, p: u16| async move {
+                match (a == loopback && p == 41234, mapped) {
                     (true, true) => Reach::Open,
                     (true, false) => Reach::Refused,
                     (false, _) => Reach::Unreachable,
                 }
             }
         };
-        let (a, why) = choose_node_address_with(node, 30080, desktop(true)).await;
+        let (a, why) = choose_node_address_with(node, 30080, Some(41234), desktop(true)).await;
         assert_eq!(a, loopback, "{why}");
         assert!(
-            why.contains("172.18.0.2 is not reachable from here"),
+            why.contains("172.18.0.2 is not reachable from here; 127.0.0.1:41234 is mapped to its port 30080"),
             "{why}"
         );
-        let (a, why) = choose_node_address_with(node, 30080, desktop(false)).await;
+        let (a, why) = choose_node_address_with(node, 30080, Some(41234), desktop(false)).await;
         assert_eq!(a, node, "{why}");
         assert!(why.starts_with("neither"), "{why}");
+        let (a, why) = choose_node_address_with(node, 30080, None, desktop(true)).await;
+        assert_eq!(a, node, "{why}");
+        assert!(why.ends_with("(no port mapping)"), "{why}");
     }
 
     #[tokio::test]
