@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"strings"
 	"time"
 
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -70,40 +69,44 @@ func run(in *Input, version string, noTelemetry bool) (*Output, error) {
 // acceptedConfigs parses the Istio documents as istiod's CRD conversion does and
 // keeps those its validation accepts (the webhook would refuse the others).
 func acceptedConfigs(in *Input, out *Output) []config.Config {
-	parsed, unknown, err := crd.ParseInputs(in.IstioYAML)
-	if err != nil {
-		out.Rejected = append(out.Rejected, Rejection{Object: "Istio documents", Reason: err.Error()})
-		return nil
-	}
-	for _, u := range unknown {
-		key := u.Kind + "/" + u.Namespace + "/" + u.Name
-		out.Rejected = append(out.Rejected, Rejection{Object: key, Source: in.Sources[key],
-			Reason: "kind not known to this istiod"})
-	}
 	// Applied together: one creation time, so istiod orders by name (as meshcheck does).
 	created := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	var keep []config.Config
-	for _, c := range parsed {
-		key := c.GroupVersionKind.Kind + "/" + c.Namespace + "/" + c.Name
-		schema, ok := collections.Pilot.FindByGroupVersionAliasesKind(c.GroupVersionKind)
-		if !ok {
-			out.Rejected = append(out.Rejected, Rejection{Object: key, Source: in.Sources[key], Reason: "no schema in pilot"})
+	for _, doc := range in.IstioDocs {
+		reject := func(reason string) {
+			out.Rejected = append(out.Rejected, Rejection{Object: doc.Key, Source: in.Sources[doc.Key], Reason: reason})
+		}
+		// One object at a time, so a refused object does not hide the others. Istio's
+		// own CRD conversion, with its validation (what the webhook would refuse).
+		parsed, unknown, err := crd.ParseInputs(doc.YAML)
+		if err != nil {
+			reject(err.Error())
 			continue
 		}
-		warn, verr := schema.ValidateConfig(c)
-		if warn != nil {
-			out.Warnings = append(out.Warnings, Rejection{Object: key, Source: in.Sources[key], Reason: warn.Error()})
-		}
-		if verr != nil {
-			out.Rejected = append(out.Rejected, Rejection{Object: key, Source: in.Sources[key],
-				Reason: "istiod's validation refuses it: " + verr.Error()})
+		if len(unknown) > 0 {
+			reject("kind not known to this istiod")
 			continue
 		}
-		c.CreationTimestamp = created
-		// As istiod's CRD client does (pilot/pkg/config/kube/crdclient/client.go,
-		// TranslateObject): short host names resolve against this suffix.
-		c.Domain = constants.DefaultClusterLocalDomain
-		keep = append(keep, c)
+		for _, c := range parsed {
+			schema, ok := collections.Pilot.FindByGroupVersionAliasesKind(c.GroupVersionKind)
+			if !ok {
+				reject("no schema in pilot")
+				continue
+			}
+			warn, verr := schema.ValidateConfig(c)
+			if warn != nil {
+				out.Warnings = append(out.Warnings, Rejection{Object: doc.Key, Source: in.Sources[doc.Key], Reason: warn.Error()})
+			}
+			if verr != nil {
+				reject("istiod's validation refuses it: " + verr.Error())
+				continue
+			}
+			c.CreationTimestamp = created
+			// As istiod's CRD client does (pilot/pkg/config/kube/crdclient/client.go,
+			// TranslateObject): short host names resolve against this suffix.
+			c.Domain = constants.DefaultClusterLocalDomain
+			keep = append(keep, c)
+		}
 	}
 	return keep
 }
@@ -174,9 +177,4 @@ func toJSON(m proto.Message) any {
 		return map[string]string{"error": err.Error()}
 	}
 	return v
-}
-
-func splitKey(k string) (string, string) {
-	ns, name, _ := strings.Cut(k, "/")
-	return ns, name
 }

@@ -10,12 +10,18 @@ package main
 type Input struct {
 	// KubeYAML: Namespaces, Services, ServiceAccounts, Pods, EndpointSlices.
 	KubeYAML string `json:"kube_yaml"`
-	// IstioYAML: the fixtures' networking.istio.io documents, as written.
-	IstioYAML string `json:"istio_yaml"`
+	// IstioDocs: the fixtures' Istio documents, as written, one per object.
+	IstioDocs []IstioDoc `json:"istio_docs"`
 	// Sources maps "Kind/namespace/name" to "file:line" for messages.
 	Sources  map[string]string `json:"sources"`
 	Gateways []ProxyInput      `json:"gateways"`
 	Requests []Request         `json:"requests"`
+}
+
+// IstioDoc is one Istio object: its key ("Kind/namespace/name") and its document.
+type IstioDoc struct {
+	Key  string `json:"key"`
+	YAML string `json:"yaml"`
 }
 
 // ProxyInput is one gateway pod.

@@ -64,13 +64,14 @@ pub fn locate(spec: &str) -> Result<PathBuf, OracleError> {
         ));
     }
     eprintln!("oracle: locating the Istio {spec} oracle (a first build takes 10-15 minutes; cached after)");
-    let out = Command::new("bash")
-        .arg(script())
+    let mut cmd = Command::new("bash");
+    cmd.arg(script())
         .arg(spec)
         .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| OracleError::Unavailable(format!("cannot run {}: {e}", script().display())))?;
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let out = crate::oracle::wait::output_with_timeout(cmd, BUILD_TIMEOUT, false)
+        .map_err(|e| OracleError::Unavailable(format!("{}: {e}", script().display())))?;
     if !out.status.success() {
         return Err(OracleError::Build {
             version: spec.to_string(),
@@ -103,6 +104,9 @@ fn which(tool: &str) -> Option<PathBuf> {
             .find(|p| p.is_file())
     })
 }
+
+/// How long building the oracle may take (a cold build is 10-15 minutes on 2 cores).
+pub const BUILD_TIMEOUT: Duration = Duration::from_secs(45 * 60);
 
 /// How long one oracle run may take (istiod's fake discovery starts in about a second).
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(120);
@@ -140,7 +144,8 @@ pub fn run_raw(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let output = crate::oracle::wait::output_with_timeout(cmd, RUN_TIMEOUT).map_err(run_err)?;
+    let output =
+        crate::oracle::wait::output_with_timeout(cmd, RUN_TIMEOUT, true).map_err(run_err)?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let tail: Vec<&str> = stderr.lines().rev().take(20).collect();

@@ -404,53 +404,79 @@ fn routes(
     mv: &crate::istio::VHostPlan,
     tv: &super::output::VirtualHost,
 ) {
-    let n = mv.routes.len().max(tv.routes.len());
-    for i in 0..n {
-        match (mv.routes.get(i), tv.routes.get(i)) {
-            (Some(m), Some(t)) => {
-                let (a, b) = (model_route(m), oracle_route(t));
-                let diffs = a.diff(&b);
-                if !diffs.is_empty() {
-                    let (ms, is) = d.both(&diffs);
-                    d.push(
-                        "MC403",
-                        m.virtual_service.clone(),
-                        m.source.clone(),
-                        format!("{rc} {vh} route {i} (http[{}]): {ms}", m.http_index),
-                        is,
-                    );
-                }
-            }
-            (Some(m), None) => {
-                d.push(
-                    "MC403",
-                    m.virtual_service.clone(),
-                    m.source.clone(),
-                    format!("{rc} {vh} route {i}: meshcheck: {}", model_route(m)),
-                    format!(
-                        "istiod {}: only {} route(s) in this virtual host",
-                        d.release,
-                        tv.routes.len()
-                    ),
-                );
-            }
-            (None, Some(t)) => {
-                let v = oracle_route(t);
-                let at = d.source_of(&v.virtual_service);
-                d.push(
-                    "MC403",
-                    v.virtual_service.clone(),
-                    at,
-                    format!(
-                        "{rc} {vh} route {i}: meshcheck: only {} route(s) in this virtual host",
-                        mv.routes.len()
-                    ),
-                    format!("istiod {}: {v}", d.release),
-                );
-            }
-            (None, None) => {}
+    // The lists are aligned on their longest common subsequence first, so one extra or
+    // missing route shows as that route alone; routes between two aligned ones are
+    // compared pairwise, field by field.
+    let mine: Vec<_> = mv.routes.iter().map(model_route).collect();
+    let theirs: Vec<_> = tv.routes.iter().map(oracle_route).collect();
+    let (mut i, mut j) = (0, 0);
+    for (ai, aj) in lcs(&mine, &theirs)
+        .into_iter()
+        .chain([(mine.len(), theirs.len())])
+    {
+        // The unaligned runs mine[i..ai] and theirs[j..aj].
+        let pairs = (ai - i).min(aj - j);
+        for k in 0..pairs {
+            let m = &mv.routes[i + k];
+            let diffs = mine[i + k].diff(&theirs[j + k]);
+            let (ms, is) = d.both(&diffs);
+            d.push(
+                "MC403",
+                m.virtual_service.clone(),
+                m.source.clone(),
+                format!("{rc} {vh} route {} (http[{}]): {ms}", i + k, m.http_index),
+                is,
+            );
+        }
+        for k in i + pairs..ai {
+            let m = &mv.routes[k];
+            d.push(
+                "MC403",
+                m.virtual_service.clone(),
+                m.source.clone(),
+                format!("{rc} {vh} route {k}: meshcheck: {}", mine[k]),
+                format!("istiod {}: no such route", d.release),
+            );
+        }
+        for (k, t) in theirs.iter().enumerate().take(aj).skip(j + pairs) {
+            let at = d.source_of(&t.virtual_service);
+            d.push(
+                "MC403",
+                t.virtual_service.clone(),
+                at,
+                format!("{rc} {vh} route {k}: meshcheck: no such route"),
+                format!("istiod {}: {t}", d.release),
+            );
+        }
+        (i, j) = (ai + 1, aj + 1);
+    }
+}
+
+/// Index pairs of a longest common subsequence of `a` and `b`.
+fn lcs<T: PartialEq>(a: &[T], b: &[T]) -> Vec<(usize, usize)> {
+    let mut len = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for i in (0..a.len()).rev() {
+        for j in (0..b.len()).rev() {
+            len[i][j] = if a[i] == b[j] {
+                len[i + 1][j + 1] + 1
+            } else {
+                len[i + 1][j].max(len[i][j + 1])
+            };
         }
     }
+    let (mut i, mut j, mut out) = (0, 0, Vec::new());
+    while i < a.len() && j < b.len() {
+        if a[i] == b[j] {
+            out.push((i, j));
+            i += 1;
+            j += 1;
+        } else if len[i + 1][j] >= len[i][j + 1] {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    out
 }
 
 fn clusters(d: &mut Diff, og: &GatewayConfig, routed: &BTreeSet<String>) {

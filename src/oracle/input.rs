@@ -17,11 +17,19 @@ use std::net::Ipv4Addr;
 #[derive(Debug, Clone, Serialize)]
 pub struct Input {
     pub kube_yaml: String,
-    pub istio_yaml: String,
+    /// One document per Istio object, so istiod refuses objects one by one.
+    pub istio_docs: Vec<IstioDoc>,
     /// `Kind/namespace/name` -> `file:line`.
     pub sources: BTreeMap<String, String>,
     pub gateways: Vec<ProxyInput>,
     pub requests: Vec<Request>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IstioDoc {
+    /// `Kind/namespace/name`.
+    pub key: String,
+    pub yaml: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -77,7 +85,10 @@ pub fn build(fx: &Fixtures, mesh: &Mesh, suite: &Suite) -> Input {
             o.source.to_string(),
         );
         if o.api_version.contains(".istio.io/") {
-            istio.push(with_namespace(o));
+            istio.push(IstioDoc {
+                key: format!("{}/{}/{}", o.kind, o.namespace, o.name),
+                yaml: with_namespace(o).to_string(),
+            });
             continue;
         }
         match o.kind.as_str() {
@@ -96,7 +107,7 @@ pub fn build(fx: &Fixtures, mesh: &Mesh, suite: &Suite) -> Input {
     kube.extend(endpoint_slices(fx, mesh));
     Input {
         kube_yaml: yaml_stream(&kube),
-        istio_yaml: yaml_stream(&istio),
+        istio_docs: istio,
         sources,
         gateways: mesh
             .pods

@@ -6,8 +6,17 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-pub fn output_with_timeout(mut cmd: Command, timeout: Duration) -> Result<Output, String> {
-    cmd.process_group(0);
+/// Runs `cmd` to its end or until `timeout`, collecting what it prints. `own_group`
+/// puts it in its own process group (killed whole on timeout); without it, a Ctrl-C at
+/// the terminal reaches the child and its children too (a long build).
+pub fn output_with_timeout(
+    mut cmd: Command,
+    timeout: Duration,
+    own_group: bool,
+) -> Result<Output, String> {
+    if own_group {
+        cmd.process_group(0);
+    }
     #[cfg(target_os = "linux")]
     // SAFETY: prctl is async-signal-safe.
     unsafe {
@@ -38,6 +47,12 @@ pub fn output_with_timeout(mut cmd: Command, timeout: Duration) -> Result<Output
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) if Instant::now() >= deadline => {
+                if own_group {
+                    // SAFETY: killpg has no memory effects; the group is the child's own.
+                    unsafe {
+                        libc::killpg(child.id() as i32, libc::SIGKILL);
+                    }
+                }
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(format!("did not finish within {timeout:?}; killed"));
