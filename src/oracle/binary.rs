@@ -150,7 +150,7 @@ pub fn run_raw(
         let stderr = String::from_utf8_lossy(&output.stderr);
         let tail: Vec<&str> = stderr.lines().rev().take(20).collect();
         return Err(run_err(format!(
-            "exit {}: {}",
+            "{}: {}",
             output.status,
             tail.into_iter().rev().collect::<Vec<_>>().join("\n")
         )));
