@@ -5,7 +5,8 @@
 //! Codes: MC401 istiod refuses an object; MC402 a request goes elsewhere; MC403 a
 //! gateway route table differs (virtual hosts, domains, route order, match, action,
 //! rewrite, weights); MC404 a cluster differs (existence, TLS, SNI, endpoints); MC405
-//! the gateway listeners differ.
+//! the gateway listeners differ; MC406 (warning, info) what istiod's validation warns
+//! about and objects the oracle is not given.
 
 use super::output::{GatewayConfig, Output, RouteTable};
 use super::views::{
@@ -78,6 +79,7 @@ pub fn compare(fx: &Fixtures, mesh: &Mesh, suite: &Suite, o: &Output) -> Vec<Fin
         out: Vec::new(),
     };
     rejected(&mut d, o);
+    warnings(&mut d, o);
     requests(&mut d, suite, o);
     for (gi, gw) in mesh.gateways.iter().enumerate() {
         let pod = &mesh.pods[gw.pod];
@@ -97,6 +99,43 @@ pub fn compare(fx: &Fixtures, mesh: &Mesh, suite: &Suite, o: &Output) -> Vec<Fin
         }
     }
     d.out
+}
+
+/// What istiod's validation warns about, and the fixtures' objects the oracle is not
+/// given (kinds istiod's gateway config does not read): said, not counted.
+fn warnings(d: &mut Diff, o: &Output) {
+    for w in &o.warnings {
+        let (kind, ns, name) = split3(&w.object);
+        let object = crate::fixtures::describe(kind, ns, name);
+        let at = d.source_of(&object);
+        d.out.push(Finding {
+            analysis: ANALYSIS.into(),
+            severity: Severity::Warning,
+            code: "MC406",
+            istioctl: None,
+            object,
+            at,
+            message: format!("istiod's validation warns: {}", w.reason),
+            istio: String::new(),
+            detail: String::new(),
+        });
+    }
+    for obj in super::input::not_given(d.fx) {
+        d.out.push(Finding {
+            analysis: ANALYSIS.into(),
+            severity: Severity::Info,
+            code: "MC406",
+            istioctl: None,
+            object: obj.describe(),
+            at: obj.source.clone(),
+            message: format!(
+                "not given to istiod: meshcheck passes Namespaces, Services, ServiceAccounts, the pods of Deployments and Istio objects; a {} is not among them",
+                obj.kind
+            ),
+            istio: String::new(),
+            detail: String::new(),
+        });
+    }
 }
 
 fn rejected(d: &mut Diff, o: &Output) {

@@ -69,6 +69,17 @@ pub fn pod_index(ip: &str) -> Option<usize> {
     ((a, b) == (10, 244)).then(|| (c as usize * 250 + d as usize).checked_sub(2))?
 }
 
+/// Kubernetes kinds given to the oracle as written; Deployments become their pods.
+const GIVEN: &[&str] = &["Namespace", "ServiceAccount", "Service", "Deployment"];
+
+/// The fixtures' objects the oracle is not given.
+pub fn not_given(fx: &Fixtures) -> Vec<&Object> {
+    fx.objects
+        .iter()
+        .filter(|o| !o.api_version.contains(".istio.io/") && !GIVEN.contains(&o.kind.as_str()))
+        .collect()
+}
+
 fn runs(p: &PodPlan) -> bool {
     matches!(p.role, PodRole::Gateway | PodRole::App)
 }
