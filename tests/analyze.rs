@@ -529,6 +529,34 @@ fn prefix_without_slash_rewritten_to_root_warns_of_double_slash() {
 }
 
 #[test]
+fn a_destination_without_subset_is_predicted_over_every_version() {
+    // Envoy balances over every endpoint of `outbound|80||nb-rest...`: v1 and v2 alike.
+    let f = FixtureCopy::new();
+    f.replace(
+        "40-virtualservices.yaml",
+        "        host: nb-rest\n        subset: v1\n",
+        "        host: nb-rest\n",
+    );
+    let all = findings(&f);
+    let sim: Vec<&Finding> = all
+        .iter()
+        .filter(|f| f.code == "MC201" && f.message.contains("subsets::split-90-10"))
+        .collect();
+    assert_eq!(sim.len(), 1, "{all:?}");
+    // 90% to the Service (half v1, half v2) plus 10% to v2: v1 45%, v2 55%.
+    assert!(
+        sim[0]
+            .message
+            .contains("version v1: expected 90%, configured 45.0%")
+            && sim[0]
+                .message
+                .contains("version v2: expected 10%, configured 55.0%"),
+        "{}",
+        sim[0]
+    );
+}
+
+#[test]
 fn simulation_catches_a_wrong_rewrite() {
     let f = FixtureCopy::new();
     f.replace("40-virtualservices.yaml", "    rewrite:\n      uri: /\n    route:\n    - destination:\n        host: nb-rest\n        subset: v1\n", "    route:\n    - destination:\n        host: nb-rest\n        subset: v1\n");

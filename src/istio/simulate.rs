@@ -394,7 +394,7 @@ impl Mesh {
             {
                 headers.remove(&k.to_ascii_lowercase());
             }
-            branches.push(self.cluster_branch(&d.cluster, share, &path_seen, headers));
+            branches.extend(self.cluster_branches(&d.cluster, share, &path_seen, headers));
         }
         Prediction {
             steps,
@@ -403,13 +403,17 @@ impl Mesh {
         }
     }
 
-    fn cluster_branch(
+    /// The branches of one destination: a failure, or one branch per backend (service,
+    /// version) among the cluster's endpoints, each with its share of the endpoints
+    /// (Envoy balances over every endpoint of the cluster, whatever the pods' versions:
+    /// a destination without subset reaches every version).
+    fn cluster_branches(
         &self,
         name: &str,
         share: f64,
         path: &str,
         headers: BTreeMap<String, String>,
-    ) -> Branch {
+    ) -> Vec<Branch> {
         let base = Branch {
             share,
             status: Some(503),
@@ -427,19 +431,19 @@ impl Mesh {
                 }
                 _ => "no such cluster".into(),
             };
-            return Branch {
+            return vec![Branch {
                 reason: format!("cluster {name}: {why}: 503 (NC)"),
                 ..base
-            };
+            }];
         };
         if c.endpoints.is_empty() {
-            return Branch {
+            return vec![Branch {
                 reason: format!(
                     "cluster {name}: {}: 503 no healthy upstream (UH)",
                     no_endpoint_reason(self, c)
                 ),
                 ..base
-            };
+            }];
         }
         // TLS toward the endpoints.
         let with_sidecar: Vec<bool> = c
@@ -451,54 +455,69 @@ impl Mesh {
             UpstreamTls::IstioMutual => {
                 if let Some(i) = with_sidecar.iter().position(|s| !s) {
                     let p = &self.pods[c.endpoints[i].pod];
-                    return Branch {
+                    return vec![Branch {
                         reason: format!(
                             "cluster {name} (ISTIO_MUTUAL): pod {}/{} has no sidecar to terminate mTLS: TLS handshake fails, 503 (UF)",
                             p.namespace, p.name
                         ),
                         ..base
-                    };
+                    }];
                 }
                 true
             }
             UpstreamTls::Disable => false,
             UpstreamTls::Auto => c.endpoints.iter().all(|e| e.istio_tls),
         };
-        let first = &self.pods[c.endpoints[0].pod];
-        let pods: Vec<String> = c
-            .endpoints
-            .iter()
-            .map(|e| self.pods[e.pod].name.clone())
-            .collect();
-        let backend = Backend {
-            service: first.env_value("SERVICE_NAME").unwrap_or_default(),
-            version: first.env_value("VERSION").unwrap_or_default(),
-            namespace: first
-                .env_value("NAMESPACE")
-                .unwrap_or_else(|| first.namespace.clone()),
-            pods,
-        };
         let tls = match c.tls {
             UpstreamTls::IstioMutual => "ISTIO_MUTUAL",
             UpstreamTls::Disable => "DISABLE",
             UpstreamTls::Auto => "auto mTLS",
         };
-        Branch {
-            status: Some(200),
-            reason: format!(
-                "cluster {name} ({tls}) -> {} endpoint(s) ({}) -> 200 from {} {}, path {path}, {}",
-                c.endpoints.len(),
-                backend.pods.join(", "),
-                backend.service,
-                backend.version,
-                if mtls { "mTLS" } else { "plaintext" }
-            ),
-            backend: Some(backend),
-            path_seen: Some(path.to_string()),
-            headers_seen: headers,
-            mtls: Some(mtls),
-            ..base
+        // Endpoints grouped by who answers, in endpoint order.
+        let mut groups: Vec<(Backend, usize)> = Vec::new();
+        for e in &c.endpoints {
+            let p = &self.pods[e.pod];
+            let who = Backend {
+                service: p.env_value("SERVICE_NAME").unwrap_or_default(),
+                version: p.env_value("VERSION").unwrap_or_default(),
+                namespace: p
+                    .env_value("NAMESPACE")
+                    .unwrap_or_else(|| p.namespace.clone()),
+                pods: Vec::new(),
+            };
+            let i = match groups.iter().position(|(b, _)| {
+                (&b.service, &b.version, &b.namespace)
+                    == (&who.service, &who.version, &who.namespace)
+            }) {
+                Some(i) => i,
+                None => {
+                    groups.push((who, 0));
+                    groups.len() - 1
+                }
+            };
+            groups[i].0.pods.push(p.name.clone());
+            groups[i].1 += 1;
         }
+        let total = c.endpoints.len();
+        groups
+            .into_iter()
+            .map(|(backend, n)| Branch {
+                share: share * n as f64 / total as f64,
+                status: Some(200),
+                reason: format!(
+                    "cluster {name} ({tls}) -> {n} of {total} endpoint(s) ({}) -> 200 from {} {}, path {path}, {}",
+                    backend.pods.join(", "),
+                    backend.service,
+                    backend.version,
+                    if mtls { "mTLS" } else { "plaintext" }
+                ),
+                backend: Some(backend),
+                path_seen: Some(path.to_string()),
+                headers_seen: headers.clone(),
+                mtls: Some(mtls),
+                ..base.clone()
+            })
+            .collect()
     }
 }
 

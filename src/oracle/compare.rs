@@ -467,8 +467,7 @@ fn routes(
                 is,
             );
         }
-        for k in i + pairs..ai {
-            let m = &mv.routes[k];
+        for (k, m) in mv.routes.iter().enumerate().take(ai).skip(i + pairs) {
             d.push(
                 "MC403",
                 m.virtual_service.clone(),

@@ -304,11 +304,15 @@ pub fn model_answer(p: &Prediction) -> Answer {
             path: String::new(),
         };
     };
-    let weights: Vec<(String, f64)> = p
-        .branches
-        .iter()
-        .filter_map(|b| b.cluster.clone().map(|c| (c, b.share)))
-        .collect();
+    // A cluster's endpoints of several versions are several branches: one share each.
+    let mut weights: Vec<(String, f64)> = Vec::new();
+    for b in &p.branches {
+        let Some(c) = &b.cluster else { continue };
+        match weights.iter_mut().find(|(x, _)| x == c) {
+            Some((_, w)) => *w += b.share,
+            None => weights.push((c.clone(), b.share)),
+        }
+    }
     Answer {
         outcome: "route".into(),
         virtual_service: route.virtual_service.clone(),
