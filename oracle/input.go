@@ -149,6 +149,8 @@ type RegexRewrite struct {
 // DirectResponse is Envoy's direct_response.
 type DirectResponse struct {
 	Status uint32 `json:"status"`
+	// Body: the inline string or bytes istiod set, if any.
+	Body string `json:"body,omitempty"`
 }
 
 // Destination is one (weighted) cluster of the route.

@@ -111,6 +111,9 @@ func describeRoute(g *generated, r *route.Route, idx int, req *Request) *RouteRe
 	case *route.Route_DirectResponse:
 		out.Action = "direct_response"
 		out.DirectResponse = &DirectResponse{Status: a.DirectResponse.Status}
+		if b := a.DirectResponse.GetBody(); b != nil {
+			out.DirectResponse.Body = b.GetInlineString() + string(b.GetInlineBytes())
+		}
 	default:
 		out.Action = fmt.Sprintf("%T", a)
 	}

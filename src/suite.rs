@@ -153,6 +153,12 @@ pub struct HttpExpect {
     /// Headers the backend received.
     #[serde(default)]
     pub headers: BTreeMap<String, HeaderExpect>,
+    /// Headers of the response (e.g. `location` of a redirect).
+    #[serde(default)]
+    pub response_headers: BTreeMap<String, HeaderExpect>,
+    /// Text the response body contains.
+    #[serde(default)]
+    pub body_contains: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default, PartialEq)]

@@ -61,16 +61,16 @@ fn shipped_fixtures_agree_with_istiod_and_analyze_exits_0() {
 }
 
 #[test]
-fn a_route_the_model_does_not_take_is_a_disagreement_with_both_answers() {
-    // A redirect route is not modelled by meshcheck (it warns and leaves the route
-    // out); istiod programs it. analyze --oracle shows both answers and exits 1.
+fn a_match_the_model_does_not_take_is_a_disagreement_with_both_answers() {
+    // A queryParams match is not modelled by meshcheck (it warns, MC302, and matches
+    // without it); istiod programs it. analyze --oracle shows both answers, exits 1.
     let Some(bin) = bin() else { return };
     let f = FixtureCopy::new();
     f.disagrees_with_istiod();
     f.replace(
         "40-virtualservices.yaml",
-        "  http:\n  - name: atlas-ui\n",
-        "  http:\n  - name: old-ui\n    match:\n    - uri:\n        prefix: /atlas-ui/old\n    redirect:\n      uri: /atlas-ui\n  - name: atlas-ui\n",
+        "    - uri:\n        prefix: /atlas-ui\n",
+        "    - uri:\n        prefix: /atlas-ui\n      queryParams:\n        v:\n          exact: \"2\"\n",
     );
     let r = Run::new()
         .arg("analyze")
@@ -80,17 +80,14 @@ fn a_route_the_model_does_not_take_is_a_disagreement_with_both_answers() {
         .run_plain();
     assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
     assert!(
-        r.stdout.contains(
-            "40-virtualservices.yaml:3: VirtualService atlas/atlas-ui: http.8080 *:80 route 0: meshcheck: no such route"
-        ) && r.stdout.contains(
-            "istiod 1.30.3: VirtualService atlas/atlas-ui prefix /atlas-ui/old -> redirect"
-        ),
+        r.stdout.contains("error[MC403]")
+            && r.stdout.contains("40-virtualservices.yaml:3: VirtualService atlas/atlas-ui: http.8080 *:80 route 0 (http[0]): meshcheck: header/query matchers ")
+            && r.stdout.contains("istiod 1.30.3: header/query matchers ?v exact:2"),
         "{}",
         r.stdout
     );
-    // Only that route differs: the routes after it are aligned, not all reported.
     assert!(
-        r.stdout.contains("oracle: 1 disagreement(s)"),
+        r.stdout.contains("oracle: 2 disagreement(s)"),
         "{}",
         r.stdout
     );

@@ -29,7 +29,32 @@ fn describe_expect(e: &HttpExpect) -> String {
     for (k, v) in &e.headers {
         parts.push(format!("header {k} {v:?}"));
     }
+    for (k, v) in &e.response_headers {
+        parts.push(format!("response header {k} {v:?}"));
+    }
+    if let Some(b) = &e.body_contains {
+        parts.push(format!("body containing {b:?}"));
+    }
     parts.join(", ")
+}
+
+/// Whether header value `got` (None: absent) meets `want`.
+fn header_meets(want: &HeaderExpect, got: Option<&str>) -> bool {
+    match want {
+        HeaderExpect::Exact(v) => got == Some(v.as_str()),
+        HeaderExpect::Rule(r) => {
+            r.equals
+                .as_ref()
+                .map(|v| got == Some(v.as_str()))
+                .unwrap_or(true)
+                && r.contains
+                    .as_ref()
+                    .map(|v| got.map(|g| g.contains(v.as_str())).unwrap_or(false))
+                    .unwrap_or(true)
+                && r.present.map(|p| got.is_some() == p).unwrap_or(true)
+                && r.absent.map(|a| got.is_none() == a).unwrap_or(true)
+        }
+    }
 }
 
 /// Why `x` does not meet `e`, or None.
@@ -39,6 +64,24 @@ pub fn mismatch(e: &HttpExpect, x: &Exchange) -> Option<String> {
     };
     if status != e.status {
         return Some(format!("expected status {}, got {}", e.status, x.summary()));
+    }
+    for (name, want) in &e.response_headers {
+        let got = x.header(name);
+        if !header_meets(want, got) {
+            return Some(format!(
+                "expected response header {name} {want:?}, got {}",
+                got.map(|g| format!("{g:?}"))
+                    .unwrap_or_else(|| "none".into())
+            ));
+        }
+    }
+    if let Some(b) = &e.body_contains {
+        if !x.body.contains(b.as_str()) {
+            return Some(format!(
+                "expected the body to contain {b:?}, got {:?}",
+                super::truncate(&x.body, 200)
+            ));
+        }
     }
     let needs_echo = e.backend.is_some() || e.path.is_some() || !e.headers.is_empty();
     if !needs_echo {
@@ -74,22 +117,7 @@ pub fn mismatch(e: &HttpExpect, x: &Exchange) -> Option<String> {
     }
     for (name, want) in &e.headers {
         let got = echo.header(name);
-        let ok = match want {
-            HeaderExpect::Exact(v) => got == Some(v.as_str()),
-            HeaderExpect::Rule(r) => {
-                r.equals
-                    .as_ref()
-                    .map(|v| got == Some(v.as_str()))
-                    .unwrap_or(true)
-                    && r.contains
-                        .as_ref()
-                        .map(|v| got.map(|g| g.contains(v.as_str())).unwrap_or(false))
-                        .unwrap_or(true)
-                    && r.present.map(|p| got.is_some() == p).unwrap_or(true)
-                    && r.absent.map(|a| got.is_none() == a).unwrap_or(true)
-            }
-        };
-        if !ok {
+        if !header_meets(want, got) {
             return Some(format!(
                 "expected header {name} {want:?} at the backend, got {}",
                 got.map(|g| format!("{g:?}"))

@@ -128,6 +128,8 @@ pub async fn run(ctx: &Ctx, check: &CheckSpec) -> Outcome {
 #[derive(Debug, Clone)]
 pub struct Exchange {
     pub status: Option<u16>,
+    /// Response headers (lower-case names), in the order received.
+    pub headers: Vec<(String, String)>,
     pub echo: Option<crate::stub::Echo>,
     pub body: String,
     /// Transport error when there is no response.
@@ -136,6 +138,14 @@ pub struct Exchange {
 }
 
 impl Exchange {
+    /// The first response header `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
     /// `200 from atlas-ui v1 (pod atlas-ui-…)`, `404 (no route)`, `connection refused`.
     pub fn summary(&self) -> String {
         match (&self.status, &self.echo, &self.error) {
@@ -213,6 +223,7 @@ pub async fn send(client: &reqwest::Client, addr: SocketAddr, req: &RequestSpec)
             t.push_str(&format!("! {err}\n"));
             Exchange {
                 status: None,
+                headers: Vec::new(),
                 echo: None,
                 body: String::new(),
                 error: Some(err),
@@ -221,6 +232,16 @@ pub async fn send(client: &reqwest::Client, addr: SocketAddr, req: &RequestSpec)
         }
         Ok(resp) => {
             let status = resp.status();
+            let headers: Vec<(String, String)> = resp
+                .headers()
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect();
             t.push_str(&format!("< HTTP/1.1 {status}\n"));
             for (k, v) in resp.headers() {
                 t.push_str(&format!(
@@ -235,6 +256,7 @@ pub async fn send(client: &reqwest::Client, addr: SocketAddr, req: &RequestSpec)
                     t.push_str(&format!("! reading the body: {err}\n"));
                     return Exchange {
                         status: Some(status.as_u16()),
+                        headers,
                         echo: None,
                         body: String::new(),
                         error: Some(format!("{status} but the body failed: {err}")),
@@ -248,6 +270,7 @@ pub async fn send(client: &reqwest::Client, addr: SocketAddr, req: &RequestSpec)
             let echo = serde_json::from_str::<crate::stub::Echo>(&body).ok();
             Exchange {
                 status: Some(status.as_u16()),
+                headers,
                 echo,
                 body,
                 error: None,

@@ -108,6 +108,27 @@ pub struct RoutePlan {
     pub rewrite_authority: Option<String>,
     pub request_headers: HeaderOps,
     pub destinations: Vec<WeightedDestination>,
+    /// What the route does: forward to `destinations`, or answer at the gateway.
+    pub action: RouteKind,
+}
+
+/// A route's action (pilot/pkg/networking/core/route/route.go, 1.30.3,
+/// translateRoute: redirect, else directResponse, else the destinations).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum RouteKind {
+    #[default]
+    Forward,
+    /// Envoy `redirect` as ApplyRedirect makes it.
+    Redirect {
+        path: String,
+        host: String,
+        scheme: Option<String>,
+        /// 0: no port in the Location.
+        port: u32,
+        code: u16,
+    },
+    /// Envoy `direct_response`.
+    DirectResponse { status: u16, body: Option<String> },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -512,7 +533,9 @@ fn build_listeners(
                         if vh.routes.iter().any(|r| r.virtual_service == vs.describe()) {
                             continue; // the same VirtualService via another server host
                         }
-                        vh.routes.extend(routes_of(fx, vs, number, warnings));
+                        let is_tls = server.tls.is_some();
+                        vh.routes
+                            .extend(routes_of(fx, vs, number, is_tls, warnings));
                     }
                 }
                 // pilot/pkg/networking/core/gateway.go (buildGatewayVirtualHosts): a
@@ -681,6 +704,7 @@ pub(crate) fn routes_of(
     fx: &Fixtures,
     vs: &Item<VirtualService>,
     listener_port: u16,
+    is_tls: bool,
     warnings: &mut Vec<Warning>,
 ) -> Vec<RoutePlan> {
     let mut out = Vec::new();
@@ -705,14 +729,17 @@ pub(crate) fn routes_of(
                 request_headers: header_ops(d.headers.as_ref().and_then(|h| h.request.as_ref())),
             });
         }
-        if http.route.is_empty() {
-            warnings.push(Warning {
-                at: vs.source.clone(),
-                object: vs.describe(),
-                message: format!("http[{hi}] has no route (redirect, directResponse and delegate are not modelled)"),
-            });
-            continue;
-        }
+        let action = match route_kind(http, listener_port, is_tls) {
+            Ok(a) => a,
+            Err(why) => {
+                warnings.push(Warning {
+                    at: vs.source.clone(),
+                    object: vs.describe(),
+                    message: format!("http[{hi}]: {why}"),
+                });
+                continue;
+            }
+        };
         let rewrite_uri = http.rewrite.as_ref().and_then(|r| r.uri.clone());
         let rewrite_regex = http
             .rewrite
@@ -758,10 +785,73 @@ pub(crate) fn routes_of(
                 rewrite_authority: http.rewrite.as_ref().and_then(|r| r.authority.clone()),
                 request_headers: header_ops(http.headers.as_ref().and_then(|h| h.request.as_ref())),
                 destinations: destinations.clone(),
+                action: action.clone(),
             });
         }
     }
     out
+}
+
+/// A route's action as pilot translates it (route.go, 1.30.3: translateRoute,
+/// ApplyRedirect, ApplyDirectResponse); Err: a route meshcheck cannot take.
+fn route_kind(
+    http: &crate::fixtures::istio::HttpRoute,
+    listener_port: u16,
+    is_tls: bool,
+) -> Result<RouteKind, String> {
+    if let Some(r) = &http.redirect {
+        let mut port = match (r.port, r.derive_port.as_deref()) {
+            (Some(p), _) => p,
+            (None, Some("FROM_REQUEST_PORT")) => u32::from(listener_port),
+            _ => 0,
+        };
+        if r.port.is_some() || r.derive_port.is_some() {
+            let scheme = r.scheme.clone().unwrap_or_else(|| {
+                if is_tls {
+                    "https".into()
+                } else {
+                    "http".into()
+                }
+            });
+            // No explicit :80 or :443 for http and https.
+            if (port == 80 && scheme == "http") || (port == 443 && scheme == "https") {
+                port = 0;
+            }
+        }
+        let code = match r.redirect_code.unwrap_or(0) {
+            0 | 301 => 301,
+            c @ (302 | 303 | 307 | 308) => c as u16,
+            c => return Err(format!("redirectCode {c}: pilot programs no action for it")),
+        };
+        return Ok(RouteKind::Redirect {
+            path: r.uri.clone().unwrap_or_default(),
+            host: r.authority.clone().unwrap_or_default(),
+            scheme: r.scheme.clone(),
+            port,
+            code,
+        });
+    }
+    if let Some(d) = &http.direct_response {
+        let body = d.body.as_ref().and_then(|b| match (&b.string, &b.bytes) {
+            (Some(s), _) => Some(s.clone()),
+            (None, Some(b64)) => {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .ok()
+                    .map(|v| String::from_utf8_lossy(&v).into_owned())
+            }
+            _ => None,
+        });
+        return Ok(RouteKind::DirectResponse {
+            status: d.status as u16,
+            body,
+        });
+    }
+    if http.route.is_empty() {
+        return Err("has no route, redirect or directResponse (delegate is not modelled)".into());
+    }
+    Ok(RouteKind::Forward)
 }
 
 /// The port of a destination's cluster name (pilot/pkg/networking/core/route/route.go,

@@ -3,7 +3,9 @@
 //! virtual host, VirtualService route, destination, subset and endpoints it reaches,
 //! what path and headers the backend sees, mTLS or plaintext, or why it fails.
 
-use super::mesh::{ClusterPlan, Mesh, PathMatch, RoutePlan, UpstreamTls, UriRewrite, VHostPlan};
+use super::mesh::{
+    ClusterPlan, Mesh, PathMatch, RouteKind, RoutePlan, UpstreamTls, UriRewrite, VHostPlan,
+};
 use super::pods::PodRole;
 use crate::fixtures::istio::StringMatch;
 use std::collections::BTreeMap;
@@ -250,6 +252,35 @@ pub fn rewritten_path(r: &RoutePlan, path: &str) -> String {
     }
 }
 
+/// The `Location` of a redirect as Envoy writes it (RouteEntryImplBase::newUri): the
+/// request's scheme, host and path unless the redirect replaces them; a port replaces
+/// the request's.
+pub fn redirect_location(
+    req: &SimRequest,
+    path: &str,
+    host: &str,
+    scheme: Option<&str>,
+    port: u32,
+) -> String {
+    let scheme = scheme.unwrap_or("http");
+    let host = if host.is_empty() {
+        req.host.as_str()
+    } else {
+        host
+    };
+    let host = if port != 0 {
+        format!("{}:{port}", strip_port(host))
+    } else {
+        host.to_string()
+    };
+    let path = if path.is_empty() {
+        req.path.as_str()
+    } else {
+        path
+    };
+    format!("{scheme}://{host}{path}")
+}
+
 /// Envoy (RE2) writes capture groups in a substitution as `\1`; the regex crate as `${1}`.
 fn envoy_substitution(sub: &str) -> String {
     let mut out = String::new();
@@ -356,6 +387,33 @@ impl Mesh {
             route.source,
             describe_match(route)
         ));
+        // Routes the gateway answers itself (pilot: redirect, directResponse).
+        match &route.action {
+            RouteKind::Forward => {}
+            RouteKind::Redirect {
+                path,
+                host,
+                scheme,
+                port,
+                code,
+            } => {
+                let location = redirect_location(req, path, host, scheme.as_deref(), *port);
+                return status_only(
+                    steps,
+                    Some(rref),
+                    *code,
+                    format!("the gateway redirects: {code} to {location}"),
+                );
+            }
+            RouteKind::DirectResponse { status, .. } => {
+                return status_only(
+                    steps,
+                    Some(rref),
+                    *status,
+                    format!("the gateway answers directly: {status}"),
+                );
+            }
+        }
         if path_seen != req.path {
             steps.push(format!("rewrite {} -> {path_seen}", req.path));
         }

@@ -139,6 +139,7 @@ fn rewrite_route(path: PathMatch, rewrite: UriRewrite) -> RoutePlan {
         rewrite_authority: None,
         request_headers: Default::default(),
         destinations: vec![],
+        action: RouteKind::Forward,
     }
 }
 
@@ -198,7 +199,7 @@ spec:
     let fx = load_dir(dir.path()).unwrap();
     let vs = &fx.virtual_services[0];
     let mut warnings = Vec::new();
-    let routes = super::mesh::routes_of(&fx, vs, 80, &mut warnings);
+    let routes = super::mesh::routes_of(&fx, vs, 80, false, &mut warnings);
     assert_eq!(routes[0].rewrite, Some(UriRewrite::Prefix("/".into())));
     assert_eq!(
         routes[1].rewrite,

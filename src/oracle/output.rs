@@ -108,6 +108,8 @@ pub struct RegexRewrite {
 #[derive(Debug, Clone, Deserialize)]
 pub struct DirectResponse {
     pub status: u32,
+    #[serde(default)]
+    pub body: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -5,7 +5,7 @@
 use super::input::pod_index;
 use super::output::{Destination, RouteResult, SimResult};
 use crate::fixtures::istio::StringMatch;
-use crate::istio::{Mesh, PathMatch, Prediction, RoutePlan, UpstreamTls, UriRewrite};
+use crate::istio::{Mesh, PathMatch, Prediction, RouteKind, RoutePlan, UpstreamTls, UriRewrite};
 use serde_json::Value;
 use std::fmt;
 
@@ -77,6 +77,29 @@ impl fmt::Display for RouteView {
     }
 }
 
+/// `redirect 301 path=/x host=h scheme=https port=8443` (empty parts left out).
+fn redirect_view(code: u16, path: &str, host: &str, scheme: &str, port: u32) -> String {
+    let mut v = format!("redirect {code}");
+    for (k, x) in [("path", path), ("host", host), ("scheme", scheme)] {
+        if !x.is_empty() {
+            v.push_str(&format!(" {k}={x}"));
+        }
+    }
+    if port != 0 {
+        v.push_str(&format!(" port={port}"));
+    }
+    v
+}
+
+/// `direct_response 503 body="..."`.
+fn direct_view(status: u32, body: &str) -> String {
+    if body.is_empty() {
+        format!("direct_response {status}")
+    } else {
+        format!("direct_response {status} body={body:?}")
+    }
+}
+
 fn or_none(s: &str) -> String {
     if s.is_empty() {
         "none".into()
@@ -129,12 +152,25 @@ pub fn model_route(r: &RoutePlan) -> RouteView {
         .iter()
         .map(|d| (d.cluster.clone(), d.weight as f64))
         .collect();
+    let action = match &r.action {
+        RouteKind::Forward => shares(&weights),
+        RouteKind::Redirect {
+            path,
+            host,
+            scheme,
+            port,
+            code,
+        } => redirect_view(*code, path, host, scheme.as_deref().unwrap_or(""), *port),
+        RouteKind::DirectResponse { status, body } => {
+            direct_view(u32::from(*status), body.as_deref().unwrap_or(""))
+        }
+    };
     RouteView {
         virtual_service: r.virtual_service.clone(),
         path,
         case_sensitive: !r.ignore_case,
         matchers,
-        action: shares(&weights),
+        action,
         rewrite: match &r.rewrite {
             None => String::new(),
             Some(UriRewrite::Prefix(p)) => format!("prefix_rewrite {p}"),
@@ -180,10 +216,33 @@ pub fn oracle_route(r: &RouteResult) -> RouteView {
                 .map(|d| (d.cluster.clone(), d.weight as f64))
                 .collect::<Vec<_>>(),
         ),
-        "direct_response" => format!(
-            "direct_response {}",
-            r.direct_response.as_ref().map(|d| d.status).unwrap_or(0)
-        ),
+        "direct_response" => {
+            let d = r.direct_response.as_ref();
+            direct_view(
+                d.map(|d| d.status).unwrap_or(0),
+                d.map(|d| d.body.as_str()).unwrap_or(""),
+            )
+        }
+        "redirect" => {
+            let j = r.redirect.clone().unwrap_or_default();
+            let text = |k: &str| j.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+            let code = match text("response_code").as_str() {
+                "FOUND" => 302,
+                "SEE_OTHER" => 303,
+                "TEMPORARY_REDIRECT" => 307,
+                "PERMANENT_REDIRECT" => 308,
+                // MOVED_PERMANENTLY is the enum's zero: absent from the JSON.
+                _ => 301,
+            };
+            let port = j.get("port_redirect").and_then(Value::as_u64).unwrap_or(0) as u32;
+            redirect_view(
+                code,
+                &text("path_redirect"),
+                &text("host_redirect"),
+                &text("scheme_redirect"),
+                port,
+            )
+        }
         other => other.to_string(),
     };
     let rewrite = match (&r.prefix_rewrite, &r.regex_rewrite) {
@@ -313,6 +372,16 @@ pub fn model_answer(p: &Prediction) -> Answer {
             None => weights.push((c.clone(), b.share)),
         }
     }
+    if weights.is_empty() {
+        // Answered by the gateway itself (redirect, direct response).
+        let status = p.branches.first().and_then(|b| b.status).unwrap_or(0);
+        return Answer {
+            outcome: format!("answered by the gateway: {status}"),
+            virtual_service: route.virtual_service.clone(),
+            clusters: String::new(),
+            path: String::new(),
+        };
+    }
     Answer {
         outcome: "route".into(),
         virtual_service: route.virtual_service.clone(),
@@ -331,7 +400,22 @@ pub fn oracle_answer(s: &SimResult) -> Answer {
     if let Some(r) = &s.route {
         let v = oracle_route(r);
         if r.action != "route" {
-            return blank(&v.action);
+            let status = match r.action.as_str() {
+                "direct_response" => r.direct_response.as_ref().map(|d| d.status).unwrap_or(0),
+                "redirect" => v
+                    .action
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(0),
+                _ => 0,
+            };
+            return Answer {
+                outcome: format!("answered by the gateway: {status}"),
+                virtual_service: v.virtual_service,
+                clusters: String::new(),
+                path: String::new(),
+            };
         }
         return Answer {
             outcome: "route".into(),

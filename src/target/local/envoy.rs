@@ -7,7 +7,7 @@
 use super::certs::CertFiles;
 use crate::fixtures::istio::StringMatch;
 use crate::istio::{
-    ClusterPlan, HeaderOps, ListenerPlan, ListenerProtocol, Mesh, PathMatch, RoutePlan,
+    ClusterPlan, HeaderOps, ListenerPlan, ListenerProtocol, Mesh, PathMatch, RouteKind, RoutePlan,
     UpstreamTls, UriRewrite,
 };
 use serde_json::{json, Value};
@@ -71,6 +71,49 @@ fn istio_retry_policy() -> Value {
     })
 }
 
+/// A route the gateway answers itself, as pilot writes it (route.go ApplyRedirect,
+/// ApplyDirectResponse): (`redirect` | `direct_response`, its value).
+fn gateway_answer(kind: &RouteKind) -> Option<(&'static str, Value)> {
+    match kind {
+        RouteKind::Forward => None,
+        RouteKind::Redirect {
+            path,
+            host,
+            scheme,
+            port,
+            code,
+        } => {
+            let mut r = json!({"path_redirect": path, "host_redirect": host,
+                               "response_code": redirect_code_name(*code)});
+            if let Some(s) = scheme {
+                r["scheme_redirect"] = json!(s);
+            }
+            if *port != 0 {
+                r["port_redirect"] = json!(port);
+            }
+            Some(("redirect", r))
+        }
+        RouteKind::DirectResponse { status, body } => {
+            let mut d = json!({ "status": status });
+            if let Some(b) = body {
+                d["body"] = json!({ "inline_string": b });
+            }
+            Some(("direct_response", d))
+        }
+    }
+}
+
+/// Envoy's RedirectAction.RedirectResponseCode for an HTTP status.
+pub fn redirect_code_name(code: u16) -> &'static str {
+    match code {
+        302 => "FOUND",
+        303 => "SEE_OTHER",
+        307 => "TEMPORARY_REDIRECT",
+        308 => "PERMANENT_REDIRECT",
+        _ => "MOVED_PERMANENTLY",
+    }
+}
+
 fn route(r: &RoutePlan) -> Value {
     let mut m = serde_json::Map::new();
     match &r.path {
@@ -92,6 +135,12 @@ fn route(r: &RoutePlan) -> Value {
     }
     if !headers.is_empty() {
         m.insert("headers".into(), json!(headers));
+    }
+    if let Some(answer) = gateway_answer(&r.action) {
+        let mut out = json!({"name": r.name, "match": m, "decorator": {"operation": r.name}});
+        let (key, value) = answer;
+        out[key] = value;
+        return out;
     }
     let mut action = serde_json::Map::new();
     if r.destinations.len() == 1 {
