@@ -138,6 +138,8 @@ type RouteResult struct {
 	Destinations   []Destination   `json:"destinations,omitempty"`
 	DirectResponse *DirectResponse `json:"direct_response,omitempty"`
 	Redirect       any             `json:"redirect,omitempty"`
+	// Envoy is the whole route, in Envoy's JSON (header operations and the rest).
+	Envoy any `json:"envoy"`
 }
 
 // RegexRewrite is Envoy's regex_rewrite.

@@ -100,7 +100,7 @@ func findVirtualHost(rcs []*route.RouteConfiguration, rcName, vhName string) *ro
 // describeRoute summarises route r; with req (a request it matched) it also says
 // which path the backend sees.
 func describeRoute(g *generated, r *route.Route, idx int, req *Request) *RouteResult {
-	out := &RouteResult{Name: r.Name, Index: idx, Match: toJSON(r.Match), Config: routeConfigSource(r)}
+	out := &RouteResult{Name: r.Name, Index: idx, Match: toJSON(r.Match), Config: routeConfigSource(r), Envoy: toJSON(r)}
 	switch a := r.Action.(type) {
 	case *route.Route_Route:
 		out.Action = "route"

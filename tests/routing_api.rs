@@ -17,13 +17,15 @@ fn gateway_answers() -> FixtureCopy {
     f
 }
 
-/// A suite of two checks on those routes (its own file: the fixtures directory holds
-/// manifests only).
-fn suite() -> tempfile::NamedTempFile {
+/// A suite file of its own (the fixtures directory holds manifests only).
+fn suite_file(text: &str) -> tempfile::NamedTempFile {
     let file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
-    std::fs::write(
-        file.path(),
-        r#"name: gateway-answers
+    std::fs::write(file.path(), text).unwrap();
+    file
+}
+
+/// Two checks on the routes the gateway answers.
+const ANSWERS_SUITE: &str = r#"name: gateway-answers
 fixtures: .
 checks:
   - group: answers
@@ -38,14 +40,14 @@ checks:
     http:
       request: { path: /maintenance }
       expect: { status: 503, body_contains: down for maintenance }
-"#,
-    )
-    .unwrap();
-    file
-}
+"#;
 
 fn run(f: &FixtureCopy) -> RunResult {
-    let suite = suite();
+    run_suite(f, ANSWERS_SUITE)
+}
+
+fn run_suite(f: &FixtureCopy, suite: &str) -> RunResult {
+    let suite = suite_file(suite);
     Run::new()
         .arg("--suite")
         .arg(suite.path())
@@ -125,6 +127,58 @@ fn a_wrong_location_or_body_fails_the_check() {
         r.stdout.contains("expected response header location")
             && r.stdout
                 .contains("expected the body to contain \"down for maintenance\""),
+        "{}",
+        r.stdout
+    );
+}
+
+/// atlas-ui answers with a header set by the route and without Envoy's upstream timing.
+const RESPONSE_HEADERS_SUITE: &str = r#"name: response-headers
+fixtures: .
+checks:
+  - group: headers
+    name: set-and-removed
+    http:
+      request: { path: /atlas-ui }
+      expect:
+        status: 200
+        backend: { service: atlas-ui }
+        response_headers:
+          x-served-by: atlas-gateway
+          x-envoy-upstream-service-time: { absent: true }
+"#;
+
+fn with_response_headers() -> FixtureCopy {
+    let f = FixtureCopy::new();
+    f.replace(
+        "40-virtualservices.yaml",
+        "        prefix: /atlas-ui\n    route:\n",
+        "        prefix: /atlas-ui\n    headers:\n      response:\n        set:\n          x-served-by: atlas-gateway\n        remove:\n        - x-envoy-upstream-service-time\n    route:\n",
+    );
+    f
+}
+
+#[test]
+fn response_header_operations_are_applied() {
+    let f = with_response_headers();
+    let r = run_suite(&f, RESPONSE_HEADERS_SUITE);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.passed.contains("headers::set-and-removed"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn without_response_header_operations_the_check_fails() {
+    let f = FixtureCopy::new();
+    let r = run_suite(&f, RESPONSE_HEADERS_SUITE);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.failed.contains("headers::set-and-removed")
+            && r.stdout
+                .contains("expected response header x-envoy-upstream-service-time"),
         "{}",
         r.stdout
     );

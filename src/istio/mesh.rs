@@ -107,6 +107,8 @@ pub struct RoutePlan {
     pub rewrite: Option<UriRewrite>,
     pub rewrite_authority: Option<String>,
     pub request_headers: HeaderOps,
+    /// `headers.response`: set, add and remove on the answer.
+    pub response_headers: HeaderOps,
     pub destinations: Vec<WeightedDestination>,
     /// What the route does: forward to `destinations`, or answer at the gateway.
     pub action: RouteKind,
@@ -151,6 +153,7 @@ pub struct WeightedDestination {
     pub cluster: String,
     pub weight: u32,
     pub request_headers: HeaderOps,
+    pub response_headers: HeaderOps,
 }
 
 /// TLS from the gateway toward a cluster's endpoints.
@@ -727,6 +730,7 @@ pub(crate) fn routes_of(
                 cluster: cluster_name(port, d.destination.subset.as_deref(), &fqdn),
                 weight,
                 request_headers: header_ops(d.headers.as_ref().and_then(|h| h.request.as_ref())),
+                response_headers: header_ops(d.headers.as_ref().and_then(|h| h.response.as_ref())),
             });
         }
         let action = match route_kind(http, listener_port, is_tls) {
@@ -784,6 +788,9 @@ pub(crate) fn routes_of(
                 rewrite,
                 rewrite_authority: http.rewrite.as_ref().and_then(|r| r.authority.clone()),
                 request_headers: header_ops(http.headers.as_ref().and_then(|h| h.request.as_ref())),
+                response_headers: header_ops(
+                    http.headers.as_ref().and_then(|h| h.response.as_ref()),
+                ),
                 destinations: destinations.clone(),
                 action: action.clone(),
             });

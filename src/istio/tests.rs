@@ -138,6 +138,7 @@ fn rewrite_route(path: PathMatch, rewrite: UriRewrite) -> RoutePlan {
         rewrite: Some(rewrite),
         rewrite_authority: None,
         request_headers: Default::default(),
+        response_headers: Default::default(),
         destinations: vec![],
         action: RouteKind::Forward,
     }

@@ -97,6 +97,9 @@ pub struct RouteResult {
     pub destinations: Vec<Destination>,
     pub direct_response: Option<DirectResponse>,
     pub redirect: Option<Value>,
+    /// The whole route in Envoy's JSON.
+    #[serde(default)]
+    pub envoy: Value,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -22,6 +22,9 @@ pub struct RouteView {
     /// `prefix_rewrite /`, `regex_rewrite ^/a/?(.*) -> /\1`, or empty.
     pub rewrite: String,
     pub host_rewrite: String,
+    /// Header operations, sorted: `request set k=v`, `response remove k`, and per
+    /// weighted cluster `<cluster>: response add k=v`.
+    pub header_ops: Vec<String>,
 }
 
 impl RouteView {
@@ -55,6 +58,11 @@ impl RouteView {
             "authority rewrite",
             or_none(&self.host_rewrite),
             or_none(&other.host_rewrite),
+        );
+        cmp(
+            "header operations",
+            self.header_ops.join("; "),
+            other.header_ops.join("; "),
         );
         d
     }
@@ -98,6 +106,69 @@ fn direct_view(status: u32, body: &str) -> String {
     } else {
         format!("direct_response {status} body={body:?}")
     }
+}
+
+/// `request set k=v`, `request add k=v`, `request remove k` for the model's operations.
+fn ops_view(prefix: &str, which: &str, ops: &crate::istio::HeaderOps) -> Vec<String> {
+    let mut v: Vec<String> = ops
+        .set
+        .iter()
+        .map(|(k, x)| format!("{prefix}{which} set {}={x}", k.to_ascii_lowercase()))
+        .collect();
+    v.extend(
+        ops.add
+            .iter()
+            .map(|(k, x)| format!("{prefix}{which} add {}={x}", k.to_ascii_lowercase())),
+    );
+    v.extend(
+        ops.remove
+            .iter()
+            .map(|k| format!("{prefix}{which} remove {}", k.to_ascii_lowercase())),
+    );
+    v
+}
+
+/// The same from Envoy's JSON (`append_action` absent is APPEND_IF_EXISTS_OR_ADD, the
+/// enum's zero).
+fn envoy_ops(prefix: &str, v: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for which in ["request", "response"] {
+        for h in v
+            .get(format!("{which}_headers_to_add"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let key = h
+                .pointer("/header/key")
+                .and_then(Value::as_str)
+                .unwrap_or("?");
+            let val = h
+                .pointer("/header/value")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let op = match h.get("append_action").and_then(Value::as_str) {
+                Some("OVERWRITE_IF_EXISTS_OR_ADD") => "set",
+                Some("ADD_IF_ABSENT") => "add-if-absent",
+                Some("OVERWRITE_IF_EXISTS") => "overwrite",
+                _ => "add",
+            };
+            out.push(format!(
+                "{prefix}{which} {op} {}={val}",
+                key.to_ascii_lowercase()
+            ));
+        }
+        for k in v
+            .get(format!("{which}_headers_to_remove"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+        {
+            out.push(format!("{prefix}{which} remove {}", k.to_ascii_lowercase()));
+        }
+    }
+    out
 }
 
 fn or_none(s: &str) -> String {
@@ -165,7 +236,21 @@ pub fn model_route(r: &RoutePlan) -> RouteView {
             direct_view(u32::from(*status), body.as_deref().unwrap_or(""))
         }
     };
+    let mut header_ops = ops_view("", "request", &r.request_headers);
+    header_ops.extend(ops_view("", "response", &r.response_headers));
+    for d in &r.destinations {
+        // pilot: a single destination's operations are the route's.
+        let prefix = if r.destinations.len() == 1 {
+            String::new()
+        } else {
+            format!("{}: ", d.cluster)
+        };
+        header_ops.extend(ops_view(&prefix, "request", &d.request_headers));
+        header_ops.extend(ops_view(&prefix, "response", &d.response_headers));
+    }
+    header_ops.sort();
     RouteView {
+        header_ops,
         virtual_service: r.virtual_service.clone(),
         path,
         case_sensitive: !r.ignore_case,
@@ -250,7 +335,20 @@ pub fn oracle_route(r: &RouteResult) -> RouteView {
         (None, Some(rr)) => format!("regex_rewrite {} -> {}", rr.pattern, rr.substitution),
         (None, None) => String::new(),
     };
+    let mut header_ops = envoy_ops("", &r.envoy);
+    for c in r
+        .envoy
+        .pointer("/route/weighted_clusters/clusters")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let name = c.get("name").and_then(Value::as_str).unwrap_or("?");
+        header_ops.extend(envoy_ops(&format!("{name}: "), c));
+    }
+    header_ops.sort();
     RouteView {
+        header_ops,
         virtual_service: r
             .virtual_service()
             .unwrap_or_else(|| format!("(config {})", r.config)),

@@ -140,6 +140,8 @@ fn route(r: &RoutePlan) -> Value {
         let mut out = json!({"name": r.name, "match": m, "decorator": {"operation": r.name}});
         let (key, value) = answer;
         out[key] = value;
+        header_ops_into(&mut out, "request", &r.request_headers);
+        header_ops_into(&mut out, "response", &r.response_headers);
         return out;
     }
     let mut action = serde_json::Map::new();
@@ -151,13 +153,8 @@ fn route(r: &RoutePlan) -> Value {
             .iter()
             .map(|d| {
                 let mut c = json!({"name": d.cluster, "weight": d.weight});
-                let add = headers_to_add(&d.request_headers);
-                if !add.is_empty() {
-                    c["request_headers_to_add"] = json!(add);
-                }
-                if !d.request_headers.remove.is_empty() {
-                    c["request_headers_to_remove"] = json!(d.request_headers.remove);
-                }
+                header_ops_into(&mut c, "request", &d.request_headers);
+                header_ops_into(&mut c, "response", &d.response_headers);
                 c
             })
             .collect();
@@ -191,14 +188,31 @@ fn route(r: &RoutePlan) -> Value {
         ops.remove
             .extend(r.destinations[0].request_headers.remove.clone());
     }
-    let add = headers_to_add(&ops);
+    header_ops_into(&mut out, "request", &ops);
+    // pilot (route.go processDestination): a single destination's header operations
+    // go on the route, after the route's own.
+    let mut resp = r.response_headers.clone();
+    if r.destinations.len() == 1 {
+        resp.set
+            .extend(r.destinations[0].response_headers.set.clone());
+        resp.add
+            .extend(r.destinations[0].response_headers.add.clone());
+        resp.remove
+            .extend(r.destinations[0].response_headers.remove.clone());
+    }
+    header_ops_into(&mut out, "response", &resp);
+    out
+}
+
+/// `<which>_headers_to_add` / `_to_remove` on a route or weighted cluster.
+fn header_ops_into(v: &mut Value, which: &str, ops: &HeaderOps) {
+    let add = headers_to_add(ops);
     if !add.is_empty() {
-        out["request_headers_to_add"] = json!(add);
+        v[format!("{which}_headers_to_add")] = json!(add);
     }
     if !ops.remove.is_empty() {
-        out["request_headers_to_remove"] = json!(ops.remove);
+        v[format!("{which}_headers_to_remove")] = json!(ops.remove);
     }
-    out
 }
 
 fn gateway_hcm(l: &ListenerPlan) -> Value {
