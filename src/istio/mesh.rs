@@ -114,6 +114,19 @@ pub struct RoutePlan {
     pub action: RouteKind,
 }
 
+/// A redirect the gateway answers with (Envoy RedirectAction).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Redirect {
+    /// `path_redirect` (empty: the request's path).
+    pub path: String,
+    /// `host_redirect` (empty: the request's host).
+    pub host: String,
+    pub scheme: Option<String>,
+    /// 0: no port in the Location.
+    pub port: u32,
+    pub code: u16,
+}
+
 /// A route's action (pilot/pkg/networking/core/route/route.go, 1.30.3,
 /// translateRoute: redirect, else directResponse, else the destinations).
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -121,14 +134,7 @@ pub enum RouteKind {
     #[default]
     Forward,
     /// Envoy `redirect` as ApplyRedirect makes it.
-    Redirect {
-        path: String,
-        host: String,
-        scheme: Option<String>,
-        /// 0: no port in the Location.
-        port: u32,
-        code: u16,
-    },
+    Redirect(Redirect),
     /// Envoy `direct_response`.
     DirectResponse { status: u16, body: Option<String> },
 }
@@ -830,13 +836,13 @@ fn route_kind(
             c @ (302 | 303 | 307 | 308) => c as u16,
             c => return Err(format!("redirectCode {c}: pilot programs no action for it")),
         };
-        return Ok(RouteKind::Redirect {
+        return Ok(RouteKind::Redirect(Redirect {
             path: r.uri.clone().unwrap_or_default(),
             host: r.authority.clone().unwrap_or_default(),
             scheme: r.scheme.clone(),
             port,
             code,
-        });
+        }));
     }
     if let Some(d) = &http.direct_response {
         let body = d.body.as_ref().and_then(|b| match (&b.string, &b.bytes) {

@@ -255,28 +255,22 @@ pub fn rewritten_path(r: &RoutePlan, path: &str) -> String {
 /// The `Location` of a redirect as Envoy writes it (RouteEntryImplBase::newUri): the
 /// request's scheme, host and path unless the redirect replaces them; a port replaces
 /// the request's.
-pub fn redirect_location(
-    req: &SimRequest,
-    path: &str,
-    host: &str,
-    scheme: Option<&str>,
-    port: u32,
-) -> String {
-    let scheme = scheme.unwrap_or("http");
-    let host = if host.is_empty() {
+pub fn redirect_location(req: &SimRequest, r: &super::mesh::Redirect) -> String {
+    let scheme = r.scheme.as_deref().unwrap_or("http");
+    let host = if r.host.is_empty() {
         req.host.as_str()
     } else {
-        host
+        r.host.as_str()
     };
-    let host = if port != 0 {
-        format!("{}:{port}", strip_port(host))
+    let host = if r.port != 0 {
+        format!("{}:{}", strip_port(host), r.port)
     } else {
         host.to_string()
     };
-    let path = if path.is_empty() {
+    let path = if r.path.is_empty() {
         req.path.as_str()
     } else {
-        path
+        r.path.as_str()
     };
     format!("{scheme}://{host}{path}")
 }
@@ -390,18 +384,13 @@ impl Mesh {
         // Routes the gateway answers itself (pilot: redirect, directResponse).
         match &route.action {
             RouteKind::Forward => {}
-            RouteKind::Redirect {
-                path,
-                host,
-                scheme,
-                port,
-                code,
-            } => {
-                let location = redirect_location(req, path, host, scheme.as_deref(), *port);
+            RouteKind::Redirect(r) => {
+                let location = redirect_location(req, r);
+                let code = r.code;
                 return status_only(
                     steps,
                     Some(rref),
-                    *code,
+                    code,
                     format!("the gateway redirects: {code} to {location}"),
                 );
             }

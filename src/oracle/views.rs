@@ -225,13 +225,13 @@ pub fn model_route(r: &RoutePlan) -> RouteView {
         .collect();
     let action = match &r.action {
         RouteKind::Forward => shares(&weights),
-        RouteKind::Redirect {
-            path,
-            host,
-            scheme,
-            port,
-            code,
-        } => redirect_view(*code, path, host, scheme.as_deref().unwrap_or(""), *port),
+        RouteKind::Redirect(x) => redirect_view(
+            x.code,
+            &x.path,
+            &x.host,
+            x.scheme.as_deref().unwrap_or(""),
+            x.port,
+        ),
         RouteKind::DirectResponse { status, body } => {
             direct_view(u32::from(*status), body.as_deref().unwrap_or(""))
         }

@@ -76,22 +76,16 @@ fn istio_retry_policy() -> Value {
 fn gateway_answer(kind: &RouteKind) -> Option<(&'static str, Value)> {
     match kind {
         RouteKind::Forward => None,
-        RouteKind::Redirect {
-            path,
-            host,
-            scheme,
-            port,
-            code,
-        } => {
-            let mut r = json!({"path_redirect": path, "host_redirect": host,
-                               "response_code": redirect_code_name(*code)});
-            if let Some(s) = scheme {
-                r["scheme_redirect"] = json!(s);
+        RouteKind::Redirect(r) => {
+            let mut v = json!({"path_redirect": r.path, "host_redirect": r.host,
+                               "response_code": redirect_code_name(r.code)});
+            if let Some(s) = &r.scheme {
+                v["scheme_redirect"] = json!(s);
             }
-            if *port != 0 {
-                r["port_redirect"] = json!(port);
+            if r.port != 0 {
+                v["port_redirect"] = json!(r.port);
             }
-            Some(("redirect", r))
+            Some(("redirect", v))
         }
         RouteKind::DirectResponse { status, body } => {
             let mut d = json!({ "status": status });
