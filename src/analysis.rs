@@ -794,6 +794,7 @@ fn covers(a: &crate::istio::RoutePlan, b: &crate::istio::RoutePlan) -> bool {
     };
     path && a.ignore_case == b.ignore_case
         && a.headers.iter().all(|h| b.headers.contains(h))
+        && a.query.iter().all(|q| b.query.contains(q))
         && (a.method.is_none() || a.method == b.method)
         && (a.authority.is_none() || a.authority == b.authority)
 }

@@ -62,15 +62,16 @@ fn shipped_fixtures_agree_with_istiod_and_analyze_exits_0() {
 
 #[test]
 fn a_match_the_model_does_not_take_is_a_disagreement_with_both_answers() {
-    // A queryParams match is not modelled by meshcheck (it warns, MC302, and matches
-    // without it); istiod programs it. analyze --oracle shows both answers, exits 1.
+    // A match on the listener `port` is not modelled by meshcheck (it warns, MC302, and
+    // keeps the route); istiod leaves the route out of the port-80 listener.
+    // analyze --oracle shows both answers and exits 1.
     let Some(bin) = bin() else { return };
     let f = FixtureCopy::new();
     f.disagrees_with_istiod();
     f.replace(
         "40-virtualservices.yaml",
         "    - uri:\n        prefix: /atlas-ui\n",
-        "    - uri:\n        prefix: /atlas-ui\n      queryParams:\n        v:\n          exact: \"2\"\n",
+        "    - uri:\n        prefix: /atlas-ui\n      port: 8443\n",
     );
     let r = Run::new()
         .arg("analyze")
@@ -80,9 +81,10 @@ fn a_match_the_model_does_not_take_is_a_disagreement_with_both_answers() {
         .run_plain();
     assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
     assert!(
-        r.stdout.contains("error[MC403]")
-            && r.stdout.contains("40-virtualservices.yaml:3: VirtualService atlas/atlas-ui: http.8080 *:80 route 0 (http[0]): meshcheck: header/query matchers ")
-            && r.stdout.contains("istiod 1.30.3: header/query matchers ?v exact:2"),
+        r.stdout.contains("40-virtualservices.yaml:3: VirtualService atlas/atlas-ui: http.8080 *:80 route 0: meshcheck: VirtualService atlas/atlas-ui prefix /atlas-ui -> outbound|80||atlas-ui.atlas.svc.cluster.local 100%")
+            && r.stdout.contains("istiod 1.30.3: no such route")
+            && r.stdout.contains("check routing::atlas-ui (GET /atlas-ui): meshcheck: outcome route")
+            && r.stdout.contains("istiod 1.30.3: outcome 404"),
         "{}",
         r.stdout
     );

@@ -183,3 +183,95 @@ fn without_response_header_operations_the_check_fails() {
         r.stdout
     );
 }
+
+/// Matches on query parameters, absent headers and the scheme, as pilot translates
+/// them; the FixtureCopy hook checks istiod programs the same conditions.
+const MATCH_SUITE: &str = r#"name: matches
+fixtures: .
+checks:
+  - group: matches
+    name: query-selects-v2
+    http:
+      request: { path: "/atlas-rest?canary=yes" }
+      expect: { status: 200, backend: { service: nb-rest, version: v2 } }
+  - group: matches
+    name: without-header-goes-to-ui
+    http:
+      request: { path: /beta }
+      expect: { status: 200, backend: { service: atlas-ui } }
+  - group: matches
+    name: with-header-is-404
+    http:
+      request: { path: /beta, headers: { x-no-beta: "1" } }
+      expect: { status: 404 }
+"#;
+
+fn with_matches() -> FixtureCopy {
+    let f = FixtureCopy::new();
+    // A canary route on ?canary=yes, before the pinned and split routes.
+    f.replace(
+        "40-virtualservices.yaml",
+        "  - name: atlas-rest-v2-pinned\n",
+        "  - name: canary\n    match:\n    - uri:\n        exact: /atlas-rest\n      queryParams:\n        canary:\n          exact: \"yes\"\n    rewrite:\n      uri: /\n    route:\n    - destination:\n        host: nb-rest\n        subset: v2\n        port:\n          number: 80\n  - name: atlas-rest-v2-pinned\n",
+    );
+    // /beta reaches atlas-ui unless x-no-beta is sent, over http only.
+    f.replace(
+        "40-virtualservices.yaml",
+        "  http:\n  - name: atlas-ui\n",
+        "  http:\n  - name: beta\n    match:\n    - uri:\n        prefix: /beta\n      withoutHeaders:\n        x-no-beta:\n          regex: \"*\"\n      scheme:\n        exact: http\n    route:\n    - destination:\n        host: atlas-ui\n  - name: atlas-ui\n",
+    );
+    f
+}
+
+#[test]
+fn query_without_headers_and_scheme_matches_route_as_in_istio() {
+    let f = with_matches();
+    let r = run_suite(&f, MATCH_SUITE);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        !r.stderr.contains("not modelled") && !r.stdout.contains("not modelled"),
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
+}
+
+/// Breaks one condition of `with_matches()` and checks exactly `check` fails, on the
+/// local target and in the simulation.
+#[track_caller]
+fn breaking(from: &str, to: &str, check: &str) {
+    let f = with_matches();
+    f.replace("40-virtualservices.yaml", from, to);
+    let r = run_suite(&f, MATCH_SUITE);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    let want: std::collections::BTreeSet<String> =
+        [check.to_string(), format!("static::simulate::{check}")].into();
+    assert_eq!(r.failed, want, "{}", r.stdout);
+}
+
+#[test]
+fn without_the_query_condition_the_canary_is_not_selected() {
+    breaking(
+        "          exact: \"yes\"\n",
+        "          exact: \"no\"\n",
+        "matches::query-selects-v2",
+    );
+}
+
+#[test]
+fn without_header_condition_on_another_header_lets_the_header_through() {
+    breaking(
+        "        x-no-beta:\n",
+        "        x-other:\n",
+        "matches::with-header-is-404",
+    );
+}
+
+#[test]
+fn a_scheme_condition_for_https_does_not_match_http() {
+    breaking(
+        "        exact: http\n",
+        "        exact: https\n",
+        "matches::without-header-goes-to-ui",
+    );
+}

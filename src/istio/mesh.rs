@@ -100,8 +100,10 @@ pub struct RoutePlan {
     pub http_index: usize,
     pub path: PathMatch,
     pub ignore_case: bool,
-    /// Header name (lowercase) -> match.
-    pub headers: Vec<(String, StringMatch)>,
+    /// Header conditions (`headers`, `withoutHeaders`, `scheme` as `:scheme`).
+    pub headers: Vec<Matcher>,
+    /// Query parameter conditions (`queryParams`).
+    pub query: Vec<Matcher>,
     pub method: Option<StringMatch>,
     pub authority: Option<StringMatch>,
     pub rewrite: Option<UriRewrite>,
@@ -112,6 +114,32 @@ pub struct RoutePlan {
     pub destinations: Vec<WeightedDestination>,
     /// What the route does: forward to `destinations`, or answer at the gateway.
     pub action: RouteKind,
+}
+
+/// One header or query parameter condition, as pilot translates it (route.go, 1.30.3:
+/// translateHeaderMatch, translateQueryParamMatch, canBeConvertedToPresentMatch).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Matcher {
+    pub name: String,
+    /// None: present_match (Istio turns regex `*` into "is present").
+    pub value: Option<StringMatch>,
+    /// `withoutHeaders`: inverted; a missing header counts as empty unless the
+    /// condition is "present".
+    pub invert: bool,
+}
+
+impl Matcher {
+    pub fn new(name: &str, m: &StringMatch, invert: bool) -> Matcher {
+        let value = match m {
+            StringMatch::Regex(r) if r == "*" => None,
+            m => Some(m.clone()),
+        };
+        Matcher {
+            name: name.to_string(),
+            value,
+            invert,
+        }
+    }
 }
 
 /// A redirect the gateway answers with (Envoy RedirectAction).
@@ -685,7 +713,10 @@ fn is_catch_all(r: &RoutePlan) -> bool {
         PathMatch::Regex(x) => x == ".*",
         PathMatch::Exact(_) => false,
     };
-    path && r.headers.is_empty() && r.method.is_none() && r.authority.is_none()
+    path && r.headers.is_empty()
+        && r.query.is_empty()
+        && r.method.is_none()
+        && r.authority.is_none()
 }
 
 /// Whether `vs` names `gw` in its `gateways` (Istio's namespace rules).
@@ -787,7 +818,18 @@ pub(crate) fn routes_of(
                 headers: m
                     .headers
                     .iter()
-                    .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                    .map(|(k, v)| Matcher::new(k, v, false))
+                    .chain(
+                        m.without_headers
+                            .iter()
+                            .map(|(k, v)| Matcher::new(k, v, true)),
+                    )
+                    .chain(m.scheme.iter().map(|v| Matcher::new(":scheme", v, false)))
+                    .collect(),
+                query: m
+                    .query_params
+                    .iter()
+                    .map(|(k, v)| Matcher::new(k, v, false))
                     .collect(),
                 method: m.method.clone(),
                 authority: m.authority.clone(),

@@ -162,13 +162,19 @@ fn path_matches(r: &RoutePlan, path: &str) -> bool {
 
 /// Whether route `r` matches the request.
 pub fn route_matches(r: &RoutePlan, req: &SimRequest) -> bool {
+    let query = req.path.split_once('?').map(|(_, q)| q).unwrap_or("");
     path_matches(r, &req.path)
-        && r.headers.iter().all(|(k, m)| {
-            req.headers
-                .get(k)
-                .map(|v| string_matches(m, v, false))
-                .unwrap_or(false)
+        && r.headers.iter().all(|m| {
+            let value = match m.name.as_str() {
+                ":scheme" => Some("http"),
+                name => req
+                    .headers
+                    .get(&name.to_ascii_lowercase())
+                    .map(String::as_str),
+            };
+            header_matches(m, value)
         })
+        && r.query.iter().all(|m| query_matches(m, query))
         && r.method
             .as_ref()
             .map(|m| string_matches(m, &req.method, false))
@@ -177,6 +183,32 @@ pub fn route_matches(r: &RoutePlan, req: &SimRequest) -> bool {
             .as_ref()
             .map(|m| string_matches(m, &req.host, false))
             .unwrap_or(true)
+}
+
+/// Envoy's header matching (source/common/http/header_utility.cc, matchHeaders): a
+/// missing header fails a condition, unless inverted (then a value condition reads it
+/// as empty, as pilot sets treat_missing_header_as_empty for withoutHeaders).
+fn header_matches(m: &super::mesh::Matcher, value: Option<&str>) -> bool {
+    let ok = match (&m.value, value) {
+        (None, v) => v.is_some(),
+        (Some(sm), Some(v)) => string_matches(sm, v, false),
+        (Some(sm), None) if m.invert => string_matches(sm, "", false),
+        (Some(_), None) => false,
+    };
+    ok != m.invert
+}
+
+/// Envoy's query parameter matching: the first parameter of that name.
+fn query_matches(m: &super::mesh::Matcher, query: &str) -> bool {
+    let value = query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == m.name).then_some(v)
+    });
+    match (&m.value, value) {
+        (None, v) => v.is_some(),
+        (Some(sm), Some(v)) => string_matches(sm, v, false),
+        (Some(_), None) => false,
+    }
 }
 
 /// Envoy's virtual host selection: exact domain, then the longest suffix wildcard
@@ -582,8 +614,12 @@ fn describe_match(r: &RoutePlan) -> String {
         PathMatch::Exact(p) => format!("uri exact {p}"),
         PathMatch::Regex(p) => format!("uri regex {p}"),
     }];
-    for (k, m) in &r.headers {
-        parts.push(format!("header {k} {m:?}"));
+    for m in &r.headers {
+        let not = if m.invert { "without " } else { "" };
+        parts.push(format!("{not}header {} {:?}", m.name, m.value));
+    }
+    for m in &r.query {
+        parts.push(format!("query {} {:?}", m.name, m.value));
     }
     parts.join(", ")
 }

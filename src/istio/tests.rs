@@ -133,6 +133,7 @@ fn rewrite_route(path: PathMatch, rewrite: UriRewrite) -> RoutePlan {
         path,
         ignore_case: false,
         headers: vec![],
+        query: vec![],
         method: None,
         authority: None,
         rewrite: Some(rewrite),

@@ -206,11 +206,16 @@ pub fn model_route(r: &RoutePlan) -> RouteView {
         PathMatch::Exact(p) => format!("path {p}"),
         PathMatch::Regex(p) => format!("safe_regex {p}"),
     };
-    let mut matchers: Vec<String> = r
-        .headers
-        .iter()
-        .map(|(k, m)| format!("{k} {}", string_match(m)))
-        .collect();
+    let view = |m: &crate::istio::Matcher| {
+        let not = if m.invert { "!" } else { "" };
+        let what = match &m.value {
+            None => "present:true".to_string(),
+            Some(sm) => string_match(sm),
+        };
+        format!("{not}{} {what}", m.name)
+    };
+    let mut matchers: Vec<String> = r.headers.iter().map(view).collect();
+    matchers.extend(r.query.iter().map(|q| format!("?{}", view(q))));
     if let Some(m) = &r.method {
         matchers.push(format!(":method {}", string_match(m)));
     }

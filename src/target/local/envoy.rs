@@ -7,8 +7,8 @@
 use super::certs::CertFiles;
 use crate::fixtures::istio::StringMatch;
 use crate::istio::{
-    ClusterPlan, HeaderOps, ListenerPlan, ListenerProtocol, Mesh, PathMatch, RouteKind, RoutePlan,
-    UpstreamTls, UriRewrite,
+    ClusterPlan, HeaderOps, ListenerPlan, ListenerProtocol, Matcher, Mesh, PathMatch, RouteKind,
+    RoutePlan, UpstreamTls, UriRewrite,
 };
 use serde_json::{json, Value};
 use std::net::Ipv4Addr;
@@ -71,6 +71,23 @@ fn istio_retry_policy() -> Value {
     })
 }
 
+/// A header or query condition as pilot writes it (route.go translateHeaderMatch):
+/// present_match, or string_match; withoutHeaders inverted, a missing header read as
+/// empty unless the condition is "present".
+fn matcher(m: &Matcher) -> Value {
+    let mut v = match &m.value {
+        None => json!({"name": m.name, "present_match": true}),
+        Some(sm) => json!({"name": m.name, "string_match": string_match(sm)}),
+    };
+    if m.invert {
+        v["invert_match"] = json!(true);
+        if m.value.is_some() {
+            v["treat_missing_header_as_empty"] = json!(true);
+        }
+    }
+    v
+}
+
 /// A route the gateway answers itself, as pilot writes it (route.go ApplyRedirect,
 /// ApplyDirectResponse): (`redirect` | `direct_response`, its value).
 fn gateway_answer(kind: &RouteKind) -> Option<(&'static str, Value)> {
@@ -116,11 +133,13 @@ fn route(r: &RoutePlan) -> Value {
         PathMatch::Regex(p) => m.insert("safe_regex".into(), json!({"regex": p})),
     };
     m.insert("case_sensitive".into(), json!(!r.ignore_case));
-    let mut headers: Vec<Value> = r
-        .headers
-        .iter()
-        .map(|(k, v)| json!({"name": k, "string_match": string_match(v)}))
-        .collect();
+    let mut headers: Vec<Value> = r.headers.iter().map(matcher).collect();
+    if !r.query.is_empty() {
+        m.insert(
+            "query_parameters".into(),
+            json!(r.query.iter().map(matcher).collect::<Vec<_>>()),
+        );
+    }
     if let Some(meth) = &r.method {
         headers.push(json!({"name": ":method", "string_match": string_match(meth)}));
     }
