@@ -271,3 +271,43 @@ fn invalid_objects_are_reported_as_refused_by_istiod() {
         d.join("\n")
     );
 }
+
+#[test]
+fn reintroduced_retry_on_503_is_caught() {
+    // meshcheck's local routes once retried 503s; pilot's default retry policy lists
+    // no status code (retry.go). And a VirtualService's timeout and retries must
+    // become what pilot writes.
+    let Some(bin) = bin() else { return };
+    let f = FixtureCopy::new();
+    f.replace(
+        "40-virtualservices.yaml",
+        "        prefix: /authz\n    route:\n",
+        "        prefix: /authz\n    timeout: 2.5s\n    retries:\n      attempts: 4\n      perTryTimeout: 500ms\n      retryOn: gateway-error,503\n    route:\n",
+    );
+    let (fx, mut mesh, out) = istiod(bin, f.path());
+    assert!(disagreements(&fx, &mesh, &out).is_empty());
+    for r in mesh.gateways[0].listeners[0].route_config.vhosts[0]
+        .routes
+        .iter_mut()
+    {
+        if let Some(p) = r.retry.as_mut() {
+            if p.attempts == 2 {
+                p.status_codes = vec![503];
+            }
+        }
+    }
+    let d = disagreements(&fx, &mesh, &out);
+    assert!(
+        d.iter().any(|f| f.contains("VirtualService atlas/atlas-ui")
+            && f.contains("meshcheck: timeout and retries timeout 0ms, retries 2 on connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes codes [503]")
+            && f.contains("istiod 1.30.3: timeout and retries timeout 0ms, retries 2 on connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes")),
+        "{}",
+        d.join("\n")
+    );
+    // The authz route (timeout 2.5s, 4 attempts on gateway-error and 503) agreed.
+    assert!(
+        !d.iter().any(|f| f.contains("VirtualService atlas/authz")),
+        "{}",
+        d.join("\n")
+    );
+}

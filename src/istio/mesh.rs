@@ -114,6 +114,101 @@ pub struct RoutePlan {
     pub destinations: Vec<WeightedDestination>,
     /// What the route does: forward to `destinations`, or answer at the gateway.
     pub action: RouteKind,
+    /// Envoy route timeout in milliseconds (0: none, pilot's default).
+    pub timeout_ms: u64,
+    /// Envoy retry policy; None: retries switched off (`attempts: 0`).
+    pub retry: Option<RetryPlan>,
+}
+
+/// Envoy's retry policy as pilot writes it (pilot/pkg/networking/core/route/retry/
+/// retry.go, 1.30.3, ConvertPolicy): 2 attempts on
+/// `connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes` with no
+/// status code unless `retryOn` lists some.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPlan {
+    pub attempts: u32,
+    pub retry_on: String,
+    pub status_codes: Vec<u32>,
+    pub per_try_timeout_ms: Option<u64>,
+}
+
+impl Default for RetryPlan {
+    fn default() -> Self {
+        RetryPlan {
+            attempts: 2,
+            retry_on: "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+                .into(),
+            status_codes: Vec::new(),
+            per_try_timeout_ms: None,
+        }
+    }
+}
+
+/// The retry policy of a VirtualService route (retry.go ConvertPolicy, parseRetryOn).
+fn retry_plan(r: Option<&crate::fixtures::istio::HttpRetry>) -> Option<RetryPlan> {
+    let Some(r) = r else {
+        return Some(RetryPlan::default());
+    };
+    if r.attempts <= 0 {
+        return None;
+    }
+    let mut plan = RetryPlan {
+        attempts: r.attempts as u32,
+        ..RetryPlan::default()
+    };
+    if let Some(on) = r.retry_on.as_deref().filter(|s| !s.is_empty()) {
+        let mut words = Vec::new();
+        for part in on.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part.parse::<u32>() {
+                Ok(code) if (100..600).contains(&code) => plan.status_codes.push(code),
+                _ => words.push(part),
+            }
+        }
+        plan.retry_on = words.join(",");
+        if !plan.status_codes.is_empty() && !plan.retry_on.contains("retriable-status-codes") {
+            plan.retry_on.push_str(",retriable-status-codes");
+        }
+    }
+    plan.per_try_timeout_ms = r.per_try_timeout.as_deref().and_then(duration_ms);
+    Some(plan)
+}
+
+/// A Go/protobuf duration (`1h2m3.5s`, `500ms`, `0.500s`) in milliseconds.
+pub fn duration_ms(s: &str) -> Option<u64> {
+    let mut total = 0f64;
+    let mut num = String::new();
+    let mut chars = s.trim().chars().peekable();
+    chars.peek()?;
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() || c == '.' {
+            num.push(c);
+            continue;
+        }
+        let unit = match (c, chars.peek()) {
+            ('m', Some('s')) => {
+                chars.next();
+                1.0
+            }
+            ('u' | 'µ', Some('s')) => {
+                chars.next();
+                0.001
+            }
+            ('n', Some('s')) => {
+                chars.next();
+                0.000_001
+            }
+            ('h', _) => 3_600_000.0,
+            ('m', _) => 60_000.0,
+            ('s', _) => 1000.0,
+            _ => return None,
+        };
+        total += num.parse::<f64>().ok()? * unit;
+        num.clear();
+    }
+    if !num.is_empty() {
+        return None;
+    }
+    Some(total.round() as u64)
 }
 
 /// One header or query parameter condition, as pilot translates it (route.go, 1.30.3:
@@ -841,6 +936,10 @@ pub(crate) fn routes_of(
                 ),
                 destinations: destinations.clone(),
                 action: action.clone(),
+                // pilot route.go setTimeout and retry.ConvertPolicy; routes the
+                // gateway answers itself carry neither.
+                timeout_ms: http.timeout.as_deref().and_then(duration_ms).unwrap_or(0),
+                retry: retry_plan(http.retries.as_ref()),
             });
         }
     }

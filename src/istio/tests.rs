@@ -142,6 +142,8 @@ fn rewrite_route(path: PathMatch, rewrite: UriRewrite) -> RoutePlan {
         response_headers: Default::default(),
         destinations: vec![],
         action: RouteKind::Forward,
+        timeout_ms: 0,
+        retry: Some(RetryPlan::default()),
     }
 }
 
@@ -207,4 +209,17 @@ spec:
         routes[1].rewrite,
         Some(UriRewrite::Regex("^/b/?(.*)".into(), "/\\1".into()))
     );
+}
+
+#[test]
+fn durations_parse_as_go_and_protobuf_write_them() {
+    assert_eq!(duration_ms("5s"), Some(5000));
+    assert_eq!(duration_ms("500ms"), Some(500));
+    assert_eq!(duration_ms("0.500s"), Some(500));
+    assert_eq!(duration_ms("1m30s"), Some(90_000));
+    assert_eq!(duration_ms("1h"), Some(3_600_000));
+    assert_eq!(duration_ms("0s"), Some(0));
+    assert_eq!(duration_ms("5"), None);
+    assert_eq!(duration_ms(""), None);
+    assert_eq!(duration_ms("5x"), None);
 }

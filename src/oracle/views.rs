@@ -25,6 +25,9 @@ pub struct RouteView {
     /// Header operations, sorted: `request set k=v`, `response remove k`, and per
     /// weighted cluster `<cluster>: response add k=v`.
     pub header_ops: Vec<String>,
+    /// `timeout 0ms`, `retries 2 on connect-failure,... codes [503] per try 500ms`
+    /// (forwarding routes only).
+    pub timeouts: String,
 }
 
 impl RouteView {
@@ -58,6 +61,11 @@ impl RouteView {
             "authority rewrite",
             or_none(&self.host_rewrite),
             or_none(&other.host_rewrite),
+        );
+        cmp(
+            "timeout and retries",
+            self.timeouts.clone(),
+            other.timeouts.clone(),
         );
         cmp(
             "header operations",
@@ -106,6 +114,24 @@ fn direct_view(status: u32, body: &str) -> String {
     } else {
         format!("direct_response {status} body={body:?}")
     }
+}
+
+/// `timeout 0ms, retries 2 on <retry_on> codes [..] per try 500ms` (or `no retries`).
+fn timeouts_view(timeout_ms: u64, retry: Option<(u32, &str, &[u32], Option<u64>)>) -> String {
+    let mut v = format!("timeout {timeout_ms}ms, ");
+    match retry {
+        None => v.push_str("no retries"),
+        Some((n, on, codes, per_try)) => {
+            v.push_str(&format!("retries {n} on {on}"));
+            if !codes.is_empty() {
+                v.push_str(&format!(" codes {codes:?}"));
+            }
+            if let Some(p) = per_try {
+                v.push_str(&format!(" per try {p}ms"));
+            }
+        }
+    }
+    v
 }
 
 /// `request set k=v`, `request add k=v`, `request remove k` for the model's operations.
@@ -254,7 +280,22 @@ pub fn model_route(r: &RoutePlan) -> RouteView {
         header_ops.extend(ops_view(&prefix, "response", &d.response_headers));
     }
     header_ops.sort();
+    let timeouts = match &r.action {
+        RouteKind::Forward => timeouts_view(
+            r.timeout_ms,
+            r.retry.as_ref().map(|p| {
+                (
+                    p.attempts,
+                    p.retry_on.as_str(),
+                    &p.status_codes[..],
+                    p.per_try_timeout_ms,
+                )
+            }),
+        ),
+        _ => String::new(),
+    };
     RouteView {
+        timeouts,
         header_ops,
         virtual_service: r.virtual_service.clone(),
         path,
@@ -352,7 +393,36 @@ pub fn oracle_route(r: &RouteResult) -> RouteView {
         header_ops.extend(envoy_ops(&format!("{name}: "), c));
     }
     header_ops.sort();
+    let timeouts = match r.envoy.get("route") {
+        Some(a) => {
+            let ms = |v: Option<&Value>| {
+                v.and_then(Value::as_str)
+                    .and_then(crate::istio::duration_ms)
+            };
+            let retry = a.get("retry_policy");
+            let codes: Vec<u32> = retry
+                .and_then(|p| p.get("retriable_status_codes"))
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c.as_u64().map(|c| c as u32))
+                .collect();
+            timeouts_view(
+                ms(a.get("timeout")).unwrap_or(0),
+                retry.map(|p| {
+                    (
+                        p.get("num_retries").and_then(Value::as_u64).unwrap_or(1) as u32,
+                        p.get("retry_on").and_then(Value::as_str).unwrap_or(""),
+                        &codes[..],
+                        ms(p.get("per_try_timeout")),
+                    )
+                }),
+            )
+        }
+        None => String::new(),
+    };
     RouteView {
+        timeouts,
         header_ops,
         virtual_service: r
             .virtual_service()

@@ -7,8 +7,8 @@
 use super::certs::CertFiles;
 use crate::fixtures::istio::StringMatch;
 use crate::istio::{
-    ClusterPlan, HeaderOps, ListenerPlan, ListenerProtocol, Matcher, Mesh, PathMatch, RouteKind,
-    RoutePlan, UpstreamTls, UriRewrite,
+    ClusterPlan, HeaderOps, ListenerPlan, ListenerProtocol, Matcher, Mesh, PathMatch, RetryPlan,
+    RouteKind, RoutePlan, UpstreamTls, UriRewrite,
 };
 use serde_json::{json, Value};
 use std::net::Ipv4Addr;
@@ -60,15 +60,22 @@ fn router_filter() -> Value {
 }
 
 /// Istio's default route retry policy.
-fn istio_retry_policy() -> Value {
-    json!({
-        "retry_on": "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
-        "num_retries": 2,
+/// Envoy's retry policy as pilot writes it (retry.go ConvertPolicy).
+fn retry_policy(r: &RetryPlan) -> Value {
+    let mut v = json!({
+        "retry_on": r.retry_on,
+        "num_retries": r.attempts,
         "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts",
             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"}}],
         "host_selection_retry_max_attempts": "5",
-        "retriable_status_codes": [503]
-    })
+    });
+    if !r.status_codes.is_empty() {
+        v["retriable_status_codes"] = json!(r.status_codes);
+    }
+    if let Some(ms) = r.per_try_timeout_ms {
+        v["per_try_timeout"] = json!(format!("{:.3}s", ms as f64 / 1000.0));
+    }
+    v
 }
 
 /// A header or query condition as pilot writes it (route.go translateHeaderMatch):
@@ -173,8 +180,13 @@ fn route(r: &RoutePlan) -> Value {
             .collect();
         action.insert("weighted_clusters".into(), json!({"clusters": clusters}));
     }
-    action.insert("timeout".into(), json!("0s"));
-    action.insert("retry_policy".into(), istio_retry_policy());
+    action.insert(
+        "timeout".into(),
+        json!(format!("{:.3}s", r.timeout_ms as f64 / 1000.0)),
+    );
+    if let Some(retry) = &r.retry {
+        action.insert("retry_policy".into(), retry_policy(retry));
+    }
     match &r.rewrite {
         Some(UriRewrite::Prefix(p)) => {
             action.insert("prefix_rewrite".into(), json!(p));
