@@ -245,9 +245,7 @@ fn istiod_config(
     mesh: &Mesh,
     suite: &Suite,
 ) -> Result<crate::oracle::output::Output, Error> {
-    let bin = crate::oracle::locate(spec)?;
-    let input = crate::oracle::input::build(fx, mesh, suite);
-    let answer = crate::oracle::run(&bin, &input, true)?;
+    let answer = crate::oracle::ask(spec, fx, mesh, suite, true)?;
     eprintln!(
         "control plane: istiod {} ({}), {} gateway pod(s)",
         answer.istio.release,
@@ -270,9 +268,7 @@ fn oracle_findings(
     mesh: &Mesh,
     suite: &Suite,
 ) -> Result<(crate::oracle::output::Build, Vec<Finding>), Error> {
-    let bin = crate::oracle::locate(spec)?;
-    let input = crate::oracle::input::build(fx, mesh, suite);
-    let answer = crate::oracle::run(&bin, &input, false)?;
+    let answer = crate::oracle::ask(spec, fx, mesh, suite, false)?;
     let mut findings = crate::oracle::compare(fx, mesh, suite, &answer);
     findings.push(Finding {
         analysis: crate::oracle::compare::ANALYSIS.into(),

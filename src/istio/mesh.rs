@@ -250,6 +250,34 @@ pub struct Redirect {
     pub code: u16,
 }
 
+/// Envoy's RedirectAction.RedirectResponseCode names, by HTTP status (route.go
+/// ApplyRedirect); MOVED_PERMANENTLY is the enum's zero.
+const REDIRECT_CODES: &[(u16, &str)] = &[
+    (301, "MOVED_PERMANENTLY"),
+    (302, "FOUND"),
+    (303, "SEE_OTHER"),
+    (307, "TEMPORARY_REDIRECT"),
+    (308, "PERMANENT_REDIRECT"),
+];
+
+impl Redirect {
+    /// Envoy's name for status `code`.
+    pub fn envoy_code(code: u16) -> &'static str {
+        REDIRECT_CODES
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map_or("MOVED_PERMANENTLY", |(_, n)| n)
+    }
+
+    /// The status for Envoy's name (absent from JSON: the zero, 301).
+    pub fn status_of(name: &str) -> u16 {
+        REDIRECT_CODES
+            .iter()
+            .find(|(_, n)| *n == name)
+            .map_or(301, |(c, _)| *c)
+    }
+}
+
 /// A route's action (pilot/pkg/networking/core/route/route.go, 1.30.3,
 /// translateRoute: redirect, else directResponse, else the destinations).
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -275,6 +303,18 @@ pub struct HeaderOps {
     pub set: Vec<(String, String)>,
     pub add: Vec<(String, String)>,
     pub remove: Vec<String>,
+}
+
+impl HeaderOps {
+    /// These operations, then `next`'s (pilot route.go processDestination appends a
+    /// single destination's operations to the route's).
+    pub fn then(&self, next: &HeaderOps) -> HeaderOps {
+        let mut out = self.clone();
+        out.set.extend(next.set.iter().cloned());
+        out.add.extend(next.add.iter().cloned());
+        out.remove.extend(next.remove.iter().cloned());
+        out
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -1023,18 +1063,6 @@ pub fn destination_port(fx: &Fixtures, written: Option<u16>, fqdn: &str) -> Opti
         [only] => Some(only.port),
         _ => None,
     }
-}
-
-/// Escapes a literal for an RE2 pattern.
-pub fn regex_escape(s: &str) -> String {
-    let mut out = String::new();
-    for c in s.chars() {
-        if "\\.+*?()|[]{}^$".contains(c) {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// The cluster for a destination, with its endpoints. `None` when the host names no

@@ -225,7 +225,7 @@ fn requests(d: &mut Diff, suite: &Suite, o: &Output) {
 fn gateway(d: &mut Diff, gi: usize, gw: &GatewayProxy, og: &GatewayConfig) {
     let pod = &d.mesh.pods[gw.pod];
     let pod_name = format!("Pod {}/{}", pod.namespace, pod.name);
-    listeners(d, gw, og, &pod_name);
+    listeners(d, gi, gw, og, &pod_name);
     let mut routed_clusters = BTreeSet::new();
     for l in &gw.listeners {
         if !matches!(l.protocol, ListenerProtocol::Http | ListenerProtocol::Https) {
@@ -290,7 +290,7 @@ fn first_gateway_source(d: &Diff, gi: usize) -> Source {
         .unwrap_or_else(|| pod.source.clone())
 }
 
-fn listeners(d: &mut Diff, gw: &GatewayProxy, og: &GatewayConfig, pod_name: &str) {
+fn listeners(d: &mut Diff, gi: usize, gw: &GatewayProxy, og: &GatewayConfig, pod_name: &str) {
     let mine: BTreeSet<String> = gw.listeners.iter().map(|l| l.name.clone()).collect();
     let theirs: BTreeSet<String> = og
         .listeners
@@ -298,15 +298,7 @@ fn listeners(d: &mut Diff, gw: &GatewayProxy, og: &GatewayConfig, pod_name: &str
         .filter_map(|l| l.get("name").and_then(|n| n.as_str()).map(str::to_string))
         .collect();
     if mine != theirs {
-        let at = d
-            .fx
-            .gateways
-            .iter()
-            .find(|g| {
-                crate::fixtures::k8s::selects(&g.spec.spec.selector, &d.mesh.pods[gw.pod].labels)
-            })
-            .map(|g| g.source.clone())
-            .unwrap_or_default();
+        let at = first_gateway_source(d, gi);
         d.push(
             "MC405",
             pod_name.to_string(),

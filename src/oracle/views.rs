@@ -357,14 +357,7 @@ pub fn oracle_route(r: &RouteResult) -> RouteView {
         "redirect" => {
             let j = r.redirect.clone().unwrap_or_default();
             let text = |k: &str| j.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-            let code = match text("response_code").as_str() {
-                "FOUND" => 302,
-                "SEE_OTHER" => 303,
-                "TEMPORARY_REDIRECT" => 307,
-                "PERMANENT_REDIRECT" => 308,
-                // MOVED_PERMANENTLY is the enum's zero: absent from the JSON.
-                _ => 301,
-            };
+            let code = crate::istio::Redirect::status_of(&text("response_code"));
             let port = j.get("port_redirect").and_then(Value::as_u64).unwrap_or(0) as u32;
             redirect_view(
                 code,
@@ -575,12 +568,13 @@ pub fn oracle_answer(s: &SimResult) -> Answer {
         if r.action != "route" {
             let status = match r.action.as_str() {
                 "direct_response" => r.direct_response.as_ref().map(|d| d.status).unwrap_or(0),
-                "redirect" => v
-                    .action
-                    .split_whitespace()
-                    .nth(1)
-                    .and_then(|c| c.parse().ok())
-                    .unwrap_or(0),
+                "redirect" => u32::from(crate::istio::Redirect::status_of(
+                    r.redirect
+                        .as_ref()
+                        .and_then(|j| j.get("response_code"))
+                        .and_then(Value::as_str)
+                        .unwrap_or(""),
+                )),
                 _ => 0,
             };
             return Answer {

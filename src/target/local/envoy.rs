@@ -7,8 +7,8 @@
 use super::certs::CertFiles;
 use crate::fixtures::istio::StringMatch;
 use crate::istio::{
-    ClusterPlan, HeaderOps, ListenerPlan, ListenerProtocol, Matcher, Mesh, PathMatch, RetryPlan,
-    RouteKind, RoutePlan, UpstreamTls, UriRewrite,
+    ClusterPlan, HeaderOps, ListenerPlan, ListenerProtocol, Matcher, Mesh, PathMatch, Redirect,
+    RetryPlan, RouteKind, RoutePlan, UpstreamTls, UriRewrite,
 };
 use serde_json::{json, Value};
 use std::net::Ipv4Addr;
@@ -102,7 +102,7 @@ fn gateway_answer(kind: &RouteKind) -> Option<(&'static str, Value)> {
         RouteKind::Forward => None,
         RouteKind::Redirect(r) => {
             let mut v = json!({"path_redirect": r.path, "host_redirect": r.host,
-                               "response_code": redirect_code_name(r.code)});
+                               "response_code": Redirect::envoy_code(r.code)});
             if let Some(s) = &r.scheme {
                 v["scheme_redirect"] = json!(s);
             }
@@ -118,17 +118,6 @@ fn gateway_answer(kind: &RouteKind) -> Option<(&'static str, Value)> {
             }
             Some(("direct_response", d))
         }
-    }
-}
-
-/// Envoy's RedirectAction.RedirectResponseCode for an HTTP status.
-pub fn redirect_code_name(code: u16) -> &'static str {
-    match code {
-        302 => "FOUND",
-        303 => "SEE_OTHER",
-        307 => "TEMPORARY_REDIRECT",
-        308 => "PERMANENT_REDIRECT",
-        _ => "MOVED_PERMANENTLY",
     }
 }
 
@@ -204,27 +193,16 @@ fn route(r: &RoutePlan) -> Value {
     }
     let mut out = json!({"name": r.name, "match": m, "route": action,
                          "decorator": {"operation": r.name}});
-    let mut ops = r.request_headers.clone();
-    if r.destinations.len() == 1 {
-        ops.set
-            .extend(r.destinations[0].request_headers.set.clone());
-        ops.add
-            .extend(r.destinations[0].request_headers.add.clone());
-        ops.remove
-            .extend(r.destinations[0].request_headers.remove.clone());
-    }
-    header_ops_into(&mut out, "request", &ops);
     // pilot (route.go processDestination): a single destination's header operations
     // go on the route, after the route's own.
-    let mut resp = r.response_headers.clone();
-    if r.destinations.len() == 1 {
-        resp.set
-            .extend(r.destinations[0].response_headers.set.clone());
-        resp.add
-            .extend(r.destinations[0].response_headers.add.clone());
-        resp.remove
-            .extend(r.destinations[0].response_headers.remove.clone());
-    }
+    let (req, resp) = match r.destinations.as_slice() {
+        [only] => (
+            r.request_headers.then(&only.request_headers),
+            r.response_headers.then(&only.response_headers),
+        ),
+        _ => (r.request_headers.clone(), r.response_headers.clone()),
+    };
+    header_ops_into(&mut out, "request", &req);
     header_ops_into(&mut out, "response", &resp);
     out
 }
