@@ -192,7 +192,7 @@ checks:
   - group: matches
     name: query-selects-v2
     http:
-      request: { path: "/atlas-rest?canary=yes" }
+      request: { path: "/canary?canary=yes" }
       expect: { status: 200, backend: { service: nb-rest, version: v2 } }
   - group: matches
     name: without-header-goes-to-ui
@@ -208,11 +208,12 @@ checks:
 
 fn with_matches() -> FixtureCopy {
     let f = FixtureCopy::new();
-    // A canary route on ?canary=yes, before the pinned and split routes.
+    // A canary route on /canary?canary=yes (nothing else matches /canary: without the
+    // query condition met the answer is a deterministic 404).
     f.replace(
         "40-virtualservices.yaml",
         "  - name: atlas-rest-v2-pinned\n",
-        "  - name: canary\n    match:\n    - uri:\n        exact: /atlas-rest\n      queryParams:\n        canary:\n          exact: \"yes\"\n    rewrite:\n      uri: /\n    route:\n    - destination:\n        host: nb-rest\n        subset: v2\n        port:\n          number: 80\n  - name: atlas-rest-v2-pinned\n",
+        "  - name: canary\n    match:\n    - uri:\n        exact: /canary\n      queryParams:\n        canary:\n          exact: \"yes\"\n    rewrite:\n      uri: /\n    route:\n    - destination:\n        host: nb-rest\n        subset: v2\n        port:\n          number: 80\n  - name: atlas-rest-v2-pinned\n",
     );
     // /beta reaches atlas-ui unless x-no-beta is sent, over http only.
     f.replace(
