@@ -248,6 +248,32 @@ const ISTIO_FIELDS: &[(&str, &str, &[&str])] = &[
         &["uri", "authority", "uriRegexRewrite"],
     ),
     ("VirtualService", "headers", &["request", "response"]),
+    ("VirtualService", "fault", &["delay", "abort"]),
+    (
+        "VirtualService",
+        "delay",
+        &["fixedDelay", "exponentialDelay", "percentage", "percent"],
+    ),
+    (
+        "VirtualService",
+        "abort",
+        &["httpStatus", "grpcStatus", "http2Error", "percentage"],
+    ),
+    ("VirtualService", "percentage", &["value"]),
+    (
+        "VirtualService",
+        "corsPolicy",
+        &[
+            "allowOrigin",
+            "allowOrigins",
+            "allowMethods",
+            "allowHeaders",
+            "exposeHeaders",
+            "maxAge",
+            "allowCredentials",
+            "unmatchedPreflights",
+        ],
+    ),
     ("VirtualService", "request", &["set", "add", "remove"]),
     ("VirtualService", "response", &["set", "add", "remove"]),
     (
@@ -300,8 +326,10 @@ const ISTIO_FIELDS: &[(&str, &str, &[&str])] = &[
 /// Whether Istio defines `path` (e.g. `spec.http[0].retries`) for `kind`; None when
 /// the parent is not in the table.
 fn istio_defines(kind: &str, path: &str) -> Option<bool> {
+    // serde_ignored writes `?` for an Option it went through: not a field.
     let segs: Vec<&str> = path
         .split('.')
+        .filter(|s| *s != "?")
         .map(|s| s.split('[').next().unwrap_or(s))
         .collect();
     let (field, parent) = match segs.as_slice() {
@@ -1000,7 +1028,7 @@ fn simulate_suite(c: &mut Ctx, suite: &Suite) {
                     .simulate(&sim_request(&h.request, suite.ingress.port));
                 // Identical mismatches of several branches are one, with their shares added.
                 let mut by_msg: Vec<(String, f64)> = Vec::new();
-                for b in p.branches.iter().filter(|b| b.share > 0.0) {
+                for b in p.outcomes().iter().filter(|b| b.share > 0.0) {
                     if let Some(m) = branch_mismatch(&h.expect, b) {
                         match by_msg.iter_mut().find(|(x, _)| *x == m) {
                             Some((_, s)) => *s += b.share,
@@ -1026,7 +1054,7 @@ fn simulate_suite(c: &mut Ctx, suite: &Suite) {
                     .simulate(&sim_request(&d.request, suite.ingress.port));
                 let mut shares: BTreeMap<String, f64> = BTreeMap::new();
                 let mut bad = Vec::new();
-                for b in &p.branches {
+                for b in &p.outcomes() {
                     match (&b.status, &b.backend) {
                         (Some(s), Some(be))
                             if (200..300).contains(s)
@@ -1083,7 +1111,7 @@ fn simulate_suite(c: &mut Ctx, suite: &Suite) {
             ),
         };
         f.istio = p
-            .branches
+            .outcomes()
             .iter()
             .map(|b| b.reason.clone())
             .collect::<Vec<_>>()

@@ -657,3 +657,23 @@ fn fail_fast_stops_before_any_target() {
         r.stdout
     );
 }
+
+#[test]
+fn a_typo_inside_an_optional_field_is_unknown_not_unmodelled() {
+    // serde_ignored reports `fault.?.delay.?.fixedDelays`: the `?` are not fields.
+    let f = FixtureCopy::new();
+    f.replace(
+        "40-virtualservices.yaml",
+        "  - name: atlas-ui\n",
+        "  - name: atlas-ui\n    fault:\n      delay:\n        fixedDelays: 1s\n        percent: 10\n",
+    );
+    let all = findings(&f);
+    let typo = expect(
+        &all,
+        "MC301",
+        Severity::Warning,
+        "VirtualService atlas/atlas-ui",
+        "40-virtualservices.yaml:15",
+    );
+    assert!(typo.message.contains("fixedDelays"), "{typo}");
+}

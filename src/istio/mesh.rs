@@ -118,6 +118,8 @@ pub struct RoutePlan {
     pub timeout_ms: u64,
     /// Envoy retry policy; None: retries switched off (`attempts: 0`).
     pub retry: Option<RetryPlan>,
+    /// `fault` and `corsPolicy` (route_filters.rs).
+    pub filters: super::route_filters::RouteFilters,
 }
 
 /// Envoy's retry policy as pilot writes it (pilot/pkg/networking/core/route/retry/
@@ -980,6 +982,7 @@ pub(crate) fn routes_of(
                 // gateway answers itself carry neither.
                 timeout_ms: http.timeout.as_deref().and_then(duration_ms).unwrap_or(0),
                 retry: retry_plan(http.retries.as_ref()),
+                filters: super::route_filters::RouteFilters::of(http),
             });
         }
     }

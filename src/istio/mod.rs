@@ -6,10 +6,12 @@
 
 mod mesh;
 mod pods;
+mod route_filters;
 mod simulate;
 
 pub use mesh::*;
 pub use pods::*;
+pub use route_filters::*;
 pub use simulate::*;
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use super::mesh::{
     ClusterPlan, Mesh, PathMatch, RouteKind, RoutePlan, UpstreamTls, UriRewrite, VHostPlan,
 };
 use super::pods::PodRole;
+use super::route_filters::FaultPlan;
 use crate::fixtures::istio::StringMatch;
 use std::collections::BTreeMap;
 
@@ -56,7 +57,12 @@ pub struct Prediction {
     /// The steps common to every branch (listener, virtual host, route).
     pub steps: Vec<String>,
     pub route: Option<RouteRef>,
+    /// Where the route forwards (or what the gateway answers), before any fault.
     pub branches: Vec<Branch>,
+    /// The matched route's `fault`: Envoy's fault filter runs before the router, so
+    /// an abort answers before any redirect, direct response or upstream
+    /// ([`Prediction::outcomes`] applies it).
+    pub fault: Option<FaultPlan>,
 }
 
 /// The VirtualService route a request matched.
@@ -70,6 +76,46 @@ pub struct RouteRef {
 }
 
 impl Prediction {
+    /// What requests get, in shares: an abort's share answered with its status by the
+    /// gateway, the rest as [`Prediction::branches`] (Envoy fault filter: abort
+    /// percentage of requests, pilot route.go TranslateFault).
+    pub fn outcomes(&self) -> Vec<Branch> {
+        let Some(a) = self.fault.as_ref().and_then(|f| f.abort.as_ref()) else {
+            return self.branches.clone();
+        };
+        let share = a.share();
+        if share <= 0.0 {
+            return self.branches.clone();
+        }
+        let mut out = vec![Branch {
+            share,
+            status: Some(a.http_status),
+            backend: None,
+            path_seen: None,
+            headers_seen: BTreeMap::new(),
+            mtls: None,
+            cluster: None,
+            reason: format!(
+                "fault abort: the gateway answers {} for {}% of requests",
+                a.http_status,
+                share * 100.0
+            ),
+        }];
+        if share < 1.0 {
+            out.extend(self.branches.iter().map(|b| Branch {
+                share: b.share * (1.0 - share),
+                ..b.clone()
+            }));
+        }
+        out
+    }
+
+    /// The fixed delay the route's fault adds, and to which share of requests.
+    pub fn delay(&self) -> Option<(u64, f64)> {
+        let d = self.fault.as_ref()?.delay.as_ref()?;
+        Some((d.fixed_delay_ms, d.percentage.share()))
+    }
+
     /// One line: `VirtualService atlas/x route 0 -> 200 from atlas-ui v1 (100%)`.
     pub fn summary(&self) -> String {
         let via = self
@@ -77,8 +123,8 @@ impl Prediction {
             .as_ref()
             .map(|r| format!("via {} route {}: ", r.virtual_service, r.http_index))
             .unwrap_or_default();
-        let b: Vec<String> = self
-            .branches
+        let outcomes = self.outcomes();
+        let b: Vec<String> = outcomes
             .iter()
             .map(|b| {
                 let what = match (&b.status, &b.backend) {
@@ -86,7 +132,7 @@ impl Prediction {
                     (Some(s), Some(be)) => format!("{s} from {} {}", be.service, be.version),
                     (Some(s), None) => format!("{s} ({})", b.reason),
                 };
-                if self.branches.len() > 1 {
+                if outcomes.len() > 1 {
                     format!("{what} ({:.0}%)", b.share * 100.0)
                 } else {
                     what
@@ -99,7 +145,7 @@ impl Prediction {
     /// The whole decision path, one step a line.
     pub fn explain(&self) -> String {
         let mut s = self.steps.join("\n  -> ");
-        for b in &self.branches {
+        for b in &self.outcomes() {
             s.push_str(&format!("\n  => [{:.0}%] {}", b.share * 100.0, b.reason));
         }
         s
@@ -413,6 +459,30 @@ impl Mesh {
             route.source,
             describe_match(route)
         ));
+        if let Some(f) = &route.filters.fault {
+            if let Some(d) = &f.delay {
+                steps.push(format!(
+                    "fault delay {}ms for {}% of requests",
+                    d.fixed_delay_ms,
+                    d.percentage.share() * 100.0
+                ));
+            }
+        }
+        let mut p = self.route_action(steps, rref, route, req, &path_seen);
+        p.fault = route.filters.fault.clone();
+        p
+    }
+
+    /// What the matched route does with `req`: the gateway answers (redirect, direct
+    /// response) or it forwards to its weighted destinations.
+    fn route_action(
+        &self,
+        mut steps: Vec<String>,
+        rref: RouteRef,
+        route: &RoutePlan,
+        req: &SimRequest,
+        path_seen: &str,
+    ) -> Prediction {
         // Routes the gateway answers itself (pilot: redirect, directResponse).
         match &route.action {
             RouteKind::Forward => {}
@@ -479,6 +549,7 @@ impl Mesh {
             steps,
             route: Some(rref),
             branches,
+            fault: None,
         }
     }
 
@@ -628,6 +699,7 @@ fn refused(steps: Vec<String>, why: String) -> Prediction {
     Prediction {
         steps,
         route: None,
+        fault: None,
         branches: vec![Branch {
             share: 1.0,
             status: None,
@@ -650,6 +722,7 @@ fn status_only(
     Prediction {
         steps,
         route,
+        fault: None,
         branches: vec![Branch {
             share: 1.0,
             status: Some(status),

@@ -28,6 +28,9 @@ pub struct RouteView {
     /// `timeout 0ms`, `retries 2 on connect-failure,... codes [503] per try 500ms`
     /// (forwarding routes only).
     pub timeouts: String,
+    /// Per-route filter settings: `fault delay 1000ms 20/100, abort 503 unset`,
+    /// `cors origins=[exact:https://a] methods=GET ...`, or empty.
+    pub filters: String,
 }
 
 impl RouteView {
@@ -71,6 +74,11 @@ impl RouteView {
             "header operations",
             self.header_ops.join("; "),
             other.header_ops.join("; "),
+        );
+        cmp(
+            "fault and CORS",
+            or_none(&self.filters),
+            or_none(&other.filters),
         );
         d
     }
@@ -225,6 +233,161 @@ fn shares(weights: &[(String, f64)]) -> String {
         .join(", ")
 }
 
+/// `n/d`, or `unset`.
+fn fraction_view(f: Option<(u64, u64)>) -> String {
+    match f {
+        Some((n, d)) => format!("{n}/{d}"),
+        None => "unset".into(),
+    }
+}
+
+fn fault_view(
+    delay: Option<(u64, Option<(u64, u64)>)>,
+    abort: Option<(u64, Option<(u64, u64)>)>,
+) -> String {
+    let mut parts = Vec::new();
+    if let Some((ms, p)) = delay {
+        parts.push(format!("fault delay {ms}ms {}", fraction_view(p)));
+    }
+    if let Some((status, p)) = abort {
+        parts.push(format!("fault abort {status} {}", fraction_view(p)));
+    }
+    parts.join(", ")
+}
+
+struct CorsView<'a> {
+    origins: Vec<String>,
+    methods: &'a str,
+    headers: &'a str,
+    expose: &'a str,
+    max_age: Option<String>,
+    credentials: Option<bool>,
+    forward_unmatched: Option<bool>,
+}
+
+impl CorsView<'_> {
+    fn text(&self) -> String {
+        format!(
+            "cors origins=[{}] methods={} headers={} expose={} max_age={} credentials={} forward_not_matching_preflights={}",
+            self.origins.join(","),
+            self.methods,
+            self.headers,
+            self.expose,
+            self.max_age.as_deref().unwrap_or("unset"),
+            self.credentials.map(|b| b.to_string()).unwrap_or("unset".into()),
+            self.forward_unmatched.map(|b| b.to_string()).unwrap_or("unset".into()),
+        )
+    }
+}
+
+/// The model's fault and CORS settings of a route.
+fn model_filters(f: &crate::istio::RouteFilters) -> String {
+    let frac = |x: &crate::istio::Fraction| (u64::from(x.numerator), u64::from(x.denominator));
+    let mut parts = Vec::new();
+    if let Some(fault) = &f.fault {
+        parts.push(fault_view(
+            fault
+                .delay
+                .as_ref()
+                .map(|d| (d.fixed_delay_ms, Some(frac(&d.percentage)))),
+            fault
+                .abort
+                .as_ref()
+                .map(|a| (u64::from(a.http_status), a.percentage.as_ref().map(frac))),
+        ));
+    }
+    if let Some(c) = &f.cors {
+        parts.push(
+            CorsView {
+                origins: c.allow_origins.iter().map(string_match).collect(),
+                methods: &c.allow_methods,
+                headers: &c.allow_headers,
+                expose: &c.expose_headers,
+                max_age: c.max_age_s.map(|s| s.to_string()),
+                credentials: c.allow_credentials,
+                forward_unmatched: Some(c.forward_not_matching_preflights),
+            }
+            .text(),
+        );
+    }
+    parts.join("; ")
+}
+
+/// Envoy's FractionalPercent JSON: (numerator, denominator); proto3 defaults 0 and
+/// HUNDRED are left out of the JSON.
+fn envoy_fraction(v: Option<&Value>) -> Option<(u64, u64)> {
+    let v = v?;
+    let n = v.get("numerator").and_then(Value::as_u64).unwrap_or(0);
+    let d = match v.get("denominator").and_then(Value::as_str) {
+        Some("MILLION") => 1_000_000,
+        Some("TEN_THOUSAND") => 10_000,
+        _ => 100,
+    };
+    Some((n, d))
+}
+
+/// istiod's fault and CORS settings of a route (`typed_per_filter_config`).
+fn envoy_filters(cfg: Option<&Value>) -> String {
+    let Some(cfg) = cfg else {
+        return String::new();
+    };
+    let mut parts = Vec::new();
+    if let Some(f) = cfg.get("envoy.filters.http.fault") {
+        let delay = f.get("delay").map(|d| {
+            (
+                d.get("fixed_delay")
+                    .and_then(Value::as_str)
+                    .and_then(crate::istio::duration_ms)
+                    .unwrap_or(0),
+                envoy_fraction(d.get("percentage")),
+            )
+        });
+        let abort = f.get("abort").map(|a| {
+            (
+                a.get("http_status").and_then(Value::as_u64).unwrap_or(0),
+                envoy_fraction(a.get("percentage")),
+            )
+        });
+        parts.push(fault_view(delay, abort));
+    }
+    if let Some(c) = cfg.get("envoy.filters.http.cors") {
+        let text = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or("");
+        let origins = c
+            .get("allow_origin_string_match")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|m| {
+                let field = |k: &str| m.get(k).and_then(Value::as_str).map(str::to_string);
+                if let Some(v) = field("exact") {
+                    format!("exact:{v}")
+                } else if let Some(v) = field("prefix") {
+                    format!("prefix:{v}")
+                } else if let Some(v) = m.pointer("/safe_regex/regex").and_then(Value::as_str) {
+                    format!("regex:{v}")
+                } else {
+                    format!("(unrecognised: {m})")
+                }
+            })
+            .collect();
+        parts.push(
+            CorsView {
+                origins,
+                methods: text("allow_methods"),
+                headers: text("allow_headers"),
+                expose: text("expose_headers"),
+                max_age: c.get("max_age").and_then(Value::as_str).map(str::to_string),
+                credentials: c.get("allow_credentials").and_then(Value::as_bool),
+                forward_unmatched: c
+                    .get("forward_not_matching_preflights")
+                    .and_then(Value::as_bool),
+            }
+            .text(),
+        );
+    }
+    parts.join("; ")
+}
+
 /// The model's route.
 pub fn model_route(r: &RoutePlan) -> RouteView {
     let path = match &r.path {
@@ -297,6 +460,7 @@ pub fn model_route(r: &RoutePlan) -> RouteView {
     RouteView {
         timeouts,
         header_ops,
+        filters: model_filters(&r.filters),
         virtual_service: r.virtual_service.clone(),
         path,
         case_sensitive: !r.ignore_case,
@@ -417,6 +581,7 @@ pub fn oracle_route(r: &RouteResult) -> RouteView {
     RouteView {
         timeouts,
         header_ops,
+        filters: envoy_filters(r.envoy.get("typed_per_filter_config")),
         virtual_service: r
             .virtual_service()
             .unwrap_or_else(|| format!("(config {})", r.config)),
