@@ -543,7 +543,7 @@ impl Mesh {
             {
                 headers.remove(&k.to_ascii_lowercase());
             }
-            branches.extend(self.cluster_branches(&d.cluster, share, &path_seen, headers));
+            branches.extend(self.cluster_branches(&d.cluster, share, path_seen, headers));
         }
         Prediction {
             steps,
