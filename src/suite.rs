@@ -30,8 +30,9 @@ pub struct Suite {
     pub name: String,
     #[serde(default)]
     pub description: String,
-    /// Fixtures directory, relative to the suite file.
-    pub fixtures: PathBuf,
+    /// Fixtures directory, relative to the suite file, or several loaded as one set
+    /// (a shared base and the suite's own objects).
+    pub fixtures: FixturePaths,
     #[serde(default)]
     pub ingress: IngressSpec,
     #[serde(default)]
@@ -40,6 +41,14 @@ pub struct Suite {
     /// Where the suite was read from (set by the loader).
     #[serde(skip)]
     pub path: PathBuf,
+}
+
+/// `fixtures: dir` or `fixtures: [base, own]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum FixturePaths {
+    One(PathBuf),
+    Many(Vec<PathBuf>),
 }
 
 /// Which gateway Service port the suite drives; its NodePort comes from the target.
@@ -353,16 +362,14 @@ pub fn load(path: &Path) -> Result<Suite, SuiteError> {
 }
 
 impl Suite {
-    /// The fixtures directory the suite names, resolved against the suite file.
-    pub fn fixtures_dir(&self) -> PathBuf {
-        if self.fixtures.is_absolute() {
-            self.fixtures.clone()
-        } else {
-            self.path
-                .parent()
-                .unwrap_or(Path::new("."))
-                .join(&self.fixtures)
-        }
+    /// The fixtures directories the suite names, resolved against the suite file.
+    pub fn fixtures_dirs(&self) -> Vec<PathBuf> {
+        let base = self.path.parent().unwrap_or(Path::new("."));
+        let paths = match &self.fixtures {
+            FixturePaths::One(p) => std::slice::from_ref(p),
+            FixturePaths::Many(v) => v.as_slice(),
+        };
+        paths.iter().map(|p| base.join(p)).collect()
     }
 }
 
