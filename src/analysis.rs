@@ -755,7 +755,12 @@ fn destinations(c: &mut Ctx) {
                     _ => {}
                 }
                 if let Some(subset) = &d.destination.subset {
-                    let port = d.destination.port.as_ref().map(|p| p.number).unwrap_or(0);
+                    // The cluster's port as pilot picks it (GetDestinationCluster: the
+                    // written port, else the Service's only one); none is MC104 above.
+                    let written = d.destination.port.as_ref().map(|p| p.number);
+                    let Some(port) = crate::istio::destination_port(c.fx, written, &fqdn) else {
+                        continue;
+                    };
                     let name = cluster_name(port, Some(subset), &fqdn);
                     match c.mesh.clusters.get(&name) {
                         None => c.push("subsets", Severity::Error, "MC105", Some("IST0101 ReferencedResourceNotFound"), vs.describe(), &vs.source,

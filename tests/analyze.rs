@@ -677,3 +677,33 @@ fn a_typo_inside_an_optional_field_is_unknown_not_unmodelled() {
     );
     assert!(typo.message.contains("fixedDelays"), "{typo}");
 }
+
+#[test]
+fn a_subset_route_without_port_uses_the_services_only_port() {
+    // pilot GetDestinationCluster: no port written, the Service's only port. The
+    // subset exists then; a wrong subset name is still MC105.
+    let f = FixtureCopy::new();
+    f.replace(
+        "40-virtualservices.yaml",
+        "        subset: v2\n        port:\n          number: 80\n",
+        "        subset: v2\n",
+    );
+    let all = findings(&f);
+    assert!(
+        !all.iter().any(|x| x.code == "MC105"),
+        "{}",
+        all.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("\n")
+    );
+    f.replace(
+        "40-virtualservices.yaml",
+        "        subset: v2\n      weight: 10\n",
+        "        subset: v9\n      weight: 10\n",
+    );
+    expect(
+        &findings(&f),
+        "MC105",
+        Severity::Error,
+        "VirtualService atlas/nb-rest",
+        "40-virtualservices.yaml:45",
+    );
+}
