@@ -692,7 +692,10 @@ fn a_subset_route_without_port_uses_the_services_only_port() {
     assert!(
         !all.iter().any(|x| x.code == "MC105"),
         "{}",
-        all.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("\n")
+        all.iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     f.replace(
         "40-virtualservices.yaml",

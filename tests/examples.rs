@@ -25,7 +25,11 @@ fn passes_and_lists_its_checks(name: &str) {
     let r = Run::new().arg("--suite").arg(&path).run();
     assert_eq!(r.code, 0, "{name}\n{}\n{}", r.stdout, r.stderr);
     for c in &declared {
-        assert!(r.passed.contains(c), "{name}: {c} did not pass\n{}", r.stdout);
+        assert!(
+            r.passed.contains(c),
+            "{name}: {c} did not pass\n{}",
+            r.stdout
+        );
     }
     assert!(
         !r.stdout.contains("not modelled") && !r.stderr.contains("not modelled"),

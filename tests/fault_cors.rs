@@ -128,7 +128,8 @@ fn without_the_fault_the_abort_check_and_its_simulation_fail() {
         r.stdout
     );
     assert!(
-        r.stdout.contains("expected status 500, got 200 from atlas-ui"),
+        r.stdout
+            .contains("expected status 500, got 200 from atlas-ui"),
         "{}",
         r.stdout
     );
@@ -151,7 +152,11 @@ fn an_abort_without_percentage_never_aborts_as_envoy_reads_it() {
         "{}",
         r.stdout
     );
-    assert!(r.passed.contains("fault::others-reach-atlas-ui"), "{}", r.stdout);
+    assert!(
+        r.passed.contains("fault::others-reach-atlas-ui"),
+        "{}",
+        r.stdout
+    );
 }
 
 #[test]

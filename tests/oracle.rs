@@ -357,7 +357,12 @@ fn reintroduced_fault_and_cors_defects_are_caught() {
         d.join("\n")
     );
     ui(&mut mesh).filters.fault = None;
-    ui(&mut mesh).filters.cors.as_mut().unwrap().forward_not_matching_preflights = false;
+    ui(&mut mesh)
+        .filters
+        .cors
+        .as_mut()
+        .unwrap()
+        .forward_not_matching_preflights = false;
     let d = disagreements(&fx, &mesh, &out).join("\n");
     assert!(d.contains("fault abort 503 500000/1000000"), "{d}");
     assert!(d.contains("forward_not_matching_preflights=false"), "{d}");

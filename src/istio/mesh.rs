@@ -226,10 +226,13 @@ pub struct Matcher {
 }
 
 impl Matcher {
-    pub fn new(name: &str, m: &StringMatch, invert: bool) -> Matcher {
+    /// pilot route.go translateHeaderMatch / translateQueryParamMatch: no match type
+    /// or regex `*` is present_match (canBeConvertedToPresentMatch).
+    pub fn new(name: &str, m: Option<&StringMatch>, invert: bool) -> Matcher {
         let value = match m {
-            StringMatch::Regex(r) if r == "*" => None,
-            m => Some(m.clone()),
+            None => None,
+            Some(StringMatch::Regex(r)) if r == "*" => None,
+            Some(m) => Some(m.clone()),
         };
         Matcher {
             name: name.to_string(),
@@ -955,18 +958,22 @@ pub(crate) fn routes_of(
                 headers: m
                     .headers
                     .iter()
-                    .map(|(k, v)| Matcher::new(k, v, false))
+                    .map(|(k, v)| Matcher::new(k, v.0.as_ref(), false))
                     .chain(
                         m.without_headers
                             .iter()
-                            .map(|(k, v)| Matcher::new(k, v, true)),
+                            .map(|(k, v)| Matcher::new(k, v.0.as_ref(), true)),
                     )
-                    .chain(m.scheme.iter().map(|v| Matcher::new(":scheme", v, false)))
+                    .chain(
+                        m.scheme
+                            .iter()
+                            .map(|v| Matcher::new(":scheme", Some(v), false)),
+                    )
                     .collect(),
                 query: m
                     .query_params
                     .iter()
-                    .map(|(k, v)| Matcher::new(k, v, false))
+                    .map(|(k, v)| Matcher::new(k, v.0.as_ref(), false))
                     .collect(),
                 method: m.method.clone(),
                 authority: m.authority.clone(),

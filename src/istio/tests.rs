@@ -251,9 +251,9 @@ fn a_fault_abort_takes_its_share_of_requests_before_the_route_forwards() {
         }),
         abort: Some(AbortPlan {
             http_status: 503,
-            percentage: Some(Fraction::of_percent(
-                &crate::fixtures::istio::Percent { value: 25.0 },
-            )),
+            percentage: Some(Fraction::of_percent(&crate::fixtures::istio::Percent {
+                value: 25.0,
+            })),
         }),
     });
     let o = p.outcomes();
@@ -262,8 +262,7 @@ fn a_fault_abort_takes_its_share_of_requests_before_the_route_forwards() {
     assert_eq!((o[1].status, o[1].share), (Some(200), 0.75));
     assert_eq!(p.delay(), Some((1500, 0.2)));
     // 100% leaves nothing forwarded; the forwarding branches stay for the oracle.
-    p.fault.as_mut().unwrap().abort.as_mut().unwrap().percentage =
-        Some(Fraction::of_integer(100));
+    p.fault.as_mut().unwrap().abort.as_mut().unwrap().percentage = Some(Fraction::of_integer(100));
     assert_eq!(p.outcomes().len(), 1);
     assert_eq!(p.branches.len(), 1);
 }
