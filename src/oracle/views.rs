@@ -28,6 +28,9 @@ pub struct RouteView {
     /// `timeout 0ms`, `retries 2 on connect-failure,... codes [503] per try 500ms`
     /// (forwarding routes only).
     pub timeouts: String,
+    /// Request mirror policies in order: `<cluster> 50%` (`, host -shadow` when Envoy
+    /// would append the suffix, `, trace sampled` when set).
+    pub mirrors: Vec<String>,
 }
 
 impl RouteView {
@@ -71,6 +74,11 @@ impl RouteView {
             "header operations",
             self.header_ops.join("; "),
             other.header_ops.join("; "),
+        );
+        cmp(
+            "request mirrors",
+            or_none(&self.mirrors.join("; ")),
+            or_none(&other.mirrors.join("; ")),
         );
         d
     }
@@ -225,6 +233,58 @@ fn shares(weights: &[(String, f64)]) -> String {
         .join(", ")
 }
 
+/// `<cluster> <percent>%` plus what differs from pilot's fixed settings.
+fn mirror_view(cluster: &str, percent: f64, shadow_suffix: bool, trace_sampled: bool) -> String {
+    let mut v = format!("{cluster} {percent}%");
+    if shadow_suffix {
+        v.push_str(", host -shadow");
+    }
+    if trace_sampled {
+        v.push_str(", trace sampled");
+    }
+    v
+}
+
+/// Envoy's request_mirror_policies of a route (JSON) as [`mirror_view`]s.
+fn envoy_mirrors(route: &Value) -> Vec<String> {
+    let policies = route
+        .pointer("/route/request_mirror_policies")
+        .and_then(Value::as_array);
+    policies
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            let fraction = m.pointer("/runtime_fraction/default_value");
+            let numerator = fraction
+                .and_then(|f| f.get("numerator"))
+                .and_then(Value::as_u64)
+                .unwrap_or(0) as f64;
+            let denominator = match fraction
+                .and_then(|f| f.get("denominator"))
+                .and_then(Value::as_str)
+            {
+                Some("MILLION") => 1_000_000.0,
+                Some("TEN_THOUSAND") => 10_000.0,
+                _ => 100.0,
+            };
+            // No runtime_fraction: Envoy mirrors every request.
+            let percent = if fraction.is_none() {
+                100.0
+            } else {
+                100.0 * numerator / denominator
+            };
+            let flag = |k: &str| m.get(k).and_then(Value::as_bool);
+            mirror_view(
+                m.get("cluster").and_then(Value::as_str).unwrap_or("?"),
+                percent,
+                !flag("disable_shadow_host_suffix_append").unwrap_or(false),
+                // Envoy's default when unset is true.
+                flag("trace_sampled").unwrap_or(true),
+            )
+        })
+        .collect()
+}
+
 /// The model's route.
 pub fn model_route(r: &RoutePlan) -> RouteView {
     let path = match &r.path {
@@ -297,6 +357,11 @@ pub fn model_route(r: &RoutePlan) -> RouteView {
     RouteView {
         timeouts,
         header_ops,
+        mirrors: r
+            .mirrors
+            .iter()
+            .map(|m| mirror_view(&m.cluster, m.percent(), false, false))
+            .collect(),
         virtual_service: r.virtual_service.clone(),
         path,
         case_sensitive: !r.ignore_case,
@@ -417,6 +482,7 @@ pub fn oracle_route(r: &RouteResult) -> RouteView {
     RouteView {
         timeouts,
         header_ops,
+        mirrors: envoy_mirrors(&r.envoy),
         virtual_service: r
             .virtual_service()
             .unwrap_or_else(|| format!("(config {})", r.config)),
