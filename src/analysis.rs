@@ -970,9 +970,10 @@ fn mtls(c: &mut Ctx) {
 pub fn sim_request(req: &RequestSpec, service_port: u16) -> SimRequest {
     SimRequest {
         service_port,
-        method: req.method.clone().unwrap_or_else(|| "GET".into()),
+        method: req.method(),
         host: req.host.clone().unwrap_or_else(|| "node".into()),
-        path: req.path.clone(),
+        path: req.path_and_query(),
+        body: req.body.clone(),
         headers: req
             .headers
             .iter()
@@ -990,6 +991,9 @@ fn branch_mismatch(e: &HttpExpect, b: &crate::istio::Branch) -> Option<String> {
     };
     if b.status != Some(e.status) {
         return Some(format!("expected status {}, predicted {got}", e.status));
+    }
+    if e.backend.as_ref().is_some_and(|w| w.none) && b.backend.is_some() {
+        return Some(format!("expected no backend to answer, predicted {got}"));
     }
     if let (Some(want), Some(be)) = (&e.backend, &b.backend) {
         for (what, w, g) in [
@@ -1023,6 +1027,49 @@ fn branch_mismatch(e: &HttpExpect, b: &crate::istio::Branch) -> Option<String> {
     None
 }
 
+/// Why the prediction does not mirror every request to `mirrored_to`, or None.
+fn mirror_mismatch(e: &HttpExpect, p: &crate::istio::Prediction) -> Option<String> {
+    let want = e.mirrored_to.as_ref()?;
+    let is_want = |b: &crate::istio::Backend| {
+        want.is(&crate::stub::Identity {
+            service: b.service.clone(),
+            version: b.version.clone(),
+            namespace: b.namespace.clone(),
+            pod: String::new(),
+        })
+    };
+    // The mirror's share of the requests that reach `want` (each of its endpoints
+    // gets its share of the mirror's copies).
+    let share: f64 = p
+        .mirrors
+        .iter()
+        .map(|m| {
+            m.percent / 100.0
+                * m.backends
+                    .iter()
+                    .filter(|(b, _)| is_want(b))
+                    .map(|(_, s)| s)
+                    .sum::<f64>()
+        })
+        .sum();
+    if share >= 1.0 - 1e-9 {
+        return None;
+    }
+    let predicted = if p.mirrors.is_empty() {
+        "no mirror on the route".to_string()
+    } else {
+        p.mirrors
+            .iter()
+            .map(|m| format!("{}% to {}", m.percent, m.reason))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    Some(format!(
+        "expected every request mirrored to {want}, predicted {:.0}% ({predicted})",
+        share * 100.0
+    ))
+}
+
 fn simulate_suite(c: &mut Ctx, suite: &Suite) {
     for check in &suite.checks {
         let analysis = format!("simulate::{}", check.full_name());
@@ -1041,7 +1088,7 @@ fn simulate_suite(c: &mut Ctx, suite: &Suite) {
                         }
                     }
                 }
-                let bad: Vec<String> = by_msg
+                let mut bad: Vec<String> = by_msg
                     .into_iter()
                     .map(|(m, share)| {
                         if share < 1.0 - 1e-9 {
@@ -1051,6 +1098,7 @@ fn simulate_suite(c: &mut Ctx, suite: &Suite) {
                         }
                     })
                     .collect();
+                bad.extend(mirror_mismatch(&h.expect, &p));
                 (h.request.clone(), (p, bad))
             }
             CheckKind::Distribution(d) => {
@@ -1059,8 +1107,12 @@ fn simulate_suite(c: &mut Ctx, suite: &Suite) {
                     .simulate(&sim_request(&d.request, suite.ingress.port));
                 let mut shares: BTreeMap<String, f64> = BTreeMap::new();
                 let mut bad = Vec::new();
+                let by_status = d.shares.is_empty();
                 for b in &p.outcomes() {
                     match (&b.status, &b.backend) {
+                        (Some(s), _) if by_status => {
+                            *shares.entry(s.to_string()).or_default() += b.share * 100.0;
+                        }
                         (Some(s), Some(be))
                             if (200..300).contains(s)
                                 && d.service.as_ref().map(|x| x == &be.service).unwrap_or(true) =>
@@ -1070,13 +1122,15 @@ fn simulate_suite(c: &mut Ctx, suite: &Suite) {
                         _ => bad.push(format!("{:.0}% of requests: {}", b.share * 100.0, b.reason)),
                     }
                 }
-                let versions: BTreeSet<&String> = shares.keys().chain(d.shares.keys()).collect();
+                let expected = d.expected();
+                let versions: BTreeSet<&String> = shares.keys().chain(expected.keys()).collect();
+                let what = if by_status { "status" } else { "version" };
                 for v in versions {
-                    let want = d.shares.get(v).copied().unwrap_or(0.0);
+                    let want = expected.get(v).copied().unwrap_or(0.0);
                     let got = shares.get(v).copied().unwrap_or(0.0);
                     if (want - got).abs() > 1e-6 {
                         bad.push(format!(
-                            "version {v}: expected {want}%, configured {got:.1}%"
+                            "{what} {v}: expected {want}%, configured {got:.1}%"
                         ));
                     }
                 }

@@ -3,6 +3,7 @@
 
 mod distribution;
 mod http;
+mod mirror;
 mod ports;
 mod sidecars;
 
@@ -135,6 +136,8 @@ pub struct Exchange {
     /// Transport error when there is no response.
     pub error: Option<String>,
     pub transcript: String,
+    /// From sending the request to the end of the response body.
+    pub elapsed: Duration,
 }
 
 impl Exchange {
@@ -202,14 +205,32 @@ fn error_text(e: &reqwest::Error) -> String {
 
 /// Sends `req` to the ingress at `addr`.
 pub async fn send(client: &reqwest::Client, addr: SocketAddr, req: &RequestSpec) -> Exchange {
-    let url = format!("http://{addr}{}", req.path);
-    let method = req
-        .method
-        .as_deref()
-        .unwrap_or("GET")
-        .parse::<reqwest::Method>()
-        .unwrap_or(reqwest::Method::GET);
-    let mut t = format!("> {method} {} HTTP/1.1\n", req.path);
+    let path = req.path_and_query();
+    let url = format!("http://{addr}{path}");
+    let started = std::time::Instant::now();
+    let failed = |err: String, mut t: String| {
+        t.push_str(&format!("! {err}\n"));
+        Exchange {
+            status: None,
+            headers: Vec::new(),
+            echo: None,
+            body: String::new(),
+            error: Some(err),
+            transcript: t,
+            elapsed: started.elapsed(),
+        }
+    };
+    // The suite loader refuses unknown methods; never send another one instead.
+    let method = match reqwest::Method::from_bytes(req.method().as_bytes()) {
+        Ok(m) => m,
+        Err(_) => {
+            return failed(
+                format!("unknown HTTP method {:?}", req.method()),
+                String::new(),
+            )
+        }
+    };
+    let mut t = format!("> {method} {path} HTTP/1.1\n");
     let host = req.host.clone().unwrap_or_else(|| addr.to_string());
     t.push_str(&format!("> host: {host}\n"));
     let mut rb = client.request(method, &url).header("host", &host);
@@ -217,19 +238,12 @@ pub async fn send(client: &reqwest::Client, addr: SocketAddr, req: &RequestSpec)
         rb = rb.header(k, v);
         t.push_str(&format!("> {k}: {v}\n"));
     }
+    if let Some(b) = &req.body {
+        t.push_str(&format!(">\n{}\n", truncate(b, 1024)));
+        rb = rb.body(b.clone());
+    }
     match rb.send().await {
-        Err(e) => {
-            let err = error_text(&e);
-            t.push_str(&format!("! {err}\n"));
-            Exchange {
-                status: None,
-                headers: Vec::new(),
-                echo: None,
-                body: String::new(),
-                error: Some(err),
-                transcript: t,
-            }
-        }
+        Err(e) => failed(error_text(&e), t),
         Ok(resp) => {
             let status = resp.status();
             let headers: Vec<(String, String)> = resp
@@ -261,6 +275,7 @@ pub async fn send(client: &reqwest::Client, addr: SocketAddr, req: &RequestSpec)
                         body: String::new(),
                         error: Some(format!("{status} but the body failed: {err}")),
                         transcript: t,
+                        elapsed: started.elapsed(),
                     };
                 }
             };
@@ -275,6 +290,7 @@ pub async fn send(client: &reqwest::Client, addr: SocketAddr, req: &RequestSpec)
                 body,
                 error: None,
                 transcript: t,
+                elapsed: started.elapsed(),
             }
         }
     }

@@ -21,6 +21,8 @@ pub struct SimRequest {
     pub path: String,
     /// Lower-case names.
     pub headers: BTreeMap<String, String>,
+    /// The request body (routing does not look at it; carried for the record).
+    pub body: Option<String>,
 }
 
 /// Who would answer.
@@ -63,6 +65,21 @@ pub struct Prediction {
     /// an abort answers before any redirect, direct response or upstream
     /// ([`Prediction::outcomes`] applies it).
     pub fault: Option<FaultPlan>,
+    /// Where the request is also sent by the route's mirror policies (Envoy does not
+    /// wait for these copies; their answers are dropped).
+    pub mirrors: Vec<Mirrored>,
+}
+
+/// One mirror policy of the matched route, as the simulation sees it.
+#[derive(Debug, Clone)]
+pub struct Mirrored {
+    pub cluster: String,
+    /// Share of requests mirrored, in percent.
+    pub percent: f64,
+    /// Who receives the copies, each with its share of the mirror cluster's
+    /// endpoints (0..=1); empty when nobody does.
+    pub backends: Vec<(Backend, f64)>,
+    pub reason: String,
 }
 
 /// The VirtualService route a request matched.
@@ -139,7 +156,25 @@ impl Prediction {
                 }
             })
             .collect();
-        format!("{via}{}", b.join(", "))
+        let mirrors: Vec<String> = self
+            .mirrors
+            .iter()
+            .map(|m| match m.backends.as_slice() {
+                [] => format!(
+                    "; mirror to {} ({:.0}%) reaches nobody",
+                    m.cluster, m.percent
+                ),
+                bs => format!(
+                    "; mirrored ({:.0}%) to {}",
+                    m.percent,
+                    bs.iter()
+                        .map(|(b, _)| format!("{} {}", b.service, b.version))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            })
+            .collect();
+        format!("{via}{}{}", b.join(", "), mirrors.concat())
     }
 
     /// The whole decision path, one step a line.
@@ -147,6 +182,9 @@ impl Prediction {
         let mut s = self.steps.join("\n  -> ");
         for b in &self.outcomes() {
             s.push_str(&format!("\n  => [{:.0}%] {}", b.share * 100.0, b.reason));
+        }
+        for m in &self.mirrors {
+            s.push_str(&format!("\n  +> mirror [{}%] {}", m.percent, m.reason));
         }
         s
     }
@@ -545,11 +583,44 @@ impl Mesh {
             }
             branches.extend(self.cluster_branches(&d.cluster, share, path_seen, headers));
         }
+        let mirrors = route
+            .mirrors
+            .iter()
+            .map(|m| self.mirrored(m, &path_seen, &req.headers))
+            .collect();
         Prediction {
             steps,
             route: Some(rref),
             branches,
             fault: None,
+            mirrors,
+        }
+    }
+
+    /// Who receives the copies of mirror policy `m` (Envoy's shadow writer sends them
+    /// to the mirror cluster's endpoints; a cluster that does not exist or has no
+    /// endpoint receives nothing, and the primary answer is unaffected).
+    fn mirrored(
+        &self,
+        m: &super::mesh::MirrorPlan,
+        path: &str,
+        headers: &BTreeMap<String, String>,
+    ) -> Mirrored {
+        let branches = self.cluster_branches(&m.cluster, 1.0, path, headers.clone());
+        let backends: Vec<(Backend, f64)> = branches
+            .iter()
+            .filter_map(|b| Some((b.backend.clone()?, b.share)))
+            .collect();
+        let reason = branches
+            .iter()
+            .map(|b| b.reason.as_str())
+            .collect::<Vec<_>>()
+            .join("; ");
+        Mirrored {
+            cluster: m.cluster.clone(),
+            percent: m.percent(),
+            backends,
+            reason,
         }
     }
 
@@ -649,13 +720,14 @@ impl Mesh {
             groups[i].1 += 1;
         }
         let total = c.endpoints.len();
+        let status = stub_status(&headers, path);
         groups
             .into_iter()
             .map(|(backend, n)| Branch {
                 share: share * n as f64 / total as f64,
-                status: Some(200),
+                status: Some(status),
                 reason: format!(
-                    "cluster {name} ({tls}) -> {n} of {total} endpoint(s) ({}) -> 200 from {} {}, path {path}, {}",
+                    "cluster {name} ({tls}) -> {n} of {total} endpoint(s) ({}) -> {status} from {} {}, path {path}, {}",
                     backend.pods.join(", "),
                     backend.service,
                     backend.version,
@@ -668,6 +740,17 @@ impl Mesh {
                 ..base.clone()
             })
             .collect()
+    }
+}
+
+/// The status meshcheck's stub answers a request with these headers and path: what
+/// `x-meshcheck-status` / `meshcheck-status` ask for (400 for a value it cannot
+/// read), else 200 (src/stub/controls.rs).
+fn stub_status(headers: &BTreeMap<String, String>, path: &str) -> u16 {
+    let query = path.split_once('?').map(|(_, q)| q).unwrap_or("");
+    match crate::stub::controls::controls(|n| headers.get(n).cloned(), query) {
+        Ok(c) => c.status.unwrap_or(200),
+        Err(_) => 400,
     }
 }
 
@@ -710,6 +793,7 @@ fn refused(steps: Vec<String>, why: String) -> Prediction {
             cluster: None,
             reason: format!("{why}: connection refused"),
         }],
+        mirrors: Vec::new(),
     }
 }
 
@@ -733,5 +817,6 @@ fn status_only(
             cluster: None,
             reason: why,
         }],
+        mirrors: Vec::new(),
     }
 }

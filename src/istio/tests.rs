@@ -145,6 +145,7 @@ fn rewrite_route(path: PathMatch, rewrite: UriRewrite) -> RoutePlan {
         timeout_ms: 0,
         retry: Some(RetryPlan::default()),
         filters: Default::default(),
+        mirrors: vec![],
     }
 }
 
@@ -242,6 +243,7 @@ fn a_fault_abort_takes_its_share_of_requests_before_the_route_forwards() {
         route: None,
         branches: vec![forward],
         fault: None,
+        mirrors: vec![],
     };
     assert_eq!(p.outcomes().len(), 1);
     p.fault = Some(FaultPlan {

@@ -31,6 +31,9 @@ pub struct RouteView {
     /// Per-route filter settings: `fault delay 1000ms 20/100, abort 503 unset`,
     /// `cors origins=[exact:https://a] methods=GET ...`, or empty.
     pub filters: String,
+    /// Request mirror policies in order: `<cluster> 50%` (`, host -shadow` when Envoy
+    /// would append the suffix, `, trace sampled` when set).
+    pub mirrors: Vec<String>,
 }
 
 impl RouteView {
@@ -79,6 +82,11 @@ impl RouteView {
             "fault and CORS",
             or_none(&self.filters),
             or_none(&other.filters),
+        );
+        cmp(
+            "request mirrors",
+            or_none(&self.mirrors.join("; ")),
+            or_none(&other.mirrors.join("; ")),
         );
         d
     }
@@ -388,6 +396,58 @@ fn envoy_filters(cfg: Option<&Value>) -> String {
     parts.join("; ")
 }
 
+/// `<cluster> <percent>%` plus what differs from pilot's fixed settings.
+fn mirror_view(cluster: &str, percent: f64, shadow_suffix: bool, trace_sampled: bool) -> String {
+    let mut v = format!("{cluster} {percent}%");
+    if shadow_suffix {
+        v.push_str(", host -shadow");
+    }
+    if trace_sampled {
+        v.push_str(", trace sampled");
+    }
+    v
+}
+
+/// Envoy's request_mirror_policies of a route (JSON) as [`mirror_view`]s.
+fn envoy_mirrors(route: &Value) -> Vec<String> {
+    let policies = route
+        .pointer("/route/request_mirror_policies")
+        .and_then(Value::as_array);
+    policies
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            let fraction = m.pointer("/runtime_fraction/default_value");
+            let numerator = fraction
+                .and_then(|f| f.get("numerator"))
+                .and_then(Value::as_u64)
+                .unwrap_or(0) as f64;
+            let denominator = match fraction
+                .and_then(|f| f.get("denominator"))
+                .and_then(Value::as_str)
+            {
+                Some("MILLION") => 1_000_000.0,
+                Some("TEN_THOUSAND") => 10_000.0,
+                _ => 100.0,
+            };
+            // No runtime_fraction: Envoy mirrors every request.
+            let percent = if fraction.is_none() {
+                100.0
+            } else {
+                100.0 * numerator / denominator
+            };
+            let flag = |k: &str| m.get(k).and_then(Value::as_bool);
+            mirror_view(
+                m.get("cluster").and_then(Value::as_str).unwrap_or("?"),
+                percent,
+                !flag("disable_shadow_host_suffix_append").unwrap_or(false),
+                // Envoy's default when unset is true.
+                flag("trace_sampled").unwrap_or(true),
+            )
+        })
+        .collect()
+}
+
 /// The model's route.
 pub fn model_route(r: &RoutePlan) -> RouteView {
     let path = match &r.path {
@@ -461,6 +521,11 @@ pub fn model_route(r: &RoutePlan) -> RouteView {
         timeouts,
         header_ops,
         filters: model_filters(&r.filters),
+        mirrors: r
+            .mirrors
+            .iter()
+            .map(|m| mirror_view(&m.cluster, m.percent(), false, false))
+            .collect(),
         virtual_service: r.virtual_service.clone(),
         path,
         case_sensitive: !r.ignore_case,
@@ -582,6 +647,7 @@ pub fn oracle_route(r: &RouteResult) -> RouteView {
         timeouts,
         header_ops,
         filters: envoy_filters(r.envoy.get("typed_per_filter_config")),
+        mirrors: envoy_mirrors(&r.envoy),
         virtual_service: r
             .virtual_service()
             .unwrap_or_else(|| format!("(config {})", r.config)),

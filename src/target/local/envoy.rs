@@ -8,8 +8,8 @@ use super::certs::CertFiles;
 use crate::fixtures::istio::StringMatch;
 use crate::istio::{
     ClusterPlan, CorsPlan, FaultPlan, Fraction, HeaderOps, ListenerPlan, ListenerProtocol, Matcher,
-    Mesh, PathMatch, Redirect, RetryPlan, RouteFilters, RouteKind, RoutePlan, UpstreamTls,
-    UriRewrite,
+    Mesh, MirrorPlan, PathMatch, Redirect, RetryPlan, RouteFilters, RouteKind, RoutePlan,
+    UpstreamTls, UriRewrite,
 };
 use serde_json::{json, Value};
 use std::net::Ipv4Addr;
@@ -268,6 +268,12 @@ fn route(r: &RoutePlan) -> Value {
     if let Some(a) = &r.rewrite_authority {
         action.insert("host_rewrite_literal".into(), json!(a));
     }
+    if !r.mirrors.is_empty() {
+        action.insert(
+            "request_mirror_policies".into(),
+            json!(r.mirrors.iter().map(mirror_policy).collect::<Vec<_>>()),
+        );
+    }
     let mut out = json!({"name": r.name, "match": m, "route": action,
                          "decorator": {"operation": r.name}});
     // pilot (route.go processDestination): a single destination's header operations
@@ -283,6 +289,15 @@ fn route(r: &RoutePlan) -> Value {
     header_ops_into(&mut out, "response", &resp);
     per_filter_config_into(&mut out, &r.filters);
     out
+}
+
+/// A request mirror policy as pilot writes it (route.go TranslateRequestMirrorPolicy).
+fn mirror_policy(m: &MirrorPlan) -> Value {
+    json!({"cluster": m.cluster,
+           "runtime_fraction": {"default_value": {"numerator": m.numerator,
+                                                  "denominator": m.envoy_denominator()}},
+           "trace_sampled": false,
+           "disable_shadow_host_suffix_append": true})
 }
 
 /// `<which>_headers_to_add` / `_to_remove` on a route or weighted cluster.
