@@ -30,7 +30,7 @@ fn shipped_fixtures_pass_every_check() {
     let r = Run::new().arg("--suite").arg("ingress").run();
     assert_fails_exactly::<&str>(&r, &[]);
     assert!(
-        r.stdout.contains("test result: ok. 32 passed"),
+        r.stdout.contains("test result: ok. 33 passed"),
         "{}",
         r.stdout
     );

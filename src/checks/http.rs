@@ -129,8 +129,11 @@ pub fn mismatch(e: &HttpExpect, x: &Exchange) -> Option<String> {
 }
 
 pub async fn run(ctx: &Ctx, check: &HttpCheck) -> Outcome {
-    let addr = match ctx.ingress() {
-        Ok(a) => a,
+    let (addr, client) = match ctx
+        .ingress_for(&check.request)
+        .and_then(|a| Ok((a, ctx.client_for(&check.request, a, false)?)))
+    {
+        Ok(ac) => ac,
         Err(e) => return Outcome::fail(e, ""),
     };
     let started = Instant::now();
@@ -145,7 +148,7 @@ pub async fn run(ctx: &Ctx, check: &HttpCheck) -> Outcome {
         let mut transcript = String::new();
         let mut problem = None;
         for i in 0..check.repeat.max(1) {
-            let x = send(&ctx.client, addr, &check.request).await;
+            let x = send(&client, addr, &check.request).await;
             if i == 0 || problem.is_none() {
                 transcript = x.transcript.clone();
             }
