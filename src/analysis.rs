@@ -87,6 +87,10 @@ pub const ANALYSES: &[(&str, &str)] = &[
         "each Gateway selects gateway pods, and its server ports are ports of their Service",
     ),
     (
+        "gateway-credentials",
+        "each Gateway credentialName names a Secret with a certificate in the gateway pods' namespace",
+    ),
+    (
         "exposed-ports",
         "the gateway Service exposes only the ports the suite's policy allows",
     ),
@@ -353,6 +357,7 @@ pub fn analyze(fx: &Fixtures, mesh: &Mesh, suite: &Suite) -> Vec<Finding> {
     workload_selectors(&mut c);
     injection(&mut c, suite);
     gateway_selector(&mut c);
+    gateway_credentials(&mut c);
     exposed_ports(&mut c, suite);
     gateway_references(&mut c);
     destinations(&mut c);
@@ -601,6 +606,47 @@ fn gateway_selector(c: &mut Ctx) {
                     format!("server {i} port {n} is not a port of Service {}", services.iter().map(|s| format!("{}/{}", s.namespace, s.name)).collect::<Vec<_>>().join(", ")),
                     "the listener is bound inside the pod only: no Service port or NodePort reaches it");
             }
+        }
+    }
+}
+
+/// istioctl's gateway.SecretAnalyzer (pkg/config/analysis/analyzers/gateway/secret.go,
+/// 1.30.3): a credentialName is looked up in the namespace of the gateway pods the
+/// Gateway selects (IST0101 when absent; IST0161 when it holds no certificate). MC130
+/// and MC131.
+fn gateway_credentials(c: &mut Ctx) {
+    let gw_pods = gateway_pods(c);
+    for g in &c.fx.gateways {
+        let Some(ns) = gw_pods
+            .iter()
+            .map(|&i| &c.mesh.pods[i])
+            .find(|p| selects(&g.spec.spec.selector, &p.labels))
+            .map(|p| p.namespace.clone())
+        else {
+            continue; // MC108
+        };
+        for (i, server) in g.spec.spec.servers.iter().enumerate() {
+            let Some(cn) = server
+                .tls
+                .as_ref()
+                .and_then(|t| t.credential_name.as_deref())
+                .filter(|cn| !cn.is_empty())
+            else {
+                continue;
+            };
+            let Some(problem) = crate::istio::credential_problem(c.fx, cn, &ns) else {
+                continue;
+            };
+            let (code, ctl) = if problem.starts_with("no Secret")
+                || problem.contains("not in the gateway pod's namespace")
+            {
+                ("MC130", "IST0101 ReferencedResourceNotFound")
+            } else {
+                ("MC131", "IST0161 InvalidGatewayCredential")
+            };
+            c.push("gateway-credentials", Severity::Error, code, Some(ctl), g.describe(), &g.source,
+                format!("server {i} credentialName {cn}: {problem}"),
+                format!("istiod still sends the filter chain with SDS secret {}; its SDS has no certificate for it, so every TLS handshake for the server's hosts ({}) fails", crate::istio::sds_name(cn), server.hosts.join(", ")));
         }
     }
 }
@@ -874,7 +920,7 @@ fn route_conflicts(c: &mut Ctx) {
     let mut seen = BTreeSet::new();
     for g in &c.mesh.gateways {
         for l in &g.listeners {
-            for vh in &l.route_config.vhosts {
+            for vh in l.route_configs().flat_map(|rc| rc.vhosts.iter()) {
                 for (j, b) in vh.routes.iter().enumerate() {
                     if let Some(a) = vh.routes[..j].iter().find(|a| covers(a, b)) {
                         if !seen.insert((b.name.clone(), a.name.clone())) {
@@ -969,7 +1015,9 @@ fn mtls(c: &mut Ctx) {
 /// The request a check sends, as the simulation sees it.
 pub fn sim_request(req: &RequestSpec, service_port: u16) -> SimRequest {
     SimRequest {
-        service_port,
+        service_port: req.service_port(service_port),
+        https: req.is_https(),
+        assume_certificates: false,
         method: req.method(),
         host: req.host.clone().unwrap_or_else(|| "node".into()),
         path: req.path_and_query(),
@@ -985,6 +1033,9 @@ pub fn sim_request(req: &RequestSpec, service_port: u16) -> SimRequest {
 /// Why a predicted branch does not meet `e` (None: it does, as far as the model knows).
 fn branch_mismatch(e: &HttpExpect, b: &crate::istio::Branch) -> Option<String> {
     let got = match (&b.status, &b.backend) {
+        (None, _) if b.reason.ends_with(crate::istio::HANDSHAKE_FAILS) => {
+            crate::istio::HANDSHAKE_FAILS.to_string()
+        }
         (None, _) => "connection refused".to_string(),
         (Some(s), Some(be)) => format!("{s} from {} {}", be.service, be.version),
         (Some(s), None) => format!("{s}"),

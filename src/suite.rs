@@ -142,6 +142,28 @@ pub struct RequestSpec {
     /// The request body.
     #[serde(default)]
     pub body: Option<String>,
+    /// `https`: TLS to the gateway with SNI = the host (default `http`).
+    #[serde(default)]
+    pub scheme: Scheme,
+    /// The gateway Service port the request goes to (default `ingress.port`).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// https: a PEM CA bundle to trust (relative to the suite file); on the local
+    /// target the run's CA is trusted without it.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// https: accept any certificate.
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+/// How a request reaches the gateway.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheme {
+    #[default]
+    Http,
+    Https,
 }
 
 /// The methods a request may use (RFC 9110 and PATCH).
@@ -150,6 +172,15 @@ pub const METHODS: &[&str] = &[
 ];
 
 impl RequestSpec {
+    /// The gateway Service port the request targets.
+    pub fn service_port(&self, ingress_port: u16) -> u16 {
+        self.port.unwrap_or(ingress_port)
+    }
+
+    pub fn is_https(&self) -> bool {
+        self.scheme == Scheme::Https
+    }
+
     /// The path with the query parameters URL-encoded onto it.
     pub fn path_and_query(&self) -> String {
         if self.query.is_empty() {
@@ -609,6 +640,17 @@ pub fn load(path: &Path) -> Result<Suite, SuiteError> {
             for r in &p.scan {
                 parse_range(r).map_err(|m| invalid(1, format!("check {}: {m}", c.full_name())))?;
             }
+        }
+    }
+    let base = path.parent().unwrap_or(Path::new("."));
+    for c in &mut suite.checks {
+        let req = match &mut c.kind {
+            CheckKind::Http(h) => &mut h.request,
+            CheckKind::Distribution(d) => &mut d.request,
+            _ => continue,
+        };
+        if let Some(f) = req.ca_file.as_mut().filter(|f| f.is_relative()) {
+            *f = base.join(&*f);
         }
     }
     suite.path = path.to_path_buf();

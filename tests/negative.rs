@@ -30,7 +30,7 @@ fn shipped_fixtures_pass_every_check() {
     let r = Run::new().arg("--suite").arg("ingress").run();
     assert_fails_exactly::<&str>(&r, &[]);
     assert!(
-        r.stdout.contains("test result: ok. 32 passed"),
+        r.stdout.contains("test result: ok. 33 passed"),
         "{}",
         r.stdout
     );
@@ -76,6 +76,11 @@ fn extra_443_port_on_gateway_service_fails_the_port_scan() {
         "30-gateway.yaml",
         "    hosts:\n    - \"*\"\n",
         "    hosts:\n    - \"*\"\n  - port:\n      number: 443\n      name: https\n      protocol: HTTPS\n    hosts:\n    - \"*\"\n    tls:\n      mode: SIMPLE\n      credentialName: atlas-cert\n",
+    );
+    // The Secret the server names, in the gateway pods' namespace (else MC130).
+    f.write(
+        "15-atlas-cert.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: atlas-cert\n  namespace: istio-ingress\ntype: kubernetes.io/tls\ndata:\n  tls.crt: Zm9v\n  tls.key: YmFy\n",
     );
     let r = mutated(&f);
     assert_fails_exactly(&r, &["ports::only-http-nodeport", "static::exposed-ports"]);

@@ -123,7 +123,7 @@ fn reintroduced_regex_rewrite_is_caught() {
     // regex_rewrite; pilot makes prefix_rewrite (route.go applyHTTPRouteDestination).
     let Some(bin) = bin() else { return };
     let (fx, mut mesh, out) = istiod(bin, &root().join("fixtures/ingress"));
-    for r in mesh.gateways[0].listeners[0].route_config.vhosts[0]
+    for r in mesh.gateways[0].listeners[0].chains[0].route_config.vhosts[0]
         .routes
         .iter_mut()
     {
@@ -152,7 +152,11 @@ fn reintroduced_missing_https_redirect_is_caught() {
     );
     let (fx, mut mesh, out) = istiod(bin, f.path());
     assert!(disagreements(&fx, &mesh, &out).is_empty());
-    for vh in mesh.gateways[0].listeners[0].route_config.vhosts.iter_mut() {
+    for vh in mesh.gateways[0].listeners[0].chains[0]
+        .route_config
+        .vhosts
+        .iter_mut()
+    {
         vh.require_tls = false;
     }
     let d = disagreements(&fx, &mesh, &out);
@@ -208,7 +212,11 @@ fn reintroduced_short_host_defect_is_caught() {
     );
     let (fx, mut mesh, out) = istiod(bin, f.path());
     assert!(disagreements(&fx, &mesh, &out).is_empty());
-    for vh in mesh.gateways[0].listeners[0].route_config.vhosts.iter_mut() {
+    for vh in mesh.gateways[0].listeners[0].chains[0]
+        .route_config
+        .vhosts
+        .iter_mut()
+    {
         if vh.domains == ["atlas-ui.atlas.svc.cluster.local"] {
             vh.domains = vec!["atlas-ui".into()];
         }
@@ -286,7 +294,7 @@ fn reintroduced_retry_on_503_is_caught() {
     );
     let (fx, mut mesh, out) = istiod(bin, f.path());
     assert!(disagreements(&fx, &mesh, &out).is_empty());
-    for r in mesh.gateways[0].listeners[0].route_config.vhosts[0]
+    for r in mesh.gateways[0].listeners[0].chains[0].route_config.vhosts[0]
         .routes
         .iter_mut()
     {
@@ -331,7 +339,7 @@ fn reintroduced_fault_and_cors_defects_are_caught() {
     let (fx, mut mesh, out) = istiod(bin, f.path());
     assert!(disagreements(&fx, &mesh, &out).is_empty());
     fn ui(mesh: &mut Mesh) -> &mut meshcheck::istio::RoutePlan {
-        mesh.gateways[0].listeners[0].route_config.vhosts[0]
+        mesh.gateways[0].listeners[0].chains[0].route_config.vhosts[0]
             .routes
             .iter_mut()
             .find(|r| r.virtual_service.ends_with("atlas-ui"))

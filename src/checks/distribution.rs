@@ -13,8 +13,14 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 pub async fn run(ctx: &Ctx, check: &DistributionCheck) -> Outcome {
-    let addr = match ctx.ingress() {
-        Ok(a) => a,
+    let (addr, single, pooled) = match ctx.ingress_for(&check.request).and_then(|a| {
+        Ok((
+            a,
+            ctx.client_for(&check.request, a, false)?,
+            ctx.client_for(&check.request, a, true)?,
+        ))
+    }) {
+        Ok(x) => x,
         Err(e) => return Outcome::fail(e, ""),
     };
     // Wait (within the budget) for the route to answer once, so a slow convergence is
@@ -23,7 +29,7 @@ pub async fn run(ctx: &Ctx, check: &DistributionCheck) -> Outcome {
     let mut warmup = 0;
     loop {
         warmup += 1;
-        let x = send(&ctx.client, addr, &check.request).await;
+        let x = send(&single, addr, &check.request).await;
         if warm(check, &x) {
             break;
         }
@@ -53,7 +59,7 @@ pub async fn run(ctx: &Ctx, check: &DistributionCheck) -> Outcome {
     let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..check.concurrency.max(1) {
-        let client = ctx.pooled.clone();
+        let client = pooled.clone();
         let req = check.request.clone();
         let next = next.clone();
         tasks.spawn(async move {

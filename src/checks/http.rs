@@ -177,12 +177,13 @@ pub fn mismatch(e: &HttpExpect, x: &Exchange) -> Option<String> {
 /// expected) and judges the answer, waiting until `deadline` for the mirror's record.
 async fn exchange(
     ctx: &Ctx,
+    client: &reqwest::Client,
     addr: std::net::SocketAddr,
     check: &HttpCheck,
     deadline: Instant,
 ) -> (Exchange, Option<String>) {
     let Some(want) = &check.expect.mirrored_to else {
-        let x = send(&ctx.client, addr, &check.request).await;
+        let x = send(client, addr, &check.request).await;
         let m = mismatch(&check.expect, &x);
         return (x, m);
     };
@@ -190,7 +191,7 @@ async fn exchange(
     let mut req = check.request.clone();
     req.headers
         .insert(crate::stub::ID_HEADER.to_string(), id.clone());
-    let x = send(&ctx.client, addr, &req).await;
+    let x = send(client, addr, &req).await;
     if let Some(m) = mismatch(&check.expect, &x) {
         return (x, Some(m));
     }
@@ -199,8 +200,11 @@ async fn exchange(
 }
 
 pub async fn run(ctx: &Ctx, check: &HttpCheck) -> Outcome {
-    let addr = match ctx.ingress() {
-        Ok(a) => a,
+    let (addr, client) = match ctx
+        .ingress_for(&check.request)
+        .and_then(|a| Ok((a, ctx.client_for(&check.request, a, false)?)))
+    {
+        Ok(ac) => ac,
         Err(e) => return Outcome::fail(e, ""),
     };
     let started = Instant::now();
@@ -215,7 +219,7 @@ pub async fn run(ctx: &Ctx, check: &HttpCheck) -> Outcome {
         let mut transcript = String::new();
         let mut problem = None;
         for i in 0..check.repeat.max(1) {
-            let (x, found) = exchange(ctx, addr, check, deadline).await;
+            let (x, found) = exchange(ctx, &client, addr, check, deadline).await;
             if i == 0 || problem.is_none() {
                 transcript = x.transcript.clone();
             }

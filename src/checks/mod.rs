@@ -58,15 +58,62 @@ impl Ctx {
         }
     }
 
-    /// node address : NodePort of the ingress port, or why there is none.
-    pub fn ingress(&self) -> Result<SocketAddr, String> {
-        let port = self.target.node_port(self.service_port).ok_or_else(|| {
+    /// node address : NodePort of the gateway Service port `req` goes to.
+    pub fn ingress_for(&self, req: &RequestSpec) -> Result<SocketAddr, String> {
+        let port = req.service_port(self.service_port);
+        let node_port = self.target.node_port(port).ok_or_else(|| {
             format!(
-                "the target exposes no NodePort for gateway Service port {} (no LoadBalancer/NodePort Service in front of a gateway pod has that port)",
-                self.service_port
+                "the target exposes no NodePort for gateway Service port {port} (no LoadBalancer/NodePort Service in front of a gateway pod has that port)"
             )
         })?;
-        Ok(SocketAddr::new(self.target.node_address(), port))
+        Ok(SocketAddr::new(self.target.node_address(), node_port))
+    }
+
+    /// The client for `req` sent to `addr`: the shared one for plain HTTP; for https a
+    /// client that connects to `addr` with SNI = the request's host and trusts the
+    /// suite's `ca_file`, or the target's CA (the local target's per-run CA), or
+    /// anything (`insecure`).
+    pub fn client_for(
+        &self,
+        req: &RequestSpec,
+        addr: SocketAddr,
+        pooled: bool,
+    ) -> Result<reqwest::Client, String> {
+        if !req.is_https() {
+            return Ok(if pooled {
+                self.pooled.clone()
+            } else {
+                self.client.clone()
+            });
+        }
+        let host = tls_host(req, addr);
+        let mut b = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(self.timeouts.request)
+            .connect_timeout(self.timeouts.request)
+            .redirect(reqwest::redirect::Policy::none())
+            .tcp_nodelay(true)
+            .resolve(&host, addr);
+        if !pooled {
+            b = b.pool_max_idle_per_host(0);
+        }
+        if req.insecure {
+            b = b.tls_danger_accept_invalid_certs(true);
+        } else {
+            let ca = req.ca_file.clone().or_else(|| self.target.tls_ca_file());
+            let Some(ca) = ca else {
+                return Err(format!(
+                    "an https request to the {} target needs `ca_file` (the CA of the gateway's Secret) or `insecure: true`",
+                    self.target.name()
+                ));
+            };
+            let pem = std::fs::read(&ca).map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
+            b = b.tls_certs_only(certs);
+        }
+        b.build()
+            .map_err(|e| format!("cannot build the https client: {}", error_text(&e)))
     }
 
     /// Appends what the target noticed (a process that died) to a failure message.
@@ -203,10 +250,24 @@ fn error_text(e: &reqwest::Error) -> String {
     }
 }
 
-/// Sends `req` to the ingress at `addr`.
+/// The name an https request connects to (its SNI): the request's host without port.
+fn tls_host(req: &RequestSpec, addr: SocketAddr) -> String {
+    let host = req.host.clone().unwrap_or_else(|| addr.ip().to_string());
+    match host.rsplit_once(':') {
+        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) && !h.contains(':') => h.to_string(),
+        _ => host,
+    }
+}
+
+/// Sends `req` to the ingress at `addr` (for https, `client` comes from
+/// [`Ctx::client_for`], which connects the request's host to `addr`).
 pub async fn send(client: &reqwest::Client, addr: SocketAddr, req: &RequestSpec) -> Exchange {
     let path = req.path_and_query();
-    let url = format!("http://{addr}{path}");
+    let url = if req.is_https() {
+        format!("https://{}:{}{path}", tls_host(req, addr), addr.port())
+    } else {
+        format!("http://{addr}{path}")
+    };
     let started = std::time::Instant::now();
     let failed = |err: String, mut t: String| {
         t.push_str(&format!("! {err}\n"));
@@ -231,6 +292,9 @@ pub async fn send(client: &reqwest::Client, addr: SocketAddr, req: &RequestSpec)
         }
     };
     let mut t = format!("> {method} {path} HTTP/1.1\n");
+    if req.is_https() {
+        t = format!("* TLS to {addr}, SNI {}\n{t}", tls_host(req, addr));
+    }
     let host = req.host.clone().unwrap_or_else(|| addr.to_string());
     t.push_str(&format!("> host: {host}\n"));
     let mut rb = client.request(method, &url).header("host", &host);

@@ -172,10 +172,6 @@ pub async fn run(ctx: &Ctx, check: &SidecarsCheck) -> Outcome {
     let mut attempts = 0;
     if !check.via.is_empty() {
         let ids = ctx.target.gateway_identities();
-        let addr = match ctx.ingress() {
-            Ok(a) => a,
-            Err(e) => return Outcome::fail(e, ""),
-        };
         if ids.is_empty() {
             problems.push("the target has no gateway identity to expect".into());
         }
@@ -185,7 +181,16 @@ pub async fn run(ctx: &Ctx, check: &SidecarsCheck) -> Outcome {
             let deadline = Instant::now() + ctx.budget;
             loop {
                 attempts += 1;
-                let x = send(&ctx.client, addr, req).await;
+                let x = match ctx
+                    .ingress_for(req)
+                    .and_then(|a| Ok((a, ctx.client_for(req, a, false)?)))
+                {
+                    Ok((a, client)) => send(&client, a, req).await,
+                    Err(e) => {
+                        problems.push(e);
+                        break;
+                    }
+                };
                 transcript = x.transcript.clone();
                 let ok_status = x.status.map(|s| (200..300).contains(&s)).unwrap_or(false);
                 match (&x.echo, ok_status) {

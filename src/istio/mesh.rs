@@ -62,8 +62,79 @@ pub struct ListenerPlan {
     /// NodePorts of the Services that expose this port (kube-proxy forwards them).
     pub node_ports: Vec<u16>,
     pub protocol: ListenerProtocol,
+    /// Filter chains: one shared by the HTTP servers of the port, or one per HTTPS
+    /// server (matched by SNI); none for a protocol meshcheck does not emulate.
+    pub chains: Vec<ChainPlan>,
+}
+
+impl ListenerPlan {
+    /// The route configurations of the listener's filter chains.
+    pub fn route_configs(&self) -> impl Iterator<Item = &RouteConfigPlan> {
+        self.chains.iter().map(|c| &c.route_config)
+    }
+
+    /// The filter chain a connection with SNI `sni` (None: plaintext, or TLS without
+    /// SNI) takes, as Envoy picks it (listener_impl filter chain matching on
+    /// server_names: the exact name, then the longest `*.suffix`, then a chain
+    /// without names); None: no chain matches (Envoy closes the connection).
+    pub fn chain_for(&self, sni: Option<&str>) -> Option<&ChainPlan> {
+        if self.protocol != ListenerProtocol::Https {
+            return self.chains.first();
+        }
+        let sni = sni.map(str::to_ascii_lowercase);
+        if let Some(sni) = &sni {
+            if let Some(c) = self
+                .chains
+                .iter()
+                .find(|c| c.server_names.iter().any(|n| n == sni))
+            {
+                return Some(c);
+            }
+            let wild = self
+                .chains
+                .iter()
+                .flat_map(|c| c.server_names.iter().map(move |n| (n, c)))
+                .filter_map(|(n, c)| {
+                    let suffix = n.strip_prefix('*')?;
+                    (sni.ends_with(suffix) && sni.len() > suffix.len()).then_some((suffix.len(), c))
+                })
+                .max_by_key(|(len, _)| *len);
+            if let Some((_, c)) = wild {
+                return Some(c);
+            }
+        }
+        self.chains.iter().find(|c| c.server_names.is_empty())
+    }
+}
+
+/// One filter chain of a gateway listener.
+#[derive(Debug, Clone)]
+pub struct ChainPlan {
+    /// SNI names the chain matches (`filter_chain_match.server_names`; empty: any).
+    pub server_names: Vec<String>,
+    /// TLS termination (HTTPS servers).
+    pub tls: Option<ServerTlsPlan>,
     pub route_config: RouteConfigPlan,
-    /// Hosts of the servers on this port (for per-run certificates).
+}
+
+/// TLS `SIMPLE` termination of one Gateway server with its `credentialName`.
+#[derive(Debug, Clone)]
+pub struct ServerTlsPlan {
+    /// `Gateway ns/name`
+    pub gateway: String,
+    pub source: Source,
+    /// Index of the server in the Gateway.
+    pub server: usize,
+    /// `credentialName` as written.
+    pub credential: String,
+    /// The SDS resource istiod names (`kubernetes://httpbin-credential`).
+    pub sds_name: String,
+    pub secret_namespace: String,
+    pub secret_name: String,
+    /// Why the gateway gets no certificate (no such Secret, another namespace, no
+    /// key material); None: it gets one (on the local target a per-run certificate).
+    pub problem: Option<String>,
+    /// The server's hosts (SANs of the per-run certificate).
     pub hosts: Vec<String>,
 }
 
@@ -478,7 +549,7 @@ pub fn host_matches(a: &str, b: &str) -> bool {
 }
 
 /// The more specific of two matching hosts.
-fn narrower<'a>(a: &'a str, b: &'a str) -> &'a str {
+pub(crate) fn narrower<'a>(a: &'a str, b: &'a str) -> &'a str {
     match (a.starts_with('*'), b.starts_with('*')) {
         (true, false) => b,
         (false, _) => a,
@@ -517,7 +588,8 @@ impl Mesh {
                 .iter()
                 .filter(|g| selects(&g.spec.spec.selector, &pod.labels))
                 .collect();
-            let listeners = build_listeners(fx, pod, &gws, &vss, &mut mesh.warnings);
+            let listeners =
+                super::gateway::build_listeners(fx, pod, &gws, &vss, &mut mesh.warnings);
             mesh.gateways.push(GatewayProxy { pod: i, listeners });
         }
         // Clusters for every destination any VirtualService names (istiod builds them
@@ -529,7 +601,8 @@ impl Mesh {
             .gateways
             .iter()
             .flat_map(|g| g.listeners.iter())
-            .flat_map(|l| l.route_config.vhosts.iter())
+            .flat_map(|l| l.route_configs())
+            .flat_map(|rc| rc.vhosts.iter())
             .flat_map(|v| v.routes.iter())
         {
             let mirrored = r.mirrors.iter().map(|m| &m.cluster);
@@ -669,189 +742,11 @@ fn ingress_services(fx: &Fixtures, pods: &[PodPlan]) -> Vec<IngressService> {
 }
 
 /// The Services (in the gateway pod's namespace) that select the pod.
-fn services_selecting<'a>(fx: &'a Fixtures, pod: &PodPlan) -> Vec<&'a Item<Service>> {
+pub(crate) fn services_selecting<'a>(fx: &'a Fixtures, pod: &PodPlan) -> Vec<&'a Item<Service>> {
     fx.services
         .iter()
         .filter(|s| s.namespace == pod.namespace && selects(&s.spec.spec.selector, &pod.labels))
         .collect()
-}
-
-fn build_listeners(
-    fx: &Fixtures,
-    pod: &PodPlan,
-    gws: &[&Item<Gateway>],
-    vss: &[&Item<VirtualService>],
-    warnings: &mut Vec<Warning>,
-) -> Vec<ListenerPlan> {
-    let services = services_selecting(fx, pod);
-    let mut by_port: BTreeMap<u16, ListenerPlan> = BTreeMap::new();
-    // (target port, vhost domain) -> routes, in order of first appearance.
-    let mut vhosts: BTreeMap<u16, Vec<VHostPlan>> = BTreeMap::new();
-    for gw in gws {
-        for (si, server) in gw.spec.spec.servers.iter().enumerate() {
-            let number = server.port.number;
-            let target = translate_port(&services, pod, number);
-            let node_ports = node_ports_reaching(fx, &services, pod, target);
-            let proto = server
-                .port
-                .protocol
-                .clone()
-                .unwrap_or_else(|| "HTTP".into())
-                .to_uppercase();
-            let protocol = match proto.as_str() {
-                "HTTP" | "HTTP2" | "GRPC" => ListenerProtocol::Http,
-                "HTTPS" => ListenerProtocol::Https,
-                other => {
-                    warnings.push(Warning {
-                        at: gw.source.clone(),
-                        object: gw.describe(),
-                        message: format!(
-                            "server {si} protocol {other} is not emulated: the local target binds port {number} but routes nothing"
-                        ),
-                    });
-                    ListenerProtocol::Opaque(other.to_string())
-                }
-            };
-            if protocol == ListenerProtocol::Https {
-                warnings.push(Warning {
-                    at: gw.source.clone(),
-                    object: gw.describe(),
-                    message: format!(
-                        "server {si} (HTTPS): TLS credentials are not emulated; the local target serves a per-run certificate"
-                    ),
-                });
-            }
-            let l = by_port.entry(target).or_insert_with(|| ListenerPlan {
-                name: format!("0.0.0.0_{target}"),
-                target_port: target,
-                server_port: number,
-                node_ports: Vec::new(),
-                protocol: protocol.clone(),
-                route_config: RouteConfigPlan {
-                    name: route_config_name(&protocol, target, server, gw),
-                    vhosts: Vec::new(),
-                },
-                hosts: Vec::new(),
-            });
-            for np in node_ports {
-                if !l.node_ports.contains(&np) {
-                    l.node_ports.push(np);
-                }
-            }
-            if !matches!(protocol, ListenerProtocol::Http | ListenerProtocol::Https) {
-                continue;
-            }
-            let vh_list = vhosts.entry(target).or_default();
-            let https_redirect = server
-                .tls
-                .as_ref()
-                .and_then(|t| t.https_redirect)
-                .unwrap_or(false);
-            for server_host in &server.hosts {
-                let (host_ns, host) = match server_host.split_once('/') {
-                    Some((ns, h)) => (Some(ns), h),
-                    None => (None, server_host.as_str()),
-                };
-                l.hosts.push(host.to_string());
-                for vs in vss {
-                    let ns_ok = match host_ns {
-                        None | Some("*") => true,
-                        Some(".") => vs.namespace == gw.namespace,
-                        Some("~") => false,
-                        Some(ns) => vs.namespace == ns,
-                    };
-                    if !ns_ok || !binds(vs, gw) {
-                        continue;
-                    }
-                    for vs_host in &vs.spec.spec.hosts {
-                        // VirtualService hosts are resolved like any host
-                        // (pilot/pkg/model/virtualservice.go, resolveVirtualServiceShortnames).
-                        let vs_host = resolve_host(vs_host, &vs.namespace);
-                        if !host_matches(&vs_host, host) {
-                            continue;
-                        }
-                        let domain = narrower(&vs_host, host).to_ascii_lowercase();
-                        let vh_name = format!("{domain}:{number}");
-                        let idx = match vh_list.iter().position(|v| v.name == vh_name) {
-                            Some(i) => i,
-                            None => {
-                                vh_list.push(VHostPlan {
-                                    name: vh_name,
-                                    domains: vec![domain.clone()],
-                                    routes: Vec::new(),
-                                    require_tls: false,
-                                });
-                                vh_list.len() - 1
-                            }
-                        };
-                        let vh = &mut vh_list[idx];
-                        vh.require_tls |= https_redirect;
-                        if vh.routes.iter().any(|r| r.virtual_service == vs.describe()) {
-                            continue; // the same VirtualService via another server host
-                        }
-                        let is_tls = server.tls.is_some();
-                        vh.routes
-                            .extend(routes_of(fx, vs, number, is_tls, warnings));
-                    }
-                }
-                // pilot/pkg/networking/core/gateway.go (buildGatewayVirtualHosts): a
-                // redirecting server's host gets a virtual host even with no route.
-                if https_redirect {
-                    let host = host.to_ascii_lowercase();
-                    let vh_name = format!("{host}:{number}");
-                    match vh_list.iter_mut().find(|v| v.name == vh_name) {
-                        Some(v) => v.require_tls = true,
-                        None => vh_list.push(VHostPlan {
-                            name: vh_name,
-                            domains: vec![host],
-                            routes: Vec::new(),
-                            require_tls: true,
-                        }),
-                    }
-                }
-            }
-        }
-    }
-    by_port
-        .into_values()
-        .map(|mut l| {
-            let mut vh = vhosts.remove(&l.target_port).unwrap_or_default();
-            if vh.is_empty() {
-                vh.push(VHostPlan {
-                    name: format!("blackhole:{}", l.server_port),
-                    domains: vec!["*".into()],
-                    routes: Vec::new(),
-                    require_tls: false,
-                });
-            }
-            for v in &mut vh {
-                sort_catch_all_last(&mut v.routes);
-            }
-            l.route_config.vhosts = vh;
-            l
-        })
-        .collect()
-}
-
-/// The route configuration's name (pilot/pkg/model/gateway.go, 1.30.3,
-/// gatewayRDSRouteName): `http.<bound port>` for HTTP, and for HTTPS terminated at
-/// the gateway `https.<server port>.<port name>.<Gateway name>.<namespace>`.
-fn route_config_name(
-    protocol: &ListenerProtocol,
-    target: u16,
-    server: &crate::fixtures::istio::Server,
-    gw: &Item<Gateway>,
-) -> String {
-    match protocol {
-        ListenerProtocol::Https => format!(
-            "https.{}.{}.{}.{}",
-            server.port.number,
-            server.port.name.as_deref().unwrap_or(""),
-            gw.name,
-            gw.namespace
-        ),
-        _ => format!("http.{target}"),
-    }
 }
 
 /// Label by which a gateway Service opts out of port translation
@@ -862,7 +757,7 @@ const DISABLE_PORT_TRANSLATION: &str = "experimental.istio.io/disable-gateway-po
 /// 1.30.3, resolvePorts with the legacy label selector): the targetPort of the first
 /// Service port numbered `number` among the Services selecting the gateway pod; with
 /// none, `number` as written.
-fn translate_port(services: &[&Item<Service>], pod: &PodPlan, number: u16) -> u16 {
+pub(crate) fn translate_port(services: &[&Item<Service>], pod: &PodPlan, number: u16) -> u16 {
     services
         .iter()
         .filter(|s| {
@@ -879,7 +774,7 @@ fn translate_port(services: &[&Item<Service>], pod: &PodPlan, number: u16) -> u1
 
 /// The NodePorts kube-proxy forwards to `target` on the gateway pod: those of every
 /// NodePort/LoadBalancer Service port whose targetPort is `target` on this pod.
-fn node_ports_reaching(
+pub(crate) fn node_ports_reaching(
     fx: &Fixtures,
     services: &[&Item<Service>],
     pod: &PodPlan,
@@ -917,7 +812,7 @@ fn node_ports_reaching(
 /// pilot/pkg/networking/core/route/route.go (1.30.3), SortVHostRoutes: catch-all
 /// routes (prefix `/`, nothing else to match) move to the end of the virtual host,
 /// the others keep their order.
-fn sort_catch_all_last(routes: &mut Vec<RoutePlan>) {
+pub(crate) fn sort_catch_all_last(routes: &mut Vec<RoutePlan>) {
     let (catch_all, rest): (Vec<RoutePlan>, Vec<RoutePlan>) =
         routes.drain(..).partition(is_catch_all);
     routes.extend(rest);

@@ -4,11 +4,13 @@
 //! this model into Envoy configuration; the analysis and route simulation read it, so
 //! the two cannot disagree.
 
+mod gateway;
 mod mesh;
 mod pods;
 mod route_filters;
 mod simulate;
 
+pub use gateway::{credential_problem, sds_name, secret_ref};
 pub use mesh::*;
 pub use pods::*;
 pub use route_filters::*;

@@ -23,6 +23,11 @@ pub struct SimRequest {
     pub headers: BTreeMap<String, String>,
     /// The request body (routing does not look at it; carried for the record).
     pub body: Option<String>,
+    /// `scheme: https`: TLS to the gateway with SNI = the host (without port).
+    pub https: bool,
+    /// Take every credentialName as served (what istiod's listeners say; whether SDS
+    /// has the Secret is not part of them): for comparing with the oracle.
+    pub assume_certificates: bool,
 }
 
 /// Who would answer.
@@ -145,6 +150,7 @@ impl Prediction {
             .iter()
             .map(|b| {
                 let what = match (&b.status, &b.backend) {
+                    (None, _) if b.reason.ends_with(HANDSHAKE_FAILS) => HANDSHAKE_FAILS.to_string(),
                     (None, _) => "connection refused".to_string(),
                     (Some(s), Some(be)) => format!("{s} from {} {}", be.service, be.version),
                     (Some(s), None) => format!("{s} ({})", b.reason),
@@ -250,7 +256,7 @@ pub fn route_matches(r: &RoutePlan, req: &SimRequest) -> bool {
     path_matches(r, &req.path)
         && r.headers.iter().all(|m| {
             let value = match m.name.as_str() {
-                ":scheme" => Some("http"),
+                ":scheme" => Some(if req.https { "https" } else { "http" }),
                 name => req
                     .headers
                     .get(&name.to_ascii_lowercase())
@@ -446,7 +452,26 @@ impl Mesh {
             "gateway pod {}/{} listener {} (Gateway server port {})",
             gw_pod.namespace, gw_pod.name, listener.name, listener.server_port
         ));
-        let Some(vh) = select_vhost(&listener.route_config.vhosts, &req.host) else {
+        let chain = match select_chain(listener, req) {
+            Ok(c) => c,
+            Err(why) => return no_tls(steps, why),
+        };
+        if let Some(tls) = &chain.tls {
+            steps.push(format!(
+                "filter chain of {} server {} (SNI {}), certificate {} (Secret {}/{})",
+                tls.gateway,
+                tls.server,
+                if chain.server_names.is_empty() {
+                    "any".to_string()
+                } else {
+                    chain.server_names.join(", ")
+                },
+                tls.sds_name,
+                tls.secret_namespace,
+                tls.secret_name
+            ));
+        }
+        let Some(vh) = select_vhost(&chain.route_config.vhosts, &req.host) else {
             return status_only(
                 steps,
                 None,
@@ -776,6 +801,60 @@ fn describe_match(r: &RoutePlan) -> String {
         parts.push(format!("query {} {:?}", m.name, m.value));
     }
     parts.join(", ")
+}
+
+/// How a failed TLS handshake ends a prediction's reason.
+pub const HANDSHAKE_FAILS: &str = "TLS handshake fails";
+
+/// The filter chain a request takes (Envoy's filter chain match on SNI), or why the
+/// connection fails: TLS to a plaintext listener, plaintext to a TLS one, an SNI no
+/// server names, a server whose certificate istiod cannot serve.
+fn select_chain<'a>(
+    l: &'a super::mesh::ListenerPlan,
+    req: &SimRequest,
+) -> Result<&'a super::mesh::ChainPlan, String> {
+    let tls_listener = l.protocol == super::mesh::ListenerProtocol::Https;
+    if req.https && !tls_listener {
+        return Err(format!(
+            "listener {} serves plaintext HTTP, the client speaks TLS",
+            l.name
+        ));
+    }
+    if !req.https && tls_listener {
+        return Err(format!(
+            "listener {} terminates TLS, the client speaks plaintext HTTP",
+            l.name
+        ));
+    }
+    let sni = strip_port(&req.host).to_ascii_lowercase();
+    let chain = l
+        .chain_for(req.https.then_some(sni.as_str()))
+        .ok_or_else(|| format!("no filter chain of listener {} matches SNI {sni}", l.name))?;
+    if req.assume_certificates {
+        return Ok(chain);
+    }
+    if let Some(problem) = chain
+        .tls
+        .as_ref()
+        .and_then(|t| t.problem.as_ref().map(|p| (t, p)))
+    {
+        let (t, p) = problem;
+        return Err(format!(
+            "{} server {} credentialName {}: {p}, so the gateway has no certificate for it",
+            t.gateway, t.server, t.credential
+        ));
+    }
+    Ok(chain)
+}
+
+fn no_tls(steps: Vec<String>, why: String) -> Prediction {
+    let mut p = refused(steps, why);
+    for b in &mut p.branches {
+        b.reason = b
+            .reason
+            .replace(": connection refused", &format!(": {HANDSHAKE_FAILS}"));
+    }
+    p
 }
 
 fn refused(steps: Vec<String>, why: String) -> Prediction {

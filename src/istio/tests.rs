@@ -18,7 +18,7 @@ fn shipped_fixtures_program_one_gateway_listener_with_all_routes() {
     assert_eq!(l.len(), 1);
     assert_eq!(l[0].name, "0.0.0.0_8080");
     assert_eq!(l[0].node_ports, vec![30080]);
-    let vh = &l[0].route_config.vhosts;
+    let vh = &l[0].chains[0].route_config.vhosts;
     assert_eq!(vh.len(), 1);
     assert_eq!(vh[0].name, "*:80");
     // atlas-ui, authz, then nb-rest's two routes (VirtualServices in name order).
@@ -267,4 +267,59 @@ fn a_fault_abort_takes_its_share_of_requests_before_the_route_forwards() {
     p.fault.as_mut().unwrap().abort.as_mut().unwrap().percentage = Some(Fraction::of_integer(100));
     assert_eq!(p.outcomes().len(), 1);
     assert_eq!(p.branches.len(), 1);
+}
+
+fn chain(names: &[&str], rc: &str) -> ChainPlan {
+    ChainPlan {
+        server_names: names.iter().map(|s| s.to_string()).collect(),
+        tls: None,
+        route_config: RouteConfigPlan {
+            name: rc.into(),
+            vhosts: Vec::new(),
+        },
+    }
+}
+
+#[test]
+fn a_tls_connection_takes_the_chain_of_its_sni_as_envoy_picks_it() {
+    let l = ListenerPlan {
+        name: "0.0.0.0_8443".into(),
+        target_port: 8443,
+        server_port: 443,
+        node_ports: vec![30443],
+        protocol: ListenerProtocol::Https,
+        chains: vec![
+            chain(&["*.example.com"], "wild"),
+            chain(&["*.a.example.com"], "longer-wild"),
+            chain(&["httpbin.example.com"], "exact"),
+        ],
+    };
+    let rc = |sni: Option<&str>| l.chain_for(sni).map(|c| c.route_config.name.clone());
+    assert_eq!(rc(Some("httpbin.example.com")).as_deref(), Some("exact"));
+    assert_eq!(rc(Some("HTTPBIN.example.com")).as_deref(), Some("exact"));
+    assert_eq!(rc(Some("x.a.example.com")).as_deref(), Some("longer-wild"));
+    assert_eq!(rc(Some("other.example.com")).as_deref(), Some("wild"));
+    // `*.example.com` does not cover example.com itself; no chain without names.
+    assert_eq!(rc(Some("example.com")), None);
+    assert_eq!(rc(None), None);
+}
+
+#[test]
+fn credential_names_resolve_in_the_gateway_pods_namespace() {
+    assert_eq!(
+        sds_name("httpbin-credential"),
+        "kubernetes://httpbin-credential"
+    );
+    assert_eq!(sds_name("kubernetes://x"), "kubernetes://x");
+    assert_eq!(
+        secret_ref("httpbin-credential", "istio-ingress"),
+        (
+            "istio-ingress".to_string(),
+            "httpbin-credential".to_string()
+        )
+    );
+    assert_eq!(
+        secret_ref("kubernetes://other/cred", "istio-ingress"),
+        ("other".to_string(), "cred".to_string())
+    );
 }

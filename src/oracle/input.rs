@@ -266,9 +266,6 @@ fn endpoint_slices(fx: &Fixtures, mesh: &Mesh) -> Vec<Value> {
 /// targetPort of a selected pod). Checks whose port leads nowhere are left out: the
 /// comparison reports them from the model's side.
 fn requests(fx: &Fixtures, mesh: &Mesh, suite: &Suite) -> Vec<Request> {
-    let Some((gw, port, node_port)) = ingress_entry(fx, mesh, suite.ingress.port) else {
-        return Vec::new();
-    };
     let mut out = Vec::new();
     for c in &suite.checks {
         let req = match &c.kind {
@@ -276,7 +273,14 @@ fn requests(fx: &Fixtures, mesh: &Mesh, suite: &Suite) -> Vec<Request> {
             CheckKind::Distribution(d) => &d.request,
             _ => continue,
         };
-        out.push(request(c.full_name(), gw.clone(), port, node_port, req));
+        // A port with no gateway pod behind it is asked nothing (the comparison
+        // then expects "no listener").
+        let Some((gw, port, node_port)) =
+            ingress_entry(fx, mesh, req.service_port(suite.ingress.port))
+        else {
+            continue;
+        };
+        out.push(request(c.full_name(), gw, port, node_port, req));
     }
     out
 }
@@ -310,7 +314,7 @@ fn request(id: String, gateway: String, port: u16, node_port: u16, r: &RequestSp
         gateway,
         port,
         method: r.method.clone().unwrap_or_else(|| "GET".into()),
-        scheme: "http".into(),
+        scheme: if r.is_https() { "https" } else { "http" }.into(),
         host: r
             .host
             .clone()

@@ -58,6 +58,11 @@ pub trait Target: Send + Sync {
     fn health(&self) -> Vec<String>;
     /// Key/values for reports (target, versions, addresses).
     fn properties(&self) -> Vec<(String, String)>;
+    /// A PEM CA that signed the gateway's server certificates, when the target made
+    /// them (the local target's per-run CA); https requests trust it.
+    fn tls_ca_file(&self) -> Option<PathBuf> {
+        None
+    }
     /// NodePorts of the cluster's Services that are not the fixtures' (another
     /// tenant's, on a shared cluster), each with the Service's `namespace/name`: the
     /// ports check lists them as information rather than judging them. Empty where

@@ -177,6 +177,7 @@ pub const STATIC_CHECKS: &[&str] = &[
     "static::subsets",
     "static::weights",
     "static::route-conflicts",
+    "static::gateway-credentials",
     "static::mtls",
     "static::rewrites",
     "static::simulate::routing::atlas-ui",

@@ -8,10 +8,11 @@ use super::certs::CertFiles;
 use crate::fixtures::istio::StringMatch;
 use crate::istio::{
     ClusterPlan, CorsPlan, FaultPlan, Fraction, HeaderOps, ListenerPlan, ListenerProtocol, Matcher,
-    Mesh, MirrorPlan, PathMatch, Redirect, RetryPlan, RouteFilters, RouteKind, RoutePlan,
-    UpstreamTls, UriRewrite,
+    Mesh, MirrorPlan, PathMatch, Redirect, RetryPlan, RouteConfigPlan, RouteFilters, RouteKind,
+    RoutePlan, UpstreamTls, UriRewrite,
 };
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
@@ -311,9 +312,8 @@ fn header_ops_into(v: &mut Value, which: &str, ops: &HeaderOps) {
     }
 }
 
-fn gateway_hcm(l: &ListenerPlan) -> Value {
-    let vhosts: Vec<Value> = l
-        .route_config
+fn gateway_hcm(l: &ListenerPlan, rc: &RouteConfigPlan) -> Value {
+    let vhosts: Vec<Value> = rc
         .vhosts
         .iter()
         .map(|vh| {
@@ -337,7 +337,7 @@ fn gateway_hcm(l: &ListenerPlan) -> Value {
             "strip_any_host_port": true,
             "forward_client_cert_details": "SANITIZE_SET",
             "set_current_client_cert_details": {"subject": true, "dns": true, "uri": true},
-            "route_config": {"name": l.route_config.name, "validate_clusters": false,
+            "route_config": {"name": rc.name, "validate_clusters": false,
                              "virtual_hosts": vhosts},
             "http_filters": gateway_http_filters()
         }
@@ -408,6 +408,55 @@ fn node(mesh: &Mesh, pod: usize, ip: Ipv4Addr, kind: &str) -> Value {
            "cluster": format!("{}.{}", p.deployment, p.namespace)})
 }
 
+/// The filter chains of a gateway listener: the HTTP one; one per HTTPS server,
+/// matched by SNI, terminating TLS with the per-run certificate standing for its
+/// Secret (pilot gateway.go createGatewayHTTPFilterChainOpts,
+/// buildGatewayListenerTLSContext); a TCP black hole for what is not emulated. A
+/// server whose Secret istiod cannot serve gets no chain: its SNI finds none and the
+/// handshake fails, as it does on Istio (the chain waits for a secret SDS never sends).
+fn filter_chains(l: &ListenerPlan, credentials: &BTreeMap<String, CertFiles>) -> Vec<Value> {
+    if let ListenerProtocol::Opaque(_) = &l.protocol {
+        return vec![json!({"filters": [{
+            "name": "envoy.filters.network.tcp_proxy",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+                             "stat_prefix": "blackhole", "cluster": "BlackHoleCluster"}}]})];
+    }
+    let mut out = Vec::new();
+    for c in &l.chains {
+        let mut chain = json!({"filters": [gateway_hcm(l, &c.route_config)]});
+        if let Some(tls) = &c.tls {
+            let Some(files) = credentials
+                .get(&tls.sds_name)
+                .filter(|_| tls.problem.is_none())
+            else {
+                continue;
+            };
+            if !c.server_names.is_empty() {
+                chain["filter_chain_match"] = json!({"server_names": c.server_names});
+            }
+            chain["transport_socket"] = json!({"name": "envoy.transport_sockets.tls",
+                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                    "common_tls_context": {"alpn_protocols": ["h2", "http/1.1"],
+                                           "tls_certificates": tls_files(files)}}});
+        }
+        out.push(chain);
+    }
+    if out.is_empty() {
+        out.push(no_certificate_chain());
+    }
+    out
+}
+
+/// A listener must have a filter chain: when no server of a TLS port has a
+/// certificate, one that no SNI matches keeps the port's behaviour (every handshake
+/// fails).
+pub(crate) fn no_certificate_chain() -> Value {
+    json!({"filter_chain_match": {"server_names": ["no-certificate.meshcheck.invalid"]},
+           "filters": [{"name": "envoy.filters.network.tcp_proxy",
+               "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+                                "stat_prefix": "blackhole", "cluster": "BlackHoleCluster"}}]})
+}
+
 /// The bootstrap of gateway proxy `gw` (index into `mesh.gateways`).
 pub fn gateway_bootstrap(
     mesh: &Mesh,
@@ -415,7 +464,7 @@ pub fn gateway_bootstrap(
     addrs: &Addresses,
     admin: &Path,
     cert: &CertFiles,
-    server_cert: Option<&CertFiles>,
+    credentials: &BTreeMap<String, CertFiles>,
     root: &Path,
 ) -> Value {
     let g = &mesh.gateways[gw];
@@ -424,20 +473,7 @@ pub fn gateway_bootstrap(
         .listeners
         .iter()
         .map(|l| {
-            let mut chain = match &l.protocol {
-                ListenerProtocol::Http | ListenerProtocol::Https => json!({"filters": [gateway_hcm(l)]}),
-                ListenerProtocol::Opaque(_) => json!({"filters": [{
-                    "name": "envoy.filters.network.tcp_proxy",
-                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
-                                     "stat_prefix": "blackhole", "cluster": "BlackHoleCluster"}}]}),
-            };
-            if l.protocol == ListenerProtocol::Https {
-                if let Some(sc) = server_cert {
-                    chain["transport_socket"] = json!({"name": "envoy.transport_sockets.tls",
-                        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
-                            "common_tls_context": {"tls_certificates": tls_files(sc)}}});
-                }
-            }
+            let chains = filter_chains(l, credentials);
             // Envoy listens in the pod on the target port; kube-proxy's NodePorts are
             // the same listener's additional addresses on the node.
             let extra: Vec<Value> = l
@@ -446,9 +482,14 @@ pub fn gateway_bootstrap(
                 .map(|np| json!({"address": sock(addrs.node, *np)}))
                 .collect();
             let mut lis = json!({"name": l.name, "address": sock(pod_ip, l.target_port),
-                                 "filter_chains": [chain]});
+                                 "filter_chains": chains});
             if !extra.is_empty() {
                 lis["additional_addresses"] = json!(extra);
+            }
+            // SNI matching needs the TLS inspector (pilot adds it to TLS listeners).
+            if l.protocol == ListenerProtocol::Https {
+                lis["listener_filters"] = json!([{"name": "envoy.filters.listener.tls_inspector",
+                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"}}]);
             }
             lis
         })

@@ -17,6 +17,7 @@ use crate::istio::Mesh;
 use crate::oracle::input::pod_index;
 use crate::oracle::output::GatewayConfig;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
@@ -26,8 +27,9 @@ pub struct Secrets<'a> {
     pub identity: &'a CertFiles,
     /// The mesh root (`ROOTCA`).
     pub root: &'a Path,
-    /// Served for any credentialName (`kubernetes://...`) secret.
-    pub server: Option<&'a CertFiles>,
+    /// The per-run certificate of each credentialName secret istiod would serve
+    /// (`kubernetes://httpbin-credential`).
+    pub credentials: &'a BTreeMap<String, CertFiles>,
     /// Where the SDS files are written.
     pub dir: PathBuf,
 }
@@ -49,6 +51,7 @@ pub fn gateway_bootstrap(
     for l in &cfg.listeners {
         let mut l = l.clone();
         bind_locally(&mut l, mesh, gw, addrs)?;
+        drop_chains_without_secret(&mut l, secrets);
         inline_routes(&mut l, cfg)?;
         listeners.push(l);
     }
@@ -100,6 +103,30 @@ fn bind_locally(l: &mut Value, mesh: &Mesh, gw: usize, addrs: &Addresses) -> Res
         );
     }
     Ok(())
+}
+
+/// A filter chain whose credentialName secret istiod's SDS would not send (no such
+/// Secret in the gateway pod's namespace, pilot/pkg/xds/sds.go) is dropped: on Istio
+/// Envoy waits for the secret, then fails every handshake on that chain; without it
+/// the handshake fails the same way (no chain matches the SNI), without the wait.
+fn drop_chains_without_secret(l: &mut Value, s: &Secrets) {
+    let Some(chains) = l.get_mut("filter_chains").and_then(Value::as_array_mut) else {
+        return;
+    };
+    let before = chains.len();
+    chains.retain(|c| {
+        c.pointer(
+            "/transport_socket/typed_config/common_tls_context/tls_certificate_sds_secret_configs",
+        )
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|sc| sc.get("name").and_then(Value::as_str))
+        .all(|n| matches!(n, "default" | "ROOTCA") || s.credentials.contains_key(n))
+    });
+    if before > 0 && chains.is_empty() {
+        chains.push(super::envoy::no_certificate_chain());
+    }
 }
 
 fn sock(ip: Ipv4Addr, port: u64) -> Value {
@@ -235,7 +262,7 @@ fn write_secret(name: &str, s: &Secrets) -> Result<PathBuf, String> {
         "ROOTCA" => {
             json!({"name": name, "validation_context": {"trusted_ca": {"filename": s.root.to_string_lossy()}}})
         }
-        other => match s.server {
+        other => match s.credentials.get(other) {
             Some(c) => json!({"name": other, "tls_certificate": files(c)}),
             None => {
                 return Err(format!(

@@ -60,6 +60,40 @@ impl LocalOptions {
 const MAX_PODS: usize = 100;
 
 /// The gateway bootstrap from istiod's answer for pod `gw`.
+/// One certificate per SDS secret the gateway's HTTPS servers name (only those whose
+/// Secret istiod would serve), with the servers' hosts as DNS SANs (`*` left out).
+fn credential_certs(
+    ca: &certs::MeshCa,
+    gw: &crate::istio::GatewayProxy,
+    stem: &str,
+) -> Result<std::collections::BTreeMap<String, certs::CertFiles>, certs::CertError> {
+    let mut hosts: std::collections::BTreeMap<&str, (String, Vec<String>)> = Default::default();
+    for tls in gw
+        .listeners
+        .iter()
+        .flat_map(|l| l.chains.iter())
+        .filter_map(|c| c.tls.as_ref())
+        .filter(|t| t.problem.is_none())
+    {
+        let e = hosts.entry(&tls.sds_name).or_insert_with(|| {
+            (
+                format!("{stem}.{}.{}", tls.secret_namespace, tls.secret_name),
+                Vec::new(),
+            )
+        });
+        for h in tls.hosts.iter().filter(|h| *h != "*") {
+            if !e.1.contains(h) {
+                e.1.push(h.clone());
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    for (sds, (file_stem, sans)) in hosts {
+        out.insert(sds.to_string(), ca.issue(&file_stem, None, &sans)?);
+    }
+    Ok(out)
+}
+
 fn istiod_bootstrap(
     answer: &crate::oracle::output::Output,
     mesh: &Mesh,
@@ -112,6 +146,8 @@ pub struct LocalTarget {
     running: Vec<RunningPod>,
     shape: SidecarShape,
     stopped: bool,
+    /// The per-run CA of the certificates standing for the Gateways' Secrets.
+    credential_ca: Option<PathBuf>,
 }
 
 /// Takes a free 127.A.B.0/24 block: an exclusive flock on a lock file per block.
@@ -248,6 +284,7 @@ impl LocalTarget {
             running: Vec::new(),
             shape: opts.sidecar_shape,
             stopped: false,
+            credential_ca: None,
         };
         let [a, b, c, _] = node.octets();
         let mut pod_ip = vec![Ipv4Addr::UNSPECIFIED; target.mesh.pods.len()];
@@ -270,6 +307,14 @@ impl LocalTarget {
 
         let ca = certs::MeshCa::new(&wd.join("certs"))?;
         let root = ca.root_file.clone();
+        // The Secrets the Gateways' credentialNames name have no key material meshcheck
+        // could use: each gets a per-run certificate from a CA of its own, which the
+        // checks' https client trusts.
+        let cred_dir = wd.join("certs").join("credentials");
+        std::fs::create_dir_all(&cred_dir)
+            .map_err(io(format!("cannot create {}", cred_dir.display())))?;
+        let cred_ca = certs::MeshCa::new(&cred_dir)?;
+        target.credential_ca = Some(cred_ca.root_file.clone());
         let td = target.mesh.trust_domain.clone();
         let mut waits: Vec<Wait> = Vec::new();
         let addrs_pod_ip = pod_ip.clone();
@@ -297,12 +342,7 @@ impl LocalTarget {
                     .iter()
                     .position(|g| g.pod == i)
                     .unwrap_or(0);
-                let hosts: Vec<String> = target.mesh.gateways[gw]
-                    .listeners
-                    .iter()
-                    .flat_map(|l| l.hosts.iter().filter(|h| !h.contains('*')).cloned())
-                    .collect();
-                let server_cert = ca.issue(&format!("{stem}.server"), None, &hosts)?;
+                let credentials = credential_certs(&cred_ca, &target.mesh.gateways[gw], &stem)?;
                 let addrs = envoy::Addresses {
                     node,
                     pod_ip: &addrs_pod_ip,
@@ -314,7 +354,7 @@ impl LocalTarget {
                         &addrs,
                         &admin,
                         &cert,
-                        Some(&server_cert),
+                        &credentials,
                         &root,
                     ),
                     Some(answer) => istiod_bootstrap(
@@ -326,7 +366,7 @@ impl LocalTarget {
                         &istiod::Secrets {
                             identity: &cert,
                             root: &root,
-                            server: Some(&server_cert),
+                            credentials: &credentials,
                             dir: wd.join("envoy").join(format!("{stem}.sds")),
                         },
                     )?,
@@ -615,6 +655,10 @@ impl Target for LocalTarget {
             .into_iter()
             .map(|(name, how, log)| format!("{name} {how} (log: {})", log.display()))
             .collect()
+    }
+
+    fn tls_ca_file(&self) -> Option<PathBuf> {
+        self.credential_ca.clone()
     }
 
     fn properties(&self) -> Vec<(String, String)> {
