@@ -140,7 +140,7 @@ func dump(pod string, g *generated) GatewayConfig {
 	for _, rc := range g.routes {
 		t := RouteTable{Name: rc.Name, VirtualHosts: []VirtualHost{}}
 		for _, vh := range rc.VirtualHosts {
-			v := VirtualHost{Name: vh.Name, Domains: vh.Domains, Routes: []RouteResult{}, RequireTLS: vh.RequireTls.String()}
+			v := VirtualHost{Name: vh.Name, Domains: vh.Domains, Routes: []RouteResult{}, RequireTLS: vh.RequireTls.String(), IncludeRequestAttemptCount: vh.IncludeRequestAttemptCount}
 			for i, r := range vh.Routes {
 				v.Routes = append(v.Routes, *describeRoute(g, r, i, nil))
 			}

@@ -102,6 +102,8 @@ type VirtualHost struct {
 	Routes  []RouteResult `json:"routes"`
 	// RequireTLS is Envoy's require_tls ("NONE", "EXTERNAL_ONLY", "ALL").
 	RequireTLS string `json:"require_tls"`
+	// IncludeRequestAttemptCount: Envoy adds x-envoy-attempt-count upstream.
+	IncludeRequestAttemptCount bool `json:"include_request_attempt_count"`
 }
 
 // SimResult is Istio's answer for one request.

@@ -95,6 +95,10 @@ examples! {
     fault_injection_abort => "fault-injection-abort",
     ingress_httpbin => "ingress-httpbin",
     redirects => "redirects",
+    fault_injection_delay => "fault-injection-delay",
+    request_timeouts => "request-timeouts",
+    retries => "retries",
+    mirroring => "mirroring",
 }
 
 #[test]
@@ -110,4 +114,99 @@ fn every_example_suite_is_tested() {
     let mut tested: Vec<String> = EXAMPLES.iter().map(|s| s.to_string()).collect();
     tested.sort();
     assert_eq!(on_disk, tested);
+}
+
+/// A copy of examples/ with `from` replaced by `to` in `file`; runs `suite` from it and
+/// returns the run (the copy is removed at the end).
+fn run_broken(suite: &str, file: &str, from: &str, to: &str) -> RunResult {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&root().join("examples"), dir.path());
+    let path = dir.path().join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains(from), "{file} does not contain {from:?}");
+    std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+    Run::new()
+        .arg("--suite")
+        .arg(dir.path().join(format!("{suite}.yaml")))
+        .arg("--budget")
+        .arg("3s")
+        .run()
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&dest).unwrap();
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
+/// The failed testcases of `r` must be exactly `checks` and their simulations.
+#[track_caller]
+fn fails_exactly(r: &RunResult, checks: &[&str]) {
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    let want: BTreeSet<String> = checks
+        .iter()
+        .flat_map(|c| [c.to_string(), format!("static::simulate::{c}")])
+        .collect();
+    assert_eq!(r.failed, want, "{}", r.stdout);
+}
+
+#[test]
+fn without_the_route_timeout_the_slow_backend_answers() {
+    let r = run_broken(
+        "request-timeouts",
+        "request-timeouts/reviews.yaml",
+        "    timeout: 0.5s\n",
+        "",
+    );
+    fails_exactly(&r, &["timeouts::slow-backend-504"]);
+}
+
+#[test]
+fn without_the_delay_fault_jason_is_answered_at_once() {
+    let r = run_broken(
+        "fault-injection-delay",
+        "fault-injection-delay/ratings.yaml",
+        "        fixedDelay: 1s\n",
+        "        fixedDelay: 10ms\n",
+    );
+    // The simulation does not predict latency; the traffic check fails alone.
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    let failed: Vec<&str> = r.failed.iter().map(String::as_str).collect();
+    assert_eq!(failed, ["fault-delay::jason-delayed"], "{}", r.stdout);
+}
+
+#[test]
+fn without_retries_the_backend_is_tried_once() {
+    // Pilot's default policy retries no status code: 503 is passed on at once.
+    let r = run_broken(
+        "retries",
+        "retries/ratings.yaml",
+        "    retries:\n      attempts: 3\n      perTryTimeout: 2s\n      retryOn: 5xx\n",
+        "",
+    );
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.failed.contains("retries::five-hundreds-retried-3-times"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("x-envoy-attempt-count"), "{}", r.stdout);
+}
+
+#[test]
+fn a_fifty_percent_abort_that_is_not_there_fails_the_status_shares() {
+    let r = run_broken(
+        "fault-injection-abort",
+        "fault-injection-abort/ratings.yaml",
+        "          value: 50.0\n",
+        "          value: 10.0\n",
+    );
+    fails_exactly(&r, &["fault-abort::flaky-half-503"]);
 }

@@ -375,3 +375,20 @@ fn reintroduced_fault_and_cors_defects_are_caught() {
     assert!(d.contains("fault abort 503 500000/1000000"), "{d}");
     assert!(d.contains("forward_not_matching_preflights=false"), "{d}");
 }
+
+#[test]
+fn reintroduced_missing_attempt_count_is_caught() {
+    // pilot gateway.go: gateway virtual hosts carry include_request_attempt_count, so
+    // the backend sees x-envoy-attempt-count (the retries example counts on it).
+    let Some(bin) = bin() else { return };
+    let f = FixtureCopy::new();
+    let (fx, mut mesh, out) = istiod(bin, f.path());
+    assert!(disagreements(&fx, &mesh, &out).is_empty());
+    mesh.gateways[0].listeners[0].chains[0].route_config.vhosts[0].attempt_count = false;
+    let d = disagreements(&fx, &mesh, &out).join("\n");
+    assert!(
+        d.contains("meshcheck: include_request_attempt_count false")
+            && d.contains("istiod 1.30.3: include_request_attempt_count true"),
+        "{d}"
+    );
+}

@@ -311,6 +311,8 @@ fn finish(mut l: ListenerPlan) -> ListenerPlan {
                 domains: vec!["*".into()],
                 routes: Vec::new(),
                 require_tls: false,
+                // pilot gateway.go: the blackhole virtual host has no ProxyHeaders.
+                attempt_count: false,
             });
         }
         for v in vh.iter_mut() {
@@ -370,6 +372,7 @@ fn add_server_vhosts(
                             domains: vec![domain.clone()],
                             routes: Vec::new(),
                             require_tls: false,
+                            attempt_count: true,
                         });
                         vh_list.len() - 1
                     }
@@ -395,6 +398,7 @@ fn add_server_vhosts(
                     domains: vec![host],
                     routes: Vec::new(),
                     require_tls: true,
+                    attempt_count: true,
                 }),
             }
         }

@@ -153,6 +153,11 @@ pub struct VHostPlan {
     pub routes: Vec<RoutePlan>,
     /// A server with `tls.httpsRedirect`: Envoy `require_tls: ALL` (301 to https).
     pub require_tls: bool,
+    /// Envoy `include_request_attempt_count` (the upstream sees
+    /// `x-envoy-attempt-count`): pilot gateway.go buildGatewayVirtualHosts sets
+    /// ProxyHeaders' IncludeRequestAttemptCount (meshConfig default true) on every
+    /// gateway virtual host but the route-less `blackhole:<port>` one.
+    pub attempt_count: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

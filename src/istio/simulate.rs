@@ -608,10 +608,13 @@ impl Mesh {
             }
             branches.extend(self.cluster_branches(&d.cluster, share, path_seen, headers));
         }
+        for b in &mut branches {
+            time_out_slow_answer(route, b);
+        }
         let mirrors = route
             .mirrors
             .iter()
-            .map(|m| self.mirrored(m, &path_seen, &req.headers))
+            .map(|m| self.mirrored(m, path_seen, &req.headers))
             .collect();
         Prediction {
             steps,
@@ -766,6 +769,43 @@ impl Mesh {
             })
             .collect()
     }
+}
+
+/// A backend told to answer later than the route allows (the stub's
+/// `x-meshcheck-delay`) is cut off by Envoy: the route's `timeout` (pilot setTimeout),
+/// or each try's `perTryTimeout` when that is shorter (retried tries time out alike),
+/// ends in 504 `upstream request timeout` (UT) with no backend's answer.
+fn time_out_slow_answer(route: &RoutePlan, b: &mut Branch) {
+    if b.backend.is_none() {
+        return;
+    }
+    let path = b.path_seen.as_deref().unwrap_or("");
+    let query = path.split_once('?').map(|(_, q)| q).unwrap_or("");
+    let delay = crate::stub::controls::controls(|n| b.headers_seen.get(n).cloned(), query)
+        .ok()
+        .and_then(|c| c.delay);
+    let Some(delay) = delay else { return };
+    let limits = [
+        route.timeout_ms,
+        route
+            .retry
+            .as_ref()
+            .and_then(|r| r.per_try_timeout_ms)
+            .unwrap_or(0),
+    ];
+    let Some(limit) = limits.into_iter().filter(|ms| *ms > 0).min() else {
+        return;
+    };
+    if delay.as_millis() < u128::from(limit) {
+        return;
+    }
+    b.status = Some(504);
+    b.reason = format!(
+        "{}; the backend answers after {}ms, the route allows {limit}ms: 504 upstream request timeout (UT)",
+        b.reason,
+        delay.as_millis()
+    );
+    b.backend = None;
 }
 
 /// The status meshcheck's stub answers a request with these headers and path: what

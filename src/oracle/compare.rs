@@ -502,6 +502,24 @@ fn route_table(
                 format!("istiod {}: require_tls {theirs_tls}", d.release),
             );
         }
+        // pilot gateway.go buildGatewayVirtualHosts: ProxyHeaders'
+        // IncludeRequestAttemptCount (meshConfig default true) on every virtual host but
+        // the route-less blackhole one.
+        let mine_count = mv.attempt_count;
+        if mine_count != tv.include_request_attempt_count {
+            d.push(
+                "MC403",
+                "Gateway".into(),
+                gw_at.clone(),
+                format!(
+                    "{rc} virtual host {name}: meshcheck: include_request_attempt_count {mine_count}"
+                ),
+                format!(
+                    "istiod {}: include_request_attempt_count {}",
+                    d.release, tv.include_request_attempt_count
+                ),
+            );
+        }
         routes(d, rc, name, mv, tv);
     }
     for (name, tv) in &theirs {

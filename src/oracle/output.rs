@@ -57,6 +57,8 @@ pub struct VirtualHost {
     /// Envoy's require_tls: `NONE`, `EXTERNAL_ONLY` or `ALL`.
     #[serde(default)]
     pub require_tls: String,
+    #[serde(default)]
+    pub include_request_attempt_count: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

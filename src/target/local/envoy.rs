@@ -322,6 +322,9 @@ fn gateway_hcm(l: &ListenerPlan, rc: &RouteConfigPlan) -> Value {
             if vh.require_tls {
                 v["require_tls"] = json!("ALL");
             }
+            if vh.attempt_count {
+                v["include_request_attempt_count"] = json!(true);
+            }
             v
         })
         .collect();
