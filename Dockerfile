@@ -39,7 +39,7 @@ COPY --from=build /out/meshcheck-stub /usr/local/bin/meshcheck-stub
 # Numeric, so that `runAsNonRoot: true` can be verified by the kubelet; not 1337
 # (Istio's proxy UID, whose traffic the sidecar's iptables rules do not capture).
 USER 65532:65532
-# Listens on 0.0.0.0:8080 (LISTEN_ADDR or --listen to change); identity from
+# Listens on 0.0.0.0:8080 (LISTEN_ADDR, a comma-separated list, or --listen to change); identity from
 # SERVICE_NAME, VERSION, POD_NAME, NAMESPACE.
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/meshcheck-stub"]

@@ -108,7 +108,7 @@ impl CheckSpec {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CheckKind {
-    Http(HttpCheck),
+    Http(Box<HttpCheck>),
     Distribution(DistributionCheck),
     Ports(PortsCheck),
     Sidecars(SidecarsCheck),

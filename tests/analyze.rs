@@ -191,7 +191,7 @@ fn fields_unknown_vs_not_modelled() {
     f.replace(
         "40-virtualservices.yaml",
         "  - name: atlas-ui\n",
-        "  - name: atlas-ui\n    mirrorPercentage:\n      value: 3\n",
+        "  - name: atlas-ui\n    mirrorPercent: 3\n",
     );
     let all = findings(&f);
     let typo = expect(
@@ -212,7 +212,7 @@ fn fields_unknown_vs_not_modelled() {
         "VirtualService atlas/atlas-ui",
         "40-virtualservices.yaml:15",
     );
-    assert!(nm.message.contains("spec.http[0].mirrorPercentage"), "{nm}");
+    assert!(nm.message.contains("spec.http[0].mirrorPercent"), "{nm}");
 }
 
 #[test]

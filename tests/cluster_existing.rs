@@ -82,7 +82,7 @@ async fn atlas_ui_at(ns: &str) -> u16 {
     tokio::spawn(meshcheck::stub::serve(
         listener,
         identity,
-        Default::default(),
+        meshcheck::stub::Seen::default(),
     ));
     port
 }

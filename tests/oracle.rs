@@ -392,3 +392,63 @@ fn reintroduced_missing_attempt_count_is_caught() {
         "{d}"
     );
 }
+
+#[test]
+fn reintroduced_mirror_defects_are_caught() {
+    // `mirror` with `mirrorPercentage` 50.5 (pilot: 505000/MILLION) and `mirrors` to
+    // a host without a Service (pilot still names the cluster, with the gateway
+    // server's port); a mirror at 0% is not written.
+    let Some(bin) = bin() else { return };
+    let f = FixtureCopy::new();
+    f.replace(
+        "40-virtualservices.yaml",
+        "        prefix: /authz\n    route:\n",
+        "        prefix: /authz\n    mirror:\n      host: nb-rest\n      subset: v2\n    mirrorPercentage:\n      value: 50.5\n    route:\n",
+    );
+    f.replace(
+        "40-virtualservices.yaml",
+        "        prefix: /atlas-ui\n    route:\n",
+        "        prefix: /atlas-ui\n    mirrors:\n    - destination:\n        host: shadow-of-nothing\n    - destination:\n        host: authz\n      percentage:\n        value: 0\n    route:\n",
+    );
+    let (fx, mut mesh, out) = istiod(bin, f.path());
+    assert!(
+        disagreements(&fx, &mesh, &out).is_empty(),
+        "{}",
+        disagreements(&fx, &mesh, &out).join("\n")
+    );
+    // The percentage read as a whole-number percent (HUNDRED).
+    for r in authz_routes(&mut mesh) {
+        r.mirrors[0].numerator = 50;
+        r.mirrors[0].denominator = 100;
+    }
+    let d = disagreements(&fx, &mesh, &out);
+    assert!(
+        d.iter().any(|f| f.contains("request mirrors")
+            && f.contains("outbound|80|v2|nb-rest.atlas.svc.cluster.local 50%")
+            && f.contains("outbound|80|v2|nb-rest.atlas.svc.cluster.local 50.5%")),
+        "{}",
+        d.join("\n")
+    );
+    // The mirrors dropped.
+    for r in mesh.gateways[0].listeners[0].chains[0].route_config.vhosts[0]
+        .routes
+        .iter_mut()
+    {
+        r.mirrors.clear();
+    }
+    let d = disagreements(&fx, &mesh, &out);
+    assert!(
+        d.iter()
+            .any(|f| f.contains("request mirrors") && f.contains("shadow-of-nothing")),
+        "{}",
+        d.join("\n")
+    );
+}
+
+/// The gateway routes of VirtualService atlas/authz.
+fn authz_routes(mesh: &mut Mesh) -> impl Iterator<Item = &mut meshcheck::istio::RoutePlan> {
+    mesh.gateways[0].listeners[0].chains[0].route_config.vhosts[0]
+        .routes
+        .iter_mut()
+        .filter(|r| r.virtual_service.contains("atlas/authz"))
+}

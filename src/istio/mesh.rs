@@ -867,6 +867,24 @@ pub(crate) fn routes_of(
     warnings: &mut Vec<Warning>,
 ) -> Vec<RoutePlan> {
     let mut out = Vec::new();
+    // istiod's validation refuses the whole VirtualService (pkg/config/validation/
+    // virtualservice.go, 1.30.3, validateHTTPRoute): nothing of it is programmed.
+    if let Some(hi) = vs
+        .spec
+        .spec
+        .http
+        .iter()
+        .position(|h| h.mirror.is_some() && !h.mirrors.is_empty())
+    {
+        warnings.push(Warning {
+            at: vs.source.clone(),
+            object: vs.describe(),
+            message: format!(
+                "http[{hi}] has both mirror and mirrors: istiod refuses the VirtualService, none of its routes is programmed"
+            ),
+        });
+        return out;
+    }
     for (hi, http) in vs.spec.spec.http.iter().enumerate() {
         let mut destinations = Vec::new();
         for d in &http.route {

@@ -323,3 +323,71 @@ fn credential_names_resolve_in_the_gateway_pods_namespace() {
         ("other".to_string(), "cred".to_string())
     );
 }
+
+/// The shipped fixtures with `form` added to the authz route.
+fn with_authz(form: &str) -> Mesh {
+    let dir = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/ingress");
+    for e in std::fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        let mut text = std::fs::read_to_string(e.path()).unwrap();
+        text = text.replace(
+            "        prefix: /authz\n    route:\n",
+            &format!("        prefix: /authz\n{form}    route:\n"),
+        );
+        std::fs::write(dir.path().join(e.file_name()), text).unwrap();
+    }
+    Mesh::build(&load_dir(dir.path()).unwrap())
+}
+
+fn authz_route(m: &Mesh) -> Option<&RoutePlan> {
+    m.gateways[0].listeners[0].chains[0].route_config.vhosts[0]
+        .routes
+        .iter()
+        .find(|r| r.name == "atlas/authz#0.0")
+}
+
+#[test]
+fn mirrors_become_pilot_mirror_policies() {
+    let m = with_authz("    mirror:\n      host: nb-rest\n      subset: v2\n    mirrorPercentage:\n      value: 50.5\n");
+    let r = authz_route(&m).unwrap();
+    assert_eq!(
+        r.mirrors,
+        [MirrorPlan {
+            cluster: "outbound|80|v2|nb-rest.atlas.svc.cluster.local".into(),
+            numerator: 505_000,
+            denominator: 1_000_000
+        }]
+    );
+    // The mirror's cluster is built (it is a destination of no route).
+    assert!(m
+        .clusters
+        .contains_key("outbound|80|v2|nb-rest.atlas.svc.cluster.local"));
+    let m = with_authz("    mirrors:\n    - destination:\n        host: ghost\n    - destination:\n        host: atlas-ui\n      percentage:\n        value: 0\n");
+    let r = authz_route(&m).unwrap();
+    // No Service: the gateway server's port; 0%: no policy; no percentage: 100/HUNDRED.
+    assert_eq!(
+        r.mirrors,
+        [MirrorPlan {
+            cluster: "outbound|80||ghost.atlas.svc.cluster.local".into(),
+            numerator: 100,
+            denominator: 100
+        }]
+    );
+    assert!(!m
+        .clusters
+        .contains_key("outbound|80||ghost.atlas.svc.cluster.local"));
+}
+
+#[test]
+fn mirror_and_mirrors_together_drop_the_virtual_service_as_istiod_does() {
+    let m = with_authz("    mirror:\n      host: nb-rest\n    mirrors:\n    - destination:\n        host: atlas-ui\n");
+    assert!(authz_route(&m).is_none());
+    assert!(
+        m.warnings
+            .iter()
+            .any(|w| w.message.contains("both mirror and mirrors")),
+        "{:?}",
+        m.warnings
+    );
+}
