@@ -118,6 +118,9 @@ pub struct RoutePlan {
     pub timeout_ms: u64,
     /// Envoy retry policy; None: retries switched off (`attempts: 0`).
     pub retry: Option<RetryPlan>,
+    /// Envoy `hash_policy`, one per destination whose DestinationRule hashes
+    /// (src/istio/policy.rs, route.go HashForHTTPDestination).
+    pub hash_policy: Vec<super::policy::HashPolicy>,
 }
 
 /// Envoy's retry policy as pilot writes it (pilot/pkg/networking/core/route/retry/
@@ -130,6 +133,9 @@ pub struct RetryPlan {
     pub retry_on: String,
     pub status_codes: Vec<u32>,
     pub per_try_timeout_ms: Option<u64>,
+    /// `retry_host_predicate` previous_hosts; pilot leaves it out when the route's only
+    /// destination hashes (ConvertPolicy's hashPolicy).
+    pub previous_hosts: bool,
 }
 
 impl Default for RetryPlan {
@@ -140,6 +146,7 @@ impl Default for RetryPlan {
                 .into(),
             status_codes: Vec::new(),
             per_try_timeout_ms: None,
+            previous_hosts: true,
         }
     }
 }
@@ -347,6 +354,9 @@ pub struct ClusterPlan {
     /// SPIFFE identities of the endpoints' service accounts (SAN verification).
     pub identities: Vec<String>,
     pub sni: String,
+    /// Load balancing, circuit breakers, outlier detection, timeouts: the DestinationRule
+    /// traffic policy that holds for this cluster (src/istio/policy.rs).
+    pub policy: super::policy::ClusterPolicy,
 }
 
 #[derive(Debug, Clone)]
@@ -486,9 +496,8 @@ impl Mesh {
                 fx,
                 &mesh.pods,
                 &gw_namespaces,
-                &fqdn,
-                port,
-                subset.as_deref(),
+                (&fqdn, port, subset.as_deref()),
+                &mut mesh.warnings,
             ) {
                 mesh.clusters.insert(name, c);
             }
@@ -706,8 +715,9 @@ fn build_listeners(
                             continue; // the same VirtualService via another server host
                         }
                         let is_tls = server.tls.is_some();
-                        vh.routes
-                            .extend(routes_of(fx, vs, number, is_tls, warnings));
+                        let mut routes = routes_of(fx, vs, number, is_tls, warnings);
+                        super::policy::hash_routes(fx, vs, &pod.namespace, &mut routes);
+                        vh.routes.extend(routes);
                     }
                 }
                 // pilot/pkg/networking/core/gateway.go (buildGatewayVirtualHosts): a
@@ -980,6 +990,7 @@ pub(crate) fn routes_of(
                 // gateway answers itself carry neither.
                 timeout_ms: http.timeout.as_deref().and_then(duration_ms).unwrap_or(0),
                 retry: retry_plan(http.retries.as_ref()),
+                hash_policy: Vec::new(),
             });
         }
     }
@@ -1072,9 +1083,8 @@ fn build_cluster(
     fx: &Fixtures,
     pods: &[PodPlan],
     gw_namespaces: &[String],
-    fqdn: &str,
-    port: u16,
-    subset: Option<&str>,
+    (fqdn, port, subset): (&str, u16, Option<&str>),
+    warnings: &mut Vec<Warning>,
 ) -> Option<ClusterPlan> {
     // istiod builds clusters only for Services it knows (a host naming none, e.g. the
     // dotted `authz.atlas`, has no cluster: 503 NC).
@@ -1088,33 +1098,24 @@ fn build_cluster(
     let svc_port = service.and_then(|s| s.spec.spec.ports.iter().find(|p| p.port == port).cloned());
     svc_port.as_ref()?;
     // DestinationRule: the gateway's namespace first, then the service's, then any.
-    let mut drs: Vec<_> = fx
-        .destination_rules
-        .iter()
-        .filter(|d| resolve_host(&d.spec.spec.host, &d.namespace) == fqdn)
-        .collect();
-    drs.sort_by_key(|d| {
-        if gw_namespaces.contains(&d.namespace) {
-            0
-        } else if service.map(|s| s.namespace == d.namespace).unwrap_or(false) {
-            1
-        } else {
-            2
-        }
-    });
-    let dr = drs.first();
+    let dr = super::policy::destination_rule(fx, gw_namespaces, fqdn);
     let subset_def = match subset {
         Some(name) => Some(dr?.spec.spec.subsets.iter().find(|s| s.name == name)?),
         None => None,
     };
-    let tls_mode = subset_def
-        .and_then(|s| s.traffic_policy.as_ref())
-        .and_then(|t| t.tls.as_ref())
-        .or_else(|| {
-            dr.and_then(|d| d.spec.spec.traffic_policy.as_ref())
-                .and_then(|t| t.tls.as_ref())
-        })
-        .and_then(|t| t.mode.clone());
+    // The policy for this Service port and subset (util.go MergeSubsetTrafficPolicy).
+    let sections = super::policy::merged(
+        dr.and_then(|d| d.spec.spec.traffic_policy.as_ref()),
+        subset_def.and_then(|s| s.traffic_policy.as_ref()),
+        port,
+    );
+    let name = cluster_name(port, subset, fqdn);
+    let from = dr.map(|rule| super::policy::PolicySource {
+        rule,
+        cluster: &name,
+    });
+    let policy = super::policy::cluster_policy(&sections, from.as_ref(), warnings);
+    let tls_mode = sections.tls.and_then(|t| t.mode.clone());
     let tls = match tls_mode.as_deref() {
         Some("ISTIO_MUTUAL") => UpstreamTls::IstioMutual,
         Some("DISABLE") => UpstreamTls::Disable,
@@ -1156,7 +1157,8 @@ fn build_cluster(
         }
     }
     Some(ClusterPlan {
-        name: cluster_name(port, subset, fqdn),
+        policy,
+        name,
         fqdn: fqdn.to_string(),
         port: port_number,
         subset: subset.map(str::to_string),

@@ -6,6 +6,7 @@
 
 mod mesh;
 mod pods;
+pub mod policy;
 mod simulate;
 
 pub use mesh::*;

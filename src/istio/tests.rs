@@ -144,6 +144,7 @@ fn rewrite_route(path: PathMatch, rewrite: UriRewrite) -> RoutePlan {
         action: RouteKind::Forward,
         timeout_ms: 0,
         retry: Some(RetryPlan::default()),
+        hash_policy: Vec::new(),
     }
 }
 
