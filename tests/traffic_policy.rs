@@ -339,13 +339,18 @@ fn circuit_breaker_overflows_with_x_envoy_overloaded() {
     let up = up(&f);
     let answers = bursts_until_overflow(&up, 10);
     let overflowed: Vec<&Answer> = answers.iter().filter(|a| a.overloaded).collect();
-    assert!(!overflowed.is_empty(), "no request overflowed: {answers:?}");
+    assert!(
+        !overflowed.is_empty(),
+        "no request overflowed: (status, overloaded) counts {:?}",
+        summary(&answers)
+    );
     assert!(overflowed.iter().all(|a| a.status == 503), "{overflowed:?}");
     assert!(
         answers
             .iter()
             .any(|a| a.status == 200 && a.pod.starts_with("atlas-ui")),
-        "some requests get through: {answers:?}"
+        "some requests get through: {:?}",
+        summary(&answers)
     );
 }
 
@@ -359,12 +364,18 @@ fn without_the_connection_pool_nothing_overflows() {
     assert_eq!(answers.len(), 120);
     assert!(
         answers.iter().all(|a| a.status == 200 && !a.overloaded),
-        "{:?}",
-        answers
-            .iter()
-            .filter(|a| a.status != 200)
-            .collect::<Vec<_>>()
+        "(status, overloaded) counts {:?}",
+        summary(&answers)
     );
+}
+
+/// `{(status, overloaded): count}`, for messages.
+fn summary(answers: &[Answer]) -> std::collections::BTreeMap<(u16, bool), usize> {
+    let mut m = std::collections::BTreeMap::new();
+    for a in answers {
+        *m.entry((a.status, a.overloaded)).or_insert(0) += 1;
+    }
+    m
 }
 
 /// The pods that answered.
@@ -588,4 +599,21 @@ fn reintroduced_policy_defects_are_caught_by_the_oracle() {
             "{field}: {d}"
         );
     }
+}
+
+#[test]
+fn tls_without_mode_is_plaintext_as_in_istiod() {
+    // `tls: {}` is mode DISABLE (the enum's zero): no auto-mTLS, and the endpoints'
+    // EDS tlsMode follows the rule (mtls_checker.go), not the sidecar label.
+    let f = FixtureCopy::new();
+    f.replace(
+        DRS,
+        "  host: atlas-ui\n  trafficPolicy:\n    tls:\n      mode: ISTIO_MUTUAL\n",
+        "  host: atlas-ui\n  trafficPolicy:\n    tls: {}\n",
+    );
+    let mesh = Mesh::build(&load_dir(f.path()).unwrap());
+    let c = &mesh.clusters[ATLAS_UI];
+    assert_eq!(c.tls, meshcheck::istio::UpstreamTls::Disable);
+    assert!(c.endpoints.iter().all(|e| !e.istio_tls), "{c:?}");
+    // The FixtureCopy is compared with istiod when dropped.
 }

@@ -1115,13 +1115,16 @@ fn build_cluster(
         cluster: &name,
     });
     let policy = super::policy::cluster_policy(&sections, from.as_ref(), warnings);
-    let tls_mode = sections.tls.and_then(|t| t.mode.clone());
-    let tls = match tls_mode.as_deref() {
-        Some("ISTIO_MUTUAL") => UpstreamTls::IstioMutual,
-        Some("DISABLE") => UpstreamTls::Disable,
-        _ => UpstreamTls::Auto,
+    // pilot/pkg/networking/core/cluster_tls.go (1.30.3) buildUpstreamTLSSettings: no
+    // `tls` is auto-mTLS; a `tls` without `mode` is the enum's zero, DISABLE.
+    let tls = match sections.tls.map(|t| t.mode.as_deref()) {
+        None => UpstreamTls::Auto,
+        Some(Some("ISTIO_MUTUAL")) => UpstreamTls::IstioMutual,
+        Some(None | Some("DISABLE")) => UpstreamTls::Disable,
+        Some(Some(_)) => UpstreamTls::Auto,
     };
     let port_number = svc_port.as_ref().map(|p| p.port).unwrap_or(port);
+    let endpoint_dr_mode = super::policy::endpoint_tls_mode(dr, subset, port);
     let mut endpoints = Vec::new();
     let mut identities = Vec::new();
     if let (Some(s), Some(sp)) = (service, &svc_port) {
@@ -1144,11 +1147,15 @@ fn build_cluster(
             endpoints.push(EndpointPlan {
                 pod: i,
                 port: tp,
+                // EDS metadata `tlsMode` (pilot/pkg/xds/endpoints/endpoint_builder.go
+                // buildEnvoyLbEndpoint): the pod's label, cleared when mTLS is off
+                // (mtls_checker.go checkMtlsEnabled: a rule naming a mode other than
+                // ISTIO_MUTUAL for this subset and port).
                 istio_tls: p
                     .labels
                     .get("security.istio.io/tlsMode")
-                    .map(|v| v == "istio")
-                    .unwrap_or(false),
+                    .is_some_and(|v| v == "istio")
+                    && endpoint_dr_mode.is_none_or(|m| m == "ISTIO_MUTUAL"),
             });
             let id = p.spiffe_id(CLUSTER_DOMAIN);
             if !identities.contains(&id) {

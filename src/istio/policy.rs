@@ -125,6 +125,35 @@ pub fn destination_rule<'a>(
     drs.first().copied()
 }
 
+/// The TLS mode that decides whether the endpoints keep their `tlsMode: istio` EDS
+/// metadata (pilot/pkg/xds/endpoints/mtls_checker.go, 1.30.3, tlsModeForDestinationRule;
+/// any mode but ISTIO_MUTUAL clears it): not the cluster's merged policy. For a subset only the subset's own policy counts (no
+/// fallback to the top level); a port-level entry counts only when it has `tls`. A
+/// `tls` without `mode` is DISABLE (the enum's zero). None: the rule names none.
+pub fn endpoint_tls_mode<'a>(
+    dr: Option<&'a Item<DestinationRule>>,
+    subset: Option<&str>,
+    port: u16,
+) -> Option<&'a str> {
+    let rule = &dr?.spec.spec;
+    let tp = match subset {
+        None => rule.traffic_policy.as_ref(),
+        Some(name) => rule
+            .subsets
+            .iter()
+            .find(|s| s.name == name)?
+            .traffic_policy
+            .as_ref(),
+    }?;
+    let tls = tp
+        .port_level_settings
+        .iter()
+        .find(|p| p.port.as_ref().map(|x| x.number) == Some(port) && p.tls.is_some())
+        .and_then(|p| p.tls.as_ref())
+        .or(tp.tls.as_ref())?;
+    Some(tls.mode.as_deref().unwrap_or("DISABLE"))
+}
+
 /// Envoy `lb_policy` and its config (cluster_traffic_policy.go applyLoadBalancer,
 /// ApplyRingHashLoadBalancer).
 #[derive(Debug, Clone, PartialEq)]
@@ -690,6 +719,20 @@ mod tests {
         // A subset balancing with ROUND_ROBIN still gets the top level's hash.
         assert_eq!(h(Some("b"), None), Some(HashPolicy::Header("top".into())));
         assert_eq!(route_hash(None, None, None), None);
+    }
+
+    #[test]
+    fn endpoint_tls_follows_the_subset_alone_and_port_level_tls_only() {
+        let r = rule("host: s\ntrafficPolicy:\n  tls: {mode: ISTIO_MUTUAL}\n  portLevelSettings:\n  - port: {number: 81}\n    tls: {}\n  - port: {number: 82}\n    loadBalancer: {simple: RANDOM}\nsubsets:\n- name: a\n- name: b\n  trafficPolicy: {tls: {mode: DISABLE}}\n");
+        let m = |subset, port| endpoint_tls_mode(Some(&r), subset, port);
+        assert_eq!(m(None, 80), Some("ISTIO_MUTUAL"));
+        assert_eq!(m(None, 81), Some("DISABLE"));
+        // A port-level entry without tls leaves the top level's.
+        assert_eq!(m(None, 82), Some("ISTIO_MUTUAL"));
+        // A subset without a policy does not fall back to the top level.
+        assert_eq!(m(Some("a"), 80), None);
+        assert_eq!(m(Some("b"), 80), Some("DISABLE"));
+        assert_eq!(endpoint_tls_mode(None, None, 80), None);
     }
 
     #[test]
