@@ -222,11 +222,11 @@ pub(crate) fn build_listeners(
                         });
                     }
                     let vhosts = &mut l.chains[0].route_config.vhosts;
-                    add_server_vhosts(fx, gw, server, vss, vhosts, warnings);
+                    add_server_vhosts(fx, (gw, &pod.namespace), server, vss, vhosts, warnings);
                 }
                 ListenerProtocol::Https => {
                     let mut vhosts = Vec::new();
-                    add_server_vhosts(fx, gw, server, vss, &mut vhosts, warnings);
+                    add_server_vhosts(fx, (gw, &pod.namespace), server, vss, &mut vhosts, warnings);
                     let credential = server
                         .tls
                         .as_ref()
@@ -327,7 +327,7 @@ fn finish(mut l: ListenerPlan) -> ListenerPlan {
 /// buildGatewayHTTPRouteConfig, buildGatewayVirtualHosts).
 fn add_server_vhosts(
     fx: &Fixtures,
-    gw: &Item<Gateway>,
+    (gw, pod_namespace): (&Item<Gateway>, &str),
     server: &Server,
     vss: &[&Item<VirtualService>],
     vh_list: &mut Vec<VHostPlan>,
@@ -382,8 +382,9 @@ fn add_server_vhosts(
                 if vh.routes.iter().any(|r| r.virtual_service == vs.describe()) {
                     continue; // the same VirtualService via another server host
                 }
-                vh.routes
-                    .extend(routes_of(fx, vs, number, is_tls, warnings));
+                let mut routes = routes_of(fx, vs, number, is_tls, warnings);
+                super::policy::hash_routes(fx, vs, pod_namespace, &mut routes);
+                vh.routes.extend(routes);
             }
         }
         // pilot/pkg/networking/core/gateway.go (buildGatewayVirtualHosts): a

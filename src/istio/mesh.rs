@@ -198,6 +198,9 @@ pub struct RoutePlan {
     pub filters: super::route_filters::RouteFilters,
     /// `mirror` and `mirrors`: Envoy request_mirror_policies, in that order.
     pub mirrors: Vec<MirrorPlan>,
+    /// Envoy `hash_policy`, one per destination whose DestinationRule hashes
+    /// (src/istio/policy.rs, route.go HashForHTTPDestination).
+    pub hash_policy: Vec<super::policy::HashPolicy>,
 }
 
 /// A request mirror policy as pilot writes it (route.go, 1.30.3,
@@ -286,6 +289,9 @@ pub struct RetryPlan {
     pub retry_on: String,
     pub status_codes: Vec<u32>,
     pub per_try_timeout_ms: Option<u64>,
+    /// `retry_host_predicate` previous_hosts; pilot leaves it out when the route's only
+    /// destination hashes (ConvertPolicy's hashPolicy).
+    pub previous_hosts: bool,
 }
 
 impl Default for RetryPlan {
@@ -296,6 +302,7 @@ impl Default for RetryPlan {
                 .into(),
             status_codes: Vec::new(),
             per_try_timeout_ms: None,
+            previous_hosts: true,
         }
     }
 }
@@ -506,6 +513,9 @@ pub struct ClusterPlan {
     /// SPIFFE identities of the endpoints' service accounts (SAN verification).
     pub identities: Vec<String>,
     pub sni: String,
+    /// Load balancing, circuit breakers, outlier detection, timeouts: the DestinationRule
+    /// traffic policy that holds for this cluster (src/istio/policy.rs).
+    pub policy: super::policy::ClusterPolicy,
 }
 
 #[derive(Debug, Clone)]
@@ -648,9 +658,8 @@ impl Mesh {
                 fx,
                 &mesh.pods,
                 &gw_namespaces,
-                &fqdn,
-                port,
-                subset.as_deref(),
+                (&fqdn, port, subset.as_deref()),
+                &mut mesh.warnings,
             ) {
                 mesh.clusters.insert(name, c);
             }
@@ -993,6 +1002,7 @@ pub(crate) fn routes_of(
                     RouteKind::Forward => mirrors.clone(),
                     _ => Vec::new(),
                 },
+                hash_policy: Vec::new(),
             });
         }
     }
@@ -1085,9 +1095,8 @@ fn build_cluster(
     fx: &Fixtures,
     pods: &[PodPlan],
     gw_namespaces: &[String],
-    fqdn: &str,
-    port: u16,
-    subset: Option<&str>,
+    (fqdn, port, subset): (&str, u16, Option<&str>),
+    warnings: &mut Vec<Warning>,
 ) -> Option<ClusterPlan> {
     // istiod builds clusters only for Services it knows (a host naming none, e.g. the
     // dotted `authz.atlas`, has no cluster: 503 NC).
@@ -1101,39 +1110,33 @@ fn build_cluster(
     let svc_port = service.and_then(|s| s.spec.spec.ports.iter().find(|p| p.port == port).cloned());
     svc_port.as_ref()?;
     // DestinationRule: the gateway's namespace first, then the service's, then any.
-    let mut drs: Vec<_> = fx
-        .destination_rules
-        .iter()
-        .filter(|d| resolve_host(&d.spec.spec.host, &d.namespace) == fqdn)
-        .collect();
-    drs.sort_by_key(|d| {
-        if gw_namespaces.contains(&d.namespace) {
-            0
-        } else if service.map(|s| s.namespace == d.namespace).unwrap_or(false) {
-            1
-        } else {
-            2
-        }
-    });
-    let dr = drs.first();
+    let dr = super::policy::destination_rule(fx, gw_namespaces, fqdn);
     let subset_def = match subset {
         Some(name) => Some(dr?.spec.spec.subsets.iter().find(|s| s.name == name)?),
         None => None,
     };
-    let tls_mode = subset_def
-        .and_then(|s| s.traffic_policy.as_ref())
-        .and_then(|t| t.tls.as_ref())
-        .or_else(|| {
-            dr.and_then(|d| d.spec.spec.traffic_policy.as_ref())
-                .and_then(|t| t.tls.as_ref())
-        })
-        .and_then(|t| t.mode.clone());
-    let tls = match tls_mode.as_deref() {
-        Some("ISTIO_MUTUAL") => UpstreamTls::IstioMutual,
-        Some("DISABLE") => UpstreamTls::Disable,
-        _ => UpstreamTls::Auto,
+    // The policy for this Service port and subset (util.go MergeSubsetTrafficPolicy).
+    let sections = super::policy::merged(
+        dr.and_then(|d| d.spec.spec.traffic_policy.as_ref()),
+        subset_def.and_then(|s| s.traffic_policy.as_ref()),
+        port,
+    );
+    let name = cluster_name(port, subset, fqdn);
+    let from = dr.map(|rule| super::policy::PolicySource {
+        rule,
+        cluster: &name,
+    });
+    let policy = super::policy::cluster_policy(&sections, from.as_ref(), warnings);
+    // pilot/pkg/networking/core/cluster_tls.go (1.30.3) buildUpstreamTLSSettings: no
+    // `tls` is auto-mTLS; a `tls` without `mode` is the enum's zero, DISABLE.
+    let tls = match sections.tls.map(|t| t.mode.as_deref()) {
+        None => UpstreamTls::Auto,
+        Some(Some("ISTIO_MUTUAL")) => UpstreamTls::IstioMutual,
+        Some(None | Some("DISABLE")) => UpstreamTls::Disable,
+        Some(Some(_)) => UpstreamTls::Auto,
     };
     let port_number = svc_port.as_ref().map(|p| p.port).unwrap_or(port);
+    let endpoint_dr_mode = super::policy::endpoint_tls_mode(dr, subset, port);
     let mut endpoints = Vec::new();
     let mut identities = Vec::new();
     if let (Some(s), Some(sp)) = (service, &svc_port) {
@@ -1156,11 +1159,15 @@ fn build_cluster(
             endpoints.push(EndpointPlan {
                 pod: i,
                 port: tp,
+                // EDS metadata `tlsMode` (pilot/pkg/xds/endpoints/endpoint_builder.go
+                // buildEnvoyLbEndpoint): the pod's label, cleared when mTLS is off
+                // (mtls_checker.go checkMtlsEnabled: a rule naming a mode other than
+                // ISTIO_MUTUAL for this subset and port).
                 istio_tls: p
                     .labels
                     .get("security.istio.io/tlsMode")
-                    .map(|v| v == "istio")
-                    .unwrap_or(false),
+                    .is_some_and(|v| v == "istio")
+                    && endpoint_dr_mode.is_none_or(|m| m == "ISTIO_MUTUAL"),
             });
             let id = p.spiffe_id(CLUSTER_DOMAIN);
             if !identities.contains(&id) {
@@ -1169,7 +1176,8 @@ fn build_cluster(
         }
     }
     Some(ClusterPlan {
-        name: cluster_name(port, subset, fqdn),
+        policy,
+        name,
         fqdn: fqdn.to_string(),
         port: port_number,
         subset: subset.map(str::to_string),

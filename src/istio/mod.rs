@@ -7,6 +7,7 @@
 mod gateway;
 mod mesh;
 mod pods;
+pub mod policy;
 mod route_filters;
 mod simulate;
 

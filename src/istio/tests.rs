@@ -146,6 +146,7 @@ fn rewrite_route(path: PathMatch, rewrite: UriRewrite) -> RoutePlan {
         retry: Some(RetryPlan::default()),
         filters: Default::default(),
         mirrors: vec![],
+        hash_policy: Vec::new(),
     }
 }
 

@@ -4,7 +4,9 @@
 //!
 //! Codes: MC401 istiod refuses an object; MC402 a request goes elsewhere; MC403 a
 //! gateway route table differs (virtual hosts, domains, route order, match, action,
-//! rewrite, weights); MC404 a cluster differs (existence, TLS, SNI, endpoints); MC405
+//! rewrite, weights, timeouts and retries, hash policy); MC404 a cluster differs
+//! (existence, TLS, SNI, endpoints, lb_policy, circuit breakers, outlier detection,
+//! connect timeout, panic threshold, HTTP protocol options); MC405
 //! the gateway listeners differ; MC406 (warning, info) what istiod's validation warns
 //! about and objects the oracle is not given.
 
@@ -649,7 +651,13 @@ fn clusters(d: &mut Diff, og: &GatewayConfig, routed: &BTreeSet<String>) {
         let at = d.source_of(&object);
         match (mine, theirs) {
             (Some(m), Some(t)) => {
-                let diffs = m.diff(&oracle_cluster(d.mesh, t));
+                let envoy = og
+                    .clusters
+                    .iter()
+                    .find(|c| c.get("name").and_then(|n| n.as_str()) == Some(name))
+                    .cloned()
+                    .unwrap_or_default();
+                let diffs = m.diff(&oracle_cluster(d.mesh, t, &envoy));
                 if !diffs.is_empty() {
                     let (ms, is) = d.both(&diffs);
                     d.push("MC404", object, at, format!("cluster {name}: {ms}"), is);

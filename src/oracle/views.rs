@@ -34,6 +34,9 @@ pub struct RouteView {
     /// Request mirror policies in order: `<cluster> 50%` (`, host -shadow` when Envoy
     /// would append the suffix, `, trace sampled` when set).
     pub mirrors: Vec<String>,
+    /// `hash_policy` entries in order: `header x-user`, `cookie u ttl 0ms`,
+    /// `source_ip true`, `query q`.
+    pub hash_policy: Vec<String>,
 }
 
 impl RouteView {
@@ -88,6 +91,11 @@ impl RouteView {
             or_none(&self.mirrors.join("; ")),
             or_none(&other.mirrors.join("; ")),
         );
+        cmp(
+            "hash_policy",
+            or_none(&self.hash_policy.join("; ")),
+            or_none(&other.hash_policy.join("; ")),
+        );
         d
     }
 }
@@ -133,12 +141,19 @@ fn direct_view(status: u32, body: &str) -> String {
 }
 
 /// `timeout 0ms, retries 2 on <retry_on> codes [..] per try 500ms` (or `no retries`).
-fn timeouts_view(timeout_ms: u64, retry: Option<(u32, &str, &[u32], Option<u64>)>) -> String {
+fn timeouts_view(
+    timeout_ms: u64,
+    retry: Option<(u32, &str, &[u32], Option<u64>)>,
+    previous_hosts: bool,
+) -> String {
     let mut v = format!("timeout {timeout_ms}ms, ");
     match retry {
         None => v.push_str("no retries"),
         Some((n, on, codes, per_try)) => {
             v.push_str(&format!("retries {n} on {on}"));
+            if !previous_hosts {
+                v.push_str(" (no previous_hosts predicate)");
+            }
             if !codes.is_empty() {
                 v.push_str(&format!(" codes {codes:?}"));
             }
@@ -514,10 +529,12 @@ pub fn model_route(r: &RoutePlan) -> RouteView {
                     p.per_try_timeout_ms,
                 )
             }),
+            r.retry.as_ref().is_none_or(|p| p.previous_hosts),
         ),
         _ => String::new(),
     };
     RouteView {
+        hash_policy: r.hash_policy.iter().map(|h| h.view()).collect(),
         timeouts,
         header_ops,
         filters: model_filters(&r.filters),
@@ -639,11 +656,21 @@ pub fn oracle_route(r: &RouteResult) -> RouteView {
                         ms(p.get("per_try_timeout")),
                     )
                 }),
+                retry.is_none_or(|p| p.get("retry_host_predicate").is_some()),
             )
         }
         None => String::new(),
     };
+    let hash_policy = r
+        .envoy
+        .pointer("/route/hash_policy")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(envoy_hash_policy)
+        .collect();
     RouteView {
+        hash_policy,
         timeouts,
         header_ops,
         filters: envoy_filters(r.envoy.get("typed_per_filter_config")),
@@ -661,6 +688,46 @@ pub fn oracle_route(r: &RouteResult) -> RouteView {
         rewrite,
         host_rewrite: r.host_rewrite.clone(),
     }
+}
+
+/// A route hash policy from Envoy's JSON, in [`crate::istio::policy::HashPolicy::view`]'s
+/// terms.
+fn envoy_hash_policy(h: &Value) -> String {
+    let text = |p: &str| {
+        h.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    if h.get("header").is_some() {
+        return format!(
+            "header {}",
+            text("/header/header_name").to_ascii_lowercase()
+        );
+    }
+    if let Some(c) = h.get("cookie") {
+        let mut v = format!("cookie {}", text("/cookie/name"));
+        let path = text("/cookie/path");
+        if !path.is_empty() {
+            v.push_str(&format!(" path {path}"));
+        }
+        if let Some(ms) = c
+            .get("ttl")
+            .and_then(Value::as_str)
+            .and_then(crate::istio::duration_ms)
+        {
+            v.push_str(&format!(" ttl {ms}ms"));
+        }
+        return v;
+    }
+    if let Some(c) = h.get("connection_properties") {
+        let b = c.get("source_ip").and_then(Value::as_bool).unwrap_or(false);
+        return format!("source_ip {b}");
+    }
+    if h.get("query_parameter").is_some() {
+        return format!("query {}", text("/query_parameter/name"));
+    }
+    h.to_string()
 }
 
 /// `name kind:value`, `name present`, `!name ...` (invert), from Envoy's HeaderMatcher
@@ -830,13 +897,206 @@ pub fn oracle_answer(s: &SimResult) -> Answer {
     }
 }
 
-/// A cluster's TLS mode and endpoints, in the terms both sides share.
+/// A cluster's TLS mode, endpoints and traffic policy, in the terms both sides share.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClusterView {
     pub tls: String,
     pub sni: String,
     /// `ns/pod:port tlsMode`, sorted.
     pub endpoints: Vec<String>,
+    /// `lb_policy` with its config: `RING_HASH min ring 1024`.
+    pub lb: String,
+    /// `connect_timeout` in ms.
+    pub connect_timeout: String,
+    /// `max_connections 1, max_pending_requests 1, max_requests .., max_retries ..`.
+    pub circuit_breakers: String,
+    /// `outlier_detection` fields, or `none`.
+    pub outlier: String,
+    /// `common_lb_config.healthy_panic_threshold`, or `none`.
+    pub panic_threshold: String,
+    /// `common_http_protocol_options`: idle timeout, max requests per connection, max
+    /// connection duration, or `none`.
+    pub http_options: String,
+}
+
+/// The traffic-policy fields of a cluster, from the model.
+fn model_policy(p: &crate::istio::policy::ClusterPolicy) -> [String; 6] {
+    let t = &p.thresholds;
+    let outlier = p.outlier.as_ref().map_or("none".to_string(), |o| {
+        let e = |n: u32| if n > 0 { 100 } else { 0 };
+        outlier_view(
+            o.consecutive_5xx.map(|n| (n, e(n))),
+            o.consecutive_gateway_failure.map(|n| (n, e(n))),
+            o.interval_ms,
+            o.base_ejection_time_ms,
+            o.max_ejection_percent,
+            Some(0),
+        )
+    });
+    [
+        p.lb.view(),
+        format!("{}ms", p.connect_timeout_ms),
+        thresholds_view([
+            Some(u64::from(t.max_connections)),
+            Some(u64::from(t.max_pending_requests)),
+            Some(u64::from(t.max_requests)),
+            Some(u64::from(t.max_retries)),
+        ]),
+        outlier,
+        p.healthy_panic_threshold
+            .map_or("none".into(), |v| format!("{v}%")),
+        http_options_view(
+            p.idle_timeout_ms,
+            p.max_requests_per_connection.map(u64::from),
+            p.max_connection_duration_ms,
+        ),
+    ]
+}
+
+/// The same fields from istiod's Envoy cluster JSON (Envoy's defaults where a field is
+/// absent are left as `default`, so an absent field differs from any value written).
+fn oracle_policy(c: &Value) -> [String; 6] {
+    let num = |v: Option<&Value>| -> Option<u64> {
+        v.and_then(|v| {
+            v.as_u64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        })
+    };
+    let ms = |v: Option<&Value>| {
+        v.and_then(Value::as_str)
+            .and_then(crate::istio::duration_ms)
+    };
+    let lb = c
+        .get("lb_policy")
+        .and_then(Value::as_str)
+        .unwrap_or("ROUND_ROBIN");
+    let lb = match lb {
+        "RING_HASH" => match num(c.pointer("/ring_hash_lb_config/minimum_ring_size")) {
+            Some(n) => format!("RING_HASH min ring {n}"),
+            None => "RING_HASH".into(),
+        },
+        "MAGLEV" => match num(c.pointer("/maglev_lb_config/table_size")) {
+            Some(n) => format!("MAGLEV table {n}"),
+            None => "MAGLEV".into(),
+        },
+        other => other.to_string(),
+    };
+    let th = c.pointer("/circuit_breakers/thresholds/0");
+    let th_field = |k: &str| num(th.and_then(|t| t.get(k)));
+    let outlier = c.get("outlier_detection").map_or("none".to_string(), |o| {
+        let pair = |n: &str, e: &str| {
+            num(o.get(n)).map(|n| (n as u32, num(o.get(e)).unwrap_or(100) as u32))
+        };
+        outlier_view(
+            pair("consecutive_5xx", "enforcing_consecutive_5xx"),
+            pair(
+                "consecutive_gateway_failure",
+                "enforcing_consecutive_gateway_failure",
+            ),
+            ms(o.get("interval")),
+            ms(o.get("base_ejection_time")),
+            num(o.get("max_ejection_percent")).map(|n| n as u32),
+            num(o.get("enforcing_success_rate")).map(|n| n as u32),
+        )
+    });
+    let panic = c
+        .pointer("/common_lb_config/healthy_panic_threshold")
+        .map_or("none".to_string(), |p| {
+            format!("{}%", p.get("value").and_then(Value::as_f64).unwrap_or(0.0))
+        });
+    let common = c
+        .get("typed_extension_protocol_options")
+        .and_then(|o| o.get("envoy.extensions.upstreams.http.v3.HttpProtocolOptions"))
+        .and_then(|o| o.get("common_http_protocol_options"));
+    let common_field = |k: &str| common.and_then(|x| x.get(k));
+    [
+        lb,
+        ms(c.get("connect_timeout")).map_or("default".into(), |v| format!("{v}ms")),
+        thresholds_view([
+            th_field("max_connections"),
+            th_field("max_pending_requests"),
+            th_field("max_requests"),
+            th_field("max_retries"),
+        ]),
+        outlier,
+        panic,
+        http_options_view(
+            ms(common_field("idle_timeout")),
+            num(common_field("max_requests_per_connection")),
+            ms(common_field("max_connection_duration")),
+        ),
+    ]
+}
+
+fn thresholds_view(v: [Option<u64>; 4]) -> String {
+    let names = [
+        "max_connections",
+        "max_pending_requests",
+        "max_requests",
+        "max_retries",
+    ];
+    names
+        .iter()
+        .zip(v)
+        .map(|(n, x)| match x {
+            Some(x) => format!("{n} {x}"),
+            None => format!("{n} default"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `consecutive_5xx 3 (enforcing 100), interval 5000ms, ...`.
+fn outlier_view(
+    c5xx: Option<(u32, u32)>,
+    gateway: Option<(u32, u32)>,
+    interval_ms: Option<u64>,
+    base_ms: Option<u64>,
+    max_pct: Option<u32>,
+    enforcing_success_rate: Option<u32>,
+) -> String {
+    let mut parts = Vec::new();
+    if let Some((n, e)) = c5xx {
+        parts.push(format!("consecutive_5xx {n} (enforcing {e})"));
+    }
+    if let Some((n, e)) = gateway {
+        parts.push(format!("consecutive_gateway_failure {n} (enforcing {e})"));
+    }
+    if let Some(v) = interval_ms {
+        parts.push(format!("interval {v}ms"));
+    }
+    if let Some(v) = base_ms {
+        parts.push(format!("base_ejection_time {v}ms"));
+    }
+    if let Some(v) = max_pct {
+        parts.push(format!("max_ejection_percent {v}"));
+    }
+    if let Some(v) = enforcing_success_rate {
+        parts.push(format!("enforcing_success_rate {v}"));
+    }
+    parts.join(", ")
+}
+
+fn http_options_view(
+    idle_ms: Option<u64>,
+    per_conn: Option<u64>,
+    duration_ms: Option<u64>,
+) -> String {
+    let mut parts = Vec::new();
+    if let Some(v) = idle_ms {
+        parts.push(format!("idle_timeout {v}ms"));
+    }
+    if let Some(v) = per_conn {
+        parts.push(format!("max_requests_per_connection {v}"));
+    }
+    if let Some(v) = duration_ms {
+        parts.push(format!("max_connection_duration {v}ms"));
+    }
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join(", ")
+    }
 }
 
 pub fn model_cluster(mesh: &Mesh, name: &str) -> Option<ClusterView> {
@@ -851,7 +1111,15 @@ pub fn model_cluster(mesh: &Mesh, name: &str) -> Option<ClusterView> {
         })
         .collect();
     endpoints.sort();
+    let [lb, connect_timeout, circuit_breakers, outlier, panic_threshold, http_options] =
+        model_policy(&c.policy);
     Some(ClusterView {
+        lb,
+        connect_timeout,
+        circuit_breakers,
+        outlier,
+        panic_threshold,
+        http_options,
         tls: match c.tls {
             UpstreamTls::Auto => "AUTO",
             UpstreamTls::IstioMutual => "ISTIO_MUTUAL",
@@ -863,7 +1131,9 @@ pub fn model_cluster(mesh: &Mesh, name: &str) -> Option<ClusterView> {
     })
 }
 
-pub fn oracle_cluster(mesh: &Mesh, d: &Destination) -> ClusterView {
+/// istiod's cluster: its summary `d` and its Envoy JSON `envoy` (Null when istiod
+/// sent none: every policy field then reads as Envoy's default).
+pub fn oracle_cluster(mesh: &Mesh, d: &Destination, envoy: &Value) -> ClusterView {
     let mut endpoints: Vec<String> = d
         .endpoints
         .iter()
@@ -881,7 +1151,15 @@ pub fn oracle_cluster(mesh: &Mesh, d: &Destination) -> ClusterView {
         })
         .collect();
     endpoints.sort();
+    let [lb, connect_timeout, circuit_breakers, outlier, panic_threshold, http_options] =
+        oracle_policy(envoy);
     ClusterView {
+        lb,
+        connect_timeout,
+        circuit_breakers,
+        outlier,
+        panic_threshold,
+        http_options,
         tls: d.tls.clone(),
         sni: d.sni.clone(),
         endpoints,
@@ -904,6 +1182,34 @@ impl ClusterView {
                 self.endpoints.join(", "),
                 other.endpoints.join(", "),
             ));
+        }
+        for (f, a, b) in [
+            ("lb_policy", &self.lb, &other.lb),
+            (
+                "connect_timeout",
+                &self.connect_timeout,
+                &other.connect_timeout,
+            ),
+            (
+                "circuit_breakers",
+                &self.circuit_breakers,
+                &other.circuit_breakers,
+            ),
+            ("outlier_detection", &self.outlier, &other.outlier),
+            (
+                "healthy_panic_threshold",
+                &self.panic_threshold,
+                &other.panic_threshold,
+            ),
+            (
+                "common_http_protocol_options",
+                &self.http_options,
+                &other.http_options,
+            ),
+        ] {
+            if a != b {
+                d.push((f, a.clone(), b.clone()));
+            }
         }
         d
     }

@@ -6,6 +6,7 @@
 
 use super::certs::CertFiles;
 use crate::fixtures::istio::StringMatch;
+use crate::istio::policy::{ClusterPolicy, HashPolicy, LbPolicy, OutlierPlan};
 use crate::istio::{
     ClusterPlan, CorsPlan, FaultPlan, Fraction, HeaderOps, ListenerPlan, ListenerProtocol, Matcher,
     Mesh, MirrorPlan, PathMatch, Redirect, RetryPlan, RouteConfigPlan, RouteFilters, RouteKind,
@@ -142,10 +143,12 @@ fn retry_policy(r: &RetryPlan) -> Value {
     let mut v = json!({
         "retry_on": r.retry_on,
         "num_retries": r.attempts,
-        "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts",
-            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"}}],
         "host_selection_retry_max_attempts": "5",
     });
+    if r.previous_hosts {
+        v["retry_host_predicate"] = json!([{"name": "envoy.retry_host_predicates.previous_hosts",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"}}]);
+    }
     if !r.status_codes.is_empty() {
         v["retriable_status_codes"] = json!(r.status_codes);
     }
@@ -253,6 +256,12 @@ fn route(r: &RoutePlan) -> Value {
     );
     if let Some(retry) = &r.retry {
         action.insert("retry_policy".into(), retry_policy(retry));
+    }
+    if !r.hash_policy.is_empty() {
+        action.insert(
+            "hash_policy".into(),
+            json!(r.hash_policy.iter().map(hash_policy).collect::<Vec<_>>()),
+        );
     }
     match &r.rewrite {
         Some(UriRewrite::Prefix(p)) => {
@@ -370,6 +379,114 @@ fn upstream_tls(c: &ClusterPlan, gw_cert: &CertFiles, root: &Path) -> Value {
     })
 }
 
+/// A route's hash policy as pilot writes it (route.go consistentHashToHashPolicy).
+fn hash_policy(h: &HashPolicy) -> Value {
+    match h {
+        HashPolicy::Header(name) => json!({"header": {"header_name": name}}),
+        HashPolicy::Cookie { name, path, ttl_ms } => {
+            let mut c = json!({"name": name});
+            if !path.is_empty() {
+                c["path"] = json!(path);
+            }
+            if let Some(ms) = ttl_ms {
+                c["ttl"] = json!(seconds(*ms));
+            }
+            json!({ "cookie": c })
+        }
+        HashPolicy::SourceIp(b) => json!({"connection_properties": {"source_ip": b}}),
+        HashPolicy::QueryParameter(q) => json!({"query_parameter": {"name": q}}),
+    }
+}
+
+/// A protobuf Duration in JSON (`1.500s`).
+fn seconds(ms: u64) -> String {
+    format!("{:.3}s", ms as f64 / 1000.0)
+}
+
+/// The traffic policy's part of a cluster, as pilot's applyTrafficPolicy writes it
+/// (cluster_traffic_policy.go: applyConnectionPool, applyOutlierDetection,
+/// applyLoadBalancer, ApplyRingHashLoadBalancer).
+fn apply_policy(out: &mut Value, p: &ClusterPolicy) {
+    out["connect_timeout"] = json!(seconds(p.connect_timeout_ms));
+    let (lb, config) = match &p.lb {
+        LbPolicy::LeastRequest => ("LEAST_REQUEST", None),
+        LbPolicy::RoundRobin => ("ROUND_ROBIN", None),
+        LbPolicy::Random => ("RANDOM", None),
+        LbPolicy::RingHash(n) => (
+            "RING_HASH",
+            n.map(|n| {
+                (
+                    "ring_hash_lb_config",
+                    json!({"minimum_ring_size": n.to_string()}),
+                )
+            }),
+        ),
+        LbPolicy::Maglev(n) => (
+            "MAGLEV",
+            n.map(|n| ("maglev_lb_config", json!({"table_size": n.to_string()}))),
+        ),
+    };
+    out["lb_policy"] = json!(lb);
+    if let Some((key, v)) = config {
+        out[key] = v;
+    }
+    let t = &p.thresholds;
+    out["circuit_breakers"] = json!({"thresholds": [{
+        "max_connections": t.max_connections,
+        "max_pending_requests": t.max_pending_requests,
+        "max_requests": t.max_requests,
+        "max_retries": t.max_retries,
+    }]});
+    let mut common = serde_json::Map::new();
+    if let Some(ms) = p.idle_timeout_ms {
+        common.insert("idle_timeout".into(), json!(seconds(ms)));
+    }
+    if let Some(n) = p.max_requests_per_connection {
+        common.insert("max_requests_per_connection".into(), json!(n));
+    }
+    if let Some(ms) = p.max_connection_duration_ms {
+        common.insert("max_connection_duration".into(), json!(seconds(ms)));
+    }
+    if !common.is_empty() {
+        out["typed_extension_protocol_options"] = json!({
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "common_http_protocol_options": common,
+                "explicit_http_config": {"http_protocol_options": {}}
+            }
+        });
+    }
+    if let Some(o) = &p.outlier {
+        out["outlier_detection"] = outlier_detection(o);
+    }
+    if let Some(pct) = p.healthy_panic_threshold {
+        out["common_lb_config"] = json!({"healthy_panic_threshold": {"value": pct}});
+    }
+}
+
+fn outlier_detection(o: &OutlierPlan) -> Value {
+    let mut v = json!({"enforcing_success_rate": 0});
+    let enforcing = |n: u32| if n > 0 { 100 } else { 0 };
+    if let Some(n) = o.consecutive_5xx {
+        v["consecutive_5xx"] = json!(n);
+        v["enforcing_consecutive_5xx"] = json!(enforcing(n));
+    }
+    if let Some(n) = o.consecutive_gateway_failure {
+        v["consecutive_gateway_failure"] = json!(n);
+        v["enforcing_consecutive_gateway_failure"] = json!(enforcing(n));
+    }
+    if let Some(ms) = o.interval_ms {
+        v["interval"] = json!(seconds(ms));
+    }
+    if let Some(ms) = o.base_ejection_time_ms {
+        v["base_ejection_time"] = json!(seconds(ms));
+    }
+    if let Some(n) = o.max_ejection_percent {
+        v["max_ejection_percent"] = json!(n);
+    }
+    v
+}
+
 fn cluster(c: &ClusterPlan, addrs: &Addresses, gw_cert: &CertFiles, root: &Path) -> Value {
     let endpoints: Vec<Value> = c
         .endpoints
@@ -385,10 +502,9 @@ fn cluster(c: &ClusterPlan, addrs: &Addresses, gw_cert: &CertFiles, root: &Path)
     let mut out = json!({
         "name": c.name,
         "type": "STATIC",
-        "connect_timeout": "10s",
-        "lb_policy": "LEAST_REQUEST",
         "load_assignment": {"cluster_name": c.name, "endpoints": [{"lb_endpoints": endpoints}]}
     });
+    apply_policy(&mut out, &c.policy);
     match c.tls {
         UpstreamTls::IstioMutual => out["transport_socket"] = upstream_tls(c, gw_cert, root),
         UpstreamTls::Disable => {}
