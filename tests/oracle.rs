@@ -319,3 +319,50 @@ fn reintroduced_retry_on_503_is_caught() {
         d.join("\n")
     );
 }
+
+#[test]
+fn reintroduced_single_https_chain_is_caught() {
+    // The model once served every HTTPS server of a port from one chain (one route
+    // configuration, one certificate): two servers on 443 must be two chains, each
+    // matched by its SNI with its own credential, as istiod writes them.
+    let Some(bin) = bin() else { return };
+    let f = FixtureCopy::new();
+    f.replace(
+        "10-ingress-gateway.yaml",
+        "    nodePort: 30080\n",
+        "    nodePort: 30080\n  - name: https\n    port: 443\n    targetPort: 8443\n",
+    );
+    f.replace(
+        "30-gateway.yaml",
+        "    hosts:\n    - \"*\"\n",
+        "    hosts:\n    - \"*\"\n  - port:\n      number: 443\n      name: https-a\n      protocol: HTTPS\n    hosts:\n    - a.example.com\n    tls:\n      mode: SIMPLE\n      credentialName: a-cert\n  - port:\n      number: 443\n      name: https-b\n      protocol: HTTPS\n    hosts:\n    - b.example.com\n    tls:\n      mode: SIMPLE\n      credentialName: b-cert\n",
+    );
+    let (fx, mut mesh, out) = istiod(bin, f.path());
+    assert!(
+        disagreements(&fx, &mesh, &out).is_empty(),
+        "{}",
+        disagreements(&fx, &mesh, &out).join("\n")
+    );
+    let l = mesh.gateways[0]
+        .listeners
+        .iter_mut()
+        .find(|l| l.name == "0.0.0.0_8443")
+        .expect("the 443 listener");
+    assert_eq!(l.chains.len(), 2);
+    l.chains.truncate(1);
+    l.chains[0].server_names.clear();
+    let d = disagreements(&fx, &mesh, &out);
+    assert!(
+        d.iter().any(|f| f.contains("error[MC405]")
+            && f.contains("meshcheck: listener 0.0.0.0_8443 filter chains SNI [] cert [kubernetes://a-cert] rds https.443.https-a.atlas-gateway.atlas")
+            && f.contains("SNI [b.example.com] cert [kubernetes://b-cert] rds https.443.https-b.atlas-gateway.atlas")),
+        "{}",
+        d.join("\n")
+    );
+    assert!(
+        d.iter().any(|f| f.contains("error[MC403]")
+            && f.contains("no route configuration https.443.https-b.atlas-gateway.atlas")),
+        "{}",
+        d.join("\n")
+    );
+}
