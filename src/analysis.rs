@@ -252,6 +252,32 @@ const ISTIO_FIELDS: &[(&str, &str, &[&str])] = &[
         &["uri", "authority", "uriRegexRewrite"],
     ),
     ("VirtualService", "headers", &["request", "response"]),
+    ("VirtualService", "fault", &["delay", "abort"]),
+    (
+        "VirtualService",
+        "delay",
+        &["fixedDelay", "exponentialDelay", "percentage", "percent"],
+    ),
+    (
+        "VirtualService",
+        "abort",
+        &["httpStatus", "grpcStatus", "http2Error", "percentage"],
+    ),
+    ("VirtualService", "percentage", &["value"]),
+    (
+        "VirtualService",
+        "corsPolicy",
+        &[
+            "allowOrigin",
+            "allowOrigins",
+            "allowMethods",
+            "allowHeaders",
+            "exposeHeaders",
+            "maxAge",
+            "allowCredentials",
+            "unmatchedPreflights",
+        ],
+    ),
     ("VirtualService", "request", &["set", "add", "remove"]),
     ("VirtualService", "response", &["set", "add", "remove"]),
     (
@@ -304,8 +330,10 @@ const ISTIO_FIELDS: &[(&str, &str, &[&str])] = &[
 /// Whether Istio defines `path` (e.g. `spec.http[0].retries`) for `kind`; None when
 /// the parent is not in the table.
 fn istio_defines(kind: &str, path: &str) -> Option<bool> {
+    // serde_ignored writes `?` for an Option it went through: not a field.
     let segs: Vec<&str> = path
         .split('.')
+        .filter(|s| *s != "?")
         .map(|s| s.split('[').next().unwrap_or(s))
         .collect();
     let (field, parent) = match segs.as_slice() {
@@ -773,7 +801,12 @@ fn destinations(c: &mut Ctx) {
                     _ => {}
                 }
                 if let Some(subset) = &d.destination.subset {
-                    let port = d.destination.port.as_ref().map(|p| p.number).unwrap_or(0);
+                    // The cluster's port as pilot picks it (GetDestinationCluster: the
+                    // written port, else the Service's only one); none is MC104 above.
+                    let written = d.destination.port.as_ref().map(|p| p.number);
+                    let Some(port) = crate::istio::destination_port(c.fx, written, &fqdn) else {
+                        continue;
+                    };
                     let name = cluster_name(port, Some(subset), &fqdn);
                     match c.mesh.clusters.get(&name) {
                         None => c.push("subsets", Severity::Error, "MC105", Some("IST0101 ReferencedResourceNotFound"), vs.describe(), &vs.source,
@@ -985,9 +1018,10 @@ pub fn sim_request(req: &RequestSpec, service_port: u16) -> SimRequest {
         service_port: req.service_port(service_port),
         https: req.is_https(),
         assume_certificates: false,
-        method: req.method.clone().unwrap_or_else(|| "GET".into()),
+        method: req.method(),
         host: req.host.clone().unwrap_or_else(|| "node".into()),
-        path: req.path.clone(),
+        path: req.path_and_query(),
+        body: req.body.clone(),
         headers: req
             .headers
             .iter()
@@ -1008,6 +1042,9 @@ fn branch_mismatch(e: &HttpExpect, b: &crate::istio::Branch) -> Option<String> {
     };
     if b.status != Some(e.status) {
         return Some(format!("expected status {}, predicted {got}", e.status));
+    }
+    if e.backend.as_ref().is_some_and(|w| w.none) && b.backend.is_some() {
+        return Some(format!("expected no backend to answer, predicted {got}"));
     }
     if let (Some(want), Some(be)) = (&e.backend, &b.backend) {
         for (what, w, g) in [
@@ -1041,6 +1078,49 @@ fn branch_mismatch(e: &HttpExpect, b: &crate::istio::Branch) -> Option<String> {
     None
 }
 
+/// Why the prediction does not mirror every request to `mirrored_to`, or None.
+fn mirror_mismatch(e: &HttpExpect, p: &crate::istio::Prediction) -> Option<String> {
+    let want = e.mirrored_to.as_ref()?;
+    let is_want = |b: &crate::istio::Backend| {
+        want.is(&crate::stub::Identity {
+            service: b.service.clone(),
+            version: b.version.clone(),
+            namespace: b.namespace.clone(),
+            pod: String::new(),
+        })
+    };
+    // The mirror's share of the requests that reach `want` (each of its endpoints
+    // gets its share of the mirror's copies).
+    let share: f64 = p
+        .mirrors
+        .iter()
+        .map(|m| {
+            m.percent / 100.0
+                * m.backends
+                    .iter()
+                    .filter(|(b, _)| is_want(b))
+                    .map(|(_, s)| s)
+                    .sum::<f64>()
+        })
+        .sum();
+    if share >= 1.0 - 1e-9 {
+        return None;
+    }
+    let predicted = if p.mirrors.is_empty() {
+        "no mirror on the route".to_string()
+    } else {
+        p.mirrors
+            .iter()
+            .map(|m| format!("{}% to {}", m.percent, m.reason))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    Some(format!(
+        "expected every request mirrored to {want}, predicted {:.0}% ({predicted})",
+        share * 100.0
+    ))
+}
+
 fn simulate_suite(c: &mut Ctx, suite: &Suite) {
     for check in &suite.checks {
         let analysis = format!("simulate::{}", check.full_name());
@@ -1051,7 +1131,7 @@ fn simulate_suite(c: &mut Ctx, suite: &Suite) {
                     .simulate(&sim_request(&h.request, suite.ingress.port));
                 // Identical mismatches of several branches are one, with their shares added.
                 let mut by_msg: Vec<(String, f64)> = Vec::new();
-                for b in p.branches.iter().filter(|b| b.share > 0.0) {
+                for b in p.outcomes().iter().filter(|b| b.share > 0.0) {
                     if let Some(m) = branch_mismatch(&h.expect, b) {
                         match by_msg.iter_mut().find(|(x, _)| *x == m) {
                             Some((_, s)) => *s += b.share,
@@ -1059,7 +1139,7 @@ fn simulate_suite(c: &mut Ctx, suite: &Suite) {
                         }
                     }
                 }
-                let bad: Vec<String> = by_msg
+                let mut bad: Vec<String> = by_msg
                     .into_iter()
                     .map(|(m, share)| {
                         if share < 1.0 - 1e-9 {
@@ -1069,6 +1149,7 @@ fn simulate_suite(c: &mut Ctx, suite: &Suite) {
                         }
                     })
                     .collect();
+                bad.extend(mirror_mismatch(&h.expect, &p));
                 (h.request.clone(), (p, bad))
             }
             CheckKind::Distribution(d) => {
@@ -1077,8 +1158,12 @@ fn simulate_suite(c: &mut Ctx, suite: &Suite) {
                     .simulate(&sim_request(&d.request, suite.ingress.port));
                 let mut shares: BTreeMap<String, f64> = BTreeMap::new();
                 let mut bad = Vec::new();
-                for b in &p.branches {
+                let by_status = d.shares.is_empty();
+                for b in &p.outcomes() {
                     match (&b.status, &b.backend) {
+                        (Some(s), _) if by_status => {
+                            *shares.entry(s.to_string()).or_default() += b.share * 100.0;
+                        }
                         (Some(s), Some(be))
                             if (200..300).contains(s)
                                 && d.service.as_ref().map(|x| x == &be.service).unwrap_or(true) =>
@@ -1088,13 +1173,15 @@ fn simulate_suite(c: &mut Ctx, suite: &Suite) {
                         _ => bad.push(format!("{:.0}% of requests: {}", b.share * 100.0, b.reason)),
                     }
                 }
-                let versions: BTreeSet<&String> = shares.keys().chain(d.shares.keys()).collect();
+                let expected = d.expected();
+                let versions: BTreeSet<&String> = shares.keys().chain(expected.keys()).collect();
+                let what = if by_status { "status" } else { "version" };
                 for v in versions {
-                    let want = d.shares.get(v).copied().unwrap_or(0.0);
+                    let want = expected.get(v).copied().unwrap_or(0.0);
                     let got = shares.get(v).copied().unwrap_or(0.0);
                     if (want - got).abs() > 1e-6 {
                         bad.push(format!(
-                            "version {v}: expected {want}%, configured {got:.1}%"
+                            "{what} {v}: expected {want}%, configured {got:.1}%"
                         ));
                     }
                 }
@@ -1134,7 +1221,7 @@ fn simulate_suite(c: &mut Ctx, suite: &Suite) {
             ),
         };
         f.istio = p
-            .branches
+            .outcomes()
             .iter()
             .map(|b| b.reason.clone())
             .collect::<Vec<_>>()

@@ -2,7 +2,7 @@
 
 use crate::analysis::{self, Finding, Severity};
 use crate::error::{exit, Error};
-use crate::fixtures::{load_dir, Fixtures};
+use crate::fixtures::{load_dirs, Fixtures};
 use crate::istio::Prediction;
 use crate::istio::{Mesh, SidecarShape};
 use crate::runner::{self, Events};
@@ -224,13 +224,21 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 fn load_inputs(
     suite: &str,
     fixtures: Option<&PathBuf>,
-) -> Result<(Suite, PathBuf, Fixtures, Mesh), Error> {
+) -> Result<(Suite, String, Fixtures, Mesh), Error> {
     let suite_path = suite::locate(suite)?;
     let suite: Suite = suite::load(&suite_path)?;
-    let dir = fixtures.cloned().unwrap_or_else(|| suite.fixtures_dir());
-    let fx = load_dir(&dir)?;
+    let dirs = match fixtures {
+        Some(d) => vec![d.clone()],
+        None => suite.fixtures_dirs(),
+    };
+    let fx = load_dirs(&dirs)?;
     let mesh = Mesh::build(&fx);
-    Ok((suite, dir, fx, mesh))
+    let shown = dirs
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    Ok((suite, shown, fx, mesh))
 }
 
 fn count(findings: &[Finding], s: Severity) -> usize {
@@ -324,7 +332,7 @@ pub fn analyze_cmd(args: AnalyzeArgs) -> Result<u8, Error> {
         out,
         "analyze: suite {}, fixtures {} ({} objects)",
         suite.name,
-        dir.display(),
+        dir,
         fx.objects.len()
     );
     for f in &findings {
@@ -365,7 +373,7 @@ pub fn analyze_cmd(args: AnalyzeArgs) -> Result<u8, Error> {
         }
         let props = vec![
             ("suite".to_string(), suite.name.clone()),
-            ("fixtures.dir".to_string(), dir.display().to_string()),
+            ("fixtures.dir".to_string(), dir.clone()),
             ("fixtures.digest".to_string(), fx.digest.clone()),
             ("target".to_string(), "none (analyze)".to_string()),
         ];
@@ -664,10 +672,7 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
     }
     let mut props = vec![
         ("suite".to_string(), suite.name.clone()),
-        (
-            "fixtures.dir".to_string(),
-            fixtures_dir.display().to_string(),
-        ),
+        ("fixtures.dir".to_string(), fixtures_dir.clone()),
         ("fixtures.digest".to_string(), fx.digest.clone()),
         (
             "meshcheck.version".to_string(),

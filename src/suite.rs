@@ -30,8 +30,9 @@ pub struct Suite {
     pub name: String,
     #[serde(default)]
     pub description: String,
-    /// Fixtures directory, relative to the suite file.
-    pub fixtures: PathBuf,
+    /// Fixtures directory, relative to the suite file, or several loaded as one set
+    /// (a shared base and the suite's own objects).
+    pub fixtures: FixturePaths,
     #[serde(default)]
     pub ingress: IngressSpec,
     #[serde(default)]
@@ -40,6 +41,14 @@ pub struct Suite {
     /// Where the suite was read from (set by the loader).
     #[serde(skip)]
     pub path: PathBuf,
+}
+
+/// `fixtures: dir` or `fixtures: [base, own]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum FixturePaths {
+    One(PathBuf),
+    Many(Vec<PathBuf>),
 }
 
 /// Which gateway Service port the suite drives; its NodePort comes from the target.
@@ -98,6 +107,7 @@ impl CheckSpec {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[allow(clippy::large_enum_variant)] // a few per suite, read once: boxing buys nothing
 pub enum CheckKind {
     Http(HttpCheck),
     Distribution(DistributionCheck),
@@ -140,6 +150,12 @@ pub struct RequestSpec {
     /// https: accept any certificate.
     #[serde(default)]
     pub insecure: bool,
+    /// Query parameters, URL-encoded onto the path (`?a=1&b=x%20y`).
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
+    /// The request body.
+    #[serde(default)]
+    pub body: Option<String>,
 }
 
 /// How a request reaches the gateway.
@@ -151,6 +167,11 @@ pub enum Scheme {
     Https,
 }
 
+/// The methods a request may use (RFC 9110 and PATCH).
+pub const METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+
 impl RequestSpec {
     /// The gateway Service port the request targets.
     pub fn service_port(&self, ingress_port: u16) -> u16 {
@@ -159,6 +180,34 @@ impl RequestSpec {
 
     pub fn is_https(&self) -> bool {
         self.scheme == Scheme::Https
+    }
+
+    /// The path with the query parameters URL-encoded onto it.
+    pub fn path_and_query(&self) -> String {
+        if self.query.is_empty() {
+            return self.path.clone();
+        }
+        let mut q = reqwest::Url::parse("http://x/").expect("a constant URL");
+        q.query_pairs_mut().extend_pairs(self.query.iter());
+        let sep = if self.path.contains('?') { '&' } else { '?' };
+        format!("{}{sep}{}", self.path, q.query().unwrap_or(""))
+    }
+
+    /// The method (default GET), upper-case.
+    pub fn method(&self) -> String {
+        self.method.as_deref().unwrap_or("GET").to_ascii_uppercase()
+    }
+
+    /// Why the request cannot be sent, or None.
+    fn invalid(&self) -> Option<String> {
+        let m = self.method();
+        (!METHODS.contains(&m.as_str())).then(|| {
+            format!(
+                "unknown HTTP method {:?} (one of {})",
+                self.method.as_deref().unwrap_or(""),
+                METHODS.join(", ")
+            )
+        })
     }
 }
 
@@ -192,16 +241,137 @@ pub struct HttpExpect {
     /// Text the response body contains.
     #[serde(default)]
     pub body_contains: Option<String>,
+    /// How long each answer may take (`{ at_least: 2s, at_most: 5s }`).
+    #[serde(default)]
+    pub latency: Option<LatencyExpect>,
+    /// A backend that must also have received each request, as a mirror (the
+    /// response still comes from the primary).
+    #[serde(default)]
+    pub mirrored_to: Option<MirrorExpect>,
 }
 
+/// `backend: { service, version, namespace }`, or `backend: none`: no stub answered
+/// (the gateway or Envoy did).
 #[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[serde(try_from = "BackendRepr")]
 pub struct BackendExpect {
-    #[serde(default)]
     pub service: Option<String>,
+    pub version: Option<String>,
+    pub namespace: Option<String>,
+    /// `backend: none`.
+    pub none: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum BackendRepr {
+    Word(String),
+    Fields(BackendFields),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackendFields {
+    #[serde(default)]
+    service: Option<String>,
+    #[serde(default)]
+    version: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+}
+
+impl TryFrom<BackendRepr> for BackendExpect {
+    type Error = String;
+    fn try_from(r: BackendRepr) -> Result<Self, String> {
+        match r {
+            BackendRepr::Word(w) if w == "none" => Ok(BackendExpect {
+                none: true,
+                ..Default::default()
+            }),
+            BackendRepr::Word(w) => Err(format!(
+                "backend {w:?}: expected `none` or {{service, version, namespace}}"
+            )),
+            BackendRepr::Fields(f) => Ok(BackendExpect {
+                service: f.service,
+                version: f.version,
+                namespace: f.namespace,
+                none: false,
+            }),
+        }
+    }
+}
+
+/// Latency bounds of each answer, Go durations (`300ms`, `2s`).
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+pub struct LatencyExpect {
+    #[serde(default)]
+    pub at_least: Option<String>,
+    #[serde(default)]
+    pub at_most: Option<String>,
+}
+
+impl LatencyExpect {
+    /// (at least, at most); Err names the value that is not a duration.
+    pub fn bounds(
+        &self,
+    ) -> Result<(Option<std::time::Duration>, Option<std::time::Duration>), String> {
+        let parse = |what: &str, v: &Option<String>| {
+            v.as_deref()
+                .map(|d| {
+                    crate::istio::duration_ms(d)
+                        .map(std::time::Duration::from_millis)
+                        .ok_or_else(|| {
+                            format!("latency.{what} {d:?} is not a duration like 300ms or 2s")
+                        })
+                })
+                .transpose()
+        };
+        let (lo, hi) = (
+            parse("at_least", &self.at_least)?,
+            parse("at_most", &self.at_most)?,
+        );
+        if let (Some(l), Some(h)) = (lo, hi) {
+            if l > h {
+                return Err(format!(
+                    "latency.at_least {l:?} is above latency.at_most {h:?}"
+                ));
+            }
+        }
+        Ok((lo, hi))
+    }
+}
+
+/// `mirrored_to: { service: nb-rest, version: v2 }`: a stub of that service (and
+/// version, namespace when given) also received the request.
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+pub struct MirrorExpect {
+    pub service: String,
     #[serde(default)]
     pub version: Option<String>,
     #[serde(default)]
     pub namespace: Option<String>,
+}
+
+impl MirrorExpect {
+    /// Whether `id` (a stub's identity) is the mirror backend.
+    pub fn is(&self, id: &crate::stub::Identity) -> bool {
+        self.service == id.service
+            && self.version.as_ref().is_none_or(|v| *v == id.version)
+            && self.namespace.as_ref().is_none_or(|n| *n == id.namespace)
+    }
+}
+
+impl std::fmt::Display for MirrorExpect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.service)?;
+        if let Some(v) = &self.version {
+            write!(f, " {v}")?;
+        }
+        if let Some(n) = &self.namespace {
+            write!(f, " (namespace {n})")?;
+        }
+        Ok(())
+    }
 }
 
 /// `name: value` (exact) or `name: {contains: x}` / `{present: true}` / `{absent: true}`.
@@ -212,7 +382,35 @@ pub enum HeaderExpect {
     Rule(HeaderRule),
 }
 
+impl std::fmt::Display for HeaderExpect {
+    /// `equals v`, `contains /x`, `present`, `absent`, joined by `and`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let r = match self {
+            HeaderExpect::Exact(v) => return write!(f, "equals {v:?}"),
+            HeaderExpect::Rule(r) => r,
+        };
+        let mut parts = Vec::new();
+        if let Some(v) = &r.equals {
+            parts.push(format!("equals {v:?}"));
+        }
+        if let Some(v) = &r.contains {
+            parts.push(format!("contains {v:?}"));
+        }
+        if let Some(p) = r.present {
+            parts.push(if p { "present" } else { "not present" }.to_string());
+        }
+        if let Some(a) = r.absent {
+            parts.push(if a { "absent" } else { "not absent" }.to_string());
+        }
+        if parts.is_empty() {
+            parts.push("anything".into());
+        }
+        f.write_str(&parts.join(" and "))
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
 pub struct HeaderRule {
     #[serde(default)]
     pub equals: Option<String>,
@@ -236,7 +434,12 @@ pub struct DistributionCheck {
     #[serde(default)]
     pub service: Option<String>,
     /// Expected share per version, in percent (sums to 100).
+    #[serde(default)]
     pub shares: BTreeMap<String, f64>,
+    /// Expected share per response status (`"200": 50, "503": 50`), in percent (sums
+    /// to 100); instead of `shares`.
+    #[serde(default)]
+    pub statuses: BTreeMap<String, f64>,
     /// Chance that a correct configuration fails the check.
     #[serde(default = "default_false_failure")]
     pub false_failure: f64,
@@ -269,6 +472,54 @@ pub struct SidecarsCheck {
     /// Istio mTLS from the gateway (XFCC URI = the gateway's SPIFFE identity).
     #[serde(default)]
     pub via: Vec<RequestSpec>,
+}
+
+impl DistributionCheck {
+    /// The expected shares: per version (`shares`) or per status (`statuses`).
+    pub fn expected(&self) -> &BTreeMap<String, f64> {
+        if self.shares.is_empty() {
+            &self.statuses
+        } else {
+            &self.shares
+        }
+    }
+}
+
+/// What is wrong with a check that parses (a method no server knows, a latency bound
+/// that is not a duration, shares and statuses both or neither), or None.
+fn check_problem(c: &CheckSpec) -> Option<String> {
+    match &c.kind {
+        CheckKind::Http(h) => h
+            .request
+            .invalid()
+            .or_else(|| h.expect.latency.as_ref().and_then(|l| l.bounds().err())),
+        CheckKind::Distribution(d) => {
+            d.request
+                .invalid()
+                .or_else(|| match (d.shares.is_empty(), d.statuses.is_empty()) {
+                    (true, true) => Some("needs `shares` (per version) or `statuses`".into()),
+                    (false, false) => Some("give `shares` or `statuses`, not both".into()),
+                    _ => d
+                        .statuses
+                        .keys()
+                        .find(|k| !k.parse::<u16>().is_ok_and(|s| (100..600).contains(&s)))
+                        .map(|k| format!("statuses: {k:?} is not an HTTP status")),
+                })
+        }
+        CheckKind::Sidecars(s) => s.via.iter().find_map(RequestSpec::invalid),
+        CheckKind::Ports(_) => None,
+    }
+}
+
+/// The line of `name: <check name>` in the suite text (1 when not found).
+fn line_of_check(text: &str, c: &CheckSpec) -> usize {
+    text.lines()
+        .position(|l| {
+            let l = l.trim_start().trim_start_matches("- ");
+            l.strip_prefix("name:")
+                .is_some_and(|v| v.trim().trim_matches(['"', '\'']) == c.name)
+        })
+        .map_or(1, |i| i + 1)
 }
 
 /// Finds `suites/<name>.yaml` (a path to a file works too), relative to the current
@@ -354,14 +605,25 @@ pub fn load(path: &Path) -> Result<Suite, SuiteError> {
                 format!("check {} is declared twice", c.full_name()),
             ));
         }
+        if let Some(why) = check_problem(c) {
+            return Err(invalid(
+                line_of_check(&text, c),
+                format!("check {}: {why}", c.full_name()),
+            ));
+        }
         if let CheckKind::Distribution(d) = &c.kind {
-            let sum: f64 = d.shares.values().sum();
-            if (sum - 100.0).abs() > 1e-9 || d.shares.values().any(|s| *s < 0.0) {
+            let sum: f64 = d.expected().values().sum();
+            if (sum - 100.0).abs() > 1e-9 || d.expected().values().any(|s| *s < 0.0) {
                 return Err(invalid(
                     1,
                     format!(
-                        "check {}: shares must be >= 0 and sum to 100 (sum {sum})",
-                        c.full_name()
+                        "check {}: {} must be >= 0 and sum to 100 (sum {sum})",
+                        c.full_name(),
+                        if d.shares.is_empty() {
+                            "statuses"
+                        } else {
+                            "shares"
+                        }
                     ),
                 ));
             }
@@ -397,16 +659,14 @@ pub fn load(path: &Path) -> Result<Suite, SuiteError> {
 }
 
 impl Suite {
-    /// The fixtures directory the suite names, resolved against the suite file.
-    pub fn fixtures_dir(&self) -> PathBuf {
-        if self.fixtures.is_absolute() {
-            self.fixtures.clone()
-        } else {
-            self.path
-                .parent()
-                .unwrap_or(Path::new("."))
-                .join(&self.fixtures)
-        }
+    /// The fixtures directories the suite names, resolved against the suite file.
+    pub fn fixtures_dirs(&self) -> Vec<PathBuf> {
+        let base = self.path.parent().unwrap_or(Path::new("."));
+        let paths = match &self.fixtures {
+            FixturePaths::One(p) => std::slice::from_ref(p),
+            FixturePaths::Many(v) => v.as_slice(),
+        };
+        paths.iter().map(|p| base.join(p)).collect()
     }
 }
 

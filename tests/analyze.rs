@@ -191,7 +191,7 @@ fn fields_unknown_vs_not_modelled() {
     f.replace(
         "40-virtualservices.yaml",
         "  - name: atlas-ui\n",
-        "  - name: atlas-ui\n    mirrorPercentage:\n      value: 3\n",
+        "  - name: atlas-ui\n    mirrorPercent: 3\n",
     );
     let all = findings(&f);
     let typo = expect(
@@ -212,7 +212,7 @@ fn fields_unknown_vs_not_modelled() {
         "VirtualService atlas/atlas-ui",
         "40-virtualservices.yaml:15",
     );
-    assert!(nm.message.contains("spec.http[0].mirrorPercentage"), "{nm}");
+    assert!(nm.message.contains("spec.http[0].mirrorPercent"), "{nm}");
 }
 
 #[test]
@@ -655,5 +655,58 @@ fn fail_fast_stops_before_any_target() {
         !r.stdout.contains("test [http]"),
         "no traffic check may run: {}",
         r.stdout
+    );
+}
+
+#[test]
+fn a_typo_inside_an_optional_field_is_unknown_not_unmodelled() {
+    // serde_ignored reports `fault.?.delay.?.fixedDelays`: the `?` are not fields.
+    let f = FixtureCopy::new();
+    f.replace(
+        "40-virtualservices.yaml",
+        "  - name: atlas-ui\n",
+        "  - name: atlas-ui\n    fault:\n      delay:\n        fixedDelays: 1s\n        percent: 10\n",
+    );
+    let all = findings(&f);
+    let typo = expect(
+        &all,
+        "MC301",
+        Severity::Warning,
+        "VirtualService atlas/atlas-ui",
+        "40-virtualservices.yaml:15",
+    );
+    assert!(typo.message.contains("fixedDelays"), "{typo}");
+}
+
+#[test]
+fn a_subset_route_without_port_uses_the_services_only_port() {
+    // pilot GetDestinationCluster: no port written, the Service's only port. The
+    // subset exists then; a wrong subset name is still MC105.
+    let f = FixtureCopy::new();
+    f.replace(
+        "40-virtualservices.yaml",
+        "        subset: v2\n        port:\n          number: 80\n",
+        "        subset: v2\n",
+    );
+    let all = findings(&f);
+    assert!(
+        !all.iter().any(|x| x.code == "MC105"),
+        "{}",
+        all.iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    f.replace(
+        "40-virtualservices.yaml",
+        "        subset: v2\n      weight: 10\n",
+        "        subset: v9\n      weight: 10\n",
+    );
+    expect(
+        &findings(&f),
+        "MC105",
+        Severity::Error,
+        "VirtualService atlas/nb-rest",
+        "40-virtualservices.yaml:45",
     );
 }

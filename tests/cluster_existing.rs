@@ -79,7 +79,11 @@ async fn atlas_ui_at(ns: &str) -> u16 {
         pod: "atlas-ui-7d9f8b6c5-x2x7q".into(),
         namespace: ns.into(),
     };
-    tokio::spawn(meshcheck::stub::serve(listener, identity));
+    tokio::spawn(meshcheck::stub::serve(
+        listener,
+        identity,
+        Default::default(),
+    ));
     port
 }
 

@@ -366,3 +366,59 @@ fn reintroduced_single_https_chain_is_caught() {
         d.join("\n")
     );
 }
+
+/// A fault (abort of 50%, delay with the deprecated integer percent) and a CORS policy
+/// on the atlas-ui route, as the tests of tests/fault_cors.rs use them.
+const FAULT_AND_CORS: &str = "        prefix: /atlas-ui\n    fault:\n      abort:\n        httpStatus: 503\n        percentage:\n          value: 50\n      delay:\n        fixedDelay: 1s\n        percent: 20\n    corsPolicy:\n      allowOrigins:\n      - exact: https://example.com\n      - regex: https://.*[.]example[.]org\n      allowMethods: [GET, POST]\n      allowHeaders: [x-a]\n      maxAge: 24h\n      allowCredentials: true\n    route:\n";
+
+#[test]
+fn reintroduced_fault_and_cors_defects_are_caught() {
+    // pilot route.go TranslateFault: `percentage` becomes value*10000 of a MILLION,
+    // the deprecated `percent` n of a HUNDRED; TranslateCORSPolicy: maxAge in seconds,
+    // forwardNotMatchingPreflights true unless IGNORE.
+    let Some(bin) = bin() else { return };
+    let f = FixtureCopy::new();
+    f.replace(
+        "40-virtualservices.yaml",
+        "        prefix: /atlas-ui\n    route:\n",
+        FAULT_AND_CORS,
+    );
+    let (fx, mut mesh, out) = istiod(bin, f.path());
+    assert!(disagreements(&fx, &mesh, &out).is_empty());
+    fn ui(mesh: &mut Mesh) -> &mut meshcheck::istio::RoutePlan {
+        mesh.gateways[0].listeners[0].chains[0].route_config.vhosts[0]
+            .routes
+            .iter_mut()
+            .find(|r| r.virtual_service.ends_with("atlas-ui"))
+            .unwrap()
+    }
+    // A percentage read as a share of a hundred, a dropped abort, a CORS max age in ms.
+    ui(&mut mesh)
+        .filters
+        .fault
+        .as_mut()
+        .unwrap()
+        .delay
+        .as_mut()
+        .unwrap()
+        .percentage
+        .denominator = 1_000_000;
+    let d = disagreements(&fx, &mesh, &out);
+    assert!(
+        d.iter().any(|f| f.contains("fault and CORS")
+            && f.contains("meshcheck: fault and CORS fault delay 1000ms 20/1000000")
+            && f.contains("istiod 1.30.3: fault and CORS fault delay 1000ms 20/100")),
+        "{}",
+        d.join("\n")
+    );
+    ui(&mut mesh).filters.fault = None;
+    ui(&mut mesh)
+        .filters
+        .cors
+        .as_mut()
+        .unwrap()
+        .forward_not_matching_preflights = false;
+    let d = disagreements(&fx, &mesh, &out).join("\n");
+    assert!(d.contains("fault abort 503 500000/1000000"), "{d}");
+    assert!(d.contains("forward_not_matching_preflights=false"), "{d}");
+}

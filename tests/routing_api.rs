@@ -276,3 +276,32 @@ fn a_scheme_condition_for_https_does_not_match_http() {
         "matches::without-header-goes-to-ui",
     );
 }
+
+#[test]
+fn an_empty_string_match_is_a_presence_condition_as_in_istio() {
+    // pilot route.go canBeConvertedToPresentMatch: `{}` (no match type) is
+    // present_match, as `regex: "*"` is; `withoutHeaders: {x: {}}` means x is absent.
+    let f = with_matches();
+    f.replace(
+        "40-virtualservices.yaml",
+        "        x-no-beta:\n          regex: \"*\"\n",
+        "        x-no-beta: {}\n",
+    );
+    let r = run_suite(&f, MATCH_SUITE);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    // A StringMatch with two match types is bad input naming the file.
+    f.replace(
+        "40-virtualservices.yaml",
+        "        x-no-beta: {}\n",
+        "        x-no-beta: {exact: a, prefix: b}\n",
+    );
+    let r = run_suite(&f, MATCH_SUITE);
+    assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("40-virtualservices.yaml")
+            && r.stderr.contains("one of exact, prefix, regex"),
+        "{}",
+        r.stderr
+    );
+    f.disagrees_with_istiod();
+}

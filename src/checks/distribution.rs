@@ -1,7 +1,10 @@
-//! `distribution`: N requests; the share answered by each version must lie within the
-//! exact binomial acceptance interval of its configured weight (src/stats.rs), so a
-//! correct split fails less than once in a million runs while 80/20 or 10/90 against
-//! 90/10 is caught. Any non-2xx answer, or an answer from another service, fails.
+//! `distribution`: N requests; the share answered by each version (`shares`), or the
+//! share of each response status (`statuses`), must lie within the exact binomial
+//! acceptance interval of its configured weight (src/stats.rs), so a correct split
+//! fails less than once in a million runs while 80/20 or 10/90 against 90/10 is
+//! caught. With `shares`, any non-2xx answer, or an answer from another service,
+//! fails; with `statuses`, every answer counts by its status (a request without an
+//! answer fails).
 
 use super::{send, Ctx, Outcome};
 use crate::stats::{acceptance_interval, prob_within};
@@ -27,14 +30,19 @@ pub async fn run(ctx: &Ctx, check: &DistributionCheck) -> Outcome {
     loop {
         warmup += 1;
         let x = send(&single, addr, &check.request).await;
-        if x.status.map(|s| (200..300).contains(&s)).unwrap_or(false) && x.echo.is_some() {
+        if warm(check, &x) {
             break;
         }
         if Instant::now() >= deadline {
             return Outcome {
                 passed: false,
                 message: ctx.with_health(format!(
-                    "the route never answered 2xx from a backend within {:?} ({warmup} attempts); last: {}",
+                    "the route never answered {} within {:?} ({warmup} attempts); last: {}",
+                    if check.shares.is_empty() {
+                        "with an expected status"
+                    } else {
+                        "2xx from a backend"
+                    },
                     ctx.budget,
                     x.summary()
                 )),
@@ -62,6 +70,7 @@ pub async fn run(ctx: &Ctx, check: &DistributionCheck) -> Outcome {
             got
         });
     }
+    let by_status = check.shares.is_empty();
     let mut versions: BTreeMap<String, u64> = BTreeMap::new();
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     let mut others: BTreeMap<String, u64> = BTreeMap::new();
@@ -69,6 +78,9 @@ pub async fn run(ctx: &Ctx, check: &DistributionCheck) -> Outcome {
     while let Some(res) = tasks.join_next().await {
         for x in res.unwrap_or_default() {
             match (&x.status, &x.echo) {
+                (Some(s), _) if by_status => {
+                    *versions.entry(s.to_string()).or_default() += 1;
+                }
                 (Some(s), Some(e)) if (200..300).contains(s) => {
                     if check
                         .service
@@ -98,33 +110,10 @@ pub async fn run(ctx: &Ctx, check: &DistributionCheck) -> Outcome {
     }
 
     let total = n as u64;
-    let alpha = check.false_failure / check.shares.len().max(1) as f64;
-    let mut table = String::from("version  expected  observed  accepted range (count)\n");
-    let mut problems = Vec::new();
-    for (v, share) in &check.shares {
-        let p = share / 100.0;
-        let (lo, hi) = acceptance_interval(total, p, alpha);
-        let got = versions.get(v).copied().unwrap_or(0);
-        table.push_str(&format!(
-            "{v:<8} {share:>7.1}%  {:>7.1}%  {lo}..={hi} of {total} (got {got})\n",
-            100.0 * got as f64 / total as f64
-        ));
-        if got < lo || got > hi {
-            problems.push(format!(
-                "{v}: {got} of {total} ({:.1}%), expected {share}% (accepted {lo}..={hi})",
-                100.0 * got as f64 / total as f64
-            ));
-        }
-    }
-    for (v, c) in &versions {
-        if !check.shares.contains_key(v) {
-            problems.push(format!("{c} answer(s) from unexpected version {v:?}"));
-            table.push_str(&format!(
-                "{v:<8}      -    {:>7.1}%  (not expected)\n",
-                100.0 * *c as f64 / total as f64
-            ));
-        }
-    }
+    let expected = check.expected();
+    let what = if by_status { "status" } else { "version" };
+    let alpha = check.false_failure / expected.len().max(1) as f64;
+    let (table, mut problems) = judge(what, expected, &versions, total, alpha);
     for (who, c) in &others {
         problems.push(format!("{c} answer(s) from another service ({who})"));
     }
@@ -132,8 +121,7 @@ pub async fn run(ctx: &Ctx, check: &DistributionCheck) -> Outcome {
         problems.push(format!("{c} request(s) failed: {e}"));
     }
     // What the bound guarantees, for the report.
-    let note = check
-        .shares
+    let note = expected
         .iter()
         .map(|(v, s)| {
             let (lo, hi) = acceptance_interval(total, s / 100.0, alpha);
@@ -147,12 +135,12 @@ pub async fn run(ctx: &Ctx, check: &DistributionCheck) -> Outcome {
         .collect::<Vec<_>>()
         .join("; ");
     let detail = format!(
-        "{table}false-failure bound {:.0e} (Bonferroni over {} versions); {note}",
+        "{table}false-failure bound {:.0e} (Bonferroni over {} {}); {note}",
         check.false_failure,
-        check.shares.len()
+        expected.len(),
+        if by_status { "statuses" } else { "versions" }
     );
-    let summary: String = check
-        .shares
+    let summary: String = expected
         .keys()
         .map(|v| {
             format!(
@@ -180,5 +168,119 @@ pub async fn run(ctx: &Ctx, check: &DistributionCheck) -> Outcome {
             attempts: 1,
             flaky: false,
         }
+    }
+}
+
+/// Whether `x` shows the route ready to be measured: a 2xx from a backend (`shares`),
+/// or an answer with one of the expected statuses (`statuses`).
+fn warm(check: &DistributionCheck, x: &super::Exchange) -> bool {
+    match x.status {
+        Some(s) if check.shares.is_empty() => check.statuses.contains_key(&s.to_string()),
+        Some(s) => (200..300).contains(&s) && x.echo.is_some(),
+        None => false,
+    }
+}
+
+/// The table and the problems of `observed` counts (per version or status) against
+/// the `expected` shares in percent: each count must lie in the exact binomial
+/// acceptance interval of its share ([`acceptance_interval`]); an outcome not
+/// expected at all is a problem.
+fn judge(
+    what: &str,
+    expected: &BTreeMap<String, f64>,
+    observed: &BTreeMap<String, u64>,
+    total: u64,
+    alpha: f64,
+) -> (String, Vec<String>) {
+    let pct = |c: u64| 100.0 * c as f64 / total.max(1) as f64;
+    let mut table = format!("{what:<8} expected  observed  accepted range (count)\n");
+    let mut problems = Vec::new();
+    for (v, share) in expected {
+        let (lo, hi) = acceptance_interval(total, share / 100.0, alpha);
+        let got = observed.get(v).copied().unwrap_or(0);
+        table.push_str(&format!(
+            "{v:<8} {share:>7.1}%  {:>7.1}%  {lo}..={hi} of {total} (got {got})\n",
+            pct(got)
+        ));
+        if got < lo || got > hi {
+            problems.push(format!(
+                "{what} {v}: {got} of {total} ({:.1}%), expected {share}% (accepted {lo}..={hi})",
+                pct(got)
+            ));
+        }
+    }
+    for (v, c) in observed {
+        if !expected.contains_key(v) {
+            problems.push(format!("{c} answer(s) with unexpected {what} {v:?}"));
+            table.push_str(&format!(
+                "{v:<8}      -    {:>7.1}%  (not expected)\n",
+                pct(*c)
+            ));
+        }
+    }
+    (table, problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map<T: Copy>(v: &[(&str, T)]) -> BTreeMap<String, T> {
+        v.iter().map(|(k, x)| (k.to_string(), *x)).collect()
+    }
+
+    #[test]
+    fn status_shares_use_the_binomial_bound() {
+        let want = map(&[("200", 50.0), ("503", 50.0)]);
+        let (_, p) = judge(
+            "status",
+            &want,
+            &map(&[("200", 480u64), ("503", 520)]),
+            1000,
+            5e-7,
+        );
+        assert!(p.is_empty(), "{p:?}");
+        let (table, p) = judge(
+            "status",
+            &want,
+            &map(&[("200", 900u64), ("503", 100)]),
+            1000,
+            5e-7,
+        );
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p[0].starts_with("status 200: 900 of 1000"), "{p:?}");
+        assert!(table.contains("503"), "{table}");
+        let (_, p) = judge(
+            "status",
+            &want,
+            &map(&[("200", 500u64), ("404", 500)]),
+            1000,
+            5e-7,
+        );
+        assert!(
+            p.iter().any(|x| x.contains("unexpected status \"404\"")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn version_shares_are_judged_as_before() {
+        let want = map(&[("v1", 90.0), ("v2", 10.0)]);
+        let (_, p) = judge(
+            "version",
+            &want,
+            &map(&[("v1", 900u64), ("v2", 100)]),
+            1000,
+            5e-7,
+        );
+        assert!(p.is_empty(), "{p:?}");
+        let (_, p) = judge(
+            "version",
+            &want,
+            &map(&[("v1", 800u64), ("v2", 200)]),
+            1000,
+            5e-7,
+        );
+        assert!(!p.is_empty());
     }
 }

@@ -13,6 +13,9 @@ pub const REQUIRED_SUCCESSES: u32 = 3;
 fn describe_expect(e: &HttpExpect) -> String {
     let mut parts = vec![format!("status {}", e.status)];
     if let Some(b) = &e.backend {
+        if b.none {
+            parts.push("no backend (the gateway answers)".into());
+        }
         for (k, v) in [
             ("service", &b.service),
             ("version", &b.version),
@@ -27,15 +30,45 @@ fn describe_expect(e: &HttpExpect) -> String {
         parts.push(format!("backend path {p}"));
     }
     for (k, v) in &e.headers {
-        parts.push(format!("header {k} {v:?}"));
+        parts.push(format!("header {k} {v}"));
     }
     for (k, v) in &e.response_headers {
-        parts.push(format!("response header {k} {v:?}"));
+        parts.push(format!("response header {k} {v}"));
     }
     if let Some(b) = &e.body_contains {
         parts.push(format!("body containing {b:?}"));
     }
+    if let Some(l) = &e.latency {
+        if let Some(v) = &l.at_least {
+            parts.push(format!("latency at least {v}"));
+        }
+        if let Some(v) = &l.at_most {
+            parts.push(format!("latency at most {v}"));
+        }
+    }
+    if let Some(m) = &e.mirrored_to {
+        parts.push(format!("mirrored to {m}"));
+    }
     parts.join(", ")
+}
+
+/// Why the answer's latency is out of bounds, or None.
+fn latency_mismatch(e: &HttpExpect, x: &Exchange) -> Option<String> {
+    let (lo, hi) = e.latency.as_ref()?.bounds().ok()?;
+    let took = x.elapsed;
+    if let Some(lo) = lo.filter(|lo| took < *lo) {
+        return Some(format!(
+            "expected the answer to take at least {lo:?}, it took {took:.0?} ({})",
+            x.summary()
+        ));
+    }
+    if let Some(hi) = hi.filter(|hi| took > *hi) {
+        return Some(format!(
+            "expected the answer within {hi:?}, it took {took:.0?} ({})",
+            x.summary()
+        ));
+    }
+    None
 }
 
 /// Whether header value `got` (None: absent) meets `want`.
@@ -69,7 +102,7 @@ pub fn mismatch(e: &HttpExpect, x: &Exchange) -> Option<String> {
         let got = x.header(name);
         if !header_meets(want, got) {
             return Some(format!(
-                "expected response header {name} {want:?}, got {}",
+                "expected response header {name} {want}, got {}",
                 got.map(|g| format!("{g:?}"))
                     .unwrap_or_else(|| "none".into())
             ));
@@ -83,7 +116,19 @@ pub fn mismatch(e: &HttpExpect, x: &Exchange) -> Option<String> {
             ));
         }
     }
-    let needs_echo = e.backend.is_some() || e.path.is_some() || !e.headers.is_empty();
+    if let Some(m) = latency_mismatch(e, x) {
+        return Some(m);
+    }
+    if e.backend.as_ref().is_some_and(|b| b.none) {
+        return x.echo.as_ref().map(|_| {
+            format!(
+                "expected no backend to answer (the gateway itself), got {}",
+                x.summary()
+            )
+        });
+    }
+    let needs_echo =
+        e.backend.is_some() || e.path.is_some() || !e.headers.is_empty() || e.mirrored_to.is_some();
     if !needs_echo {
         return None;
     }
@@ -119,13 +164,39 @@ pub fn mismatch(e: &HttpExpect, x: &Exchange) -> Option<String> {
         let got = echo.header(name);
         if !header_meets(want, got) {
             return Some(format!(
-                "expected header {name} {want:?} at the backend, got {}",
+                "expected header {name} {want} at the backend, got {}",
                 got.map(|g| format!("{g:?}"))
                     .unwrap_or_else(|| "none".into())
             ));
         }
     }
     None
+}
+
+/// Sends the check's request once (with a fresh `x-meshcheck-id` when a mirror is
+/// expected) and judges the answer, waiting until `deadline` for the mirror's record.
+async fn exchange(
+    ctx: &Ctx,
+    client: &reqwest::Client,
+    addr: std::net::SocketAddr,
+    check: &HttpCheck,
+    deadline: Instant,
+) -> (Exchange, Option<String>) {
+    let Some(want) = &check.expect.mirrored_to else {
+        let x = send(client, addr, &check.request).await;
+        let m = mismatch(&check.expect, &x);
+        return (x, m);
+    };
+    let id = super::mirror::new_id();
+    let mut req = check.request.clone();
+    req.headers
+        .insert(crate::stub::ID_HEADER.to_string(), id.clone());
+    let x = send(client, addr, &req).await;
+    if let Some(m) = mismatch(&check.expect, &x) {
+        return (x, Some(m));
+    }
+    let m = super::mirror::mismatch(ctx, want, &id, &x, deadline).await;
+    (x, m)
 }
 
 pub async fn run(ctx: &Ctx, check: &HttpCheck) -> Outcome {
@@ -148,11 +219,11 @@ pub async fn run(ctx: &Ctx, check: &HttpCheck) -> Outcome {
         let mut transcript = String::new();
         let mut problem = None;
         for i in 0..check.repeat.max(1) {
-            let x = send(&client, addr, &check.request).await;
+            let (x, found) = exchange(ctx, &client, addr, check, deadline).await;
             if i == 0 || problem.is_none() {
                 transcript = x.transcript.clone();
             }
-            if let Some(m) = mismatch(&check.expect, &x) {
+            if let Some(m) = found {
                 let m = if check.repeat > 1 {
                     format!("request {} of {}: {m}", i + 1, check.repeat)
                 } else {

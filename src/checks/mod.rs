@@ -3,6 +3,7 @@
 
 mod distribution;
 mod http;
+mod mirror;
 mod ports;
 mod sidecars;
 
@@ -182,6 +183,8 @@ pub struct Exchange {
     /// Transport error when there is no response.
     pub error: Option<String>,
     pub transcript: String,
+    /// From sending the request to the end of the response body.
+    pub elapsed: Duration,
 }
 
 impl Exchange {
@@ -259,23 +262,36 @@ fn tls_host(req: &RequestSpec, addr: SocketAddr) -> String {
 /// Sends `req` to the ingress at `addr` (for https, `client` comes from
 /// [`Ctx::client_for`], which connects the request's host to `addr`).
 pub async fn send(client: &reqwest::Client, addr: SocketAddr, req: &RequestSpec) -> Exchange {
+    let path = req.path_and_query();
     let url = if req.is_https() {
-        format!(
-            "https://{}:{}{}",
-            tls_host(req, addr),
-            addr.port(),
-            req.path
-        )
+        format!("https://{}:{}{path}", tls_host(req, addr), addr.port())
     } else {
-        format!("http://{addr}{}", req.path)
+        format!("http://{addr}{path}")
     };
-    let method = req
-        .method
-        .as_deref()
-        .unwrap_or("GET")
-        .parse::<reqwest::Method>()
-        .unwrap_or(reqwest::Method::GET);
-    let mut t = format!("> {method} {} HTTP/1.1\n", req.path);
+    let started = std::time::Instant::now();
+    let failed = |err: String, mut t: String| {
+        t.push_str(&format!("! {err}\n"));
+        Exchange {
+            status: None,
+            headers: Vec::new(),
+            echo: None,
+            body: String::new(),
+            error: Some(err),
+            transcript: t,
+            elapsed: started.elapsed(),
+        }
+    };
+    // The suite loader refuses unknown methods; never send another one instead.
+    let method = match reqwest::Method::from_bytes(req.method().as_bytes()) {
+        Ok(m) => m,
+        Err(_) => {
+            return failed(
+                format!("unknown HTTP method {:?}", req.method()),
+                String::new(),
+            )
+        }
+    };
+    let mut t = format!("> {method} {path} HTTP/1.1\n");
     if req.is_https() {
         t = format!("* TLS to {addr}, SNI {}\n{t}", tls_host(req, addr));
     }
@@ -286,19 +302,12 @@ pub async fn send(client: &reqwest::Client, addr: SocketAddr, req: &RequestSpec)
         rb = rb.header(k, v);
         t.push_str(&format!("> {k}: {v}\n"));
     }
+    if let Some(b) = &req.body {
+        t.push_str(&format!(">\n{}\n", truncate(b, 1024)));
+        rb = rb.body(b.clone());
+    }
     match rb.send().await {
-        Err(e) => {
-            let err = error_text(&e);
-            t.push_str(&format!("! {err}\n"));
-            Exchange {
-                status: None,
-                headers: Vec::new(),
-                echo: None,
-                body: String::new(),
-                error: Some(err),
-                transcript: t,
-            }
-        }
+        Err(e) => failed(error_text(&e), t),
         Ok(resp) => {
             let status = resp.status();
             let headers: Vec<(String, String)> = resp
@@ -330,6 +339,7 @@ pub async fn send(client: &reqwest::Client, addr: SocketAddr, req: &RequestSpec)
                         body: String::new(),
                         error: Some(format!("{status} but the body failed: {err}")),
                         transcript: t,
+                        elapsed: started.elapsed(),
                     };
                 }
             };
@@ -344,6 +354,7 @@ pub async fn send(client: &reqwest::Client, addr: SocketAddr, req: &RequestSpec)
                 body,
                 error: None,
                 transcript: t,
+                elapsed: started.elapsed(),
             }
         }
     }

@@ -189,6 +189,86 @@ pub struct RoutePlan {
     pub timeout_ms: u64,
     /// Envoy retry policy; None: retries switched off (`attempts: 0`).
     pub retry: Option<RetryPlan>,
+    /// `fault` and `corsPolicy` (route_filters.rs).
+    pub filters: super::route_filters::RouteFilters,
+    /// `mirror` and `mirrors`: Envoy request_mirror_policies, in that order.
+    pub mirrors: Vec<MirrorPlan>,
+}
+
+/// A request mirror policy as pilot writes it (route.go, 1.30.3,
+/// applyHTTPRouteDestination, MirrorPercent, MirrorPercentByPolicy,
+/// TranslateRequestMirrorPolicy): the cluster named as for a route destination
+/// (GetDestinationCluster: a host without Service still gets a name, with the
+/// listener's port, and then no cluster: nothing is mirrored), a runtime fraction
+/// (no percentage: 100/HUNDRED; `percentage.value` v: v*10000/MILLION; 0: no mirror),
+/// `trace_sampled: false` and `disable_shadow_host_suffix_append: true`
+/// (features.DisableShadowHostSuffix, default true: the Host gets no `-shadow`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MirrorPlan {
+    pub cluster: String,
+    pub numerator: u32,
+    /// 100 (Envoy HUNDRED) or 1_000_000 (MILLION).
+    pub denominator: u32,
+}
+
+impl MirrorPlan {
+    /// The share of requests mirrored, in percent.
+    pub fn percent(&self) -> f64 {
+        100.0 * f64::from(self.numerator) / f64::from(self.denominator.max(1))
+    }
+
+    /// Envoy's name of the denominator.
+    pub fn envoy_denominator(&self) -> &'static str {
+        if self.denominator == 1_000_000 {
+            "MILLION"
+        } else {
+            "HUNDRED"
+        }
+    }
+}
+
+/// The fraction of a percentage (None: 100%, as pilot's default); None when the
+/// percentage is 0 or less (pilot: no mirror).
+fn mirror_fraction(p: Option<&crate::fixtures::istio::Percent>) -> Option<(u32, u32)> {
+    match p {
+        None => Some((100, 100)),
+        Some(p) if p.value > 0.0 => Some(((p.value * 10000.0) as u32, 1_000_000)),
+        Some(_) => None,
+    }
+}
+
+/// The mirror policies of one http route (see [`MirrorPlan`]).
+fn mirror_plans(
+    fx: &Fixtures,
+    vs: &Item<VirtualService>,
+    http: &crate::fixtures::istio::HttpRoute,
+    listener_port: u16,
+) -> Vec<MirrorPlan> {
+    let single = http
+        .mirror
+        .as_ref()
+        .map(|d| (d, mirror_fraction(http.mirror_percentage.as_ref())));
+    let listed = http.mirrors.iter().filter_map(|m| {
+        Some((
+            m.destination.as_ref()?,
+            mirror_fraction(m.percentage.as_ref()),
+        ))
+    });
+    single
+        .into_iter()
+        .chain(listed)
+        .filter_map(|(d, fraction)| {
+            let (numerator, denominator) = fraction?;
+            let fqdn = resolve_host(&d.host, &vs.namespace);
+            let port = destination_port(fx, d.port.as_ref().map(|p| p.number), &fqdn)
+                .unwrap_or(listener_port);
+            Some(MirrorPlan {
+                cluster: cluster_name(port, d.subset.as_deref(), &fqdn),
+                numerator,
+                denominator,
+            })
+        })
+        .collect()
 }
 
 /// Envoy's retry policy as pilot writes it (pilot/pkg/networking/core/route/retry/
@@ -295,10 +375,13 @@ pub struct Matcher {
 }
 
 impl Matcher {
-    pub fn new(name: &str, m: &StringMatch, invert: bool) -> Matcher {
+    /// pilot route.go translateHeaderMatch / translateQueryParamMatch: no match type
+    /// or regex `*` is present_match (canBeConvertedToPresentMatch).
+    pub fn new(name: &str, m: Option<&StringMatch>, invert: bool) -> Matcher {
         let value = match m {
-            StringMatch::Regex(r) if r == "*" => None,
-            m => Some(m.clone()),
+            None => None,
+            Some(StringMatch::Regex(r)) if r == "*" => None,
+            Some(m) => Some(m.clone()),
         };
         Matcher {
             name: name.to_string(),
@@ -522,9 +605,10 @@ impl Mesh {
             .flat_map(|rc| rc.vhosts.iter())
             .flat_map(|v| v.routes.iter())
         {
-            for d in &r.destinations {
-                if let Some((port, subset, fqdn)) = parse_cluster_name(&d.cluster) {
-                    wanted.push((d.cluster.clone(), fqdn, port, subset));
+            let mirrored = r.mirrors.iter().map(|m| &m.cluster);
+            for c in r.destinations.iter().map(|d| &d.cluster).chain(mirrored) {
+                if let Some((port, subset, fqdn)) = parse_cluster_name(c) {
+                    wanted.push((c.clone(), fqdn, port, subset));
                 }
             }
         }
@@ -811,6 +895,7 @@ pub(crate) fn routes_of(
                 continue;
             }
         };
+        let mirrors = mirror_plans(fx, vs, http, listener_port);
         let rewrite_uri = http.rewrite.as_ref().and_then(|r| r.uri.clone());
         let rewrite_regex = http
             .rewrite
@@ -848,18 +933,22 @@ pub(crate) fn routes_of(
                 headers: m
                     .headers
                     .iter()
-                    .map(|(k, v)| Matcher::new(k, v, false))
+                    .map(|(k, v)| Matcher::new(k, v.0.as_ref(), false))
                     .chain(
                         m.without_headers
                             .iter()
-                            .map(|(k, v)| Matcher::new(k, v, true)),
+                            .map(|(k, v)| Matcher::new(k, v.0.as_ref(), true)),
                     )
-                    .chain(m.scheme.iter().map(|v| Matcher::new(":scheme", v, false)))
+                    .chain(
+                        m.scheme
+                            .iter()
+                            .map(|v| Matcher::new(":scheme", Some(v), false)),
+                    )
                     .collect(),
                 query: m
                     .query_params
                     .iter()
-                    .map(|(k, v)| Matcher::new(k, v, false))
+                    .map(|(k, v)| Matcher::new(k, v.0.as_ref(), false))
                     .collect(),
                 method: m.method.clone(),
                 authority: m.authority.clone(),
@@ -875,6 +964,12 @@ pub(crate) fn routes_of(
                 // gateway answers itself carry neither.
                 timeout_ms: http.timeout.as_deref().and_then(duration_ms).unwrap_or(0),
                 retry: retry_plan(http.retries.as_ref()),
+                filters: super::route_filters::RouteFilters::of(http),
+                // Only routes that forward carry mirrors (applyHTTPRouteDestination).
+                mirrors: match action {
+                    RouteKind::Forward => mirrors.clone(),
+                    _ => Vec::new(),
+                },
             });
         }
     }

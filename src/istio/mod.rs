@@ -7,11 +7,13 @@
 mod gateway;
 mod mesh;
 mod pods;
+mod route_filters;
 mod simulate;
 
 pub use gateway::{credential_problem, sds_name, secret_ref};
 pub use mesh::*;
 pub use pods::*;
+pub use route_filters::*;
 pub use simulate::*;
 
 #[cfg(test)]

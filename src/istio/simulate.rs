@@ -7,6 +7,7 @@ use super::mesh::{
     ClusterPlan, Mesh, PathMatch, RouteKind, RoutePlan, UpstreamTls, UriRewrite, VHostPlan,
 };
 use super::pods::PodRole;
+use super::route_filters::FaultPlan;
 use crate::fixtures::istio::StringMatch;
 use std::collections::BTreeMap;
 
@@ -25,6 +26,8 @@ pub struct SimRequest {
     /// Take every credentialName as served (what istiod's listeners say; whether SDS
     /// has the Secret is not part of them): for comparing with the oracle.
     pub assume_certificates: bool,
+    /// The request body (routing does not look at it; carried for the record).
+    pub body: Option<String>,
 }
 
 /// Who would answer.
@@ -61,7 +64,27 @@ pub struct Prediction {
     /// The steps common to every branch (listener, virtual host, route).
     pub steps: Vec<String>,
     pub route: Option<RouteRef>,
+    /// Where the route forwards (or what the gateway answers), before any fault.
     pub branches: Vec<Branch>,
+    /// The matched route's `fault`: Envoy's fault filter runs before the router, so
+    /// an abort answers before any redirect, direct response or upstream
+    /// ([`Prediction::outcomes`] applies it).
+    pub fault: Option<FaultPlan>,
+    /// Where the request is also sent by the route's mirror policies (Envoy does not
+    /// wait for these copies; their answers are dropped).
+    pub mirrors: Vec<Mirrored>,
+}
+
+/// One mirror policy of the matched route, as the simulation sees it.
+#[derive(Debug, Clone)]
+pub struct Mirrored {
+    pub cluster: String,
+    /// Share of requests mirrored, in percent.
+    pub percent: f64,
+    /// Who receives the copies, each with its share of the mirror cluster's
+    /// endpoints (0..=1); empty when nobody does.
+    pub backends: Vec<(Backend, f64)>,
+    pub reason: String,
 }
 
 /// The VirtualService route a request matched.
@@ -75,6 +98,46 @@ pub struct RouteRef {
 }
 
 impl Prediction {
+    /// What requests get, in shares: an abort's share answered with its status by the
+    /// gateway, the rest as [`Prediction::branches`] (Envoy fault filter: abort
+    /// percentage of requests, pilot route.go TranslateFault).
+    pub fn outcomes(&self) -> Vec<Branch> {
+        let Some(a) = self.fault.as_ref().and_then(|f| f.abort.as_ref()) else {
+            return self.branches.clone();
+        };
+        let share = a.share();
+        if share <= 0.0 {
+            return self.branches.clone();
+        }
+        let mut out = vec![Branch {
+            share,
+            status: Some(a.http_status),
+            backend: None,
+            path_seen: None,
+            headers_seen: BTreeMap::new(),
+            mtls: None,
+            cluster: None,
+            reason: format!(
+                "fault abort: the gateway answers {} for {}% of requests",
+                a.http_status,
+                share * 100.0
+            ),
+        }];
+        if share < 1.0 {
+            out.extend(self.branches.iter().map(|b| Branch {
+                share: b.share * (1.0 - share),
+                ..b.clone()
+            }));
+        }
+        out
+    }
+
+    /// The fixed delay the route's fault adds, and to which share of requests.
+    pub fn delay(&self) -> Option<(u64, f64)> {
+        let d = self.fault.as_ref()?.delay.as_ref()?;
+        Some((d.fixed_delay_ms, d.percentage.share()))
+    }
+
     /// One line: `VirtualService atlas/x route 0 -> 200 from atlas-ui v1 (100%)`.
     pub fn summary(&self) -> String {
         let via = self
@@ -82,8 +145,8 @@ impl Prediction {
             .as_ref()
             .map(|r| format!("via {} route {}: ", r.virtual_service, r.http_index))
             .unwrap_or_default();
-        let b: Vec<String> = self
-            .branches
+        let outcomes = self.outcomes();
+        let b: Vec<String> = outcomes
             .iter()
             .map(|b| {
                 let what = match (&b.status, &b.backend) {
@@ -92,21 +155,42 @@ impl Prediction {
                     (Some(s), Some(be)) => format!("{s} from {} {}", be.service, be.version),
                     (Some(s), None) => format!("{s} ({})", b.reason),
                 };
-                if self.branches.len() > 1 {
+                if outcomes.len() > 1 {
                     format!("{what} ({:.0}%)", b.share * 100.0)
                 } else {
                     what
                 }
             })
             .collect();
-        format!("{via}{}", b.join(", "))
+        let mirrors: Vec<String> = self
+            .mirrors
+            .iter()
+            .map(|m| match m.backends.as_slice() {
+                [] => format!(
+                    "; mirror to {} ({:.0}%) reaches nobody",
+                    m.cluster, m.percent
+                ),
+                bs => format!(
+                    "; mirrored ({:.0}%) to {}",
+                    m.percent,
+                    bs.iter()
+                        .map(|(b, _)| format!("{} {}", b.service, b.version))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            })
+            .collect();
+        format!("{via}{}{}", b.join(", "), mirrors.concat())
     }
 
     /// The whole decision path, one step a line.
     pub fn explain(&self) -> String {
         let mut s = self.steps.join("\n  -> ");
-        for b in &self.branches {
+        for b in &self.outcomes() {
             s.push_str(&format!("\n  => [{:.0}%] {}", b.share * 100.0, b.reason));
+        }
+        for m in &self.mirrors {
+            s.push_str(&format!("\n  +> mirror [{}%] {}", m.percent, m.reason));
         }
         s
     }
@@ -438,6 +522,30 @@ impl Mesh {
             route.source,
             describe_match(route)
         ));
+        if let Some(f) = &route.filters.fault {
+            if let Some(d) = &f.delay {
+                steps.push(format!(
+                    "fault delay {}ms for {}% of requests",
+                    d.fixed_delay_ms,
+                    d.percentage.share() * 100.0
+                ));
+            }
+        }
+        let mut p = self.route_action(steps, rref, route, req, &path_seen);
+        p.fault = route.filters.fault.clone();
+        p
+    }
+
+    /// What the matched route does with `req`: the gateway answers (redirect, direct
+    /// response) or it forwards to its weighted destinations.
+    fn route_action(
+        &self,
+        mut steps: Vec<String>,
+        rref: RouteRef,
+        route: &RoutePlan,
+        req: &SimRequest,
+        path_seen: &str,
+    ) -> Prediction {
         // Routes the gateway answers itself (pilot: redirect, directResponse).
         match &route.action {
             RouteKind::Forward => {}
@@ -498,12 +606,46 @@ impl Mesh {
             {
                 headers.remove(&k.to_ascii_lowercase());
             }
-            branches.extend(self.cluster_branches(&d.cluster, share, &path_seen, headers));
+            branches.extend(self.cluster_branches(&d.cluster, share, path_seen, headers));
         }
+        let mirrors = route
+            .mirrors
+            .iter()
+            .map(|m| self.mirrored(m, path_seen, &req.headers))
+            .collect();
         Prediction {
             steps,
             route: Some(rref),
             branches,
+            fault: None,
+            mirrors,
+        }
+    }
+
+    /// Who receives the copies of mirror policy `m` (Envoy's shadow writer sends them
+    /// to the mirror cluster's endpoints; a cluster that does not exist or has no
+    /// endpoint receives nothing, and the primary answer is unaffected).
+    fn mirrored(
+        &self,
+        m: &super::mesh::MirrorPlan,
+        path: &str,
+        headers: &BTreeMap<String, String>,
+    ) -> Mirrored {
+        let branches = self.cluster_branches(&m.cluster, 1.0, path, headers.clone());
+        let backends: Vec<(Backend, f64)> = branches
+            .iter()
+            .filter_map(|b| Some((b.backend.clone()?, b.share)))
+            .collect();
+        let reason = branches
+            .iter()
+            .map(|b| b.reason.as_str())
+            .collect::<Vec<_>>()
+            .join("; ");
+        Mirrored {
+            cluster: m.cluster.clone(),
+            percent: m.percent(),
+            backends,
+            reason,
         }
     }
 
@@ -603,13 +745,14 @@ impl Mesh {
             groups[i].1 += 1;
         }
         let total = c.endpoints.len();
+        let status = stub_status(&headers, path);
         groups
             .into_iter()
             .map(|(backend, n)| Branch {
                 share: share * n as f64 / total as f64,
-                status: Some(200),
+                status: Some(status),
                 reason: format!(
-                    "cluster {name} ({tls}) -> {n} of {total} endpoint(s) ({}) -> 200 from {} {}, path {path}, {}",
+                    "cluster {name} ({tls}) -> {n} of {total} endpoint(s) ({}) -> {status} from {} {}, path {path}, {}",
                     backend.pods.join(", "),
                     backend.service,
                     backend.version,
@@ -622,6 +765,17 @@ impl Mesh {
                 ..base.clone()
             })
             .collect()
+    }
+}
+
+/// The status meshcheck's stub answers a request with these headers and path: what
+/// `x-meshcheck-status` / `meshcheck-status` ask for (400 for a value it cannot
+/// read), else 200 (src/stub/controls.rs).
+fn stub_status(headers: &BTreeMap<String, String>, path: &str) -> u16 {
+    let query = path.split_once('?').map(|(_, q)| q).unwrap_or("");
+    match crate::stub::controls::controls(|n| headers.get(n).cloned(), query) {
+        Ok(c) => c.status.unwrap_or(200),
+        Err(_) => 400,
     }
 }
 
@@ -707,6 +861,7 @@ fn refused(steps: Vec<String>, why: String) -> Prediction {
     Prediction {
         steps,
         route: None,
+        fault: None,
         branches: vec![Branch {
             share: 1.0,
             status: None,
@@ -717,6 +872,7 @@ fn refused(steps: Vec<String>, why: String) -> Prediction {
             cluster: None,
             reason: format!("{why}: connection refused"),
         }],
+        mirrors: Vec::new(),
     }
 }
 
@@ -729,6 +885,7 @@ fn status_only(
     Prediction {
         steps,
         route,
+        fault: None,
         branches: vec![Branch {
             share: 1.0,
             status: Some(status),
@@ -739,5 +896,6 @@ fn status_only(
             cluster: None,
             reason: why,
         }],
+        mirrors: Vec::new(),
     }
 }

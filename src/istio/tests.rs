@@ -144,6 +144,8 @@ fn rewrite_route(path: PathMatch, rewrite: UriRewrite) -> RoutePlan {
         action: RouteKind::Forward,
         timeout_ms: 0,
         retry: Some(RetryPlan::default()),
+        filters: Default::default(),
+        mirrors: vec![],
     }
 }
 
@@ -277,4 +279,47 @@ fn credential_names_resolve_in_the_gateway_pods_namespace() {
         secret_ref("kubernetes://other/cred", "istio-ingress"),
         ("other".to_string(), "cred".to_string())
     );
+}
+
+#[test]
+fn a_fault_abort_takes_its_share_of_requests_before_the_route_forwards() {
+    let forward = Branch {
+        share: 1.0,
+        status: Some(200),
+        backend: None,
+        path_seen: None,
+        headers_seen: Default::default(),
+        mtls: None,
+        cluster: Some("c".into()),
+        reason: "forwarded".into(),
+    };
+    let mut p = Prediction {
+        steps: vec![],
+        route: None,
+        branches: vec![forward],
+        fault: None,
+        mirrors: vec![],
+    };
+    assert_eq!(p.outcomes().len(), 1);
+    p.fault = Some(FaultPlan {
+        delay: Some(DelayPlan {
+            fixed_delay_ms: 1500,
+            percentage: Fraction::of_integer(20),
+        }),
+        abort: Some(AbortPlan {
+            http_status: 503,
+            percentage: Some(Fraction::of_percent(&crate::fixtures::istio::Percent {
+                value: 25.0,
+            })),
+        }),
+    });
+    let o = p.outcomes();
+    assert_eq!(o.len(), 2);
+    assert_eq!((o[0].status, o[0].share), (Some(503), 0.25));
+    assert_eq!((o[1].status, o[1].share), (Some(200), 0.75));
+    assert_eq!(p.delay(), Some((1500, 0.2)));
+    // 100% leaves nothing forwarded; the forwarding branches stay for the oracle.
+    p.fault.as_mut().unwrap().abort.as_mut().unwrap().percentage = Some(Fraction::of_integer(100));
+    assert_eq!(p.outcomes().len(), 1);
+    assert_eq!(p.branches.len(), 1);
 }

@@ -28,6 +28,12 @@ pub struct RouteView {
     /// `timeout 0ms`, `retries 2 on connect-failure,... codes [503] per try 500ms`
     /// (forwarding routes only).
     pub timeouts: String,
+    /// Per-route filter settings: `fault delay 1000ms 20/100, abort 503 unset`,
+    /// `cors origins=[exact:https://a] methods=GET ...`, or empty.
+    pub filters: String,
+    /// Request mirror policies in order: `<cluster> 50%` (`, host -shadow` when Envoy
+    /// would append the suffix, `, trace sampled` when set).
+    pub mirrors: Vec<String>,
 }
 
 impl RouteView {
@@ -71,6 +77,16 @@ impl RouteView {
             "header operations",
             self.header_ops.join("; "),
             other.header_ops.join("; "),
+        );
+        cmp(
+            "fault and CORS",
+            or_none(&self.filters),
+            or_none(&other.filters),
+        );
+        cmp(
+            "request mirrors",
+            or_none(&self.mirrors.join("; ")),
+            or_none(&other.mirrors.join("; ")),
         );
         d
     }
@@ -225,6 +241,213 @@ fn shares(weights: &[(String, f64)]) -> String {
         .join(", ")
 }
 
+/// `n/d`, or `unset`.
+fn fraction_view(f: Option<(u64, u64)>) -> String {
+    match f {
+        Some((n, d)) => format!("{n}/{d}"),
+        None => "unset".into(),
+    }
+}
+
+fn fault_view(
+    delay: Option<(u64, Option<(u64, u64)>)>,
+    abort: Option<(u64, Option<(u64, u64)>)>,
+) -> String {
+    let mut parts = Vec::new();
+    if let Some((ms, p)) = delay {
+        parts.push(format!("fault delay {ms}ms {}", fraction_view(p)));
+    }
+    if let Some((status, p)) = abort {
+        parts.push(format!("fault abort {status} {}", fraction_view(p)));
+    }
+    parts.join(", ")
+}
+
+struct CorsView<'a> {
+    origins: Vec<String>,
+    methods: &'a str,
+    headers: &'a str,
+    expose: &'a str,
+    max_age: Option<String>,
+    credentials: Option<bool>,
+    forward_unmatched: Option<bool>,
+}
+
+impl CorsView<'_> {
+    fn text(&self) -> String {
+        format!(
+            "cors origins=[{}] methods={} headers={} expose={} max_age={} credentials={} forward_not_matching_preflights={}",
+            self.origins.join(","),
+            self.methods,
+            self.headers,
+            self.expose,
+            self.max_age.as_deref().unwrap_or("unset"),
+            self.credentials.map(|b| b.to_string()).unwrap_or("unset".into()),
+            self.forward_unmatched.map(|b| b.to_string()).unwrap_or("unset".into()),
+        )
+    }
+}
+
+/// The model's fault and CORS settings of a route.
+fn model_filters(f: &crate::istio::RouteFilters) -> String {
+    let frac = |x: &crate::istio::Fraction| (u64::from(x.numerator), u64::from(x.denominator));
+    let mut parts = Vec::new();
+    if let Some(fault) = &f.fault {
+        parts.push(fault_view(
+            fault
+                .delay
+                .as_ref()
+                .map(|d| (d.fixed_delay_ms, Some(frac(&d.percentage)))),
+            fault
+                .abort
+                .as_ref()
+                .map(|a| (u64::from(a.http_status), a.percentage.as_ref().map(frac))),
+        ));
+    }
+    if let Some(c) = &f.cors {
+        parts.push(
+            CorsView {
+                origins: c.allow_origins.iter().map(string_match).collect(),
+                methods: &c.allow_methods,
+                headers: &c.allow_headers,
+                expose: &c.expose_headers,
+                max_age: c.max_age_s.map(|s| s.to_string()),
+                credentials: c.allow_credentials,
+                forward_unmatched: Some(c.forward_not_matching_preflights),
+            }
+            .text(),
+        );
+    }
+    parts.join("; ")
+}
+
+/// Envoy's FractionalPercent JSON: (numerator, denominator); proto3 defaults 0 and
+/// HUNDRED are left out of the JSON.
+fn envoy_fraction(v: Option<&Value>) -> Option<(u64, u64)> {
+    let v = v?;
+    let n = v.get("numerator").and_then(Value::as_u64).unwrap_or(0);
+    let d = match v.get("denominator").and_then(Value::as_str) {
+        Some("MILLION") => 1_000_000,
+        Some("TEN_THOUSAND") => 10_000,
+        _ => 100,
+    };
+    Some((n, d))
+}
+
+/// istiod's fault and CORS settings of a route (`typed_per_filter_config`).
+fn envoy_filters(cfg: Option<&Value>) -> String {
+    let Some(cfg) = cfg else {
+        return String::new();
+    };
+    let mut parts = Vec::new();
+    if let Some(f) = cfg.get("envoy.filters.http.fault") {
+        let delay = f.get("delay").map(|d| {
+            (
+                d.get("fixed_delay")
+                    .and_then(Value::as_str)
+                    .and_then(crate::istio::duration_ms)
+                    .unwrap_or(0),
+                envoy_fraction(d.get("percentage")),
+            )
+        });
+        let abort = f.get("abort").map(|a| {
+            (
+                a.get("http_status").and_then(Value::as_u64).unwrap_or(0),
+                envoy_fraction(a.get("percentage")),
+            )
+        });
+        parts.push(fault_view(delay, abort));
+    }
+    if let Some(c) = cfg.get("envoy.filters.http.cors") {
+        let text = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or("");
+        let origins = c
+            .get("allow_origin_string_match")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|m| {
+                let field = |k: &str| m.get(k).and_then(Value::as_str).map(str::to_string);
+                if let Some(v) = field("exact") {
+                    format!("exact:{v}")
+                } else if let Some(v) = field("prefix") {
+                    format!("prefix:{v}")
+                } else if let Some(v) = m.pointer("/safe_regex/regex").and_then(Value::as_str) {
+                    format!("regex:{v}")
+                } else {
+                    format!("(unrecognised: {m})")
+                }
+            })
+            .collect();
+        parts.push(
+            CorsView {
+                origins,
+                methods: text("allow_methods"),
+                headers: text("allow_headers"),
+                expose: text("expose_headers"),
+                max_age: c.get("max_age").and_then(Value::as_str).map(str::to_string),
+                credentials: c.get("allow_credentials").and_then(Value::as_bool),
+                forward_unmatched: c
+                    .get("forward_not_matching_preflights")
+                    .and_then(Value::as_bool),
+            }
+            .text(),
+        );
+    }
+    parts.join("; ")
+}
+
+/// `<cluster> <percent>%` plus what differs from pilot's fixed settings.
+fn mirror_view(cluster: &str, percent: f64, shadow_suffix: bool, trace_sampled: bool) -> String {
+    let mut v = format!("{cluster} {percent}%");
+    if shadow_suffix {
+        v.push_str(", host -shadow");
+    }
+    if trace_sampled {
+        v.push_str(", trace sampled");
+    }
+    v
+}
+
+/// Envoy's request_mirror_policies of a route (JSON) as [`mirror_view`]s.
+fn envoy_mirrors(route: &Value) -> Vec<String> {
+    let policies = route
+        .pointer("/route/request_mirror_policies")
+        .and_then(Value::as_array);
+    policies
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            let fraction = m.pointer("/runtime_fraction/default_value");
+            let numerator = fraction
+                .and_then(|f| f.get("numerator"))
+                .and_then(Value::as_u64)
+                .unwrap_or(0) as f64;
+            let denominator = match fraction
+                .and_then(|f| f.get("denominator"))
+                .and_then(Value::as_str)
+            {
+                Some("MILLION") => 1_000_000.0,
+                Some("TEN_THOUSAND") => 10_000.0,
+                _ => 100.0,
+            };
+            // No runtime_fraction: Envoy mirrors every request.
+            let percent = if fraction.is_none() {
+                100.0
+            } else {
+                100.0 * numerator / denominator
+            };
+            let flag = |k: &str| m.get(k).and_then(Value::as_bool);
+            mirror_view(
+                m.get("cluster").and_then(Value::as_str).unwrap_or("?"),
+                percent,
+                !flag("disable_shadow_host_suffix_append").unwrap_or(false),
+                // Envoy's default when unset is true.
+                flag("trace_sampled").unwrap_or(true),
+            )
+        })
+        .collect()
+}
+
 /// The model's route.
 pub fn model_route(r: &RoutePlan) -> RouteView {
     let path = match &r.path {
@@ -297,6 +520,12 @@ pub fn model_route(r: &RoutePlan) -> RouteView {
     RouteView {
         timeouts,
         header_ops,
+        filters: model_filters(&r.filters),
+        mirrors: r
+            .mirrors
+            .iter()
+            .map(|m| mirror_view(&m.cluster, m.percent(), false, false))
+            .collect(),
         virtual_service: r.virtual_service.clone(),
         path,
         case_sensitive: !r.ignore_case,
@@ -417,6 +646,8 @@ pub fn oracle_route(r: &RouteResult) -> RouteView {
     RouteView {
         timeouts,
         header_ops,
+        filters: envoy_filters(r.envoy.get("typed_per_filter_config")),
+        mirrors: envoy_mirrors(&r.envoy),
         virtual_service: r
             .virtual_service()
             .unwrap_or_else(|| format!("(config {})", r.config)),

@@ -625,6 +625,13 @@ impl Target for ClusterTarget {
     fn diagnostics<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, Vec<PathBuf>> {
         Box::pin(self.collect(dir.to_path_buf()))
     }
+    fn seen<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Vec<crate::stub::Echo>, String>> {
+        Box::pin(async move {
+            k::seen_in_logs(&self.client, &self.namespaces, id)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
     fn other_node_ports(&self) -> BoxFuture<'_, Result<Vec<(u16, String)>, String>> {
         Box::pin(async move {
             let api: ::kube::Api<Service> = ::kube::Api::all(self.client.clone());

@@ -170,7 +170,8 @@ pub fn check_stub_image(fx: &Fixtures, opts: &ExistingOptions) -> Result<(), Tar
 }
 
 /// With `--namespace-prefix`, the namespaces the suite's expectations name
-/// (`backend.namespace` of http checks, `sidecars.namespaces`) as the cluster has
+/// (`backend.namespace` and `mirrored_to.namespace` of http checks,
+/// `sidecars.namespaces`) as the cluster has
 /// them: the fixtures' namespaces prefixed, others (not the fixtures') unchanged.
 pub fn rename_expectations(suite: &mut Suite, prefix: &str, fx: &Fixtures) {
     let renamer = super::kube::NamespaceRenamer::new(prefix, &fx.objects);
@@ -178,6 +179,10 @@ pub fn rename_expectations(suite: &mut Suite, prefix: &str, fx: &Fixtures) {
         match &mut check.kind {
             CheckKind::Http(h) => {
                 if let Some(ns) = h.expect.backend.as_mut().and_then(|b| b.namespace.as_mut()) {
+                    *ns = renamer.rename(ns);
+                }
+                let mirror = h.expect.mirrored_to.as_mut();
+                if let Some(ns) = mirror.and_then(|m| m.namespace.as_mut()) {
                     *ns = renamer.rename(ns);
                 }
             }

@@ -70,6 +70,19 @@ pub trait Target: Send + Sync {
     fn other_node_ports(&self) -> BoxFuture<'_, Result<Vec<(u16, String)>, String>> {
         Box::pin(async { Ok(Vec::new()) })
     }
+    /// The requests carrying `x-meshcheck-id: id` that the stubs of the fixtures
+    /// received (each says which service, version and pod answered): what a mirrored
+    /// request left behind. Asked of the stubs directly where possible (local), read
+    /// from the pods' logs on a cluster.
+    fn seen<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Vec<crate::stub::Echo>, String>> {
+        let _ = id;
+        let name = self.name();
+        Box::pin(async move {
+            Err(format!(
+                "the {name} target cannot read what the backends received"
+            ))
+        })
+    }
     /// Writes what helps explain a failure (proxy config dumps, logs, events, the
     /// objects with status) under `dir`; returns the files written.
     fn diagnostics<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, Vec<PathBuf>> {
@@ -244,6 +257,8 @@ pub mod testing {
         pub node_ports: BTreeMap<u16, u16>,
         pub pods: Vec<PodInfo>,
         pub other_node_ports: Result<Vec<(u16, String)>, String>,
+        /// What the backends received (by `x-meshcheck-id`).
+        pub seen: Vec<crate::stub::Echo>,
     }
 
     impl FixedTarget {
@@ -259,6 +274,7 @@ pub mod testing {
                 node_ports: BTreeMap::new(),
                 pods: Vec::new(),
                 other_node_ports: Ok(Vec::new()),
+                seen: Vec::new(),
             }
         }
     }
@@ -290,6 +306,19 @@ pub mod testing {
         }
         fn other_node_ports(&self) -> BoxFuture<'_, Result<Vec<(u16, String)>, String>> {
             Box::pin(async move { self.other_node_ports.clone() })
+        }
+        fn seen<'a>(
+            &'a self,
+            id: &'a str,
+        ) -> BoxFuture<'a, Result<Vec<crate::stub::Echo>, String>> {
+            Box::pin(async move {
+                Ok(self
+                    .seen
+                    .iter()
+                    .filter(|e| e.header(crate::stub::ID_HEADER) == Some(id))
+                    .cloned()
+                    .collect())
+            })
         }
     }
 }

@@ -16,7 +16,7 @@ pub use apply::{
 pub use error::KubeError;
 pub use pods::{
     first_ready_internal_ip, judged, list_pods, node_address, node_ready, not_ready_reason,
-    pod_info, why_not_ready,
+    pod_info, seen_in_logs, why_not_ready,
 };
 pub use wait::{
     all_available, all_updated, no_old_replicas, observed_latest, progress_deadline_exceeded,

@@ -274,3 +274,47 @@ pub fn first_ready_internal_ip(nodes: &[Node]) -> Result<IpAddr, KubeError> {
         why: seen.join("; "),
     })
 }
+
+/// Containers whose logs are Istio's, not an app's.
+const ISTIO_CONTAINERS: &[&str] = &["istio-proxy", "istio-init", "istio-validation"];
+
+/// The requests with `x-meshcheck-id: id` the stubs of `namespaces` received, read
+/// from the logs of every live pod's app containers (the stub prints one
+/// `{"seen":{...}}` line per request; the last [`LOG_LINES`] lines are read).
+pub async fn seen_in_logs(
+    client: &Client,
+    namespaces: &[String],
+    id: &str,
+) -> Result<Vec<crate::stub::Echo>, KubeError> {
+    let mut out = Vec::new();
+    for ns in namespaces {
+        let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+        let list = api.list(&ListParams::default()).await.map_err(|e| {
+            KubeError::from_kube(e, "list", &format!("the pods of namespace {ns}"), None)
+        })?;
+        for pod in list.items.iter().filter(|p| judged(p)) {
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            let containers = pod.spec.iter().flat_map(|s| s.containers.iter());
+            for c in containers.filter(|c| !ISTIO_CONTAINERS.contains(&c.name.as_str())) {
+                let params = ::kube::api::LogParams {
+                    container: Some(c.name.clone()),
+                    tail_lines: Some(LOG_LINES),
+                    ..Default::default()
+                };
+                let log = api.logs(&name, &params).await.map_err(|e| {
+                    KubeError::from_kube(
+                        e,
+                        "read the log of",
+                        &format!("pod {ns}/{name} container {}", c.name),
+                        None,
+                    )
+                })?;
+                out.extend(crate::stub::seen::from_log(&log, id));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// How many lines of a pod's log [`seen_in_logs`] reads (the stub keeps as many).
+pub const LOG_LINES: i64 = crate::stub::seen::CAPACITY as i64;

@@ -7,8 +7,9 @@
 use super::certs::CertFiles;
 use crate::fixtures::istio::StringMatch;
 use crate::istio::{
-    ClusterPlan, HeaderOps, ListenerPlan, ListenerProtocol, Matcher, Mesh, PathMatch, Redirect,
-    RetryPlan, RouteConfigPlan, RouteKind, RoutePlan, UpstreamTls, UriRewrite,
+    ClusterPlan, CorsPlan, FaultPlan, Fraction, HeaderOps, ListenerPlan, ListenerProtocol, Matcher,
+    Mesh, MirrorPlan, PathMatch, Redirect, RetryPlan, RouteConfigPlan, RouteFilters, RouteKind,
+    RoutePlan, UpstreamTls, UriRewrite,
 };
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -53,6 +54,81 @@ fn headers_to_add(ops: &HeaderOps) -> Vec<Value> {
         |(k, v)| json!({"header": {"key": k, "value": v}, "append_action": "APPEND_IF_EXISTS_OR_ADD"}),
     ));
     out
+}
+
+/// The gateway's HTTP filters as pilot orders them (listener.go
+/// buildHTTPConnectionManager; Istio's own extensions are left out, as with istiod's
+/// feature flags): fault and CORS, empty (the routes' typed_per_filter_config decides),
+/// then the router.
+fn gateway_http_filters() -> Value {
+    json!([
+        {"name": "envoy.filters.http.fault",
+         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"}},
+        {"name": "envoy.filters.http.cors",
+         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"}},
+        router_filter(),
+    ])
+}
+
+fn fraction(f: &Fraction) -> Value {
+    json!({"numerator": f.numerator, "denominator": f.denominator_name()})
+}
+
+/// pilot route.go TranslateFault.
+fn fault_config(f: &FaultPlan) -> Value {
+    let mut v =
+        json!({"@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"});
+    if let Some(d) = &f.delay {
+        v["delay"] = json!({"fixed_delay": format!("{:.3}s", d.fixed_delay_ms as f64 / 1000.0),
+                            "percentage": fraction(&d.percentage)});
+    }
+    if let Some(a) = &f.abort {
+        v["abort"] = json!({"http_status": a.http_status});
+        if let Some(p) = &a.percentage {
+            v["abort"]["percentage"] = fraction(p);
+        }
+    }
+    v
+}
+
+/// pilot route.go TranslateCORSPolicy.
+fn cors_config(c: &CorsPlan) -> Value {
+    let mut v = json!({
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy",
+        "allow_origin_string_match": c.allow_origins.iter().map(string_match).collect::<Vec<_>>(),
+        "filter_enabled": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}},
+        "forward_not_matching_preflights": c.forward_not_matching_preflights,
+    });
+    for (k, s) in [
+        ("allow_methods", &c.allow_methods),
+        ("allow_headers", &c.allow_headers),
+        ("expose_headers", &c.expose_headers),
+    ] {
+        if !s.is_empty() {
+            v[k] = json!(s);
+        }
+    }
+    if let Some(s) = c.max_age_s {
+        v["max_age"] = json!(s.to_string());
+    }
+    if let Some(b) = c.allow_credentials {
+        v["allow_credentials"] = json!(b);
+    }
+    v
+}
+
+/// pilot route.go TranslateRoute: `typed_per_filter_config` for fault and CORS.
+fn per_filter_config_into(out: &mut Value, f: &RouteFilters) {
+    let mut m = serde_json::Map::new();
+    if let Some(fault) = &f.fault {
+        m.insert("envoy.filters.http.fault".into(), fault_config(fault));
+    }
+    if let Some(cors) = &f.cors {
+        m.insert("envoy.filters.http.cors".into(), cors_config(cors));
+    }
+    if !m.is_empty() {
+        out["typed_per_filter_config"] = Value::Object(m);
+    }
 }
 
 fn router_filter() -> Value {
@@ -152,6 +228,7 @@ fn route(r: &RoutePlan) -> Value {
         out[key] = value;
         header_ops_into(&mut out, "request", &r.request_headers);
         header_ops_into(&mut out, "response", &r.response_headers);
+        per_filter_config_into(&mut out, &r.filters);
         return out;
     }
     let mut action = serde_json::Map::new();
@@ -192,6 +269,12 @@ fn route(r: &RoutePlan) -> Value {
     if let Some(a) = &r.rewrite_authority {
         action.insert("host_rewrite_literal".into(), json!(a));
     }
+    if !r.mirrors.is_empty() {
+        action.insert(
+            "request_mirror_policies".into(),
+            json!(r.mirrors.iter().map(mirror_policy).collect::<Vec<_>>()),
+        );
+    }
     let mut out = json!({"name": r.name, "match": m, "route": action,
                          "decorator": {"operation": r.name}});
     // pilot (route.go processDestination): a single destination's header operations
@@ -205,7 +288,17 @@ fn route(r: &RoutePlan) -> Value {
     };
     header_ops_into(&mut out, "request", &req);
     header_ops_into(&mut out, "response", &resp);
+    per_filter_config_into(&mut out, &r.filters);
     out
+}
+
+/// A request mirror policy as pilot writes it (route.go TranslateRequestMirrorPolicy).
+fn mirror_policy(m: &MirrorPlan) -> Value {
+    json!({"cluster": m.cluster,
+           "runtime_fraction": {"default_value": {"numerator": m.numerator,
+                                                  "denominator": m.envoy_denominator()}},
+           "trace_sampled": false,
+           "disable_shadow_host_suffix_append": true})
 }
 
 /// `<which>_headers_to_add` / `_to_remove` on a route or weighted cluster.
@@ -246,7 +339,7 @@ fn gateway_hcm(l: &ListenerPlan, rc: &RouteConfigPlan) -> Value {
             "set_current_client_cert_details": {"subject": true, "dns": true, "uri": true},
             "route_config": {"name": rc.name, "validate_clusters": false,
                              "virtual_hosts": vhosts},
-            "http_filters": [router_filter()]
+            "http_filters": gateway_http_filters()
         }
     })
 }

@@ -129,6 +129,8 @@ struct RunningPod {
     index: usize,
     app: Option<String>,
     proxy: Option<String>,
+    /// The stub's control socket (what it saw, by request id).
+    control: Option<PathBuf>,
 }
 
 pub struct LocalTarget {
@@ -330,6 +332,7 @@ impl LocalTarget {
                 index: i,
                 app: None,
                 proxy: None,
+                control: None,
             };
             let admin = wd.join("s").join(format!("{slot}.sock"));
             if pod.role == PodRole::Gateway {
@@ -381,7 +384,11 @@ impl LocalTarget {
                 } else {
                     pod_ip[i]
                 };
-                let listen = SocketAddr::new(IpAddr::V4(listen_ip), ports[0]);
+                let listen: Vec<SocketAddr> = ports
+                    .iter()
+                    .map(|p| SocketAddr::new(IpAddr::V4(listen_ip), *p))
+                    .collect();
+                let control = wd.join("s").join(format!("{slot}.stub.sock"));
                 let name = format!("{}/{} app", pod.namespace, pod.name);
                 let log = wd.join("logs").join(format!("{stem}.app.log"));
                 let (prog, args) = opts
@@ -389,9 +396,12 @@ impl LocalTarget {
                     .split_first()
                     .ok_or_else(|| TargetError::BadInput("no stub command".into()))?;
                 let mut cmd = Command::new(prog);
-                cmd.args(args)
-                    .arg("--listen")
-                    .arg(listen.to_string())
+                cmd.args(args);
+                for l in &listen {
+                    cmd.arg("--listen").arg(l.to_string());
+                }
+                cmd.arg("--control")
+                    .arg(&control)
                     .arg("--pod")
                     .arg(format!("{}/{}", pod.namespace, pod.name));
                 for k in [
@@ -412,15 +422,20 @@ impl LocalTarget {
                     "cannot start the stub {}",
                     prog.to_string_lossy()
                 )))?;
-                waits.push((name.clone(), Box::new(move || tcp_ready(listen)), log));
+                waits.push((
+                    name.clone(),
+                    Box::new(move || listen.iter().all(|l| tcp_ready(*l))),
+                    log,
+                ));
                 rp.app = Some(name);
+                rp.control = Some(control);
                 if pod.has_sidecar() {
                     let cfg = envoy::sidecar_bootstrap(
                         &target.mesh,
                         i,
                         pod_ip[i],
                         listen_ip,
-                        &ports[..1],
+                        &ports,
                         &admin,
                         &cert,
                         &root,
@@ -612,6 +627,21 @@ impl Target for LocalTarget {
 
     fn diagnostics<'a>(&'a self, dir: &'a Path) -> super::BoxFuture<'a, Vec<PathBuf>> {
         Box::pin(async move { self.write_diagnostics(dir) })
+    }
+
+    fn seen<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> super::BoxFuture<'a, Result<Vec<crate::stub::Echo>, String>> {
+        // Asked on each stub's control socket (a unix socket in the working
+        // directory, not reachable through the mesh).
+        Box::pin(async move {
+            let mut out = Vec::new();
+            for sock in self.running.iter().filter_map(|r| r.control.as_ref()) {
+                out.extend(crate::stub::seen::ask(sock, id, Duration::from_secs(5)).await?);
+            }
+            Ok(out)
+        })
     }
 
     fn consistency_budget(&self) -> Duration {

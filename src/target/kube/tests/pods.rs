@@ -370,3 +370,65 @@ fn why_a_pod_is_not_ready() {
         Some("not scheduled: Unschedulable (0/1 nodes are available: 1 Insufficient memory.)")
     );
 }
+
+/// A stub's log: a startup line, then one `{"seen":...}` line per request.
+fn stub_log(service: &str, ids: &[&str]) -> String {
+    let mut log = String::from("meshcheck-stub: serving\n");
+    for id in ids {
+        let mut e = crate::stub::Echo {
+            identity: crate::stub::Identity {
+                service: service.into(),
+                version: "v1".into(),
+                pod: format!("{service}-pod"),
+                namespace: "atlas".into(),
+            },
+            method: "GET".into(),
+            path: "/p".into(),
+            host: "h".into(),
+            ..Default::default()
+        };
+        e.headers
+            .insert(crate::stub::ID_HEADER.into(), vec![id.to_string()]);
+        log.push_str(&serde_json::to_string(&crate::stub::seen::SeenLine { seen: e }).unwrap());
+        log.push('\n');
+    }
+    log
+}
+
+#[tokio::test]
+async fn what_the_stubs_saw_is_read_from_the_app_containers_logs() {
+    use wiremock::matchers::{method, path, query_param};
+    use wiremock::{Mock, ResponseTemplate};
+    let fake = FakeApi::start().await;
+    fake.mount_get(
+        "/api/v1/namespaces/atlas/pods",
+        json!({"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "48460"},
+               "items": [classic_pod(), native_pod()]}),
+    )
+    .await;
+    for (pod, container, ids) in [
+        ("atlas-ui-7d9f8b6c5-x2x7q", "atlas-ui", &["a", "b"][..]),
+        ("nb-rest-v1-7d9f8b6c5-k9qzp", "nb-rest", &["b"][..]),
+    ] {
+        // Only the app container is read (an istio-proxy log request would get the
+        // fake's 404 and fail the call), and only the stub's last lines.
+        Mock::given(method("GET"))
+            .and(path(format!("/api/v1/namespaces/atlas/pods/{pod}/log")))
+            .and(query_param("container", container))
+            .and(query_param("tailLines", "4096"))
+            .respond_with(ResponseTemplate::new(200).set_body_string(stub_log(container, ids)))
+            .expect(2)
+            .mount(&fake.server)
+            .await;
+    }
+    let ns = ["atlas".to_string()];
+    let got = crate::target::kube::seen_in_logs(&fake.client, &ns, "b")
+        .await
+        .unwrap();
+    let who: Vec<&str> = got.iter().map(|e| e.identity.service.as_str()).collect();
+    assert_eq!(who, ["atlas-ui", "nb-rest"]);
+    let got = crate::target::kube::seen_in_logs(&fake.client, &ns, "a")
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1);
+}

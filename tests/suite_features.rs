@@ -1,0 +1,333 @@
+//! What a suite can say, end to end on the local target (and with istiod as the
+//! control plane): requests with a method, query and body; the stub told to answer
+//! slowly or with a status; latency bounds; `backend: none`; status shares; and
+//! VirtualService `mirror` / `mirrors` observed at the mirror backend. Every feature
+//! has a run that fails when it is broken.
+
+mod common;
+use common::*;
+
+/// A suite file of its own (the fixtures directory holds manifests only).
+fn suite_file(text: &str) -> tempfile::NamedTempFile {
+    let file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+    std::fs::write(file.path(), text).unwrap();
+    file
+}
+
+fn run_suite(f: &FixtureCopy, suite: &str) -> RunResult {
+    let suite = suite_file(suite);
+    Run::new()
+        .arg("--suite")
+        .arg(suite.path())
+        .fixtures(f.path())
+        .arg("--budget")
+        .arg("3s")
+        .run()
+}
+
+#[track_caller]
+fn assert_passed(r: &RunResult, checks: &[&str]) {
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    for c in checks {
+        assert!(r.passed.contains(*c), "{c} did not pass\n{}", r.stdout);
+    }
+}
+
+// ---- requests and the stub's controls ------------------------------------------
+
+const REQUESTS_SUITE: &str = r#"name: requests
+fixtures: .
+checks:
+  - group: requests
+    name: post-with-query-and-body
+    http:
+      request: { path: /authz/echo, method: post, query: { x: "a b", meshcheck-status: "202" }, body: hello mesh }
+      expect:
+        status: 202
+        backend: { service: authz }
+        body_contains: '"body":"hello mesh"'
+  - group: requests
+    name: query-encoded
+    http:
+      request: { path: /authz/q, query: { x: "a b&c" } }
+      expect: { status: 200, body_contains: '"query":"x=a+b%26c"' }
+  - group: requests
+    name: nothing-answers
+    http:
+      request: { path: /nowhere }
+      expect: { status: 404, backend: none }
+  - group: latency
+    name: slow-stub
+    http:
+      request: { path: /authz/slow, headers: { x-meshcheck-delay: 300ms } }
+      expect: { status: 200, latency: { at_least: 300ms, at_most: 2s } }
+  - group: latency
+    name: fast-stub
+    http:
+      request: { path: /authz/fast }
+      expect: { status: 200, latency: { at_most: 1s } }
+"#;
+
+#[test]
+fn requests_carry_method_query_and_body_and_the_stub_obeys_its_controls() {
+    let f = FixtureCopy::new();
+    let r = run_suite(&f, REQUESTS_SUITE);
+    assert_passed(
+        &r,
+        &[
+            "requests::post-with-query-and-body",
+            "requests::query-encoded",
+            "requests::nothing-answers",
+            "latency::slow-stub",
+            "latency::fast-stub",
+            "static::simulate::requests::post-with-query-and-body",
+            "static::simulate::requests::nothing-answers",
+        ],
+    );
+}
+
+#[test]
+fn a_slow_stub_fails_at_most_and_a_backend_fails_backend_none() {
+    let f = FixtureCopy::new();
+    let suite = REQUESTS_SUITE
+        .replace("at_least: 300ms, at_most: 2s", "at_most: 100ms")
+        .replace("path: /nowhere", "path: /authz/somewhere")
+        .replace("status: 404, backend: none", "status: 200, backend: none")
+        .replace("meshcheck-status: \"202\"", "meshcheck-status: \"503\"");
+    let r = run_suite(&f, &suite);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    for c in [
+        "latency::slow-stub",
+        "requests::nothing-answers",
+        "static::simulate::requests::nothing-answers",
+        "requests::post-with-query-and-body",
+        "static::simulate::requests::post-with-query-and-body",
+    ] {
+        assert!(r.failed.contains(c), "{c} did not fail\n{}", r.stdout);
+    }
+    assert!(
+        r.stdout
+            .contains("expected the answer within 100ms, it took")
+            && r.stdout
+                .contains("expected no backend to answer (the gateway itself), got 200 from authz")
+            && r.stdout.contains("expected status 202, got 503 from authz"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn an_unknown_method_is_a_load_error_naming_the_suite_and_check() {
+    let f = FixtureCopy::new();
+    let suite = suite_file(&REQUESTS_SUITE.replace("method: post", "method: FETCH"));
+    let r = Run::new()
+        .arg("--suite")
+        .arg(suite.path())
+        .fixtures(f.path())
+        .run();
+    assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
+    let name = suite.path().display().to_string();
+    assert!(
+        r.stderr.contains(&format!("{name}:"))
+            && r.stderr
+                .contains("check requests::post-with-query-and-body")
+            && r.stderr.contains("unknown HTTP method \"FETCH\""),
+        "{}",
+        r.stderr
+    );
+}
+
+// ---- status shares -------------------------------------------------------------
+
+/// /split: half to atlas-ui told (by a header the route sets) to answer 503, half
+/// to authz.
+fn status_split(ui_weight: u32, authz_weight: u32) -> FixtureCopy {
+    let f = FixtureCopy::new();
+    f.replace(
+        "40-virtualservices.yaml",
+        "  http:\n  - name: atlas-ui\n",
+        &format!("  http:\n  - name: split\n    match:\n    - uri:\n        prefix: /split\n    route:\n    - destination:\n        host: atlas-ui\n        port:\n          number: 80\n      weight: {ui_weight}\n      headers:\n        request:\n          set:\n            x-meshcheck-status: \"503\"\n    - destination:\n        host: authz\n        port:\n          number: 80\n      weight: {authz_weight}\n  - name: atlas-ui\n"),
+    );
+    f
+}
+
+const STATUSES_SUITE: &str = r#"name: statuses
+fixtures: .
+checks:
+  - group: faults
+    name: half-503
+    distribution:
+      request: { path: /split }
+      requests: 400
+      statuses: { "200": 50, "503": 50 }
+"#;
+
+#[test]
+fn status_shares_pass_on_the_configured_split() {
+    let f = status_split(50, 50);
+    let r = run_suite(&f, STATUSES_SUITE);
+    assert_passed(
+        &r,
+        &["faults::half-503", "static::simulate::faults::half-503"],
+    );
+}
+
+#[test]
+fn status_shares_fail_when_the_split_is_wrong() {
+    let f = status_split(10, 90);
+    let r = run_suite(&f, STATUSES_SUITE);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.failed.contains("faults::half-503")
+            && r.failed.contains("static::simulate::faults::half-503"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("status 503: ") && r.stdout.contains("expected 50%"),
+        "{}",
+        r.stdout
+    );
+}
+
+// ---- several container ports ----------------------------------------------------
+
+#[test]
+fn a_pod_with_two_container_ports_answers_on_both() {
+    let f = FixtureCopy::new();
+    f.replacen_first(
+        "20-backends.yaml",
+        "  - name: http\n    port: 80\n    targetPort: 8080\n",
+        "  - name: http\n    port: 80\n    targetPort: 8080\n  - name: http-admin\n    port: 9090\n    targetPort: 9090\n",
+    );
+    f.replacen_first(
+        "20-backends.yaml",
+        "          containerPort: 8080\n        env:\n",
+        "          containerPort: 8080\n        - name: admin\n          containerPort: 9090\n        env:\n        - name: LISTEN_ADDR\n          value: 0.0.0.0:8080,0.0.0.0:9090\n",
+    );
+    f.replace(
+        "40-virtualservices.yaml",
+        "  http:\n  - name: atlas-ui\n",
+        "  http:\n  - name: admin\n    match:\n    - uri:\n        prefix: /atlas-admin\n    route:\n    - destination:\n        host: atlas-ui\n        port:\n          number: 9090\n  - name: atlas-ui\n",
+    );
+    let suite = r#"name: ports
+fixtures: .
+checks:
+  - group: ports
+    name: admin-port
+    http:
+      request: { path: /atlas-admin }
+      expect: { status: 200, backend: { service: atlas-ui }, body_contains: '"port":9090' }
+  - group: ports
+    name: http-port
+    http:
+      request: { path: /atlas-ui }
+      expect: { status: 200, backend: { service: atlas-ui }, body_contains: '"port":8080' }
+"#;
+    let r = run_suite(&f, suite);
+    assert_passed(&r, &["ports::admin-port", "ports::http-port"]);
+}
+
+// ---- mirroring -----------------------------------------------------------------
+
+/// /authz is mirrored to nb-rest v2 (`mirror`, or `mirrors` with `percentage`).
+fn mirrored(form: &str) -> FixtureCopy {
+    let f = FixtureCopy::new();
+    f.replace(
+        "40-virtualservices.yaml",
+        "        host: authz\n        port:\n          number: 80\n",
+        &format!("        host: authz\n        port:\n          number: 80\n{form}"),
+    );
+    f
+}
+
+const MIRROR: &str =
+    "    mirror:\n      host: nb-rest\n      subset: v2\n      port:\n        number: 80\n";
+const MIRRORS: &str = "    mirrors:\n    - destination:\n        host: nb-rest\n        subset: v2\n        port:\n          number: 80\n      percentage:\n        value: 100\n    - destination:\n        host: atlas-ui\n      percentage:\n        value: 0\n";
+
+const MIRROR_SUITE: &str = r#"name: mirror
+fixtures: .
+checks:
+  - group: mirror
+    name: authz-to-nb-rest-v2
+    http:
+      request: { path: /authz/mirrored }
+      repeat: 3
+      expect:
+        status: 200
+        backend: { service: authz }
+        mirrored_to: { service: nb-rest, version: v2 }
+"#;
+
+#[test]
+fn a_mirrored_request_reaches_the_mirror_while_the_primary_answers() {
+    for form in [MIRROR, MIRRORS] {
+        let f = mirrored(form);
+        let r = run_suite(&f, MIRROR_SUITE);
+        assert_passed(
+            &r,
+            &[
+                "mirror::authz-to-nb-rest-v2",
+                "static::simulate::mirror::authz-to-nb-rest-v2",
+            ],
+        );
+        // Nothing about the mirror is reported as not modelled.
+        assert!(!r.stderr.contains("not modelled"), "{}", r.stderr);
+    }
+}
+
+#[test]
+fn without_the_mirror_mirrored_to_fails_live_and_in_the_simulation() {
+    let f = FixtureCopy::new();
+    let r = run_suite(&f, MIRROR_SUITE);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.failed.contains("mirror::authz-to-nb-rest-v2")
+            && r.failed
+                .contains("static::simulate::mirror::authz-to-nb-rest-v2"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("mirrored to nb-rest v2, it reached only authz v1")
+            && r.stdout.contains("no mirror on the route"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn a_mirror_to_the_wrong_subset_or_at_zero_percent_fails() {
+    // v1 instead of v2.
+    let f = mirrored(&MIRROR.replace("subset: v2", "subset: v1"));
+    let r = run_suite(&f, MIRROR_SUITE);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.failed.contains("mirror::authz-to-nb-rest-v2"),
+        "{}",
+        r.stdout
+    );
+    // 0%: pilot writes no mirror policy.
+    let f = mirrored(&format!("{MIRROR}    mirrorPercentage:\n      value: 0\n"));
+    let r = run_suite(&f, MIRROR_SUITE);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.failed.contains("mirror::authz-to-nb-rest-v2")
+            && r.failed
+                .contains("static::simulate::mirror::authz-to-nb-rest-v2"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn a_mirror_to_a_host_without_service_mirrors_nothing_and_the_primary_still_answers() {
+    let f = mirrored("    mirror:\n      host: shadow-of-nothing\n");
+    let suite = MIRROR_SUITE.replace(
+        "\n        mirrored_to: { service: nb-rest, version: v2 }",
+        "",
+    );
+    let r = run_suite(&f, &suite);
+    assert_passed(&r, &["mirror::authz-to-nb-rest-v2"]);
+}
