@@ -107,6 +107,7 @@ impl CheckSpec {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[allow(clippy::large_enum_variant)] // a few per suite, read once: boxing buys nothing
 pub enum CheckKind {
     Http(Box<HttpCheck>),
     Distribution(DistributionCheck),

@@ -402,3 +402,31 @@ fn unmodelled_tls_modes_and_fields_are_reported() {
     );
     assert!(all.contains("minProtocolVersion"), "{all}");
 }
+
+#[test]
+fn a_service_port_without_a_gateway_server_is_predicted_refused() {
+    // 443 on the gateway Service, but no Gateway server on it: no listener.
+    let f = FixtureCopy::new();
+    with_https_port(&f);
+    let checks = r#"  - group: tls
+    name: no-server-on-443
+    http:
+      request: { path: /, host: httpbin.example.com, scheme: https, port: 443 }
+      expect: { status: 200 }
+"#;
+    let r = run_suite(&f, &suite(checks));
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.failed.contains("tls::no-server-on-443")
+            && r.failed.contains("static::simulate::tls::no-server-on-443"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("no Gateway server selecting the gateway pods uses Service port 443")
+            && r.stdout.contains("predicted connection refused"),
+        "{}",
+        r.stdout
+    );
+}

@@ -320,6 +320,53 @@ fn reintroduced_retry_on_503_is_caught() {
     );
 }
 
+#[test]
+fn reintroduced_single_https_chain_is_caught() {
+    // The model once served every HTTPS server of a port from one chain (one route
+    // configuration, one certificate): two servers on 443 must be two chains, each
+    // matched by its SNI with its own credential, as istiod writes them.
+    let Some(bin) = bin() else { return };
+    let f = FixtureCopy::new();
+    f.replace(
+        "10-ingress-gateway.yaml",
+        "    nodePort: 30080\n",
+        "    nodePort: 30080\n  - name: https\n    port: 443\n    targetPort: 8443\n",
+    );
+    f.replace(
+        "30-gateway.yaml",
+        "    hosts:\n    - \"*\"\n",
+        "    hosts:\n    - \"*\"\n  - port:\n      number: 443\n      name: https-a\n      protocol: HTTPS\n    hosts:\n    - a.example.com\n    tls:\n      mode: SIMPLE\n      credentialName: a-cert\n  - port:\n      number: 443\n      name: https-b\n      protocol: HTTPS\n    hosts:\n    - b.example.com\n    tls:\n      mode: SIMPLE\n      credentialName: b-cert\n",
+    );
+    let (fx, mut mesh, out) = istiod(bin, f.path());
+    assert!(
+        disagreements(&fx, &mesh, &out).is_empty(),
+        "{}",
+        disagreements(&fx, &mesh, &out).join("\n")
+    );
+    let l = mesh.gateways[0]
+        .listeners
+        .iter_mut()
+        .find(|l| l.name == "0.0.0.0_8443")
+        .expect("the 443 listener");
+    assert_eq!(l.chains.len(), 2);
+    l.chains.truncate(1);
+    l.chains[0].server_names.clear();
+    let d = disagreements(&fx, &mesh, &out);
+    assert!(
+        d.iter().any(|f| f.contains("error[MC405]")
+            && f.contains("meshcheck: listener 0.0.0.0_8443 filter chains SNI [] cert [kubernetes://a-cert] rds https.443.https-a.atlas-gateway.atlas")
+            && f.contains("SNI [b.example.com] cert [kubernetes://b-cert] rds https.443.https-b.atlas-gateway.atlas")),
+        "{}",
+        d.join("\n")
+    );
+    assert!(
+        d.iter().any(|f| f.contains("error[MC403]")
+            && f.contains("no route configuration https.443.https-b.atlas-gateway.atlas")),
+        "{}",
+        d.join("\n")
+    );
+}
+
 /// A fault (abort of 50%, delay with the deprecated integer percent) and a CORS policy
 /// on the atlas-ui route, as the tests of tests/fault_cors.rs use them.
 const FAULT_AND_CORS: &str = "        prefix: /atlas-ui\n    fault:\n      abort:\n        httpStatus: 503\n        percentage:\n          value: 50\n      delay:\n        fixedDelay: 1s\n        percent: 20\n    corsPolicy:\n      allowOrigins:\n      - exact: https://example.com\n      - regex: https://.*[.]example[.]org\n      allowMethods: [GET, POST]\n      allowHeaders: [x-a]\n      maxAge: 24h\n      allowCredentials: true\n    route:\n";
