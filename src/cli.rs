@@ -51,7 +51,7 @@ pub enum Command {
     /// Bring the target up and send the suite's http requests in turn at a steady
     /// rate: live counts per route, then requests, errors, rate and the longest gap
     /// without success per route, and a JUnit report. Exit 1: a route had errors.
-    Probe(crate::probe::ProbeArgs),
+    Probe(Box<crate::probe::ProbeArgs>),
     /// Run the stub backend (what every app pod runs).
     Stub {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -415,7 +415,7 @@ pub fn main() -> u8 {
         Some(Command::Analyze(a)) => analyze_cmd(a),
         Some(Command::Oracle(a)) => oracle_cmd(a),
         Some(Command::Compare(a)) => crate::report::compare::command(a),
-        Some(Command::Probe(a)) => crate::probe::command(a),
+        Some(Command::Probe(a)) => crate::probe::command(*a),
         None => run(cli.run),
     };
     match res {
@@ -435,7 +435,7 @@ pub fn main() -> u8 {
 fn install_signal_handlers(
     rt: &tokio::runtime::Runtime,
     grace: Duration,
-    probing: Option<tokio::sync::watch::Sender<bool>>,
+    probing: Option<Arc<tokio::sync::watch::Sender<bool>>>,
 ) {
     rt.spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
@@ -702,7 +702,7 @@ pub(crate) fn resolve_target(t: TargetKind) -> TargetKind {
 /// (`probing`: see [`install_signal_handlers`]).
 pub(crate) fn runtime(
     grace: Duration,
-    probing: Option<tokio::sync::watch::Sender<bool>>,
+    probing: Option<Arc<tokio::sync::watch::Sender<bool>>>,
 ) -> Result<tokio::runtime::Runtime, Error> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

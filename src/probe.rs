@@ -552,8 +552,10 @@ pub fn command(args: ProbeArgs) -> Result<u8, Error> {
     let junit = junit_path(&args, &suite);
     let target_kind = crate::cli::resolve_target(args.target);
     let timeouts = Timeouts::default();
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let rt = crate::cli::runtime(timeouts.stop_grace, Some(stop_tx))?;
+    // Ctrl-C stops the probe only while it runs (a receiver listens); during bring-up
+    // it interrupts as in a run.
+    let stop = std::sync::Arc::new(watch::channel(false).0);
+    let rt = crate::cli::runtime(timeouts.stop_grace, Some(stop.clone()))?;
     let workdir = crate::cli::run_workdir()?;
     let choice = crate::cli::TargetChoice {
         target: target_kind,
@@ -598,14 +600,8 @@ pub fn command(args: ProbeArgs) -> Result<u8, Error> {
                 args.duration.as_secs_f64()
             );
             let mut live = live::for_stderr();
-            Ok(rt.block_on(run(
-                &ctx.client,
-                addr,
-                &routes,
-                &opts,
-                stop_rx,
-                live.as_mut(),
-            )))
+            let stop = stop.subscribe();
+            Ok(rt.block_on(run(&ctx.client, addr, &routes, &opts, stop, live.as_mut())))
         }
         Err(why) => Err(why),
     };

@@ -7,9 +7,12 @@ mod common;
 use common::*;
 use std::path::{Path, PathBuf};
 
+/// None: passed; Some((element, message)): a `failure`, `error` or `skipped` child.
+type Outcome<'a> = Option<(&'a str, &'a str)>;
+
 /// A JUnit report as meshcheck writes it (quick-junit), testcases given as
 /// (classname, name, None: passed | Some(("failure"|"error"|"skipped", message))).
-fn junit(suite: &str, cases: &[(&str, &str, Option<(&str, &str)>)]) -> String {
+fn junit(suite: &str, cases: &[(&str, &str, Outcome)]) -> String {
     let mut body = String::new();
     for (class, name, outcome) in cases {
         match outcome {

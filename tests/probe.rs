@@ -87,7 +87,8 @@ fn probe_on_the_shipped_fixtures_reports_requests_no_error_and_the_rate() {
         .unwrap()
         .parse()
         .unwrap();
-    assert!((120..=160).contains(&requests), "about 3 s × 50/s: {head}");
+    // At most 3 s × 50/s; a loaded machine may skip ticks, never burst.
+    assert!((60..=155).contains(&requests), "about 3 s × 50/s: {head}");
     assert!(head.contains(" in 3.0 s, "), "{head}");
     assert!(head.contains("(asked 50/s), 0 error(s)"), "{head}");
     let rate: f64 = head
@@ -97,7 +98,8 @@ fn probe_on_the_shipped_fixtures_reports_requests_no_error_and_the_rate() {
         .trim_end_matches("/s (asked 50/s)")
         .parse()
         .unwrap();
-    assert!((40.0..=55.0).contains(&rate), "{head}");
+    assert!((20.0..=51.0).contains(&rate), "{head}");
+    assert!((rate - requests as f64 / 3.0).abs() < 1.0, "{head}");
     let t = table(&r.stdout);
     assert_eq!(
         t.keys().map(String::as_str).collect::<Vec<_>>().len(),
@@ -106,7 +108,7 @@ fn probe_on_the_shipped_fixtures_reports_requests_no_error_and_the_rate() {
         r.stdout
     );
     for (route, (n, errors)) in &t {
-        assert!(*n >= 15, "{route}: {n} requests");
+        assert!(*n >= 8, "{route}: {n} requests");
         assert_eq!(*errors, 0, "{route}\n{}", r.stdout);
     }
     assert_eq!(t.values().map(|v| v.0).sum::<usize>(), requests);

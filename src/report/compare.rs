@@ -230,10 +230,9 @@ impl Reading {
             self.root_seen = true;
         }
         match tag.as_str() {
-            "testsuite" if self.case.is_none() => {
-                if !empty {
-                    self.testsuites.push(attr(e, "name", at)?);
-                }
+            // `<testsuite/>` has no end tag: nothing to push.
+            "testsuite" if self.case.is_none() && !empty => {
+                self.testsuites.push(attr(e, "name", at)?);
             }
             "testcase" if self.case.is_none() => {
                 let name = attr(e, "name", at)?;
