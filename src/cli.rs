@@ -44,6 +44,14 @@ pub enum Command {
     /// Print what istiod (the Istio oracle) generates for the fixtures: Envoy config
     /// per gateway pod and where each request of the suite goes, as JSON.
     Oracle(OracleArgs),
+    /// Compare two JUnit reports: the testcases whose outcome changed (regressions,
+    /// fixes, new, gone). Exit 0: no regression, 1: a testcase that passed fails,
+    /// 2: a report cannot be read or is not JUnit.
+    Compare(crate::report::compare::CompareArgs),
+    /// Bring the target up and send the suite's http requests in turn at a steady
+    /// rate: live counts per route, then requests, errors, rate and the longest gap
+    /// without success per route, and a JUnit report. Exit 1: a route had errors.
+    Probe(Box<crate::probe::ProbeArgs>),
     /// Run the stub backend (what every app pod runs).
     Stub {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -221,7 +229,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// Loads the suite, its fixtures (or `--fixtures`) and the model.
-fn load_inputs(
+pub(crate) fn load_inputs(
     suite: &str,
     fixtures: Option<&PathBuf>,
 ) -> Result<(Suite, String, Fixtures, Mesh), Error> {
@@ -406,6 +414,8 @@ pub fn main() -> u8 {
         }
         Some(Command::Analyze(a)) => analyze_cmd(a),
         Some(Command::Oracle(a)) => oracle_cmd(a),
+        Some(Command::Compare(a)) => crate::report::compare::command(a),
+        Some(Command::Probe(a)) => crate::probe::command(*a),
         None => run(cli.run),
     };
     match res {
@@ -419,14 +429,28 @@ pub fn main() -> u8 {
 
 /// Installs Ctrl-C / SIGTERM handling: the first signal stops every process (SIGTERM,
 /// grace, SIGKILL), removes working directories and exits 130; a second one kills
-/// everything at once.
-fn install_signal_handlers(rt: &tokio::runtime::Runtime, grace: Duration) {
+/// everything at once. With `probing`, a first signal while its receiver listens (a
+/// probe under way) only tells the probe to stop: it ends, stops the target and
+/// writes its report.
+fn install_signal_handlers(
+    rt: &tokio::runtime::Runtime,
+    grace: Duration,
+    probing: Option<Arc<tokio::sync::watch::Sender<bool>>>,
+) {
     rt.spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
         let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
             return;
         };
         tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+        if let Some(stop) = probing.filter(|s| s.send(true).is_ok()) {
+            eprintln!("\ninterrupted: stopping the probe, then the target (Ctrl-C again to kill at once)");
+            tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+            drop(stop);
+            procs::kill_all_now();
+            procs::remove_dirs();
+            std::process::exit(exit::INTERRUPTED as i32);
+        }
         eprintln!("\ninterrupted: stopping every process meshcheck started (Ctrl-C again to kill at once)");
         std::thread::spawn(move || {
             procs::stop_all(grace);
@@ -509,119 +533,35 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
         });
     }
 
-    let target_kind = match args.target {
-        TargetKind::Auto if docker_answers() => {
-            eprintln!("target: kind (a Docker engine answers; pass --target local for the fast pre-flight)");
-            TargetKind::Kind
-        }
-        TargetKind::Auto => {
-            eprintln!("target: local (no Docker engine answers, so not kind)");
-            TargetKind::Local
-        }
-        t => t,
-    };
-    if args.control_plane == ControlPlane::Istiod && target_kind != TargetKind::Local {
-        return Err(Error::Usage(
-            "--control-plane istiod is for the local target: a cluster runs its own istiod".into(),
-        ));
-    }
+    let target_kind = resolve_target(args.target);
     let timeouts = Timeouts {
         consistency: args.budget,
         ..Timeouts::default()
     };
-
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|source| TargetError::Io {
-            what: "cannot start the async runtime".into(),
-            source,
-        })?;
-    procs::install_panic_hook();
-    install_signal_handlers(&rt, timeouts.stop_grace);
-
-    // A working directory for cluster targets (kind config, kubeconfig).
-    let workdir = tempfile::Builder::new()
-        .prefix("meshcheck-run-")
-        .tempdir()
-        .map_err(|source| TargetError::Io {
-            what: "cannot create a working directory".into(),
-            source,
-        })?;
-    procs::register_dir(workdir.path());
-    // Where a failed bring-up (apply, rollouts) leaves its diagnostics.
-    let bring_up_diagnostics = junit_path(&args, &suite)
-        .parent()
-        .unwrap_or(std::path::Path::new("."))
-        .join(format!("{}-diagnostics", suite.name));
-    let running: Running = match target_kind {
-        TargetKind::Local | TargetKind::Auto => {
-            let exe = std::env::current_exe().map_err(|source| TargetError::Io {
-                what: "cannot find the meshcheck executable (for the stub backend)".into(),
-                source,
-            })?;
-            let mut opts = LocalOptions::new(vec![exe.into_os_string(), "stub".into()]);
-            opts.keep = args.keep;
-            opts.show_progress = true;
-            opts.timeouts = timeouts.clone();
-            opts.sidecar_shape = match args.local_sidecars {
-                SidecarArg::Native => SidecarShape::Native,
-                SidecarArg::Classic => SidecarShape::Classic,
-            };
-            if args.control_plane == ControlPlane::Istiod {
-                opts.istiod = Some(Arc::new(istiod_config(&args.oracle, &fx, &mesh, &suite)?));
-            }
-            Running::Local(Arc::new(LocalTarget::start(mesh, &opts)?))
-        }
-        TargetKind::Kind => {
-            let mut opts = KindOptions::new(project_dir());
-            opts.cluster_name = args.cluster.cluster_name.clone();
-            opts.istio_version = args.cluster.istio_version.clone();
-            opts.node_image = args.cluster.node_image.clone();
-            opts.reuse = args.cluster.reuse;
-            opts.keep = args.keep;
-            opts.tools.offline = args.cluster.offline;
-            opts.node_address = args.cluster.node_address;
-            opts.diagnostics_dir = Some(bring_up_diagnostics);
-            // A failed step still deletes what was created (the registered cleanups).
-            let t = rt
-                .block_on(crate::target::kind::bring_up(
-                    &fx,
-                    &mesh,
-                    &opts,
-                    workdir.path(),
-                ))
-                .inspect_err(|_| procs::run_cleanups())?;
-            Running::Cluster(Arc::new(t))
-        }
-        TargetKind::Existing => {
-            let opts = ExistingOptions {
-                kubeconfig: args.cluster.kubeconfig.clone(),
-                context: args.cluster.context.clone(),
-                no_apply: args.cluster.no_apply,
-                namespace_prefix: args.cluster.namespace_prefix.clone(),
-                node_address: args.cluster.node_address,
-                stub_image: args.cluster.stub_image.clone(),
-                keep: args.keep,
-                rollout_timeout: None,
-                adopt: args.cluster.adopt,
-                diagnostics_dir: Some(bring_up_diagnostics),
-            };
-            if let Some(prefix) = &args.cluster.namespace_prefix {
-                crate::target::existing::rename_expectations(&mut suite, prefix, &fx);
-            }
-            let t = rt
-                .block_on(crate::target::existing::bring_up(&fx, &mesh, &opts))
-                .inspect_err(|_| procs::run_cleanups())?;
-            Running::Cluster(Arc::new(t))
-        }
+    let rt = runtime(timeouts.stop_grace, None)?;
+    let workdir = run_workdir()?;
+    let choice = TargetChoice {
+        target: target_kind,
+        keep: args.keep,
+        local_sidecars: args.local_sidecars,
+        control_plane: args.control_plane,
+        oracle: &args.oracle,
+        cluster: &args.cluster,
+        diagnostics: junit_path(&args, &suite)
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join(format!("{}-diagnostics", suite.name)),
     };
-
-    let target_dyn: Arc<dyn Target> = match &running {
-        Running::Local(t) => t.clone(),
-        Running::Cluster(t) => t.clone(),
-    };
+    let running = start_target(
+        &choice,
+        &mut suite,
+        &fx,
+        mesh,
+        &timeouts,
+        &rt,
+        workdir.path(),
+    )?;
+    let target_dyn = running.target();
     let ctx = Arc::new(crate::checks::Ctx::new(
         target_dyn.clone(),
         timeouts,
@@ -685,19 +625,7 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
     drop(ctx);
     drop(target_dyn);
     // Stop the target before reporting the result, on every path.
-    match running {
-        Running::Local(t) => match Arc::try_unwrap(t) {
-            Ok(mut t) => t.shutdown(),
-            Err(_) => {
-                procs::stop_all(Duration::from_secs(1));
-            }
-        },
-        Running::Cluster(t) => {
-            if let Ok(mut t) = Arc::try_unwrap(t) {
-                rt.block_on(t.shutdown());
-            }
-        }
-    }
+    running.shutdown(&rt);
     crate::report::junit::write(&report, &junit).map_err(|source| Error::Junit {
         path: junit.clone(),
         source,
@@ -711,9 +639,172 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
 }
 
 /// The target a run brought up.
-enum Running {
+pub(crate) enum Running {
     Local(Arc<LocalTarget>),
     Cluster(Arc<crate::target::cluster::ClusterTarget>),
+}
+
+impl Running {
+    /// The target as the checks see it.
+    pub(crate) fn target(&self) -> Arc<dyn Target> {
+        match self {
+            Running::Local(t) => t.clone(),
+            Running::Cluster(t) => t.clone(),
+        }
+    }
+
+    /// Stops the target (every other handle to it dropped first).
+    pub(crate) fn shutdown(self, rt: &tokio::runtime::Runtime) {
+        match self {
+            Running::Local(t) => match Arc::try_unwrap(t) {
+                Ok(mut t) => t.shutdown(),
+                Err(_) => {
+                    procs::stop_all(Duration::from_secs(1));
+                }
+            },
+            Running::Cluster(t) => {
+                if let Ok(mut t) = Arc::try_unwrap(t) {
+                    rt.block_on(t.shutdown());
+                }
+            }
+        }
+    }
+}
+
+/// What starting a target takes from the command line (a run's or a probe's flags).
+pub(crate) struct TargetChoice<'a> {
+    pub target: TargetKind,
+    pub keep: bool,
+    pub local_sidecars: SidecarArg,
+    pub control_plane: ControlPlane,
+    pub oracle: &'a str,
+    pub cluster: &'a ClusterArgs,
+    /// Where a failed bring-up (apply, rollouts) leaves its diagnostics.
+    pub diagnostics: PathBuf,
+}
+
+/// `auto`: kind when a Docker engine answers, else local (the choice and why printed).
+pub(crate) fn resolve_target(t: TargetKind) -> TargetKind {
+    match t {
+        TargetKind::Auto if docker_answers() => {
+            eprintln!("target: kind (a Docker engine answers; pass --target local for the fast pre-flight)");
+            TargetKind::Kind
+        }
+        TargetKind::Auto => {
+            eprintln!("target: local (no Docker engine answers, so not kind)");
+            TargetKind::Local
+        }
+        t => t,
+    }
+}
+
+/// The async runtime of a run, with the panic hook and Ctrl-C handling installed
+/// (`probing`: see [`install_signal_handlers`]).
+pub(crate) fn runtime(
+    grace: Duration,
+    probing: Option<Arc<tokio::sync::watch::Sender<bool>>>,
+) -> Result<tokio::runtime::Runtime, Error> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|source| TargetError::Io {
+            what: "cannot start the async runtime".into(),
+            source,
+        })?;
+    procs::install_panic_hook();
+    install_signal_handlers(&rt, grace, probing);
+    Ok(rt)
+}
+
+/// A working directory for cluster targets (kind config, kubeconfig), removed on Ctrl-C.
+pub(crate) fn run_workdir() -> Result<tempfile::TempDir, Error> {
+    let workdir = tempfile::Builder::new()
+        .prefix("meshcheck-run-")
+        .tempdir()
+        .map_err(|source| TargetError::Io {
+            what: "cannot create a working directory".into(),
+            source,
+        })?;
+    procs::register_dir(workdir.path());
+    Ok(workdir)
+}
+
+/// Brings up the chosen target with the fixtures (the existing target may rename the
+/// suite's expected namespaces with its prefix).
+pub(crate) fn start_target(
+    choice: &TargetChoice<'_>,
+    suite: &mut Suite,
+    fx: &Fixtures,
+    mesh: Mesh,
+    timeouts: &Timeouts,
+    rt: &tokio::runtime::Runtime,
+    workdir: &std::path::Path,
+) -> Result<Running, Error> {
+    if choice.control_plane == ControlPlane::Istiod && choice.target != TargetKind::Local {
+        return Err(Error::Usage(
+            "--control-plane istiod is for the local target: a cluster runs its own istiod".into(),
+        ));
+    }
+    Ok(match choice.target {
+        TargetKind::Local | TargetKind::Auto => {
+            let exe = std::env::current_exe().map_err(|source| TargetError::Io {
+                what: "cannot find the meshcheck executable (for the stub backend)".into(),
+                source,
+            })?;
+            let mut opts = LocalOptions::new(vec![exe.into_os_string(), "stub".into()]);
+            opts.keep = choice.keep;
+            opts.show_progress = true;
+            opts.timeouts = timeouts.clone();
+            opts.sidecar_shape = match choice.local_sidecars {
+                SidecarArg::Native => SidecarShape::Native,
+                SidecarArg::Classic => SidecarShape::Classic,
+            };
+            if choice.control_plane == ControlPlane::Istiod {
+                opts.istiod = Some(Arc::new(istiod_config(choice.oracle, fx, &mesh, suite)?));
+            }
+            Running::Local(Arc::new(LocalTarget::start(mesh, &opts)?))
+        }
+        TargetKind::Kind => {
+            let cluster = choice.cluster;
+            let mut opts = KindOptions::new(project_dir());
+            opts.cluster_name = cluster.cluster_name.clone();
+            opts.istio_version = cluster.istio_version.clone();
+            opts.node_image = cluster.node_image.clone();
+            opts.reuse = cluster.reuse;
+            opts.keep = choice.keep;
+            opts.tools.offline = cluster.offline;
+            opts.node_address = cluster.node_address;
+            opts.diagnostics_dir = Some(choice.diagnostics.clone());
+            // A failed step still deletes what was created (the registered cleanups).
+            let t = rt
+                .block_on(crate::target::kind::bring_up(fx, &mesh, &opts, workdir))
+                .inspect_err(|_| procs::run_cleanups())?;
+            Running::Cluster(Arc::new(t))
+        }
+        TargetKind::Existing => {
+            let cluster = choice.cluster;
+            let opts = ExistingOptions {
+                kubeconfig: cluster.kubeconfig.clone(),
+                context: cluster.context.clone(),
+                no_apply: cluster.no_apply,
+                namespace_prefix: cluster.namespace_prefix.clone(),
+                node_address: cluster.node_address,
+                stub_image: cluster.stub_image.clone(),
+                keep: choice.keep,
+                rollout_timeout: None,
+                adopt: cluster.adopt,
+                diagnostics_dir: Some(choice.diagnostics.clone()),
+            };
+            if let Some(prefix) = &cluster.namespace_prefix {
+                crate::target::existing::rename_expectations(suite, prefix, fx);
+            }
+            let t = rt
+                .block_on(crate::target::existing::bring_up(fx, &mesh, &opts))
+                .inspect_err(|_| procs::run_cleanups())?;
+            Running::Cluster(Arc::new(t))
+        }
+    })
 }
 
 /// The project directory (where the Dockerfile is): the current directory when it has

@@ -31,6 +31,8 @@ pub enum Error {
     Target(#[from] crate::target::TargetError),
     #[error(transparent)]
     Oracle(#[from] crate::oracle::OracleError),
+    #[error(transparent)]
+    Compare(#[from] crate::report::compare::CompareError),
     #[error("failed to write JUnit report to {path}")]
     Junit {
         path: std::path::PathBuf,
@@ -46,7 +48,10 @@ impl Error {
             Error::Fixtures(_) | Error::Suite(_) | Error::Usage(_) => exit::BAD_INPUT,
             Error::Target(e) if e.is_bad_input() => exit::BAD_INPUT,
             Error::Oracle(e) if e.is_bad_input() => exit::BAD_INPUT,
-            Error::Target(_) | Error::Junit { .. } | Error::Oracle(_) => exit::ENVIRONMENT,
+            Error::Compare(e) if e.is_bad_input() => exit::BAD_INPUT,
+            Error::Target(_) | Error::Junit { .. } | Error::Oracle(_) | Error::Compare(_) => {
+                exit::ENVIRONMENT
+            }
         }
     }
 }

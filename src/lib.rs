@@ -10,6 +10,7 @@ pub mod error;
 pub mod fixtures;
 pub mod istio;
 pub mod oracle;
+pub mod probe;
 pub mod report;
 pub mod runner;
 pub mod stats;
