@@ -586,7 +586,7 @@ pub fn command(args: ProbeArgs) -> Result<u8, Error> {
     };
     let target = running.target();
     let ctx = crate::checks::Ctx::new(target.clone(), timeouts.clone(), suite.ingress.port);
-    let report = match ctx.ingress() {
+    let report = match ctx.ingress_for(&crate::suite::RequestSpec::default()) {
         Ok(addr) => {
             let opts = Options {
                 duration: args.duration,
@@ -788,6 +788,7 @@ mod tests {
             body: String::new(),
             error: error.map(str::to_string),
             transcript: String::new(),
+            elapsed: Duration::ZERO,
         };
         assert_eq!(judge(&r, &x(Some(404), None)), None);
         assert!(judge(&r, &x(Some(200), None))

@@ -190,7 +190,7 @@ fn a_backend_killed_mid_probe_shows_as_errors_and_a_gap_on_its_route_only() {
     let routes = probe::routes(&suite);
     let dyn_target: Arc<dyn Target> = target.clone();
     let ctx = meshcheck::checks::Ctx::new(dyn_target, Default::default(), 80);
-    let addr = ctx.ingress().unwrap();
+    let addr = ctx.ingress_for(&Default::default()).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
