@@ -440,6 +440,11 @@ pub struct DistributionCheck {
     /// to 100); instead of `shares`.
     #[serde(default)]
     pub statuses: BTreeMap<String, f64>,
+    /// Each of these statuses answered at least this many times (`"503": 1`), for
+    /// outcomes with no configured share, e.g. circuit breaking under concurrency;
+    /// instead of `shares` and `statuses`.
+    #[serde(default)]
+    pub at_least: BTreeMap<String, u64>,
     /// Chance that a correct configuration fails the check.
     #[serde(default = "default_false_failure")]
     pub false_failure: f64,
@@ -493,19 +498,23 @@ fn check_problem(c: &CheckSpec) -> Option<String> {
             .request
             .invalid()
             .or_else(|| h.expect.latency.as_ref().and_then(|l| l.bounds().err())),
-        CheckKind::Distribution(d) => {
-            d.request
-                .invalid()
-                .or_else(|| match (d.shares.is_empty(), d.statuses.is_empty()) {
-                    (true, true) => Some("needs `shares` (per version) or `statuses`".into()),
-                    (false, false) => Some("give `shares` or `statuses`, not both".into()),
-                    _ => d
-                        .statuses
-                        .keys()
-                        .find(|k| !k.parse::<u16>().is_ok_and(|s| (100..600).contains(&s)))
-                        .map(|k| format!("statuses: {k:?} is not an HTTP status")),
-                })
-        }
+        CheckKind::Distribution(d) => d.request.invalid().or_else(|| {
+            let given = [
+                !d.shares.is_empty(),
+                !d.statuses.is_empty(),
+                !d.at_least.is_empty(),
+            ];
+            match given.iter().filter(|g| **g).count() {
+                0 => Some("needs `shares` (per version), `statuses` or `at_least`".into()),
+                1 => d
+                    .statuses
+                    .keys()
+                    .chain(d.at_least.keys())
+                    .find(|k| !k.parse::<u16>().is_ok_and(|s| (100..600).contains(&s)))
+                    .map(|k| format!("{k:?} is not an HTTP status")),
+                _ => Some("give one of `shares`, `statuses`, `at_least`".into()),
+            }
+        }),
         CheckKind::Sidecars(s) => s.via.iter().find_map(RequestSpec::invalid),
         CheckKind::Ports(_) => None,
     }
@@ -613,7 +622,8 @@ pub fn load(path: &Path) -> Result<Suite, SuiteError> {
         }
         if let CheckKind::Distribution(d) = &c.kind {
             let sum: f64 = d.expected().values().sum();
-            if (sum - 100.0).abs() > 1e-9 || d.expected().values().any(|s| *s < 0.0) {
+            let bad_sum = (sum - 100.0).abs() > 1e-9 || d.expected().values().any(|s| *s < 0.0);
+            if d.at_least.is_empty() && bad_sum {
                 return Err(invalid(
                     1,
                     format!(

@@ -99,6 +99,7 @@ examples! {
     request_timeouts => "request-timeouts",
     retries => "retries",
     mirroring => "mirroring",
+    circuit_breaking => "circuit-breaking",
 }
 
 #[test]
@@ -209,4 +210,20 @@ fn a_fifty_percent_abort_that_is_not_there_fails_the_status_shares() {
         "          value: 10.0\n",
     );
     fails_exactly(&r, &["fault-abort::flaky-half-503"]);
+}
+
+#[test]
+fn without_connection_pool_limits_nothing_overflows() {
+    let r = run_broken(
+        "circuit-breaking",
+        "circuit-breaking/httpbin.yaml",
+        "    connectionPool:\n      tcp:\n        maxConnections: 1\n      http:\n        http1MaxPendingRequests: 1\n        maxRequestsPerConnection: 1\n",
+        "",
+    );
+    fails_exactly(&r, &["circuit-breaking::overflow-503"]);
+    assert!(
+        r.stdout.contains("status 503: expected at least 1 answer(s)"),
+        "{}",
+        r.stdout
+    );
 }

@@ -113,7 +113,11 @@ pub async fn run(ctx: &Ctx, check: &DistributionCheck) -> Outcome {
     let expected = check.expected();
     let what = if by_status { "status" } else { "version" };
     let alpha = check.false_failure / expected.len().max(1) as f64;
-    let (table, mut problems) = judge(what, expected, &versions, total, alpha);
+    let (table, mut problems) = if check.at_least.is_empty() {
+        judge(what, expected, &versions, total, alpha)
+    } else {
+        judge_at_least(&check.at_least, &versions)
+    };
     for (who, c) in &others {
         problems.push(format!("{c} answer(s) from another service ({who})"));
     }
@@ -175,10 +179,40 @@ pub async fn run(ctx: &Ctx, check: &DistributionCheck) -> Outcome {
 /// or an answer with one of the expected statuses (`statuses`).
 fn warm(check: &DistributionCheck, x: &super::Exchange) -> bool {
     match x.status {
-        Some(s) if check.shares.is_empty() => check.statuses.contains_key(&s.to_string()),
+        Some(s) if check.shares.is_empty() => {
+            let s = s.to_string();
+            check.statuses.contains_key(&s) || check.at_least.contains_key(&s)
+        }
         Some(s) => (200..300).contains(&s) && x.echo.is_some(),
         None => false,
     }
+}
+
+/// `at_least`: the table of observed statuses, and each expected status seen fewer
+/// times than its minimum. Statuses not named are not problems (their number is not
+/// configured anywhere, e.g. circuit-breaker overflow beside successes).
+fn judge_at_least(
+    at_least: &BTreeMap<String, u64>,
+    observed: &BTreeMap<String, u64>,
+) -> (String, Vec<String>) {
+    let mut table = String::from("status  observed  at least\n");
+    let mut problems = Vec::new();
+    for (status, count) in observed {
+        let min = at_least
+            .get(status)
+            .map(|m| m.to_string())
+            .unwrap_or("-".into());
+        table.push_str(&format!("{status:<7} {count:>8}  {min:>8}\n"));
+    }
+    for (status, min) in at_least {
+        let got = observed.get(status).copied().unwrap_or(0);
+        if got < *min {
+            problems.push(format!(
+                "status {status}: expected at least {min} answer(s), got {got}"
+            ));
+        }
+    }
+    (table, problems)
 }
 
 /// The table and the problems of `observed` counts (per version or status) against
