@@ -1263,7 +1263,7 @@ fn at_least_unpredicted(
             let seen = outcomes.iter().any(|b| {
                 b.share > 0.0 && b.status.map(|s| s.to_string()).as_ref() == Some(*status)
             });
-            !seen && !(status.as_str() == "503" && limited)
+            !(seen || (status.as_str() == "503" && limited))
         })
         .map(|status| {
             format!(
