@@ -710,3 +710,23 @@ fn a_subset_route_without_port_uses_the_services_only_port() {
         "40-virtualservices.yaml:45",
     );
 }
+
+#[test]
+fn an_upstream_tls_mode_meshcheck_does_not_model_is_said() {
+    // DestinationRule tls SIMPLE/MUTUAL originate TLS with the rule's certificates;
+    // the model must not silently take them as auto mTLS.
+    let f = FixtureCopy::new();
+    f.disagrees_with_istiod();
+    f.replacen_first(
+        "50-destinationrules.yaml",
+        "      mode: ISTIO_MUTUAL\n",
+        "      mode: SIMPLE\n",
+    );
+    let all = findings(&f);
+    assert!(
+        all.iter().any(|x| x.severity == Severity::Warning
+            && x.message.contains("trafficPolicy.tls.mode SIMPLE is not modelled")),
+        "{}",
+        all.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("\n")
+    );
+}

@@ -1133,7 +1133,20 @@ fn build_cluster(
         None => UpstreamTls::Auto,
         Some(Some("ISTIO_MUTUAL")) => UpstreamTls::IstioMutual,
         Some(None | Some("DISABLE")) => UpstreamTls::Disable,
-        Some(Some(_)) => UpstreamTls::Auto,
+        Some(Some(other)) => {
+            // SIMPLE and MUTUAL originate TLS with the rule's own certificates, which
+            // the local target does not have: said, never silently auto-mTLS.
+            if let Some(rule) = dr {
+                warnings.push(Warning {
+                    at: rule.source.clone(),
+                    object: rule.describe(),
+                    message: format!(
+                        "cluster {name}: trafficPolicy.tls.mode {other} is not modelled by meshcheck (TLS origination with the rule's certificates); meshcheck uses auto mTLS, istiod would not"
+                    ),
+                });
+            }
+            UpstreamTls::Auto
+        }
     };
     let port_number = svc_port.as_ref().map(|p| p.port).unwrap_or(port);
     let endpoint_dr_mode = super::policy::endpoint_tls_mode(dr, subset, port);
