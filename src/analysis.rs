@@ -1046,6 +1046,12 @@ fn branch_mismatch(e: &HttpExpect, b: &crate::istio::Branch) -> Option<String> {
     if e.backend.as_ref().is_some_and(|w| w.none) && b.backend.is_some() {
         return Some(format!("expected no backend to answer, predicted {got}"));
     }
+    if e.backend.as_ref().is_some_and(|w| !w.none) && b.backend.is_none() {
+        return Some(format!(
+            "expected an answer from a backend, predicted {got} from the gateway ({})",
+            b.reason
+        ));
+    }
     if let (Some(want), Some(be)) = (&e.backend, &b.backend) {
         for (what, w, g) in [
             ("service", &want.service, &be.service),

@@ -52,6 +52,7 @@ checks:
         headers: { origin: "https://example.com", access-control-request-method: POST }
       expect:
         status: 200
+        backend: none
         response_headers:
           access-control-allow-origin: { equals: "https://example.com" }
           access-control-allow-methods: { equals: "GET,POST" }
@@ -172,7 +173,49 @@ fn without_the_cors_policy_preflights_reach_the_backend_and_no_origin_is_allowed
     let failed: Vec<&str> = r.failed.iter().map(String::as_str).collect();
     assert_eq!(
         failed,
-        ["cors::allowed-origin", "cors::preflight-answered"],
+        [
+            "cors::allowed-origin",
+            "cors::preflight-answered",
+            "static::simulate::cors::preflight-answered"
+        ],
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn a_preflight_from_another_origin_goes_on_unless_ignored() {
+    // forward_not_matching_preflights (pilot: true unless unmatchedPreflights IGNORE).
+    let suite = |backend: &str| {
+        format!(
+            "name: preflight\nfixtures: .\nchecks:\n  - group: cors\n    name: other-origin-preflight\n    http:\n      request:\n        path: /authz/check\n        method: OPTIONS\n        headers: {{ origin: \"https://evil.test\", access-control-request-method: POST }}\n      expect: {{ status: 200, backend: {backend} }}\n"
+        )
+    };
+    let f = fault_and_cors();
+    let run_with = |text: &str| {
+        let file = suite_file(text);
+        Run::new()
+            .arg("--suite")
+            .arg(file.path())
+            .fixtures(f.path())
+            .arg("--budget")
+            .arg("3s")
+            .run()
+    };
+    let r = run_with(&suite("{ service: authz }"));
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    f.replace(
+        "40-virtualservices.yaml",
+        "      maxAge: 24h\n",
+        "      maxAge: 24h\n      unmatchedPreflights: IGNORE\n",
+    );
+    let r = run_with(&suite("none"));
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let r = run_with(&suite("{ service: authz }"));
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.failed.contains("cors::other-origin-preflight")
+            && r.failed.contains("static::simulate::cors::other-origin-preflight"),
         "{}",
         r.stdout
     );

@@ -546,6 +546,9 @@ impl Mesh {
         req: &SimRequest,
         path_seen: &str,
     ) -> Prediction {
+        if let Some(why) = cors_preflight_answer(route, req) {
+            return status_only(steps, Some(rref), 200, why);
+        }
         // Routes the gateway answers itself (pilot: redirect, directResponse).
         match &route.action {
             RouteKind::Forward => {}
@@ -768,6 +771,33 @@ impl Mesh {
                 ..base.clone()
             })
             .collect()
+    }
+}
+
+/// Envoy's CORS filter (before the router) answers a preflight itself: an OPTIONS
+/// request with `origin` and `access-control-request-method` whose origin the
+/// route's corsPolicy allows gets 200 with the CORS headers; one whose origin is not
+/// allowed goes on to the route unless `unmatchedPreflights: IGNORE`
+/// (forward_not_matching_preflights false), which Envoy also answers, without CORS
+/// headers.
+fn cors_preflight_answer(route: &RoutePlan, req: &SimRequest) -> Option<String> {
+    let cors = route.filters.cors.as_ref()?;
+    let origin = req.headers.get("origin")?;
+    if !req.method.eq_ignore_ascii_case("OPTIONS")
+        || !req.headers.contains_key("access-control-request-method")
+    {
+        return None;
+    }
+    if cors.allows_origin(origin) {
+        Some(format!(
+            "the CORS filter answers the preflight from {origin}: 200 with the route's CORS headers"
+        ))
+    } else if !cors.forward_not_matching_preflights {
+        Some(format!(
+            "the CORS filter answers the preflight from {origin} (not allowed, unmatchedPreflights IGNORE): 200 without CORS headers"
+        ))
+    } else {
+        None
     }
 }
 
