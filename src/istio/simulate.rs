@@ -549,6 +549,16 @@ impl Mesh {
         if let Some(why) = cors_preflight_answer(route, req) {
             return status_only(steps, Some(rref), 200, why);
         }
+        // A DestinationRule consistentHash (route hash_policy, pilot route.go
+        // HashForHTTPDestination): each key sticks to one endpoint; the shares below are
+        // over many keys.
+        if !route.hash_policy.is_empty() {
+            let keys: Vec<String> = route.hash_policy.iter().map(|h| h.view()).collect();
+            steps.push(format!(
+                "consistent hash on {}: requests with the same key reach the same endpoint",
+                keys.join(", ")
+            ));
+        }
         // Routes the gateway answers itself (pilot: redirect, directResponse).
         match &route.action {
             RouteKind::Forward => {}

@@ -392,3 +392,36 @@ fn mirror_and_mirrors_together_drop_the_virtual_service_as_istiod_does() {
         m.warnings
     );
 }
+
+#[test]
+fn a_consistent_hash_is_in_the_decision_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/ingress");
+    for e in std::fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        let text = std::fs::read_to_string(e.path()).unwrap().replace(
+            "  host: authz\n  trafficPolicy:\n",
+            "  host: authz\n  trafficPolicy:\n    loadBalancer:\n      consistentHash:\n        httpHeaderName: x-user\n",
+        );
+        std::fs::write(dir.path().join(e.file_name()), text).unwrap();
+    }
+    let req = SimRequest {
+        service_port: 80,
+        method: "GET".into(),
+        host: "atlas.example".into(),
+        path: "/authz/check".into(),
+        ..Default::default()
+    };
+    let hashed = Mesh::build(&load_dir(dir.path()).unwrap()).simulate(&req);
+    assert!(
+        hashed
+            .explain()
+            .contains("consistent hash on header x-user"),
+        "{}",
+        hashed.explain()
+    );
+    assert!(!shipped()
+        .simulate(&req)
+        .explain()
+        .contains("consistent hash"));
+}
