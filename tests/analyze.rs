@@ -725,8 +725,12 @@ fn an_upstream_tls_mode_meshcheck_does_not_model_is_said() {
     let all = findings(&f);
     assert!(
         all.iter().any(|x| x.severity == Severity::Warning
-            && x.message.contains("trafficPolicy.tls.mode SIMPLE is not modelled")),
+            && x.message
+                .contains("trafficPolicy.tls.mode SIMPLE is not modelled")),
         "{}",
-        all.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("\n")
+        all.iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }

@@ -222,7 +222,8 @@ fn without_connection_pool_limits_nothing_overflows() {
     );
     fails_exactly(&r, &["circuit-breaking::overflow-503"]);
     assert!(
-        r.stdout.contains("status 503: expected at least 1 answer(s)"),
+        r.stdout
+            .contains("status 503: expected at least 1 answer(s)"),
         "{}",
         r.stdout
     );

@@ -215,7 +215,8 @@ fn a_preflight_from_another_origin_goes_on_unless_ignored() {
     assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
     assert!(
         r.failed.contains("cors::other-origin-preflight")
-            && r.failed.contains("static::simulate::cors::other-origin-preflight"),
+            && r.failed
+                .contains("static::simulate::cors::other-origin-preflight"),
         "{}",
         r.stdout
     );
