@@ -1156,6 +1156,7 @@ fn simulate_suite(c: &mut Ctx, suite: &Suite) {
                     })
                     .collect();
                 bad.extend(mirror_mismatch(&h.expect, &p));
+                bad.extend(latency_mismatch(&h.expect, &h.request, &p));
                 (h.request.clone(), (p, bad))
             }
             CheckKind::Distribution(d) => {
@@ -1240,6 +1241,66 @@ fn simulate_suite(c: &mut Ctx, suite: &Suite) {
             .join("; ");
         c.out.push(f);
     }
+}
+
+/// Latency bounds the configured delays contradict. The least time an answer takes is
+/// the route's fault delay when it holds for every request (Envoy's fault filter,
+/// before the router), plus the stub's own delay (`x-meshcheck-delay`) when a backend
+/// answers; a backend cut off by the route's timeout answers nothing (its 504 comes
+/// after the timeout, which is not bounded here). Network time is never predicted, so
+/// only what the configuration itself guarantees or rules out is judged.
+fn latency_mismatch(
+    e: &crate::suite::HttpExpect,
+    req: &crate::suite::RequestSpec,
+    p: &crate::istio::Prediction,
+) -> Vec<String> {
+    let Some(Ok((at_least, at_most))) = e.latency.as_ref().map(|l| l.bounds()) else {
+        return Vec::new();
+    };
+    let query = req.path_and_query();
+    let query = query.split_once('?').map(|(_, q)| q).unwrap_or("");
+    let stub_ms = crate::stub::controls::controls(
+        |n| {
+            req.headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(n))
+                .map(|(_, v)| v.clone())
+        },
+        query,
+    )
+    .ok()
+    .and_then(|c| c.delay)
+    .map(|d| d.as_millis() as u64)
+    .unwrap_or(0);
+    let fault_ms = match p.delay() {
+        Some((ms, share)) if share >= 1.0 => ms,
+        _ => 0,
+    };
+    let outcomes = p.outcomes();
+    let mut bad = Vec::new();
+    for b in outcomes.iter().filter(|b| b.share > 0.0) {
+        let least = fault_ms + if b.backend.is_some() { stub_ms } else { 0 };
+        if let Some(hi) = at_most {
+            if u128::from(least) > hi.as_millis() {
+                bad.push(format!(
+                    "expected an answer within {}ms, the configuration delays it by at least {least}ms",
+                    hi.as_millis()
+                ));
+            }
+        }
+        if let Some(lo) = at_least {
+            let timed_out = b.status == Some(504) && b.backend.is_none();
+            if !timed_out && u128::from(least) < lo.as_millis() {
+                bad.push(format!(
+                    "expected an answer after at least {}ms, the configuration delays it by {least}ms",
+                    lo.as_millis()
+                ));
+            }
+        }
+    }
+    bad.sort();
+    bad.dedup();
+    bad
 }
 
 /// `at_least` statuses the model cannot produce: a status is possible when some
