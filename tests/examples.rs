@@ -100,6 +100,7 @@ examples! {
     retries => "retries",
     mirroring => "mirroring",
     circuit_breaking => "circuit-breaking",
+    outlier_detection => "outlier-detection",
 }
 
 #[test]
@@ -231,4 +232,16 @@ fn without_connection_pool_limits_nothing_overflows() {
         "{}",
         r.stdout
     );
+}
+
+#[test]
+fn without_outlier_detection_the_failing_pod_keeps_answering() {
+    let r = run_broken(
+        "outlier-detection",
+        "outlier-detection/httpbin.yaml",
+        "    outlierDetection:\n      consecutive5xxErrors: 1\n      interval: 1s\n      baseEjectionTime: 3m\n      maxEjectionPercent: 100\n",
+        "    connectionPool:\n      tcp:\n        maxConnections: 100\n",
+    );
+    fails_exactly(&r, &["outlier-detection::failing-pod-ejected"]);
+    assert!(r.stdout.contains("503 from httpbin v1"), "{}", r.stdout);
 }

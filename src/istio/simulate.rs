@@ -761,15 +761,23 @@ impl Mesh {
             groups[i].1 += 1;
         }
         let total = c.endpoints.len();
-        let status = stub_status(&headers, path);
+        let groups = outlier_survivors(c, groups, |b| stub_status(&headers, path, &b.version));
+        let total_left: usize = groups.iter().map(|(_, n)| n).sum();
+        let ejected = total - total_left;
         groups
             .into_iter()
             .map(|(backend, n)| Branch {
-                share: share * n as f64 / total as f64,
-                status: Some(status),
+                share: share * n as f64 / total_left.max(1) as f64,
+                status: Some(stub_status(&headers, path, &backend.version)),
                 reason: format!(
-                    "cluster {name} ({tls}) -> {n} of {total} endpoint(s) ({}) -> {status} from {} {}, path {path}, {}",
+                    "cluster {name} ({tls}) -> {n} of {total} endpoint(s) ({}){} -> {} from {} {}, path {path}, {}",
                     backend.pods.join(", "),
+                    if ejected > 0 {
+                        format!(", {ejected} ejected by outlier detection")
+                    } else {
+                        String::new()
+                    },
+                    stub_status(&headers, path, &backend.version),
                     backend.service,
                     backend.version,
                     if mtls { "mTLS" } else { "plaintext" }
@@ -851,12 +859,48 @@ fn time_out_slow_answer(route: &RoutePlan, b: &mut Branch) {
 /// The status meshcheck's stub answers a request with these headers and path: what
 /// `x-meshcheck-status` / `meshcheck-status` ask for (400 for a value it cannot
 /// read), else 200 (src/stub/controls.rs).
-fn stub_status(headers: &BTreeMap<String, String>, path: &str) -> u16 {
+fn stub_status(headers: &BTreeMap<String, String>, path: &str, version: &str) -> u16 {
     let query = path.split_once('?').map(|(_, q)| q).unwrap_or("");
     match crate::stub::controls::controls(|n| headers.get(n).cloned(), query) {
-        Ok(c) => c.status.unwrap_or(200),
+        Ok(c) => c.status_for(version),
         Err(_) => 400,
     }
+}
+
+/// The endpoint groups left once outlier detection has ejected the failing ones, in
+/// the steady state a check measures: with `consecutive5xxErrors` (any 5xx) or
+/// `consecutiveGatewayErrors` (502-504) set, a group that always answers such a
+/// status is ejected when all of them fit in `maxEjectionPercent` of the endpoints
+/// (Envoy's default 10%, and at least one host whatever the percentage) and some
+/// endpoint stays; otherwise none is predicted ejected (the failures stay visible).
+/// pilot cluster_traffic_policy.go applyOutlierDetection; Envoy outlier detection.
+fn outlier_survivors(
+    c: &ClusterPlan,
+    groups: Vec<(Backend, usize)>,
+    status_of: impl Fn(&Backend) -> u16,
+) -> Vec<(Backend, usize)> {
+    let Some(o) = &c.policy.outlier else {
+        return groups;
+    };
+    let fails = |s: u16| {
+        (o.consecutive_5xx.unwrap_or(0) > 0 && s >= 500)
+            || (o.consecutive_gateway_failure.unwrap_or(0) > 0 && (502..=504).contains(&s))
+    };
+    let total: usize = groups.iter().map(|(_, n)| n).sum();
+    let failing: usize = groups
+        .iter()
+        .filter(|(b, _)| fails(status_of(b)))
+        .map(|(_, n)| n)
+        .sum();
+    let max_pct = o.max_ejection_percent.unwrap_or(10) as usize;
+    let allowed = (max_pct * total / 100).max(1);
+    if failing == 0 || failing == total || failing > allowed {
+        return groups;
+    }
+    groups
+        .into_iter()
+        .filter(|(b, _)| !fails(status_of(b)))
+        .collect()
 }
 
 fn no_endpoint_reason(mesh: &Mesh, c: &ClusterPlan) -> String {

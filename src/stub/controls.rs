@@ -9,14 +9,32 @@ pub const DELAY_HEADER: &str = "x-meshcheck-delay";
 pub const STATUS_HEADER: &str = "x-meshcheck-status";
 pub const DELAY_PARAM: &str = "meshcheck-delay";
 pub const STATUS_PARAM: &str = "meshcheck-status";
+/// Only the stubs of this version (their VERSION) fail: with `x-meshcheck-status`, or
+/// 503 without it; the others answer 200. Makes one version misbehave, e.g. for
+/// outlier detection.
+pub const FAIL_VERSION_HEADER: &str = "x-meshcheck-fail-version";
+pub const FAIL_VERSION_PARAM: &str = "meshcheck-fail-version";
 /// The longest delay the stub honours (a typo must not hang a run).
 pub const MAX_DELAY: Duration = Duration::from_secs(300);
 
 /// How to answer one request.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Controls {
     pub delay: Option<Duration>,
     pub status: Option<u16>,
+    /// See [`FAIL_VERSION_HEADER`].
+    pub fail_version: Option<String>,
+}
+
+impl Controls {
+    /// The status a stub of `version` answers with.
+    pub fn status_for(&self, version: &str) -> u16 {
+        match &self.fail_version {
+            Some(v) if v == version => self.status.unwrap_or(503),
+            Some(_) => 200,
+            None => self.status.unwrap_or(200),
+        }
+    }
 }
 
 /// The first value of query parameter `name` (not percent-decoded: durations and
@@ -56,7 +74,10 @@ pub fn controls(header: impl Fn(&str) -> Option<String>, query: &str) -> Result<
         header(DELAY_HEADER).or_else(|| query_param(query, DELAY_PARAM).map(str::to_string));
     let status =
         header(STATUS_HEADER).or_else(|| query_param(query, STATUS_PARAM).map(str::to_string));
+    let fail_version = header(FAIL_VERSION_HEADER)
+        .or_else(|| query_param(query, FAIL_VERSION_PARAM).map(str::to_string));
     Ok(Controls {
+        fail_version,
         delay: delay.as_deref().map(parse_delay).transpose()?,
         status: status.as_deref().map(parse_status).transpose()?,
     })
@@ -104,5 +125,26 @@ mod tests {
         assert!(e.contains("200-599"), "{e}");
         let e = controls(headers(&[("x-meshcheck-delay", "1h")]), "").unwrap_err();
         assert!(e.contains("longer than"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod fail_version_tests {
+    use super::*;
+
+    #[test]
+    fn only_the_named_version_fails() {
+        let c = controls(|n| (n == FAIL_VERSION_HEADER).then(|| "v1".to_string()), "").unwrap();
+        assert_eq!(c.status_for("v1"), 503);
+        assert_eq!(c.status_for("v2"), 200);
+        let c = controls(|_| None, "meshcheck-fail-version=v2&meshcheck-status=500").unwrap();
+        assert_eq!(c.status_for("v2"), 500);
+        assert_eq!(c.status_for("v1"), 200);
+        assert_eq!(
+            controls(|_| None, "meshcheck-status=502")
+                .unwrap()
+                .status_for("v1"),
+            502
+        );
     }
 }

@@ -30,6 +30,9 @@ headers, body, port). Prints one line per request on stdout: {\"seen\":{...}}.
 A request controls the answer with a header or a query parameter (the header wins):
   x-meshcheck-delay: 2s     meshcheck-delay=2s     answer after this long (<= 5m)
   x-meshcheck-status: 503   meshcheck-status=503   answer with this status
+  x-meshcheck-fail-version: v1   meshcheck-fail-version=v1
+                            only a stub of this VERSION fails (the status, else
+                            503); the others answer 200
 A value the stub cannot read is answered 400 with the reason.";
 
 /// The echo of `parts` with `body`, as received on `port`.
@@ -104,7 +107,7 @@ async fn answer(
         tokio::time::sleep(d).await;
     }
     json_response(
-        c.status.unwrap_or(200),
+        c.status_for(&identity.version),
         serde_json::to_vec(&e).unwrap_or_default(),
     )
 }
