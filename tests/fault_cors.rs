@@ -23,12 +23,6 @@ fn fault_and_cors() -> FixtureCopy {
     f
 }
 
-fn suite_file(text: &str) -> tempfile::NamedTempFile {
-    let file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
-    std::fs::write(file.path(), text).unwrap();
-    file
-}
-
 const SUITE: &str = r#"name: fault-and-cors
 fixtures: .
 checks:
@@ -79,14 +73,7 @@ checks:
 "#;
 
 fn run(f: &FixtureCopy) -> RunResult {
-    let suite = suite_file(SUITE);
-    Run::new()
-        .arg("--suite")
-        .arg(suite.path())
-        .fixtures(f.path())
-        .arg("--budget")
-        .arg("3s")
-        .run()
+    run_suite(f, SUITE)
 }
 
 #[test]

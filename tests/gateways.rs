@@ -91,23 +91,6 @@ fn secure_gateways() -> FixtureCopy {
     f
 }
 
-fn suite_file(text: &str) -> tempfile::NamedTempFile {
-    let file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
-    std::fs::write(file.path(), text).unwrap();
-    file
-}
-
-fn run_suite(f: &FixtureCopy, suite: &str) -> RunResult {
-    let suite = suite_file(suite);
-    Run::new()
-        .arg("--suite")
-        .arg(suite.path())
-        .fixtures(f.path())
-        .arg("--budget")
-        .arg("2s")
-        .run()
-}
-
 /// A suite allowing 443 on the gateway Service, with `checks` (YAML list items).
 fn suite(checks: &str) -> String {
     format!("name: gateways\nfixtures: .\npolicy:\n  allowed_ports: [80, 443]\nchecks:\n{checks}")

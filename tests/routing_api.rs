@@ -17,13 +17,6 @@ fn gateway_answers() -> FixtureCopy {
     f
 }
 
-/// A suite file of its own (the fixtures directory holds manifests only).
-fn suite_file(text: &str) -> tempfile::NamedTempFile {
-    let file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
-    std::fs::write(file.path(), text).unwrap();
-    file
-}
-
 /// Two checks on the routes the gateway answers.
 const ANSWERS_SUITE: &str = r#"name: gateway-answers
 fixtures: .
@@ -44,17 +37,6 @@ checks:
 
 fn run(f: &FixtureCopy) -> RunResult {
     run_suite(f, ANSWERS_SUITE)
-}
-
-fn run_suite(f: &FixtureCopy, suite: &str) -> RunResult {
-    let suite = suite_file(suite);
-    Run::new()
-        .arg("--suite")
-        .arg(suite.path())
-        .fixtures(f.path())
-        .arg("--budget")
-        .arg("3s")
-        .run()
 }
 
 #[test]

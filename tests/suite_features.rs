@@ -7,24 +7,6 @@
 mod common;
 use common::*;
 
-/// A suite file of its own (the fixtures directory holds manifests only).
-fn suite_file(text: &str) -> tempfile::NamedTempFile {
-    let file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
-    std::fs::write(file.path(), text).unwrap();
-    file
-}
-
-fn run_suite(f: &FixtureCopy, suite: &str) -> RunResult {
-    let suite = suite_file(suite);
-    Run::new()
-        .arg("--suite")
-        .arg(suite.path())
-        .fixtures(f.path())
-        .arg("--budget")
-        .arg("3s")
-        .run()
-}
-
 #[track_caller]
 fn assert_passed(r: &RunResult, checks: &[&str]) {
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);

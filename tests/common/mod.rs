@@ -128,6 +128,25 @@ impl Run {
     }
 }
 
+/// A suite file of its own (a fixtures directory holds manifests only).
+pub fn suite_file(text: &str) -> tempfile::NamedTempFile {
+    let file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+    std::fs::write(file.path(), text).unwrap();
+    file
+}
+
+/// Runs the suite `text` on the fixtures of `f`, with a 3 s consistency budget.
+pub fn run_suite(f: &FixtureCopy, text: &str) -> RunResult {
+    let suite = suite_file(text);
+    Run::new()
+        .arg("--suite")
+        .arg(suite.path())
+        .fixtures(f.path())
+        .arg("--budget")
+        .arg("3s")
+        .run()
+}
+
 pub fn parse(out: Output) -> RunResult {
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
