@@ -375,3 +375,41 @@ fn two_runs_at_once_do_not_collide() {
     let (nb, _) = node_and_workdir(&b.stderr);
     assert_ne!(na, nb, "each run claims its own node address");
 }
+
+#[test]
+fn a_failed_check_leaves_every_envoys_config_dump_beside_the_report() {
+    // The admin API answers HTTP/1.1 only (HTTP/1.0 gets 426): the dumps must be there.
+    let f = FixtureCopy::new();
+    f.replace(
+        "40-virtualservices.yaml",
+        "        host: atlas-ui\n",
+        "        host: authz\n",
+    );
+    let out = tempfile::tempdir().unwrap();
+    let r = Run::new()
+        .arg("--suite")
+        .arg("ingress")
+        .fixtures(f.path())
+        .arg("--budget")
+        .arg("1s")
+        .arg("--junit")
+        .arg(out.path().join("report.xml"))
+        .run_plain();
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    let dir = out.path().join("ingress-diagnostics");
+    let dumps: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}\n{}", dir.display(), r.stderr))
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .ends_with(".config_dump.json")
+        })
+        .collect();
+    assert!(!dumps.is_empty(), "no config dump in {}", dir.display());
+    for d in dumps {
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(d.path()).unwrap()).unwrap();
+        assert!(v.get("configs").is_some(), "{}", d.path().display());
+    }
+}

@@ -197,15 +197,41 @@ fn tail(path: &Path, lines: usize) -> Option<String> {
 fn admin_get(sock: &Path, path: &str) -> Option<String> {
     let mut s = std::os::unix::net::UnixStream::connect(sock).ok()?;
     let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    // HTTP/1.1: Envoy's admin refuses HTTP/1.0 (426) unless told to accept it.
     s.write_all(
-        format!("GET {path} HTTP/1.0\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes(),
+        format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes(),
     )
     .ok()?;
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf);
     let text = String::from_utf8_lossy(&buf);
     let (head, body) = text.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+    if !head.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    Some(if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    })
+}
+
+/// An HTTP/1.1 chunked body, joined (hand-written: one admin call on a unix socket
+/// does not warrant an HTTP client with unix-socket support).
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || after.len() < n || !after.is_char_boundary(n) {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].strip_prefix("\r\n").unwrap_or(&after[n..]);
+    }
+    out
 }
 
 /// `GET /ready` on an Envoy admin unix socket: 200 once the server is LIVE.
