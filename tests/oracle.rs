@@ -465,8 +465,10 @@ fn reintroduced_mirror_defects_are_caught() {
     );
     // The percentage read as a whole-number percent (HUNDRED).
     for r in authz_routes(&mut mesh) {
-        r.mirrors[0].numerator = 50;
-        r.mirrors[0].denominator = 100;
+        r.mirrors[0].fraction = meshcheck::istio::Fraction {
+            numerator: 50,
+            denominator: 100,
+        };
     }
     let d = disagreements(&fx, &mesh, &out);
     assert!(

@@ -214,33 +214,19 @@ pub struct RoutePlan {
 #[derive(Debug, Clone, PartialEq)]
 pub struct MirrorPlan {
     pub cluster: String,
-    pub numerator: u32,
-    /// 100 (Envoy HUNDRED) or 1_000_000 (MILLION).
-    pub denominator: u32,
+    /// Envoy's runtime fraction of requests mirrored.
+    pub fraction: super::route_filters::Fraction,
 }
 
-impl MirrorPlan {
-    /// The share of requests mirrored, in percent.
-    pub fn percent(&self) -> f64 {
-        100.0 * f64::from(self.numerator) / f64::from(self.denominator.max(1))
-    }
-
-    /// Envoy's name of the denominator.
-    pub fn envoy_denominator(&self) -> &'static str {
-        if self.denominator == 1_000_000 {
-            "MILLION"
-        } else {
-            "HUNDRED"
-        }
-    }
-}
-
-/// The fraction of a percentage (None: 100%, as pilot's default); None when the
+/// The fraction of a percentage (None: 100/HUNDRED, pilot's default); None when the
 /// percentage is 0 or less (pilot: no mirror).
-fn mirror_fraction(p: Option<&crate::fixtures::istio::Percent>) -> Option<(u32, u32)> {
+fn mirror_fraction(
+    p: Option<&crate::fixtures::istio::Percent>,
+) -> Option<super::route_filters::Fraction> {
+    use super::route_filters::Fraction;
     match p {
-        None => Some((100, 100)),
-        Some(p) if p.value > 0.0 => Some(((p.value * 10000.0) as u32, 1_000_000)),
+        None => Some(Fraction::of_integer(100)),
+        Some(p) if p.value > 0.0 => Some(Fraction::of_percent(p)),
         Some(_) => None,
     }
 }
@@ -266,14 +252,13 @@ fn mirror_plans(
         .into_iter()
         .chain(listed)
         .filter_map(|(d, fraction)| {
-            let (numerator, denominator) = fraction?;
+            let fraction = fraction?;
             let fqdn = resolve_host(&d.host, &vs.namespace);
             let port = destination_port(fx, d.port.as_ref().map(|p| p.number), &fqdn)
                 .unwrap_or(listener_port);
             Some(MirrorPlan {
                 cluster: cluster_name(port, d.subset.as_deref(), &fqdn),
-                numerator,
-                denominator,
+                fraction,
             })
         })
         .collect()

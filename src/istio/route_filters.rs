@@ -40,6 +40,12 @@ impl Fraction {
         (self.numerator.min(self.denominator)) as f64 / self.denominator as f64
     }
 
+    /// The percentage of requests, computed as `100 * n / d` (as the oracle's view of
+    /// Envoy's JSON computes it, so equal fractions print equal).
+    pub fn percent(&self) -> f64 {
+        100.0 * f64::from(self.numerator) / f64::from(self.denominator.max(1))
+    }
+
     pub fn denominator_name(&self) -> &'static str {
         if self.denominator == 1_000_000 {
             "MILLION"

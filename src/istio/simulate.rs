@@ -659,7 +659,7 @@ impl Mesh {
             .join("; ");
         Mirrored {
             cluster: m.cluster.clone(),
-            percent: m.percent(),
+            percent: m.fraction.percent(),
             backends,
             reason,
         }

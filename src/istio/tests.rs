@@ -356,8 +356,10 @@ fn mirrors_become_pilot_mirror_policies() {
         r.mirrors,
         [MirrorPlan {
             cluster: "outbound|80|v2|nb-rest.atlas.svc.cluster.local".into(),
-            numerator: 505_000,
-            denominator: 1_000_000
+            fraction: Fraction {
+                numerator: 505_000,
+                denominator: 1_000_000
+            }
         }]
     );
     // The mirror's cluster is built (it is a destination of no route).
@@ -371,8 +373,10 @@ fn mirrors_become_pilot_mirror_policies() {
         r.mirrors,
         [MirrorPlan {
             cluster: "outbound|80||ghost.atlas.svc.cluster.local".into(),
-            numerator: 100,
-            denominator: 100
+            fraction: Fraction {
+                numerator: 100,
+                denominator: 100
+            }
         }]
     );
     assert!(!m

@@ -432,24 +432,10 @@ fn envoy_mirrors(route: &Value) -> Vec<String> {
         .into_iter()
         .flatten()
         .map(|m| {
-            let fraction = m.pointer("/runtime_fraction/default_value");
-            let numerator = fraction
-                .and_then(|f| f.get("numerator"))
-                .and_then(Value::as_u64)
-                .unwrap_or(0) as f64;
-            let denominator = match fraction
-                .and_then(|f| f.get("denominator"))
-                .and_then(Value::as_str)
-            {
-                Some("MILLION") => 1_000_000.0,
-                Some("TEN_THOUSAND") => 10_000.0,
-                _ => 100.0,
-            };
             // No runtime_fraction: Envoy mirrors every request.
-            let percent = if fraction.is_none() {
-                100.0
-            } else {
-                100.0 * numerator / denominator
+            let percent = match envoy_fraction(m.pointer("/runtime_fraction/default_value")) {
+                None => 100.0,
+                Some((n, d)) => 100.0 * n as f64 / d as f64,
             };
             let flag = |k: &str| m.get(k).and_then(Value::as_bool);
             mirror_view(
@@ -541,7 +527,7 @@ pub fn model_route(r: &RoutePlan) -> RouteView {
         mirrors: r
             .mirrors
             .iter()
-            .map(|m| mirror_view(&m.cluster, m.percent(), false, false))
+            .map(|m| mirror_view(&m.cluster, m.fraction.percent(), false, false))
             .collect(),
         virtual_service: r.virtual_service.clone(),
         path,

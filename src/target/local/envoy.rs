@@ -304,8 +304,7 @@ fn route(r: &RoutePlan) -> Value {
 /// A request mirror policy as pilot writes it (route.go TranslateRequestMirrorPolicy).
 fn mirror_policy(m: &MirrorPlan) -> Value {
     json!({"cluster": m.cluster,
-           "runtime_fraction": {"default_value": {"numerator": m.numerator,
-                                                  "denominator": m.envoy_denominator()}},
+           "runtime_fraction": {"default_value": fraction(&m.fraction)},
            "trace_sampled": false,
            "disable_shadow_host_suffix_append": true})
 }
