@@ -175,13 +175,13 @@ fn without_the_delay_fault_jason_is_answered_at_once() {
     let r = run_broken(
         "fault-injection-delay",
         "fault-injection-delay/ratings.yaml",
-        "        fixedDelay: 1s\n",
+        "        fixedDelay: 500ms\n",
         "        fixedDelay: 10ms\n",
     );
     fails_exactly(&r, &["fault-delay::jason-delayed"]);
     assert!(
         r.stdout.contains(
-            "expected an answer after at least 1000ms, the configuration delays it by 10ms"
+            "expected an answer after at least 500ms, the configuration delays it by 10ms"
         ),
         "{}",
         r.stdout
