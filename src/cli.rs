@@ -8,10 +8,10 @@ use crate::istio::{Mesh, SidecarShape};
 use crate::runner::{self, Events};
 use crate::suite::CheckKind;
 use crate::suite::{self, Suite};
-use crate::target::existing::ExistingOptions;
-use crate::target::kind::KindOptions;
-use crate::target::local::{procs, LocalOptions, LocalTarget};
-use crate::target::{docker_answers, Target, TargetError};
+use crate::targets::existing::ExistingOptions;
+use crate::targets::kind::KindOptions;
+use crate::targets::local::{procs, LocalOptions, LocalTarget};
+use crate::targets::{docker_answers, Target, TargetError};
 use crate::timeouts::Timeouts;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::collections::BTreeMap;
@@ -85,7 +85,7 @@ pub struct OracleArgs {
     #[arg(long, env = "MESHCHECK_FIXTURES")]
     pub fixtures: Option<PathBuf>,
     /// Istio version (built by scripts/istio-oracle.sh, cached) or a built oracle's path.
-    #[arg(long, env = "MESHCHECK_ORACLE", value_name = "VERSION|PATH", default_value = crate::target::kind::tools::ISTIO_VERSION)]
+    #[arg(long, env = "MESHCHECK_ORACLE", value_name = "VERSION|PATH", default_value = crate::targets::kind::tools::ISTIO_VERSION)]
     pub oracle: String,
     /// Print the oracle's input (the fixtures as a cluster holds them) and run nothing.
     #[arg(long)]
@@ -156,7 +156,7 @@ pub struct RunArgs {
     pub control_plane: ControlPlane,
     /// With --control-plane istiod: the Istio version (its oracle is built by
     /// scripts/istio-oracle.sh and cached) or a built oracle's path.
-    #[arg(long, env = "MESHCHECK_ORACLE", value_name = "VERSION|PATH", default_value = crate::target::kind::tools::ISTIO_VERSION)]
+    #[arg(long, env = "MESHCHECK_ORACLE", value_name = "VERSION|PATH", default_value = crate::targets::kind::tools::ISTIO_VERSION)]
     pub oracle: String,
     #[command(flatten)]
     pub cluster: ClusterArgs,
@@ -168,10 +168,10 @@ pub struct RunArgs {
 #[derive(Debug, Args)]
 pub struct ClusterArgs {
     /// Istio version the kind target installs.
-    #[arg(long, env = "MESHCHECK_ISTIO_VERSION", default_value = crate::target::kind::tools::ISTIO_VERSION)]
+    #[arg(long, env = "MESHCHECK_ISTIO_VERSION", default_value = crate::targets::kind::tools::ISTIO_VERSION)]
     pub istio_version: String,
     /// kind cluster name.
-    #[arg(long = "cluster-name", default_value = crate::target::kind::config::DEFAULT_CLUSTER_NAME)]
+    #[arg(long = "cluster-name", default_value = crate::targets::kind::config::DEFAULT_CLUSTER_NAME)]
     pub cluster_name: String,
     /// Run on an existing kind cluster of that name, and keep it.
     #[arg(long)]
@@ -641,7 +641,7 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
 /// The target a run brought up.
 pub(crate) enum Running {
     Local(Arc<LocalTarget>),
-    Cluster(Arc<crate::target::cluster::ClusterTarget>),
+    Cluster(Arc<crate::targets::cluster::ClusterTarget>),
 }
 
 impl Running {
@@ -778,7 +778,7 @@ pub(crate) fn start_target(
             opts.diagnostics_dir = Some(choice.diagnostics.clone());
             // A failed step still deletes what was created (the registered cleanups).
             let t = rt
-                .block_on(crate::target::kind::bring_up(fx, &mesh, &opts, workdir))
+                .block_on(crate::targets::kind::bring_up(fx, &mesh, &opts, workdir))
                 .inspect_err(|_| procs::run_cleanups())?;
             Running::Cluster(Arc::new(t))
         }
@@ -797,10 +797,10 @@ pub(crate) fn start_target(
                 diagnostics_dir: Some(choice.diagnostics.clone()),
             };
             if let Some(prefix) = &cluster.namespace_prefix {
-                crate::target::existing::rename_expectations(suite, prefix, fx);
+                crate::targets::existing::rename_expectations(suite, prefix, fx);
             }
             let t = rt
-                .block_on(crate::target::existing::bring_up(fx, &mesh, &opts))
+                .block_on(crate::targets::existing::bring_up(fx, &mesh, &opts))
                 .inspect_err(|_| procs::run_cleanups())?;
             Running::Cluster(Arc::new(t))
         }

@@ -28,7 +28,7 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
     #[error(transparent)]
-    Target(#[from] crate::target::TargetError),
+    Target(#[from] crate::targets::TargetError),
     #[error(transparent)]
     Oracle(#[from] crate::oracle::OracleError),
     #[error(transparent)]

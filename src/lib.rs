@@ -16,5 +16,5 @@ pub mod runner;
 pub mod stats;
 pub mod stub;
 pub mod suite;
-pub mod target;
+pub mod targets;
 pub mod timeouts;

@@ -1,5 +1,5 @@
 fn main() -> std::process::ExitCode {
     // One process-level TLS provider (ring) for every HTTPS client (reqwest, kube).
-    meshcheck::target::kind::tools::install_crypto_provider();
+    meshcheck::targets::kind::tools::install_crypto_provider();
     std::process::ExitCode::from(meshcheck::cli::main())
 }

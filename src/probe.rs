@@ -67,7 +67,7 @@ pub struct ProbeArgs {
     )]
     pub control_plane: ControlPlane,
     /// With --control-plane istiod: the Istio version or a built oracle's path.
-    #[arg(long, env = "MESHCHECK_ORACLE", value_name = "VERSION|PATH", default_value = crate::target::kind::tools::ISTIO_VERSION)]
+    #[arg(long, env = "MESHCHECK_ORACLE", value_name = "VERSION|PATH", default_value = crate::targets::kind::tools::ISTIO_VERSION)]
     pub oracle: String,
     #[command(flatten)]
     pub cluster: ClusterArgs,
@@ -621,7 +621,7 @@ pub fn command(args: ProbeArgs) -> Result<u8, Error> {
     drop(target);
     running.shutdown(&rt);
     let report = report.map_err(|why| {
-        Error::Target(crate::target::TargetError::Unavailable {
+        Error::Target(crate::targets::TargetError::Unavailable {
             target: target_kind_name(target_kind).into(),
             why,
         })

@@ -30,9 +30,9 @@
 
 mod common;
 
-use meshcheck::target::cluster::run_tool;
-use meshcheck::target::kind::{config, tools};
-use meshcheck::target::kube::{wait_for, wait_rollouts, Check};
+use meshcheck::targets::cluster::run_tool;
+use meshcheck::targets::kind::{config, tools};
+use meshcheck::targets::kube::{wait_for, wait_rollouts, Check};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -43,7 +43,7 @@ use testcontainers_modules::testcontainers::{ContainerAsync, ImageExt, Testconta
 
 /// K3s with Kubernetes 1.34: supported by the pinned Istio (1.30: 1.32 to 1.36) and
 /// the previous minor (1.29: 1.30 to 1.35), see ISTIO_KUBERNETES in
-/// src/target/kind/config.rs. (The module's default, v1.28.8, is too old for both.)
+/// src/targets/kind/config.rs. (The module's default, v1.28.8, is too old for both.)
 const K3S_TAG: &str = "v1.34.6-k3s1";
 /// The run's namespace prefix: the fixtures' `atlas` is `k3s-atlas` on the cluster.
 const PREFIX: &str = "k3s-";
@@ -88,7 +88,7 @@ fn which(name: &str) -> Option<PathBuf> {
 
 #[test]
 fn existing_target_on_k3s_with_istio() {
-    if !meshcheck::target::docker_answers() {
+    if !meshcheck::targets::docker_answers() {
         return not_run(
             "no Docker engine answers (DOCKER_HOST, the docker CLI's current context, /var/run/docker.sock)",
         );
@@ -278,7 +278,7 @@ async fn exercise(
         Duration::from_secs(2),
         || async {
             Ok(
-                match meshcheck::target::existing::client_from_kubeconfig(&kubeconfig, None).await {
+                match meshcheck::targets::existing::client_from_kubeconfig(&kubeconfig, None).await {
                     Ok(c) => Check::Ready(c),
                     Err(e) => Check::Pending(e.to_string()),
                 },

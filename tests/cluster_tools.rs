@@ -4,8 +4,8 @@
 //! `kind delete cluster` runs). Its own test binary: `procs::stop_all` stops every
 //! process of the test process.
 
-use meshcheck::target::cluster::run_tool;
-use meshcheck::target::local::procs;
+use meshcheck::targets::cluster::run_tool;
+use meshcheck::targets::local::procs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 

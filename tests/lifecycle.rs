@@ -289,8 +289,8 @@ fn ctrl_c_mid_run_exits_fast_and_leaves_nothing() {
 fn killing_a_backend_mid_run_fails_its_checks_with_a_clear_message() {
     use meshcheck::fixtures::load_dir;
     use meshcheck::istio::Mesh;
-    use meshcheck::target::local::{LocalOptions, LocalTarget};
-    use meshcheck::target::Target;
+    use meshcheck::targets::local::{LocalOptions, LocalTarget};
+    use meshcheck::targets::Target;
 
     let fx = load_dir(&root().join("fixtures/ingress")).unwrap();
     let opts = LocalOptions::new(vec![env!("CARGO_BIN_EXE_meshcheck-stub").into()]);

@@ -179,8 +179,8 @@ fn a_backend_killed_mid_probe_shows_as_errors_and_a_gap_on_its_route_only() {
     use meshcheck::fixtures::load_dir;
     use meshcheck::istio::Mesh;
     use meshcheck::probe::{self, Options, Quiet};
-    use meshcheck::target::local::{LocalOptions, LocalTarget};
-    use meshcheck::target::Target;
+    use meshcheck::targets::local::{LocalOptions, LocalTarget};
+    use meshcheck::targets::Target;
     use std::sync::Arc;
 
     let fx = load_dir(&root().join("fixtures/ingress")).unwrap();

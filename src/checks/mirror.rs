@@ -1,6 +1,6 @@
 //! `mirrored_to`: a request answered by its primary must also have reached the mirror
 //! backend. Each request carries a unique `x-meshcheck-id`; the stubs record what they
-//! receive and the target reads the records back ([`crate::target::Target::seen`]).
+//! receive and the target reads the records back ([`crate::targets::Target::seen`]).
 //! Envoy mirrors asynchronously (the shadow request is not awaited), so the record is
 //! waited for, within the check's budget.
 
@@ -183,7 +183,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_record_is_read_through_the_target() {
-        let mut t = crate::target::testing::FixedTarget::new();
+        let mut t = crate::targets::testing::FixedTarget::new();
         let mut mirrored = at("nb-rest", "v2", "h");
         mirrored
             .headers

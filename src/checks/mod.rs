@@ -10,7 +10,7 @@ mod sidecars;
 pub use sidecars::{injection_status, sidecar_shape, xfcc_uris, InjectionStatus};
 
 use crate::suite::{CheckKind, CheckSpec, RequestSpec};
-use crate::target::Target;
+use crate::targets::Target;
 use crate::timeouts::Timeouts;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,7 +34,7 @@ pub struct Ctx {
 impl Ctx {
     pub fn new(target: Arc<dyn Target>, timeouts: Timeouts, service_port: u16) -> Ctx {
         // reqwest's rustls needs the process-level provider (idempotent).
-        crate::target::kind::tools::install_crypto_provider();
+        crate::targets::kind::tools::install_crypto_provider();
         let budget = timeouts
             .consistency
             .unwrap_or_else(|| target.consistency_budget());

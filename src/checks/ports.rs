@@ -146,7 +146,7 @@ pub async fn run(ctx: &Ctx, check: &PortsCheck) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::target::testing::FixedTarget;
+    use crate::targets::testing::FixedTarget;
     use std::collections::BTreeMap;
 
     async fn listener() -> (tokio::net::TcpListener, u16) {

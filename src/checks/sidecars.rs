@@ -8,7 +8,7 @@
 use super::{send, Ctx, Outcome};
 use crate::istio::SidecarShape;
 use crate::suite::SidecarsCheck;
-use crate::target::PodInfo;
+use crate::targets::PodInfo;
 use std::time::Instant;
 
 /// How `pod` carries Istio's proxy, if it does.
@@ -277,7 +277,7 @@ pub async fn run(ctx: &Ctx, check: &SidecarsCheck) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::target::ContainerInfo;
+    use crate::targets::ContainerInfo;
 
     fn c(name: &str, restart: Option<&str>) -> ContainerInfo {
         ContainerInfo {
@@ -381,9 +381,9 @@ mod tests {
         let mut by_hand = pod(vec![c("app", None), c("istio-proxy", None)], vec![]);
         by_hand.name = "authz-6b7c8d9e0f-abcde".into();
         let run_on = |pods: Vec<PodInfo>| async move {
-            let target = crate::target::testing::FixedTarget {
+            let target = crate::targets::testing::FixedTarget {
                 pods,
-                ..crate::target::testing::FixedTarget::new()
+                ..crate::targets::testing::FixedTarget::new()
             };
             let ctx = Ctx::new(
                 std::sync::Arc::new(target),

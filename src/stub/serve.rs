@@ -320,7 +320,7 @@ mod tests {
 
     #[tokio::test]
     async fn answers_on_every_port_with_the_status_and_delay_asked_for() {
-        crate::target::kind::tools::install_crypto_provider();
+        crate::targets::kind::tools::install_crypto_provider();
         let (a, b, seen) = two_port_stub().await;
         let c = reqwest::Client::builder().no_proxy().build().unwrap();
         let r = c

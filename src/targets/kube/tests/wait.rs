@@ -1,5 +1,5 @@
 use super::fake::{status, FakeApi, Sequence};
-use crate::target::kube::{
+use crate::targets::kube::{
     all_available, all_updated, no_old_replicas, observed_latest, progress_deadline_exceeded,
     rollout_complete, rollout_status, wait_for, wait_rollouts_every, Check, KubeError,
 };

@@ -1,6 +1,6 @@
 use super::fake::{object, page_not_found, status, FakeApi};
 use crate::fixtures::Object;
-use crate::target::kube::{apply_all, apply_all_into, delete_applied, ApplyOptions, KubeError};
+use crate::targets::kube::{apply_all, apply_all_into, delete_applied, ApplyOptions, KubeError};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use wiremock::matchers::{method, path};

@@ -1,6 +1,6 @@
 use super::fake::FakeApi;
-use crate::target::kube::{list_pods, node_address, pod_info, KubeError};
-use crate::target::{ContainerInfo, PodInfo};
+use crate::targets::kube::{list_pods, node_address, pod_info, KubeError};
+use crate::targets::{ContainerInfo, PodInfo};
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{json, Value};
 use std::net::IpAddr;
@@ -336,7 +336,7 @@ async fn terminating_and_finished_pods_are_not_listed() {
 /// What a failed rollout names: the reason of the first pod that is not ready.
 #[test]
 fn why_a_pod_is_not_ready() {
-    use crate::target::kube::not_ready_reason;
+    use crate::targets::kube::not_ready_reason;
     let pod = |v: Value| serde_json::from_value::<Pod>(v).expect("a Pod");
     assert_eq!(not_ready_reason(&pod(classic_pod())), None);
     assert_eq!(
@@ -422,12 +422,12 @@ async fn what_the_stubs_saw_is_read_from_the_app_containers_logs() {
             .await;
     }
     let ns = ["atlas".to_string()];
-    let got = crate::target::kube::seen_in_logs(&fake.client, &ns, "b")
+    let got = crate::targets::kube::seen_in_logs(&fake.client, &ns, "b")
         .await
         .unwrap();
     let who: Vec<&str> = got.iter().map(|e| e.identity.service.as_str()).collect();
     assert_eq!(who, ["atlas-ui", "nb-rest"]);
-    let got = crate::target::kube::seen_in_logs(&fake.client, &ns, "a")
+    let got = crate::targets::kube::seen_in_logs(&fake.client, &ns, "a")
         .await
         .unwrap();
     assert_eq!(got.len(), 1);

@@ -1,7 +1,7 @@
 //! Pods as the sidecars check sees them, and the node address.
 
 use super::error::KubeError;
-use crate::target::{ContainerInfo, PodInfo};
+use crate::targets::{ContainerInfo, PodInfo};
 use ::kube::api::{Api, ListParams};
 use ::kube::Client;
 use k8s_openapi::api::apps::v1::Deployment;

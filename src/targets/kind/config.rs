@@ -193,7 +193,7 @@ pub fn kind_config_yaml(c: &KindConfig) -> String {
     ports.sort_unstable();
     ports.dedup();
     let mut y = String::new();
-    y.push_str("# kind cluster config written by meshcheck (src/target/kind/config.rs)\n");
+    y.push_str("# kind cluster config written by meshcheck (src/targets/kind/config.rs)\n");
     y.push_str("kind: Cluster\n");
     y.push_str("apiVersion: kind.x-k8s.io/v1alpha4\n");
     y.push_str(&format!("name: {}\n", quoted(&c.cluster_name)));
@@ -364,7 +364,7 @@ pub fn node_image_for(istio_version: &str) -> Result<String, String> {
         return Err(format!(
             "no Kubernetes range is known for Istio {major}.{minor} (known: 1.{first} to \
              1.{last}); choose one of those, or add the version to ISTIO_KUBERNETES in \
-             src/target/kind/config.rs"
+             src/targets/kind/config.rs"
         ));
     };
     KIND_NODE_IMAGES
@@ -507,7 +507,7 @@ mod tests {
 
     #[test]
     fn config_one_port() {
-        let expected = r#"# kind cluster config written by meshcheck (src/target/kind/config.rs)
+        let expected = r#"# kind cluster config written by meshcheck (src/targets/kind/config.rs)
 kind: Cluster
 apiVersion: kind.x-k8s.io/v1alpha4
 name: "meshcheck"
@@ -525,7 +525,7 @@ nodes:
 
     #[test]
     fn config_two_ports() {
-        let expected = r#"# kind cluster config written by meshcheck (src/target/kind/config.rs)
+        let expected = r#"# kind cluster config written by meshcheck (src/targets/kind/config.rs)
 kind: Cluster
 apiVersion: kind.x-k8s.io/v1alpha4
 name: "meshcheck"
@@ -619,7 +619,7 @@ nodes:
             host_ports: Default::default(),
             listen_address: "127.0.0.1".into(),
         };
-        let expected = r#"# kind cluster config written by meshcheck (src/target/kind/config.rs)
+        let expected = r#"# kind cluster config written by meshcheck (src/targets/kind/config.rs)
 kind: Cluster
 apiVersion: kind.x-k8s.io/v1alpha4
 name: "mc-2"

@@ -7,9 +7,9 @@
 use super::fake::FakeApi;
 use crate::fixtures::load_dir;
 use crate::istio::Mesh;
-use crate::target::cluster::{deploy, DeployOptions};
-use crate::target::local::{LocalOptions, LocalTarget};
-use crate::target::{PodInfo, Target};
+use crate::targets::cluster::{deploy, DeployOptions};
+use crate::targets::local::{LocalOptions, LocalTarget};
+use crate::targets::{PodInfo, Target};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::sync::Arc;
@@ -39,7 +39,7 @@ impl Respond for RolledOut {
 
 /// A Pod object as the API would show the local target's pod.
 fn pod_json(p: &PodInfo) -> Value {
-    let spec = |cs: &[crate::target::ContainerInfo]| -> Vec<Value> {
+    let spec = |cs: &[crate::targets::ContainerInfo]| -> Vec<Value> {
         cs.iter()
             .map(|c| {
                 let mut v = json!({"name": c.name, "image": c.image});
@@ -50,7 +50,7 @@ fn pod_json(p: &PodInfo) -> Value {
             })
             .collect()
     };
-    let status = |cs: &[crate::target::ContainerInfo]| -> Vec<Value> {
+    let status = |cs: &[crate::targets::ContainerInfo]| -> Vec<Value> {
         cs.iter()
             .map(|c| {
                 let state = if c.running {

@@ -4,7 +4,7 @@
 use super::fake::FakeApi;
 use crate::fixtures::load_dir;
 use crate::istio::Mesh;
-use crate::target::cluster::{deploy, progress_deadline_for, DeployOptions};
+use crate::targets::cluster::{deploy, progress_deadline_for, DeployOptions};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::Duration;
