@@ -18,3 +18,4 @@ pub mod stub;
 pub mod suite;
 pub mod targets;
 pub mod timeouts;
+pub mod upgrade;
