@@ -7,7 +7,7 @@ pub mod pods;
 pub mod wait;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use apply::{
     apply_all, apply_all_into, apply_each, apply_order, delete_applied, first_using_image,

@@ -3,6 +3,6 @@
 mod apply;
 mod existing_e2e;
 mod failed_bring_up;
-mod fake;
+pub(crate) mod fake;
 mod pods;
 mod wait;

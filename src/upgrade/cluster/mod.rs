@@ -1,0 +1,227 @@
+//! The cluster targets' side of `meshcheck upgrade` ([`Transition`] for kind and
+//! existing):
+//! - kind ([`kind`]): meshcheck upgrades with B's istioctl: `istioctl x precheck`,
+//!   then in place (`istioctl upgrade`) or a canary revision (namespaces relabelled
+//!   to it, the old revision removed at the end), and rollout restarts of the
+//!   gateways, then the workloads, each waited for;
+//! - existing ([`user`]): the user upgrades, between the phases: `--upgrade-cmd`,
+//!   `--upgrade-signal`, or a prompt on the terminal.
+//!
+//! Each step's error names the step (`upgrade step `control-plane` failed: ...`).
+
+pub mod command;
+pub mod kind;
+pub mod user;
+
+#[cfg(test)]
+mod tests;
+
+use crate::error::Error;
+use crate::istio::Mesh;
+use crate::targets::cluster::ClusterTarget;
+use crate::targets::kind::tools::ToolOptions;
+use crate::targets::{BoxFuture, TargetError};
+use crate::upgrade::transition::{Precheck, Transition};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How the kind target's control plane goes to B.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Strategy {
+    /// `istioctl upgrade`: istiod replaced; proxies restarted onto it afterwards.
+    #[default]
+    InPlace,
+    /// B installed beside A as revision `1-30-3`, the namespaces moved to it, A
+    /// removed at the end.
+    Canary,
+}
+
+/// What the cluster side of `meshcheck upgrade` needs (plain values from the CLI).
+#[derive(Debug, Clone)]
+pub struct ClusterUpgradeOptions {
+    /// Istio A, as installed (e.g. `1.29.6`).
+    pub from: String,
+    /// Istio B (e.g. `1.30.3`).
+    pub to: String,
+    /// kind: in place or canary (existing: the user's choice, not used).
+    pub strategy: Strategy,
+    /// existing: `sh -c CMD` per step.
+    pub upgrade_cmd: Option<String>,
+    /// existing: wait for this file to contain the step's name.
+    pub upgrade_signal: Option<PathBuf>,
+    /// The longest one step may take (a command, a wait for the user).
+    pub step_timeout: Duration,
+    /// kind: the longest one Deployment's rollout may take (istiod, each restart).
+    pub rollout_timeout: Duration,
+    /// kind: how B's istioctl is provided (as the bring-up provides A's).
+    pub tools: ToolOptions,
+}
+
+impl ClusterUpgradeOptions {
+    /// In place, 30 min per step, 5 min per rollout, the default tool cache.
+    pub fn new(from: impl Into<String>, to: impl Into<String>) -> Self {
+        ClusterUpgradeOptions {
+            from: from.into(),
+            to: to.into(),
+            strategy: Strategy::InPlace,
+            upgrade_cmd: None,
+            upgrade_signal: None,
+            step_timeout: Duration::from_secs(30 * 60),
+            rollout_timeout: Duration::from_secs(300),
+            tools: ToolOptions::new(false),
+        }
+    }
+}
+
+enum How {
+    Kind(Box<kind::KindUpgrade>),
+    User(user::UserUpgrade),
+}
+
+/// The upgrade of a kind or existing cluster.
+pub struct ClusterTransition {
+    target: &'static str,
+    opts: ClusterUpgradeOptions,
+    how: How,
+}
+
+/// An error naming the step and the target.
+fn step_failed(target: &str, step: &str, why: impl std::fmt::Display) -> Error {
+    Error::Target(TargetError::Unavailable {
+        target: target.into(),
+        why: format!("upgrade step `{step}` failed: {why}"),
+    })
+}
+
+impl ClusterTransition {
+    /// The transition for the brought-up `target` (kind: meshcheck upgrades it; existing:
+    /// the user does) of the fixtures' `mesh`. Fails (usage) when an existing cluster
+    /// has no way to be upgraded (no `--upgrade-cmd`, `--upgrade-signal` or terminal),
+    /// or when the kind target has no istioctl.
+    pub fn new(
+        target: &ClusterTarget,
+        mesh: &Mesh,
+        opts: ClusterUpgradeOptions,
+    ) -> Result<Self, Error> {
+        let stdin_terminal = std::io::IsTerminal::is_terminal(&std::io::stdin());
+        Self::with_terminal(target, mesh, opts, stdin_terminal)
+    }
+
+    /// [`ClusterTransition::new`], told whether stdin is a terminal.
+    pub fn with_terminal(
+        target: &ClusterTarget,
+        mesh: &Mesh,
+        opts: ClusterUpgradeOptions,
+        stdin_is_terminal: bool,
+    ) -> Result<Self, Error> {
+        let how = match target.name {
+            "kind" => {
+                if opts.upgrade_cmd.is_some() || opts.upgrade_signal.is_some() {
+                    return Err(Error::Usage(
+                        "--upgrade-cmd and --upgrade-signal are for --target existing; on kind meshcheck upgrades Istio itself (--strategy)".into(),
+                    ));
+                }
+                let istioctl = target.istioctl.clone().ok_or_else(|| {
+                    step_failed("kind", "precheck", "the kind target has no istioctl")
+                })?;
+                let injected = kind::injected_deployments(mesh);
+                How::Kind(Box::new(kind::KindUpgrade {
+                    client: target.client.clone(),
+                    istioctl_a: istioctl,
+                    istioctl_b: None,
+                    gateways: injected.gateways,
+                    workloads: injected.workloads,
+                    injected_namespaces: injected.namespaces,
+                    namespaces: target.namespaces.clone(),
+                    relabelled: Vec::new(),
+                    canary_installed: false,
+                }))
+            }
+            _ => How::User(
+                user::UserUpgrade::from_options(&opts, stdin_is_terminal).map_err(Error::Usage)?,
+            ),
+        };
+        Ok(ClusterTransition {
+            target: target.name,
+            opts,
+            how,
+        })
+    }
+
+    fn fail(&self, step: &str, why: impl std::fmt::Display) -> Error {
+        step_failed(self.target, step, why)
+    }
+
+    async fn user_step(&mut self, step: user::UserStep) -> Result<(), Error> {
+        match &self.how {
+            How::User(u) => u
+                .take(step, &self.opts)
+                .await
+                .map_err(|e| self.fail(step.name(), e)),
+            How::Kind(_) => Ok(()),
+        }
+    }
+}
+
+impl Transition for ClusterTransition {
+    fn precheck(&mut self) -> BoxFuture<'_, Result<Vec<Precheck>, Error>> {
+        Box::pin(async move {
+            let ClusterTransition { target, opts, how } = self;
+            match how {
+                How::Kind(k) => k
+                    .precheck(opts)
+                    .await
+                    .map(|p| vec![p])
+                    .map_err(|e| step_failed(target, "precheck", e)),
+                How::User(_) => Ok(Vec::new()),
+            }
+        })
+    }
+
+    fn upgrade_control_plane(&mut self) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(async move {
+            if let How::Kind(k) = &mut self.how {
+                return k
+                    .upgrade_control_plane(&self.opts)
+                    .await
+                    .map_err(|e| step_failed(self.target, "control-plane", e));
+            }
+            self.user_step(user::UserStep::ControlPlane).await
+        })
+    }
+
+    fn restart_proxies(&mut self) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(async move {
+            if let How::Kind(k) = &mut self.how {
+                return k
+                    .restart_proxies(&self.opts)
+                    .await
+                    .map_err(|e| step_failed(self.target, "proxies", e));
+            }
+            self.user_step(user::UserStep::Proxies).await
+        })
+    }
+
+    fn finish(&mut self) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(async move {
+            if let How::Kind(k) = &mut self.how {
+                return k
+                    .finish(&self.opts)
+                    .await
+                    .map_err(|e| step_failed(self.target, "finish", e));
+            }
+            self.user_step(user::UserStep::Finish).await
+        })
+    }
+
+    fn abort(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            match &mut self.how {
+                How::Kind(k) => k.abort().await,
+                How::User(_) => eprintln!(
+                    "note: meshcheck changed nothing of the cluster's Istio; the upgrade is where the last step left it"
+                ),
+            }
+        })
+    }
+}
