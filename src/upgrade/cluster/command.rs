@@ -25,6 +25,8 @@ pub struct Finished {
     pub status: String,
     /// stdout and stderr interleaved as they came (the last 64 KiB).
     pub output: String,
+    /// stdout alone (the last 64 KiB).
+    pub stdout: String,
 }
 
 /// Why a command did not finish.
@@ -109,15 +111,16 @@ pub async fn run_streamed(
     // Ctrl-C stops the group (procs::stop_all) before the cleanups run.
     let _registered = child.id().map(procs::register_group);
     let output = Arc::new(Mutex::new(String::new()));
+    let stdout = Arc::new(Mutex::new(String::new()));
     let readers = [
         child
             .stdout
             .take()
-            .map(|o| stream(o, prefix, output.clone())),
+            .map(|o| stream(o, prefix, vec![output.clone(), stdout.clone()])),
         child
             .stderr
             .take()
-            .map(|e| stream(e, prefix, output.clone())),
+            .map(|e| stream(e, prefix, vec![output.clone()])),
     ];
     let status = tokio::time::timeout(timeout, child.wait()).await;
     let status = match status {
@@ -148,6 +151,7 @@ pub async fn run_streamed(
         success: status.success(),
         status: status.to_string(),
         output: kept(&output),
+        stdout: kept(&stdout),
     })
 }
 
@@ -168,23 +172,29 @@ async fn drain(readers: [Option<tokio::task::JoinHandle<()>>; 2]) {
 fn stream<R: AsyncRead + Unpin + Send + 'static>(
     r: R,
     prefix: &str,
-    into: Arc<Mutex<String>>,
+    into: Vec<Arc<Mutex<String>>>,
 ) -> tokio::task::JoinHandle<()> {
     let prefix = prefix.to_string();
     tokio::spawn(async move {
         let mut lines = BufReader::new(r).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             eprintln!("  {prefix}| {line}");
-            let mut out = into.lock().unwrap_or_else(|e| e.into_inner());
-            out.push_str(&line);
-            out.push('\n');
-            if out.len() > KEEP {
-                let cut = out.len() - KEEP;
-                let cut = (cut..out.len())
-                    .find(|&i| out.is_char_boundary(i))
-                    .unwrap_or(out.len());
-                out.drain(..cut);
+            for buf in &into {
+                keep(&mut buf.lock().unwrap_or_else(|e| e.into_inner()), &line);
             }
         }
     })
+}
+
+/// Appends `line` to `out`, keeping its last [`KEEP`] bytes.
+fn keep(out: &mut String, line: &str) {
+    out.push_str(line);
+    out.push('\n');
+    if out.len() > KEEP {
+        let cut = out.len() - KEEP;
+        let cut = (cut..out.len())
+            .find(|&i| out.is_char_boundary(i))
+            .unwrap_or(out.len());
+        out.drain(..cut);
+    }
 }

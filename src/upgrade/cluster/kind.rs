@@ -134,6 +134,7 @@ impl KindUpgrade {
     ) -> Result<String, String> {
         let bin = self.istioctl_b(opts).await?;
         let shown = format!("istioctl {}", args.join(" "));
+        eprintln!("upgrade: {shown} (istioctl {})", opts.to);
         let mut cmd = tokio::process::Command::new(&bin);
         cmd.args(&args);
         match run_streamed(cmd, &shown, "istioctl", opts.step_timeout).await {
@@ -147,11 +148,14 @@ impl KindUpgrade {
         }
     }
 
-    /// `istioctl x precheck --from-version A.minor` with B's istioctl: one testcase.
+    /// `istioctl x precheck --from-version A.minor` with B's istioctl: one testcase,
+    /// failed when istioctl exits non-zero (an issue of level Warning or worse), with
+    /// the first line of its findings (stdout; the summary error is on stderr).
     pub async fn precheck(&mut self, opts: &ClusterUpgradeOptions) -> Result<Precheck, String> {
         let bin = self.istioctl_b(opts).await?;
         let args = precheck_args(&opts.from, &self.cluster_args());
         let shown = format!("istioctl {}", args.join(" "));
+        eprintln!("upgrade: {shown} (istioctl {})", opts.to);
         let mut cmd = tokio::process::Command::new(&bin);
         cmd.args(&args);
         match run_streamed(cmd, &shown, "istioctl", opts.step_timeout).await {
@@ -169,7 +173,11 @@ impl KindUpgrade {
                         opts.to,
                         opts.from,
                         f.status,
-                        first_line(&f.output)
+                        first_line(if f.stdout.trim().is_empty() {
+                            &f.output
+                        } else {
+                            &f.stdout
+                        })
                     )
                 },
                 output: f.output,
@@ -266,6 +274,12 @@ impl KindUpgrade {
             .chain(self.workloads.iter())
             .cloned()
             .collect();
+        eprintln!(
+            "upgrade: restarting {} gateway and {} workload Deployment(s) onto {}",
+            self.gateways.len(),
+            self.workloads.len(),
+            opts.to
+        );
         for (ns, name) in all {
             restart(&self.client, &ns, &name).await?;
             k::wait_rollouts(
