@@ -43,7 +43,8 @@ pub struct ClusterUpgradeOptions {
     pub from: String,
     /// Istio B (e.g. `1.30.3`).
     pub to: String,
-    /// kind: in place or canary (existing: the user's choice, not used).
+    /// kind: in place or canary (existing: refused unless in place; the user's
+    /// command upgrades its own way).
     pub strategy: Strategy,
     /// existing: `sh -c CMD` per step.
     pub upgrade_cmd: Option<String>,
@@ -137,9 +138,18 @@ impl ClusterTransition {
                     canary_installed: false,
                 }))
             }
-            _ => How::User(
-                user::UserUpgrade::from_options(&opts, stdin_is_terminal).map_err(Error::Usage)?,
-            ),
+            _ => {
+                if opts.strategy == Strategy::Canary {
+                    return Err(Error::Usage(format!(
+                        "--strategy canary is for --target kind; on {} the upgrade is yours (--upgrade-cmd, --upgrade-signal or the prompt), done your way",
+                        target.name
+                    )));
+                }
+                How::User(
+                    user::UserUpgrade::from_options(&opts, stdin_is_terminal)
+                        .map_err(Error::Usage)?,
+                )
+            }
         };
         Ok(ClusterTransition {
             target: target.name,

@@ -631,6 +631,16 @@ async fn existing_needs_a_way_to_upgrade_when_not_on_a_terminal() {
     both.upgrade_cmd = Some("true".into());
     both.upgrade_signal = Some(b.dir.path().join("signal"));
     assert!(ClusterTransition::with_terminal(&b.target("existing"), &mesh(), both, true).is_err());
+    // The strategy is meshcheck's on kind only.
+    let mut canary = b.opts(Strategy::Canary);
+    canary.upgrade_cmd = Some("true".into());
+    let e = ClusterTransition::with_terminal(&b.target("existing"), &mesh(), canary, true)
+        .err()
+        .expect("canary refused on existing");
+    assert!(
+        message(&e).contains("--strategy canary is for --target kind"),
+        "{e}"
+    );
 }
 
 /// The signal file: the step's name written after the wait began ends the wait; a
