@@ -10,7 +10,7 @@
 
 mod live;
 
-pub use live::{Lines, Live, Quiet};
+pub use live::{Latest, Lines, Live, Quiet};
 
 use crate::checks::{send, Outcome};
 use crate::cli::{ClusterArgs, ControlPlane, SidecarArg, TargetKind};
@@ -550,26 +550,28 @@ pub fn command(args: ProbeArgs) -> Result<u8, Error> {
         )));
     }
     let junit = junit_path(&args, &suite);
-    let target_kind = crate::cli::resolve_target(args.target);
+    let target_kind = crate::run::bring_up::resolve_target(args.target);
     let timeouts = Timeouts::default();
     // Ctrl-C stops the probe only while it runs (a receiver listens); during bring-up
     // it interrupts as in a run.
     let stop = std::sync::Arc::new(watch::channel(false).0);
-    let rt = crate::cli::runtime(timeouts.stop_grace, Some(stop.clone()))?;
-    let workdir = crate::cli::run_workdir()?;
-    let choice = crate::cli::TargetChoice {
+    let rt = crate::run::session::runtime(timeouts.stop_grace, Some(stop.clone()))?;
+    let workdir = crate::run::session::workdir()?;
+    let choice = crate::run::bring_up::TargetChoice {
         target: target_kind,
         keep: args.keep,
         local_sidecars: args.local_sidecars,
         control_plane: args.control_plane,
         oracle: &args.oracle,
         cluster: &args.cluster,
+        restartable: false,
+        istiod: None,
         diagnostics: junit
             .parent()
             .unwrap_or(std::path::Path::new("."))
             .join(format!("{}-probe-diagnostics", suite.name)),
     };
-    let running = crate::cli::start_target(
+    let running = crate::run::bring_up::start_target(
         &choice,
         &mut suite,
         &fx,
@@ -618,8 +620,9 @@ pub fn command(args: ProbeArgs) -> Result<u8, Error> {
     ];
     props.extend(target.properties());
     drop(ctx);
+    rt.block_on(target.shutdown());
     drop(target);
-    running.shutdown(&rt);
+    drop(running);
     let report = report.map_err(|why| {
         Error::Target(crate::targets::TargetError::Unavailable {
             target: target_kind_name(target_kind).into(),
@@ -652,12 +655,14 @@ fn finish(
     }
     let mut props = props.to_vec();
     props.push(("probe.interrupted".into(), report.interrupted.to_string()));
-    let xml = crate::report::junit::build("probe", &events(report), &props, report.elapsed);
-    crate::report::junit::write(&xml, junit).map_err(|source| Error::Junit {
-        path: junit.to_path_buf(),
-        source,
-    })?;
-    let _ = writeln!(out, "JUnit report: {}", junit.display());
+    let suite = crate::report::SuiteReport {
+        name: "probe".into(),
+        events: events(report),
+        properties: props,
+        time: report.elapsed,
+        output: String::new(),
+    };
+    crate::report::finish(&[suite], junit, report.elapsed)?;
     Ok(if !report.passed() {
         exit::CHECK_FAILED
     } else if report.interrupted {

@@ -94,10 +94,13 @@ pub fn gateway_resources(
     Ok((listeners, clusters))
 }
 
-/// A gateway's xDS files: `lds.json` and `cds.json` in a directory its Envoy watches.
-/// Each write is a new version, renamed into place (Envoy reloads on the rename and
-/// never reads a half-written file); clusters go first so that new routes never name
-/// a cluster Envoy does not have yet.
+/// A gateway's xDS files: `lds/lds.json` and `cds/cds.json`, each in a directory its
+/// Envoy watches (one per type, so that a rename reloads only its own type). Each
+/// write is a new version, renamed into place (Envoy reloads on the rename and never
+/// reads a half-written file); clusters go first so that new routes never name a
+/// cluster Envoy does not have yet. Envoy counts every update it applies or rejects
+/// (`listener_manager.lds.update_success`, `cluster_manager.cds.update_rejected`, ...):
+/// that is how a writer knows it was read.
 #[derive(Debug)]
 pub struct Xds {
     pub dir: PathBuf,
@@ -105,8 +108,8 @@ pub struct Xds {
 }
 
 impl Xds {
-    pub const LDS: &'static str = "lds.json";
-    pub const CDS: &'static str = "cds.json";
+    pub const LDS: &'static str = "lds";
+    pub const CDS: &'static str = "cds";
     const LISTENER: &'static str = "type.googleapis.com/envoy.config.listener.v3.Listener";
     const CLUSTER: &'static str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 
@@ -118,19 +121,23 @@ impl Xds {
     }
 
     /// The config source of one resource type, as the bootstrap names it.
-    fn source(&self, file: &str) -> Value {
+    fn source(&self, kind: &str) -> Value {
+        let dir = self.dir.join(kind);
         json!({
             "resource_api_version": "V3",
             "path_config_source": {
-                "path": self.dir.join(file).to_string_lossy(),
-                "watched_directory": {"path": self.dir.to_string_lossy()},
+                "path": dir.join(format!("{kind}.json")).to_string_lossy(),
+                "watched_directory": {"path": dir.to_string_lossy()},
             },
         })
     }
 
     /// Writes a new version of the listeners and clusters.
     pub fn write(&self, listeners: &[Value], clusters: &[Value]) -> Result<String, String> {
-        std::fs::create_dir_all(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))?;
+        for kind in [Self::LDS, Self::CDS] {
+            let dir = self.dir.join(kind);
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
         let version = (self
             .version
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
@@ -143,7 +150,7 @@ impl Xds {
 
     fn write_one(
         &self,
-        file: &str,
+        kind: &str,
         ty: &str,
         version: &str,
         items: &[Value],
@@ -157,8 +164,8 @@ impl Xds {
             })
             .collect();
         let body = json!({"version_info": version, "resources": resources});
-        let tmp = self.dir.join(format!(".{file}.tmp"));
-        let path = self.dir.join(file);
+        let tmp = self.dir.join(format!(".{kind}.json.tmp"));
+        let path = self.dir.join(kind).join(format!("{kind}.json"));
         std::fs::write(&tmp, body.to_string()).map_err(|e| format!("{}: {e}", tmp.display()))?;
         std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))
     }

@@ -142,7 +142,7 @@ struct RunningPod {
 
 pub struct LocalTarget {
     owner: u64,
-    workdir: Option<tempfile::TempDir>,
+    workdir: std::sync::Mutex<Option<tempfile::TempDir>>,
     workdir_path: PathBuf,
     keep: bool,
     grace: Duration,
@@ -152,7 +152,7 @@ pub struct LocalTarget {
     envoy: provision::EnvoyBinary,
     running: Vec<RunningPod>,
     shape: SidecarShape,
-    stopped: bool,
+    stopped: std::sync::atomic::AtomicBool,
     /// The per-run CA of the certificates standing for the Gateways' Secrets.
     credential_ca: Option<PathBuf>,
     /// Each pod's local address (by mesh pod index; unspecified: not run).
@@ -314,7 +314,7 @@ impl LocalTarget {
         let owner = procs::new_owner();
         let mut target = LocalTarget {
             owner,
-            workdir: Some(workdir),
+            workdir: std::sync::Mutex::new(Some(workdir)),
             workdir_path: wd.clone(),
             keep: opts.keep,
             grace: opts.timeouts.stop_grace,
@@ -324,7 +324,7 @@ impl LocalTarget {
             envoy,
             running: Vec::new(),
             shape: opts.sidecar_shape,
-            stopped: false,
+            stopped: Default::default(),
             credential_ca: None,
             pod_ip: Vec::new(),
             root: PathBuf::new(),
@@ -580,15 +580,19 @@ impl LocalTarget {
     }
 
     /// Stops every process and removes the working directory (unless kept).
-    pub fn shutdown(&mut self) {
-        if self.stopped {
+    pub fn shutdown(&self) {
+        if self.stopped.swap(true, std::sync::atomic::Ordering::SeqCst) {
             return;
         }
-        self.stopped = true;
         procs::stop_owner(self.owner, self.grace);
         self.remove_shared_memory();
         procs::unregister_dir(&self.workdir_path);
-        if let Some(dir) = self.workdir.take() {
+        let dir = self
+            .workdir
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(dir) = dir {
             if self.keep {
                 let path = dir.keep();
                 eprintln!("local target: kept {}", path.display());
@@ -728,6 +732,10 @@ impl Target for LocalTarget {
 
     fn tls_ca_file(&self) -> Option<PathBuf> {
         self.credential_ca.clone()
+    }
+
+    fn shutdown(&self) -> super::BoxFuture<'_, ()> {
+        Box::pin(async move { LocalTarget::shutdown(self) })
     }
 
     fn properties(&self) -> Vec<(String, String)> {

@@ -63,6 +63,8 @@ impl ProxyProc {
         cmd.arg("-c")
             .arg(&self.config)
             .args(["--concurrency", "1", "--log-level", "warn"])
+            // Istio's JSON uses fields Envoy deprecates: not worth a log line each.
+            .args(["--component-log-level", "misc:error"])
             .args([
                 "--drain-time-s",
                 DRAIN_SECS,
@@ -126,33 +128,36 @@ fn runs_epoch(sock: &Path, epoch: u32) -> bool {
         && v.get("state").and_then(serde_json::Value::as_str) == Some("LIVE")
 }
 
-/// The LDS and CDS versions the Envoy on `sock` runs (from its config dump).
-fn xds_versions(sock: &Path) -> Option<(String, String)> {
-    let dump = admin_get(sock, "/config_dump")?;
-    let v: serde_json::Value = serde_json::from_str(&dump).ok()?;
-    let version_of = |ty: &str| {
-        v.get("configs")?
-            .as_array()?
-            .iter()
-            .find(|c| c.get("@type").and_then(|t| t.as_str()) == Some(ty))?
-            .get("version_info")?
-            .as_str()
-            .map(str::to_string)
-    };
-    Some((
-        version_of("type.googleapis.com/envoy.admin.v3.ListenersConfigDump")?,
-        version_of("type.googleapis.com/envoy.admin.v3.ClustersConfigDump")?,
-    ))
+/// Updates the Envoy on `sock` took from its LDS and CDS files so far, applied or
+/// rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Updates {
+    lds: u64,
+    cds: u64,
+    rejected: u64,
 }
 
-/// How many xDS updates the Envoy on `sock` rejected so far (LDS + CDS).
-fn rejected_updates(sock: &Path) -> u64 {
-    admin_get(sock, "/stats?filter=update_rejected")
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.starts_with("listener_manager.lds.") || l.starts_with("cluster_manager.cds."))
-        .filter_map(|l| l.rsplit(':').next()?.trim().parse::<u64>().ok())
-        .sum()
+fn updates(sock: &Path) -> Option<Updates> {
+    let stats = admin_get(
+        sock,
+        "/stats?filter=^(listener_manager.lds|cluster_manager.cds).update_(success|rejected)$",
+    )?;
+    let mut u = Updates::default();
+    for line in stats.lines() {
+        let Some((name, n)) = line.split_once(':') else {
+            continue;
+        };
+        let n: u64 = n.trim().parse().unwrap_or(0);
+        if name.ends_with("update_rejected") {
+            u.rejected += n;
+        }
+        if name.starts_with("listener_manager.lds.") {
+            u.lds += n;
+        } else if name.starts_with("cluster_manager.cds.") {
+            u.cds += n;
+        }
+    }
+    Some(u)
 }
 
 impl LocalTarget {
@@ -168,13 +173,13 @@ impl LocalTarget {
         }
         let mut pushed = Vec::new();
         for g in &self.istiod_gateways {
-            let rejected = rejected_updates(&g.admin);
+            let before = updates(&g.admin).unwrap_or_default();
             let version = self.push_one(answer, g)?;
-            pushed.push((g, version, rejected));
+            pushed.push((g, version, before));
         }
         let deadline = Instant::now() + within;
-        for (g, version, rejected) in pushed {
-            self.wait_applied(g, &version, rejected, deadline)?;
+        for (g, version, before) in pushed {
+            self.wait_applied(g, &version, before, deadline)?;
         }
         Ok(())
     }
@@ -212,35 +217,34 @@ impl LocalTarget {
         g.xds.write(&listeners, &clusters).map_err(fail)
     }
 
+    /// Waits until the gateway took the new LDS and CDS files (each counted as an
+    /// update applied or rejected); a rejection is an error with the Envoy log.
     fn wait_applied(
         &self,
         g: &IstiodGateway,
         version: &str,
-        rejected_before: u64,
+        before: Updates,
         deadline: Instant,
     ) -> Result<(), TargetError> {
-        let key = self.gateway_key(g);
+        let fail = |why: String| TargetError::Start {
+            what: format!("gateway {}", self.gateway_key(g)),
+            why,
+            log_tail: self.proxy_named_for(g.pod).and_then(|p| tail(&p.log, 20)),
+        };
         loop {
-            if let Some((lds, cds)) = xds_versions(&g.admin) {
-                if lds == version && cds == version {
-                    return Ok(());
-                }
+            let now = updates(&g.admin).unwrap_or(before);
+            if now.rejected > before.rejected {
+                return Err(fail(format!(
+                    "Envoy rejected configuration version {version}"
+                )));
             }
-            let log = self.workdir_path.join("logs");
-            if rejected_updates(&g.admin) > rejected_before || Instant::now() > deadline {
-                let why = if Instant::now() > deadline {
-                    format!("did not apply configuration version {version} in time")
-                } else {
-                    format!("rejected configuration version {version}")
-                };
-                return Err(TargetError::Start {
-                    what: format!("gateway {key}"),
-                    why,
-                    log_tail: self
-                        .proxy_named_for(g.pod)
-                        .and_then(|p| tail(&p.log, 20))
-                        .or_else(|| Some(format!("logs in {}", log.display()))),
-                });
+            if now.lds > before.lds && now.cds > before.cds {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(fail(format!(
+                    "did not take configuration version {version} in time"
+                )));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
