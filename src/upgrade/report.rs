@@ -249,3 +249,114 @@ pub(super) fn upgrade_suite(
         output: config_diff,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::{Gap, RouteReport};
+
+    fn probe_report(errors: usize) -> probe::Report {
+        probe::Report {
+            routes: vec![RouteReport {
+                name: "routing::atlas-ui".into(),
+                status: 200,
+                requests: 100,
+                errors,
+                longest_gap: Gap {
+                    from: Duration::from_millis(100),
+                    to: Duration::from_millis(900),
+                },
+                kinds: Default::default(),
+                first_errors: Vec::new(),
+            }],
+            elapsed: Duration::from_secs(5),
+            rate_asked: 20.0,
+            interrupted: false,
+            samples: Vec::new(),
+        }
+    }
+
+    fn phase(name: &str, passed: &[(&str, bool)]) -> SuiteReport {
+        SuiteReport {
+            name: name.into(),
+            events: passed
+                .iter()
+                .map(|(n, ok)| CheckEvent {
+                    group: "routing".into(),
+                    name: n.to_string(),
+                    kind: "http".into(),
+                    outcome: if *ok {
+                        Verdict::pass("ok")
+                    } else {
+                        Verdict::fail("expected status 200, got 503", "")
+                    },
+                    duration: Duration::ZERO,
+                })
+                .collect(),
+            properties: Vec::new(),
+            time: Duration::ZERO,
+            output: String::new(),
+        }
+    }
+
+    #[test]
+    fn continuity_fails_only_over_the_budget() {
+        let over = continuity(&probe_report(3), 2);
+        assert!(!over.outcome.passed);
+        assert!(
+            over.outcome
+                .message
+                .starts_with("3 traffic error(s) during the upgrade, over the budget of 2"),
+            "{}",
+            over.outcome.message
+        );
+        assert!(over
+            .outcome
+            .message
+            .contains("longest gap without success 0.80 s (routing::atlas-ui)"));
+        assert!(continuity(&probe_report(2), 2).outcome.passed);
+        assert!(continuity(&probe_report(0), 0).outcome.passed);
+    }
+
+    #[test]
+    fn a_check_that_passed_before_and_fails_in_skew_is_a_regression() {
+        let before = phase("before", &[("atlas-ui", true), ("authz", true)]);
+        let skew = phase("skew", &[("atlas-ui", false), ("authz", true)]);
+        let e = behaviour(&before, &skew);
+        assert_eq!(e.name, "behaviour before->skew");
+        assert!(!e.outcome.passed);
+        assert!(
+            e.outcome
+                .message
+                .starts_with("before -> skew: 1 regression(s)"),
+            "{}",
+            e.outcome.message
+        );
+        assert!(
+            e.outcome.detail.contains("routing::atlas-ui"),
+            "{}",
+            e.outcome.detail
+        );
+        // A fix is not a failure.
+        assert!(behaviour(&skew, &before).outcome.passed);
+    }
+
+    #[test]
+    fn a_failed_step_is_a_failed_testcase_naming_it() {
+        let outcome = Outcome {
+            failed_step: Some(("control plane to the new version".into(), "rejected".into())),
+            ..Outcome::default()
+        };
+        let s = upgrade_suite(&outcome, 0, Vec::new(), String::new());
+        let step = s
+            .events
+            .iter()
+            .find(|e| e.name.starts_with("step "))
+            .unwrap();
+        assert!(!step.outcome.passed);
+        assert!(step
+            .outcome
+            .message
+            .contains("control plane to the new version"));
+    }
+}
