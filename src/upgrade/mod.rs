@@ -141,7 +141,8 @@ pub fn command(args: UpgradeArgs) -> Result<u8, Error> {
         target: target_kind,
         keep: args.keep,
         local_sidecars: args.local_sidecars,
-        control_plane: crate::cli::ControlPlane::Istiod,
+        // Local: istiod A's config (given below); a cluster runs its own istiod.
+        control_plane: crate::cli::ControlPlane::Model,
         oracle: &args.from,
         cluster: &cluster,
         restartable: true,
