@@ -258,3 +258,102 @@ fn a_version_whose_istiod_cannot_be_built_stops_before_anything_starts() {
     assert!(!r.stderr.contains("local target: ready"), "{}", r.stderr);
     assert!(!junit.exists());
 }
+
+/// Pids of live processes whose command line contains `needle`.
+fn processes_with(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let zombie = stat.split(") ").nth(1).is_some_and(|s| s.starts_with('Z'));
+        if !zombie
+            && String::from_utf8_lossy(&cmd)
+                .replace('\0', " ")
+                .contains(needle)
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+#[test]
+fn ctrl_c_during_an_upgrade_leaves_no_process_workdir_or_shared_memory() {
+    use std::io::{BufRead, BufReader};
+    use std::time::{Duration, Instant};
+    let Some((from, to)) = oracles() else { return };
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let shm_before = shared_memory();
+    let d = tempfile::tempdir().unwrap();
+    let mut child = Run::new()
+        .arg("upgrade")
+        .arg("--target")
+        .arg("local")
+        .arg("--from")
+        .arg(&from)
+        .arg("--to")
+        .arg(&to)
+        .arg("--junit")
+        .arg(d.path().join("upgrade.xml"))
+        .command()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // Interrupt once every proxy is hot-restartable and the prober runs: in `skew`.
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !seen.contains("upgrade: phase skew") {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("never reached phase skew:\n{seen}"));
+        seen.push_str(&line);
+        seen.push('\n');
+    }
+    let wd = seen
+        .lines()
+        .find_map(|l| l.split("workdir ").nth(1))
+        .expect("the local target names its workdir")
+        .trim()
+        .to_string();
+    assert!(!processes_with(&wd).is_empty(), "Envoys run mid-upgrade");
+    assert_ne!(
+        shared_memory(),
+        shm_before,
+        "hot-restartable Envoys hold shared memory"
+    );
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let sent = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(15),
+            "no exit after Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(130));
+    assert!(processes_with(&wd).is_empty(), "Envoys left after Ctrl-C");
+    assert!(!Path::new(&wd).exists(), "workdir {wd} left after Ctrl-C");
+    assert_eq!(
+        shared_memory(),
+        shm_before,
+        "shared memory left after Ctrl-C"
+    );
+}

@@ -163,6 +163,8 @@ pub struct LocalTarget {
     istiod_gateways: Vec<reconfigure::IstiodGateway>,
     /// Every Envoy started, with what restarting it takes.
     proxies: std::sync::Mutex<Vec<reconfigure::ProxyProc>>,
+    /// The Ctrl-C cleanup of hot restart's shared memory (restartable targets).
+    shm_cleanup: Option<u64>,
 }
 
 /// Takes a free 127.A.B.0/24 block: an exclusive flock on a lock file per block.
@@ -330,7 +332,14 @@ impl LocalTarget {
             root: PathBuf::new(),
             istiod_gateways: Vec::new(),
             proxies: std::sync::Mutex::new(Vec::new()),
+            shm_cleanup: None,
         };
+        if opts.restartable {
+            let dir = wd.join("envoy");
+            target.shm_cleanup = Some(procs::register_cleanup(Box::new(move || {
+                reconfigure::remove_shared_memory_in(&dir)
+            })));
+        }
         let [a, b, c, _] = node.octets();
         let mut pod_ip = vec![Ipv4Addr::UNSPECIFIED; target.mesh.pods.len()];
         for (slot, &i) in runnable.iter().enumerate() {
@@ -586,6 +595,9 @@ impl LocalTarget {
         }
         procs::stop_owner(self.owner, self.grace);
         self.remove_shared_memory();
+        if let Some(id) = self.shm_cleanup {
+            procs::unregister_cleanup(id);
+        }
         procs::unregister_dir(&self.workdir_path);
         let dir = self
             .workdir

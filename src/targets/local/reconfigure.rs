@@ -113,6 +113,31 @@ impl ProxyProc {
     }
 }
 
+/// Removes the shared memory of every hot-restartable Envoy whose base id file is in
+/// `dir` (`*.base-id`): at shutdown, and on Ctrl-C as a registered cleanup.
+pub(super) fn remove_shared_memory_in(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let path = e.path();
+        if path.extension().is_some_and(|x| x == "base-id") {
+            let p = ProxyProc {
+                name: String::new(),
+                gateway: false,
+                config: PathBuf::new(),
+                admin: PathBuf::new(),
+                log: PathBuf::new(),
+                hot_restart: Some(path),
+                epoch: 0,
+                service_node: String::new(),
+                service_cluster: String::new(),
+            };
+            p.remove_shared_memory();
+        }
+    }
+}
+
 /// Whether the Envoy on admin socket `sock` runs the hot-restart epoch `epoch` and is
 /// live.
 fn runs_epoch(sock: &Path, epoch: u32) -> bool {
@@ -358,8 +383,6 @@ impl LocalTarget {
 
     /// Shared memory of hot-restartable Envoys (after they stopped).
     pub(super) fn remove_shared_memory(&self) {
-        for p in self.proxy_list() {
-            p.remove_shared_memory();
-        }
+        remove_shared_memory_in(&self.workdir_path.join("envoy"));
     }
 }
