@@ -3,7 +3,7 @@
 //! configurations (per virtual host and route) and clusters added, removed or
 //! changed, each change naming the fields that differ with both values.
 
-use crate::oracle::output::{GatewayConfig, Output};
+use crate::oracle::output::{GatewayConfig, Output, SimResult};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -265,6 +265,57 @@ fn short(v: &Value) -> String {
     }
 }
 
+/// Where istiod sends a request of the suite, in one line (what its Envoy config
+/// makes of it: the route, then its action).
+fn answer(s: &SimResult) -> String {
+    if !s.error.is_empty() {
+        return format!("no route ({})", s.error);
+    }
+    let Some(r) = &s.route else {
+        return "no route".into();
+    };
+    let route = if r.name.is_empty() {
+        format!("route #{}", r.index)
+    } else {
+        format!("route {}", r.name)
+    };
+    let action = if let Some(d) = &r.direct_response {
+        format!("direct response {}", d.status)
+    } else if r.redirect.is_some() {
+        "redirect".to_string()
+    } else {
+        let to: Vec<String> = r
+            .destinations
+            .iter()
+            .map(|d| format!("{} ({}%)", d.cluster, d.weight))
+            .collect();
+        let mut a = format!("to {}", to.join(", "));
+        if !r.rewritten_path.is_empty() {
+            a.push_str(&format!(", path {}", r.rewritten_path));
+        }
+        a
+    };
+    format!("{route}: {action}")
+}
+
+/// The suite's requests whose answer differs between `a` and `b`.
+pub fn request_changes(a: &Output, b: &Output) -> Vec<Change> {
+    a.simulations
+        .iter()
+        .filter_map(|sa| {
+            let sb = b.simulations.iter().find(|s| s.id == sa.id)?;
+            let (x, y) = (answer(sa), answer(sb));
+            (x != y).then(|| Change {
+                object: format!("request {}", sa.id),
+                what: vec![
+                    format!("{} {x}", a.istio.release),
+                    format!("{} {y}", b.istio.release),
+                ],
+            })
+        })
+        .collect()
+}
+
 /// The difference as text for the console and the report.
 pub fn describe(a: &Output, b: &Output, diffs: &[GatewayDiff]) -> String {
     let mut out = format!(
@@ -282,18 +333,33 @@ pub fn describe(a: &Output, b: &Output, diffs: &[GatewayDiff]) -> String {
             g.pod,
             g.changes.len()
         );
-        for c in &g.changes {
-            if let [one] = c.what.as_slice() {
-                let _ = writeln!(out, "    {}: {one}", c.object);
-            } else {
-                let _ = writeln!(out, "    {}:", c.object);
-                for w in &c.what {
-                    let _ = writeln!(out, "      {w}");
-                }
+        write_changes(&mut out, &g.changes);
+    }
+    let requests = request_changes(a, b);
+    if requests.is_empty() {
+        let _ = writeln!(
+            out,
+            "  the suite's {} request(s) go where they went",
+            a.simulations.len()
+        );
+    } else {
+        let _ = writeln!(out, "  requests of the suite answered differently:");
+        write_changes(&mut out, &requests);
+    }
+    out
+}
+
+fn write_changes(out: &mut String, changes: &[Change]) {
+    for c in changes {
+        if let [one] = c.what.as_slice() {
+            let _ = writeln!(out, "    {}: {one}", c.object);
+        } else {
+            let _ = writeln!(out, "    {}:", c.object);
+            for w in &c.what {
+                let _ = writeln!(out, "      {w}");
             }
         }
     }
-    out
 }
 
 #[cfg(test)]
@@ -337,6 +403,37 @@ mod tests {
         assert!(
             !text.contains("listener"),
             "an unchanged listener is not listed: {text}"
+        );
+    }
+
+    #[test]
+    fn a_request_routed_elsewhere_is_named_with_both_answers() {
+        let sim = |cluster: &str| {
+            json!([{"id": "routing::atlas-ui", "gateway": "istio-ingress/gw-0", "route": {
+                "name": "atlas-ui", "index": 0, "match": {}, "action": "route",
+                "destinations": [{"cluster": cluster, "weight": 100, "exists": true}]}}])
+        };
+        let mut a = output("1.30.3", json!([]), json!([]));
+        let mut b = output("1.31.0", json!([]), json!([]));
+        a.simulations = serde_json::from_value(sim("outbound|80||atlas-ui")).unwrap();
+        b.simulations = serde_json::from_value(sim("outbound|80||authz")).unwrap();
+        let text = describe(&a, &b, &diff(&a, &b));
+        assert!(
+            text.contains("requests of the suite answered differently:"),
+            "{text}"
+        );
+        assert!(
+            text.contains("1.30.3 route atlas-ui: to outbound|80||atlas-ui (100%)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("1.31.0 route atlas-ui: to outbound|80||authz (100%)"),
+            "{text}"
+        );
+        let same = describe(&a, &a, &diff(&a, &a));
+        assert!(
+            same.contains("the suite's 1 request(s) go where they went"),
+            "{same}"
         );
     }
 
