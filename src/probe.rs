@@ -134,6 +134,8 @@ pub struct Sample {
 pub struct Counts {
     pub requests: usize,
     pub errors: usize,
+    /// Requests answered (or failed) so far.
+    pub answered: usize,
 }
 
 /// The longest time a route went without a successful answer.
@@ -291,6 +293,7 @@ async fn request(
 }
 
 fn record(samples: &mut Vec<Sample>, counts: &mut [Counts], s: Sample) {
+    counts[s.route].answered += 1;
     if s.error.is_some() {
         counts[s.route].errors += 1;
     }

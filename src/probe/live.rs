@@ -122,17 +122,23 @@ impl Live for Bars {
 /// Keeps the latest counts for another thread to read (an upgrade prints them after
 /// each step), and shows nothing itself.
 #[derive(Clone, Default)]
-pub struct Latest(std::sync::Arc<std::sync::Mutex<(usize, usize)>>);
+pub struct Latest(std::sync::Arc<std::sync::Mutex<(usize, usize, usize)>>);
 
 impl Latest {
-    /// Requests and errors so far.
+    /// Requests sent and errors so far.
     pub fn get(&self) -> (usize, usize) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+        let (requests, errors, _) = *self.0.lock().unwrap_or_else(|e| e.into_inner());
+        (requests, errors)
+    }
+    /// Answers (or transport errors) received so far.
+    pub fn answered(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).2
     }
     fn set(&self, counts: &[Counts]) {
         let requests = counts.iter().map(|c| c.requests).sum();
         let errors = counts.iter().map(|c| c.errors).sum();
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = (requests, errors);
+        let answered = counts.iter().map(|c| c.answered).sum();
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = (requests, errors, answered);
     }
 }
 

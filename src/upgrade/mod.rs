@@ -291,6 +291,8 @@ fn steps(ctx: &Context<'_>, t: &mut dyn Transition) -> Outcome {
             return outcome;
         }
     };
+    // Every route answered once before anything changes.
+    prober.warm_up(crate::probe::routes(ctx.suite).len(), Duration::from_secs(10));
     let ok = take_step(
         ctx,
         &mut outcome,

@@ -56,6 +56,15 @@ impl Prober {
         })
     }
 
+    /// Waits (at most `within`) until `requests` answers came back, so that the
+    /// first step happens under traffic.
+    pub(super) fn warm_up(&self, requests: usize, within: Duration) {
+        let deadline = std::time::Instant::now() + within;
+        while self.latest.answered() < requests && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Prints the traffic so far.
     pub(super) fn show(&self) {
         let (requests, errors) = self.latest.get();
