@@ -91,6 +91,39 @@ pub struct Route {
     pub status: u16,
 }
 
+/// Where and how one route's requests go: the gateway Service port its check names
+/// (its NodePort on the node) and the client for its scheme (https: SNI and CA as the
+/// check would use).
+#[derive(Debug, Clone)]
+pub struct Aim {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+}
+
+/// Each route's [`Aim`] on the target of `ctx`; an error names the route.
+pub fn aim(ctx: &crate::checks::Ctx, routes: &[Route]) -> Result<Vec<Aim>, String> {
+    routes
+        .iter()
+        .map(|r| {
+            let addr = ctx
+                .ingress_for(&r.request)
+                .map_err(|e| format!("{}: {e}", r.name))?;
+            let client = ctx
+                .client_for(&r.request, addr, false)
+                .map_err(|e| format!("{}: {e}", r.name))?;
+            Ok(Aim { addr, client })
+        })
+        .collect()
+}
+
+/// `node:port` of the aims, for the console (one, or a list).
+pub fn addresses(aims: &[Aim]) -> String {
+    let mut v: Vec<String> = aims.iter().map(|a| a.addr.to_string()).collect();
+    v.sort();
+    v.dedup();
+    v.join(", ")
+}
+
 /// The suite's http checks as routes to probe, in suite order.
 pub fn routes(suite: &Suite) -> Vec<Route> {
     suite
@@ -224,8 +257,7 @@ fn kind(s: &Sample) -> String {
 /// Sends the routes' requests in turn at `opts.rate` until `opts.duration` has passed
 /// or `stop` turns true; every answer goes to `live` as it comes.
 pub async fn run(
-    client: &reqwest::Client,
-    addr: SocketAddr,
+    aims: &[Aim],
     routes: &[Route],
     opts: &Options,
     mut stop: watch::Receiver<bool>,
@@ -260,7 +292,8 @@ pub async fn run(
                 next += 1;
                 sent[i] += 1;
                 counts[i].requests += 1;
-                tasks.spawn(request(client.clone(), addr, routes[i].clone(), i, start, tx.clone()));
+                let aim = aims[i].clone();
+                tasks.spawn(request(aim.client, aim.addr, routes[i].clone(), i, start, tx.clone()));
             }
             _ = showing.tick() => live.show(routes, &counts, start.elapsed()),
         }
@@ -591,22 +624,23 @@ pub fn command(args: ProbeArgs) -> Result<u8, Error> {
     };
     let target = running.target();
     let ctx = crate::checks::Ctx::new(target.clone(), timeouts.clone(), suite.ingress.port);
-    let report = match ctx.ingress_for(&crate::suite::RequestSpec::default()) {
-        Ok(addr) => {
+    let report = match aim(&ctx, &routes) {
+        Ok(aims) => {
             let opts = Options {
                 duration: args.duration,
                 rate: args.rate,
                 drain: timeouts.request + Duration::from_secs(1),
             };
             eprintln!(
-                "probe: {} route(s) at {}/s for {:.1} s through {addr} (Ctrl-C stops it early)",
+                "probe: {} route(s) at {}/s for {:.1} s through {} (Ctrl-C stops it early)",
                 routes.len(),
                 args.rate,
-                args.duration.as_secs_f64()
+                args.duration.as_secs_f64(),
+                addresses(&aims)
             );
             let mut live = live::for_stderr();
             let stop = stop.subscribe();
-            Ok(rt.block_on(run(&ctx.client, addr, &routes, &opts, stop, live.as_mut())))
+            Ok(rt.block_on(run(&aims, &routes, &opts, stop, live.as_mut())))
         }
         Err(why) => Err(why),
     };

@@ -292,7 +292,10 @@ fn steps(ctx: &Context<'_>, t: &mut dyn Transition) -> Outcome {
         }
     };
     // Every route answered once before anything changes.
-    prober.warm_up(crate::probe::routes(ctx.suite).len(), Duration::from_secs(10));
+    prober.warm_up(
+        crate::probe::routes(ctx.suite).len(),
+        Duration::from_secs(10),
+    );
     let ok = take_step(
         ctx,
         &mut outcome,

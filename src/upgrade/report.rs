@@ -26,8 +26,8 @@ impl Prober {
             ctx.timeouts.clone(),
             ctx.suite.ingress.port,
         );
-        let addr = checks.ingress_for(&crate::suite::RequestSpec::default())?;
         let routes = probe::routes(ctx.suite);
+        let aims = probe::aim(&checks, &routes)?;
         let opts = probe::Options {
             // Until told to stop; a day bounds it should the stop never come.
             duration: Duration::from_secs(24 * 3600),
@@ -38,16 +38,14 @@ impl Prober {
         let latest = Latest::default();
         let mut live = latest.clone();
         let handle = ctx.rt.handle().clone();
-        let client = checks.client.clone();
         eprintln!(
-            "upgrade: prober: {} route(s) at {}/s through {addr}",
+            "upgrade: prober: {} route(s) at {}/s through {}",
             routes.len(),
-            ctx.rate
+            ctx.rate,
+            probe::addresses(&aims)
         );
         let thread = std::thread::spawn(move || {
-            handle.block_on(probe::run(
-                &client, addr, &routes, &opts, stopped, &mut live,
-            ))
+            handle.block_on(probe::run(&aims, &routes, &opts, stopped, &mut live))
         });
         Ok(Prober {
             stop,
