@@ -2,21 +2,12 @@
 
 use crate::analysis::{self, Finding, Severity};
 use crate::error::{exit, Error};
-use crate::fixtures::{load_dirs, Fixtures};
-use crate::istio::Prediction;
-use crate::istio::{Mesh, SidecarShape};
+use crate::fixtures::Fixtures;
+use crate::istio::Mesh;
 use crate::runner::{self, Events};
-use crate::suite::CheckKind;
-use crate::suite::{self, Suite};
-use crate::targets::existing::ExistingOptions;
-use crate::targets::kind::KindOptions;
-use crate::targets::local::{procs, LocalOptions, LocalTarget};
-use crate::targets::{docker_answers, Target, TargetError};
-use crate::timeouts::Timeouts;
+use crate::suite::Suite;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Parser)]
@@ -52,6 +43,11 @@ pub enum Command {
     /// rate: live counts per route, then requests, errors, rate and the longest gap
     /// without success per route, and a JUnit report. Exit 1: a route had errors.
     Probe(Box<crate::probe::ProbeArgs>),
+    /// Verify an Istio upgrade: the suite before, with the new control plane and the
+    /// old proxies (skew), and after every proxy restarted, under steady traffic; one
+    /// JUnit report (before, skew, after, upgrade). Exit 1: a check failed, a
+    /// behaviour regressed between phases, or traffic errors exceeded the budget.
+    Upgrade(Box<crate::upgrade::UpgradeArgs>),
     /// Run the stub backend (what every app pod runs).
     Stub {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -165,7 +161,7 @@ pub struct RunArgs {
 }
 
 /// Options of the cluster targets (kind, existing).
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ClusterArgs {
     /// Istio version the kind target installs.
     #[arg(long, env = "MESHCHECK_ISTIO_VERSION", default_value = crate::targets::kind::tools::ISTIO_VERSION)]
@@ -228,53 +224,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-/// Loads the suite, its fixtures (or `--fixtures`) and the model.
-pub(crate) fn load_inputs(
-    suite: &str,
-    fixtures: Option<&PathBuf>,
-) -> Result<(Suite, String, Fixtures, Mesh), Error> {
-    let suite_path = suite::locate(suite)?;
-    let suite: Suite = suite::load(&suite_path)?;
-    let dirs = match fixtures {
-        Some(d) => vec![d.clone()],
-        None => suite.fixtures_dirs(),
-    };
-    let fx = load_dirs(&dirs)?;
-    let mesh = Mesh::build(&fx);
-    let shown = dirs
-        .iter()
-        .map(|d| d.display().to_string())
-        .collect::<Vec<_>>()
-        .join(", ");
-    Ok((suite, shown, fx, mesh))
-}
+pub(crate) use crate::run::load_inputs;
 
 fn count(findings: &[Finding], s: Severity) -> usize {
     findings.iter().filter(|f| f.severity == s).count()
-}
-
-/// What istiod generates for the fixtures, for the local target to serve: Istio-only
-/// Envoy extensions are switched off through istiod's own flags.
-fn istiod_config(
-    spec: &str,
-    fx: &Fixtures,
-    mesh: &Mesh,
-    suite: &Suite,
-) -> Result<crate::oracle::output::Output, Error> {
-    let answer = crate::oracle::ask(spec, fx, mesh, suite, true)?;
-    eprintln!(
-        "control plane: istiod {} ({}), {} gateway pod(s)",
-        answer.istio.release,
-        answer.istio.module,
-        answer.gateways.len()
-    );
-    for r in &answer.rejected {
-        eprintln!(
-            "warning: istiod does not take {} ({}): {}",
-            r.object, r.source, r.reason
-        );
-    }
-    Ok(answer)
 }
 
 /// Runs the oracle named by `spec` on the fixtures and compares it with the model.
@@ -385,17 +338,14 @@ pub fn analyze_cmd(args: AnalyzeArgs) -> Result<u8, Error> {
             ("fixtures.digest".to_string(), fx.digest.clone()),
             ("target".to_string(), "none (analyze)".to_string()),
         ];
-        let report = crate::report::junit::build(
-            &suite.name,
-            &events.sorted(&suite),
-            &props,
-            started.elapsed(),
-        );
-        crate::report::junit::write(&report, path).map_err(|source| Error::Junit {
-            path: path.clone(),
-            source,
-        })?;
-        let _ = writeln!(out, "JUnit report: {}", path.display());
+        let report = crate::report::SuiteReport {
+            name: suite.name.clone(),
+            events: events.sorted(&suite),
+            properties: props,
+            time: started.elapsed(),
+            output: String::new(),
+        };
+        crate::report::finish(&[report], path, started.elapsed())?;
     }
     Ok(if e > 0 { exit::CHECK_FAILED } else { exit::OK })
 }
@@ -416,7 +366,8 @@ pub fn main() -> u8 {
         Some(Command::Oracle(a)) => oracle_cmd(a),
         Some(Command::Compare(a)) => crate::report::compare::command(a),
         Some(Command::Probe(a)) => crate::probe::command(*a),
-        None => run(cli.run),
+        Some(Command::Upgrade(a)) => crate::upgrade::command(*a),
+        None => crate::run::run(cli.run),
     };
     match res {
         Ok(code) => code,
@@ -424,396 +375,5 @@ pub fn main() -> u8 {
             crate::error::report(&e);
             e.exit_code()
         }
-    }
-}
-
-/// Installs Ctrl-C / SIGTERM handling: the first signal stops every process (SIGTERM,
-/// grace, SIGKILL), removes working directories and exits 130; a second one kills
-/// everything at once. With `probing`, a first signal while its receiver listens (a
-/// probe under way) only tells the probe to stop: it ends, stops the target and
-/// writes its report.
-fn install_signal_handlers(
-    rt: &tokio::runtime::Runtime,
-    grace: Duration,
-    probing: Option<Arc<tokio::sync::watch::Sender<bool>>>,
-) {
-    rt.spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
-            return;
-        };
-        tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
-        if let Some(stop) = probing.filter(|s| s.send(true).is_ok()) {
-            eprintln!("\ninterrupted: stopping the probe, then the target (Ctrl-C again to kill at once)");
-            tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
-            drop(stop);
-            procs::kill_all_now();
-            procs::remove_dirs();
-            std::process::exit(exit::INTERRUPTED as i32);
-        }
-        eprintln!("\ninterrupted: stopping every process meshcheck started (Ctrl-C again to kill at once)");
-        std::thread::spawn(move || {
-            procs::stop_all(grace);
-            procs::run_cleanups();
-            procs::remove_dirs();
-            std::process::exit(exit::INTERRUPTED as i32);
-        });
-        tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
-        procs::kill_all_now();
-        procs::remove_dirs();
-        std::process::exit(exit::INTERRUPTED as i32);
-    });
-}
-
-fn junit_path(args: &RunArgs, suite: &Suite) -> PathBuf {
-    args.junit.clone().unwrap_or_else(|| {
-        PathBuf::from("target/meshcheck").join(format!("{}-junit.xml", suite.name))
-    })
-}
-
-pub fn run(args: RunArgs) -> Result<u8, Error> {
-    let run_started = Instant::now();
-    if args.test.list {
-        let suite = suite::load(&suite::locate(&args.suite)?)?;
-        let _ = libtest_mimic::run(&args.test, runner::list_trials(&suite));
-        return Ok(exit::OK);
-    }
-    let (mut suite, fixtures_dir, fx, mesh) = load_inputs(&args.suite, args.fixtures.as_ref())?;
-
-    // Static analysis and simulation first: findings are testcases of the run.
-    let findings = analysis::analyze(&fx, &mesh, &suite);
-    for f in findings.iter().filter(|f| f.severity != Severity::Error) {
-        eprintln!("{f}");
-    }
-    let predictions: BTreeMap<String, Prediction> = suite
-        .checks
-        .iter()
-        .filter_map(|c| {
-            let req = match &c.kind {
-                CheckKind::Http(h) => &h.request,
-                CheckKind::Distribution(d) => &d.request,
-                _ => return None,
-            };
-            Some((
-                c.full_name(),
-                mesh.simulate(&analysis::sim_request(req, suite.ingress.port)),
-            ))
-        })
-        .collect();
-    let static_outcomes = runner::static_outcomes(&suite, &findings);
-    let events = Events::default();
-    let mut test_args = args.test.clone();
-    if test_args.test_threads.is_none() {
-        test_args.test_threads = Some(4);
-    }
-    if args.fail_fast && count(&findings, Severity::Error) > 0 {
-        eprintln!("static analysis found errors; --fail-fast: no target is started");
-        let conclusion = runner::run(&test_args, runner::static_trials(static_outcomes, &events));
-        let props = vec![
-            ("suite".to_string(), suite.name.clone()),
-            ("fixtures.digest".to_string(), fx.digest.clone()),
-            ("target".to_string(), "none (--fail-fast)".to_string()),
-        ];
-        let report = crate::report::junit::build(
-            &suite.name,
-            &events.sorted(&suite),
-            &props,
-            run_started.elapsed(),
-        );
-        let junit = junit_path(&args, &suite);
-        crate::report::junit::write(&report, &junit).map_err(|source| Error::Junit {
-            path: junit.clone(),
-            source,
-        })?;
-        eprintln!("JUnit report: {}", junit.display());
-        return Ok(if conclusion.has_failed() {
-            exit::CHECK_FAILED
-        } else {
-            exit::OK
-        });
-    }
-
-    let target_kind = resolve_target(args.target);
-    let timeouts = Timeouts {
-        consistency: args.budget,
-        ..Timeouts::default()
-    };
-    let rt = runtime(timeouts.stop_grace, None)?;
-    let workdir = run_workdir()?;
-    let choice = TargetChoice {
-        target: target_kind,
-        keep: args.keep,
-        local_sidecars: args.local_sidecars,
-        control_plane: args.control_plane,
-        oracle: &args.oracle,
-        cluster: &args.cluster,
-        diagnostics: junit_path(&args, &suite)
-            .parent()
-            .unwrap_or(std::path::Path::new("."))
-            .join(format!("{}-diagnostics", suite.name)),
-    };
-    let running = start_target(
-        &choice,
-        &mut suite,
-        &fx,
-        mesh,
-        &timeouts,
-        &rt,
-        workdir.path(),
-    )?;
-    let target_dyn = running.target();
-    let ctx = Arc::new(crate::checks::Ctx::new(
-        target_dyn.clone(),
-        timeouts,
-        suite.ingress.port,
-    ));
-    let mut trials = runner::static_trials(static_outcomes, &events);
-    trials.extend(runner::traffic_trials(
-        &suite,
-        ctx.clone(),
-        rt.handle(),
-        &events,
-        &predictions,
-    ));
-    let conclusion = runner::run(&test_args, trials);
-
-    let junit = junit_path(&args, &suite);
-    let mut events_sorted = events.sorted(&suite);
-    // A failed traffic check: collect diagnostics next to the JUnit file and link them.
-    if events_sorted
-        .iter()
-        .any(|e| !e.outcome.passed && e.group != "static")
-    {
-        let dir = junit
-            .parent()
-            .unwrap_or(std::path::Path::new("."))
-            .join(format!("{}-diagnostics", suite.name));
-        let _ = std::fs::remove_dir_all(&dir);
-        let files = rt.block_on(async {
-            tokio::time::timeout(Duration::from_secs(120), target_dyn.diagnostics(&dir))
-                .await
-                .unwrap_or_default()
-        });
-        if !files.is_empty() {
-            eprintln!("diagnostics: {} file(s) in {}", files.len(), dir.display());
-            let list: String = files
-                .iter()
-                .map(|f| format!("  {}\n", f.display()))
-                .collect();
-            for e in events_sorted
-                .iter_mut()
-                .filter(|e| !e.outcome.passed && e.group != "static")
-            {
-                e.outcome
-                    .transcript
-                    .push_str(&format!("--- diagnostics ---\n{list}"));
-            }
-        }
-    }
-    let mut props = vec![
-        ("suite".to_string(), suite.name.clone()),
-        ("fixtures.dir".to_string(), fixtures_dir.clone()),
-        ("fixtures.digest".to_string(), fx.digest.clone()),
-        (
-            "meshcheck.version".to_string(),
-            env!("CARGO_PKG_VERSION").to_string(),
-        ),
-    ];
-    props.extend(target_dyn.properties());
-    let report =
-        crate::report::junit::build(&suite.name, &events_sorted, &props, run_started.elapsed());
-    drop(ctx);
-    drop(target_dyn);
-    // Stop the target before reporting the result, on every path.
-    running.shutdown(&rt);
-    crate::report::junit::write(&report, &junit).map_err(|source| Error::Junit {
-        path: junit.clone(),
-        source,
-    })?;
-    eprintln!("JUnit report: {}", junit.display());
-    Ok(if conclusion.has_failed() {
-        exit::CHECK_FAILED
-    } else {
-        exit::OK
-    })
-}
-
-/// The target a run brought up.
-pub(crate) enum Running {
-    Local(Arc<LocalTarget>),
-    Cluster(Arc<crate::targets::cluster::ClusterTarget>),
-}
-
-impl Running {
-    /// The target as the checks see it.
-    pub(crate) fn target(&self) -> Arc<dyn Target> {
-        match self {
-            Running::Local(t) => t.clone(),
-            Running::Cluster(t) => t.clone(),
-        }
-    }
-
-    /// Stops the target (every other handle to it dropped first).
-    pub(crate) fn shutdown(self, rt: &tokio::runtime::Runtime) {
-        match self {
-            Running::Local(t) => match Arc::try_unwrap(t) {
-                Ok(mut t) => t.shutdown(),
-                Err(_) => {
-                    procs::stop_all(Duration::from_secs(1));
-                }
-            },
-            Running::Cluster(t) => {
-                if let Ok(mut t) = Arc::try_unwrap(t) {
-                    rt.block_on(t.shutdown());
-                }
-            }
-        }
-    }
-}
-
-/// What starting a target takes from the command line (a run's or a probe's flags).
-pub(crate) struct TargetChoice<'a> {
-    pub target: TargetKind,
-    pub keep: bool,
-    pub local_sidecars: SidecarArg,
-    pub control_plane: ControlPlane,
-    pub oracle: &'a str,
-    pub cluster: &'a ClusterArgs,
-    /// Where a failed bring-up (apply, rollouts) leaves its diagnostics.
-    pub diagnostics: PathBuf,
-}
-
-/// `auto`: kind when a Docker engine answers, else local (the choice and why printed).
-pub(crate) fn resolve_target(t: TargetKind) -> TargetKind {
-    match t {
-        TargetKind::Auto if docker_answers() => {
-            eprintln!("target: kind (a Docker engine answers; pass --target local for the fast pre-flight)");
-            TargetKind::Kind
-        }
-        TargetKind::Auto => {
-            eprintln!("target: local (no Docker engine answers, so not kind)");
-            TargetKind::Local
-        }
-        t => t,
-    }
-}
-
-/// The async runtime of a run, with the panic hook and Ctrl-C handling installed
-/// (`probing`: see [`install_signal_handlers`]).
-pub(crate) fn runtime(
-    grace: Duration,
-    probing: Option<Arc<tokio::sync::watch::Sender<bool>>>,
-) -> Result<tokio::runtime::Runtime, Error> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|source| TargetError::Io {
-            what: "cannot start the async runtime".into(),
-            source,
-        })?;
-    procs::install_panic_hook();
-    install_signal_handlers(&rt, grace, probing);
-    Ok(rt)
-}
-
-/// A working directory for cluster targets (kind config, kubeconfig), removed on Ctrl-C.
-pub(crate) fn run_workdir() -> Result<tempfile::TempDir, Error> {
-    let workdir = tempfile::Builder::new()
-        .prefix("meshcheck-run-")
-        .tempdir()
-        .map_err(|source| TargetError::Io {
-            what: "cannot create a working directory".into(),
-            source,
-        })?;
-    procs::register_dir(workdir.path());
-    Ok(workdir)
-}
-
-/// Brings up the chosen target with the fixtures (the existing target may rename the
-/// suite's expected namespaces with its prefix).
-pub(crate) fn start_target(
-    choice: &TargetChoice<'_>,
-    suite: &mut Suite,
-    fx: &Fixtures,
-    mesh: Mesh,
-    timeouts: &Timeouts,
-    rt: &tokio::runtime::Runtime,
-    workdir: &std::path::Path,
-) -> Result<Running, Error> {
-    if choice.control_plane == ControlPlane::Istiod && choice.target != TargetKind::Local {
-        return Err(Error::Usage(
-            "--control-plane istiod is for the local target: a cluster runs its own istiod".into(),
-        ));
-    }
-    Ok(match choice.target {
-        TargetKind::Local | TargetKind::Auto => {
-            let exe = std::env::current_exe().map_err(|source| TargetError::Io {
-                what: "cannot find the meshcheck executable (for the stub backend)".into(),
-                source,
-            })?;
-            let mut opts = LocalOptions::new(vec![exe.into_os_string(), "stub".into()]);
-            opts.keep = choice.keep;
-            opts.show_progress = true;
-            opts.timeouts = timeouts.clone();
-            opts.sidecar_shape = match choice.local_sidecars {
-                SidecarArg::Native => SidecarShape::Native,
-                SidecarArg::Classic => SidecarShape::Classic,
-            };
-            if choice.control_plane == ControlPlane::Istiod {
-                opts.istiod = Some(Arc::new(istiod_config(choice.oracle, fx, &mesh, suite)?));
-            }
-            Running::Local(Arc::new(LocalTarget::start(mesh, &opts)?))
-        }
-        TargetKind::Kind => {
-            let cluster = choice.cluster;
-            let mut opts = KindOptions::new(project_dir());
-            opts.cluster_name = cluster.cluster_name.clone();
-            opts.istio_version = cluster.istio_version.clone();
-            opts.node_image = cluster.node_image.clone();
-            opts.reuse = cluster.reuse;
-            opts.keep = choice.keep;
-            opts.tools.offline = cluster.offline;
-            opts.node_address = cluster.node_address;
-            opts.diagnostics_dir = Some(choice.diagnostics.clone());
-            // A failed step still deletes what was created (the registered cleanups).
-            let t = rt
-                .block_on(crate::targets::kind::bring_up(fx, &mesh, &opts, workdir))
-                .inspect_err(|_| procs::run_cleanups())?;
-            Running::Cluster(Arc::new(t))
-        }
-        TargetKind::Existing => {
-            let cluster = choice.cluster;
-            let opts = ExistingOptions {
-                kubeconfig: cluster.kubeconfig.clone(),
-                context: cluster.context.clone(),
-                no_apply: cluster.no_apply,
-                namespace_prefix: cluster.namespace_prefix.clone(),
-                node_address: cluster.node_address,
-                stub_image: cluster.stub_image.clone(),
-                keep: choice.keep,
-                rollout_timeout: None,
-                adopt: cluster.adopt,
-                diagnostics_dir: Some(choice.diagnostics.clone()),
-            };
-            if let Some(prefix) = &cluster.namespace_prefix {
-                crate::targets::existing::rename_expectations(suite, prefix, fx);
-            }
-            let t = rt
-                .block_on(crate::targets::existing::bring_up(fx, &mesh, &opts))
-                .inspect_err(|_| procs::run_cleanups())?;
-            Running::Cluster(Arc::new(t))
-        }
-    })
-}
-
-/// The project directory (where the Dockerfile is): the current directory when it has
-/// one, else the directory meshcheck was built from.
-fn project_dir() -> PathBuf {
-    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-    if cwd.join("Dockerfile").is_file() {
-        cwd
-    } else {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
     }
 }

@@ -12,6 +12,7 @@ pub mod istio;
 pub mod oracle;
 pub mod probe;
 pub mod report;
+pub mod run;
 pub mod runner;
 pub mod stats;
 pub mod stub;

@@ -10,7 +10,7 @@
 
 mod live;
 
-pub use live::{Lines, Live, Quiet};
+pub use live::{Latest, Lines, Live, Quiet};
 
 use crate::checks::{send, Outcome};
 use crate::cli::{ClusterArgs, ControlPlane, SidecarArg, TargetKind};
@@ -91,6 +91,39 @@ pub struct Route {
     pub status: u16,
 }
 
+/// Where and how one route's requests go: the gateway Service port its check names
+/// (its NodePort on the node) and the client for its scheme (https: SNI and CA as the
+/// check would use).
+#[derive(Debug, Clone)]
+pub struct Aim {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+}
+
+/// Each route's [`Aim`] on the target of `ctx`; an error names the route.
+pub fn aim(ctx: &crate::checks::Ctx, routes: &[Route]) -> Result<Vec<Aim>, String> {
+    routes
+        .iter()
+        .map(|r| {
+            let addr = ctx
+                .ingress_for(&r.request)
+                .map_err(|e| format!("{}: {e}", r.name))?;
+            let client = ctx
+                .client_for(&r.request, addr, false)
+                .map_err(|e| format!("{}: {e}", r.name))?;
+            Ok(Aim { addr, client })
+        })
+        .collect()
+}
+
+/// `node:port` of the aims, for the console (one, or a list).
+pub fn addresses(aims: &[Aim]) -> String {
+    let mut v: Vec<String> = aims.iter().map(|a| a.addr.to_string()).collect();
+    v.sort();
+    v.dedup();
+    v.join(", ")
+}
+
 /// The suite's http checks as routes to probe, in suite order.
 pub fn routes(suite: &Suite) -> Vec<Route> {
     suite
@@ -134,6 +167,8 @@ pub struct Sample {
 pub struct Counts {
     pub requests: usize,
     pub errors: usize,
+    /// Requests answered (or failed) so far.
+    pub answered: usize,
 }
 
 /// The longest time a route went without a successful answer.
@@ -222,8 +257,7 @@ fn kind(s: &Sample) -> String {
 /// Sends the routes' requests in turn at `opts.rate` until `opts.duration` has passed
 /// or `stop` turns true; every answer goes to `live` as it comes.
 pub async fn run(
-    client: &reqwest::Client,
-    addr: SocketAddr,
+    aims: &[Aim],
     routes: &[Route],
     opts: &Options,
     mut stop: watch::Receiver<bool>,
@@ -258,7 +292,8 @@ pub async fn run(
                 next += 1;
                 sent[i] += 1;
                 counts[i].requests += 1;
-                tasks.spawn(request(client.clone(), addr, routes[i].clone(), i, start, tx.clone()));
+                let aim = aims[i].clone();
+                tasks.spawn(request(aim.client, aim.addr, routes[i].clone(), i, start, tx.clone()));
             }
             _ = showing.tick() => live.show(routes, &counts, start.elapsed()),
         }
@@ -291,6 +326,7 @@ async fn request(
 }
 
 fn record(samples: &mut Vec<Sample>, counts: &mut [Counts], s: Sample) {
+    counts[s.route].answered += 1;
     if s.error.is_some() {
         counts[s.route].errors += 1;
     }
@@ -550,26 +586,28 @@ pub fn command(args: ProbeArgs) -> Result<u8, Error> {
         )));
     }
     let junit = junit_path(&args, &suite);
-    let target_kind = crate::cli::resolve_target(args.target);
+    let target_kind = crate::run::bring_up::resolve_target(args.target);
     let timeouts = Timeouts::default();
     // Ctrl-C stops the probe only while it runs (a receiver listens); during bring-up
     // it interrupts as in a run.
     let stop = std::sync::Arc::new(watch::channel(false).0);
-    let rt = crate::cli::runtime(timeouts.stop_grace, Some(stop.clone()))?;
-    let workdir = crate::cli::run_workdir()?;
-    let choice = crate::cli::TargetChoice {
+    let rt = crate::run::session::runtime(timeouts.stop_grace, Some(stop.clone()))?;
+    let workdir = crate::run::session::workdir()?;
+    let choice = crate::run::bring_up::TargetChoice {
         target: target_kind,
         keep: args.keep,
         local_sidecars: args.local_sidecars,
         control_plane: args.control_plane,
         oracle: &args.oracle,
         cluster: &args.cluster,
+        restartable: false,
+        istiod: None,
         diagnostics: junit
             .parent()
             .unwrap_or(std::path::Path::new("."))
             .join(format!("{}-probe-diagnostics", suite.name)),
     };
-    let running = crate::cli::start_target(
+    let running = crate::run::bring_up::start_target(
         &choice,
         &mut suite,
         &fx,
@@ -586,22 +624,23 @@ pub fn command(args: ProbeArgs) -> Result<u8, Error> {
     };
     let target = running.target();
     let ctx = crate::checks::Ctx::new(target.clone(), timeouts.clone(), suite.ingress.port);
-    let report = match ctx.ingress_for(&crate::suite::RequestSpec::default()) {
-        Ok(addr) => {
+    let report = match aim(&ctx, &routes) {
+        Ok(aims) => {
             let opts = Options {
                 duration: args.duration,
                 rate: args.rate,
                 drain: timeouts.request + Duration::from_secs(1),
             };
             eprintln!(
-                "probe: {} route(s) at {}/s for {:.1} s through {addr} (Ctrl-C stops it early)",
+                "probe: {} route(s) at {}/s for {:.1} s through {} (Ctrl-C stops it early)",
                 routes.len(),
                 args.rate,
-                args.duration.as_secs_f64()
+                args.duration.as_secs_f64(),
+                addresses(&aims)
             );
             let mut live = live::for_stderr();
             let stop = stop.subscribe();
-            Ok(rt.block_on(run(&ctx.client, addr, &routes, &opts, stop, live.as_mut())))
+            Ok(rt.block_on(run(&aims, &routes, &opts, stop, live.as_mut())))
         }
         Err(why) => Err(why),
     };
@@ -618,8 +657,9 @@ pub fn command(args: ProbeArgs) -> Result<u8, Error> {
     ];
     props.extend(target.properties());
     drop(ctx);
+    rt.block_on(target.shutdown());
     drop(target);
-    running.shutdown(&rt);
+    drop(running);
     let report = report.map_err(|why| {
         Error::Target(crate::targets::TargetError::Unavailable {
             target: target_kind_name(target_kind).into(),
@@ -652,12 +692,14 @@ fn finish(
     }
     let mut props = props.to_vec();
     props.push(("probe.interrupted".into(), report.interrupted.to_string()));
-    let xml = crate::report::junit::build("probe", &events(report), &props, report.elapsed);
-    crate::report::junit::write(&xml, junit).map_err(|source| Error::Junit {
-        path: junit.to_path_buf(),
-        source,
-    })?;
-    let _ = writeln!(out, "JUnit report: {}", junit.display());
+    let suite = crate::report::SuiteReport {
+        name: "probe".into(),
+        events: events(report),
+        properties: props,
+        time: report.elapsed,
+        output: String::new(),
+    };
+    crate::report::finish(&[suite], junit, report.elapsed)?;
     Ok(if !report.passed() {
         exit::CHECK_FAILED
     } else if report.interrupted {

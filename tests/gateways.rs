@@ -145,6 +145,44 @@ fn https_servers_answer_by_sni_with_their_own_certificate_and_routes() {
 }
 
 #[test]
+fn probe_sends_each_route_to_its_own_port_and_scheme() {
+    // https routes on 443 (SNI, the run's CA) and a plain one on 80, in one probe.
+    let f = secure_gateways();
+    let suite_path = suite_file(&suite(HTTPS_CHECKS));
+    let d = tempfile::tempdir().unwrap();
+    let r = Run::new()
+        .arg("probe")
+        .arg("--target")
+        .arg("local")
+        .arg("--duration")
+        .arg("2s")
+        .arg("--rate")
+        .arg("30")
+        .arg("--suite")
+        .arg(suite_path.path())
+        .arg("--fixtures")
+        .arg(f.path())
+        .arg("--junit")
+        .arg(d.path().join("probe.xml"))
+        .run_plain();
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    for route in [
+        "tls::httpbin",
+        "tls::helloworld",
+        "tls::plain-http-still-on-80",
+    ] {
+        let line = r
+            .stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(route))
+            .unwrap_or_else(|| panic!("{route}\n{}", r.stdout));
+        let w: Vec<&str> = line.split_whitespace().collect();
+        assert!(w[1].parse::<usize>().unwrap() > 0, "{line}");
+        assert_eq!(w[2], "0", "no error: {line}");
+    }
+}
+
+#[test]
 fn an_sni_no_server_names_fails_the_handshake_and_the_simulation_says_so() {
     let f = secure_gateways();
     let checks = r#"  - group: tls

@@ -5,7 +5,7 @@
 //!
 //!     cargo test --test kind_upgrade_e2e -- --ignored --nocapture
 //!
-//! It creates the kind cluster `meshcheck` with Istio 1.29.6 (the
+//! It creates the kind cluster `meshcheck-upgrade-e2e` with Istio 1.29.6 (the
 //! previous minor), applies the fixtures, runs the suite (`before`), upgrades the
 //! control plane to the pinned 1.30.3 (`skew`: new istiod, old proxies), restarts
 //! the gateway and the workloads (`after`), and deletes the cluster.
@@ -23,6 +23,8 @@ fn upgrade_on_kind(strategy: &str) -> (RunResult, Vec<Case>) {
         .arg("upgrade")
         .arg("--target")
         .arg("kind")
+        .arg("--cluster-name")
+        .arg("meshcheck-upgrade-e2e")
         .arg("--from")
         .arg("1.29.6")
         .arg("--to")

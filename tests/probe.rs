@@ -190,7 +190,6 @@ fn a_backend_killed_mid_probe_shows_as_errors_and_a_gap_on_its_route_only() {
     let routes = probe::routes(&suite);
     let dyn_target: Arc<dyn Target> = target.clone();
     let ctx = meshcheck::checks::Ctx::new(dyn_target, Default::default(), 80);
-    let addr = ctx.ingress_for(&Default::default()).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -206,7 +205,8 @@ fn a_backend_killed_mid_probe_shows_as_errors_and_a_gap_on_its_route_only() {
     let killed_at = Duration::from_secs(1);
     let mut quiet = Quiet;
     let report = rt.block_on(async {
-        let probing = probe::run(&ctx.client, addr, &routes, &opts, stop, &mut quiet);
+        let aims = probe::aim(&ctx, &routes).unwrap();
+        let probing = probe::run(&aims, &routes, &opts, stop, &mut quiet);
         let kill = async {
             tokio::time::sleep(killed_at).await;
             unsafe {

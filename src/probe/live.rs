@@ -118,3 +118,38 @@ impl Live for Bars {
         }
     }
 }
+
+/// Keeps the latest counts for another thread to read (an upgrade prints them after
+/// each step), and shows nothing itself.
+#[derive(Clone, Default)]
+pub struct Latest(std::sync::Arc<std::sync::Mutex<(usize, usize, usize)>>);
+
+impl Latest {
+    /// Requests sent and errors so far.
+    pub fn get(&self) -> (usize, usize) {
+        let (requests, errors, _) = *self.0.lock().unwrap_or_else(|e| e.into_inner());
+        (requests, errors)
+    }
+    /// Answers (or transport errors) received so far.
+    pub fn answered(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).2
+    }
+    fn set(&self, counts: &[Counts]) {
+        let requests = counts.iter().map(|c| c.requests).sum();
+        let errors = counts.iter().map(|c| c.errors).sum();
+        let answered = counts.iter().map(|c| c.answered).sum();
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = (requests, errors, answered);
+    }
+}
+
+impl Live for Latest {
+    fn period(&self) -> Duration {
+        Duration::from_millis(200)
+    }
+    fn show(&mut self, _: &[Route], counts: &[Counts], _: Duration) {
+        self.set(counts);
+    }
+    fn finish(&mut self, _: &[Route], counts: &[Counts], _: Duration) {
+        self.set(counts);
+    }
+}

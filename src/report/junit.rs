@@ -16,6 +16,32 @@ pub fn build(
     properties: &[(String, String)],
     total: Duration,
 ) -> Report {
+    let mut report = Report::new("meshcheck");
+    report.add_test_suite(testsuite(suite, events, properties, total));
+    report.set_time(total);
+    report
+}
+
+/// A report of several testsuites (an upgrade's phases).
+pub fn build_many(suites: &[super::SuiteReport], total: Duration) -> Report {
+    let mut report = Report::new("meshcheck");
+    for s in suites {
+        let mut ts = testsuite(&s.name, &s.events, &s.properties, s.time);
+        if !s.output.is_empty() {
+            ts.set_system_out(s.output.as_str());
+        }
+        report.add_test_suite(ts);
+    }
+    report.set_time(total);
+    report
+}
+
+fn testsuite(
+    suite: &str,
+    events: &[CheckEvent],
+    properties: &[(String, String)],
+    total: Duration,
+) -> TestSuite {
     let mut ts = TestSuite::new(suite);
     for (k, v) in properties {
         ts.add_property(Property::new(k.as_str(), v.as_str()));
@@ -65,10 +91,7 @@ pub fn build(
         ts.add_test_case(tc);
     }
     ts.set_time(total);
-    let mut report = Report::new("meshcheck");
-    report.add_test_suite(ts);
-    report.set_time(total);
-    report
+    ts
 }
 
 pub fn write(report: &Report, path: &Path) -> std::io::Result<()> {

@@ -19,3 +19,54 @@ pub struct CheckEvent {
     pub outcome: Outcome,
     pub duration: Duration,
 }
+
+/// One testsuite of a report: a run's checks, or one phase of an upgrade.
+#[derive(Debug, Clone)]
+pub struct SuiteReport {
+    pub name: String,
+    pub events: Vec<CheckEvent>,
+    pub properties: Vec<(String, String)>,
+    pub time: Duration,
+    /// The testsuite's system-out (an upgrade's configuration difference).
+    pub output: String,
+}
+
+impl SuiteReport {
+    pub fn failed(&self) -> usize {
+        self.events.iter().filter(|e| !e.outcome.passed).count()
+    }
+
+    /// `ingress: 12 passed, 1 failed (1 flaky)`.
+    pub fn summary(&self) -> String {
+        let failed = self.failed();
+        let flaky = self.events.iter().filter(|e| e.outcome.flaky).count();
+        let mut s = format!(
+            "{}: {} passed, {failed} failed",
+            self.name,
+            self.events.len() - failed
+        );
+        if flaky > 0 {
+            s.push_str(&format!(" ({flaky} flaky)"));
+        }
+        s
+    }
+}
+
+/// The end of every command that reports: writes the JUnit file (all testsuites) and
+/// prints one summary line per testsuite and where the report is.
+pub fn finish(
+    suites: &[SuiteReport],
+    path: &std::path::Path,
+    total: Duration,
+) -> Result<(), crate::error::Error> {
+    let report = junit::build_many(suites, total);
+    junit::write(&report, path).map_err(|source| crate::error::Error::Junit {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    for s in suites {
+        eprintln!("{}", s.summary());
+    }
+    eprintln!("JUnit report: {}", path.display());
+    Ok(())
+}

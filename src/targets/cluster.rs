@@ -237,10 +237,10 @@ pub struct ClusterTarget {
     /// `istioctl` and how it reaches the cluster, for config dumps.
     pub(crate) istioctl: Option<Istioctl>,
     /// Run at shutdown (delete the kind cluster).
-    pub(crate) on_shutdown: Vec<Box<dyn FnOnce() + Send + Sync>>,
+    pub(crate) on_shutdown: std::sync::Mutex<Vec<Box<dyn FnOnce() + Send + Sync>>>,
     /// Interrupt-path cleanups this target registered (forgotten once it cleaned up).
-    pub(crate) cleanup_ids: Vec<u64>,
-    pub(crate) stopped: bool,
+    pub(crate) cleanup_ids: std::sync::Mutex<Vec<u64>>,
+    pub(crate) stopped: std::sync::atomic::AtomicBool,
 }
 
 /// The namespace a fixture namespace has on the cluster.
@@ -280,9 +280,9 @@ pub async fn deploy(
         delete_created: opts.delete_created,
         props: vec![("target".into(), name.into())],
         istioctl: None,
-        on_shutdown: Vec::new(),
-        cleanup_ids: Vec::new(),
-        stopped: false,
+        on_shutdown: Default::default(),
+        cleanup_ids: Default::default(),
+        stopped: Default::default(),
     };
     let mut nss: Vec<String> = fx
         .objects
@@ -329,7 +329,7 @@ pub async fn deploy(
                 let applied = std::mem::take(&mut *list.lock().unwrap_or_else(|e| e.into_inner()));
                 delete_blocking(c, applied)
             }));
-            target.cleanup_ids.push(id);
+            target.cleanup_ids_mut().push(id);
         }
         let res = k::apply_each(&client, &fx.objects, &aopts, |a| {
             shared.lock().unwrap_or_else(|e| e.into_inner()).push(a)
@@ -448,12 +448,37 @@ impl ClusterTarget {
         }
     }
 
+    pub(crate) fn cleanup_ids_mut(&mut self) -> &mut Vec<u64> {
+        self.cleanup_ids
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn on_shutdown_mut(&mut self) -> &mut Vec<Box<dyn FnOnce() + Send + Sync>> {
+        self.on_shutdown
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs the shutdown actions (delete the kind cluster) and forgets the
+    /// interrupt-path cleanups they replace.
+    fn run_shutdown_actions(&self) {
+        let actions =
+            std::mem::take(&mut *self.on_shutdown.lock().unwrap_or_else(|e| e.into_inner()));
+        for f in actions {
+            f();
+        }
+        let ids = std::mem::take(&mut *self.cleanup_ids.lock().unwrap_or_else(|e| e.into_inner()));
+        for id in ids {
+            procs::unregister_cleanup(id);
+        }
+    }
+
     /// Deletes what the run created (unless kept) and runs the shutdown actions.
-    pub async fn shutdown(&mut self) {
-        if self.stopped {
+    pub async fn shutdown(&self) {
+        if self.stopped.swap(true, std::sync::atomic::Ordering::SeqCst) {
             return;
         }
-        self.stopped = true;
         if self.delete_created {
             let step = Step::start(format!(
                 "deleting the {} object(s) this run created",
@@ -464,12 +489,7 @@ impl ClusterTarget {
             }
             step.done();
         }
-        for f in self.on_shutdown.drain(..) {
-            f();
-        }
-        for id in self.cleanup_ids.drain(..) {
-            procs::unregister_cleanup(id);
-        }
+        self.run_shutdown_actions();
     }
 
     async fn collect(&self, dir: PathBuf) -> Vec<PathBuf> {
@@ -622,6 +642,9 @@ impl Target for ClusterTarget {
     fn properties(&self) -> Vec<(String, String)> {
         self.props.clone()
     }
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(ClusterTarget::shutdown(self))
+    }
     fn diagnostics<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, Vec<PathBuf>> {
         Box::pin(self.collect(dir.to_path_buf()))
     }
@@ -669,19 +692,13 @@ pub fn other_node_ports(services: &[Service], ours: &[String]) -> Vec<(u16, Stri
 
 impl Drop for ClusterTarget {
     fn drop(&mut self) {
-        if !self.stopped {
+        if !self.stopped.swap(true, std::sync::atomic::Ordering::SeqCst) {
             // Not shut down explicitly (an error path): still run the cleanups.
-            self.stopped = true;
             if self.delete_created {
                 let (c, a) = (self.client.clone(), std::mem::take(&mut self.applied));
                 let _ = std::thread::spawn(move || delete_blocking(c, a)).join();
             }
-            for f in self.on_shutdown.drain(..) {
-                f();
-            }
-            for id in self.cleanup_ids.drain(..) {
-                procs::unregister_cleanup(id);
-            }
+            self.run_shutdown_actions();
         }
     }
 }

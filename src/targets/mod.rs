@@ -58,6 +58,10 @@ pub trait Target: Send + Sync {
     fn health(&self) -> Vec<String>;
     /// Key/values for reports (target, versions, addresses).
     fn properties(&self) -> Vec<(String, String)>;
+    /// Stops what the target started and deletes what it created (unless kept):
+    /// processes, objects, the kind cluster. Idempotent; dropping the target does the
+    /// same on paths that could not call it.
+    fn shutdown(&self) -> BoxFuture<'_, ()>;
     /// A PEM CA that signed the gateway's server certificates, when the target made
     /// them (the local target's per-run CA); https requests trust it.
     fn tls_ca_file(&self) -> Option<PathBuf> {
@@ -303,6 +307,9 @@ pub mod testing {
         }
         fn properties(&self) -> Vec<(String, String)> {
             Vec::new()
+        }
+        fn shutdown(&self) -> BoxFuture<'_, ()> {
+            Box::pin(async {})
         }
         fn other_node_ports(&self) -> BoxFuture<'_, Result<Vec<(u16, String)>, String>> {
             Box::pin(async move { self.other_node_ports.clone() })

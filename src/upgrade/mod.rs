@@ -1,5 +1,355 @@
 //! `meshcheck upgrade`: the suite before, during (new control plane, old proxies) and
 //! after an Istio upgrade, under steady traffic, in one report.
+//!
+//! Steps: bring the target up on Istio A; `precheck`; phase `before` (the suite, with
+//! its static testcases); the prober starts; the control plane goes to B; phase
+//! `skew`; every proxy restarts onto B; phase `after`; the prober stops. The report
+//! has one testsuite per phase and an `upgrade` testsuite: the precheck, the traffic
+//! continuity (errors against `--error-budget`, longest gap per route), and the
+//! behaviour changes between phases (regressions fail).
 
 pub mod cluster;
+pub mod diff;
+pub mod local;
+mod report;
 pub mod transition;
+
+use crate::cli::{ClusterArgs, SidecarArg, TargetKind};
+use crate::error::{exit, Error};
+use crate::oracle::output::Output;
+use crate::report::SuiteReport;
+use crate::run::{self, bring_up, phase, session, Analysed};
+use crate::suite::Suite;
+use crate::targets::Target;
+use crate::timeouts::Timeouts;
+use clap::Args;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use transition::{Precheck, Strategy, Transition};
+
+#[derive(Debug, Args)]
+pub struct UpgradeArgs {
+    /// The Istio version running before the upgrade.
+    #[arg(long)]
+    pub from: String,
+    /// The Istio version to upgrade to.
+    #[arg(long)]
+    pub to: String,
+    /// How a cluster's control plane moves (kind): in place, or a canary revision.
+    #[arg(long, value_enum, default_value = "in-place")]
+    pub strategy: Strategy,
+    /// Traffic errors the upgrade may cause before it fails.
+    #[arg(long, default_value_t = 0)]
+    pub error_budget: usize,
+    /// Requests per second of the prober (the suite's http checks in turn).
+    #[arg(long, default_value_t = 20.0)]
+    pub rate: f64,
+    /// Suite to run in each phase: a name under suites/ or a path.
+    #[arg(long, env = "MESHCHECK_SUITE", default_value = "ingress")]
+    pub suite: String,
+    /// Where to run: local (istiod A's then B's config on real Envoys), kind, existing.
+    #[arg(long, value_enum, env = "MESHCHECK_TARGET", default_value = "auto")]
+    pub target: TargetKind,
+    /// These manifests instead of the suite's own fixtures.
+    #[arg(long, env = "MESHCHECK_FIXTURES")]
+    pub fixtures: Option<PathBuf>,
+    /// JUnit report path [default: target/meshcheck/<suite>-upgrade-junit.xml].
+    #[arg(long)]
+    pub junit: Option<PathBuf>,
+    /// Keep the target's working directory.
+    #[arg(long)]
+    pub keep: bool,
+    /// Budget for an expectation to become consistently true (e.g. 30s).
+    #[arg(long, value_parser = crate::cli::parse_duration, env = "MESHCHECK_BUDGET")]
+    pub budget: Option<Duration>,
+    /// Sidecar shape the local target reports.
+    #[arg(long, value_enum, default_value = "native")]
+    pub local_sidecars: SidecarArg,
+    /// Existing target: the command that upgrades (run with `sh -c`, the step in
+    /// $MESHCHECK_UPGRADE_STEP: control-plane, proxies, finish).
+    #[arg(long)]
+    pub upgrade_cmd: Option<String>,
+    /// Existing target: wait for this file to name each step done, instead of a prompt.
+    #[arg(long)]
+    pub upgrade_signal: Option<PathBuf>,
+    /// How long one upgrade step may take.
+    #[arg(long, value_parser = crate::cli::parse_duration, default_value = "30m")]
+    pub step_timeout: Duration,
+    /// Test-only: restart proxies by killing them first, without draining (what a
+    /// broken rollout does), so that traffic continuity must fail.
+    #[arg(long, hide = true)]
+    pub test_restart_without_drain: bool,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// istiod's configuration of both versions for the fixtures (local target).
+struct Versions {
+    from: Arc<Output>,
+    to: Arc<Output>,
+    /// How their configuration differs, in words.
+    diff: String,
+}
+
+/// What the steps produced.
+#[derive(Default)]
+struct Outcome {
+    phases: Vec<SuiteReport>,
+    prechecks: Vec<Precheck>,
+    probe: Option<crate::probe::Report>,
+    /// The step that failed, and why.
+    failed_step: Option<(String, String)>,
+}
+
+/// What the steps need from the run.
+struct Context<'a> {
+    suite: &'a Suite,
+    analysed: &'a Analysed,
+    target: Arc<dyn Target>,
+    timeouts: &'a Timeouts,
+    rt: &'a tokio::runtime::Runtime,
+    rate: f64,
+}
+
+/// `meshcheck upgrade`.
+pub fn command(args: UpgradeArgs) -> Result<u8, Error> {
+    let started = Instant::now();
+    let (mut suite, fixtures_dir, fx, mesh) =
+        run::load_inputs(&args.suite, args.fixtures.as_ref())?;
+    if crate::probe::routes(&suite).is_empty() {
+        return Err(Error::Usage(format!(
+            "suite {} has no http check: the upgrade's prober has nothing to send",
+            suite.name
+        )));
+    }
+    let analysed = run::analyse(&suite, &fx, &mesh);
+    let target_kind = bring_up::resolve_target(args.target);
+    let timeouts = Timeouts {
+        consistency: args.budget,
+        ..Timeouts::default()
+    };
+    let junit = run::junit_path(args.junit.as_ref(), &suite, "upgrade-");
+    let rt = session::runtime(timeouts.stop_grace, None)?;
+    let versions = match target_kind {
+        TargetKind::Local | TargetKind::Auto => Some(ask_versions(&args, &fx, &mesh, &suite)?),
+        _ => None,
+    };
+    let workdir = session::workdir()?;
+    let mut cluster = args.cluster.clone();
+    cluster.istio_version = args.from.clone();
+    let choice = bring_up::TargetChoice {
+        target: target_kind,
+        keep: args.keep,
+        local_sidecars: args.local_sidecars,
+        // Local: istiod A's config (given below); a cluster runs its own istiod.
+        control_plane: crate::cli::ControlPlane::Model,
+        oracle: &args.from,
+        cluster: &cluster,
+        restartable: true,
+        istiod: versions.as_ref().map(|v| v.from.clone()),
+        diagnostics: run::beside(&junit, format!("{}-upgrade-diagnostics", suite.name)),
+    };
+    step_line(&format!("bringing the target up on Istio {}", args.from));
+    let running = bring_up::start_target(
+        &choice,
+        &mut suite,
+        &fx,
+        mesh,
+        &timeouts,
+        &rt,
+        workdir.path(),
+    )?;
+    let target = running.target();
+    let mut transition = make_transition(&running, &args, versions.as_ref())?;
+    let ctx = Context {
+        suite: &suite,
+        analysed: &analysed,
+        target: target.clone(),
+        timeouts: &timeouts,
+        rt: &rt,
+        rate: args.rate,
+    };
+    let outcome = steps(&ctx, transition.as_mut());
+    drop(transition);
+    let mut props = run::properties(&suite, &fixtures_dir, &fx);
+    props.extend(target.properties());
+    props.push(("upgrade.from".into(), args.from.clone()));
+    props.push(("upgrade.to".into(), args.to.clone()));
+    rt.block_on(target.shutdown());
+    drop(running);
+    let config_diff = versions.map(|v| v.diff).unwrap_or_default();
+    finish(outcome, &args, props, config_diff, &junit, started)
+}
+
+fn step_line(what: &str) {
+    eprintln!("upgrade: {what}");
+}
+
+/// Asks the oracle of both versions (failing early when one cannot be built) and
+/// prints how their configuration differs.
+fn ask_versions(
+    args: &UpgradeArgs,
+    fx: &crate::fixtures::Fixtures,
+    mesh: &crate::istio::Mesh,
+    suite: &Suite,
+) -> Result<Versions, Error> {
+    let from = Arc::new(bring_up::istiod_config(&args.from, fx, mesh, suite)?);
+    let to = Arc::new(bring_up::istiod_config(&args.to, fx, mesh, suite)?);
+    let d = diff::describe(&from, &to, &diff::diff(&from, &to));
+    print!("{d}");
+    Ok(Versions { from, to, diff: d })
+}
+
+fn make_transition(
+    running: &bring_up::Running,
+    args: &UpgradeArgs,
+    versions: Option<&Versions>,
+) -> Result<Box<dyn Transition>, Error> {
+    match (running, versions) {
+        (bring_up::Running::Local(t), Some(v)) => Ok(Box::new(local::LocalTransition::new(
+            t.clone(),
+            v.to.clone(),
+            !args.test_restart_without_drain,
+        ))),
+        _ => Err(Error::Usage(
+            "upgrade: only the local target is wired up in this build".into(),
+        )),
+    }
+}
+
+/// A step of a [`Transition`].
+type StepFn =
+    for<'a> fn(&'a mut dyn Transition) -> crate::targets::BoxFuture<'a, Result<(), Error>>;
+
+/// One transition step, timed and reported; its error recorded in `outcome`.
+fn take_step(
+    ctx: &Context<'_>,
+    outcome: &mut Outcome,
+    name: &str,
+    t: &mut dyn Transition,
+    step: StepFn,
+) -> bool {
+    step_line(&format!("{name} ..."));
+    let started = Instant::now();
+    match ctx.rt.block_on(step(t)) {
+        Ok(()) => {
+            step_line(&format!(
+                "{name}: done in {:.1}s",
+                started.elapsed().as_secs_f64()
+            ));
+            true
+        }
+        Err(e) => {
+            step_line(&format!("{name}: failed: {e}"));
+            outcome.failed_step = Some((name.to_string(), e.to_string()));
+            false
+        }
+    }
+}
+
+/// One pass of the suite as phase `name`.
+fn phase_pass(ctx: &Context<'_>, name: &str, statics: bool) -> SuiteReport {
+    step_line(&format!("phase {name}: running the suite"));
+    let t = Instant::now();
+    let args = libtest_mimic::Arguments {
+        quiet: true,
+        ..Default::default()
+    };
+    let pass = phase::run_checks(
+        &args,
+        ctx.suite,
+        ctx.analysed,
+        ctx.target.clone(),
+        ctx.timeouts,
+        ctx.rt,
+        statics,
+    );
+    SuiteReport {
+        name: name.to_string(),
+        events: pass.events,
+        properties: vec![("phase".into(), name.into())],
+        time: t.elapsed(),
+        output: String::new(),
+    }
+}
+
+/// The whole upgrade between bring-up and shutdown.
+fn steps(ctx: &Context<'_>, t: &mut dyn Transition) -> Outcome {
+    let mut outcome = Outcome::default();
+    match ctx.rt.block_on(t.precheck()) {
+        Ok(p) => outcome.prechecks = p,
+        Err(e) => {
+            outcome.failed_step = Some(("precheck".into(), e.to_string()));
+            return outcome;
+        }
+    }
+    outcome.phases.push(phase_pass(ctx, "before", true));
+    let prober = match report::Prober::start(ctx) {
+        Ok(p) => p,
+        Err(why) => {
+            outcome.failed_step = Some(("prober".into(), why));
+            return outcome;
+        }
+    };
+    // Every route answered once before anything changes.
+    prober.warm_up(
+        crate::probe::routes(ctx.suite).len(),
+        Duration::from_secs(10),
+    );
+    let ok = take_step(
+        ctx,
+        &mut outcome,
+        "control plane to the new version",
+        t,
+        |t| t.upgrade_control_plane(),
+    ) && {
+        prober.show();
+        outcome.phases.push(phase_pass(ctx, "skew", false));
+        take_step(
+            ctx,
+            &mut outcome,
+            "restarting every proxy onto the new version",
+            t,
+            |t| t.restart_proxies(),
+        )
+    } && {
+        prober.show();
+        outcome.phases.push(phase_pass(ctx, "after", false));
+        take_step(ctx, &mut outcome, "finishing", t, |t| t.finish())
+    };
+    if !ok {
+        ctx.rt.block_on(t.abort());
+    }
+    outcome.probe = Some(prober.stop());
+    outcome
+}
+
+/// Writes the report, prints the comparison and returns the exit code.
+fn finish(
+    outcome: Outcome,
+    args: &UpgradeArgs,
+    props: Vec<(String, String)>,
+    config_diff: String,
+    junit: &std::path::Path,
+    started: Instant,
+) -> Result<u8, Error> {
+    let upgrade = report::upgrade_suite(&outcome, args.error_budget, props.clone(), config_diff);
+    let mut suites: Vec<SuiteReport> = outcome
+        .phases
+        .iter()
+        .cloned()
+        .map(|mut s| {
+            s.properties.extend(props.iter().cloned());
+            s
+        })
+        .collect();
+    if let Some(p) = &outcome.probe {
+        print!("{}", crate::probe::table(p));
+    }
+    print!("{}", report::comparison_text(&outcome.phases));
+    suites.push(upgrade);
+    crate::report::finish(&suites, junit, started.elapsed())?;
+    let failed = suites.iter().any(|s| s.failed() > 0);
+    Ok(if failed { exit::CHECK_FAILED } else { exit::OK })
+}

@@ -41,3 +41,13 @@ pub trait Transition: Send {
         Box::pin(async {})
     }
 }
+
+/// How a cluster's control plane moves to B.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Strategy {
+    /// `istioctl upgrade`: istiod replaced in place.
+    #[default]
+    InPlace,
+    /// A revision for B beside A, namespaces relabelled to it, A removed at the end.
+    Canary,
+}

@@ -412,9 +412,9 @@ pub async fn bring_up(
     if delete_at_end {
         let (k, n, kc) = (kind.clone(), name.clone(), kubeconfig_path.clone());
         target
-            .on_shutdown
+            .on_shutdown_mut()
             .push(Box::new(move || delete_cluster_blocking(&k, &n, &kc)));
-        target.cleanup_ids.extend(cleanup_id);
+        target.cleanup_ids_mut().extend(cleanup_id);
     } else {
         eprintln!(
             "kind: keeping cluster {name} (delete it with `kind delete cluster --name {name}`)"

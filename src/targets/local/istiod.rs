@@ -35,7 +35,10 @@ pub struct Secrets<'a> {
 }
 
 /// The bootstrap of gateway proxy `gw` (index into `mesh.gateways`) from istiod's
-/// config for its pod.
+/// config for its pod. Listeners and clusters are delivered as istiod delivers them,
+/// over xDS, here from files in `xds` (LDS and CDS `path_config_source` with a watched
+/// directory): [`write_xds`] with another answer is a real configuration update of the
+/// running Envoy (what an istiod upgrade pushes), not a restart.
 pub fn gateway_bootstrap(
     cfg: &GatewayConfig,
     mesh: &Mesh,
@@ -43,34 +46,129 @@ pub fn gateway_bootstrap(
     addrs: &Addresses,
     admin: &Path,
     secrets: &Secrets,
+    xds: &Xds,
 ) -> Result<Value, String> {
     let g = &mesh.gateways[gw];
     let pod = &mesh.pods[g.pod];
     let pod_ip = addrs.pod_ip[g.pod];
+    let (listeners, clusters) = gateway_resources(cfg, mesh, gw, addrs, secrets)?;
+    xds.write(&listeners, &clusters)?;
+    Ok(json!({
+        "node": {
+            "id": format!("router~{pod_ip}~{}.{}~{}.svc.cluster.local", pod.name, pod.namespace, pod.namespace),
+            "cluster": format!("{}.{}", pod.deployment, pod.namespace),
+        },
+        "admin": {"address": {"pipe": {"path": admin.to_string_lossy()}}},
+        "dynamic_resources": {
+            "lds_config": xds.source(Xds::LDS),
+            "cds_config": xds.source(Xds::CDS),
+        },
+    }))
+}
+
+/// Listeners and clusters of gateway `gw` from istiod's config, adapted for local
+/// delivery only (addresses, inline routes, static endpoints, secrets from files).
+pub fn gateway_resources(
+    cfg: &GatewayConfig,
+    mesh: &Mesh,
+    gw: usize,
+    addrs: &Addresses,
+    secrets: &Secrets,
+) -> Result<(Vec<Value>, Vec<Value>), String> {
     let mut listeners = Vec::new();
     for l in &cfg.listeners {
         let mut l = l.clone();
         bind_locally(&mut l, mesh, gw, addrs)?;
         drop_chains_without_secret(&mut l, secrets);
         inline_routes(&mut l, cfg)?;
+        files_for_sds(&mut l, secrets)?;
         listeners.push(l);
     }
     let mut clusters = Vec::new();
     for c in &cfg.clusters {
         let mut c = c.clone();
         static_endpoints(&mut c, cfg, addrs)?;
+        files_for_sds(&mut c, secrets)?;
         clusters.push(c);
     }
-    let mut out = json!({
-        "node": {
-            "id": format!("router~{pod_ip}~{}.{}~{}.svc.cluster.local", pod.name, pod.namespace, pod.namespace),
-            "cluster": format!("{}.{}", pod.deployment, pod.namespace),
-        },
-        "admin": {"address": {"pipe": {"path": admin.to_string_lossy()}}},
-        "static_resources": {"listeners": listeners, "clusters": clusters},
-    });
-    files_for_sds(&mut out, secrets)?;
-    Ok(out)
+    Ok((listeners, clusters))
+}
+
+/// A gateway's xDS files: `lds/lds.json` and `cds/cds.json`, each in a directory its
+/// Envoy watches (one per type, so that a rename reloads only its own type). Each
+/// write is a new version, renamed into place (Envoy reloads on the rename and never
+/// reads a half-written file); clusters go first so that new routes never name a
+/// cluster Envoy does not have yet. Envoy counts every update it applies or rejects
+/// (`listener_manager.lds.update_success`, `cluster_manager.cds.update_rejected`, ...):
+/// that is how a writer knows it was read.
+#[derive(Debug)]
+pub struct Xds {
+    pub dir: PathBuf,
+    version: std::sync::atomic::AtomicU32,
+}
+
+impl Xds {
+    pub const LDS: &'static str = "lds";
+    pub const CDS: &'static str = "cds";
+    const LISTENER: &'static str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+    const CLUSTER: &'static str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+
+    pub fn new(dir: PathBuf) -> Self {
+        Xds {
+            dir,
+            version: std::sync::atomic::AtomicU32::new(0),
+        }
+    }
+
+    /// The config source of one resource type, as the bootstrap names it.
+    fn source(&self, kind: &str) -> Value {
+        let dir = self.dir.join(kind);
+        json!({
+            "resource_api_version": "V3",
+            "path_config_source": {
+                "path": dir.join(format!("{kind}.json")).to_string_lossy(),
+                "watched_directory": {"path": dir.to_string_lossy()},
+            },
+        })
+    }
+
+    /// Writes a new version of the listeners and clusters.
+    pub fn write(&self, listeners: &[Value], clusters: &[Value]) -> Result<String, String> {
+        for kind in [Self::LDS, Self::CDS] {
+            let dir = self.dir.join(kind);
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        let version = (self
+            .version
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1)
+        .to_string();
+        self.write_one(Self::CDS, Self::CLUSTER, &version, clusters)?;
+        self.write_one(Self::LDS, Self::LISTENER, &version, listeners)?;
+        Ok(version)
+    }
+
+    fn write_one(
+        &self,
+        kind: &str,
+        ty: &str,
+        version: &str,
+        items: &[Value],
+    ) -> Result<(), String> {
+        let resources: Vec<Value> = items
+            .iter()
+            .map(|v| {
+                let mut v = v.clone();
+                v["@type"] = json!(ty);
+                v
+            })
+            .collect();
+        let body = json!({"version_info": version, "resources": resources});
+        let tmp = self.dir.join(format!(".{kind}.json.tmp"));
+        let path = self.dir.join(kind).join(format!("{kind}.json"));
+        std::fs::write(&tmp, body.to_string()).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))
+    }
 }
 
 fn name_of(v: &Value) -> &str {

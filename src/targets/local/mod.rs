@@ -14,6 +14,7 @@ mod envoy;
 mod istiod;
 pub mod procs;
 pub mod provision;
+mod reconfigure;
 
 use super::{ContainerInfo, PodInfo, Target, TargetError};
 
@@ -42,6 +43,10 @@ pub struct LocalOptions {
     /// `--control-plane istiod`: the gateways serve what istiod generated (the oracle's
     /// answer, with Istio-only extensions switched off by istiod's flags).
     pub istiod: Option<std::sync::Arc<crate::oracle::output::Output>>,
+    /// Proxies can be restarted under traffic (Envoy hot restart: the new process
+    /// takes the listening sockets over, the old one drains), as an upgrade's rolling
+    /// restart needs. Off by default: hot restart leaves shared memory to clean up.
+    pub restartable: bool,
 }
 
 impl LocalOptions {
@@ -53,6 +58,7 @@ impl LocalOptions {
             sidecar_shape: SidecarShape::default(),
             timeouts: Timeouts::default(),
             istiod: None,
+            restartable: false,
         }
     }
 }
@@ -101,6 +107,7 @@ fn istiod_bootstrap(
     addrs: &envoy::Addresses,
     admin: &std::path::Path,
     secrets: &istiod::Secrets,
+    xds: &istiod::Xds,
 ) -> Result<serde_json::Value, TargetError> {
     let pod = &mesh.pods[mesh.gateways[gw].pod];
     let key = format!("{}/{}", pod.namespace, pod.name);
@@ -114,7 +121,7 @@ fn istiod_bootstrap(
             why: "istiod generated no configuration for this pod".into(),
             log_tail: None,
         })?;
-    istiod::gateway_bootstrap(cfg, mesh, gw, addrs, admin, secrets).map_err(|why| {
+    istiod::gateway_bootstrap(cfg, mesh, gw, addrs, admin, secrets, xds).map_err(|why| {
         TargetError::Start {
             what,
             why,
@@ -135,7 +142,7 @@ struct RunningPod {
 
 pub struct LocalTarget {
     owner: u64,
-    workdir: Option<tempfile::TempDir>,
+    workdir: std::sync::Mutex<Option<tempfile::TempDir>>,
     workdir_path: PathBuf,
     keep: bool,
     grace: Duration,
@@ -145,9 +152,19 @@ pub struct LocalTarget {
     envoy: provision::EnvoyBinary,
     running: Vec<RunningPod>,
     shape: SidecarShape,
-    stopped: bool,
+    stopped: std::sync::atomic::AtomicBool,
     /// The per-run CA of the certificates standing for the Gateways' Secrets.
     credential_ca: Option<PathBuf>,
+    /// Each pod's local address (by mesh pod index; unspecified: not run).
+    pod_ip: Vec<Ipv4Addr>,
+    /// The mesh root certificate.
+    root: PathBuf,
+    /// The gateways istiod programs (`--control-plane istiod`), for config pushes.
+    istiod_gateways: Vec<reconfigure::IstiodGateway>,
+    /// Every Envoy started, with what restarting it takes.
+    proxies: std::sync::Mutex<Vec<reconfigure::ProxyProc>>,
+    /// The Ctrl-C cleanup of hot restart's shared memory (restartable targets).
+    shm_cleanup: Option<u64>,
 }
 
 /// Takes a free 127.A.B.0/24 block: an exclusive flock on a lock file per block.
@@ -299,7 +316,7 @@ impl LocalTarget {
         let owner = procs::new_owner();
         let mut target = LocalTarget {
             owner,
-            workdir: Some(workdir),
+            workdir: std::sync::Mutex::new(Some(workdir)),
             workdir_path: wd.clone(),
             keep: opts.keep,
             grace: opts.timeouts.stop_grace,
@@ -309,9 +326,20 @@ impl LocalTarget {
             envoy,
             running: Vec::new(),
             shape: opts.sidecar_shape,
-            stopped: false,
+            stopped: Default::default(),
             credential_ca: None,
+            pod_ip: Vec::new(),
+            root: PathBuf::new(),
+            istiod_gateways: Vec::new(),
+            proxies: std::sync::Mutex::new(Vec::new()),
+            shm_cleanup: None,
         };
+        if opts.restartable {
+            let dir = wd.join("envoy");
+            target.shm_cleanup = Some(procs::register_cleanup(Box::new(move || {
+                reconfigure::remove_shared_memory_in(&dir)
+            })));
+        }
         let [a, b, c, _] = node.octets();
         let mut pod_ip = vec![Ipv4Addr::UNSPECIFIED; target.mesh.pods.len()];
         for (slot, &i) in runnable.iter().enumerate() {
@@ -333,6 +361,8 @@ impl LocalTarget {
 
         let ca = certs::MeshCa::new(&wd.join("certs"))?;
         let root = ca.root_file.clone();
+        target.root = root.clone();
+        target.pod_ip = pod_ip.clone();
         // The Secrets the Gateways' credentialNames name have no key material meshcheck
         // could use: each gets a per-run certificate from a CA of its own, which the
         // checks' https client trusts.
@@ -349,6 +379,8 @@ impl LocalTarget {
             owner,
             envoy: &envoy_path,
             workdir: &wd,
+            restartable: opts.restartable,
+            started: Default::default(),
         };
         for (slot, &i) in runnable.iter().enumerate() {
             let pod = target.mesh.pods[i].clone();
@@ -383,19 +415,34 @@ impl LocalTarget {
                         &credentials,
                         &root,
                     ),
-                    Some(answer) => istiod_bootstrap(
-                        answer,
-                        &target.mesh,
-                        gw,
-                        &addrs,
-                        &admin,
-                        &istiod::Secrets {
-                            identity: &cert,
-                            root: &root,
-                            credentials: &credentials,
-                            dir: wd.join("envoy").join(format!("{stem}.sds")),
-                        },
-                    )?,
+                    Some(answer) => {
+                        let sds = wd.join("envoy").join(format!("{stem}.sds"));
+                        let xds = istiod::Xds::new(wd.join("envoy").join(format!("{stem}.xds")));
+                        let cfg = istiod_bootstrap(
+                            answer,
+                            &target.mesh,
+                            gw,
+                            &addrs,
+                            &admin,
+                            &istiod::Secrets {
+                                identity: &cert,
+                                root: &root,
+                                credentials: &credentials,
+                                dir: sds.clone(),
+                            },
+                            &xds,
+                        )?;
+                        target.istiod_gateways.push(reconfigure::IstiodGateway {
+                            gw,
+                            pod: i,
+                            admin: admin.clone(),
+                            xds,
+                            cert: cert.clone(),
+                            credentials: credentials.clone(),
+                            sds,
+                        });
+                        cfg
+                    }
                 };
                 rp.proxy =
                     Some(proxy.start(&pod, "gateway proxy", &stem, &cfg, &admin, &mut waits)?);
@@ -472,6 +519,7 @@ impl LocalTarget {
             }
             target.running.push(rp);
         }
+        *target.proxies.lock().unwrap_or_else(|e| e.into_inner()) = proxy.started.take();
         // Wait for every process to be ready, or one to die, or the deadline.
         let deadline = Instant::now() + opts.timeouts.local_ready;
         let mut pending: Vec<_> = waits;
@@ -541,14 +589,22 @@ impl LocalTarget {
     }
 
     /// Stops every process and removes the working directory (unless kept).
-    pub fn shutdown(&mut self) {
-        if self.stopped {
+    pub fn shutdown(&self) {
+        if self.stopped.swap(true, std::sync::atomic::Ordering::SeqCst) {
             return;
         }
-        self.stopped = true;
         procs::stop_owner(self.owner, self.grace);
+        self.remove_shared_memory();
+        if let Some(id) = self.shm_cleanup {
+            procs::unregister_cleanup(id);
+        }
         procs::unregister_dir(&self.workdir_path);
-        if let Some(dir) = self.workdir.take() {
+        let dir = self
+            .workdir
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(dir) = dir {
             if self.keep {
                 let path = dir.keep();
                 eprintln!("local target: kept {}", path.display());
@@ -573,6 +629,10 @@ struct Proxy<'a> {
     owner: u64,
     envoy: &'a Path,
     workdir: &'a Path,
+    /// Start each Envoy so that it can be hot restarted.
+    restartable: bool,
+    /// What was started, in order.
+    started: std::cell::RefCell<Vec<reconfigure::ProxyProc>>,
 }
 
 impl Proxy<'_> {
@@ -591,26 +651,25 @@ impl Proxy<'_> {
         write_json(&path, cfg)?;
         let name = format!("{}/{} {role}", pod.namespace, pod.name);
         let log = self.workdir.join("logs").join(format!("{stem}.envoy.log"));
-        let mut cmd = Command::new(self.envoy);
-        cmd.arg("-c")
-            .arg(&path)
-            .args([
-                "--disable-hot-restart",
-                "--concurrency",
-                "1",
-                "--log-level",
-                "warn",
-            ])
-            .args([
-                "--service-node",
-                &pod.name,
-                "--service-cluster",
-                &pod.deployment,
-            ]);
+        let p = reconfigure::ProxyProc {
+            name: name.clone(),
+            gateway: pod.role == PodRole::Gateway,
+            config: path,
+            admin: admin.to_path_buf(),
+            log: log.clone(),
+            hot_restart: self
+                .restartable
+                .then(|| self.workdir.join("envoy").join(format!("{stem}.base-id"))),
+            epoch: 0,
+            service_node: pod.name.clone(),
+            service_cluster: pod.deployment.clone(),
+        };
+        let mut cmd = p.command(self.envoy, true);
         procs::spawn(self.owner, &name, &mut cmd, &log)
             .map_err(io(format!("cannot start Envoy {}", self.envoy.display())))?;
         let admin = admin.to_path_buf();
         waits.push((name.clone(), Box::new(move || envoy_ready(&admin)), log));
+        self.started.borrow_mut().push(p);
         Ok(name)
     }
 }
@@ -685,6 +744,10 @@ impl Target for LocalTarget {
 
     fn tls_ca_file(&self) -> Option<PathBuf> {
         self.credential_ca.clone()
+    }
+
+    fn shutdown(&self) -> super::BoxFuture<'_, ()> {
+        Box::pin(async move { LocalTarget::shutdown(self) })
     }
 
     fn properties(&self) -> Vec<(String, String)> {

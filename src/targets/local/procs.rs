@@ -127,6 +127,52 @@ pub fn is_running(owner: u64, name: &str) -> Option<bool> {
         .map(|p| !poll(p))
 }
 
+/// The process `name` of `owner` is being replaced (a hot restart: it drains and
+/// exits on its own): it keeps running under `name (retiring)`, its exit is no
+/// casualty, and it is still stopped with its owner. Returns whether it was found.
+pub fn retire(owner: u64, name: &str) -> bool {
+    let mut all = procs();
+    match all
+        .iter_mut()
+        .find(|p| p.owner == owner && p.name == name && !p.stopping)
+    {
+        Some(p) => {
+            p.name = format!("{name} (retiring)");
+            p.stopping = true;
+            true
+        }
+        None => false,
+    }
+}
+
+/// How many retired processes of `owner` still run (draining after a hot restart).
+pub fn retiring(owner: u64) -> usize {
+    let mut all = procs();
+    all.iter_mut()
+        .filter(|p| p.owner == owner && p.name.ends_with(" (retiring)"))
+        .filter_map(|p| (!poll(p)).then_some(()))
+        .count()
+}
+
+/// SIGKILL to the process `name` of `owner` at once, reaped, and forgotten (a crash,
+/// for a test-only transition that does not drain). Returns whether it was found.
+pub fn kill_now(owner: u64, name: &str) -> bool {
+    let found = {
+        let mut all = procs();
+        all.iter()
+            .position(|p| p.owner == owner && p.name == name)
+            .map(|i| all.remove(i))
+    };
+    match found {
+        Some(mut p) => {
+            signal_group(&p, libc::SIGKILL);
+            let _ = p.child.wait();
+            true
+        }
+        None => false,
+    }
+}
+
 /// Pid of process `name` of `owner`.
 pub fn pid_of(owner: u64, name: &str) -> Option<u32> {
     procs()

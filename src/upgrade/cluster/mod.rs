@@ -25,16 +25,8 @@ use crate::upgrade::transition::{Precheck, Transition};
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// How the kind target's control plane goes to B.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum Strategy {
-    /// `istioctl upgrade`: istiod replaced; proxies restarted onto it afterwards.
-    #[default]
-    InPlace,
-    /// B installed beside A as revision `1-30-3`, the namespaces moved to it, A
-    /// removed at the end.
-    Canary,
-}
+/// How the kind target's control plane goes to B (the CLI's `--strategy`).
+pub use crate::upgrade::transition::Strategy;
 
 /// What the cluster side of `meshcheck upgrade` needs (plain values from the CLI).
 #[derive(Debug, Clone)]
@@ -71,6 +63,36 @@ impl ClusterUpgradeOptions {
             rollout_timeout: Duration::from_secs(300),
             tools: ToolOptions::new(false),
         }
+    }
+}
+
+impl ClusterUpgradeOptions {
+    /// Whether these options fit the target `kind` or `existing` (a usage error
+    /// otherwise), before anything is brought up; for existing, how the user's
+    /// upgrade is taken. kind refuses `--upgrade-cmd`/`--upgrade-signal` (meshcheck
+    /// upgrades it); existing refuses `--strategy canary` and needs a command, a
+    /// signal file, or a terminal (`stdin_is_terminal`).
+    pub fn check(
+        &self,
+        target: &str,
+        stdin_is_terminal: bool,
+    ) -> Result<Option<user::UserUpgrade>, Error> {
+        if target == "kind" {
+            if self.upgrade_cmd.is_some() || self.upgrade_signal.is_some() {
+                return Err(Error::Usage(
+                    "--upgrade-cmd and --upgrade-signal are for --target existing; on kind meshcheck upgrades Istio itself (--strategy)".into(),
+                ));
+            }
+            return Ok(None);
+        }
+        if self.strategy == Strategy::Canary {
+            return Err(Error::Usage(format!(
+                "--strategy canary is for --target kind; on {target} the upgrade is yours (--upgrade-cmd, --upgrade-signal or the prompt), done your way"
+            )));
+        }
+        user::UserUpgrade::from_options(self, stdin_is_terminal)
+            .map(Some)
+            .map_err(Error::Usage)
     }
 }
 
@@ -115,13 +137,9 @@ impl ClusterTransition {
         opts: ClusterUpgradeOptions,
         stdin_is_terminal: bool,
     ) -> Result<Self, Error> {
-        let how = match target.name {
-            "kind" => {
-                if opts.upgrade_cmd.is_some() || opts.upgrade_signal.is_some() {
-                    return Err(Error::Usage(
-                        "--upgrade-cmd and --upgrade-signal are for --target existing; on kind meshcheck upgrades Istio itself (--strategy)".into(),
-                    ));
-                }
+        let how = match opts.check(target.name, stdin_is_terminal)? {
+            Some(user) => How::User(user),
+            None => {
                 let istioctl = target.istioctl.clone().ok_or_else(|| {
                     step_failed("kind", "precheck", "the kind target has no istioctl")
                 })?;
@@ -137,18 +155,6 @@ impl ClusterTransition {
                     relabelled: Vec::new(),
                     canary_installed: false,
                 }))
-            }
-            _ => {
-                if opts.strategy == Strategy::Canary {
-                    return Err(Error::Usage(format!(
-                        "--strategy canary is for --target kind; on {} the upgrade is yours (--upgrade-cmd, --upgrade-signal or the prompt), done your way",
-                        target.name
-                    )));
-                }
-                How::User(
-                    user::UserUpgrade::from_options(&opts, stdin_is_terminal)
-                        .map_err(Error::Usage)?,
-                )
             }
         };
         Ok(ClusterTransition {

@@ -250,9 +250,9 @@ impl Bench {
                 kubeconfig: Some(self.dir.path().join("kubeconfig")),
                 context: None,
             }),
-            on_shutdown: Vec::new(),
-            cleanup_ids: Vec::new(),
-            stopped: false,
+            on_shutdown: Default::default(),
+            cleanup_ids: Default::default(),
+            stopped: Default::default(),
         }
     }
 
@@ -631,6 +631,11 @@ async fn existing_needs_a_way_to_upgrade_when_not_on_a_terminal() {
     both.upgrade_cmd = Some("true".into());
     both.upgrade_signal = Some(b.dir.path().join("signal"));
     assert!(ClusterTransition::with_terminal(&b.target("existing"), &mesh(), both, true).is_err());
+    // The same check before anything is brought up.
+    let opts = b.opts(Strategy::InPlace);
+    assert!(opts.check("existing", false).is_err());
+    assert!(opts.check("existing", true).is_ok());
+    assert!(opts.check("kind", false).unwrap().is_none());
     // The strategy is meshcheck's on kind only.
     let mut canary = b.opts(Strategy::Canary);
     canary.upgrade_cmd = Some("true".into());

@@ -222,7 +222,7 @@ async fn existing_target_applies_reads_the_cluster_and_passes_the_suite() {
         );
     }
     drop(ctx);
-    let Ok(mut cluster) = Arc::try_unwrap(cluster) else {
+    let Ok(cluster) = Arc::try_unwrap(cluster) else {
         panic!("the checks keep no reference to the target")
     };
 
