@@ -357,3 +357,21 @@ fn ctrl_c_during_an_upgrade_leaves_no_process_workdir_or_shared_memory() {
         "shared memory left after Ctrl-C"
     );
 }
+
+#[test]
+fn options_of_another_target_are_refused_before_anything_starts() {
+    let r = Run::new()
+        .arg("upgrade")
+        .arg("--target")
+        .arg("local")
+        .arg("--from")
+        .arg("1.30.3")
+        .arg("--to")
+        .arg("1.31")
+        .arg("--upgrade-cmd")
+        .arg("true")
+        .run_plain();
+    assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("--upgrade-cmd"), "{}", r.stderr);
+    assert!(!r.stderr.contains("local target:"), "{}", r.stderr);
+}

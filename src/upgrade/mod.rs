@@ -125,6 +125,7 @@ pub fn command(args: UpgradeArgs) -> Result<u8, Error> {
     }
     let analysed = run::analyse(&suite, &fx, &mesh);
     let target_kind = bring_up::resolve_target(args.target);
+    check_options(&args, target_kind)?;
     let timeouts = Timeouts {
         consistency: args.budget,
         ..Timeouts::default()
@@ -151,6 +152,7 @@ pub fn command(args: UpgradeArgs) -> Result<u8, Error> {
         diagnostics: run::beside(&junit, format!("{}-upgrade-diagnostics", suite.name)),
     };
     step_line(&format!("bringing the target up on Istio {}", args.from));
+    let model = mesh.clone();
     let running = bring_up::start_target(
         &choice,
         &mut suite,
@@ -161,7 +163,13 @@ pub fn command(args: UpgradeArgs) -> Result<u8, Error> {
         workdir.path(),
     )?;
     let target = running.target();
-    let mut transition = make_transition(&running, &args, versions.as_ref())?;
+    let mut transition = match make_transition(&running, &model, &args, versions.as_ref()) {
+        Ok(t) => t,
+        Err(e) => {
+            rt.block_on(target.shutdown());
+            return Err(e);
+        }
+    };
     let ctx = Context {
         suite: &suite,
         analysed: &analysed,
@@ -201,8 +209,38 @@ fn ask_versions(
     Ok(Versions { from, to, diff: d })
 }
 
+/// The cluster transition's options from the command line.
+fn cluster_options(args: &UpgradeArgs) -> cluster::ClusterUpgradeOptions {
+    let mut o = cluster::ClusterUpgradeOptions::new(&args.from, &args.to);
+    o.strategy = args.strategy;
+    o.upgrade_cmd = args.upgrade_cmd.clone();
+    o.upgrade_signal = args.upgrade_signal.clone();
+    o.step_timeout = args.step_timeout;
+    o.tools = crate::targets::kind::tools::ToolOptions::new(args.cluster.offline);
+    o
+}
+
+/// Refuses options that do not fit the target before anything starts.
+fn check_options(args: &UpgradeArgs, target: TargetKind) -> Result<(), Error> {
+    let name = match target {
+        TargetKind::Kind => "kind",
+        TargetKind::Existing => "existing",
+        TargetKind::Local | TargetKind::Auto => {
+            if args.upgrade_cmd.is_some() || args.upgrade_signal.is_some() {
+                return Err(Error::Usage(
+                    "--upgrade-cmd and --upgrade-signal are for the existing target: the local target upgrades itself".into(),
+                ));
+            }
+            return Ok(());
+        }
+    };
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdin());
+    cluster_options(args).check(name, terminal).map(|_| ())
+}
+
 fn make_transition(
     running: &bring_up::Running,
+    mesh: &crate::istio::Mesh,
     args: &UpgradeArgs,
     versions: Option<&Versions>,
 ) -> Result<Box<dyn Transition>, Error> {
@@ -212,8 +250,13 @@ fn make_transition(
             v.to.clone(),
             !args.test_restart_without_drain,
         ))),
-        _ => Err(Error::Usage(
-            "upgrade: only the local target is wired up in this build".into(),
+        (bring_up::Running::Cluster(t), _) => Ok(Box::new(cluster::ClusterTransition::new(
+            t,
+            mesh,
+            cluster_options(args),
+        )?)),
+        (bring_up::Running::Local(_), None) => Err(Error::Usage(
+            "the local target upgrades from istiod's configuration of both versions".into(),
         )),
     }
 }
