@@ -52,11 +52,37 @@ pub enum Command {
     /// rate: live counts per route, then requests, errors, rate and the longest gap
     /// without success per route, and a JUnit report. Exit 1: a route had errors.
     Probe(Box<crate::probe::ProbeArgs>),
+    /// Write the fixtures and suite of a larger mesh: the base suite plus N generated
+    /// services (Deployment, Service, DestinationRule, VirtualService route, http
+    /// check each), for the scale benchmarks.
+    GenFixtures(GenFixturesArgs),
     /// Run the stub backend (what every app pod runs).
     Stub {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct GenFixturesArgs {
+    /// How many services (one pod each) to add.
+    #[arg(long)]
+    pub services: usize,
+    /// Directory to write `suite.yaml` and `fixtures/` into.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The base suite: a name under suites/ or a path.
+    #[arg(long, default_value = "ingress")]
+    pub suite: String,
+}
+
+/// `meshcheck gen-fixtures`.
+pub fn gen_fixtures_cmd(args: GenFixturesArgs) -> Result<u8, Error> {
+    let base = suite::locate(&args.suite)?;
+    let spec = crate::gen_fixtures::GenSpec::new(args.services, base);
+    let out = crate::gen_fixtures::generate(&spec, &args.out).map_err(Error::Usage)?;
+    println!("{}", out.suite.display());
+    Ok(exit::OK)
 }
 
 #[derive(Debug, Args)]
@@ -414,6 +440,7 @@ pub fn main() -> u8 {
         }
         Some(Command::Analyze(a)) => analyze_cmd(a),
         Some(Command::Oracle(a)) => oracle_cmd(a),
+        Some(Command::GenFixtures(a)) => gen_fixtures_cmd(a),
         Some(Command::Compare(a)) => crate::report::compare::command(a),
         Some(Command::Probe(a)) => crate::probe::command(*a),
         None => run(cli.run),
