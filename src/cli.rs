@@ -757,6 +757,18 @@ pub(crate) fn run_workdir() -> Result<tempfile::TempDir, Error> {
     Ok(workdir)
 }
 
+/// The command that runs the stub: `meshcheck-stub` beside the meshcheck executable
+/// (installed and built together), else `meshcheck stub`. The small binary starts
+/// about four times faster, which a mesh of hundreds of pods feels.
+fn stub_command(exe: PathBuf) -> Vec<std::ffi::OsString> {
+    let small = exe.with_file_name("meshcheck-stub");
+    if small.is_file() {
+        vec![small.into_os_string()]
+    } else {
+        vec![exe.into_os_string(), "stub".into()]
+    }
+}
+
 /// Brings up the chosen target with the fixtures (the existing target may rename the
 /// suite's expected namespaces with its prefix).
 pub(crate) fn start_target(
@@ -779,7 +791,7 @@ pub(crate) fn start_target(
                 what: "cannot find the meshcheck executable (for the stub backend)".into(),
                 source,
             })?;
-            let mut opts = LocalOptions::new(vec![exe.into_os_string(), "stub".into()]);
+            let mut opts = LocalOptions::new(stub_command(exe));
             opts.keep = choice.keep;
             opts.show_progress = true;
             opts.timeouts = timeouts.clone();

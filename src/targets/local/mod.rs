@@ -328,7 +328,9 @@ impl LocalTarget {
         let root = ca.root_file.clone();
         target.mesh_root = root.clone();
         let td = target.mesh.trust_domain.clone();
+        let t_certs = Instant::now();
         let pod_certs = issue_pod_certs(&ca, &target.mesh, &runnable, &td)?;
+        let t_certs = t_certs.elapsed();
         // The Secrets the Gateways' credentialNames name have no key material meshcheck
         // could use: each gets a per-run certificate from a CA of its own, which the
         // checks' https client trusts.
@@ -356,11 +358,14 @@ impl LocalTarget {
                 cert: pod_certs[&i].clone(),
             })
             .collect();
+        let t_spawn = Instant::now();
         target.hosts = sidecars::plan(hosted, &wd.join("envoy"), &wd.join("s"));
         for host in &target.hosts {
             let cfg = host.bootstrap(&target.mesh, &root)?;
             proxy.start_host(host, &cfg, &mut waits)?;
         }
+        let t_hosts = t_spawn.elapsed();
+        let mut stub_jobs = Vec::new();
         for (slot, &i) in runnable.iter().enumerate() {
             let pod = target.mesh.pods[i].clone();
             let stem = format!("{}.{}", pod.namespace, pod.name);
@@ -452,10 +457,7 @@ impl LocalTarget {
                         cmd.env(&var.name, v);
                     }
                 }
-                procs::spawn(owner, &name, &mut cmd, &log).map_err(io(format!(
-                    "cannot start the stub {}",
-                    prog.to_string_lossy()
-                )))?;
+                stub_jobs.push((name.clone(), cmd, log.clone()));
                 waits.push((
                     name.clone(),
                     Box::new(move || listen.iter().all(|l| tcp_ready(*l))),
@@ -469,6 +471,12 @@ impl LocalTarget {
             }
             target.running.push(rp);
         }
+        procs::spawn_self_reaping(owner, stub_jobs).map_err(|(name, source)| TargetError::Io {
+            what: format!("cannot start the stub of {name}"),
+            source,
+        })?;
+        let t_spawn = t_spawn.elapsed();
+        let t_wait = Instant::now();
         // Wait for every process to be ready, or one to die, or the deadline.
         let deadline = Instant::now() + opts.timeouts.local_ready;
         let mut pending: Vec<_> = waits;
@@ -511,8 +519,13 @@ impl LocalTarget {
         }
         if opts.show_progress {
             eprintln!(
-                "local target: ready in {:.2}s",
-                started.elapsed().as_secs_f64()
+                "local target: ready in {:.2}s (certificates {:.2}s, sidecar hosts {:.2}s, pods {:.2}s, waiting {:.2}s; {} sidecar host(s))",
+                started.elapsed().as_secs_f64(),
+                t_certs.as_secs_f64(),
+                t_hosts.as_secs_f64(),
+                (t_spawn - t_hosts).as_secs_f64(),
+                t_wait.elapsed().as_secs_f64(),
+                target.hosts.len()
             );
         }
         Ok(target)
