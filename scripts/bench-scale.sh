@@ -25,11 +25,16 @@ suite_for() {
   echo "$work/n$1/suite.yaml"
 }
 
-# Every descendant pid of $1 (children are in their own process groups, not sessions).
+# Every descendant pid of $1 (children are in their own process groups, not sessions):
+# one pass over /proc, then a walk of the parent map.
 descendants() {
-  local kids
-  kids=$(cat /proc/[0-9]*/stat 2>/dev/null | awk -v p="$1" '$4 == p {print $1}')
-  for k in $kids; do echo "$k"; descendants "$k"; done
+  cat /proc/[0-9]*/stat 2>/dev/null | awk -v root="$1" '
+    { kids[$4] = kids[$4] " " $1 }
+    END {
+      n = split(kids[root], queue, " "); i = 1
+      while (i <= n) { p = queue[i++]; print p; m = split(kids[p], more, " ")
+        for (j = 1; j <= m; j++) queue[++n] = more[j] }
+    }'
 }
 
 # One run with memory sampling: "<pss MiB of the stack at ready> <meshcheck peak RSS MiB>".

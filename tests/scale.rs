@@ -143,3 +143,77 @@ fn killing_one_pods_sidecar_fails_only_what_goes_through_it() {
     assert!(o.message.contains("atlas-ui"), "{}", o.message);
     assert!(target.kill_proxy("no-such-deployment").is_err());
 }
+
+/// `requests / seconds` of `wrk -c concurrency` on `url` for `secs`.
+fn wrk_rate(url: &str, concurrency: u32, secs: u32) -> f64 {
+    let out = std::process::Command::new("wrk")
+        .args(["-t", &concurrency.min(2).to_string()])
+        .args(["-c", &concurrency.to_string()])
+        .args(["-d", &format!("{secs}s"), url])
+        .output()
+        .expect("wrk runs (apt-get install -y wrk)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no rate in wrk's output:\n{text}"))
+}
+
+/// The distribution check's request rate against wrk's on the same running gateway
+/// and route, same concurrency (scripts/bench-prober.sh; release build).
+#[test]
+#[ignore = "benchmark: scripts/bench-prober.sh"]
+fn bench_prober_against_wrk() {
+    use meshcheck::istio::Mesh;
+    use meshcheck::suite::CheckKind;
+    use meshcheck::targets::local::{LocalOptions, LocalTarget};
+    use meshcheck::targets::Target;
+
+    let env = |k: &str, d: u32| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let (requests, concurrency) = (env("REQUESTS", 20000), env("CONCURRENCY", 16));
+    let fx = meshcheck::fixtures::load_dir(&root().join("fixtures/ingress")).unwrap();
+    let opts = LocalOptions::new(vec![env!("CARGO_BIN_EXE_meshcheck-stub").into()]);
+    let target = Arc::new(LocalTarget::start(Mesh::build(&fx), &opts).unwrap());
+    let suite = meshcheck::suite::load(&root().join("suites/ingress.yaml")).unwrap();
+    let mut check = suite
+        .checks
+        .iter()
+        .find(|c| c.full_name() == "subsets::split-90-10")
+        .unwrap()
+        .clone();
+    let CheckKind::Distribution(d) = &mut check.kind else {
+        panic!("split-90-10 is a distribution check")
+    };
+    d.requests = requests;
+    d.concurrency = concurrency;
+    let path = d.request.path.clone();
+    let dyn_target: Arc<dyn Target> = target.clone();
+    let ctx = meshcheck::checks::Ctx::new(dyn_target, Default::default(), 80);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = format!(
+        "http://{}:{}{path}",
+        target.node_address(),
+        target.node_port(80).unwrap()
+    );
+    // Warm both up (connections, caches), then measure each alone.
+    wrk_rate(&url, concurrency, 1);
+    assert!(rt.block_on(meshcheck::checks::run(&ctx, &check)).passed);
+    let started = std::time::Instant::now();
+    let o = rt.block_on(meshcheck::checks::run(&ctx, &check));
+    let prober = requests as f64 / started.elapsed().as_secs_f64();
+    assert!(o.passed, "{}", o.message);
+    let wrk = wrk_rate(&url, concurrency, 5);
+    println!(
+        "prober: {prober:.0} req/s ({requests} requests, concurrency {concurrency}); \
+         wrk: {wrk:.0} req/s (same route, concurrency {concurrency}); prober/wrk = {:.2}",
+        prober / wrk
+    );
+}
