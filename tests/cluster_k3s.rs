@@ -278,8 +278,7 @@ async fn exercise(
         Duration::from_secs(2),
         || async {
             Ok(
-                match meshcheck::targets::existing::client_from_kubeconfig(&kubeconfig, None).await
-                {
+                match meshcheck::targets::existing::client_from_kubeconfig(&kubeconfig, None).await {
                     Ok(c) => Check::Ready(c),
                     Err(e) => Check::Pending(e.to_string()),
                 },
