@@ -48,11 +48,37 @@ pub enum Command {
     /// JUnit report (before, skew, after, upgrade). Exit 1: a check failed, a
     /// behaviour regressed between phases, or traffic errors exceeded the budget.
     Upgrade(Box<crate::upgrade::UpgradeArgs>),
+    /// Write the fixtures and suite of a larger mesh: the base suite plus N generated
+    /// services (Deployment, Service, DestinationRule, VirtualService route, http
+    /// check each), for the scale benchmarks.
+    GenFixtures(GenFixturesArgs),
     /// Run the stub backend (what every app pod runs).
     Stub {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct GenFixturesArgs {
+    /// How many services (one pod each) to add.
+    #[arg(long)]
+    pub services: usize,
+    /// Directory to write `suite.yaml` and `fixtures/` into.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The base suite: a name under suites/ or a path.
+    #[arg(long, default_value = "ingress")]
+    pub suite: String,
+}
+
+/// `meshcheck gen-fixtures`.
+pub fn gen_fixtures_cmd(args: GenFixturesArgs) -> Result<u8, Error> {
+    let base = crate::suite::locate(&args.suite)?;
+    let spec = crate::gen_fixtures::GenSpec::new(args.services, base);
+    let out = crate::gen_fixtures::generate(&spec, &args.out).map_err(Error::Usage)?;
+    println!("{}", out.suite.display());
+    Ok(exit::OK)
 }
 
 #[derive(Debug, Args)]
@@ -364,6 +390,7 @@ pub fn main() -> u8 {
         }
         Some(Command::Analyze(a)) => analyze_cmd(a),
         Some(Command::Oracle(a)) => oracle_cmd(a),
+        Some(Command::GenFixtures(a)) => gen_fixtures_cmd(a),
         Some(Command::Compare(a)) => crate::report::compare::command(a),
         Some(Command::Probe(a)) => crate::probe::command(*a),
         Some(Command::Upgrade(a)) => crate::upgrade::command(*a),

@@ -8,6 +8,7 @@ pub mod checks;
 pub mod cli;
 pub mod error;
 pub mod fixtures;
+pub mod gen_fixtures;
 pub mod istio;
 pub mod oracle;
 pub mod probe;

@@ -90,6 +90,18 @@ pub fn resolve_target(t: TargetKind) -> TargetKind {
     }
 }
 
+/// The command that runs the stub: `meshcheck-stub` beside the meshcheck executable
+/// (installed and built together), else `meshcheck stub`. The small binary starts
+/// about four times faster, which a mesh of hundreds of pods feels.
+fn stub_command(exe: PathBuf) -> Vec<std::ffi::OsString> {
+    let small = exe.with_file_name("meshcheck-stub");
+    if small.is_file() {
+        vec![small.into_os_string()]
+    } else {
+        vec![exe.into_os_string(), "stub".into()]
+    }
+}
+
 /// Brings up the chosen target with the fixtures (the existing target may rename the
 /// suite's expected namespaces with its prefix).
 pub fn start_target(
@@ -112,7 +124,7 @@ pub fn start_target(
                 what: "cannot find the meshcheck executable (for the stub backend)".into(),
                 source,
             })?;
-            let mut opts = LocalOptions::new(vec![exe.into_os_string(), "stub".into()]);
+            let mut opts = LocalOptions::new(stub_command(exe));
             opts.keep = choice.keep;
             opts.show_progress = true;
             opts.timeouts = timeouts.clone();

@@ -223,6 +223,8 @@ async fn run(args: Args, identity: Identity) -> Result<(), String> {
 
 /// Entry point of the `meshcheck-stub` binary and `meshcheck stub` (see [`HELP`]).
 pub fn main_with_args(args: &[String]) -> std::process::ExitCode {
+    // Started by the local target: die with it (it sets no pre-exec hook, for speed).
+    crate::targets::local::procs::die_with_parent();
     let args = match parse_args(args, std::env::var("LISTEN_ADDR").ok()) {
         Ok(Some(a)) => a,
         Ok(None) => {

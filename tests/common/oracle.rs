@@ -72,8 +72,17 @@ pub fn note_unavailable(why: &str) {
 /// that are not known differences; `None` when the fixtures do not load (bad-input
 /// tests) or the oracle is unavailable.
 pub fn disagreements(dir: &Path) -> Option<Vec<String>> {
-    use meshcheck::analysis::Severity;
     let fx = meshcheck::fixtures::load_dir(dir).ok()?;
+    disagreements_with(&fx, &super::root().join("suites/ingress.yaml"))
+}
+
+/// The disagreements between the model of `fx` (with the suite at `suite_path`) and
+/// istiod that are not known differences; `None` when the oracle is unavailable.
+pub fn disagreements_with(
+    fx: &meshcheck::fixtures::Fixtures,
+    suite_path: &Path,
+) -> Option<Vec<String>> {
+    use meshcheck::analysis::Severity;
     let bin = match oracle() {
         Ok(b) => b,
         Err(why) => {
@@ -81,12 +90,11 @@ pub fn disagreements(dir: &Path) -> Option<Vec<String>> {
             return None;
         }
     };
-    let suite_path = super::root().join("suites/ingress.yaml");
-    let suite = meshcheck::suite::load(&suite_path).expect("the ingress suite loads");
-    let mesh = meshcheck::istio::Mesh::build(&fx);
-    let input = meshcheck::oracle::input::build(&fx, &mesh, &suite);
+    let suite = meshcheck::suite::load(suite_path).expect("the suite loads");
+    let mesh = meshcheck::istio::Mesh::build(fx);
+    let input = meshcheck::oracle::input::build(fx, &mesh, &suite);
     let answer = meshcheck::oracle::run(bin, &input, false).expect("the oracle answers");
-    let found = meshcheck::oracle::compare(&fx, &mesh, &suite, &answer);
+    let found = meshcheck::oracle::compare(fx, &mesh, &suite, &answer);
     Some(
         found
             .into_iter()

@@ -628,24 +628,27 @@ pub fn gateway_bootstrap(
     })
 }
 
-/// The bootstrap of the sidecar of `pod`: one inbound listener per app port on the pod
-/// IP (what Istio's iptables capture sends to 15006), forwarding to the app on
-/// `app_ip`.
-#[allow(clippy::too_many_arguments)] // each is one fact of the pod; a struct would only rename them
-pub fn sidecar_bootstrap(
-    mesh: &Mesh,
-    pod: usize,
-    pod_ip: Ipv4Addr,
-    app_ip: Ipv4Addr,
-    ports: &[u16],
-    admin: &Path,
-    cert: &CertFiles,
-    root: &Path,
-) -> Value {
+/// The sidecar of `pod` as a sidecar host serves it: one inbound listener per app
+/// port on the pod IP (what Istio's iptables capture sends to 15006), accepting Istio
+/// mTLS with the pod's own certificate (and plaintext, PERMISSIVE) and forwarding
+/// XFCC to the app on `app_ip`; and the cluster of each port. Names carry the pod
+/// (`<ns>/<pod>`), so that many pods' sidecars fit in one Envoy.
+pub struct SidecarPod<'a> {
+    pub pod: usize,
+    pub pod_ip: Ipv4Addr,
+    pub app_ip: Ipv4Addr,
+    pub ports: &'a [u16],
+    pub cert: &'a CertFiles,
+}
+
+/// The listeners and clusters of one pod's sidecar (see [`SidecarPod`]).
+pub fn sidecar_resources(mesh: &Mesh, s: &SidecarPod, root: &Path) -> (Vec<Value>, Vec<Value>) {
+    let p = &mesh.pods[s.pod];
+    let key = format!("{}/{}", p.namespace, p.name);
     let mut listeners = Vec::new();
     let mut clusters = Vec::new();
-    for &port in ports {
-        let cluster_name = format!("inbound|{port}||");
+    for &port in s.ports {
+        let cluster_name = format!("inbound|{port}||{key}");
         let hcm = json!({
             "name": "envoy.filters.network.http_connection_manager",
             "typed_config": {
@@ -659,13 +662,13 @@ pub fn sidecar_bootstrap(
                     "virtual_hosts": [{"name": format!("inbound|http|{port}"), "domains": ["*"],
                         "routes": [{"name": "default", "match": {"prefix": "/"},
                                     "route": {"cluster": cluster_name, "timeout": "0s"},
-                                    "decorator": {"operation": format!("{}:{port}/*", mesh.pods[pod].name)}}]}]},
+                                    "decorator": {"operation": format!("{}:{port}/*", p.name)}}]}]},
                 "http_filters": [router_filter()]
             }
         });
         listeners.push(json!({
-            "name": format!("virtualInbound_{port}"),
-            "address": sock(pod_ip, port),
+            "name": format!("{key} virtualInbound_{port}"),
+            "address": sock(s.pod_ip, port),
             "listener_filters": [{"name": "envoy.filters.listener.tls_inspector",
                 "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"}}],
             "filter_chains": [
@@ -673,7 +676,7 @@ pub fn sidecar_bootstrap(
                  "transport_socket": {"name": "envoy.transport_sockets.tls",
                     "typed_config": {"@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
                         "require_client_certificate": true,
-                        "common_tls_context": {"tls_certificates": tls_files(cert),
+                        "common_tls_context": {"tls_certificates": tls_files(s.cert),
                             "validation_context": {"trusted_ca": {"filename": root.to_string_lossy()}}}}},
                  "filters": [hcm.clone()]},
                 {"name": "inbound_plaintext", "filter_chain_match": {"transport_protocol": "raw_buffer"},
@@ -683,12 +686,36 @@ pub fn sidecar_bootstrap(
         clusters.push(
             json!({"name": cluster_name, "type": "STATIC", "connect_timeout": "10s",
             "load_assignment": {"cluster_name": cluster_name,
-                "endpoints": [{"lb_endpoints": [{"endpoint": {"address": sock(app_ip, port)}}]}]}}),
+                "endpoints": [{"lb_endpoints": [{"endpoint": {"address": sock(s.app_ip, port)}}]}]}}),
         );
     }
+    (listeners, clusters)
+}
+
+/// The bootstrap of a sidecar host: an Envoy serving the sidecars of many pods. The
+/// pods' clusters are static; their listeners come from the file `lds` (LDS), so
+/// that one pod's sidecar can be taken away without touching the others. Statistics
+/// are off (nothing reads them; they are most of the per-listener cost).
+pub fn sidecar_host_bootstrap(name: &str, clusters: Vec<Value>, lds: &Path, admin: &Path) -> Value {
     json!({
-        "node": node(mesh, pod, pod_ip, "sidecar"),
+        "node": {"id": format!("sidecar~127.0.0.1~{name}.meshcheck~meshcheck.svc.cluster.local"),
+                 "cluster": format!("{name}.meshcheck")},
         "admin": {"address": pipe(admin)},
-        "static_resources": {"listeners": listeners, "clusters": clusters}
+        "stats_config": {"stats_matcher": {"reject_all": true}},
+        "static_resources": {"clusters": clusters},
+        "dynamic_resources": {"lds_config": {"resource_api_version": "V3",
+            "path_config_source": {"path": lds.to_string_lossy()}}}
     })
+}
+
+/// The LDS file content (a DiscoveryResponse) of a sidecar host.
+pub fn lds_response(version: u64, listeners: Vec<Value>) -> Value {
+    let resources: Vec<Value> = listeners
+        .into_iter()
+        .map(|mut l| {
+            l["@type"] = json!("type.googleapis.com/envoy.config.listener.v3.Listener");
+            l
+        })
+        .collect();
+    json!({"version_info": version.to_string(), "resources": resources})
 }

@@ -1,20 +1,24 @@
 //! The local target: the fixtures programmed into real Envoy processes on loopback,
 //! the way Istio would program them. One gateway Envoy per gateway pod, listening on
 //! the node address at each NodePort its Gateway servers use; per app pod a stub
-//! process on its own 127.x address and, when Istio would inject one, a sidecar Envoy
-//! in front of it with per-run mTLS identities.
+//! process on its own 127.x address and, when Istio would inject one, a sidecar in
+//! front of it with per-run mTLS identities, served by a sidecar host Envoy that
+//! serves many pods' sidecars (sidecars.rs).
 //!
-//! Addresses: each run takes a free block 127.A.B.0/24 (an flock'ed lock file keeps
-//! concurrent runs apart): the node is .1, pods .10-.109, the apps behind sidecars
-//! (the pod's "localhost") .130-.229. Admin interfaces are unix sockets, so the node
-//! address shows only what the fixtures expose.
+//! Addresses (addresses.rs): each run takes free blocks 127.A.B.0/24 (an flock'ed lock
+//! file per block keeps concurrent runs apart): the node is .1 of the first, pods and
+//! then the apps behind sidecars (the pod's "localhost") take .10-.249 of as many
+//! blocks as they need. Admin interfaces are unix sockets, so the node address shows
+//! only what the fixtures expose.
 
+pub mod addresses;
 pub mod certs;
 mod envoy;
 mod istiod;
 pub mod procs;
 pub mod provision;
 mod reconfigure;
+mod sidecars;
 
 use super::{ContainerInfo, PodInfo, Target, TargetError};
 
@@ -63,7 +67,16 @@ impl LocalOptions {
     }
 }
 
-const MAX_PODS: usize = 100;
+/// Refuses fixtures with more pods than this machine's memory allows (the limit is
+/// computed from MemAvailable, addresses.rs `pod_limit`).
+fn check_pod_limit(pods: usize) -> Result<(), TargetError> {
+    match addresses::pod_limit() {
+        Some((limit, why)) if pods > limit => Err(TargetError::BadInput(format!(
+            "the fixtures make {pods} pods; this machine runs at most {limit} on the local target ({why})"
+        ))),
+        _ => Ok(()),
+    }
+}
 
 /// The gateway bootstrap from istiod's answer for pod `gw`.
 /// One certificate per SDS secret the gateway's HTTPS servers name (only those whose
@@ -138,6 +151,8 @@ struct RunningPod {
     proxy: Option<String>,
     /// The stub's control socket (what it saw, by request id).
     control: Option<PathBuf>,
+    /// The sidecar host serving the pod's sidecar (index into `LocalTarget::hosts`).
+    host: Option<usize>,
 }
 
 pub struct LocalTarget {
@@ -147,7 +162,7 @@ pub struct LocalTarget {
     keep: bool,
     grace: Duration,
     node: Ipv4Addr,
-    _lock: std::fs::File,
+    _blocks: addresses::Blocks,
     mesh: Mesh,
     envoy: provision::EnvoyBinary,
     running: Vec<RunningPod>,
@@ -157,45 +172,16 @@ pub struct LocalTarget {
     credential_ca: Option<PathBuf>,
     /// Each pod's local address (by mesh pod index; unspecified: not run).
     pod_ip: Vec<Ipv4Addr>,
-    /// The mesh root certificate.
-    root: PathBuf,
     /// The gateways istiod programs (`--control-plane istiod`), for config pushes.
     istiod_gateways: Vec<reconfigure::IstiodGateway>,
     /// Every Envoy started, with what restarting it takes.
     proxies: std::sync::Mutex<Vec<reconfigure::ProxyProc>>,
     /// The Ctrl-C cleanup of hot restart's shared memory (restartable targets).
     shm_cleanup: Option<u64>,
-}
-
-/// Takes a free 127.A.B.0/24 block: an exclusive flock on a lock file per block.
-fn claim_block() -> Result<(Ipv4Addr, std::fs::File), TargetError> {
-    use std::os::fd::AsRawFd;
-    let dir = std::env::temp_dir().join("meshcheck-blocks");
-    std::fs::create_dir_all(&dir).map_err(|source| TargetError::Io {
-        what: format!("cannot create {}", dir.display()),
-        source,
-    })?;
-    for _ in 0..64 {
-        let (a, b) = (fastrand::u8(32..=250), fastrand::u8(1..=250));
-        let path = dir.join(format!("127.{a}.{b}.lock"));
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|source| TargetError::Io {
-                what: format!("cannot open {}", path.display()),
-                source,
-            })?;
-        // SAFETY: flock on an fd we own.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-            return Ok((Ipv4Addr::new(127, a, b, 1), file));
-        }
-    }
-    Err(TargetError::Unavailable {
-        target: "local".into(),
-        why: "no free 127.x.y.0/24 address block after 64 tries".into(),
-    })
+    /// The Envoys serving the pods' sidecars.
+    hosts: Vec<sidecars::SidecarHost>,
+    /// The mesh root certificate (sidecar listeners trust it).
+    mesh_root: PathBuf,
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> TargetError {
@@ -284,13 +270,14 @@ impl LocalTarget {
             .filter(|(_, p)| matches!(p.role, PodRole::App | PodRole::Gateway))
             .map(|(i, _)| i)
             .collect();
-        if runnable.len() > MAX_PODS {
-            return Err(TargetError::BadInput(format!(
-                "the fixtures make {} pods; the local target runs at most {MAX_PODS}",
-                runnable.len()
-            )));
-        }
-        let (node, lock) = claim_block()?;
+        check_pod_limit(runnable.len())?;
+        let injected: Vec<usize> = runnable
+            .iter()
+            .copied()
+            .filter(|&i| mesh.pods[i].role == PodRole::App && mesh.pods[i].has_sidecar())
+            .collect();
+        let blocks = addresses::Blocks::claim(runnable.len() + injected.len())?;
+        let node = blocks.node();
         let base = std::env::temp_dir();
         // Unix socket paths are limited to 108 bytes: prefer /tmp for a short path.
         let base = if base.as_os_str().len() > 40 {
@@ -321,7 +308,7 @@ impl LocalTarget {
             keep: opts.keep,
             grace: opts.timeouts.stop_grace,
             node,
-            _lock: lock,
+            _blocks: blocks,
             mesh,
             envoy,
             running: Vec::new(),
@@ -329,10 +316,11 @@ impl LocalTarget {
             stopped: Default::default(),
             credential_ca: None,
             pod_ip: Vec::new(),
-            root: PathBuf::new(),
             istiod_gateways: Vec::new(),
             proxies: std::sync::Mutex::new(Vec::new()),
             shm_cleanup: None,
+            hosts: Vec::new(),
+            mesh_root: PathBuf::new(),
         };
         if opts.restartable {
             let dir = wd.join("envoy");
@@ -340,12 +328,14 @@ impl LocalTarget {
                 reconfigure::remove_shared_memory_in(&dir)
             })));
         }
-        let [a, b, c, _] = node.octets();
         let mut pod_ip = vec![Ipv4Addr::UNSPECIFIED; target.mesh.pods.len()];
+        let mut app_ip = vec![Ipv4Addr::UNSPECIFIED; target.mesh.pods.len()];
         for (slot, &i) in runnable.iter().enumerate() {
-            pod_ip[i] = Ipv4Addr::new(a, b, c, 10 + slot as u8);
+            pod_ip[i] = target._blocks.address(slot);
         }
-        let app_ip = |slot: usize| Ipv4Addr::new(a, b, c, 130 + slot as u8);
+        for (k, &i) in injected.iter().enumerate() {
+            app_ip[i] = target._blocks.address(runnable.len() + k);
+        }
 
         if opts.show_progress {
             let gws = target.mesh.gateways.len();
@@ -361,8 +351,12 @@ impl LocalTarget {
 
         let ca = certs::MeshCa::new(&wd.join("certs"))?;
         let root = ca.root_file.clone();
-        target.root = root.clone();
+        target.mesh_root = root.clone();
         target.pod_ip = pod_ip.clone();
+        let td = target.mesh.trust_domain.clone();
+        let t_certs = Instant::now();
+        let pod_certs = issue_pod_certs(&ca, &target.mesh, &runnable, &td)?;
+        let t_certs = t_certs.elapsed();
         // The Secrets the Gateways' credentialNames name have no key material meshcheck
         // could use: each gets a per-run certificate from a CA of its own, which the
         // checks' https client trusts.
@@ -371,7 +365,6 @@ impl LocalTarget {
             .map_err(io(format!("cannot create {}", cred_dir.display())))?;
         let cred_ca = certs::MeshCa::new(&cred_dir)?;
         target.credential_ca = Some(cred_ca.root_file.clone());
-        let td = target.mesh.trust_domain.clone();
         let mut waits: Vec<Wait> = Vec::new();
         let addrs_pod_ip = pod_ip.clone();
         let envoy_path = target.envoy.path.clone();
@@ -382,15 +375,35 @@ impl LocalTarget {
             restartable: opts.restartable,
             started: Default::default(),
         };
+        // The sidecar hosts first: loading their configuration is the longest start.
+        let hosted = injected
+            .iter()
+            .map(|&i| sidecars::HostedPod {
+                pod: i,
+                pod_ip: pod_ip[i],
+                app_ip: app_ip[i],
+                ports: app_ports(&target.mesh.pods[i]),
+                cert: pod_certs[&i].clone(),
+            })
+            .collect();
+        let t_spawn = Instant::now();
+        target.hosts = sidecars::plan(hosted, &wd.join("envoy"), &wd.join("s"));
+        for host in &target.hosts {
+            let cfg = host.bootstrap(&target.mesh, &root)?;
+            proxy.start_host(host, &cfg, &mut waits)?;
+        }
+        let t_hosts = t_spawn.elapsed();
+        let mut stub_jobs = Vec::new();
         for (slot, &i) in runnable.iter().enumerate() {
             let pod = target.mesh.pods[i].clone();
             let stem = format!("{}.{}", pod.namespace, pod.name);
-            let cert = ca.issue(&stem, Some(&pod.spiffe_id(&td)), &[])?;
+            let cert = pod_certs[&i].clone();
             let mut rp = RunningPod {
                 index: i,
                 app: None,
                 proxy: None,
                 control: None,
+                host: target.hosts.iter().position(|h| h.serves(i)),
             };
             let admin = wd.join("s").join(format!("{slot}.sock"));
             if pod.role == PodRole::Gateway {
@@ -447,13 +460,9 @@ impl LocalTarget {
                 rp.proxy =
                     Some(proxy.start(&pod, "gateway proxy", &stem, &cfg, &admin, &mut waits)?);
             } else {
-                let ports: Vec<u16> = if pod.container_ports.is_empty() {
-                    vec![8080]
-                } else {
-                    pod.container_ports.iter().map(|(_, p)| *p).collect()
-                };
+                let ports = app_ports(&pod);
                 let listen_ip = if pod.has_sidecar() {
-                    app_ip(slot)
+                    app_ip[i]
                 } else {
                     pod_ip[i]
                 };
@@ -491,10 +500,7 @@ impl LocalTarget {
                         cmd.env(&var.name, v);
                     }
                 }
-                procs::spawn(owner, &name, &mut cmd, &log).map_err(io(format!(
-                    "cannot start the stub {}",
-                    prog.to_string_lossy()
-                )))?;
+                stub_jobs.push((name.clone(), cmd, log.clone()));
                 waits.push((
                     name.clone(),
                     Box::new(move || listen.iter().all(|l| tcp_ready(*l))),
@@ -502,24 +508,19 @@ impl LocalTarget {
                 ));
                 rp.app = Some(name);
                 rp.control = Some(control);
-                if pod.has_sidecar() {
-                    let cfg = envoy::sidecar_bootstrap(
-                        &target.mesh,
-                        i,
-                        pod_ip[i],
-                        listen_ip,
-                        &ports,
-                        &admin,
-                        &cert,
-                        &root,
-                    );
-                    rp.proxy =
-                        Some(proxy.start(&pod, "istio-proxy", &stem, &cfg, &admin, &mut waits)?);
+                if let Some(h) = rp.host {
+                    rp.proxy = Some(target.hosts[h].name.clone());
                 }
             }
             target.running.push(rp);
         }
+        procs::spawn_self_reaping(owner, stub_jobs).map_err(|(name, source)| TargetError::Io {
+            what: format!("cannot start the stub of {name}"),
+            source,
+        })?;
         *target.proxies.lock().unwrap_or_else(|e| e.into_inner()) = proxy.started.take();
+        let t_spawn = t_spawn.elapsed();
+        let t_wait = Instant::now();
         // Wait for every process to be ready, or one to die, or the deadline.
         let deadline = Instant::now() + opts.timeouts.local_ready;
         let mut pending: Vec<_> = waits;
@@ -562,8 +563,13 @@ impl LocalTarget {
         }
         if opts.show_progress {
             eprintln!(
-                "local target: ready in {:.2}s",
-                started.elapsed().as_secs_f64()
+                "local target: ready in {:.2}s (certificates {:.2}s, sidecar hosts {:.2}s, pods {:.2}s, waiting {:.2}s; {} sidecar host(s))",
+                started.elapsed().as_secs_f64(),
+                t_certs.as_secs_f64(),
+                t_hosts.as_secs_f64(),
+                (t_spawn - t_hosts).as_secs_f64(),
+                t_wait.elapsed().as_secs_f64(),
+                target.hosts.len()
             );
         }
         Ok(target)
@@ -586,6 +592,31 @@ impl LocalTarget {
             .find(|r| self.mesh.pods[r.index].deployment == deployment)
             .and_then(|r| r.app.as_ref())
             .and_then(|n| procs::pid_of(self.owner, n))
+    }
+
+    /// Kills the sidecar of the first pod of `deployment`, as a crashed istio-proxy:
+    /// its listeners leave its sidecar host, so connections to the pod are refused and
+    /// the open ones close, while every other pod's sidecar keeps serving. Returns once
+    /// the pod refuses connections.
+    pub fn kill_proxy(&self, deployment: &str) -> Result<(), TargetError> {
+        let (pod, host) = self
+            .running
+            .iter()
+            .find(|r| self.mesh.pods[r.index].deployment == deployment)
+            .and_then(|r| Some((r.index, r.host?)))
+            .ok_or_else(|| {
+                TargetError::BadInput(format!("no pod of {deployment} runs a sidecar"))
+            })?;
+        self.hosts[host].kill(pod, &self.mesh, &self.mesh_root, Duration::from_secs(5))
+    }
+
+    /// Whether the sidecar of pod `index` (into `mesh.pods`) serves: its host runs and
+    /// it was not killed.
+    fn sidecar_alive(&self, r: &RunningPod) -> bool {
+        r.host.is_some_and(|h| {
+            let host = &self.hosts[h];
+            procs::is_running(self.owner, &host.name) == Some(true) && !host.is_killed(r.index)
+        })
     }
 
     /// Stops every process and removes the working directory (unless kept).
@@ -619,6 +650,61 @@ impl Drop for LocalTarget {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// The ports an app pod's stub listens on (its container ports, else 8080).
+fn app_ports(pod: &crate::istio::PodPlan) -> Vec<u16> {
+    if pod.container_ports.is_empty() {
+        vec![8080]
+    } else {
+        pod.container_ports.iter().map(|(_, p)| *p).collect()
+    }
+}
+
+/// Each runnable pod's SPIFFE certificate, by pod index. Issued on as many threads as
+/// there are cores (key generation and signing are most of it).
+fn issue_pod_certs(
+    ca: &certs::MeshCa,
+    mesh: &Mesh,
+    runnable: &[usize],
+    trust_domain: &str,
+) -> Result<std::collections::HashMap<usize, certs::CertFiles>, TargetError> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per = runnable.len().div_ceil(cores).max(1);
+    let issued: Vec<Result<Vec<(usize, certs::CertFiles)>, TargetError>> =
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = runnable
+                .chunks(per)
+                .map(|chunk| {
+                    scope.spawn(move || {
+                        chunk
+                            .iter()
+                            .map(|&i| {
+                                let pod = &mesh.pods[i];
+                                let stem = format!("{}.{}", pod.namespace, pod.name);
+                                let id = pod.spiffe_id(trust_domain);
+                                Ok((i, ca.issue(&stem, Some(&id), &[])?))
+                            })
+                            .collect()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| {
+                    w.join().unwrap_or_else(|_| {
+                        Err(TargetError::BadInput(
+                            "issuing a certificate panicked".into(),
+                        ))
+                    })
+                })
+                .collect()
+        });
+    let mut out = std::collections::HashMap::new();
+    for chunk in issued {
+        out.extend(chunk?);
+    }
+    Ok(out)
 }
 
 /// A process to wait for: (name, readiness probe, log file).
@@ -671,6 +757,54 @@ impl Proxy<'_> {
         waits.push((name.clone(), Box::new(move || envoy_ready(&admin)), log));
         self.started.borrow_mut().push(p);
         Ok(name)
+    }
+}
+
+impl Proxy<'_> {
+    /// Starts the Envoy of a sidecar host; its readiness (admin `/ready` and every
+    /// hosted pod's listeners accepting connections) joins `waits`.
+    fn start_host(
+        &self,
+        host: &sidecars::SidecarHost,
+        cfg: &serde_json::Value,
+        waits: &mut Vec<Wait>,
+    ) -> Result<(), TargetError> {
+        let path = self
+            .workdir
+            .join("envoy")
+            .join(format!("{}.json", host.stem));
+        write_json(&path, cfg)?;
+        let log = self
+            .workdir
+            .join("logs")
+            .join(format!("{}.envoy.log", host.stem));
+        let mut cmd = Command::new(self.envoy);
+        cmd.arg("-c").arg(&path).args([
+            "--disable-hot-restart",
+            "--concurrency",
+            "1",
+            "--log-level",
+            "warn",
+            // A killed pod's sidecar closes its open connections at once.
+            "--drain-time-s",
+            "0",
+            "--drain-strategy",
+            "immediate",
+            "--service-node",
+            &host.stem,
+            "--service-cluster",
+            "meshcheck-sidecars",
+        ]);
+        procs::spawn(self.owner, &host.name, &mut cmd, &log)
+            .map_err(io(format!("cannot start Envoy {}", self.envoy.display())))?;
+        let admin = host.admin.clone();
+        let listen: Vec<SocketAddr> = host.pods.iter().flat_map(|p| p.listen()).collect();
+        waits.push((
+            host.name.clone(),
+            Box::new(move || envoy_ready(&admin) && listen.iter().all(|a| tcp_ready(*a))),
+            log,
+        ));
+        Ok(())
     }
 }
 
@@ -736,10 +870,30 @@ impl Target for LocalTarget {
     }
 
     fn health(&self) -> Vec<String> {
-        procs::casualties(self.owner)
+        let mut out: Vec<String> = procs::casualties(self.owner)
             .into_iter()
-            .map(|(name, how, log)| format!("{name} {how} (log: {})", log.display()))
-            .collect()
+            .map(|(name, how, log)| {
+                let hosted = self
+                    .hosts
+                    .iter()
+                    .find(|h| h.name == name)
+                    .map(|h| self.hosted_pods_text(h))
+                    .unwrap_or_default();
+                format!("{name}{hosted} {how} (log: {})", log.display())
+            })
+            .collect();
+        for r in &self.running {
+            if let Some(h) = r.host.map(|h| &self.hosts[h]) {
+                if h.is_killed(r.index) {
+                    let p = &self.mesh.pods[r.index];
+                    out.push(format!(
+                        "{}/{} istio-proxy was killed (its listeners were removed from {})",
+                        p.namespace, p.name, h.name
+                    ));
+                }
+            }
+        }
+        out
     }
 
     fn tls_ca_file(&self) -> Option<PathBuf> {
@@ -765,6 +919,27 @@ impl Target for LocalTarget {
 }
 
 impl LocalTarget {
+    /// ` (the sidecars of ns/a, ns/b, ...)`: who a sidecar host's death takes down.
+    fn hosted_pods_text(&self, h: &sidecars::SidecarHost) -> String {
+        const SHOWN: usize = 8;
+        let names: Vec<String> = h
+            .pods
+            .iter()
+            .take(SHOWN)
+            .map(|p| {
+                let p = &self.mesh.pods[p.pod];
+                format!("{}/{}", p.namespace, p.name)
+            })
+            .collect();
+        let more = h.pods.len().saturating_sub(SHOWN);
+        let more = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
+        format!(" (the sidecars of {}{more})", names.join(", "))
+    }
+
     /// Every Envoy's config dump (admin `/config_dump`) and every process log.
     fn write_diagnostics(&self, dir: &Path) -> Vec<PathBuf> {
         let mut out = Vec::new();
@@ -774,13 +949,21 @@ impl LocalTarget {
         for (slot, r) in self.running.iter().enumerate() {
             let p = &self.mesh.pods[r.index];
             let stem = format!("{}.{}", p.namespace, p.name);
-            if r.proxy.is_some() {
+            if r.proxy.is_some() && r.host.is_none() {
                 let sock = self.workdir_path.join("s").join(format!("{slot}.sock"));
                 if let Some(dump) = admin_get(&sock, "/config_dump") {
                     let path = dir.join(format!("{stem}.config_dump.json"));
                     if std::fs::write(&path, dump).is_ok() {
                         out.push(path);
                     }
+                }
+            }
+        }
+        for h in &self.hosts {
+            if let Some(dump) = admin_get(&h.admin, "/config_dump") {
+                let path = dir.join(format!("{}.config_dump.json", h.stem));
+                if std::fs::write(&path, dump).is_ok() {
+                    out.push(path);
                 }
             }
         }
@@ -808,7 +991,10 @@ impl LocalTarget {
                     n.and_then(|n| procs::is_running(self.owner, n)).unwrap_or(false)
                 };
                 let app_alive = alive(run.and_then(|r| r.app.as_ref()));
-                let proxy_alive = alive(run.and_then(|r| r.proxy.as_ref()));
+                let proxy_alive = match run {
+                    Some(r) if r.host.is_some() => self.sidecar_alive(r),
+                    _ => alive(run.and_then(|r| r.proxy.as_ref())),
+                };
                 let mut annotations = std::collections::BTreeMap::new();
                 let mut containers = Vec::new();
                 let mut inits = Vec::new();

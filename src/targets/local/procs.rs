@@ -67,6 +67,118 @@ pub fn spawn(owner: u64, name: &str, cmd: &mut Command, log: &Path) -> std::io::
     Ok(pid)
 }
 
+/// The variable a child started by [`spawn_self_reaping`] reads: the pid it must be
+/// the child of.
+pub const PARENT_PID_ENV: &str = "MESHCHECK_PARENT_PID";
+
+/// Starts each `(name, cmd, log)` like [`spawn`], for programs that set their own
+/// parent-death signal ([`die_with_parent`], which the stub calls first thing). With
+/// no pre-exec hook the standard library starts them with posix_spawn (vfork: no copy
+/// of meshcheck's page tables), and they are started on [`SPAWNER_THREADS`] threads
+/// at once, so that a large mesh's hundreds of stubs do not wait on each other's
+/// exec. The spawner threads live as long as meshcheck (a child's parent-death signal
+/// follows the thread that started it), so these children die with meshcheck.
+/// Returns the pids, in order; stops at the first that cannot start.
+pub fn spawn_self_reaping(
+    owner: u64,
+    jobs: Vec<(String, Command, PathBuf)>,
+) -> Result<Vec<u32>, (String, std::io::Error)> {
+    let mut replies = Vec::with_capacity(jobs.len());
+    for (k, (name, mut cmd, log)) in jobs.into_iter().enumerate() {
+        let prepared = (|| -> std::io::Result<()> {
+            let out = std::fs::File::create(&log)?;
+            let err = out.try_clone()?;
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::from(out))
+                .stderr(Stdio::from(err))
+                .process_group(0)
+                .env(PARENT_PID_ENV, std::process::id().to_string());
+            Ok(())
+        })();
+        if let Err(e) = prepared {
+            return Err((name, e));
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        spawner(k).send((cmd, tx)).map_err(|_| {
+            (
+                name.clone(),
+                std::io::Error::other("the spawner thread is gone"),
+            )
+        })?;
+        replies.push((name, log, rx));
+    }
+    let mut pids = Vec::with_capacity(replies.len());
+    for (name, log, rx) in replies {
+        let child = match rx.recv() {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return Err((name, e)),
+            Err(_) => return Err((name, std::io::Error::other("the spawner thread is gone"))),
+        };
+        pids.push(child.id());
+        procs().push(Proc {
+            owner,
+            name,
+            child,
+            log,
+            exited: None,
+            stopping: false,
+        });
+    }
+    Ok(pids)
+}
+
+/// Threads that start self-reaping children ([`spawn_self_reaping`]).
+pub const SPAWNER_THREADS: usize = 4;
+
+type SpawnJob = (Command, std::sync::mpsc::Sender<std::io::Result<Child>>);
+
+/// The sender of spawner thread `k % SPAWNER_THREADS` (started on first use; they
+/// never end, so the children they start die with meshcheck, not with a thread).
+fn spawner(k: usize) -> std::sync::mpsc::Sender<SpawnJob> {
+    static SPAWNERS: std::sync::OnceLock<Vec<Mutex<std::sync::mpsc::Sender<SpawnJob>>>> =
+        std::sync::OnceLock::new();
+    let all = SPAWNERS.get_or_init(|| {
+        (0..SPAWNER_THREADS)
+            .map(|i| {
+                let (tx, rx) = std::sync::mpsc::channel::<SpawnJob>();
+                let _ = std::thread::Builder::new()
+                    .name(format!("meshcheck-spawner-{i}"))
+                    .spawn(move || {
+                        for (mut cmd, reply) in rx {
+                            let _ = reply.send(cmd.spawn());
+                        }
+                    });
+                Mutex::new(tx)
+            })
+            .collect()
+    });
+    all[k % all.len()]
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+}
+
+/// In a child started by [`spawn_self_reaping`]: dies (SIGKILL) when the thread that
+/// started it ends, as [`spawn`]'s children do; exits at once if that parent is
+/// already gone. Does nothing without [`PARENT_PID_ENV`] (a stub in a container).
+pub fn die_with_parent() {
+    let Some(parent) = std::env::var(PARENT_PID_ENV)
+        .ok()
+        .and_then(|v| v.parse::<libc::pid_t>().ok())
+    else {
+        return;
+    };
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl and getppid are plain syscalls.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+    }
+    // SAFETY: as above.
+    if unsafe { libc::getppid() } != parent {
+        std::process::exit(1);
+    }
+}
+
 fn signal_group(p: &Proc, sig: libc::c_int) {
     // SAFETY: plain syscall on a pid we started (its own group).
     unsafe {

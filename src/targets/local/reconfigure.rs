@@ -233,7 +233,7 @@ impl LocalTarget {
         };
         let secrets = Secrets {
             identity: &g.cert,
-            root: &self.root,
+            root: &self.mesh_root,
             credentials: &g.credentials,
             dir: g.sds.clone(),
         };
