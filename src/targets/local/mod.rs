@@ -749,6 +749,7 @@ impl Proxy<'_> {
             epoch: 0,
             service_node: pod.name.clone(),
             service_cluster: pod.deployment.clone(),
+            drain_secs: reconfigure::DRAIN_SECS,
         };
         let mut cmd = p.command(self.envoy, true);
         procs::spawn(self.owner, &name, &mut cmd, &log)
@@ -778,25 +779,27 @@ impl Proxy<'_> {
             .workdir
             .join("logs")
             .join(format!("{}.envoy.log", host.stem));
-        let mut cmd = Command::new(self.envoy);
-        cmd.arg("-c").arg(&path).args([
-            "--disable-hot-restart",
-            "--concurrency",
-            "1",
-            "--log-level",
-            "warn",
+        let p = reconfigure::ProxyProc {
+            name: host.name.clone(),
+            gateway: false,
+            config: path,
+            admin: host.admin.clone(),
+            log: log.clone(),
+            hot_restart: self.restartable.then(|| {
+                self.workdir
+                    .join("envoy")
+                    .join(format!("{}.base-id", host.stem))
+            }),
+            epoch: 0,
+            service_node: host.stem.clone(),
+            service_cluster: "meshcheck-sidecars".into(),
             // A killed pod's sidecar closes its open connections at once.
-            "--drain-time-s",
-            "0",
-            "--drain-strategy",
-            "immediate",
-            "--service-node",
-            &host.stem,
-            "--service-cluster",
-            "meshcheck-sidecars",
-        ]);
+            drain_secs: "0",
+        };
+        let mut cmd = p.command(self.envoy, true);
         procs::spawn(self.owner, &host.name, &mut cmd, &log)
             .map_err(io(format!("cannot start Envoy {}", self.envoy.display())))?;
+        self.started.borrow_mut().push(p);
         let admin = host.admin.clone();
         let listen: Vec<SocketAddr> = host.pods.iter().flat_map(|p| p.listen()).collect();
         waits.push((

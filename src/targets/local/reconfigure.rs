@@ -21,7 +21,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// How long an old Envoy drains its connections before it stops listening.
-const DRAIN_SECS: &str = "2";
+pub(super) const DRAIN_SECS: &str = "2";
 /// When a hot-restarted parent exits at the latest (after its drain).
 const PARENT_SHUTDOWN_SECS: u64 = 3;
 
@@ -53,6 +53,8 @@ pub(super) struct ProxyProc {
     pub epoch: u32,
     pub service_node: String,
     pub service_cluster: String,
+    /// `--drain-time-s`.
+    pub drain_secs: &'static str,
 }
 
 impl ProxyProc {
@@ -65,12 +67,8 @@ impl ProxyProc {
             .args(["--concurrency", "1", "--log-level", "warn"])
             // Istio's JSON uses fields Envoy deprecates: not worth a log line each.
             .args(["--component-log-level", "misc:error"])
-            .args([
-                "--drain-time-s",
-                DRAIN_SECS,
-                "--drain-strategy",
-                "immediate",
-            ])
+            .args(["--drain-time-s", self.drain_secs])
+            .args(["--drain-strategy", "immediate"])
             .args(["--service-node", &self.service_node])
             .args(["--service-cluster", &self.service_cluster]);
         match &self.hot_restart {
@@ -132,6 +130,7 @@ pub(super) fn remove_shared_memory_in(dir: &Path) {
                 epoch: 0,
                 service_node: String::new(),
                 service_cluster: String::new(),
+                drain_secs: DRAIN_SECS,
             };
             p.remove_shared_memory();
         }
