@@ -8,33 +8,6 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Pids of live processes whose command line contains `needle`.
-fn processes_with(needle: &str) -> Vec<u32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if pid == std::process::id() {
-            continue;
-        }
-        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
-            continue;
-        };
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        let state = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-        let zombie = state
-            .split(") ")
-            .nth(1)
-            .map(|s| s.starts_with('Z'))
-            .unwrap_or(false);
-        if cmd.contains(needle) && !zombie {
-            out.push(pid);
-        }
-    }
-    out
-}
-
 /// The node address and workdir the local target printed.
 fn node_and_workdir(stderr: &str) -> (String, String) {
     let line = stderr

@@ -247,25 +247,6 @@ fn a_backend_killed_mid_probe_shows_as_errors_and_a_gap_on_its_route_only() {
     assert!(!workdir.exists());
 }
 
-/// Pids of live processes whose command line contains `needle`.
-fn processes_with(needle: &str) -> Vec<u32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
-            continue;
-        };
-        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-        let zombie = stat.split(") ").nth(1).is_some_and(|s| s.starts_with('Z'));
-        if pid != std::process::id() && !zombie && String::from_utf8_lossy(&cmd).contains(needle) {
-            out.push(pid);
-        }
-    }
-    out
-}
-
 #[test]
 fn ctrl_c_ends_the_probe_with_its_report_and_leaves_nothing_running() {
     let d = tempfile::tempdir().unwrap();

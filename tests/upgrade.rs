@@ -259,29 +259,6 @@ fn a_version_whose_istiod_cannot_be_built_stops_before_anything_starts() {
     assert!(!junit.exists());
 }
 
-/// Pids of live processes whose command line contains `needle`.
-fn processes_with(needle: &str) -> Vec<u32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
-            continue;
-        };
-        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-        let zombie = stat.split(") ").nth(1).is_some_and(|s| s.starts_with('Z'));
-        if !zombie
-            && String::from_utf8_lossy(&cmd)
-                .replace('\0', " ")
-                .contains(needle)
-        {
-            out.push(pid);
-        }
-    }
-    out
-}
-
 #[test]
 fn ctrl_c_during_an_upgrade_leaves_no_process_workdir_or_shared_memory() {
     use std::io::{BufRead, BufReader};

@@ -17,7 +17,7 @@ use crate::suite::{self, CheckKind, Suite};
 use crate::timeouts::Timeouts;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Loads the suite, its fixtures (or `fixtures`) and the model; the second value
 /// names the fixture directories for reports.
@@ -224,6 +224,3 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
     crate::report::finish(&[report], &junit, started.elapsed())?;
     Ok(exit_code(pass.failed))
 }
-
-/// How long a step may take before it counts as hung (bring-up has its own).
-pub const STEP_TIMEOUT: Duration = Duration::from_secs(120);

@@ -98,16 +98,26 @@ impl ProxyProc {
 
     /// The base id Envoy picked (written at its first start).
     fn base_id(&self) -> Option<u64> {
-        let text = std::fs::read_to_string(self.hot_restart.as_ref()?).ok()?;
-        text.trim().parse().ok()
+        read_base_id(self.hot_restart.as_ref()?)
     }
 
-    /// Removes the shared memory a hot-restartable Envoy leaves in /dev/shm (Envoy
-    /// names it after its base id times ten, source/server/hot_restart_impl.cc).
+    /// Removes the shared memory this hot-restartable Envoy leaves in /dev/shm.
     pub(super) fn remove_shared_memory(&self) {
-        if let Some(id) = self.base_id() {
-            let _ = std::fs::remove_file(format!("/dev/shm/envoy_shared_memory_{}", id * 10));
+        if let Some(file) = &self.hot_restart {
+            remove_shared_memory_of(file);
         }
+    }
+}
+
+fn read_base_id(file: &Path) -> Option<u64> {
+    std::fs::read_to_string(file).ok()?.trim().parse().ok()
+}
+
+/// Removes the shared memory of the Envoy whose base id is in `file` (Envoy names it
+/// after its base id times ten, source/server/hot_restart_impl.cc).
+fn remove_shared_memory_of(file: &Path) {
+    if let Some(id) = read_base_id(file) {
+        let _ = std::fs::remove_file(format!("/dev/shm/envoy_shared_memory_{}", id * 10));
     }
 }
 
@@ -117,22 +127,9 @@ pub(super) fn remove_shared_memory_in(dir: &Path) {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;
     };
-    for e in rd.flatten() {
-        let path = e.path();
+    for path in rd.flatten().map(|e| e.path()) {
         if path.extension().is_some_and(|x| x == "base-id") {
-            let p = ProxyProc {
-                name: String::new(),
-                gateway: false,
-                config: PathBuf::new(),
-                admin: PathBuf::new(),
-                log: PathBuf::new(),
-                hot_restart: Some(path),
-                epoch: 0,
-                service_node: String::new(),
-                service_cluster: String::new(),
-                drain_secs: DRAIN_SECS,
-            };
-            p.remove_shared_memory();
+            remove_shared_memory_of(&path);
         }
     }
 }
