@@ -327,11 +327,16 @@ fn without_a_policy_the_cluster_has_istios_defaults() {
 const CIRCUIT_BREAKER: &str = "    connectionPool:\n      tcp:\n        maxConnections: 1\n      http:\n        http1MaxPendingRequests: 1\n        maxRequestsPerConnection: 1\n";
 
 /// Bursts of 40 requests at once until one overflows (or `rounds` bursts): the answers.
+/// Each request asks the stub to hold it for 300 ms (`x-meshcheck-delay`), so the
+/// burst's requests overlap at the gateway even when a busy machine starts them
+/// slowly; without the hold, a loaded CI runner could serve them one after another
+/// and never reach the thresholds.
 fn bursts_until_overflow(up: &Up, rounds: usize) -> Vec<Answer> {
     let mut all = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
+    let held = || vec![("x-meshcheck-delay".to_string(), "300ms".to_string())];
     for _ in 0..rounds {
-        all.extend(up.burst("/atlas-ui", 40, |_| vec![]));
+        all.extend(up.burst("/atlas-ui", 40, |_| held()));
         if all.iter().any(|a| a.overloaded) || Instant::now() > deadline {
             break;
         }
