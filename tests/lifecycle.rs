@@ -26,15 +26,20 @@ fn node_and_workdir(stderr: &str) -> (String, String) {
     (node, wd)
 }
 
+/// What the command line of the run's stub fork server and of every pod it forked
+/// contains.
+fn stubs_of(workdir: &str) -> String {
+    format!("--fork-server {workdir}")
+}
+
 #[test]
 fn a_run_leaves_no_process_and_no_workdir_behind() {
     let r = Run::new().run();
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    let (node, wd) = node_and_workdir(&r.stderr);
-    let prefix = node.trim_end_matches(".1");
+    let (_, wd) = node_and_workdir(&r.stderr);
     assert!(processes_with(&wd).is_empty(), "Envoy processes left");
     assert!(
-        processes_with(&format!("--listen {prefix}.")).is_empty(),
+        processes_with(&stubs_of(&wd)).is_empty(),
         "stub processes left"
     );
     assert!(!std::path::Path::new(&wd).exists(), "workdir {wd} left");
@@ -221,11 +226,14 @@ fn ctrl_c_mid_run_exits_fast_and_leaves_nothing() {
         seen.push_str(&line);
         seen.push('\n');
     }
-    let (node, wd) = node_and_workdir(&seen);
-    let prefix = node.trim_end_matches(".1").to_string();
+    let (_, wd) = node_and_workdir(&seen);
     assert!(
         !processes_with(&wd).is_empty(),
         "Envoys should be running mid-run"
+    );
+    assert!(
+        processes_with(&stubs_of(&wd)).len() > 1,
+        "the stub fork server and the pods it forked should run mid-run"
     );
     let sent = Instant::now();
     unsafe {
@@ -249,7 +257,7 @@ fn ctrl_c_mid_run_exits_fast_and_leaves_nothing() {
         "Envoy processes left after Ctrl-C"
     );
     assert!(
-        processes_with(&format!("--listen {prefix}.")).is_empty(),
+        processes_with(&stubs_of(&wd)).is_empty(),
         "stubs left after Ctrl-C"
     );
     assert!(

@@ -7,6 +7,7 @@
 //! local target.
 
 pub mod controls;
+pub mod fork_server;
 pub mod seen;
 mod serve;
 

@@ -26,6 +26,10 @@ headers, body, port). Prints one line per request on stdout: {\"seen\":{...}}.
   --control PATH   serve GET /seen?id=ID on the unix socket PATH: the requests
                    whose x-meshcheck-id header is ID (the last 4096 are kept).
                    Never served on the app ports.
+  --fork-server [NAME]
+                   (for the local target) read pods as JSON lines on stdin and
+                   start each by fork; report pids and exits on stdout. NAME
+                   only shows in ps
 
 A request controls the answer with a header or a query parameter (the header wins):
   x-meshcheck-delay: 2s     meshcheck-delay=2s     answer after this long (<= 5m)
@@ -138,9 +142,9 @@ pub async fn serve(
 
 /// The command line of the stub.
 #[derive(Debug, PartialEq)]
-struct Args {
-    listen: Vec<SocketAddr>,
-    control: Option<PathBuf>,
+pub(super) struct Args {
+    pub(super) listen: Vec<SocketAddr>,
+    pub(super) control: Option<PathBuf>,
 }
 
 fn parse_args(args: &[String], env_listen: Option<String>) -> Result<Option<Args>, String> {
@@ -223,8 +227,9 @@ async fn run(args: Args, identity: Identity) -> Result<(), String> {
 
 /// Entry point of the `meshcheck-stub` binary and `meshcheck stub` (see [`HELP`]).
 pub fn main_with_args(args: &[String]) -> std::process::ExitCode {
-    // Started by the local target: die with it (it sets no pre-exec hook, for speed).
-    crate::targets::local::procs::die_with_parent();
+    if args.first().map(String::as_str) == Some("--fork-server") {
+        return super::fork_server::run();
+    }
     let args = match parse_args(args, std::env::var("LISTEN_ADDR").ok()) {
         Ok(Some(a)) => a,
         Ok(None) => {
@@ -233,6 +238,12 @@ pub fn main_with_args(args: &[String]) -> std::process::ExitCode {
         }
         Err(e) => return usage(&e),
     };
+    std::process::ExitCode::from(run_pod(args) as u8)
+}
+
+/// Serves one pod (identity from the environment) on a runtime of its own until it is
+/// stopped: exit code 0, or 3 with the reason on stderr.
+pub(super) fn run_pod(args: Args) -> i32 {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -240,14 +251,14 @@ pub fn main_with_args(args: &[String]) -> std::process::ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("meshcheck-stub: cannot start runtime: {e}");
-            return std::process::ExitCode::from(3);
+            return 3;
         }
     };
     match rt.block_on(run(args, Identity::from_env())) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(()) => 0,
         Err(e) => {
             eprintln!("meshcheck-stub: {e}");
-            std::process::ExitCode::from(3)
+            3
         }
     }
 }

@@ -14,6 +14,7 @@
 pub mod addresses;
 pub mod certs;
 mod envoy;
+mod forker;
 mod istiod;
 pub mod procs;
 pub mod provision;
@@ -23,12 +24,13 @@ mod sidecars;
 use super::{ContainerInfo, PodInfo, Target, TargetError};
 
 use crate::istio::{Mesh, PodRole, SidecarShape};
+use crate::stub::fork_server::PodRequest;
 use crate::timeouts::Timeouts;
 use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Options of the local target.
@@ -182,6 +184,8 @@ pub struct LocalTarget {
     hosts: Vec<sidecars::SidecarHost>,
     /// The mesh root certificate (sidecar listeners trust it).
     mesh_root: PathBuf,
+    /// The process that forked the pods' stubs (they die when it is dropped).
+    forker: Option<Mutex<forker::Forker>>,
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> TargetError {
@@ -321,6 +325,7 @@ impl LocalTarget {
             shm_cleanup: None,
             hosts: Vec::new(),
             mesh_root: PathBuf::new(),
+            forker: None,
         };
         if opts.restartable {
             let dir = wd.join("envoy");
@@ -473,34 +478,21 @@ impl LocalTarget {
                 let control = wd.join("s").join(format!("{slot}.stub.sock"));
                 let name = format!("{}/{} app", pod.namespace, pod.name);
                 let log = wd.join("logs").join(format!("{stem}.app.log"));
-                let (prog, args) = opts
-                    .stub_command
-                    .split_first()
-                    .ok_or_else(|| TargetError::BadInput("no stub command".into()))?;
-                let mut cmd = Command::new(prog);
-                cmd.args(args);
-                for l in &listen {
-                    cmd.arg("--listen").arg(l.to_string());
-                }
-                cmd.arg("--control")
-                    .arg(&control)
-                    .arg("--pod")
-                    .arg(format!("{}/{}", pod.namespace, pod.name));
-                for k in [
-                    "SERVICE_NAME",
-                    "VERSION",
-                    "POD_NAME",
-                    "NAMESPACE",
-                    "LISTEN_ADDR",
-                ] {
-                    cmd.env_remove(k);
-                }
-                for var in &pod.env {
-                    if let Some(v) = pod.resolve_env(var, Some(IpAddr::V4(pod_ip[i]))) {
-                        cmd.env(&var.name, v);
-                    }
-                }
-                stub_jobs.push((name.clone(), cmd, log.clone()));
+                let env = pod
+                    .env
+                    .iter()
+                    .filter_map(|var| {
+                        pod.resolve_env(var, Some(IpAddr::V4(pod_ip[i])))
+                            .map(|v| (var.name.clone(), v))
+                    })
+                    .collect();
+                stub_jobs.push(PodRequest {
+                    name: name.clone(),
+                    listen: listen.clone(),
+                    control: Some(control.clone()),
+                    env,
+                    log: log.clone(),
+                });
                 waits.push((
                     name.clone(),
                     Box::new(move || listen.iter().all(|l| tcp_ready(*l))),
@@ -514,10 +506,9 @@ impl LocalTarget {
             }
             target.running.push(rp);
         }
-        procs::spawn_self_reaping(owner, stub_jobs).map_err(|(name, source)| TargetError::Io {
-            what: format!("cannot start the stub of {name}"),
-            source,
-        })?;
+        if !stub_jobs.is_empty() {
+            target.forker = Some(Mutex::new(start_stubs(owner, opts, &wd, &stub_jobs)?));
+        }
         *target.proxies.lock().unwrap_or_else(|e| e.into_inner()) = proxy.started.take();
         let t_spawn = t_spawn.elapsed();
         let t_wait = Instant::now();
@@ -650,6 +641,24 @@ impl Drop for LocalTarget {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// Starts the fork server and through it the stub of every pod in `jobs`.
+fn start_stubs(
+    owner: u64,
+    opts: &LocalOptions,
+    workdir: &Path,
+    jobs: &[PodRequest],
+) -> Result<forker::Forker, TargetError> {
+    let log = workdir.join("logs").join("stub-fork-server.log");
+    let mut f = forker::Forker::start(owner, &opts.stub_command, workdir, &log)
+        .map_err(io("cannot start the stub fork server"))?;
+    f.start_pods(owner, jobs, opts.timeouts.local_ready)
+        .map_err(|(name, source)| TargetError::Io {
+            what: format!("cannot start the stub of {name}"),
+            source,
+        })?;
+    Ok(f)
 }
 
 /// The ports an app pod's stub listens on (its container ports, else 8080).

@@ -3,19 +3,121 @@
 //! a grace period, then SIGKILL. The registry is global so that Ctrl-C and panics can
 //! stop everything, whichever target started it.
 
+use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 struct Proc {
     owner: u64,
     name: String,
-    child: Child,
+    handle: Handle,
     log: PathBuf,
     exited: Option<String>,
     stopping: bool,
+}
+
+/// A process meshcheck started: its own child, or a pod the stub fork server forked
+/// (see [`super::forker`]), whose exit that server reports.
+enum Handle {
+    Own(Child),
+    Forked(u32),
+}
+
+impl Handle {
+    fn id(&self) -> u32 {
+        match self {
+            Handle::Own(c) => c.id(),
+            Handle::Forked(pid) => *pid,
+        }
+    }
+
+    fn try_wait(&mut self) -> std::io::Result<Option<ExitStatus>> {
+        match self {
+            Handle::Own(c) => c.try_wait(),
+            Handle::Forked(pid) => match forked().get(pid) {
+                Some(Some(end)) => end
+                    .map(Some)
+                    .map_err(|k| std::io::Error::new(k, "gone with the fork server")),
+                _ => Ok(None),
+            },
+        }
+    }
+
+    /// Waits for the exit; a forked pod's for at most [`FORKED_REAP`] (its server
+    /// reports it; when the server is gone, so is the pod).
+    fn wait(&mut self) {
+        match self {
+            Handle::Own(c) => {
+                let _ = c.wait();
+            }
+            Handle::Forked(pid) => {
+                let pid = *pid;
+                let deadline = Instant::now() + FORKED_REAP;
+                let mut all = forked();
+                while matches!(all.get(&pid), Some(None)) && Instant::now() < deadline {
+                    all = FORKED_ENDED
+                        .wait_timeout(all, deadline - Instant::now())
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+                all.remove(&pid);
+            }
+        }
+    }
+}
+
+/// How long stopping waits for a fork server to report a killed pod.
+const FORKED_REAP: Duration = Duration::from_secs(5);
+
+/// Forked pods by pid: None while running, then how they ended (an error: the fork
+/// server went away with them, so the status is unknown).
+type ForkedEnd = Option<Result<ExitStatus, std::io::ErrorKind>>;
+static FORKED: Mutex<BTreeMap<u32, ForkedEnd>> = Mutex::new(BTreeMap::new());
+static FORKED_ENDED: std::sync::Condvar = std::sync::Condvar::new();
+
+fn forked() -> std::sync::MutexGuard<'static, BTreeMap<u32, ForkedEnd>> {
+    FORKED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A fork server started pod `pid`.
+pub fn forked_started(pid: u32) {
+    forked().insert(pid, None);
+}
+
+/// A fork server reports that pod `pid` ended with raw wait status `status`.
+pub fn forked_exited(pid: u32, status: i32) {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(e) = forked().get_mut(&pid) {
+        *e = Some(Ok(ExitStatus::from_raw(status)));
+    }
+    FORKED_ENDED.notify_all();
+}
+
+/// A fork server is gone: the pods it started and had not seen end died with it.
+pub fn forked_server_gone(pids: &[u32]) {
+    let mut all = forked();
+    for pid in pids {
+        if let Some(e @ None) = all.get_mut(pid) {
+            *e = Some(Err(std::io::ErrorKind::NotFound));
+        }
+    }
+    drop(all);
+    FORKED_ENDED.notify_all();
+}
+
+/// Registers pod `pid`, forked by a fork server, as process `name` of `owner`.
+pub fn register_forked(owner: u64, name: &str, pid: u32, log: &Path) {
+    procs().push(Proc {
+        owner,
+        name: name.to_string(),
+        handle: Handle::Forked(pid),
+        log: log.to_path_buf(),
+        exited: None,
+        stopping: false,
+    });
 }
 
 static PROCS: Mutex<Vec<Proc>> = Mutex::new(Vec::new());
@@ -33,8 +135,36 @@ pub fn spawn(owner: u64, name: &str, cmd: &mut Command, log: &Path) -> std::io::
     let err = out.try_clone()?;
     cmd.stdin(Stdio::null())
         .stdout(Stdio::from(out))
-        .stderr(Stdio::from(err))
-        .process_group(0);
+        .stderr(Stdio::from(err));
+    spawn_prepared(owner, name, cmd, log).map(|c| c.0)
+}
+
+/// Like [`spawn`], with stdin and stdout piped to meshcheck (stderr to `log`).
+pub fn spawn_piped(
+    owner: u64,
+    name: &str,
+    cmd: &mut Command,
+    log: &Path,
+) -> std::io::Result<(u32, std::process::ChildStdin, std::process::ChildStdout)> {
+    let err = std::fs::File::create(log)?;
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(err));
+    let (pid, stdin, stdout) = spawn_prepared(owner, name, cmd, log)?;
+    match (stdin, stdout) {
+        (Some(i), Some(o)) => Ok((pid, i, o)),
+        _ => Err(std::io::Error::other("no pipes to the child")),
+    }
+}
+
+type Pipes = (
+    u32,
+    Option<std::process::ChildStdin>,
+    Option<std::process::ChildStdout>,
+);
+
+fn spawn_prepared(owner: u64, name: &str, cmd: &mut Command, log: &Path) -> std::io::Result<Pipes> {
+    cmd.process_group(0);
     // SAFETY: prctl and getppid are async-signal-safe; nothing else runs between fork
     // and exec. Linux only: elsewhere children are stopped on every exit path meshcheck
     // handles (end, error, panic hook, Ctrl-C), not when it is SIGKILLed.
@@ -54,135 +184,24 @@ pub fn spawn(owner: u64, name: &str, cmd: &mut Command, log: &Path) -> std::io::
         });
     }
     let mut all = procs();
-    let child = cmd.spawn()?;
+    let mut child = cmd.spawn()?;
     let pid = child.id();
+    let (stdin, stdout) = (child.stdin.take(), child.stdout.take());
     all.push(Proc {
         owner,
         name: name.to_string(),
-        child,
+        handle: Handle::Own(child),
         log: log.to_path_buf(),
         exited: None,
         stopping: false,
     });
-    Ok(pid)
-}
-
-/// The variable a child started by [`spawn_self_reaping`] reads: the pid it must be
-/// the child of.
-pub const PARENT_PID_ENV: &str = "MESHCHECK_PARENT_PID";
-
-/// Starts each `(name, cmd, log)` like [`spawn`], for programs that set their own
-/// parent-death signal ([`die_with_parent`], which the stub calls first thing). With
-/// no pre-exec hook the standard library starts them with posix_spawn (vfork: no copy
-/// of meshcheck's page tables), and they are started on [`SPAWNER_THREADS`] threads
-/// at once, so that a large mesh's hundreds of stubs do not wait on each other's
-/// exec. The spawner threads live as long as meshcheck (a child's parent-death signal
-/// follows the thread that started it), so these children die with meshcheck.
-/// Returns the pids, in order; stops at the first that cannot start.
-pub fn spawn_self_reaping(
-    owner: u64,
-    jobs: Vec<(String, Command, PathBuf)>,
-) -> Result<Vec<u32>, (String, std::io::Error)> {
-    let mut replies = Vec::with_capacity(jobs.len());
-    for (k, (name, mut cmd, log)) in jobs.into_iter().enumerate() {
-        let prepared = (|| -> std::io::Result<()> {
-            let out = std::fs::File::create(&log)?;
-            let err = out.try_clone()?;
-            cmd.stdin(Stdio::null())
-                .stdout(Stdio::from(out))
-                .stderr(Stdio::from(err))
-                .process_group(0)
-                .env(PARENT_PID_ENV, std::process::id().to_string());
-            Ok(())
-        })();
-        if let Err(e) = prepared {
-            return Err((name, e));
-        }
-        let (tx, rx) = std::sync::mpsc::channel();
-        spawner(k).send((cmd, tx)).map_err(|_| {
-            (
-                name.clone(),
-                std::io::Error::other("the spawner thread is gone"),
-            )
-        })?;
-        replies.push((name, log, rx));
-    }
-    let mut pids = Vec::with_capacity(replies.len());
-    for (name, log, rx) in replies {
-        let child = match rx.recv() {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => return Err((name, e)),
-            Err(_) => return Err((name, std::io::Error::other("the spawner thread is gone"))),
-        };
-        pids.push(child.id());
-        procs().push(Proc {
-            owner,
-            name,
-            child,
-            log,
-            exited: None,
-            stopping: false,
-        });
-    }
-    Ok(pids)
-}
-
-/// Threads that start self-reaping children ([`spawn_self_reaping`]).
-pub const SPAWNER_THREADS: usize = 4;
-
-type SpawnJob = (Command, std::sync::mpsc::Sender<std::io::Result<Child>>);
-
-/// The sender of spawner thread `k % SPAWNER_THREADS` (started on first use; they
-/// never end, so the children they start die with meshcheck, not with a thread).
-fn spawner(k: usize) -> std::sync::mpsc::Sender<SpawnJob> {
-    static SPAWNERS: std::sync::OnceLock<Vec<Mutex<std::sync::mpsc::Sender<SpawnJob>>>> =
-        std::sync::OnceLock::new();
-    let all = SPAWNERS.get_or_init(|| {
-        (0..SPAWNER_THREADS)
-            .map(|i| {
-                let (tx, rx) = std::sync::mpsc::channel::<SpawnJob>();
-                let _ = std::thread::Builder::new()
-                    .name(format!("meshcheck-spawner-{i}"))
-                    .spawn(move || {
-                        for (mut cmd, reply) in rx {
-                            let _ = reply.send(cmd.spawn());
-                        }
-                    });
-                Mutex::new(tx)
-            })
-            .collect()
-    });
-    all[k % all.len()]
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone()
-}
-
-/// In a child started by [`spawn_self_reaping`]: dies (SIGKILL) when the thread that
-/// started it ends, as [`spawn`]'s children do; exits at once if that parent is
-/// already gone. Does nothing without [`PARENT_PID_ENV`] (a stub in a container).
-pub fn die_with_parent() {
-    let Some(parent) = std::env::var(PARENT_PID_ENV)
-        .ok()
-        .and_then(|v| v.parse::<libc::pid_t>().ok())
-    else {
-        return;
-    };
-    #[cfg(target_os = "linux")]
-    // SAFETY: prctl and getppid are plain syscalls.
-    unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-    }
-    // SAFETY: as above.
-    if unsafe { libc::getppid() } != parent {
-        std::process::exit(1);
-    }
+    Ok((pid, stdin, stdout))
 }
 
 fn signal_group(p: &Proc, sig: libc::c_int) {
     // SAFETY: plain syscall on a pid we started (its own group).
     unsafe {
-        libc::killpg(p.child.id() as libc::pid_t, sig);
+        libc::killpg(p.handle.id() as libc::pid_t, sig);
     }
 }
 
@@ -201,7 +220,7 @@ fn poll(p: &mut Proc) -> bool {
     if p.exited.is_some() {
         return true;
     }
-    match p.child.try_wait() {
+    match p.handle.try_wait() {
         Ok(Some(st)) => {
             p.exited = Some(describe(st));
             true
@@ -278,7 +297,7 @@ pub fn kill_now(owner: u64, name: &str) -> bool {
     match found {
         Some(mut p) => {
             signal_group(&p, libc::SIGKILL);
-            let _ = p.child.wait();
+            p.handle.wait();
             true
         }
         None => false,
@@ -290,7 +309,7 @@ pub fn pid_of(owner: u64, name: &str) -> Option<u32> {
     procs()
         .iter()
         .find(|p| p.owner == owner && p.name == name)
-        .map(|p| p.child.id())
+        .map(|p| p.handle.id())
 }
 
 /// Stops the processes `filter` selects: SIGTERM to each group, up to `grace` for
@@ -315,7 +334,7 @@ fn stop_where(filter: impl Fn(&Proc) -> bool, grace: Duration) -> usize {
     for p in mine.iter_mut() {
         // The group may hold grandchildren even when the leader is gone.
         signal_group(p, libc::SIGKILL);
-        let _ = p.child.wait();
+        p.handle.wait();
     }
     mine.len()
 }
