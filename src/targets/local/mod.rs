@@ -282,13 +282,7 @@ impl LocalTarget {
             .collect();
         let blocks = addresses::Blocks::claim(runnable.len() + injected.len())?;
         let node = blocks.node();
-        let base = std::env::temp_dir();
-        // Unix socket paths are limited to 108 bytes: prefer /tmp for a short path.
-        let base = if base.as_os_str().len() > 40 {
-            PathBuf::from("/tmp")
-        } else {
-            base
-        };
+        let base = workdir_base();
         let workdir = tempfile::Builder::new()
             .prefix("meshcheck-")
             .tempdir_in(&base)
@@ -640,6 +634,49 @@ impl LocalTarget {
 impl Drop for LocalTarget {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// Where the working directory goes: `$TMPDIR` when the user set it (and its path is
+/// short: unix socket paths are limited to 108 bytes), else `/dev/shm` when it is a
+/// writable tmpfs, else `/tmp`. A mesh of hundreds of pods creates thousands of files
+/// and sockets there (certificates, configs, logs, control sockets) and deletes them
+/// at the end; on ext4 creating inodes right after many were deleted is slow (the
+/// allocator skips recently deleted ones), which made the bring-up of 500 pods vary
+/// by a second or more. On tmpfs it does not.
+fn workdir_base() -> PathBuf {
+    let short = |p: &Path| p.as_os_str().len() <= 40;
+    if let Some(t) = std::env::var_os("TMPDIR").map(PathBuf::from) {
+        if short(&t) {
+            return t;
+        }
+    }
+    let shm = Path::new("/dev/shm");
+    if is_writable_tmpfs(shm) {
+        return shm.to_path_buf();
+    }
+    PathBuf::from("/tmp")
+}
+
+fn is_writable_tmpfs(dir: &Path) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+            return false;
+        };
+        // SAFETY: statfs fills a zeroed struct; access only reads the path.
+        unsafe {
+            let mut st: libc::statfs = std::mem::zeroed();
+            libc::statfs(c.as_ptr(), &mut st) == 0
+                && st.f_type == libc::TMPFS_MAGIC
+                && libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) == 0
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = dir;
+        false
     }
 }
 
@@ -1047,5 +1084,27 @@ impl LocalTarget {
                 }
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_writable_tmpfs_counts_as_tmpfs() {
+        assert!(
+            !is_writable_tmpfs(Path::new("/proc")),
+            "procfs is not tmpfs"
+        );
+        assert!(!is_writable_tmpfs(Path::new("/no/such/dir")));
+        // Where /dev/shm is tmpfs (Linux, Docker), it is taken.
+        let shm = Path::new("/dev/shm");
+        if shm.is_dir()
+            && std::fs::read_to_string("/proc/mounts")
+                .is_ok_and(|m| m.lines().any(|l| l.contains(" /dev/shm tmpfs ")))
+        {
+            assert!(is_writable_tmpfs(shm));
+        }
     }
 }
