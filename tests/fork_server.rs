@@ -172,3 +172,27 @@ fn an_unreadable_request_is_reported_not_fatal() {
     started(s.report(), "ns/d app");
     assert!(get(a).contains("svc-d"));
 }
+
+#[test]
+fn sigterm_ends_the_server_and_its_pods() {
+    let mut s = Server::start();
+    let a = free_addr();
+    s.ask(&s.pod("ns/e app", a, "svc-e"));
+    let pid = started(s.report(), "ns/e app");
+    assert!(get(a).contains("svc-e"));
+    // SAFETY: the server we started.
+    unsafe { libc::kill(s.child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(st) = s.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "the server ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "a clean exit: {status:?}");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the pod was killed and reaped before the server exited"
+    );
+}

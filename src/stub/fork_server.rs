@@ -10,9 +10,9 @@
 //! bring-up of a mesh of hundreds of pods.
 //!
 //! The server stays single-threaded (forking a threaded process is unsafe): it waits
-//! with `poll` on stdin and a signalfd for SIGCHLD. Its children die with it
-//! (PR_SET_PDEATHSIG), and it exits when stdin closes (meshcheck is done or gone),
-//! killing them first.
+//! with `poll` on stdin and a signalfd for SIGCHLD, SIGTERM and SIGINT. Its children
+//! die with it (PR_SET_PDEATHSIG); when stdin closes (meshcheck is done or gone) or on
+//! SIGTERM/SIGINT it kills and reaps them, then exits.
 
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -82,14 +82,17 @@ mod linux {
         format!("{what}: {}", std::io::Error::last_os_error())
     }
 
-    /// SIGCHLD blocked and readable from a signalfd; returns (fd, the old mask).
-    fn sigchld_fd() -> Result<(libc::c_int, libc::sigset_t), String> {
+    /// SIGCHLD, SIGTERM and SIGINT blocked and readable from a signalfd; returns (fd,
+    /// the old mask).
+    fn signal_fd() -> Result<(libc::c_int, libc::sigset_t), String> {
         // SAFETY: sigset operations on local, initialised sets; plain syscalls.
         unsafe {
             let mut set: libc::sigset_t = std::mem::zeroed();
             let mut old: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, libc::SIGCHLD);
+            for sig in [libc::SIGCHLD, libc::SIGTERM, libc::SIGINT] {
+                libc::sigaddset(&mut set, sig);
+            }
             if libc::sigprocmask(libc::SIG_BLOCK, &set, &mut old) != 0 {
                 return Err(os_err("blocking SIGCHLD"));
             }
@@ -110,7 +113,7 @@ mod linux {
     }
 
     fn serve() -> Result<(), String> {
-        let (sfd, old_mask) = sigchld_fd()?;
+        let (sfd, old_mask) = signal_fd()?;
         let mut pending = Vec::<u8>::new();
         let mut children = Vec::<libc::pid_t>::new();
         loop {
@@ -133,8 +136,10 @@ mod linux {
                 }
                 return Err(os_err("poll"));
             }
-            if fds[1].revents != 0 {
-                reap(sfd, &mut children);
+            if fds[1].revents != 0 && reap(sfd, &mut children) {
+                // Told to stop: the pods go first, so none is left to init.
+                end_children(&children);
+                return Ok(());
             }
             if fds[0].revents != 0 {
                 let mut buf = [0u8; 65536];
@@ -142,7 +147,7 @@ mod linux {
                 let n = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
                 if n <= 0 {
                     // meshcheck closed our stdin (done, or gone): the pods go too.
-                    stop_children(&children);
+                    end_children(&children);
                     return Ok(());
                 }
                 pending.extend_from_slice(&buf[..n as usize]);
@@ -159,11 +164,18 @@ mod linux {
         }
     }
 
-    /// Reports every child that ended (the signalfd drained first).
-    fn reap(sfd: libc::c_int, children: &mut Vec<libc::pid_t>) {
-        let mut info = [0u8; std::mem::size_of::<libc::signalfd_siginfo>()];
-        // SAFETY: reading whole siginfo records into a buffer of that size.
-        while unsafe { libc::read(sfd, info.as_mut_ptr().cast(), info.len()) } > 0 {}
+    /// Drains the signalfd and reports every child that ended. Returns whether
+    /// SIGTERM or SIGINT arrived.
+    fn reap(sfd: libc::c_int, children: &mut Vec<libc::pid_t>) -> bool {
+        let mut stop = false;
+        let mut info: libc::signalfd_siginfo = unsafe_zeroed_siginfo();
+        let size = std::mem::size_of::<libc::signalfd_siginfo>();
+        // SAFETY: reading whole siginfo records into a struct of that size.
+        while unsafe { libc::read(sfd, (&mut info as *mut libc::signalfd_siginfo).cast(), size) }
+            == size as isize
+        {
+            stop |= info.ssi_signo == libc::SIGTERM as u32 || info.ssi_signo == libc::SIGINT as u32;
+        }
         loop {
             let mut status = 0;
             // SAFETY: plain syscall.
@@ -177,13 +189,30 @@ mod linux {
                 status,
             });
         }
+        stop
     }
 
-    fn stop_children(children: &[libc::pid_t]) {
+    fn unsafe_zeroed_siginfo() -> libc::signalfd_siginfo {
+        // SAFETY: a plain C struct of integers; all zeroes is a valid value.
+        unsafe { std::mem::zeroed() }
+    }
+
+    /// SIGKILL to every pod's group, each reaped (a stub keeps nothing to flush: its
+    /// output is written line by line).
+    fn end_children(children: &[libc::pid_t]) {
         for &c in children {
-            // SAFETY: each is the leader of its own group, started by us.
+            // SAFETY: each is our child and the leader of its own group (the pid too:
+            // a pod just forked may not have made its group yet).
             unsafe {
                 libc::killpg(c, libc::SIGKILL);
+                libc::kill(c, libc::SIGKILL);
+            }
+        }
+        for &c in children {
+            let mut status = 0;
+            // SAFETY: plain syscall on our own child; SIGKILL makes it return soon.
+            unsafe {
+                libc::waitpid(c, &mut status, 0);
             }
         }
     }
