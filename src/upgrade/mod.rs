@@ -76,6 +76,10 @@ pub struct UpgradeArgs {
     /// How long one upgrade step may take.
     #[arg(long, value_parser = crate::cli::parse_duration, default_value = "30m")]
     pub step_timeout: Duration,
+    /// Go on when the precheck finds issues (it still fails in the report). Without
+    /// it, a failed precheck stops the upgrade before anything changes.
+    #[arg(long)]
+    pub ignore_precheck: bool,
     /// Test-only: restart proxies by killing them first, without draining (what a
     /// broken rollout does), so that traffic continuity must fail.
     #[arg(long, hide = true)]
@@ -110,6 +114,8 @@ struct Context<'a> {
     timeouts: &'a Timeouts,
     rt: &'a tokio::runtime::Runtime,
     rate: f64,
+    /// Go on past a precheck that found issues.
+    ignore_precheck: bool,
 }
 
 /// `meshcheck upgrade`.
@@ -177,6 +183,7 @@ pub fn command(args: UpgradeArgs) -> Result<u8, Error> {
         timeouts: &timeouts,
         rt: &rt,
         rate: args.rate,
+        ignore_precheck: args.ignore_precheck,
     };
     let outcome = steps(&ctx, transition.as_mut());
     drop(transition);
@@ -317,6 +324,22 @@ fn phase_pass(ctx: &Context<'_>, name: &str, statics: bool) -> SuiteReport {
     }
 }
 
+/// Why a failed precheck stops the upgrade before anything changes (None: it passed,
+/// or `--ignore-precheck`).
+fn precheck_stops(prechecks: &[Precheck], ignore: bool) -> Option<String> {
+    let failed: Vec<&str> = prechecks
+        .iter()
+        .filter(|p| !p.passed)
+        .map(|p| p.name.as_str())
+        .collect();
+    (!failed.is_empty() && !ignore).then(|| {
+        format!(
+            "{} found issues: the upgrade stops before anything changes (--ignore-precheck goes on)",
+            failed.join(", ")
+        )
+    })
+}
+
 /// The whole upgrade between bring-up and shutdown.
 fn steps(ctx: &Context<'_>, t: &mut dyn Transition) -> Outcome {
     let mut outcome = Outcome::default();
@@ -326,6 +349,11 @@ fn steps(ctx: &Context<'_>, t: &mut dyn Transition) -> Outcome {
             outcome.failed_step = Some(("precheck".into(), e.to_string()));
             return outcome;
         }
+    }
+    if let Some(why) = precheck_stops(&outcome.prechecks, ctx.ignore_precheck) {
+        eprintln!("upgrade: {why}");
+        outcome.failed_step = Some(("precheck".into(), why));
+        return outcome;
     }
     outcome.phases.push(phase_pass(ctx, "before", true));
     let prober = match report::Prober::start(ctx) {
@@ -395,4 +423,28 @@ fn finish(
     crate::report::finish(&suites, junit, started.elapsed())?;
     let failed = suites.iter().any(|s| s.failed() > 0);
     Ok(if failed { exit::CHECK_FAILED } else { exit::OK })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pre(passed: bool) -> Precheck {
+        Precheck {
+            name: "precheck".into(),
+            passed,
+            message: String::new(),
+            output: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_failed_precheck_stops_the_upgrade_unless_ignored() {
+        assert_eq!(precheck_stops(&[pre(true)], false), None);
+        assert_eq!(precheck_stops(&[], false), None);
+        let why = precheck_stops(&[pre(true), pre(false)], false).expect("stops");
+        assert!(why.contains("precheck found issues"), "{why}");
+        assert!(why.contains("--ignore-precheck"), "{why}");
+        assert_eq!(precheck_stops(&[pre(false)], true), None);
+    }
 }
