@@ -597,3 +597,6 @@ fn delete_cluster_blocking(kind: &Path, name: &str, kubeconfig: &Path) {
         ))
         .status();
 }
+
+#[cfg(test)]
+mod tests;
