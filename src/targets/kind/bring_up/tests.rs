@@ -4,35 +4,13 @@
 
 use super::*;
 use crate::fixtures::load_dir;
-use crate::targets::kube::tests::fake::FakeApi;
+use crate::targets::kube::tests::fake::{FakeApi, RolledOut};
 use serde_json::{json, Value};
 use std::os::unix::fs::PermissionsExt;
 use wiremock::matchers::{method, path_regex};
-use wiremock::{Mock, Request, Respond, ResponseTemplate};
+use wiremock::Mock;
 
 const NAME: &str = "meshcheck-fake";
-
-/// Any Deployment, rolled out; its container runs `docker.io/istio/pilot:<version>`
-/// (what istiod's tag says about the installed Istio).
-struct RolledOut(String);
-
-impl Respond for RolledOut {
-    fn respond(&self, request: &Request) -> ResponseTemplate {
-        let seg: Vec<&str> = request.url.path().split('/').collect();
-        let (ns, name) = (seg[5], seg[7]);
-        ResponseTemplate::new(200).set_body_json(json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": name, "namespace": ns, "generation": 1,
-                         "managedFields": [{"manager": "meshcheck", "operation": "Apply", "apiVersion": "apps/v1"}]},
-            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
-                     "template": {"metadata": {"labels": {"app": name}},
-                                  "spec": {"containers": [{"name": "c", "image": format!("docker.io/istio/pilot:{}", self.0)}]}}},
-            "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1,
-                       "conditions": [{"type": "Available", "status": "True"},
-                                      {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}]}
-        }))
-    }
-}
 
 /// The fakes of one run, in a temporary directory.
 struct Fakes {
@@ -78,7 +56,7 @@ impl Fakes {
             .and(path_regex(
                 r"^/apis/apps/v1/namespaces/[^/]+/deployments/[^/]+$",
             ))
-            .respond_with(RolledOut(istiod_version.to_string()))
+            .respond_with(RolledOut(format!("docker.io/istio/pilot:{istiod_version}")))
             .mount(&api.server)
             .await;
         for s in &mesh.ingress_services {

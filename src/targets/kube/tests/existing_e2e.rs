@@ -4,7 +4,7 @@
 //! target's Envoys) at the node address the fake API reports. Then cleanup deletes
 //! exactly what the run created.
 
-use super::fake::FakeApi;
+use super::fake::{FakeApi, RolledOut};
 use crate::fixtures::load_dir;
 use crate::istio::Mesh;
 use crate::targets::cluster::{deploy, DeployOptions};
@@ -15,27 +15,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use wiremock::matchers::{method, path_regex};
-use wiremock::{Mock, Request, Respond, ResponseTemplate};
-
-/// Any Deployment, rolled out.
-struct RolledOut;
-
-impl Respond for RolledOut {
-    fn respond(&self, request: &Request) -> ResponseTemplate {
-        let seg: Vec<&str> = request.url.path().split('/').collect();
-        let (ns, name) = (seg[5], seg[7]);
-        ResponseTemplate::new(200).set_body_json(json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": name, "namespace": ns, "generation": 1,
-                         "managedFields": [{"manager": "meshcheck", "operation": "Apply", "apiVersion": "apps/v1"}]},
-            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
-                     "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}},
-            "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1,
-                       "conditions": [{"type": "Available", "status": "True"},
-                                      {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}]}
-        }))
-    }
-}
+use wiremock::Mock;
 
 /// A Pod object as the API would show the local target's pod.
 fn pod_json(p: &PodInfo) -> Value {
@@ -99,7 +79,7 @@ async fn existing_target_applies_reads_the_cluster_and_passes_the_suite() {
         .and(path_regex(
             r"^/apis/apps/v1/namespaces/[^/]+/deployments/[^/]+$",
         ))
-        .respond_with(RolledOut)
+        .respond_with(RolledOut("x".into()))
         .mount(&fake.server)
         .await;
     fake.mount_get(

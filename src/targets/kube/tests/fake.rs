@@ -352,3 +352,25 @@ fn istio_networking_v1_resources() -> Value {
         ]
     })
 }
+
+/// Any Deployment, rolled out; its one container runs `image` (istiod's tag is what
+/// says which Istio is installed).
+pub struct RolledOut(pub String);
+
+impl Respond for RolledOut {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let seg: Vec<&str> = request.url.path().split('/').collect();
+        let (ns, name) = (seg[5], seg[7]);
+        ResponseTemplate::new(200).set_body_json(json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": ns, "generation": 1,
+                         "managedFields": [{"manager": "meshcheck", "operation": "Apply", "apiVersion": "apps/v1"}]},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}},
+                                  "spec": {"containers": [{"name": "c", "image": self.0}]}}},
+            "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1,
+                       "conditions": [{"type": "Available", "status": "True"},
+                                      {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}]}
+        }))
+    }
+}
