@@ -4,12 +4,14 @@
 //! created. External tools (kind, istioctl, docker) run through [`run_tool`], with a
 //! timeout, in their own process group, and die with meshcheck.
 
+mod diagnostics;
+
 use super::kube::{self as k, Applied, ApplyOptions};
 use super::local::procs;
 use super::{BoxFuture, PodInfo, Target, TargetError};
 use crate::fixtures::Fixtures;
 use crate::istio::Mesh;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::Service;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -262,28 +264,31 @@ pub async fn deploy(
     node_override: Option<IpAddr>,
 ) -> Result<ClusterTarget, TargetError> {
     let prefix = opts.namespace_prefix.as_deref();
-    let mut target = ClusterTarget {
-        name,
-        client: client.clone(),
-        node: IpAddr::from([127, 0, 0, 1]),
-        node_ports: BTreeMap::new(),
-        identities: Vec::new(),
-        namespaces: Vec::new(),
-        gateway_selector: Vec::new(),
-        fixture_services: fx
-            .objects
-            .iter()
-            .filter(|o| o.kind == "Service" && o.api_version == "v1")
-            .map(|o| format!("{}/{}", renamed(&o.namespace, prefix), o.name))
-            .collect(),
-        applied: Vec::new(),
-        delete_created: opts.delete_created,
-        props: vec![("target".into(), name.into())],
-        istioctl: None,
-        on_shutdown: Default::default(),
-        cleanup_ids: Default::default(),
-        stopped: Default::default(),
-    };
+    let mut target = ClusterTarget::undeployed(name, client.clone(), fx, mesh, opts);
+    if opts.apply {
+        target.apply_fixtures(fx, opts).await?;
+    }
+    target.wait_for_rollouts(fx, opts).await?;
+    target.node_ports = read_node_ports(&client, name, mesh, prefix).await?;
+    target.node = resolve_node_address(&client, node_override).await?;
+    target.identities = gateway_identities(mesh, prefix);
+    target
+        .props
+        .push(("node.address".into(), target.node.to_string()));
+    Ok(target)
+}
+
+/// The `namespace/name` of the fixtures' Services as named on the cluster.
+fn fixture_service_ids(fx: &Fixtures, prefix: Option<&str>) -> Vec<String> {
+    fx.objects
+        .iter()
+        .filter(|o| o.kind == "Service" && o.api_version == "v1")
+        .map(|o| format!("{}/{}", renamed(&o.namespace, prefix), o.name))
+        .collect()
+}
+
+/// The fixtures' namespaces as named on the cluster, sorted, each once.
+fn fixture_namespaces(fx: &Fixtures, prefix: Option<&str>) -> Vec<String> {
     let mut nss: Vec<String> = fx
         .objects
         .iter()
@@ -292,11 +297,17 @@ pub async fn deploy(
         .collect();
     nss.sort();
     nss.dedup();
-    target.namespaces = nss;
-    // The gateway pods' labels as the cluster has them (made unique to the run).
+    nss
+}
+
+/// The gateway pods' namespace and labels as the cluster has them (made unique to the run).
+fn gateway_selector(
+    fx: &Fixtures,
+    mesh: &Mesh,
+    prefix: Option<&str>,
+) -> Vec<(String, BTreeMap<String, String>)> {
     let isolation = prefix.map(|p| k::Isolation::new(p, &fx.objects));
-    target.gateway_selector = mesh
-        .pods
+    mesh.pods
         .iter()
         .filter(|p| p.role == crate::istio::PodRole::Gateway)
         .map(|p| {
@@ -306,75 +317,53 @@ pub async fn deploy(
             };
             (renamed(&p.namespace, prefix), labels)
         })
-        .collect();
-    if opts.apply {
-        let step = Step::start(format!(
-            "applying {} objects (server-side apply)",
-            fx.objects.len()
-        ));
-        let aopts = ApplyOptions {
-            image_rewrite: opts.image_rewrite.clone(),
-            namespace_prefix: opts.namespace_prefix.clone(),
-            crd_timeout: opts.crd_timeout,
-            adopt: opts.adopt,
-            progress_deadline: Some(progress_deadline_for(opts.rollout_timeout)),
-            ..ApplyOptions::default()
-        };
-        // What is applied is visible to the interrupt path at once: Ctrl-C mid-apply
-        // deletes what this run created so far.
-        let shared = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Applied>::new()));
-        if opts.delete_created {
-            let (c, list) = (client.clone(), shared.clone());
-            let id = procs::register_cleanup(Box::new(move || {
-                let applied = std::mem::take(&mut *list.lock().unwrap_or_else(|e| e.into_inner()));
-                delete_blocking(c, applied)
-            }));
-            target.cleanup_ids_mut().push(id);
-        }
-        let res = k::apply_each(&client, &fx.objects, &aopts, |a| {
-            shared.lock().unwrap_or_else(|e| e.into_inner()).push(a)
-        })
-        .await;
-        target.applied = shared.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        if let Err(e) = res {
-            // An object that is not ours was left alone: nothing of the run to explain.
-            if !matches!(e, k::KubeError::NotOurs { .. }) {
-                target.failure_diagnostics(opts).await;
-            }
-            return Err(e.into());
-        }
-        step.done();
+        .collect()
+}
+
+/// How [`k::apply_each`] applies the fixtures for `opts`.
+fn apply_options(opts: &DeployOptions) -> ApplyOptions {
+    ApplyOptions {
+        image_rewrite: opts.image_rewrite.clone(),
+        namespace_prefix: opts.namespace_prefix.clone(),
+        crd_timeout: opts.crd_timeout,
+        adopt: opts.adopt,
+        progress_deadline: Some(progress_deadline_for(opts.rollout_timeout)),
+        ..ApplyOptions::default()
     }
-    let deployments: Vec<(String, String)> = fx
-        .deployments
+}
+
+/// The fixtures' Deployments (`namespace`, `name`) as named on the cluster.
+fn fixture_deployments(fx: &Fixtures, prefix: Option<&str>) -> Vec<(String, String)> {
+    fx.deployments
         .iter()
         .map(|d| (renamed(&d.namespace, prefix), d.name.clone()))
-        .collect();
-    let step = Step::start(format!("waiting for {} rollouts", deployments.len()));
-    if let Err(e) = k::wait_rollouts(&client, &deployments, opts.rollout_timeout, &|l: &str| {
-        step.note(l)
-    })
-    .await
-    {
-        // Why, from the first pod that is not ready, and the state of things before
-        // the cleanup (Drop of the target, or the kind cluster's deletion) removes it.
-        let why = match e.rollout_of().and_then(|d| d.split_once('/')) {
-            Some((ns, d)) => k::why_not_ready(&client, ns, d).await,
-            None => None,
-        };
-        target.failure_diagnostics(opts).await;
-        return Err(match why {
-            Some(why) => k::KubeError::RolloutBlocked {
-                rollout: Box::new(e),
-                why,
-            },
-            None => e,
-        }
-        .into());
-    }
-    step.done();
+        .collect()
+}
 
-    // The gateway Service's live NodePorts (the API server allocates missing ones).
+/// A failed rollout wait, with why the first pod that is not ready is not, if known.
+async fn explain_rollout_failure(client: &::kube::Client, e: k::KubeError) -> k::KubeError {
+    let why = match e.rollout_of().and_then(|d| d.split_once('/')) {
+        Some((ns, d)) => k::why_not_ready(client, ns, d).await,
+        None => None,
+    };
+    match why {
+        Some(why) => k::KubeError::RolloutBlocked {
+            rollout: Box::new(e),
+            why,
+        },
+        None => e,
+    }
+}
+
+/// The gateway Services' live NodePorts by Service port (the API server allocates
+/// missing ones).
+async fn read_node_ports(
+    client: &::kube::Client,
+    target: &'static str,
+    mesh: &Mesh,
+    prefix: Option<&str>,
+) -> Result<BTreeMap<u16, u16>, TargetError> {
+    let mut node_ports = BTreeMap::new();
     for s in &mesh.ingress_services {
         let api: ::kube::Api<Service> =
             ::kube::Api::namespaced(client.clone(), &renamed(&s.namespace, prefix));
@@ -382,7 +371,7 @@ pub async fn deploy(
             .get(&s.name)
             .await
             .map_err(|e| TargetError::Unavailable {
-                target: name.into(),
+                target: target.into(),
                 why: format!(
                     "cannot read Service {}/{}: {e}",
                     renamed(&s.namespace, prefix),
@@ -391,26 +380,33 @@ pub async fn deploy(
             })?;
         for p in svc.spec.and_then(|sp| sp.ports).unwrap_or_default() {
             if let Some(np) = p.node_port {
-                target.node_ports.entry(p.port as u16).or_insert(np as u16);
+                node_ports.entry(p.port as u16).or_insert(np as u16);
             }
         }
     }
-    target.node = match node_override {
+    Ok(node_ports)
+}
+
+/// The address the NodePorts are reached at: `node_override`, else the cluster's node's.
+async fn resolve_node_address(
+    client: &::kube::Client,
+    node_override: Option<IpAddr>,
+) -> Result<IpAddr, TargetError> {
+    Ok(match node_override {
         Some(ip) => ip,
-        None => k::node_address(&client).await?,
-    };
-    target.identities = mesh
-        .gateway_identities()
+        None => k::node_address(client).await?,
+    })
+}
+
+/// The gateways' SPIFFE identities, with the run's namespace prefix.
+fn gateway_identities(mesh: &Mesh, prefix: Option<&str>) -> Vec<String> {
+    mesh.gateway_identities()
         .into_iter()
         .map(|id| match prefix {
             Some(p) => id.replacen("/ns/", &format!("/ns/{p}"), 1),
             None => id,
         })
-        .collect();
-    target
-        .props
-        .push(("node.address".into(), target.node.to_string()));
-    Ok(target)
+        .collect()
 }
 
 /// Deletes what a run created, from a plain thread (interrupt path), bounded in time.
@@ -430,22 +426,103 @@ fn delete_blocking(client: ::kube::Client, applied: Vec<Applied>) {
 }
 
 impl ClusterTarget {
-    /// After a failed apply or rollout: diagnostics into `opts.diagnostics_dir`.
-    async fn failure_diagnostics(&self, opts: &DeployOptions) {
-        let Some(dir) = &opts.diagnostics_dir else {
-            return;
-        };
-        let _ = std::fs::remove_dir_all(dir);
-        let files = tokio::time::timeout(Duration::from_secs(120), self.collect(dir.clone()))
-            .await
-            .unwrap_or_default();
-        if !files.is_empty() {
-            eprintln!(
-                "diagnostics of the failed bring-up: {} file(s) in {}",
-                files.len(),
-                dir.display()
-            );
+    /// The target before anything is applied: names, selectors and properties only.
+    fn undeployed(
+        name: &'static str,
+        client: ::kube::Client,
+        fx: &Fixtures,
+        mesh: &Mesh,
+        opts: &DeployOptions,
+    ) -> ClusterTarget {
+        let prefix = opts.namespace_prefix.as_deref();
+        ClusterTarget {
+            name,
+            client,
+            node: IpAddr::from([127, 0, 0, 1]),
+            node_ports: BTreeMap::new(),
+            identities: Vec::new(),
+            namespaces: fixture_namespaces(fx, prefix),
+            gateway_selector: gateway_selector(fx, mesh, prefix),
+            fixture_services: fixture_service_ids(fx, prefix),
+            applied: Vec::new(),
+            delete_created: opts.delete_created,
+            props: vec![("target".into(), name.into())],
+            istioctl: None,
+            on_shutdown: Default::default(),
+            cleanup_ids: Default::default(),
+            stopped: Default::default(),
         }
+    }
+
+    /// Applies the fixtures server-side, recording what was applied; diagnostics
+    /// when that fails on an object of the run.
+    async fn apply_fixtures(
+        &mut self,
+        fx: &Fixtures,
+        opts: &DeployOptions,
+    ) -> Result<(), TargetError> {
+        let step = Step::start(format!(
+            "applying {} objects (server-side apply)",
+            fx.objects.len()
+        ));
+        let aopts = apply_options(opts);
+        // What is applied is visible to the interrupt path at once: Ctrl-C mid-apply
+        // deletes what this run created so far.
+        let shared = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Applied>::new()));
+        if opts.delete_created {
+            self.delete_on_interrupt(shared.clone());
+        }
+        let res = k::apply_each(&self.client, &fx.objects, &aopts, |a| {
+            shared.lock().unwrap_or_else(|e| e.into_inner()).push(a)
+        })
+        .await;
+        self.applied = shared.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Err(e) = res {
+            // An object that is not ours was left alone: nothing of the run to explain.
+            if !matches!(e, k::KubeError::NotOurs { .. }) {
+                self.failure_diagnostics(opts).await;
+            }
+            return Err(e.into());
+        }
+        step.done();
+        Ok(())
+    }
+
+    /// Registers an interrupt-path cleanup deleting what `applied` holds by then.
+    fn delete_on_interrupt(&mut self, applied: std::sync::Arc<std::sync::Mutex<Vec<Applied>>>) {
+        let (c, list) = (self.client.clone(), applied);
+        let id = procs::register_cleanup(Box::new(move || {
+            let applied = std::mem::take(&mut *list.lock().unwrap_or_else(|e| e.into_inner()));
+            delete_blocking(c, applied)
+        }));
+        self.cleanup_ids_mut().push(id);
+    }
+
+    /// Waits for every Deployment of the fixtures to roll out; diagnostics and why
+    /// when one does not.
+    async fn wait_for_rollouts(
+        &self,
+        fx: &Fixtures,
+        opts: &DeployOptions,
+    ) -> Result<(), TargetError> {
+        let deployments = fixture_deployments(fx, opts.namespace_prefix.as_deref());
+        let step = Step::start(format!("waiting for {} rollouts", deployments.len()));
+        if let Err(e) = k::wait_rollouts(
+            &self.client,
+            &deployments,
+            opts.rollout_timeout,
+            &|l: &str| step.note(l),
+        )
+        .await
+        {
+            // Why, from the first pod that is not ready, and the state of things before
+            // the cleanup (Drop of the target, or the kind cluster's deletion) removes it.
+            let e = explain_rollout_failure(&self.client, e).await;
+            self.failure_diagnostics(opts).await;
+            return Err(e.into());
+        }
+        step.done();
+        Ok(())
     }
 
     pub(crate) fn cleanup_ids_mut(&mut self) -> &mut Vec<u64> {
@@ -490,126 +567,6 @@ impl ClusterTarget {
             step.done();
         }
         self.run_shutdown_actions();
-    }
-
-    async fn collect(&self, dir: PathBuf) -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        if std::fs::create_dir_all(&dir).is_err() {
-            return out;
-        }
-        let write = |name: &str, text: String, out: &mut Vec<PathBuf>| {
-            let p = dir.join(name);
-            if std::fs::write(&p, text).is_ok() {
-                out.push(p);
-            }
-        };
-        // Pods, their logs, and events, per namespace.
-        for ns in &self.namespaces {
-            let pods: ::kube::Api<Pod> = ::kube::Api::namespaced(self.client.clone(), ns);
-            if let Ok(list) = pods.list(&Default::default()).await {
-                write(
-                    &format!("{ns}.pods.json"),
-                    serde_json::to_string_pretty(&list.items).unwrap_or_default(),
-                    &mut out,
-                );
-                for p in &list.items {
-                    let pname = p.metadata.name.clone().unwrap_or_default();
-                    let containers = p
-                        .spec
-                        .as_ref()
-                        .map(|s| {
-                            s.containers
-                                .iter()
-                                .map(|c| c.name.clone())
-                                .chain(s.init_containers.iter().flatten().map(|c| c.name.clone()))
-                                .collect::<Vec<_>>()
-                        })
-                        .unwrap_or_default();
-                    for c in containers {
-                        let lp = ::kube::api::LogParams {
-                            container: Some(c.clone()),
-                            tail_lines: Some(500),
-                            ..Default::default()
-                        };
-                        if let Ok(log) = pods.logs(&pname, &lp).await {
-                            write(&format!("{ns}.{pname}.{c}.log"), log, &mut out);
-                        }
-                    }
-                }
-            }
-            let events: ::kube::Api<k8s_openapi::api::core::v1::Event> =
-                ::kube::Api::namespaced(self.client.clone(), ns);
-            if let Ok(list) = events.list(&Default::default()).await {
-                let text: Vec<String> = list
-                    .items
-                    .iter()
-                    .map(|e| {
-                        format!(
-                            "{} {} {}/{}: {} {}",
-                            e.type_.clone().unwrap_or_default(),
-                            e.reason.clone().unwrap_or_default(),
-                            e.involved_object.kind.clone().unwrap_or_default(),
-                            e.involved_object.name.clone().unwrap_or_default(),
-                            e.message.clone().unwrap_or_default(),
-                            e.count.unwrap_or(1)
-                        )
-                    })
-                    .collect();
-                write(&format!("{ns}.events.txt"), text.join("\n"), &mut out);
-            }
-        }
-        // The applied objects as the cluster has them (with status).
-        let mut objs = Vec::new();
-        for a in &self.applied {
-            let api: ::kube::Api<::kube::api::DynamicObject> = if a.namespace.is_empty() {
-                ::kube::Api::all_with(self.client.clone(), &a.api_resource)
-            } else {
-                ::kube::Api::namespaced_with(self.client.clone(), &a.namespace, &a.api_resource)
-            };
-            if let Ok(o) = api.get(&a.name).await {
-                objs.push(serde_json::to_value(&o).unwrap_or_default());
-            }
-        }
-        write(
-            "applied-objects.json",
-            serde_json::to_string_pretty(&objs).unwrap_or_default(),
-            &mut out,
-        );
-        // The gateway's Envoy configuration, as istiod programmed it.
-        if let Some(istioctl) = &self.istioctl {
-            for (ns, labels) in &self.gateway_selector {
-                let pods: ::kube::Api<Pod> = ::kube::Api::namespaced(self.client.clone(), ns);
-                let sel = labels
-                    .iter()
-                    .filter(|(k, _)| !k.contains("istio.io/"))
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(",");
-                let lp = ::kube::api::ListParams::default().labels(&sel);
-                for p in pods.list(&lp).await.map(|l| l.items).unwrap_or_default() {
-                    let pname = p.metadata.name.unwrap_or_default();
-                    let args = istioctl.proxy_config_args(&pname, ns);
-                    match run_tool(
-                        &istioctl.bin,
-                        &args,
-                        Duration::from_secs(60),
-                        "istioctl proxy-config",
-                    )
-                    .await
-                    {
-                        Ok(dump) => {
-                            write(&format!("{ns}.{pname}.config_dump.json"), dump, &mut out)
-                        }
-                        Err(e) => write(
-                            &format!("{ns}.{pname}.config_dump.error.txt"),
-                            e.to_string(),
-                            &mut out,
-                        ),
-                    }
-                }
-            }
-        }
-        out
     }
 }
 
