@@ -6,126 +6,249 @@
 //! fails; with `statuses`, every answer counts by its status (a request without an
 //! answer fails).
 
-use super::{send, Ctx, Outcome};
+use super::{send, Ctx, Exchange, Outcome};
 use crate::stats::{acceptance_interval, prob_within};
 use crate::suite::DistributionCheck;
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 pub async fn run(ctx: &Ctx, check: &DistributionCheck) -> Outcome {
-    let (addr, single, pooled) = match ctx.ingress_for(&check.request).and_then(|a| {
-        Ok((
-            a,
-            ctx.client_for(&check.request, a, false)?,
-            ctx.client_for(&check.request, a, true)?,
-        ))
-    }) {
+    let (addr, single, pooled) = match ingress_and_clients(ctx, check) {
         Ok(x) => x,
         Err(e) => return Outcome::fail(e, ""),
     };
-    // Wait (within the budget) for the route to answer once, so a slow convergence is
-    // not counted as a skewed split.
+    if let Err(never_warm) = wait_until_warm(ctx, check, &single, addr).await {
+        return never_warm;
+    }
+    let answers = send_all(check, &pooled, addr).await;
+    let tally = Tally::of(check, answers);
+    verdict(ctx, check, &tally)
+}
+
+/// The ingress address of the check's request, with a single-connection client (for
+/// the warm-up) and a pooled one (for the measured requests).
+fn ingress_and_clients(
+    ctx: &Ctx,
+    check: &DistributionCheck,
+) -> Result<(SocketAddr, reqwest::Client, reqwest::Client), String> {
+    let addr = ctx.ingress_for(&check.request)?;
+    Ok((
+        addr,
+        ctx.client_for(&check.request, addr, false)?,
+        ctx.client_for(&check.request, addr, true)?,
+    ))
+}
+
+/// Waits (within the budget) for the route to answer once, so a slow convergence is
+/// not counted as a skewed split; the failed outcome if it never does.
+async fn wait_until_warm(
+    ctx: &Ctx,
+    check: &DistributionCheck,
+    client: &reqwest::Client,
+    addr: SocketAddr,
+) -> Result<(), Outcome> {
     let deadline = Instant::now() + ctx.budget;
     let mut warmup = 0;
     loop {
         warmup += 1;
-        let x = send(&single, addr, &check.request).await;
+        let x = send(client, addr, &check.request).await;
         if warm(check, &x) {
-            break;
+            return Ok(());
         }
         if Instant::now() >= deadline {
-            return Outcome {
-                passed: false,
-                message: ctx.with_health(format!(
-                    "the route never answered {} within {:?} ({warmup} attempts); last: {}",
-                    if check.shares.is_empty() {
-                        "with an expected status"
-                    } else {
-                        "2xx from a backend"
-                    },
-                    ctx.budget,
-                    x.summary()
-                )),
-                detail: String::new(),
-                transcript: x.transcript,
-                attempts: warmup,
-                flaky: false,
-            };
+            return Err(never_warm(ctx, check, warmup, x));
         }
         tokio::time::sleep(ctx.timeouts.failure_pause).await;
     }
+}
 
+/// The failed outcome of a route that did not warm up in `warmup` attempts, `last`
+/// being the last answer.
+fn never_warm(ctx: &Ctx, check: &DistributionCheck, warmup: u32, last: Exchange) -> Outcome {
+    Outcome {
+        passed: false,
+        message: ctx.with_health(format!(
+            "the route never answered {} within {:?} ({warmup} attempts); last: {}",
+            if check.shares.is_empty() {
+                "with an expected status"
+            } else {
+                "2xx from a backend"
+            },
+            ctx.budget,
+            last.summary()
+        )),
+        detail: String::new(),
+        transcript: last.transcript,
+        attempts: warmup,
+        flaky: false,
+    }
+}
+
+/// Sends the check's `requests` requests over `concurrency` workers sharing `client`;
+/// the answers in the order the workers finish (each worker's in sending order).
+async fn send_all(
+    check: &DistributionCheck,
+    client: &reqwest::Client,
+    addr: SocketAddr,
+) -> Vec<Exchange> {
     let n = check.requests as usize;
-    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let next = Arc::new(AtomicUsize::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..check.concurrency.max(1) {
-        let client = pooled.clone();
+        let client = client.clone();
         let req = check.request.clone();
         let next = next.clone();
         tasks.spawn(async move {
             let mut got = Vec::new();
-            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
+            while next.fetch_add(1, Ordering::Relaxed) < n {
                 got.push(send(&client, addr, &req).await);
             }
             got
         });
     }
-    let by_status = check.shares.is_empty();
-    let mut versions: BTreeMap<String, u64> = BTreeMap::new();
-    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-    let mut others: BTreeMap<String, u64> = BTreeMap::new();
-    let mut sample_error = None;
+    let mut answers = Vec::with_capacity(n);
     while let Some(res) = tasks.join_next().await {
-        for x in res.unwrap_or_default() {
-            match (&x.status, &x.echo) {
-                (Some(s), _) if by_status => {
-                    *versions.entry(s.to_string()).or_default() += 1;
+        answers.extend(res.unwrap_or_default());
+    }
+    answers
+}
+
+/// The answers counted: per version (`shares`) or status (`statuses`), answers from
+/// another service, and failed requests by status or error, with the first failure's
+/// transcript.
+#[derive(Default)]
+struct Tally {
+    versions: BTreeMap<String, u64>,
+    others: BTreeMap<String, u64>,
+    errors: BTreeMap<String, u64>,
+    sample_error: Option<String>,
+}
+
+impl Tally {
+    /// Counts each of `answers` for `check`.
+    fn of(check: &DistributionCheck, answers: Vec<Exchange>) -> Tally {
+        let mut tally = Tally::default();
+        for x in answers {
+            tally.count(check, x);
+        }
+        tally
+    }
+
+    /// Counts one answer: by its status (`statuses`), by the version of a 2xx from the
+    /// expected service or the service/version of another one (`shares`), else as a
+    /// failure.
+    fn count(&mut self, check: &DistributionCheck, x: Exchange) {
+        let by_status = check.shares.is_empty();
+        match (&x.status, &x.echo) {
+            (Some(s), _) if by_status => {
+                *self.versions.entry(s.to_string()).or_default() += 1;
+            }
+            (Some(s), Some(e)) if (200..300).contains(s) => {
+                if check
+                    .service
+                    .as_ref()
+                    .map(|svc| svc != &e.identity.service)
+                    .unwrap_or(false)
+                {
+                    *self
+                        .others
+                        .entry(format!("{}/{}", e.identity.service, e.identity.version))
+                        .or_default() += 1;
+                } else {
+                    *self.versions.entry(e.identity.version.clone()).or_default() += 1;
                 }
-                (Some(s), Some(e)) if (200..300).contains(s) => {
-                    if check
-                        .service
-                        .as_ref()
-                        .map(|svc| svc != &e.identity.service)
-                        .unwrap_or(false)
-                    {
-                        *others
-                            .entry(format!("{}/{}", e.identity.service, e.identity.version))
-                            .or_default() += 1;
-                    } else {
-                        *versions.entry(e.identity.version.clone()).or_default() += 1;
-                    }
-                }
-                _ => {
-                    let key = match x.status {
-                        Some(s) => format!("{s}"),
-                        None => x.error.clone().unwrap_or_else(|| "no response".into()),
-                    };
-                    *errors.entry(key).or_default() += 1;
-                    if sample_error.is_none() {
-                        sample_error = Some(x.transcript.clone());
-                    }
+            }
+            _ => {
+                let key = match x.status {
+                    Some(s) => format!("{s}"),
+                    None => x.error.clone().unwrap_or_else(|| "no response".into()),
+                };
+                *self.errors.entry(key).or_default() += 1;
+                if self.sample_error.is_none() {
+                    self.sample_error = Some(x.transcript);
                 }
             }
         }
     }
+}
 
-    let total = n as u64;
+/// The outcome of `tally` against the check's expectation: the shares observed when
+/// it is met, else every problem, with the table and the bound's guarantee as detail.
+fn verdict(ctx: &Ctx, check: &DistributionCheck, tally: &Tally) -> Outcome {
+    let total = check.requests as u64;
     let expected = check.expected();
-    let what = if by_status { "status" } else { "version" };
     let alpha = check.false_failure / expected.len().max(1) as f64;
-    let (table, mut problems) = if check.at_least.is_empty() {
-        judge(what, expected, &versions, total, alpha)
+    let (table, problems) = problems(check, tally, total, alpha);
+    let detail = format!(
+        "{table}false-failure bound {:.0e} (Bonferroni over {} {}); {}",
+        check.false_failure,
+        expected.len(),
+        if check.shares.is_empty() {
+            "statuses"
+        } else {
+            "versions"
+        },
+        guarantee(expected, total, alpha)
+    );
+    if problems.is_empty() {
+        Outcome {
+            passed: true,
+            message: format!(
+                "{total} requests: {}",
+                observed_shares(expected, &tally.versions, total)
+            ),
+            detail,
+            transcript: String::new(),
+            attempts: 1,
+            flaky: false,
+        }
     } else {
-        judge_at_least(&check.at_least, &versions)
+        Outcome {
+            passed: false,
+            message: ctx.with_health(format!("{total} requests: {}", problems.join("; "))),
+            detail,
+            transcript: tally.sample_error.clone().unwrap_or_default(),
+            attempts: 1,
+            flaky: false,
+        }
+    }
+}
+
+/// The table of `tally` against the expected shares (or minimums, `at_least`), and
+/// the problems: counts outside their bound, answers from another service, failed
+/// requests.
+fn problems(
+    check: &DistributionCheck,
+    tally: &Tally,
+    total: u64,
+    alpha: f64,
+) -> (String, Vec<String>) {
+    let what = if check.shares.is_empty() {
+        "status"
+    } else {
+        "version"
     };
-    for (who, c) in &others {
+    let (table, mut problems) = if check.at_least.is_empty() {
+        judge(what, check.expected(), &tally.versions, total, alpha)
+    } else {
+        judge_at_least(&check.at_least, &tally.versions)
+    };
+    for (who, c) in &tally.others {
         problems.push(format!("{c} answer(s) from another service ({who})"));
     }
-    for (e, c) in &errors {
+    for (e, c) in &tally.errors {
         problems.push(format!("{c} request(s) failed: {e}"));
     }
-    // What the bound guarantees, for the report.
-    let note = expected
+    (table, problems)
+}
+
+/// What the bound guarantees, for the report: for each expected share, the chance
+/// that a true share 10 points higher passes.
+fn guarantee(expected: &BTreeMap<String, f64>, total: u64, alpha: f64) -> String {
+    expected
         .iter()
         .map(|(v, s)| {
             let (lo, hi) = acceptance_interval(total, s / 100.0, alpha);
@@ -137,42 +260,25 @@ pub async fn run(ctx: &Ctx, check: &DistributionCheck) -> Outcome {
             )
         })
         .collect::<Vec<_>>()
-        .join("; ");
-    let detail = format!(
-        "{table}false-failure bound {:.0e} (Bonferroni over {} {}); {note}",
-        check.false_failure,
-        expected.len(),
-        if by_status { "statuses" } else { "versions" }
-    );
-    let summary: String = expected
+        .join("; ")
+}
+
+/// `v1 90.2%, v2 9.8%`: the observed share of each expected version or status.
+fn observed_shares(
+    expected: &BTreeMap<String, f64>,
+    observed: &BTreeMap<String, u64>,
+    total: u64,
+) -> String {
+    expected
         .keys()
         .map(|v| {
             format!(
                 "{v} {:.1}%",
-                100.0 * versions.get(v).copied().unwrap_or(0) as f64 / total as f64
+                100.0 * observed.get(v).copied().unwrap_or(0) as f64 / total as f64
             )
         })
         .collect::<Vec<_>>()
-        .join(", ");
-    if problems.is_empty() {
-        Outcome {
-            passed: true,
-            message: format!("{total} requests: {summary}"),
-            detail,
-            transcript: String::new(),
-            attempts: 1,
-            flaky: false,
-        }
-    } else {
-        Outcome {
-            passed: false,
-            message: ctx.with_health(format!("{total} requests: {}", problems.join("; "))),
-            detail,
-            transcript: sample_error.unwrap_or_default(),
-            attempts: 1,
-            flaky: false,
-        }
-    }
+        .join(", ")
 }
 
 /// Whether `x` shows the route ready to be measured: a 2xx from a backend (`shares`),

@@ -7,8 +7,10 @@
 
 use super::{send, Ctx, Outcome};
 use crate::istio::SidecarShape;
-use crate::suite::SidecarsCheck;
+use crate::stub::Echo;
+use crate::suite::{RequestSpec, SidecarsCheck};
 use crate::targets::PodInfo;
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 /// How `pod` carries Istio's proxy, if it does.
@@ -128,149 +130,223 @@ pub fn xfcc_uris(header: &str) -> Vec<Vec<String>> {
 }
 
 pub async fn run(ctx: &Ctx, check: &SidecarsCheck) -> Outcome {
-    let mut problems = Vec::new();
-    let mut detail = String::new();
-    let mut summary = Vec::new();
+    let mut report = Report::default();
     if !check.namespaces.is_empty() {
-        let pods: Vec<PodInfo> = match ctx.target.pods().await {
-            Ok(all) => all
-                .into_iter()
-                .filter(|p| check.namespaces.contains(&p.namespace))
-                .collect(),
-            Err(e) => return Outcome::fail(format!("cannot list pods: {e}"), ""),
+        let pods = match app_pods(ctx, &check.namespaces).await {
+            Ok(pods) => pods,
+            Err(e) => return Outcome::fail(e, ""),
         };
+        report.judge_pods(&pods, &check.namespaces);
+    }
+    if !check.via.is_empty() {
+        check_gateway_mtls(ctx, &check.via, &mut report).await;
+    }
+    report.outcome()
+}
+
+/// What the check found so far: its problems, detail lines and summary of what
+/// passed, with the last request's transcript and the number of requests sent.
+#[derive(Default)]
+struct Report {
+    problems: Vec<String>,
+    detail: String,
+    summary: Vec<String>,
+    transcript: String,
+    attempts: u32,
+}
+
+impl Report {
+    /// Records each pod's sidecar, or why it has none that counts, and the summary
+    /// when every pod has one.
+    fn judge_pods(&mut self, pods: &[PodInfo], namespaces: &[String]) {
         if pods.is_empty() {
-            problems.push(format!(
-                "no pods in namespace(s) {}",
-                check.namespaces.join(", ")
-            ));
+            self.problems
+                .push(format!("no pods in namespace(s) {}", namespaces.join(", ")));
         }
-        for p in &pods {
-            let verdict = match sidecar_shape(p) {
-                None => Err("has no istio-proxy sidecar".to_string()),
-                Some(shape) => injected_by_istio(p, shape).and_then(|()| {
-                    if proxy_running(p) {
-                        Ok(shape)
-                    } else {
-                        Err("has an istio-proxy that is not running".to_string())
-                    }
-                }),
-            };
-            match verdict {
-                Ok(shape) => detail.push_str(&format!(
+        for p in pods {
+            match pod_sidecar(p) {
+                Ok(shape) => self.detail.push_str(&format!(
                     "{}/{}: istio-proxy ({shape:?})\n",
                     p.namespace, p.name
                 )),
-                Err(why) => problems.push(format!("pod {}/{} {why}", p.namespace, p.name)),
+                Err(why) => self
+                    .problems
+                    .push(format!("pod {}/{} {why}", p.namespace, p.name)),
             }
         }
-        if problems.is_empty() {
-            summary.push(format!("{} pod(s) with a running istio-proxy", pods.len()));
+        if self.problems.is_empty() {
+            self.summary
+                .push(format!("{} pod(s) with a running istio-proxy", pods.len()));
         }
     }
-    let mut transcript = String::new();
-    let mut attempts = 0;
-    if !check.via.is_empty() {
-        let ids = ctx.target.gateway_identities();
-        if ids.is_empty() {
-            problems.push("the target has no gateway identity to expect".into());
-        }
-        let mut verified = std::collections::BTreeSet::new();
-        let mut unreached = Vec::new();
-        for req in &check.via {
-            let deadline = Instant::now() + ctx.budget;
-            loop {
-                attempts += 1;
-                let x = match ctx
-                    .ingress_for(req)
-                    .and_then(|a| Ok((a, ctx.client_for(req, a, false)?)))
-                {
-                    Ok((a, client)) => send(&client, a, req).await,
-                    Err(e) => {
-                        problems.push(e);
-                        break;
-                    }
-                };
-                transcript = x.transcript.clone();
-                let ok_status = x.status.map(|s| (200..300).contains(&s)).unwrap_or(false);
-                match (&x.echo, ok_status) {
-                    (Some(echo), true) => {
-                        let who = format!(
-                            "{}/{} {}",
-                            echo.identity.namespace, echo.identity.service, echo.identity.version
-                        );
-                        let xfcc = echo.header("x-forwarded-client-cert");
-                        let uris = xfcc.map(xfcc_uris).unwrap_or_default();
-                        let nearest = uris.last().cloned().unwrap_or_default();
-                        if nearest.iter().any(|u| ids.contains(u)) {
-                            detail.push_str(&format!(
-                                "{} -> {who}: XFCC URI {}\n",
-                                req.path,
-                                nearest.join(",")
-                            ));
-                            verified.insert(who);
-                        } else {
-                            problems.push(format!(
-                                "{} reached {who} without Istio mTLS from the gateway: X-Forwarded-Client-Cert {} (expected URI {})",
-                                req.path,
-                                xfcc.map(|h| format!("{h:?}")).unwrap_or_else(|| "absent".into()),
-                                ids.join(" or ")
-                            ));
-                        }
-                        break;
-                    }
-                    _ if Instant::now() >= deadline => {
-                        // Not a failure by itself: routing checks own reachability.
-                        // A backend that answers without mTLS is the failure here.
-                        unreached.push(format!("{} ({})", req.path, x.summary()));
-                        break;
-                    }
-                    _ => tokio::time::sleep(ctx.timeouts.failure_pause).await,
-                }
-            }
-        }
+
+    /// Records what the `via` requests showed overall: those that reached no backend,
+    /// and the mTLS summary, or a failure when none reached a backend and nothing
+    /// else failed.
+    fn sum_up_mtls(
+        &mut self,
+        ctx: &Ctx,
+        ids: &[String],
+        verified: BTreeSet<String>,
+        unreached: &[String],
+    ) {
         if !unreached.is_empty() {
-            detail.push_str(&format!(
+            self.detail.push_str(&format!(
                 "not verified (no backend answered within {:?}): {}\n",
                 ctx.budget,
                 unreached.join("; ")
             ));
         }
-        if verified.is_empty() && problems.is_empty() {
-            problems.push(ctx.with_health(format!(
+        if verified.is_empty() && self.problems.is_empty() {
+            self.problems.push(ctx.with_health(format!(
                 "no request reached a backend, so no sidecar could be seen in the path: {}",
                 unreached.join("; ")
             )));
         }
         if !verified.is_empty() {
-            summary.push(format!(
+            self.summary.push(format!(
                 "mTLS from {} seen at {}",
                 ids.join(", "),
                 verified.into_iter().collect::<Vec<_>>().join(", ")
             ));
             if !unreached.is_empty() {
-                summary.push(format!("not verified: {}", unreached.join("; ")));
+                self.summary
+                    .push(format!("not verified: {}", unreached.join("; ")));
             }
         }
     }
-    if problems.is_empty() {
+
+    /// The check's outcome: passed with the summary when there is no problem, else
+    /// failed with every problem.
+    fn outcome(self) -> Outcome {
+        let passed = self.problems.is_empty();
         Outcome {
-            passed: true,
-            message: summary.join("; "),
-            detail,
-            transcript,
-            attempts: attempts.max(1),
+            passed,
+            message: if passed {
+                self.summary.join("; ")
+            } else {
+                self.problems.join("; ")
+            },
+            detail: self.detail,
+            transcript: self.transcript,
+            attempts: self.attempts.max(1),
             flaky: false,
         }
+    }
+}
+
+/// The pods of `namespaces`.
+async fn app_pods(ctx: &Ctx, namespaces: &[String]) -> Result<Vec<PodInfo>, String> {
+    match ctx.target.pods().await {
+        Ok(all) => Ok(all
+            .into_iter()
+            .filter(|p| namespaces.contains(&p.namespace))
+            .collect()),
+        Err(e) => Err(format!("cannot list pods: {e}")),
+    }
+}
+
+/// The shape of `pod`'s istio-proxy if Istio's injector added it and it is running,
+/// else why the pod has no sidecar that counts.
+fn pod_sidecar(pod: &PodInfo) -> Result<SidecarShape, String> {
+    match sidecar_shape(pod) {
+        None => Err("has no istio-proxy sidecar".to_string()),
+        Some(shape) => injected_by_istio(pod, shape).and_then(|()| {
+            if proxy_running(pod) {
+                Ok(shape)
+            } else {
+                Err("has an istio-proxy that is not running".to_string())
+            }
+        }),
+    }
+}
+
+/// Sends each `via` request through the ingress and records whether the backend it
+/// reached saw the gateway's identity in its X-Forwarded-Client-Cert.
+async fn check_gateway_mtls(ctx: &Ctx, via: &[RequestSpec], report: &mut Report) {
+    let ids = ctx.target.gateway_identities();
+    if ids.is_empty() {
+        report
+            .problems
+            .push("the target has no gateway identity to expect".into());
+    }
+    let mut verified = BTreeSet::new();
+    let mut unreached = Vec::new();
+    for req in via {
+        match send_until_backend(ctx, req, report).await {
+            Reach::Backend(echo) => match gateway_mtls_seen(req, &echo, &ids) {
+                Ok((who, line)) => {
+                    report.detail.push_str(&line);
+                    verified.insert(who);
+                }
+                Err(problem) => report.problems.push(problem),
+            },
+            // Not a failure by itself: routing checks own reachability.
+            // A backend that answers without mTLS is the failure here.
+            Reach::Unreached(last) => unreached.push(format!("{} ({last})", req.path)),
+            Reach::NoClient(e) => report.problems.push(e),
+        }
+    }
+    report.sum_up_mtls(ctx, &ids, verified, &unreached);
+}
+
+/// How a `via` request ended.
+enum Reach {
+    /// A backend answered 2xx, echoing what it received.
+    Backend(Box<Echo>),
+    /// No backend answered within the budget; the summary of the last answer.
+    Unreached(String),
+    /// The request could not be sent (no NodePort, no client).
+    NoClient(String),
+}
+
+/// Sends `req` until a backend answers 2xx or the budget runs out, counting each
+/// attempt and keeping the last transcript in `report`.
+async fn send_until_backend(ctx: &Ctx, req: &RequestSpec, report: &mut Report) -> Reach {
+    let deadline = Instant::now() + ctx.budget;
+    loop {
+        report.attempts += 1;
+        let x = match ctx
+            .ingress_for(req)
+            .and_then(|a| Ok((a, ctx.client_for(req, a, false)?)))
+        {
+            Ok((a, client)) => send(&client, a, req).await,
+            Err(e) => return Reach::NoClient(e),
+        };
+        report.transcript = x.transcript.clone();
+        let ok_status = x.status.map(|s| (200..300).contains(&s)).unwrap_or(false);
+        match x.echo {
+            Some(echo) if ok_status => return Reach::Backend(Box::new(echo)),
+            _ if Instant::now() >= deadline => return Reach::Unreached(x.summary()),
+            _ => tokio::time::sleep(ctx.timeouts.failure_pause).await,
+        }
+    }
+}
+
+/// Whether the nearest XFCC element `echo` received carries one of the gateway
+/// identities `ids`: the backend and its detail line, or the problem.
+fn gateway_mtls_seen(
+    req: &RequestSpec,
+    echo: &Echo,
+    ids: &[String],
+) -> Result<(String, String), String> {
+    let who = format!(
+        "{}/{} {}",
+        echo.identity.namespace, echo.identity.service, echo.identity.version
+    );
+    let xfcc = echo.header("x-forwarded-client-cert");
+    let uris = xfcc.map(xfcc_uris).unwrap_or_default();
+    let nearest = uris.last().cloned().unwrap_or_default();
+    if nearest.iter().any(|u| ids.contains(u)) {
+        let line = format!("{} -> {who}: XFCC URI {}\n", req.path, nearest.join(","));
+        Ok((who, line))
     } else {
-        Outcome {
-            passed: false,
-            message: problems.join("; "),
-            detail,
-            transcript,
-            attempts: attempts.max(1),
-            flaky: false,
-        }
+        Err(format!(
+            "{} reached {who} without Istio mTLS from the gateway: X-Forwarded-Client-Cert {} (expected URI {})",
+            req.path,
+            xfcc.map(|h| format!("{h:?}")).unwrap_or_else(|| "absent".into()),
+            ids.join(" or ")
+        ))
     }
 }
 
