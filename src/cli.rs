@@ -39,8 +39,8 @@ pub enum Command {
     /// fixes, new, gone). Exit 0: no regression, 1: a testcase that passed fails,
     /// 2: a report cannot be read or is not JUnit.
     Compare(crate::report::compare::CompareArgs),
-    /// Bring the target up and send the suite's http requests in turn at a steady
-    /// rate: live counts per route, then requests, errors, rate and the longest gap
+    /// Bring the target up and send the suite's http (and distribution-by-version)
+    /// requests in turn at a steady rate: live counts per route, then requests, errors, rate and the longest gap
     /// without success per route, and a JUnit report. Exit 1: a route had errors.
     Probe(Box<crate::probe::ProbeArgs>),
     /// Verify an Istio upgrade: the suite before, with the new control plane and the

@@ -1,6 +1,7 @@
 //! `meshcheck probe`: continuous traffic through the ingress, for watching an upgrade
 //! (or any change) done by other means. The target comes up as for a run; then the
-//! suite's http checks' requests go out in turn at a steady rate, every answer is
+//! requests of the suite's http checks and distributions by version ([`routes`]) go
+//! out in turn at a steady rate, every answer is
 //! recorded with its time, live counts per route are shown, and the end prints
 //! requests, errors, the rate achieved and each route's longest gap without a
 //! successful answer, and writes JUnit (one testcase per route and a summary).
@@ -37,7 +38,8 @@ pub struct ProbeArgs {
     /// How long to send traffic (e.g. 10s, 10m); Ctrl-C ends it earlier, with the report.
     #[arg(long, value_parser = crate::cli::parse_duration)]
     pub duration: Duration,
-    /// Requests per second, all routes together (the suite's http checks in turn).
+    /// Requests per second, all routes together (the suite's http checks and
+    /// distributions by version, in turn).
     #[arg(long, default_value_t = 50.0, value_parser = parse_rate)]
     pub rate: f64,
     /// Suite whose http checks' requests to send: a name under suites/ or a path.
@@ -124,7 +126,10 @@ pub fn addresses(aims: &[Aim]) -> String {
     v.join(", ")
 }
 
-/// The suite's http checks as routes to probe, in suite order.
+/// The suite's http checks, and its distribution checks by version share (every
+/// answer a 200 from one of the versions), as routes to probe, in suite order. A
+/// distribution by status (`statuses`, `at_least`: e.g. injected faults) has no one
+/// status to expect and is not probed.
 pub fn routes(suite: &Suite) -> Vec<Route> {
     suite
         .checks
@@ -134,6 +139,11 @@ pub fn routes(suite: &Suite) -> Vec<Route> {
                 name: c.full_name(),
                 request: h.request.clone(),
                 status: h.expect.status,
+            }),
+            CheckKind::Distribution(d) if !d.shares.is_empty() => Some(Route {
+                name: c.full_name(),
+                request: d.request.clone(),
+                status: 200,
             }),
             _ => None,
         })
@@ -581,7 +591,7 @@ pub fn command(args: ProbeArgs) -> Result<u8, Error> {
     let routes = routes(&suite);
     if routes.is_empty() {
         return Err(Error::Usage(format!(
-            "suite {} has no http check: nothing to probe",
+            "suite {} has no http check and no distribution by version: nothing to probe",
             suite.name
         )));
     }
@@ -729,6 +739,32 @@ mod tests {
             request: RequestSpec::default(),
             status: 200,
         }
+    }
+
+    fn route_names(suite: &str) -> Vec<(String, u16)> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(suite);
+        let suite = crate::suite::load(&path).unwrap();
+        routes(&suite)
+            .into_iter()
+            .map(|r| (r.name, r.status))
+            .collect()
+    }
+
+    #[test]
+    fn http_checks_and_distributions_by_version_are_probed_not_by_status() {
+        let ingress = route_names("suites/ingress.yaml");
+        assert!(ingress.contains(&("routing::unmatched-path-404".into(), 404)));
+        assert!(
+            ingress.contains(&("subsets::split-90-10".into(), 200)),
+            "the 90/10 split is a route: {ingress:?}"
+        );
+        // Its only distribution is by status (half 503): it has no one status to expect.
+        let faults = route_names("examples/fault-injection-abort.yaml");
+        assert!(
+            faults.iter().all(|(n, _)| !n.ends_with("flaky-half-503")),
+            "{faults:?}"
+        );
+        assert_eq!(faults.len(), 2, "{faults:?}");
     }
 
     #[test]

@@ -12,7 +12,8 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-/// The ingress suite's http checks: the routes a probe sends to.
+/// The ingress suite's http checks and its distribution by version: the routes a
+/// probe sends to.
 const ROUTES: &[&str] = &[
     "routing::atlas-ui",
     "routing::authz",
@@ -21,6 +22,7 @@ const ROUTES: &[&str] = &[
     "routing::atlas-rest-rewrite",
     "routing::atlas-rest-root-rewrite",
     "subsets::header-pins-v2",
+    "subsets::split-90-10",
 ];
 
 fn probe(fixtures: Option<&Path>, duration: &str, junit: &Path) -> RunResult {

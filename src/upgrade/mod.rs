@@ -42,7 +42,8 @@ pub struct UpgradeArgs {
     /// Traffic errors the upgrade may cause before it fails.
     #[arg(long, default_value_t = 0)]
     pub error_budget: usize,
-    /// Requests per second of the prober (the suite's http checks in turn).
+    /// Requests per second of the prober (the suite's http checks and distributions by
+    /// version, in turn).
     #[arg(long, default_value_t = 20.0)]
     pub rate: f64,
     /// Suite to run in each phase: a name under suites/ or a path.
@@ -125,7 +126,7 @@ pub fn command(args: UpgradeArgs) -> Result<u8, Error> {
         run::load_inputs(&args.suite, args.fixtures.as_ref())?;
     if crate::probe::routes(&suite).is_empty() {
         return Err(Error::Usage(format!(
-            "suite {} has no http check: the upgrade's prober has nothing to send",
+            "suite {} has no http check and no distribution by version: the upgrade's prober has nothing to send",
             suite.name
         )));
     }

@@ -11,7 +11,8 @@ use tokio::sync::watch;
 /// The group (JUnit classname) of the upgrade's testcases.
 const GROUP: &str = "upgrade";
 
-/// Continuous traffic over the suite's http requests, on a thread of its own, from
+/// Continuous traffic over the suite's http and distribution-by-version requests
+/// ([`probe::routes`]), on a thread of its own, from
 /// phase `before` to the end.
 pub(super) struct Prober {
     stop: watch::Sender<bool>,
