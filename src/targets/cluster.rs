@@ -39,6 +39,7 @@ pub struct Step {
 }
 
 impl Step {
+    /// Shows `what` as started (a spinner on a terminal, else one line).
     pub fn start(what: impl Into<String>) -> Step {
         let what = what.into();
         let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
@@ -69,6 +70,7 @@ impl Step {
         }
     }
 
+    /// Ends the step with its elapsed time.
     pub fn done(self) {
         let msg = format!(
             "{} done in {:.1}s",
@@ -525,12 +527,15 @@ impl ClusterTarget {
         Ok(())
     }
 
+    /// The interrupt-path cleanups this target forgets at shutdown (it cleans up then).
     pub(crate) fn cleanup_ids_mut(&mut self) -> &mut Vec<u64> {
         self.cleanup_ids
             .get_mut()
             .unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Actions run at shutdown, after the created objects are deleted (e.g. deleting
+    /// the kind cluster).
     pub(crate) fn on_shutdown_mut(&mut self) -> &mut Vec<Box<dyn FnOnce() + Send + Sync>> {
         self.on_shutdown
             .get_mut()
