@@ -536,11 +536,11 @@ fn istiod_bootstrap(
 
 /// Where the working directory goes: `$TMPDIR` when the user set it (and its path is
 /// short: unix socket paths are limited to 108 bytes), else `/dev/shm` when it is a
-/// writable tmpfs, else `/tmp`. A mesh of hundreds of pods creates thousands of files
-/// and sockets there (certificates, configs, logs, control sockets) and deletes them
-/// at the end; on ext4 creating inodes right after many were deleted is slow (the
-/// allocator skips recently deleted ones), which made the bring-up of 500 pods vary
-/// by a second or more. On tmpfs it does not.
+/// writable tmpfs with [`SHM_ROOM`] free, else `/tmp`. A mesh of hundreds of pods
+/// creates thousands of files and sockets there (certificates, configs, logs, control
+/// sockets) and deletes them at the end; on ext4 creating inodes right after many were
+/// deleted is slow (the allocator skips recently deleted ones), which made the
+/// bring-up of 500 pods vary by a second or more. On tmpfs it does not.
 fn workdir_base() -> PathBuf {
     let short = |p: &Path| p.as_os_str().len() <= 40;
     if let Some(t) = std::env::var_os("TMPDIR").map(PathBuf::from) {
@@ -549,31 +549,35 @@ fn workdir_base() -> PathBuf {
         }
     }
     let shm = Path::new("/dev/shm");
-    if is_writable_tmpfs(shm) {
+    if tmpfs_room(shm).is_some_and(|free| free >= SHM_ROOM) {
         return shm.to_path_buf();
     }
     PathBuf::from("/tmp")
 }
 
-fn is_writable_tmpfs(dir: &Path) -> bool {
+/// The free space /dev/shm must have to hold a workdir (500 pods take about 11 MiB;
+/// Docker's default /dev/shm of 64 MiB is passed over, as other programs share it).
+const SHM_ROOM: u64 = 128 << 20;
+
+/// The bytes free in `dir` when it is a tmpfs this process may write to.
+fn tmpfs_room(dir: &Path) -> Option<u64> {
     #[cfg(target_os = "linux")]
     {
         use std::os::unix::ffi::OsStrExt;
-        let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
-            return false;
-        };
+        let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
         // SAFETY: statfs fills a zeroed struct; access only reads the path.
         unsafe {
             let mut st: libc::statfs = std::mem::zeroed();
-            libc::statfs(c.as_ptr(), &mut st) == 0
+            let ok = libc::statfs(c.as_ptr(), &mut st) == 0
                 && st.f_type == libc::TMPFS_MAGIC
-                && libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) == 0
+                && libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) == 0;
+            ok.then(|| st.f_bavail as u64 * st.f_bsize as u64)
         }
     }
     #[cfg(not(target_os = "linux"))]
     {
         let _ = dir;
-        false
+        None
     }
 }
 
@@ -751,18 +755,15 @@ mod tests {
 
     #[test]
     fn only_a_writable_tmpfs_counts_as_tmpfs() {
-        assert!(
-            !is_writable_tmpfs(Path::new("/proc")),
-            "procfs is not tmpfs"
-        );
-        assert!(!is_writable_tmpfs(Path::new("/no/such/dir")));
-        // Where /dev/shm is tmpfs (Linux, Docker), it is taken.
+        assert_eq!(tmpfs_room(Path::new("/proc")), None, "procfs is not tmpfs");
+        assert_eq!(tmpfs_room(Path::new("/no/such/dir")), None);
+        // Where /dev/shm is tmpfs (Linux, Docker), its free space is read.
         let shm = Path::new("/dev/shm");
         if shm.is_dir()
             && std::fs::read_to_string("/proc/mounts")
                 .is_ok_and(|m| m.lines().any(|l| l.contains(" /dev/shm tmpfs ")))
         {
-            assert!(is_writable_tmpfs(shm));
+            assert!(tmpfs_room(shm).is_some_and(|free| free > 0));
         }
     }
 }
