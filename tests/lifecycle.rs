@@ -5,7 +5,6 @@ mod common;
 use common::*;
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The node address and workdir the local target printed.
@@ -268,45 +267,17 @@ fn ctrl_c_mid_run_exits_fast_and_leaves_nothing() {
 
 #[test]
 fn killing_a_backend_mid_run_fails_its_checks_with_a_clear_message() {
-    use meshcheck::fixtures::load_dir;
-    use meshcheck::istio::Mesh;
-    use meshcheck::targets::local::{LocalOptions, LocalTarget};
-    use meshcheck::targets::Target;
-
-    let fx = load_dir(&root().join("fixtures/ingress")).unwrap();
-    let opts = LocalOptions::new(vec![env!("CARGO_BIN_EXE_meshcheck-stub").into()]);
-    let target = Arc::new(LocalTarget::start(Mesh::build(&fx), &opts).unwrap());
-    let suite = meshcheck::suite::load(&root().join("suites/ingress.yaml")).unwrap();
-    let check = |name: &str| {
-        suite
-            .checks
-            .iter()
-            .find(|c| c.full_name() == name)
-            .unwrap()
-            .clone()
-    };
-    let timeouts = meshcheck::timeouts::Timeouts {
+    let live = LiveIngress::start(meshcheck::timeouts::Timeouts {
         consistency: Some(Duration::from_secs(2)),
         ..Default::default()
-    };
-    let dyn_target: Arc<dyn Target> = target.clone();
-    let ctx = meshcheck::checks::Ctx::new(dyn_target, timeouts, 80);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-
-    assert!(
-        rt.block_on(meshcheck::checks::run(&ctx, &check("routing::atlas-ui")))
-            .passed
-    );
-    let pid = target.app_pid("atlas-ui").unwrap();
+    });
+    assert!(live.run("routing::atlas-ui").passed);
+    let pid = live.target.app_pid("atlas-ui").unwrap();
     unsafe {
         libc::kill(pid as i32, libc::SIGKILL);
     }
     let started = Instant::now();
-    let o = rt.block_on(meshcheck::checks::run(&ctx, &check("routing::atlas-ui")));
+    let o = live.run("routing::atlas-ui");
     assert!(!o.passed);
     assert!(
         started.elapsed() < Duration::from_secs(8),
@@ -325,10 +296,8 @@ fn killing_a_backend_mid_run_fails_its_checks_with_a_clear_message() {
     );
     assert!(o.attempts > 1, "retried within the budget");
     // Other backends are unaffected.
-    assert!(
-        rt.block_on(meshcheck::checks::run(&ctx, &check("routing::authz")))
-            .passed
-    );
+    assert!(live.run("routing::authz").passed);
+    let LiveIngress { target, ctx, .. } = live;
     drop(ctx);
     let workdir = target.workdir().to_path_buf();
     drop(target);

@@ -178,25 +178,11 @@ fn a_subset_matching_no_pod_makes_errors_that_are_counted_and_exit_1() {
 
 #[test]
 fn a_backend_killed_mid_probe_shows_as_errors_and_a_gap_on_its_route_only() {
-    use meshcheck::fixtures::load_dir;
-    use meshcheck::istio::Mesh;
     use meshcheck::probe::{self, Options, Quiet};
-    use meshcheck::targets::local::{LocalOptions, LocalTarget};
-    use meshcheck::targets::Target;
-    use std::sync::Arc;
 
-    let fx = load_dir(&root().join("fixtures/ingress")).unwrap();
-    let opts = LocalOptions::new(vec![env!("CARGO_BIN_EXE_meshcheck-stub").into()]);
-    let target = Arc::new(LocalTarget::start(Mesh::build(&fx), &opts).unwrap());
-    let suite = meshcheck::suite::load(&root().join("suites/ingress.yaml")).unwrap();
-    let routes = probe::routes(&suite);
-    let dyn_target: Arc<dyn Target> = target.clone();
-    let ctx = meshcheck::checks::Ctx::new(dyn_target, Default::default(), 80);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let live = LiveIngress::start(Default::default());
+    let (target, ctx, rt) = (&live.target, &live.ctx, &live.rt);
+    let routes = probe::routes(&live.suite);
     let (_stop_tx, stop) = tokio::sync::watch::channel(false);
     let opts = Options {
         duration: Duration::from_secs(3),
@@ -207,7 +193,7 @@ fn a_backend_killed_mid_probe_shows_as_errors_and_a_gap_on_its_route_only() {
     let killed_at = Duration::from_secs(1);
     let mut quiet = Quiet;
     let report = rt.block_on(async {
-        let aims = probe::aim(&ctx, &routes).unwrap();
+        let aims = probe::aim(ctx, &routes).unwrap();
         let probing = probe::run(&aims, &routes, &opts, stop, &mut quiet);
         let kill = async {
             tokio::time::sleep(killed_at).await;
@@ -243,8 +229,9 @@ fn a_backend_killed_mid_probe_shows_as_errors_and_a_gap_on_its_route_only() {
     }
     assert!(!report.passed());
     assert_eq!(report.samples.len(), report.requests());
-    drop(ctx);
     let workdir = target.workdir().to_path_buf();
+    let LiveIngress { target, ctx, .. } = live;
+    drop(ctx);
     drop(target);
     assert!(!workdir.exists());
 }

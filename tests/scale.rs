@@ -74,34 +74,14 @@ fn a_mesh_of_104_pods_runs_and_passes() {
 
 #[test]
 fn killing_one_pods_sidecar_fails_only_what_goes_through_it() {
-    use meshcheck::istio::Mesh;
-    use meshcheck::targets::local::{LocalOptions, LocalTarget};
     use meshcheck::targets::Target;
 
-    let fx = meshcheck::fixtures::load_dir(&root().join("fixtures/ingress")).unwrap();
-    let opts = LocalOptions::new(vec![env!("CARGO_BIN_EXE_meshcheck-stub").into()]);
-    let target = Arc::new(LocalTarget::start(Mesh::build(&fx), &opts).unwrap());
-    let suite = meshcheck::suite::load(&root().join("suites/ingress.yaml")).unwrap();
-    let check = |name: &str| {
-        suite
-            .checks
-            .iter()
-            .find(|c| c.full_name() == name)
-            .unwrap()
-            .clone()
-    };
-    let timeouts = meshcheck::timeouts::Timeouts {
+    let live = LiveIngress::start(meshcheck::timeouts::Timeouts {
         consistency: Some(Duration::from_secs(2)),
         ..Default::default()
-    };
-    let dyn_target: Arc<dyn Target> = target.clone();
-    let ctx = meshcheck::checks::Ctx::new(dyn_target, timeouts, 80);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let run = |name: &str| rt.block_on(meshcheck::checks::run(&ctx, &check(name)));
+    });
+    let (target, rt) = (&live.target, &live.rt);
+    let run = |name: &str| live.run(name);
 
     for name in [
         "routing::atlas-ui",

@@ -286,3 +286,49 @@ pub fn processes_with(needle: &str) -> Vec<u32> {
     }
     out
 }
+
+/// The shipped ingress fixtures on a local target started in this process, with the
+/// ingress suite and a runtime to run its checks on (for tests that act on the target
+/// between checks: kill a pod's app or sidecar).
+pub struct LiveIngress {
+    pub target: std::sync::Arc<meshcheck::targets::local::LocalTarget>,
+    pub suite: meshcheck::suite::Suite,
+    pub ctx: meshcheck::checks::Ctx,
+    pub rt: tokio::runtime::Runtime,
+}
+
+impl LiveIngress {
+    pub fn start(timeouts: meshcheck::timeouts::Timeouts) -> LiveIngress {
+        use meshcheck::targets::local::{LocalOptions, LocalTarget};
+        use meshcheck::targets::Target;
+        let fx = meshcheck::fixtures::load_dir(&root().join("fixtures/ingress")).unwrap();
+        let opts = LocalOptions::new(vec![env!("CARGO_BIN_EXE_meshcheck-stub").into()]);
+        let mesh = meshcheck::istio::Mesh::build(&fx);
+        let target = std::sync::Arc::new(LocalTarget::start(mesh, &opts).unwrap());
+        let suite = meshcheck::suite::load(&root().join("suites/ingress.yaml")).unwrap();
+        let dyn_target: std::sync::Arc<dyn Target> = target.clone();
+        let ctx = meshcheck::checks::Ctx::new(dyn_target, timeouts, 80);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        LiveIngress {
+            target,
+            suite,
+            ctx,
+            rt,
+        }
+    }
+
+    /// Runs the suite's check `name` (e.g. `routing::atlas-ui`) once.
+    pub fn run(&self, name: &str) -> meshcheck::checks::Outcome {
+        let check = self
+            .suite
+            .checks
+            .iter()
+            .find(|c| c.full_name() == name)
+            .unwrap_or_else(|| panic!("no check {name}"));
+        self.rt.block_on(meshcheck::checks::run(&self.ctx, check))
+    }
+}
