@@ -107,6 +107,24 @@ pub struct ToolFailure {
     pub stderr: String,
 }
 
+/// Sets `cmd` up as an external tool meshcheck waits on: no stdin, output piped, its
+/// own process group (stopped by Ctrl-C), killed when dropped or when meshcheck dies.
+pub fn as_tool(cmd: &mut tokio::process::Command) {
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .process_group(0);
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
 /// [`run_tool`], keeping the whole stderr of a failure.
 pub async fn run_tool_capturing(
     program: &Path,
@@ -123,20 +141,8 @@ pub async fn run_tool_capturing(
         stderr,
     };
     let mut cmd = tokio::process::Command::new(program);
-    cmd.args(args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .process_group(0);
-    #[cfg(target_os = "linux")]
-    // SAFETY: prctl is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
+    cmd.args(args);
+    as_tool(&mut cmd);
     let shown = format!("{} {}", program.display(), args.join(" "));
     let child = cmd
         .spawn()

@@ -5,7 +5,6 @@
 //! other tools.
 
 use crate::targets::local::procs;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
@@ -91,19 +90,7 @@ pub async fn run_streamed(
     prefix: &str,
     timeout: Duration,
 ) -> Result<Finished, NotFinished> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .process_group(0);
-    #[cfg(target_os = "linux")]
-    // SAFETY: prctl is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
+    crate::targets::cluster::as_tool(&mut cmd);
     let mut child = cmd
         .spawn()
         .map_err(|e| NotFinished::Spawn(format!("cannot run `{shown}`: {e}")))?;
