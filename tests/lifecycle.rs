@@ -216,15 +216,12 @@ fn ctrl_c_mid_run_exits_fast_and_leaves_nothing() {
         }
     });
     // Wait until the checks are running (libtest's "running N tests" header).
-    let mut seen = String::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !(seen.contains("ready in") && seen.contains("\nrunning ")) {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("target never became ready");
-        seen.push_str(&line);
-        seen.push('\n');
-    }
+    let seen = read_until(
+        &rx,
+        Duration::from_secs(120),
+        "target never became ready",
+        |s| s.contains("ready in") && s.contains("\nrunning "),
+    );
     let (_, wd) = node_and_workdir(&seen);
     assert!(
         !processes_with(&wd).is_empty(),
@@ -234,21 +231,11 @@ fn ctrl_c_mid_run_exits_fast_and_leaves_nothing() {
         processes_with(&stubs_of(&wd)).len() > 1,
         "the stub fork server and the pods it forked should run mid-run"
     );
-    let sent = Instant::now();
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGINT);
-    }
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            sent.elapsed() < Duration::from_secs(10),
-            "meshcheck did not exit after Ctrl-C"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let took = sent.elapsed();
+    let (status, took) = ctrl_c(
+        &mut child,
+        Duration::from_secs(10),
+        "meshcheck did not exit after Ctrl-C",
+    );
     assert!(took < Duration::from_secs(2), "exit took {took:?}");
     assert_eq!(status.code(), Some(130));
     assert!(

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The ingress suite's http checks and its distribution by version: the routes a
 /// probe sends to.
@@ -263,18 +263,10 @@ fn ctrl_c_ends_the_probe_with_its_report_and_leaves_nothing_running() {
     let stdout = child.stdout.take().unwrap();
     let out = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap_or_default());
     // Wait for the first progress line (every route has had requests by then).
-    let mut seen = String::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !seen
-        .lines()
-        .any(|l| l.starts_with("probe ") && l.contains(" requests, "))
-    {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .unwrap_or_else(|_| panic!("no progress line:\n{seen}"));
-        seen.push_str(&line);
-        seen.push('\n');
-    }
+    let seen = read_until(&rx, Duration::from_secs(60), "no progress line", |s| {
+        s.lines()
+            .any(|l| l.starts_with("probe ") && l.contains(" requests, "))
+    });
     let workdir = seen
         .lines()
         .find_map(|l| l.split("workdir ").nth(1))
@@ -282,20 +274,7 @@ fn ctrl_c_ends_the_probe_with_its_report_and_leaves_nothing_running() {
         .trim()
         .to_string();
     assert!(!processes_with(&workdir).is_empty(), "Envoys run mid-probe");
-    let sent = Instant::now();
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGINT);
-    }
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            sent.elapsed() < Duration::from_secs(15),
-            "probe did not stop"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let (status, _) = ctrl_c(&mut child, Duration::from_secs(15), "probe did not stop");
     let stdout = out.join().unwrap();
     assert_eq!(status.code(), Some(130), "{stdout}\n{seen}");
     assert!(

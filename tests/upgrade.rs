@@ -262,7 +262,7 @@ fn a_version_whose_istiod_cannot_be_built_stops_before_anything_starts() {
 #[test]
 fn ctrl_c_during_an_upgrade_leaves_no_process_workdir_or_shared_memory() {
     use std::io::{BufRead, BufReader};
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
     let Some((from, to)) = oracles() else { return };
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let shm_before = shared_memory();
@@ -290,15 +290,12 @@ fn ctrl_c_during_an_upgrade_leaves_no_process_workdir_or_shared_memory() {
         }
     });
     // Interrupt once every proxy is hot-restartable and the prober runs: in `skew`.
-    let mut seen = String::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !seen.contains("upgrade: phase skew") {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .unwrap_or_else(|_| panic!("never reached phase skew:\n{seen}"));
-        seen.push_str(&line);
-        seen.push('\n');
-    }
+    let seen = read_until(
+        &rx,
+        Duration::from_secs(120),
+        "never reached phase skew",
+        |s| s.contains("upgrade: phase skew"),
+    );
     let wd = seen
         .lines()
         .find_map(|l| l.split("workdir ").nth(1))
@@ -311,20 +308,7 @@ fn ctrl_c_during_an_upgrade_leaves_no_process_workdir_or_shared_memory() {
         shm_before,
         "hot-restartable Envoys hold shared memory"
     );
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGINT);
-    }
-    let sent = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            sent.elapsed() < Duration::from_secs(15),
-            "no exit after Ctrl-C"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let (status, _) = ctrl_c(&mut child, Duration::from_secs(15), "no exit after Ctrl-C");
     assert_eq!(status.code(), Some(130));
     assert!(processes_with(&wd).is_empty(), "Envoys left after Ctrl-C");
     assert!(!Path::new(&wd).exists(), "workdir {wd} left after Ctrl-C");

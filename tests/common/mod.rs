@@ -332,3 +332,45 @@ impl LiveIngress {
         self.rt.block_on(meshcheck::checks::run(&self.ctx, check))
     }
 }
+
+/// Lines from `rx` until `done` holds for all of them so far (at most `within`):
+/// what was read. Panics with `what` and the lines when the deadline passes first.
+pub fn read_until(
+    rx: &std::sync::mpsc::Receiver<String>,
+    within: std::time::Duration,
+    what: &str,
+    done: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = std::time::Instant::now() + within;
+    let mut seen = String::new();
+    while !done(&seen) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("{what} within {within:?}:\n{seen}"));
+        seen.push_str(&line);
+        seen.push('\n');
+    }
+    seen
+}
+
+/// Sends SIGINT (Ctrl-C) to `child` and waits for it to exit, at most `within`: its
+/// status and how long the exit took. Panics with `what` when it does not exit.
+pub fn ctrl_c(
+    child: &mut std::process::Child,
+    within: std::time::Duration,
+    what: &str,
+) -> (std::process::ExitStatus, std::time::Duration) {
+    let sent = std::time::Instant::now();
+    // SAFETY: a signal to our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return (s, sent.elapsed());
+        }
+        assert!(sent.elapsed() < within, "{what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
