@@ -168,7 +168,8 @@ mod linux {
     /// SIGTERM or SIGINT arrived.
     fn reap(sfd: libc::c_int, children: &mut Vec<libc::pid_t>) -> bool {
         let mut stop = false;
-        let mut info: libc::signalfd_siginfo = unsafe_zeroed_siginfo();
+        // SAFETY: a plain C struct of integers; all zeroes is a valid value.
+        let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
         let size = std::mem::size_of::<libc::signalfd_siginfo>();
         // SAFETY: reading whole siginfo records into a struct of that size.
         while unsafe { libc::read(sfd, (&mut info as *mut libc::signalfd_siginfo).cast(), size) }
@@ -190,11 +191,6 @@ mod linux {
             });
         }
         stop
-    }
-
-    fn unsafe_zeroed_siginfo() -> libc::signalfd_siginfo {
-        // SAFETY: a plain C struct of integers; all zeroes is a valid value.
-        unsafe { std::mem::zeroed() }
     }
 
     /// SIGKILL to every pod's group, each reaped (a stub keeps nothing to flush: its

@@ -13,10 +13,14 @@ use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+/// What the server said of one request: the pod's name and pid, or its name and why
+/// it could not start.
+type Start = Result<(String, u32), (String, String)>;
+
 /// A running fork server. Dropping it closes its stdin: it kills its pods and exits.
 pub struct Forker {
     stdin: std::process::ChildStdin,
-    starts: mpsc::Receiver<Report>,
+    starts: mpsc::Receiver<Start>,
     log: std::path::PathBuf,
 }
 
@@ -80,14 +84,11 @@ impl Forker {
         for r in reqs {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.starts.recv_timeout(left) {
-                Ok(Report::Started { name, pid }) => {
+                Ok(Ok((name, pid))) => {
                     procs::register_forked(owner, &name, pid, &r.log);
                     pids.push(pid);
                 }
-                Ok(Report::Failed { name, error }) => {
-                    return Err((name, std::io::Error::other(error)))
-                }
-                Ok(Report::Exited { .. }) => {}
+                Ok(Err((name, error))) => return Err((name, std::io::Error::other(error))),
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     return Err((
                         r.name.clone(),
@@ -109,7 +110,7 @@ impl Forker {
 /// The reader thread: starts go to `starts` (in request order), exits to the process
 /// registry; at the end of the server's output every pod it started and had not seen
 /// end is gone with it.
-fn read_reports(out: impl BufRead, starts: mpsc::Sender<Report>) {
+fn read_reports(out: impl BufRead, starts: mpsc::Sender<Start>) {
     let mut started = Vec::new();
     for line in out.lines() {
         let Ok(line) = line else { break };
@@ -119,13 +120,13 @@ fn read_reports(out: impl BufRead, starts: mpsc::Sender<Report>) {
         };
         match report {
             Report::Exited { pid, status } => procs::forked_exited(pid, status),
-            Report::Started { pid, .. } => {
+            Report::Started { name, pid } => {
                 procs::forked_started(pid);
                 started.push(pid);
-                let _ = starts.send(report);
+                let _ = starts.send(Ok((name, pid)));
             }
-            Report::Failed { .. } => {
-                let _ = starts.send(report);
+            Report::Failed { name, error } => {
+                let _ = starts.send(Err((name, error)));
             }
         }
     }

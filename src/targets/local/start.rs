@@ -305,16 +305,15 @@ impl LocalTarget {
             .position(|g| g.pod == i)
             .unwrap_or(0);
         let credentials = credential_certs(&pki.credentials, &self.mesh.gateways[gw], &stem)?;
-        let pod_ip = self.pod_ip.clone();
-        let addrs = envoy::Addresses {
+        let addrs = &envoy::Addresses {
             node: self.node,
-            pod_ip: &pod_ip,
+            pod_ip: &self.pod_ip,
         };
         let cfg = match &opts.istiod {
             None => envoy::gateway_bootstrap(
                 &self.mesh,
                 gw,
-                &addrs,
+                addrs,
                 admin,
                 &cert,
                 &credentials,
@@ -328,7 +327,7 @@ impl LocalTarget {
                     answer,
                     &self.mesh,
                     gw,
-                    &addrs,
+                    addrs,
                     admin,
                     &istiod::Secrets {
                         identity: &cert,
