@@ -6,6 +6,8 @@
 //! suite's Gateway, and an http check of that route; and a suite that is the base
 //! suite plus those checks.
 
+use crate::error::{exit, Error};
+use clap::Args;
 use std::path::{Path, PathBuf};
 
 /// What to generate.
@@ -232,6 +234,28 @@ fn suite_text(
     out.push_str(&serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?);
     out.push('\n');
     Ok(out)
+}
+
+#[derive(Debug, Args)]
+pub struct GenFixturesArgs {
+    /// How many services (one pod each) to add.
+    #[arg(long)]
+    pub services: usize,
+    /// Directory to write `suite.yaml` and `fixtures/` into.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The base suite: a name under suites/ or a path.
+    #[arg(long, default_value = "ingress")]
+    pub suite: String,
+}
+
+/// `meshcheck gen-fixtures`.
+pub fn gen_fixtures_cmd(args: GenFixturesArgs) -> Result<u8, Error> {
+    let base = crate::suite::locate(&args.suite)?;
+    let spec = GenSpec::new(args.services, base);
+    let out = generate(&spec, &args.out).map_err(Error::Usage)?;
+    println!("{}", out.suite.display());
+    Ok(exit::OK)
 }
 
 #[cfg(test)]

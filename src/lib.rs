@@ -4,6 +4,7 @@
 //! checks -> events -> reporters (console, JUnit). See ARCHITECTURE.md.
 
 pub mod analysis;
+pub mod analyze_cmd;
 pub mod checks;
 pub mod cli;
 pub mod error;

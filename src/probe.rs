@@ -14,9 +14,9 @@ mod live;
 pub use live::{Latest, Lines, Live, Quiet};
 
 use crate::checks::{send, Outcome};
-use crate::cli::{ClusterArgs, ControlPlane, SidecarArg, TargetKind};
 use crate::error::{exit, Error};
 use crate::report::CheckEvent;
+use crate::run::args::{ClusterArgs, ControlPlane, SidecarArg, TargetKind};
 use crate::suite::{CheckKind, RequestSpec, Suite};
 use crate::timeouts::Timeouts;
 use clap::Args;
@@ -36,7 +36,7 @@ const ERRORS_LISTED: usize = 20;
 #[derive(Debug, Args)]
 pub struct ProbeArgs {
     /// How long to send traffic (e.g. 10s, 10m); Ctrl-C ends it earlier, with the report.
-    #[arg(long, value_parser = crate::cli::parse_duration)]
+    #[arg(long, value_parser = crate::timeouts::parse_duration)]
     pub duration: Duration,
     /// Requests per second, all routes together (the suite's http checks and
     /// distributions by version, in turn).
@@ -587,7 +587,7 @@ fn junit_path(args: &ProbeArgs, suite: &Suite) -> PathBuf {
 /// Ctrl-C ended an error-free probe, 0 otherwise.
 pub fn command(args: ProbeArgs) -> Result<u8, Error> {
     let (mut suite, fixtures_dir, fx, mesh) =
-        crate::cli::load_inputs(&args.suite, args.fixtures.as_ref())?;
+        crate::run::load_inputs(&args.suite, args.fixtures.as_ref())?;
     let routes = routes(&suite);
     if routes.is_empty() {
         return Err(Error::Usage(format!(

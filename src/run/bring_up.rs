@@ -1,10 +1,10 @@
 //! Bringing a target up for a run, a probe or an upgrade: local Envoys (the model's
 //! config or istiod's), a kind cluster, or the cluster of a kubeconfig.
 
-use crate::cli::{ClusterArgs, ControlPlane, SidecarArg, TargetKind};
 use crate::error::Error;
 use crate::fixtures::Fixtures;
 use crate::istio::{Mesh, SidecarShape};
+use crate::run::args::{ClusterArgs, ControlPlane, SidecarArg, TargetKind};
 use crate::suite::Suite;
 use crate::targets::cluster::ClusterTarget;
 use crate::targets::existing::ExistingOptions;

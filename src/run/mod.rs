@@ -2,16 +2,17 @@
 //! suite and fixtures, analyse them, bring the target up (bring_up.rs), run the checks
 //! (phase.rs), report (crate::report::finish), shut the target down.
 
+pub mod args;
 pub mod bring_up;
 pub mod phase;
 pub mod session;
 
 use crate::analysis::{self, Finding, Severity};
-use crate::cli::RunArgs;
 use crate::error::{exit, Error};
 use crate::fixtures::{load_dirs, Fixtures};
 use crate::istio::{Mesh, Prediction};
 use crate::report::SuiteReport;
+use crate::run::args::RunArgs;
 use crate::runner;
 use crate::suite::{self, CheckKind, Suite};
 use crate::timeouts::Timeouts;

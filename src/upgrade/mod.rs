@@ -14,10 +14,10 @@ pub mod local;
 mod report;
 pub mod transition;
 
-use crate::cli::{ClusterArgs, SidecarArg, TargetKind};
 use crate::error::{exit, Error};
 use crate::oracle::output::Output;
 use crate::report::SuiteReport;
+use crate::run::args::{ClusterArgs, SidecarArg, TargetKind};
 use crate::run::{self, bring_up, phase, session, Analysed};
 use crate::suite::Suite;
 use crate::targets::Target;
@@ -62,7 +62,7 @@ pub struct UpgradeArgs {
     #[arg(long)]
     pub keep: bool,
     /// Budget for an expectation to become consistently true (e.g. 30s).
-    #[arg(long, value_parser = crate::cli::parse_duration, env = "MESHCHECK_BUDGET")]
+    #[arg(long, value_parser = crate::timeouts::parse_duration, env = "MESHCHECK_BUDGET")]
     pub budget: Option<Duration>,
     /// Sidecar shape the local target reports.
     #[arg(long, value_enum, default_value = "native")]
@@ -75,7 +75,7 @@ pub struct UpgradeArgs {
     #[arg(long)]
     pub upgrade_signal: Option<PathBuf>,
     /// How long one upgrade step may take.
-    #[arg(long, value_parser = crate::cli::parse_duration, default_value = "30m")]
+    #[arg(long, value_parser = crate::timeouts::parse_duration, default_value = "30m")]
     pub step_timeout: Duration,
     /// Go on when the precheck finds issues (it still fails in the report). Without
     /// it, a failed precheck stops the upgrade before anything changes.
@@ -151,7 +151,7 @@ pub fn command(args: UpgradeArgs) -> Result<u8, Error> {
         keep: args.keep,
         local_sidecars: args.local_sidecars,
         // Local: istiod A's config (given below); a cluster runs its own istiod.
-        control_plane: crate::cli::ControlPlane::Model,
+        control_plane: crate::run::args::ControlPlane::Model,
         oracle: &args.from,
         cluster: &cluster,
         restartable: true,
