@@ -130,7 +130,8 @@ cp "$src"/*.go "$work/"
   fi
 } >"$work/go.mod"
 # The pinned version's module graph is committed (oracle/go.sum): reuse it.
-if [[ "$module" == "$(awk '/^require istio.io\/istio/ {print $3}' "$src/go.mod")" ]]; then
+pinned_module="$(awk '$1 == "istio.io/istio" {print $2} $1 == "require" && $2 == "istio.io/istio" {print $3}' "$src/go.mod")"
+if [[ "$module" == "$pinned_module" ]]; then
   cp "$src/go.sum" "$work/go.sum"
 fi
 

@@ -50,6 +50,10 @@ pub enum Command {
     /// services (Deployment, Service, DestinationRule, VirtualService route, http
     /// check each), for the scale benchmarks.
     GenFixtures(GenFixturesArgs),
+    /// Bring the sandbox up (a real Kubernetes control plane and istiod in a private
+    /// network namespace, no containers) and keep it until Ctrl-C.
+    #[cfg(target_os = "linux")]
+    Sandbox(crate::targets::sandbox::command::SandboxArgs),
     /// Run the stub backend (what every app pod runs).
     Stub {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -60,6 +64,7 @@ pub enum Command {
 /// Entry point: returns the process exit code.
 pub fn main() -> u8 {
     let cli = Cli::parse();
+    init_logging();
     let res = match cli.command {
         Some(Command::Stub { args }) => {
             let code = crate::stub::main_with_args(&args);
@@ -72,6 +77,8 @@ pub fn main() -> u8 {
         Some(Command::Analyze(a)) => crate::analyze_cmd::analyze_cmd(a),
         Some(Command::Oracle(a)) => crate::analyze_cmd::oracle_cmd(a),
         Some(Command::GenFixtures(a)) => crate::gen_fixtures::gen_fixtures_cmd(a),
+        #[cfg(target_os = "linux")]
+        Some(Command::Sandbox(a)) => crate::targets::sandbox::command::command(a),
         Some(Command::Compare(a)) => crate::report::compare::command(a),
         Some(Command::Probe(a)) => crate::probe::command(*a),
         Some(Command::Upgrade(a)) => crate::upgrade::command(*a),
@@ -84,4 +91,15 @@ pub fn main() -> u8 {
             e.exit_code()
         }
     }
+}
+
+/// Warnings (and more with `MESHCHECK_LOG=debug`, any tracing filter) on stderr.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MESHCHECK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .try_init();
 }

@@ -601,6 +601,8 @@ pub fn command(args: ProbeArgs) -> Result<u8, Error> {
     // Ctrl-C stops the probe only while it runs (a receiver listens); during bring-up
     // it interrupts as in a run.
     let stop = std::sync::Arc::new(watch::channel(false).0);
+    let prepared =
+        crate::run::bring_up::prepare(target_kind, &[args.cluster.istio_version.clone()])?;
     let rt = crate::run::session::runtime(timeouts.stop_grace, Some(stop.clone()))?;
     let workdir = crate::run::session::workdir()?;
     let choice = crate::run::bring_up::TargetChoice {
@@ -612,6 +614,7 @@ pub fn command(args: ProbeArgs) -> Result<u8, Error> {
         cluster: &args.cluster,
         restartable: false,
         istiod: None,
+        prepared,
         diagnostics: junit
             .parent()
             .unwrap_or(std::path::Path::new("."))
@@ -684,6 +687,7 @@ fn target_kind_name(t: TargetKind) -> &'static str {
         TargetKind::Auto | TargetKind::Local => "local",
         TargetKind::Kind => "kind",
         TargetKind::Existing => "existing",
+        TargetKind::Sandbox => "sandbox",
     }
 }
 

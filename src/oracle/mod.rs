@@ -8,7 +8,7 @@ pub mod compare;
 pub mod input;
 pub mod output;
 pub mod views;
-mod wait;
+pub(crate) mod wait;
 
 pub use binary::{locate, run, OracleError};
 pub use compare::compare;

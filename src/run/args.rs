@@ -16,6 +16,9 @@ pub enum TargetKind {
     Kind,
     /// The cluster of the current kubeconfig.
     Existing,
+    /// A real Kubernetes control plane and istiod built from their Go modules, run in
+    /// a private network namespace on this machine (no containers; Linux, root).
+    Sandbox,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

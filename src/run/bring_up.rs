@@ -22,6 +22,8 @@ use std::sync::Arc;
 pub enum Running {
     Local(Arc<LocalTarget>),
     Cluster(Arc<ClusterTarget>),
+    #[cfg(target_os = "linux")]
+    Sandbox(Arc<crate::targets::sandbox::SandboxTarget>),
 }
 
 impl Running {
@@ -30,6 +32,8 @@ impl Running {
         match self {
             Running::Local(t) => t.clone(),
             Running::Cluster(t) => t.clone(),
+            #[cfg(target_os = "linux")]
+            Running::Sandbox(t) => t.clone(),
         }
     }
 }
@@ -73,6 +77,48 @@ pub struct TargetChoice<'a> {
     pub istiod: Option<Arc<crate::oracle::output::Output>>,
     /// Where a failed bring-up (apply, rollouts) leaves its diagnostics.
     pub diagnostics: PathBuf,
+    /// The sandbox's programs, built before its network namespace was entered
+    /// ([`prepare`]).
+    pub prepared: Option<Prepared>,
+}
+
+/// What a target needs done before the async runtime starts.
+#[derive(Debug, Clone)]
+pub enum Prepared {
+    #[cfg(target_os = "linux")]
+    Sandbox(crate::targets::sandbox::Prepared),
+}
+
+/// For the sandbox target: builds (or finds) its programs for Istio `versions` (the
+/// first is installed), then moves the calling (main) thread into the sandbox's
+/// network namespace, so that the runtime started next, and every process, are
+/// inside it. Nothing for the other targets.
+pub fn prepare(target: TargetKind, versions: &[String]) -> Result<Option<Prepared>, Error> {
+    if target != TargetKind::Sandbox {
+        return Ok(None);
+    }
+    #[cfg(target_os = "linux")]
+    {
+        let exe = std::env::current_exe().map_err(|source| TargetError::Io {
+            what: "cannot find the meshcheck executable (for the stub backend)".into(),
+            source,
+        })?;
+        let mut stub = stub_command(exe).into_iter();
+        let program = PathBuf::from(stub.next().unwrap_or_default());
+        let args = stub.map(|a| a.to_string_lossy().into_owned()).collect();
+        let p = crate::targets::sandbox::prepare(versions, (program, args))
+            .map_err(TargetError::from)?;
+        Ok(Some(Prepared::Sandbox(p)))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = versions;
+        Err(TargetError::Unavailable {
+            target: "sandbox".into(),
+            why: "the sandbox target needs Linux (network namespaces)".into(),
+        }
+        .into())
+    }
 }
 
 /// `auto`: kind when a Docker engine answers, else local (the choice and why printed).
@@ -158,6 +204,32 @@ pub fn start_target(
                 .block_on(crate::targets::kind::bring_up(fx, &mesh, &opts, workdir))
                 .inspect_err(|_| procs::run_cleanups())?;
             Running::Cluster(Arc::new(t))
+        }
+        #[cfg(target_os = "linux")]
+        TargetKind::Sandbox => {
+            let Some(Prepared::Sandbox(p)) = choice.prepared.clone() else {
+                return Err(Error::Usage(
+                    "the sandbox target was not prepared before the runtime started".into(),
+                ));
+            };
+            let opts = crate::targets::sandbox::SandboxOptions {
+                keep: choice.keep,
+                diagnostics_dir: Some(choice.diagnostics.clone()),
+                stop_grace: timeouts.stop_grace,
+                ..Default::default()
+            };
+            let t = rt
+                .block_on(crate::targets::sandbox::bring_up(p, fx, &mesh, &opts))
+                .inspect_err(|_| procs::run_cleanups())?;
+            Running::Sandbox(Arc::new(t))
+        }
+        #[cfg(not(target_os = "linux"))]
+        TargetKind::Sandbox => {
+            return Err(TargetError::Unavailable {
+                target: "sandbox".into(),
+                why: "the sandbox target needs Linux (network namespaces)".into(),
+            }
+            .into())
         }
         TargetKind::Existing => {
             let cluster = choice.cluster;

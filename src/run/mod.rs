@@ -171,11 +171,14 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
         consistency: args.budget,
         ..Timeouts::default()
     };
+    let target = bring_up::resolve_target(args.target);
+    let prepared = bring_up::prepare(target, &[args.cluster.istio_version.clone()])?;
     let rt = session::runtime(timeouts.stop_grace, None)?;
     let workdir = session::workdir()?;
     let junit = junit_path(args.junit.as_ref(), &suite, "");
     let choice = bring_up::TargetChoice {
-        target: bring_up::resolve_target(args.target),
+        target,
+        prepared,
         keep: args.keep,
         local_sidecars: args.local_sidecars,
         control_plane: args.control_plane,

@@ -6,6 +6,8 @@ pub mod existing;
 pub mod kind;
 pub mod kube;
 pub mod local;
+#[cfg(target_os = "linux")]
+pub mod sandbox;
 
 use serde::Serialize;
 use std::collections::BTreeMap;

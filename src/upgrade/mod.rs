@@ -138,6 +138,7 @@ pub fn command(args: UpgradeArgs) -> Result<u8, Error> {
         ..Timeouts::default()
     };
     let junit = run::junit_path(args.junit.as_ref(), &suite, "upgrade-");
+    let prepared = bring_up::prepare(target_kind, &[args.from.clone(), args.to.clone()])?;
     let rt = session::runtime(timeouts.stop_grace, None)?;
     let versions = match target_kind {
         TargetKind::Local | TargetKind::Auto => Some(ask_versions(&args, &fx, &mesh, &suite)?),
@@ -156,6 +157,7 @@ pub fn command(args: UpgradeArgs) -> Result<u8, Error> {
         cluster: &cluster,
         restartable: true,
         istiod: versions.as_ref().map(|v| v.from.clone()),
+        prepared,
         diagnostics: run::beside(&junit, format!("{}-upgrade-diagnostics", suite.name)),
     };
     step_line(&format!("bringing the target up on Istio {}", args.from));
@@ -233,6 +235,7 @@ fn check_options(args: &UpgradeArgs, target: TargetKind) -> Result<(), Error> {
     let name = match target {
         TargetKind::Kind => "kind",
         TargetKind::Existing => "existing",
+        TargetKind::Sandbox => "sandbox",
         TargetKind::Local | TargetKind::Auto => {
             if args.upgrade_cmd.is_some() || args.upgrade_signal.is_some() {
                 return Err(Error::Usage(
@@ -263,6 +266,10 @@ fn make_transition(
             mesh,
             cluster_options(args),
         )?)),
+        #[cfg(target_os = "linux")]
+        (bring_up::Running::Sandbox(_), _) => Err(Error::Usage(
+            "the sandbox target's upgrade is not built yet".into(),
+        )),
         (bring_up::Running::Local(_), None) => Err(Error::Usage(
             "the local target upgrades from istiod's configuration of both versions".into(),
         )),

@@ -45,7 +45,7 @@ impl ClusterTarget {
     }
 
     /// Writes every kind of diagnostics into `dir`; the files written.
-    pub(super) async fn collect(&self, dir: PathBuf) -> Vec<PathBuf> {
+    pub(crate) async fn collect(&self, dir: PathBuf) -> Vec<PathBuf> {
         if std::fs::create_dir_all(&dir).is_err() {
             return Vec::new();
         }

@@ -339,6 +339,40 @@ fn stop_where(filter: impl Fn(&Proc) -> bool, grace: Duration) -> usize {
     mine.len()
 }
 
+/// Stops the process `name` of `owner` (SIGTERM, up to `grace`, SIGKILL): one
+/// container of a sandbox pod. Returns whether it was found.
+pub fn stop_named(owner: u64, name: &str, grace: Duration) -> bool {
+    stop_where(|p| p.owner == owner && p.name == name, grace) > 0
+}
+
+/// Sends `sig` to the group of process `name` of `owner`, without waiting.
+pub fn signal_named(owner: u64, name: &str, sig: libc::c_int) -> bool {
+    let all = procs();
+    match all.iter().find(|p| p.owner == owner && p.name == name) {
+        Some(p) => {
+            signal_group(p, sig);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Forgets the processes of `owner` that exited on their own and returns them
+/// (name, how): a sandbox pod's containers, which its kubelet restarts.
+pub fn reap_exited(owner: u64) -> Vec<(String, String)> {
+    let mut all = procs();
+    let mut out = Vec::new();
+    all.retain_mut(|p| {
+        if p.owner == owner && !p.stopping && poll(p) {
+            out.push((p.name.clone(), p.exited.clone().unwrap_or_default()));
+            false
+        } else {
+            true
+        }
+    });
+    out
+}
+
 /// Stops every process of `owner`.
 pub fn stop_owner(owner: u64, grace: Duration) -> usize {
     stop_where(|p| p.owner == owner, grace)
