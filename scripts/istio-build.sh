@@ -73,7 +73,6 @@ case "$version" in
 esac
 revision="${module##*-}"
 
-command -v go >/dev/null 2>&1 || die "Go is not installed (Istio is a Go module; Istio 1.30 needs Go >= 1.25.9)"
 
 cache_root="$(meshcheck_cache)/istio"
 # The key covers the oracle's sources, the module table entry and this recipe.
@@ -94,6 +93,8 @@ if built; then
   answer
   exit 0
 fi
+
+command -v go >/dev/null 2>&1 || die "Go is not installed (Istio is a Go module; Istio 1.30 needs Go >= 1.25.9)"
 
 mkdir -p "$cache_root"
 exec 9>"$cache_root/.lock"

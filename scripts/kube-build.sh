@@ -20,7 +20,6 @@ src="$here/kubestack"
 source "$here/scripts/go-build-lib.sh"
 
 die() { echo "kube-build: $1" >&2; exit "${2:-3}"; }
-command -v go >/dev/null 2>&1 || die "Go is not installed (Kubernetes is a Go module; Kubernetes $K8S needs Go >= 1.26)"
 
 cache_root="$(meshcheck_cache)/kube"
 recipe="etcd,kube-apiserver,kube-controller-manager,kube-scheduler,kube-proxy,kwok trimpath cgo=0 r1"
@@ -31,6 +30,8 @@ if [[ -f "$dir/.complete" ]]; then
   echo "$dir"
   exit 0
 fi
+command -v go >/dev/null 2>&1 || die "Go is not installed (Kubernetes is a Go module; Kubernetes $K8S needs Go >= 1.26)"
+
 mkdir -p "$cache_root"
 exec 9>"$cache_root/.lock"
 flock 9

@@ -89,9 +89,6 @@ fn go_installed() -> bool {
 /// Runs a build script (its progress lines go to stderr as they come) and returns the
 /// path it prints last.
 fn run_script(name: &str, args: &[&str], what: &str) -> Result<PathBuf, BuildError> {
-    if !go_installed() {
-        return Err(BuildError::NoGo);
-    }
     let step = Step::start(format!("sandbox: {what} (built once, then cached)"));
     let mut cmd = Command::new("bash");
     cmd.arg(script(name))
@@ -106,6 +103,9 @@ fn run_script(name: &str, args: &[&str], what: &str) -> Result<PathBuf, BuildErr
         }
     })?;
     if !out.status.success() {
+        if !go_installed() {
+            return Err(BuildError::NoGo);
+        }
         let code = out.status.code();
         let why = match code {
             Some(c) => format!("exit status {c}"),

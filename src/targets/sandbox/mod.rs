@@ -100,6 +100,8 @@ pub fn prepare(
     versions: &[String],
     stub: (PathBuf, Vec<String>),
 ) -> Result<Prepared, SandboxError> {
+    netns::check_permission()?;
+    iptables_present()?;
     let kube = binaries::kube()?;
     let istio = versions
         .iter()
@@ -120,4 +122,24 @@ pub fn prepare(
         envoy,
         stub,
     })
+}
+
+/// istio-init and kube-proxy program iptables (nf_tables or legacy): the binaries must
+/// be there.
+fn iptables_present() -> Result<(), SandboxError> {
+    let found = std::process::Command::new("iptables-restore")
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok();
+    if found {
+        Ok(())
+    } else {
+        Err(SandboxError::Component {
+            name: "iptables".into(),
+            why: "is not installed: the sidecars' traffic capture (istio-init) and kube-proxy's NodePorts need iptables-restore (apt-get install iptables)".into(),
+            log_tail: None,
+        })
+    }
 }

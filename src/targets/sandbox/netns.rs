@@ -31,7 +31,7 @@ const IP_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetnsError {
-    #[error("cannot create a network namespace (unshare(CLONE_NEWNET): {0}); the sandbox target needs root or CAP_SYS_ADMIN (e.g. a CI job without Docker running as root, or `unshare -r -n` rights)")]
+    #[error("cannot create a network namespace (unshare(CLONE_NEWNET): {0}); the sandbox target runs as root (CAP_SYS_ADMIN and CAP_NET_ADMIN), e.g. in a CI job without Docker: `sudo -E cargo run -- --target sandbox`")]
     Permission(std::io::Error),
     #[error("the `ip` command (iproute2) is not installed; the sandbox target needs it to build its network (apt-get install iproute2)")]
     NoIpCommand,
@@ -53,6 +53,23 @@ pub fn unshare_current_thread() -> Result<(), NetnsError> {
         return Err(NetnsError::Permission(std::io::Error::last_os_error()));
     }
     Ok(())
+}
+
+/// Whether this process may create network namespaces: tried on a throwaway thread
+/// (its namespace goes with it), before anything is built or started.
+pub fn check_permission() -> Result<(), NetnsError> {
+    std::thread::spawn(unshare_current_thread)
+        .join()
+        .unwrap_or_else(|_| Err(NetnsError::Permission(std::io::Error::other("the check panicked"))))?;
+    let ip = Command::new("ip")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    match ip {
+        Ok(_) => Ok(()),
+        Err(_) => Err(NetnsError::NoIpCommand),
+    }
 }
 
 /// A handle on the calling thread's network namespace (keeps it alive; other threads
