@@ -95,8 +95,12 @@ pub fn main() -> u8 {
 
 /// Warnings (and more with `MESHCHECK_LOG=debug`, any tracing filter) on stderr.
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MESHCHECK_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("MESHCHECK_LOG").unwrap_or_else(|_| {
+            // kube-rs logs every refused request at ERROR; the waits that poll a
+            // server coming up expect those.
+            tracing_subscriber::EnvFilter::new("warn,kube_client::client::builder=off")
+        });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -267,9 +267,14 @@ fn make_transition(
             cluster_options(args),
         )?)),
         #[cfg(target_os = "linux")]
-        (bring_up::Running::Sandbox(_), _) => Err(Error::Usage(
-            "the sandbox target's upgrade is not built yet".into(),
-        )),
+        (bring_up::Running::Sandbox(t), _) => {
+            Ok(Box::new(crate::targets::sandbox::upgrade::transition(
+                t,
+                mesh,
+                cluster_options(args),
+                !args.test_restart_without_drain,
+            )?))
+        }
         (bring_up::Running::Local(_), None) => Err(Error::Usage(
             "the local target upgrades from istiod's configuration of both versions".into(),
         )),

@@ -345,6 +345,36 @@ pub fn stop_named(owner: u64, name: &str, grace: Duration) -> bool {
     stop_where(|p| p.owner == owner && p.name == name, grace) > 0
 }
 
+/// Stops the process `name` of `owner` as a container runtime stops a container:
+/// SIGTERM to the process alone (its children, e.g. the Envoy pilot-agent started, are
+/// its business while it shuts down), up to `grace` for it to exit, then SIGKILL to
+/// its whole group. Returns whether it was found.
+pub fn stop_container(owner: u64, name: &str, grace: Duration) -> bool {
+    let found = {
+        let mut all = procs();
+        all.iter()
+            .position(|p| p.owner == owner && p.name == name)
+            .map(|i| all.remove(i))
+    };
+    let Some(mut p) = found else {
+        return false;
+    };
+    p.stopping = true;
+    if !poll(&mut p) {
+        // SAFETY: a plain syscall on a pid we started.
+        unsafe {
+            libc::kill(p.handle.id() as libc::pid_t, libc::SIGTERM);
+        }
+    }
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline && !poll(&mut p) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    signal_group(&p, libc::SIGKILL);
+    p.handle.wait();
+    true
+}
+
 /// Sends `sig` to the group of process `name` of `owner`, without waiting.
 pub fn signal_named(owner: u64, name: &str, sig: libc::c_int) -> bool {
     let all = procs();

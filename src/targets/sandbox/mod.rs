@@ -27,6 +27,7 @@ pub mod netns;
 mod pki;
 mod stack;
 mod target;
+pub mod upgrade;
 
 pub use binaries::{BuildError, IstioBins, KubeBins};
 pub use target::{bring_up, start_sandbox, Sandbox, SandboxOptions, SandboxTarget};

@@ -60,7 +60,11 @@ pub fn unshare_current_thread() -> Result<(), NetnsError> {
 pub fn check_permission() -> Result<(), NetnsError> {
     std::thread::spawn(unshare_current_thread)
         .join()
-        .unwrap_or_else(|_| Err(NetnsError::Permission(std::io::Error::other("the check panicked"))))?;
+        .unwrap_or_else(|_| {
+            Err(NetnsError::Permission(std::io::Error::other(
+                "the check panicked",
+            )))
+        })?;
     let ip = Command::new("ip")
         .arg("-V")
         .stdout(Stdio::null())

@@ -10,7 +10,7 @@
 //! Each step's error names the step (`upgrade step `control-plane` failed: ...`).
 
 pub mod command;
-pub mod kind;
+pub mod istioctl;
 pub mod user;
 
 #[cfg(test)]
@@ -77,10 +77,10 @@ impl ClusterUpgradeOptions {
         target: &str,
         stdin_is_terminal: bool,
     ) -> Result<Option<user::UserUpgrade>, Error> {
-        if target == "kind" {
+        if target == "kind" || target == "sandbox" {
             if self.upgrade_cmd.is_some() || self.upgrade_signal.is_some() {
                 return Err(Error::Usage(
-                    "--upgrade-cmd and --upgrade-signal are for --target existing; on kind meshcheck upgrades Istio itself (--strategy)".into(),
+                    format!("--upgrade-cmd and --upgrade-signal are for --target existing; on {target} meshcheck upgrades Istio itself (--strategy)"),
                 ));
             }
             return Ok(None);
@@ -97,7 +97,7 @@ impl ClusterUpgradeOptions {
 }
 
 enum How {
-    Kind(Box<kind::KindUpgrade>),
+    Istioctl(Box<istioctl::IstioctlUpgrade>),
     User(user::UserUpgrade),
 }
 
@@ -143,8 +143,8 @@ impl ClusterTransition {
                 let istioctl = target.istioctl.clone().ok_or_else(|| {
                     step_failed("kind", "precheck", "the kind target has no istioctl")
                 })?;
-                let injected = kind::injected_deployments(mesh);
-                How::Kind(Box::new(kind::KindUpgrade {
+                let injected = istioctl::injected_deployments(mesh);
+                How::Istioctl(Box::new(istioctl::IstioctlUpgrade {
                     client: target.client.clone(),
                     istioctl_a: istioctl,
                     istioctl_b: None,
@@ -154,6 +154,8 @@ impl ClusterTransition {
                     namespaces: target.namespaces.clone(),
                     relabelled: Vec::new(),
                     canary_installed: false,
+                    overlay: None,
+                    drain: true,
                 }))
             }
         };
@@ -161,6 +163,39 @@ impl ClusterTransition {
             target: target.name,
             opts,
             how,
+        })
+    }
+
+    /// The sandbox's upgrade: as on kind, with A's and B's istioctl from the sandbox's
+    /// builds and `overlay` telling istioctl where each revision's istiod is reached.
+    /// Without `drain`, the proxy step force-deletes pods instead (test only).
+    pub fn for_sandbox(
+        target: &ClusterTarget,
+        mesh: &Mesh,
+        opts: ClusterUpgradeOptions,
+        istioctl_a: crate::targets::cluster::Istioctl,
+        istioctl_b: PathBuf,
+        overlay: std::sync::Arc<dyn istioctl::InstallOverlay>,
+        drain: bool,
+    ) -> Result<Self, Error> {
+        opts.check("sandbox", false)?;
+        let injected = istioctl::injected_deployments(mesh);
+        Ok(ClusterTransition {
+            target: "sandbox",
+            opts,
+            how: How::Istioctl(Box::new(istioctl::IstioctlUpgrade {
+                client: target.client.clone(),
+                istioctl_a,
+                istioctl_b: Some(istioctl_b),
+                gateways: injected.gateways,
+                workloads: injected.workloads,
+                injected_namespaces: injected.namespaces,
+                namespaces: target.namespaces.clone(),
+                relabelled: Vec::new(),
+                canary_installed: false,
+                overlay: Some(overlay),
+                drain,
+            })),
         })
     }
 
@@ -174,7 +209,7 @@ impl ClusterTransition {
                 .take(step, &self.opts)
                 .await
                 .map_err(|e| self.fail(step.name(), e)),
-            How::Kind(_) => Ok(()),
+            How::Istioctl(_) => Ok(()),
         }
     }
 }
@@ -184,7 +219,7 @@ impl Transition for ClusterTransition {
         Box::pin(async move {
             let ClusterTransition { target, opts, how } = self;
             match how {
-                How::Kind(k) => k
+                How::Istioctl(k) => k
                     .precheck(opts)
                     .await
                     .map(|p| vec![p])
@@ -196,7 +231,7 @@ impl Transition for ClusterTransition {
 
     fn upgrade_control_plane(&mut self) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(async move {
-            if let How::Kind(k) = &mut self.how {
+            if let How::Istioctl(k) = &mut self.how {
                 return k
                     .upgrade_control_plane(&self.opts)
                     .await
@@ -208,7 +243,7 @@ impl Transition for ClusterTransition {
 
     fn restart_proxies(&mut self) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(async move {
-            if let How::Kind(k) = &mut self.how {
+            if let How::Istioctl(k) = &mut self.how {
                 return k
                     .restart_proxies(&self.opts)
                     .await
@@ -220,7 +255,7 @@ impl Transition for ClusterTransition {
 
     fn finish(&mut self) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(async move {
-            if let How::Kind(k) = &mut self.how {
+            if let How::Istioctl(k) = &mut self.how {
                 return k
                     .finish(&self.opts)
                     .await
@@ -233,7 +268,7 @@ impl Transition for ClusterTransition {
     fn abort(&mut self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             match &mut self.how {
-                How::Kind(k) => k.abort().await,
+                How::Istioctl(k) => k.abort().await,
                 How::User(_) => eprintln!(
                     "note: meshcheck changed nothing of the cluster's Istio; the upgrade is where the last step left it"
                 ),

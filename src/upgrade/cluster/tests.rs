@@ -4,7 +4,7 @@
 //! precheck after the upgrade, a workload before the gateway, a rollout not waited
 //! for, a namespace not relabelled) fails them.
 
-use super::kind::{relabel_patch, restart_patch, RESTARTED_AT};
+use super::istioctl::{relabel_patch, restart_patch, RESTARTED_AT};
 use super::user::{wait_signal, UserStep};
 use super::{ClusterTransition, ClusterUpgradeOptions, Strategy};
 use crate::error::Error;

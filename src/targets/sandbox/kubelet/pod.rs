@@ -607,9 +607,9 @@ impl RunningPod {
                 .saturating_sub(started.elapsed())
                 .max(Duration::from_secs(1));
             let owner = self.owner;
-            let stops = names
-                .into_iter()
-                .map(|n| tokio::task::spawn_blocking(move || procs::stop_named(owner, &n, left)));
+            let stops = names.into_iter().map(|n| {
+                tokio::task::spawn_blocking(move || procs::stop_container(owner, &n, left))
+            });
             for s in stops.collect::<Vec<_>>() {
                 let _ = s.await;
             }

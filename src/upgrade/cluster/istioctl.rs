@@ -1,5 +1,6 @@
-//! The kind target's upgrade, done by meshcheck: B's istioctl (ensured like A's by
-//! the bring-up, src/targets/kind/tools.rs) prechecks the cluster, then upgrades
+//! The upgrade meshcheck does itself, on kind and on the sandbox: B's istioctl (on
+//! kind ensured like A's by the bring-up, src/targets/kind/tools.rs; on the sandbox
+//! built with it) prechecks the cluster, then upgrades
 //! istiod in place (`istioctl upgrade`) or installs B as a canary revision and
 //! moves the injected namespaces to it; the proxies restart onto B with a rollout
 //! restart of each Deployment, gateways first, each waited for; the canary's old
@@ -12,6 +13,7 @@ use crate::targets::cluster::Istioctl;
 use crate::targets::kind::config::{istioctl_install_args, revision_for, IstioInstall};
 use crate::targets::kind::tools;
 use crate::targets::kube as k;
+use crate::targets::BoxFuture;
 use crate::upgrade::transition::Precheck;
 use ::kube::api::{Api, Patch, PatchParams};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -32,8 +34,14 @@ pub const OLD_REVISION: &str = "default";
 /// The namespace istiod runs in.
 const ISTIO_SYSTEM: &str = "istio-system";
 
-/// What the kind upgrade needs of the brought-up target and the fixtures.
-pub struct KindUpgrade {
+/// What the sandbox adds to istioctl's install arguments for a revision (where that
+/// revision's istiod is reached: an IstioOperator overlay, `-f FILE`).
+pub trait InstallOverlay: Send + Sync {
+    fn args_for<'a>(&'a self, revision: &'a str) -> BoxFuture<'a, Result<Vec<String>, String>>;
+}
+
+/// What the upgrade needs of the brought-up target and the fixtures.
+pub struct IstioctlUpgrade {
     pub(super) client: ::kube::Client,
     /// A's istioctl and how it reaches the run's cluster (kubeconfig, context).
     pub(super) istioctl_a: Istioctl,
@@ -51,6 +59,11 @@ pub struct KindUpgrade {
     pub(super) relabelled: Vec<Relabelled>,
     /// Whether B's canary revision was installed (for `abort`'s note).
     pub(super) canary_installed: bool,
+    /// Extra install arguments per revision (the sandbox's overlay).
+    pub(super) overlay: Option<std::sync::Arc<dyn InstallOverlay>>,
+    /// Restarts drain (a rollout restart); false only for the test-only restart that
+    /// force-deletes the pods (nothing drains: traffic continuity must fail).
+    pub(super) drain: bool,
 }
 
 /// A namespace's injection labels before the canary relabelled it.
@@ -88,7 +101,7 @@ pub fn injected_deployments(mesh: &Mesh) -> Injected {
     out
 }
 
-impl KindUpgrade {
+impl IstioctlUpgrade {
     fn install(&self, version: &str, revision: Option<String>) -> IstioInstall {
         IstioInstall {
             version: version.to_string(),
@@ -199,18 +212,21 @@ impl KindUpgrade {
         &mut self,
         opts: &ClusterUpgradeOptions,
     ) -> Result<(), String> {
-        let (args, istiod) = match opts.strategy {
+        let (mut args, istiod, rev) = match opts.strategy {
             Strategy::InPlace => {
                 let mut a = istioctl_install_args(&self.install(&opts.to, None));
                 a[0] = "upgrade".into();
-                (a, "istiod".to_string())
+                (a, "istiod".to_string(), OLD_REVISION.to_string())
             }
             Strategy::Canary => {
                 let rev = revision_for(&opts.to);
                 let a = istioctl_install_args(&self.install(&opts.to, Some(rev.clone())));
-                (a, format!("istiod-{rev}"))
+                (a, format!("istiod-{rev}"), rev)
             }
         };
+        if let Some(o) = &self.overlay {
+            args.extend(o.args_for(&rev).await?);
+        }
         self.istioctl(opts, args).await?;
         self.canary_installed = opts.strategy == Strategy::Canary;
         k::wait_rollouts(
@@ -281,7 +297,11 @@ impl KindUpgrade {
             opts.to
         );
         for (ns, name) in all {
-            restart(&self.client, &ns, &name).await?;
+            if self.drain {
+                restart(&self.client, &ns, &name).await?;
+            } else {
+                force_delete_pods(&self.client, &ns, &name).await?;
+            }
             k::wait_rollouts(
                 &self.client,
                 &[(ns.clone(), name.clone())],
@@ -342,6 +362,35 @@ async fn restart(client: &::kube::Client, ns: &str, name: &str) -> Result<(), St
     .await
     .map_err(|e| format!("cannot restart Deployment {ns}/{name}: {e}"))?;
     eprintln!("  Deployment {ns}/{name}: restarted");
+    Ok(())
+}
+
+/// Deletes the pods of Deployment `ns/name` at once (grace period 0, as `kubectl
+/// delete pod --force --grace-period=0`): nothing drains; the ReplicaSet replaces them.
+async fn force_delete_pods(client: &::kube::Client, ns: &str, name: &str) -> Result<(), String> {
+    use k8s_openapi::api::core::v1::Pod;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let d = deployments
+        .get(name)
+        .await
+        .map_err(|e| format!("cannot read Deployment {ns}/{name}: {e}"))?;
+    let labels = d
+        .spec
+        .and_then(|s| s.selector.match_labels)
+        .unwrap_or_default()
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let dp = ::kube::api::DeleteParams {
+        grace_period_seconds: Some(0),
+        ..Default::default()
+    };
+    pods.delete_collection(&dp, &::kube::api::ListParams::default().labels(&labels))
+        .await
+        .map_err(|e| format!("cannot delete the pods of Deployment {ns}/{name}: {e}"))?;
+    eprintln!("  Deployment {ns}/{name}: pods deleted at once (no drain)");
     Ok(())
 }
 
