@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod oracle;
+pub mod sandbox;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -203,43 +203,55 @@ impl Sandbox {
         files
     }
 
-    /// `/debug/config_dump?proxyID=POD.NS` from each revision's istiod for every
-    /// proxy it serves (`/debug/syncz`): there is no kubelet to port-forward to.
-    async fn config_dumps(&self, out: &Path) -> Vec<PathBuf> {
-        let client = match reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .no_proxy()
-            .build()
-        {
-            Ok(c) => c,
-            Err(_) => return Vec::new(),
-        };
-        let mut files = Vec::new();
+    /// The proxies each running istiod serves now (`/debug/syncz`): (revision,
+    /// proxy id `POD.NS`).
+    async fn xds_proxies(&self, client: &reqwest::Client) -> Vec<(String, u16, String)> {
+        let mut out = Vec::new();
         for (rev, ports, running) in self.istiod.revisions().await {
             if running.is_none() {
                 continue;
             }
-            let base = format!("http://127.0.0.1:{}", ports.http);
-            let Ok(sync) = client.get(format!("{base}/debug/syncz")).send().await else {
+            let url = format!("http://127.0.0.1:{}/debug/syncz", ports.http);
+            let Ok(sync) = client.get(url).send().await else {
                 continue;
             };
             let proxies: Vec<serde_json::Value> =
                 serde_json::from_str(&sync.text().await.unwrap_or_default()).unwrap_or_default();
             for p in proxies {
-                let Some(id) = p.get("proxy").and_then(|v| v.as_str()) else {
-                    continue;
-                };
-                let url = format!("{base}/debug/config_dump?proxyID={id}");
-                if let Ok(r) = client.get(&url).send().await {
-                    let to = out.join(format!("istiod-{rev}.config_dump.{id}.json"));
-                    if std::fs::write(&to, r.text().await.unwrap_or_default()).is_ok() {
-                        files.push(to);
-                    }
+                if let Some(id) = p.get("proxy").and_then(|v| v.as_str()) {
+                    out.push((rev.clone(), ports.http, id.to_string()));
+                }
+            }
+        }
+        out
+    }
+
+    /// `/debug/config_dump?proxyID=POD.NS` from each revision's istiod for every
+    /// proxy it serves: there is no kubelet to port-forward to.
+    async fn config_dumps(&self, out: &Path) -> Vec<PathBuf> {
+        let Ok(client) = debug_client() else {
+            return Vec::new();
+        };
+        let mut files = Vec::new();
+        for (rev, port, id) in self.xds_proxies(&client).await {
+            let url = format!("http://127.0.0.1:{port}/debug/config_dump?proxyID={id}");
+            if let Ok(r) = client.get(&url).send().await {
+                let to = out.join(format!("istiod-{rev}.config_dump.{id}.json"));
+                if std::fs::write(&to, r.text().await.unwrap_or_default()).is_ok() {
+                    files.push(to);
                 }
             }
         }
         files
     }
+}
+
+/// A client for istiod's debug endpoints.
+fn debug_client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .no_proxy()
+        .build()
 }
 
 /// A fixtures run on the sandbox: the cluster side (the existing target's code) and
@@ -388,6 +400,17 @@ pub async fn bring_up(
         }
     };
     cluster.props.extend(properties(&sandbox));
+    if let Ok(c) = debug_client() {
+        let proxies: Vec<String> = sandbox
+            .xds_proxies(&c)
+            .await
+            .into_iter()
+            .map(|p| p.2)
+            .collect();
+        cluster
+            .props
+            .push(("sandbox.xds.proxies".into(), proxies.join(" ")));
+    }
     Ok(SandboxTarget { cluster, sandbox })
 }
 

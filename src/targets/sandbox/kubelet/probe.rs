@@ -123,6 +123,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_http_probe_passes_on_2xx_and_fails_on_5xx_or_no_answer() {
+        crate::targets::kind::tools::install_crypto_provider();
         let server = wiremock::MockServer::start().await;
         wiremock::Mock::given(wiremock::matchers::path("/ok"))
             .respond_with(wiremock::ResponseTemplate::new(200))
@@ -132,7 +133,7 @@ mod tests {
             .respond_with(wiremock::ResponseTemplate::new(503))
             .mount(&server)
             .await;
-        let addr = server.address();
+        let addr = *server.address();
         let probe = |path: &str| -> Probe {
             serde_json::from_value(serde_json::json!({
                 "httpGet": {"path": path, "port": addr.port()}

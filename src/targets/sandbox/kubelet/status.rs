@@ -159,7 +159,7 @@ mod tests {
             conditions: vec![Condition {
                 type_: "Ready",
                 status: ready,
-                since: "t1".into(),
+                since: "2026-12-07T06:00:01Z".into(),
                 reason: None,
             }],
             scheduled: Some(json!({"type": "PodScheduled", "status": "True"})),
@@ -168,7 +168,7 @@ mod tests {
                 name: "app".into(),
                 image: "meshcheck/stub:latest".into(),
                 state: State::Running {
-                    started_at: "t0".into(),
+                    started_at: "2026-12-07T06:00:00Z".into(),
                 },
                 last: None,
                 ready,
@@ -176,7 +176,7 @@ mod tests {
                 restart_count: 0,
                 container_id: Some("meshcheck://42".into()),
             }],
-            start_time: "t0".into(),
+            start_time: "2026-12-07T06:00:00Z".into(),
         }
     }
 
@@ -190,7 +190,7 @@ mod tests {
         assert_eq!(s["conditions"][1]["type"], "PodScheduled");
         assert_eq!(
             s["containerStatuses"][0]["state"]["running"]["startedAt"],
-            "t0"
+            "2026-12-07T06:00:00Z"
         );
         assert_eq!(s["containerStatuses"][0]["containerID"], "meshcheck://42");
         let _: k8s_openapi::api::core::v1::PodStatus =
@@ -201,12 +201,12 @@ mod tests {
     fn a_condition_keeps_its_time_until_it_changes() {
         let before = view(true).conditions;
         let mut same = view(true).conditions;
-        same[0].since = "t9".into();
+        same[0].since = "2026-12-07T06:00:09Z".into();
         carry_times(&before, &mut same);
-        assert_eq!(same[0].since, "t1");
+        assert_eq!(same[0].since, "2026-12-07T06:00:01Z");
         let mut changed = view(false).conditions;
-        changed[0].since = "t9".into();
+        changed[0].since = "2026-12-07T06:00:09Z".into();
         carry_times(&before, &mut changed);
-        assert_eq!(changed[0].since, "t9");
+        assert_eq!(changed[0].since, "2026-12-07T06:00:09Z");
     }
 }
