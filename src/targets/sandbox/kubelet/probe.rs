@@ -145,9 +145,17 @@ mod tests {
         assert!(
             matches!(run(&probe("/bad"), &c, addr.ip()).await, Verdict::Failure(m) if m.contains("503"))
         );
-        drop(server);
+        // Nothing listening: a port just released.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let nobody: Probe = serde_json::from_value(serde_json::json!({
+            "httpGet": {"path": "/ok", "port": closed.port()}
+        }))
+        .unwrap();
         assert!(matches!(
-            run(&probe("/ok"), &c, addr.ip()).await,
+            run(&nobody, &c, closed.ip()).await,
             Verdict::Failure(_)
         ));
         let exec: Probe =
