@@ -1,5 +1,7 @@
 //! Each mutation of the fixtures makes the checks Istio's behaviour implies fail, and
-//! every other check still pass (run against the local target, real Envoy).
+//! every other check still pass: against the local target (real Envoy), and with
+//! `MESHCHECK_TEST_TARGET=sandbox` against the sandbox (a real API server, istiod,
+//! injection and pilot-agent), where the same checks must fail (`.ci/run` runs both).
 
 mod common;
 use common::*;
@@ -7,11 +9,17 @@ use common::*;
 /// Runs the suite on mutated fixtures. Failing expectations wait out their budget;
 /// 3 s keeps the file fast while passing checks still converge at once locally.
 fn mutated(f: &FixtureCopy) -> RunResult {
-    Run::new()
+    on_target()
         .fixtures(f.path())
         .arg("--budget")
         .arg("3s")
         .run()
+}
+
+/// A run on `$MESHCHECK_TEST_TARGET` (default: local).
+fn on_target() -> Run {
+    let target = std::env::var("MESHCHECK_TEST_TARGET").unwrap_or_else(|_| "local".into());
+    Run::new().arg("--target").arg(target)
 }
 
 /// The traffic checks that expect an answer from a backend.
@@ -27,7 +35,7 @@ const TO_BACKENDS: &[&str] = &[
 
 #[test]
 fn shipped_fixtures_pass_every_check() {
-    let r = Run::new().arg("--suite").arg("ingress").run();
+    let r = on_target().arg("--suite").arg("ingress").run();
     assert_fails_exactly::<&str>(&r, &[]);
     assert!(
         r.stdout.contains("test result: ok. 33 passed"),
@@ -77,10 +85,11 @@ fn extra_443_port_on_gateway_service_fails_the_port_scan() {
         "    hosts:\n    - \"*\"\n",
         "    hosts:\n    - \"*\"\n  - port:\n      number: 443\n      name: https\n      protocol: HTTPS\n    hosts:\n    - \"*\"\n    tls:\n      mode: SIMPLE\n      credentialName: atlas-cert\n",
     );
-    // The Secret the server names, in the gateway pods' namespace (else MC130).
+    // The Secret the server names, in the gateway pods' namespace (else MC130), with
+    // a real certificate: a real gateway binds the port only once it has one.
     f.write(
         "15-atlas-cert.yaml",
-        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: atlas-cert\n  namespace: istio-ingress\ntype: kubernetes.io/tls\ndata:\n  tls.crt: Zm9v\n  tls.key: YmFy\n",
+        &tls_secret("atlas-cert", "istio-ingress"),
     );
     let r = mutated(&f);
     assert_fails_exactly(&r, &["ports::only-http-nodeport", "static::exposed-ports"]);
@@ -251,4 +260,16 @@ fn gateway_selector_matching_no_pod_leaves_the_nodeport_closed() {
         "{}",
         r.stdout
     );
+}
+
+/// A `kubernetes.io/tls` Secret with a fresh self-signed certificate.
+fn tls_secret(name: &str, namespace: &str) -> String {
+    use base64::Engine;
+    let cert = rcgen::generate_simple_self_signed(vec!["atlas.example.com".to_string()]).unwrap();
+    let b64 = |s: String| base64::engine::general_purpose::STANDARD.encode(s);
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: {namespace}\ntype: kubernetes.io/tls\ndata:\n  tls.crt: {}\n  tls.key: {}\n",
+        b64(cert.cert.pem()),
+        b64(cert.signing_key.serialize_pem())
+    )
 }
