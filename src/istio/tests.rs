@@ -234,6 +234,7 @@ fn a_fault_abort_takes_its_share_of_requests_before_the_route_forwards() {
         status: Some(200),
         backend: None,
         path_seen: None,
+        query: String::new(),
         headers_seen: Default::default(),
         mtls: None,
         cluster: Some("c".into()),
