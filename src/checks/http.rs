@@ -5,7 +5,7 @@
 
 use super::{send, Ctx, Exchange, Outcome};
 use crate::suite::{HeaderExpect, HttpCheck, HttpExpect};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Consecutive successes required.
 pub const REQUIRED_SUCCESSES: u32 = 3;
@@ -52,19 +52,40 @@ fn describe_expect(e: &HttpExpect) -> String {
     parts.join(", ")
 }
 
+/// How much earlier than configured an Envoy delay or timeout may end, by the
+/// client's precise clock. Envoy's timers are libevent timers (Envoy
+/// source/common/event/timer_impl.cc, TimerImpl::enableTimer: whole milliseconds,
+/// event_add), and libevent measures them on its monotonic clock, which on Linux is
+/// CLOCK_MONOTONIC_COARSE unless the base asks for EVENT_BASE_FLAG_PRECISE_TIMER
+/// (libevent evutil_time.c, evutil_configure_monotonic_time_), and Envoy does not:
+/// that clock advances once per kernel tick (1 to 10 ms for CONFIG_HZ 1000 to 100;
+/// 4 ms here), so a 2 s `fault.delay` can end a tick early. `at_least` is judged with
+/// one tick of the coarsest common kernel to spare, so the bound a user writes for a
+/// configured delay or timeout holds; anything earlier still fails.
+pub const ENVOY_TIMER_TOLERANCE: Duration = Duration::from_millis(10);
+
+/// `1998ms`: latencies are compared to the millisecond, so shown to it.
+fn millis(d: Duration) -> String {
+    format!("{}ms", d.as_millis())
+}
+
 /// Why the answer's latency is out of bounds, or None.
 fn latency_mismatch(e: &HttpExpect, x: &Exchange) -> Option<String> {
     let (lo, hi) = e.latency.as_ref()?.bounds().ok()?;
     let took = x.elapsed;
-    if let Some(lo) = lo.filter(|lo| took < *lo) {
+    if let Some(lo) = lo.filter(|lo| took + ENVOY_TIMER_TOLERANCE < *lo) {
         return Some(format!(
-            "expected the answer to take at least {lo:?}, it took {took:.0?} ({})",
+            "expected the answer to take at least {}, it took {} ({})",
+            millis(lo),
+            millis(took),
             x.summary()
         ));
     }
     if let Some(hi) = hi.filter(|hi| took > *hi) {
         return Some(format!(
-            "expected the answer within {hi:?}, it took {took:.0?} ({})",
+            "expected the answer within {}, it took {} ({})",
+            millis(hi),
+            millis(took),
             x.summary()
         ));
     }
@@ -286,5 +307,59 @@ pub async fn run(ctx: &Ctx, check: &HttpCheck) -> Outcome {
         if streak == 0 {
             tokio::time::sleep(ctx.timeouts.failure_pause).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::suite::LatencyExpect;
+
+    fn answer_after(ms: u64) -> Exchange {
+        Exchange {
+            status: Some(200),
+            headers: Vec::new(),
+            echo: None,
+            body: String::new(),
+            error: None,
+            transcript: String::new(),
+            elapsed: Duration::from_millis(ms),
+        }
+    }
+
+    fn expect(at_least: Option<&str>, at_most: Option<&str>) -> HttpExpect {
+        HttpExpect {
+            status: 200,
+            latency: Some(LatencyExpect {
+                at_least: at_least.map(str::to_string),
+                at_most: at_most.map(str::to_string),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn at_least_a_configured_delay_holds_when_envoys_timer_fires_a_hair_early() {
+        // Envoy's 2 s fault delay answered after 1998 ms by the client's precise clock.
+        let e = expect(Some("2s"), None);
+        assert_eq!(latency_mismatch(&e, &answer_after(1998)), None);
+        assert_eq!(latency_mismatch(&e, &answer_after(2000)), None);
+        // Beyond the timer tolerance the bound fails, in milliseconds.
+        let m = latency_mismatch(&e, &answer_after(1900)).unwrap();
+        assert!(
+            m.starts_with("expected the answer to take at least 2000ms, it took 1900ms"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn latencies_are_reported_in_milliseconds() {
+        let e = expect(None, Some("1s"));
+        let m = latency_mismatch(&e, &answer_after(1499)).unwrap();
+        assert!(
+            m.starts_with("expected the answer within 1000ms, it took 1499ms"),
+            "{m}"
+        );
+        assert_eq!(latency_mismatch(&e, &answer_after(1000)), None);
     }
 }
