@@ -4,6 +4,7 @@
 //! this model into Envoy configuration; the analysis and route simulation read it, so
 //! the two cannot disagree.
 
+mod answer_time;
 mod gateway;
 mod mesh;
 mod pods;

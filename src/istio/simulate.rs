@@ -77,6 +77,10 @@ pub struct Prediction {
     /// Where the request is also sent by the route's mirror policies (Envoy does not
     /// wait for these copies; their answers are dropped).
     pub mirrors: Vec<Mirrored>,
+    /// The longest the answer can take by the configuration (fault delay, timeouts,
+    /// retries) and the stub's delay the request asks for (answer_time.rs); zero when
+    /// nothing in them makes it slow.
+    pub longest_answer: std::time::Duration,
 }
 
 /// One mirror policy of the matched route, as the simulation sees it.
@@ -545,6 +549,7 @@ impl Mesh {
         }
         let mut p = self.route_action(steps, rref, route, req, &forwarded);
         p.fault = route.filters.fault.clone();
+        p.longest_answer += super::answer_time::fault_delay(route);
         p
     }
 
@@ -637,6 +642,7 @@ impl Mesh {
         for b in &mut branches {
             time_out_slow_answer(route, b);
         }
+        let longest_answer = super::answer_time::upstream_bound(route, &branches);
         let mirrors = route
             .mirrors
             .iter()
@@ -648,6 +654,7 @@ impl Mesh {
             branches,
             fault: None,
             mirrors,
+            longest_answer,
         }
     }
 
@@ -844,10 +851,9 @@ fn time_out_slow_answer(route: &RoutePlan, b: &mut Branch) {
     if b.backend.is_none() {
         return;
     }
-    let delay = crate::stub::controls::controls(|n| b.headers_seen.get(n).cloned(), &b.query)
-        .ok()
-        .and_then(|c| c.delay);
-    let Some(delay) = delay else { return };
+    let Some(delay) = super::answer_time::stub_delay(b) else {
+        return;
+    };
     let limits = [
         route.timeout_ms,
         route
@@ -1012,6 +1018,7 @@ fn refused(steps: Vec<String>, why: String) -> Prediction {
             reason: format!("{why}: connection refused"),
         }],
         mirrors: Vec::new(),
+        longest_answer: std::time::Duration::ZERO,
     }
 }
 
@@ -1037,5 +1044,6 @@ fn status_only(
             reason: why,
         }],
         mirrors: Vec::new(),
+        longest_answer: std::time::Duration::ZERO,
     }
 }
