@@ -200,7 +200,8 @@ fn a_wrong_expectation_on_the_7s_delay_still_fails() {
     );
     fails_exactly(&r, &["fault-delay::jason-delayed"]);
     assert!(
-        r.stdout.contains("expected version v2, got 200 from ratings v1")
+        r.stdout
+            .contains("expected version v2, got 200 from ratings v1")
             && !r.stdout.contains("consecutive successes within the budget"),
         "{}",
         r.stdout

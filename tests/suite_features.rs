@@ -85,7 +85,10 @@ fn a_slow_stub_fails_at_most_and_a_backend_fails_backend_none() {
         .replace("path: /nowhere", "path: /authz/somewhere")
         .replace("status: 404, backend: none", "status: 200, backend: none")
         .replace("meshcheck-status: \"202\"", "meshcheck-status: \"503\"")
-        .replace("path: /authz/q, body_contains", "path: /authz/r, body_contains");
+        .replace(
+            "path: /authz/q, body_contains",
+            "path: /authz/r, body_contains",
+        );
     let r = run_suite(&f, &suite);
     assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
     for c in [

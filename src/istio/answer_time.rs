@@ -44,7 +44,11 @@ pub fn upstream_bound(route: &RoutePlan, branches: &[Branch]) -> Duration {
     if !matches!(route.action, RouteKind::Forward) {
         return Duration::ZERO;
     }
-    let slowest_stub = branches.iter().filter_map(stub_delay).max().unwrap_or_default();
+    let slowest_stub = branches
+        .iter()
+        .filter_map(stub_delay)
+        .max()
+        .unwrap_or_default();
     let per_try = route
         .retry
         .as_ref()

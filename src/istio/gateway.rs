@@ -93,6 +93,7 @@ fn warn(warnings: &mut Vec<Warning>, gw: &Item<Gateway>, message: String) {
         at: gw.source.clone(),
         object: gw.describe(),
         message,
+        field: None,
     });
 }
 

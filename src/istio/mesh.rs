@@ -876,6 +876,7 @@ pub(crate) fn routes_of(
             message: format!(
                 "http[{hi}] has both mirror and mirrors: istiod refuses the VirtualService, none of its routes is programmed"
             ),
+            field: None,
         });
         return out;
     }
@@ -908,6 +909,7 @@ pub(crate) fn routes_of(
                     at: vs.source.clone(),
                     object: vs.describe(),
                     message: format!("http[{hi}]: {why}"),
+                    field: None,
                 });
                 continue;
             }
@@ -1128,6 +1130,7 @@ fn build_cluster(
                     message: format!(
                         "cluster {name}: trafficPolicy.tls.mode {other} is not modelled by meshcheck (TLS origination with the rule's certificates); meshcheck uses auto mTLS, istiod would not"
                     ),
+                    field: None,
                 });
             }
             UpstreamTls::Auto
