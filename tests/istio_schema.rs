@@ -892,7 +892,12 @@ fn schema_fields(schema: &Value, path: &str, out: &mut BTreeSet<String>) {
         schema_fields(ap, &format!("{path}{{}}"), out);
     }
     for alt in ["oneOf", "anyOf", "allOf"] {
-        for s in schema.get(alt).and_then(Value::as_array).into_iter().flatten() {
+        for s in schema
+            .get(alt)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             schema_fields(s, path, out);
         }
     }
@@ -940,7 +945,11 @@ fn meshchecks_tree_of_istios_api_is_istios_schema_both_ways() {
 /// A value the schema accepts with only its required fields (enums take their first
 /// value).
 fn minimal(schema: &Value) -> Value {
-    if let Some(e) = schema.get("enum").and_then(Value::as_array).and_then(|e| e.first()) {
+    if let Some(e) = schema
+        .get("enum")
+        .and_then(Value::as_array)
+        .and_then(|e| e.first())
+    {
         return e.clone();
     }
     if flag(schema, "x-kubernetes-int-or-string") {
@@ -949,7 +958,12 @@ fn minimal(schema: &Value) -> Value {
     match schema.get("type").and_then(Value::as_str) {
         Some("object") => {
             let mut m = Map::new();
-            for r in schema.get("required").and_then(Value::as_array).into_iter().flatten() {
+            for r in schema
+                .get("required")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 let k = r.as_str().unwrap();
                 m.insert(k.to_string(), minimal(&schema["properties"][k]));
             }
@@ -984,7 +998,9 @@ fn typo_objects(schema: &Value, at: &str, value: Value, out: &mut Vec<(String, V
         for (k, child) in props {
             let nested = child.get("properties").is_some()
                 || child.get("items").is_some()
-                || child.get("additionalProperties").is_some_and(Value::is_object);
+                || child
+                    .get("additionalProperties")
+                    .is_some_and(Value::is_object);
             if nested {
                 descend(child, format!("{at}.{k}"), &|v, c| v[k] = c);
             }
@@ -1008,7 +1024,11 @@ fn typo_objects(schema: &Value, at: &str, value: Value, out: &mut Vec<(String, V
 fn in_string_match(schemas: &Schemas, kind: &str, path: &str) -> bool {
     let parent = path.strip_suffix(".meshcheckTypo").unwrap_or(path);
     let mut s = spec_schema(schemas, kind);
-    for seg in parent.trim_start_matches("spec").split('.').filter(|s| !s.is_empty()) {
+    for seg in parent
+        .trim_start_matches("spec")
+        .split('.')
+        .filter(|s| !s.is_empty())
+    {
         let (name, indexed) = match seg.strip_suffix("[0]") {
             Some(n) => (n, true),
             None => (seg, false),
@@ -1035,10 +1055,9 @@ fn an_unknown_field_at_any_depth_of_any_istio_kind_is_mc301() {
     let Some(schemas) = Schemas::load() else {
         return;
     };
-    let suite = meshcheck::suite::load(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("suites/ingress.yaml"),
-    )
-    .unwrap();
+    let suite =
+        meshcheck::suite::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("suites/ingress.yaml"))
+            .unwrap();
     let mut wrong = Vec::new();
     let mut judged = 0;
     for kind in KINDS {
@@ -1049,8 +1068,11 @@ fn an_unknown_field_at_any_depth_of_any_istio_kind_is_mc301() {
             let dir = tempfile::tempdir().unwrap();
             let doc = json!({"apiVersion": API_VERSION, "kind": kind,
                              "metadata": {"name": "x", "namespace": "atlas"}, "spec": spec});
-            std::fs::write(dir.path().join("x.yaml"), serde_json::to_string(&doc).unwrap())
-                .unwrap();
+            std::fs::write(
+                dir.path().join("x.yaml"),
+                serde_json::to_string(&doc).unwrap(),
+            )
+            .unwrap();
             let fx = match load_dir(dir.path()) {
                 Ok(fx) => fx,
                 Err(e) if in_string_match(&schemas, kind, &path) => {

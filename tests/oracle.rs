@@ -503,7 +503,7 @@ fn authz_routes(mesh: &mut Mesh) -> impl Iterator<Item = &mut meshcheck::istio::
 }
 
 #[test]
-fn checks_with_query_and_path_agree_with_istiod() {
+fn checks_with_query_and_path_or_a_host_with_a_port_agree_with_istiod() {
     // The path a backend sees excludes the query string (the stub reports them apart);
     // the model once put the query into it, and istiod's request carried no query, so
     // `analyze --oracle` reported a disagreement where traffic passed.
@@ -522,6 +522,11 @@ checks:
     http:
       request: { path: /atlas-rest/items, query: { page: "2" } }
       expect: { status: 200, path: /items }
+  - group: host
+    name: with-port
+    http:
+      request: { path: /authz/h, host: "very.specific.com:1234" }
+      expect: { status: 200, headers: { host: "very.specific.com:1234" } }
 "#,
     );
     let r = Run::new()
@@ -538,5 +543,39 @@ checks:
             .contains("oracle: 0 disagreement(s) with istiod 1.30.3"),
         "{}",
         r.stdout
+    );
+}
+
+#[test]
+fn reintroduced_strip_any_host_port_is_caught() {
+    // The model once set strip_any_host_port on the gateway's connection manager;
+    // istiod 1.30 does not, so a backend sees `host:port` as sent. Every field the
+    // model sets on the HttpConnectionManager is compared with istiod's.
+    let Some(bin) = bin() else { return };
+    let (fx, mut mesh, out) = istiod(bin, &root().join("fixtures/ingress"));
+    mesh.gateways[0].listeners[0].chains[0]
+        .hcm
+        .strip_any_host_port = true;
+    let d = disagreements(&fx, &mesh, &out);
+    assert!(
+        d.iter().any(|f| f.contains("error[MC405]")
+            && f.contains("HttpConnectionManager")
+            && f.contains("meshcheck: strip_any_host_port true")
+            && f.contains("istiod 1.30.3: strip_any_host_port unset")),
+        "{}",
+        d.join("\n")
+    );
+    // And a setting of a nested field (the XFCC details the gateway sets).
+    let (fx, mut mesh, out) = istiod(bin, &root().join("fixtures/ingress"));
+    mesh.gateways[0].listeners[0].chains[0]
+        .hcm
+        .set_current_client_cert_details[1]
+        .1 = false;
+    let d = disagreements(&fx, &mesh, &out);
+    assert!(
+        d.iter()
+            .any(|f| f.contains("set_current_client_cert_details.cert false")),
+        "{}",
+        d.join("\n")
     );
 }

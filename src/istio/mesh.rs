@@ -114,6 +114,8 @@ pub struct ChainPlan {
     pub server_names: Vec<String>,
     /// TLS termination (HTTPS servers).
     pub tls: Option<ServerTlsPlan>,
+    /// The chain's HTTP connection manager settings.
+    pub hcm: super::hcm::HcmPlan,
     pub route_config: RouteConfigPlan,
 }
 

@@ -276,6 +276,7 @@ fn chain(names: &[&str], rc: &str) -> ChainPlan {
     ChainPlan {
         server_names: names.iter().map(|s| s.to_string()).collect(),
         tls: None,
+        hcm: HcmPlan::gateway("0.0.0.0_8443", None),
         route_config: RouteConfigPlan {
             name: rc.into(),
             vhosts: Vec::new(),

@@ -8,9 +8,9 @@ use super::certs::CertFiles;
 use crate::fixtures::istio::StringMatch;
 use crate::istio::policy::{ClusterPolicy, HashPolicy, LbPolicy, OutlierPlan};
 use crate::istio::{
-    ClusterPlan, CorsPlan, FaultPlan, Fraction, HeaderOps, ListenerPlan, ListenerProtocol, Matcher,
-    Mesh, MirrorPlan, PathMatch, Redirect, RetryPlan, RouteConfigPlan, RouteFilters, RouteKind,
-    RoutePlan, UpstreamTls, UriRewrite,
+    ChainPlan, ClusterPlan, CorsPlan, FaultPlan, Fraction, HeaderOps, ListenerPlan,
+    ListenerProtocol, Matcher, Mesh, MirrorPlan, PathMatch, Redirect, RetryPlan, RouteFilters,
+    RouteKind, RoutePlan, UpstreamTls, UriRewrite,
 };
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -320,7 +320,10 @@ fn header_ops_into(v: &mut Value, which: &str, ops: &HeaderOps) {
     }
 }
 
-fn gateway_hcm(l: &ListenerPlan, rc: &RouteConfigPlan) -> Value {
+/// The HTTP connection manager of gateway filter chain `c`: the model's settings
+/// (HcmPlan, as istiod writes them), the route configuration inline, the filters.
+fn gateway_hcm(c: &ChainPlan) -> Value {
+    let rc = &c.route_config;
     let vhosts: Vec<Value> = rc
         .vhosts
         .iter()
@@ -336,23 +339,17 @@ fn gateway_hcm(l: &ListenerPlan, rc: &RouteConfigPlan) -> Value {
             v
         })
         .collect();
-    json!({
-        "name": "envoy.filters.network.http_connection_manager",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-            "stat_prefix": format!("outbound_{}", l.name),
-            "codec_type": "AUTO",
-            "server_name": "istio-envoy",
-            "use_remote_address": true,
-            "normalize_path": true,
-            "strip_any_host_port": true,
-            "forward_client_cert_details": "SANITIZE_SET",
-            "set_current_client_cert_details": {"subject": true, "dns": true, "uri": true},
-            "route_config": {"name": rc.name, "validate_clusters": false,
-                             "virtual_hosts": vhosts},
-            "http_filters": gateway_http_filters()
-        }
-    })
+    let mut config = c.hcm.envoy_fields();
+    config.insert(
+        "@type".into(),
+        json!("type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"),
+    );
+    config.insert(
+        "route_config".into(),
+        json!({"name": rc.name, "validate_clusters": false, "virtual_hosts": vhosts}),
+    );
+    config.insert("http_filters".into(), gateway_http_filters());
+    json!({"name": "envoy.filters.network.http_connection_manager", "typed_config": config})
 }
 
 fn upstream_tls(c: &ClusterPlan, gw_cert: &CertFiles, root: &Path) -> Value {
@@ -541,7 +538,7 @@ fn filter_chains(l: &ListenerPlan, credentials: &BTreeMap<String, CertFiles>) ->
     }
     let mut out = Vec::new();
     for c in &l.chains {
-        let mut chain = json!({"filters": [gateway_hcm(l, &c.route_config)]});
+        let mut chain = json!({"filters": [gateway_hcm(c)]});
         if let Some(tls) = &c.tls {
             let Some(files) = credentials
                 .get(&tls.sds_name)
