@@ -579,3 +579,23 @@ fn reintroduced_strip_any_host_port_is_caught() {
         d.join("\n")
     );
 }
+
+#[test]
+fn reintroduced_route_name_and_decorator_are_caught() {
+    // The model once named Envoy routes and their decorators after its own report
+    // names (`atlas/atlas-ui#0.0`); pilot uses the http route's name and
+    // GetRouteOperation. Every field of the route the model writes is compared.
+    let Some(bin) = bin() else { return };
+    let (fx, mut mesh, out) = istiod(bin, &root().join("fixtures/ingress"));
+    let r = &mut mesh.gateways[0].listeners[0].chains[0].route_config.vhosts[0].routes[0];
+    r.envoy_name = r.name.clone();
+    r.operation = r.name.clone();
+    let d = disagreements(&fx, &mesh, &out);
+    assert!(
+        d.iter().any(|f| f.contains("error[MC403]")
+            && f.contains("Envoy route meshcheck: decorator.operation \"atlas/atlas-ui#0.0\"; name \"atlas/atlas-ui#0.0\"")
+            && f.contains("istiod 1.30.3: decorator.operation \"atlas-ui.atlas.svc.cluster.local:80/atlas-ui*\"; name \"atlas-ui\"")),
+        "{}",
+        d.join("\n")
+    );
+}

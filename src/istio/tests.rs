@@ -126,6 +126,8 @@ fn hosts_resolve_and_match_like_istio() {
 /// A route with `prefix` and `rewrite`, for the rewrite semantics below.
 fn rewrite_route(path: PathMatch, rewrite: UriRewrite) -> RoutePlan {
     RoutePlan {
+        envoy_name: String::new(),
+        operation: String::new(),
         name: "t".into(),
         virtual_service: "VirtualService ns/t".into(),
         source: Default::default(),

@@ -677,8 +677,36 @@ fn routes(
                 format!("istiod {}: {t}", d.release),
             );
         }
+        if let (Some(m), Some(t)) = (mv.routes.get(ai), tv.routes.get(aj)) {
+            route_fields(d, &format!("{rc} {vh} route {ai}"), m, &t.envoy);
+        }
         (i, j) = (ai + 1, aj + 1);
     }
+}
+
+/// Every field of the Envoy route the model writes (what the local target serves)
+/// against istiod's route, for two routes whose views agree: what the views leave out
+/// (the route's name, decorator, retry host selection, ...) differs nowhere either.
+fn route_fields(d: &mut Diff, what: &str, m: &crate::istio::RoutePlan, theirs: &serde_json::Value) {
+    let serde_json::Value::Object(mine) = crate::targets::local::envoy_route(m) else {
+        return;
+    };
+    let diffs = super::fields::differing(&mine, Some(theirs));
+    if diffs.is_empty() {
+        return;
+    }
+    let diffs: Vec<(&str, String, String)> = diffs
+        .iter()
+        .map(|(f, a, b)| (f.as_str(), a.clone(), b.clone()))
+        .collect();
+    let (ms, is) = d.both(&diffs);
+    d.push(
+        "MC403",
+        m.virtual_service.clone(),
+        m.source.clone(),
+        format!("{what} (http[{}]): Envoy route {ms}", m.http_index),
+        is,
+    );
 }
 
 /// Index pairs of a longest common subsequence of `a` and `b`.
@@ -708,6 +736,25 @@ fn lcs<T: PartialEq>(a: &[T], b: &[T]) -> Vec<(usize, usize)> {
     out
 }
 
+/// Every traffic-policy field the model writes on cluster `name` (what the local
+/// target serves) against istiod's cluster; endpoints and TLS are compared by the
+/// cluster view (the local target delivers them statically and from files).
+fn cluster_fields(
+    mesh: &Mesh,
+    name: &str,
+    theirs: &serde_json::Value,
+) -> Vec<(String, String, String)> {
+    let Some(c) = mesh.clusters.get(name) else {
+        return Vec::new();
+    };
+    let mut mine = serde_json::json!({});
+    crate::targets::local::envoy_cluster_policy(&mut mine, &c.policy);
+    match mine {
+        serde_json::Value::Object(m) => super::fields::differing(&m, Some(theirs)),
+        _ => Vec::new(),
+    }
+}
+
 fn clusters(d: &mut Diff, og: &GatewayConfig, routed: &BTreeSet<String>) {
     for name in routed {
         let theirs = og.cluster_summary.iter().find(|c| &c.cluster == name);
@@ -731,7 +778,13 @@ fn clusters(d: &mut Diff, og: &GatewayConfig, routed: &BTreeSet<String>) {
                     .find(|c| c.get("name").and_then(|n| n.as_str()) == Some(name))
                     .cloned()
                     .unwrap_or_default();
-                let diffs = m.diff(&oracle_cluster(d.mesh, t, &envoy));
+                let mut diffs = m.diff(&oracle_cluster(d.mesh, t, &envoy));
+                let fields = cluster_fields(d.mesh, name, &envoy);
+                diffs.extend(
+                    fields
+                        .iter()
+                        .map(|(f, a, b)| (f.as_str(), a.clone(), b.clone())),
+                );
                 if !diffs.is_empty() {
                     let (ms, is) = d.both(&diffs);
                     d.push("MC404", object, at, format!("cluster {name}: {ms}"), is);

@@ -16,6 +16,7 @@ const ENUM_ZEROS: &[(&str, &str)] = &[
         "IMPLEMENTATION_SPECIFIC_DEFAULT",
     ),
     ("server_header_transformation", "OVERWRITE"),
+    ("response_code", "MOVED_PERMANENTLY"),
 ];
 
 /// The fields of `mine` whose value differs in `theirs` (None: istiod wrote nothing

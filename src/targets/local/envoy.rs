@@ -201,7 +201,8 @@ fn gateway_answer(kind: &RouteKind) -> Option<(&'static str, Value)> {
     }
 }
 
-fn route(r: &RoutePlan) -> Value {
+/// A gateway route as Envoy JSON, as pilot writes it (route.go TranslateRoute).
+pub(crate) fn route(r: &RoutePlan) -> Value {
     let mut m = serde_json::Map::new();
     match &r.path {
         PathMatch::Prefix(p) => m.insert("prefix".into(), json!(p)),
@@ -226,7 +227,8 @@ fn route(r: &RoutePlan) -> Value {
         m.insert("headers".into(), json!(headers));
     }
     if let Some(answer) = gateway_answer(&r.action) {
-        let mut out = json!({"name": r.name, "match": m, "decorator": {"operation": r.name}});
+        let mut out =
+            json!({"name": r.envoy_name, "match": m, "decorator": {"operation": r.operation}});
         let (key, value) = answer;
         out[key] = value;
         header_ops_into(&mut out, "request", &r.request_headers);
@@ -284,8 +286,8 @@ fn route(r: &RoutePlan) -> Value {
             json!(r.mirrors.iter().map(mirror_policy).collect::<Vec<_>>()),
         );
     }
-    let mut out = json!({"name": r.name, "match": m, "route": action,
-                         "decorator": {"operation": r.name}});
+    let mut out = json!({"name": r.envoy_name, "match": m, "route": action,
+                         "decorator": {"operation": r.operation}});
     // pilot (route.go processDestination): a single destination's header operations
     // go on the route, after the route's own.
     let (req, resp) = match r.destinations.as_slice() {
@@ -402,7 +404,7 @@ fn seconds(ms: u64) -> String {
 /// The traffic policy's part of a cluster, as pilot's applyTrafficPolicy writes it
 /// (cluster_traffic_policy.go: applyConnectionPool, applyOutlierDetection,
 /// applyLoadBalancer, ApplyRingHashLoadBalancer).
-fn apply_policy(out: &mut Value, p: &ClusterPolicy) {
+pub(crate) fn apply_policy(out: &mut Value, p: &ClusterPolicy) {
     out["connect_timeout"] = json!(seconds(p.connect_timeout_ms));
     let (lb, config) = match &p.lb {
         LbPolicy::LeastRequest => ("LEAST_REQUEST", None),
