@@ -1,7 +1,7 @@
 //! Field-by-field comparison of Envoy JSON the model writes with istiod's: every field
 //! the model sets must have the same value on istiod's side, where a field istiod
-//! leaves out has protobuf's default (false, 0, "", an enum's first value, empty),
-//! except a Duration, which unset is not `0s`. Durations compare by value (`0.500s` is
+//! leaves out has protobuf's default (false, 0, "", an enum's first value, empty; for a
+//! wrapper, Envoy's documented default), except a Duration, which unset is not `0s`. Durations compare by value (`0.500s` is
 //! `0.5s`), 64-bit integers written as strings by value.
 
 use serde_json::{Map, Value};
@@ -17,7 +17,13 @@ const ENUM_ZEROS: &[(&str, &str)] = &[
     ),
     ("server_header_transformation", "OVERWRITE"),
     ("response_code", "MOVED_PERMANENTLY"),
+    ("denominator", "HUNDRED"),
+    ("lb_policy", "ROUND_ROBIN"),
 ];
+
+/// BoolValue fields Envoy reads as true when unset (envoy.config.route.v3.RouteMatch
+/// case_sensitive: "Defaults to true").
+const TRUE_WHEN_UNSET: &[&str] = &["case_sensitive"];
 
 /// The fields of `mine` whose value differs in `theirs` (None: istiod wrote nothing
 /// there): (dotted field, mine, theirs), in `mine`'s order.
@@ -58,7 +64,7 @@ fn collect(
 fn is_default(key: &str, v: &Value) -> bool {
     match v {
         Value::Null => true,
-        Value::Bool(b) => !b,
+        Value::Bool(b) => *b == TRUE_WHEN_UNSET.contains(&key),
         Value::Number(n) => n.as_f64() == Some(0.0),
         Value::String(s) => s.is_empty() || ENUM_ZEROS.contains(&(key, s.as_str())),
         Value::Array(a) => a.is_empty(),
@@ -109,7 +115,8 @@ mod tests {
     #[test]
     fn a_field_istiod_leaves_out_is_its_default() {
         let d = diff(
-            json!({"strip_any_host_port": true, "normalize_path": false, "codec_type": "AUTO"}),
+            json!({"strip_any_host_port": true, "normalize_path": false, "codec_type": "AUTO",
+                   "case_sensitive": true}),
             json!({}),
         );
         assert_eq!(
