@@ -43,6 +43,18 @@ fn disagreements(fx: &meshcheck::fixtures::Fixtures, mesh: &Mesh, out: &Output) 
         .collect()
 }
 
+/// `analyze --oracle` found nothing.
+#[track_caller]
+fn assert_no_disagreement(r: &RunResult) {
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout
+            .contains("oracle: 0 disagreement(s) with istiod 1.30.3"),
+        "{}",
+        r.stdout
+    );
+}
+
 #[test]
 fn shipped_fixtures_agree_with_istiod_and_analyze_exits_0() {
     let Some(bin) = bin() else { return };
@@ -51,13 +63,7 @@ fn shipped_fixtures_agree_with_istiod_and_analyze_exits_0() {
         .arg("--oracle")
         .arg(bin)
         .run_plain();
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    assert!(
-        r.stdout
-            .contains("oracle: 0 disagreement(s) with istiod 1.30.3"),
-        "{}",
-        r.stdout
-    );
+    assert_no_disagreement(&r);
 }
 
 #[test]
@@ -537,13 +543,7 @@ checks:
         .arg("--oracle")
         .arg(bin)
         .run_plain();
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    assert!(
-        r.stdout
-            .contains("oracle: 0 disagreement(s) with istiod 1.30.3"),
-        "{}",
-        r.stdout
-    );
+    assert_no_disagreement(&r);
 }
 
 #[test]

@@ -47,6 +47,12 @@ fn client_builder(timeout: Duration, pooled: bool) -> reqwest::ClientBuilder {
     }
 }
 
+/// The unpooled and the pooled client, every request bounded by `timeout`.
+fn clients(timeout: Duration) -> (reqwest::Client, reqwest::Client) {
+    let build = |pooled| client_builder(timeout, pooled).build().unwrap_or_default();
+    (build(false), build(true))
+}
+
 impl Ctx {
     pub fn new(target: Arc<dyn Target>, timeouts: Timeouts, service_port: u16) -> Ctx {
         // reqwest's rustls needs the process-level provider (idempotent).
@@ -54,16 +60,13 @@ impl Ctx {
         let budget = timeouts
             .consistency
             .unwrap_or_else(|| target.consistency_budget());
+        let (client, pooled) = clients(timeouts.request);
         Ctx {
             target,
             budget,
             service_port,
-            client: client_builder(timeouts.request, false)
-                .build()
-                .unwrap_or_default(),
-            pooled: client_builder(timeouts.request, true)
-                .build()
-                .unwrap_or_default(),
+            client,
+            pooled,
             timeouts,
         }
     }
@@ -78,13 +81,10 @@ impl Ctx {
         }
         let mut timeouts = self.timeouts.clone();
         timeouts.request += configured;
+        let (client, pooled) = clients(timeouts.request);
         Ctx {
-            client: client_builder(timeouts.request, false)
-                .build()
-                .unwrap_or_default(),
-            pooled: client_builder(timeouts.request, true)
-                .build()
-                .unwrap_or_default(),
+            client,
+            pooled,
             timeouts,
             ..self.clone()
         }
