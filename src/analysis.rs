@@ -152,200 +152,6 @@ impl Ctx<'_> {
     }
 }
 
-/// Fields Istio's networking v1 API defines, by kind and parent field, so an ignored
-/// field is either "not modelled by meshcheck" (MC302) or "not an Istio field at all"
-/// (MC301): a typo such as `subset` for `subsets` that silently changes behaviour.
-/// Parents not listed are not judged (the field is reported as not modelled).
-const ISTIO_FIELDS: &[(&str, &str, &[&str])] = &[
-    ("Gateway", "spec", &["selector", "servers"]),
-    (
-        "Gateway",
-        "servers",
-        &["port", "bind", "hosts", "tls", "name", "defaultEndpoint"],
-    ),
-    (
-        "Gateway",
-        "port",
-        &["number", "protocol", "name", "targetPort"],
-    ),
-    (
-        "Gateway",
-        "tls",
-        &[
-            "httpsRedirect",
-            "mode",
-            "serverCertificate",
-            "privateKey",
-            "caCertificates",
-            "caCrl",
-            "credentialName",
-            "credentialNames",
-            "tlsCertificates",
-            "subjectAltNames",
-            "verifyCertificateSpki",
-            "verifyCertificateHash",
-            "minProtocolVersion",
-            "maxProtocolVersion",
-            "cipherSuites",
-        ],
-    ),
-    (
-        "VirtualService",
-        "spec",
-        &["hosts", "gateways", "http", "tls", "tcp", "exportTo"],
-    ),
-    (
-        "VirtualService",
-        "http",
-        &[
-            "name",
-            "match",
-            "route",
-            "redirect",
-            "directResponse",
-            "delegate",
-            "rewrite",
-            "timeout",
-            "retries",
-            "fault",
-            "mirror",
-            "mirrors",
-            "mirrorPercentage",
-            "mirrorPercent",
-            "mirror_percent",
-            "corsPolicy",
-            "headers",
-        ],
-    ),
-    (
-        "VirtualService",
-        "match",
-        &[
-            "name",
-            "uri",
-            "scheme",
-            "method",
-            "authority",
-            "headers",
-            "port",
-            "sourceLabels",
-            "gateways",
-            "queryParams",
-            "ignoreUriCase",
-            "withoutHeaders",
-            "sourceNamespace",
-            "statPrefix",
-            "destinationSubnets",
-            "sniHosts",
-            "sourceSubnet",
-        ],
-    ),
-    (
-        "VirtualService",
-        "route",
-        &["destination", "weight", "headers"],
-    ),
-    ("VirtualService", "destination", &["host", "subset", "port"]),
-    (
-        "VirtualService",
-        "rewrite",
-        &["uri", "authority", "uriRegexRewrite"],
-    ),
-    ("VirtualService", "headers", &["request", "response"]),
-    ("VirtualService", "fault", &["delay", "abort"]),
-    (
-        "VirtualService",
-        "delay",
-        &["fixedDelay", "exponentialDelay", "percentage", "percent"],
-    ),
-    (
-        "VirtualService",
-        "abort",
-        &["httpStatus", "grpcStatus", "http2Error", "percentage"],
-    ),
-    ("VirtualService", "percentage", &["value"]),
-    (
-        "VirtualService",
-        "corsPolicy",
-        &[
-            "allowOrigin",
-            "allowOrigins",
-            "allowMethods",
-            "allowHeaders",
-            "exposeHeaders",
-            "maxAge",
-            "allowCredentials",
-            "unmatchedPreflights",
-        ],
-    ),
-    ("VirtualService", "request", &["set", "add", "remove"]),
-    ("VirtualService", "response", &["set", "add", "remove"]),
-    (
-        "DestinationRule",
-        "spec",
-        &[
-            "host",
-            "trafficPolicy",
-            "subsets",
-            "exportTo",
-            "workloadSelector",
-        ],
-    ),
-    (
-        "DestinationRule",
-        "trafficPolicy",
-        &[
-            "loadBalancer",
-            "connectionPool",
-            "outlierDetection",
-            "tls",
-            "portLevelSettings",
-            "tunnel",
-            "proxyProtocol",
-            "retryBudget",
-        ],
-    ),
-    (
-        "DestinationRule",
-        "subsets",
-        &["name", "labels", "trafficPolicy"],
-    ),
-    (
-        "DestinationRule",
-        "tls",
-        &[
-            "mode",
-            "clientCertificate",
-            "privateKey",
-            "caCertificates",
-            "credentialName",
-            "subjectAltNames",
-            "sni",
-            "insecureSkipVerify",
-            "caCrl",
-        ],
-    ),
-];
-
-/// Whether Istio defines `path` (e.g. `spec.http[0].retries`) for `kind`; None when
-/// the parent is not in the table.
-fn istio_defines(kind: &str, path: &str) -> Option<bool> {
-    // serde_ignored writes `?` for an Option it went through: not a field.
-    let segs: Vec<&str> = path
-        .split('.')
-        .filter(|s| *s != "?")
-        .map(|s| s.split('[').next().unwrap_or(s))
-        .collect();
-    let (field, parent) = match segs.as_slice() {
-        [.., parent, field] => (*field, *parent),
-        _ => return None,
-    };
-    ISTIO_FIELDS
-        .iter()
-        .find(|(k, p, _)| *k == kind && *p == parent)
-        .map(|(_, _, fields)| fields.contains(&field))
-}
-
 /// Runs every analysis and the simulation of the suite's traffic checks.
 pub fn analyze(fx: &Fixtures, mesh: &Mesh, suite: &Suite) -> Vec<Finding> {
     let mut c = Ctx {
@@ -372,38 +178,39 @@ pub fn analyze(fx: &Fixtures, mesh: &Mesh, suite: &Suite) -> Vec<Finding> {
     c.out
 }
 
+/// Each field of an Istio object meshcheck does not read, as the loader judged it
+/// against Istio's API (fixtures/istio_api.rs): one Istio defines is "not modelled by
+/// meshcheck" (MC302), one it does not define, at any depth, "not part of Istio's API"
+/// (MC301: a typo such as `subset` for `subsets`, or a field of another version, that
+/// silently changes behaviour). Other warnings of the model are MC303.
 fn fields(c: &mut Ctx) {
+    use crate::fixtures::FieldIssue;
     let warnings = c.mesh.warnings.clone();
     for w in &warnings {
         if w.message.starts_with("spec.selector does not match") {
             continue; // reported as MC114
         }
-        let field = w
-            .message
-            .split('`')
-            .nth(1)
-            .filter(|_| w.message.starts_with("field `"))
-            .map(str::to_string);
-        match field {
-            Some(path) => {
-                let kind = w.object.split(' ').next().unwrap_or("");
-                if istio_defines(kind, &path) != Some(false) {
-                    c.push(
-                        "fields",
-                        Severity::Warning,
-                        "MC302",
-                        None,
-                        w.object.clone(),
-                        &w.at,
-                        format!("field `{path}` is not modelled by meshcheck"),
-                        "Istio applies it; the local target and this analysis do not",
-                    );
-                } else {
-                    c.push("fields", Severity::Warning, "MC301", Some("IST0106 SchemaValidationError"), w.object.clone(), &w.at,
-                        format!("unknown field `{path}`: Istio's API has no such field here (a typo?)"),
-                        "the API server prunes or rejects it; the setting it was meant to be is not applied");
-                }
-            }
+        match &w.field {
+            Some(FieldIssue::NotModelled(path)) => c.push(
+                "fields",
+                Severity::Warning,
+                "MC302",
+                None,
+                w.object.clone(),
+                &w.at,
+                format!("field `{path}` is not modelled by meshcheck"),
+                "Istio applies it; the local target and this analysis do not",
+            ),
+            Some(FieldIssue::NotInIstio(path)) => c.push(
+                "fields",
+                Severity::Warning,
+                "MC301",
+                Some("IST0106 SchemaValidationError"),
+                w.object.clone(),
+                &w.at,
+                format!("unknown field `{path}`: not part of Istio's API (1.30) there (a typo, or another version's field?)"),
+                "the API server prunes it (or refuses the object under strict field validation): Istio does not apply it",
+            ),
             None => c.push(
                 "fields",
                 Severity::Warning,

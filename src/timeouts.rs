@@ -5,11 +5,13 @@ use std::time::Duration;
 
 #[derive(Debug, Clone)]
 pub struct Timeouts {
-    /// How long an http expectation may take to become consistently true
-    /// (3 successes in a row). `None`: the target's suggestion (local: 5 s, clusters:
-    /// 30 s, the Gateway API conformance default). Flag `--budget`.
+    /// How long an http expectation may take to first hold (the rest of its 3
+    /// successes in a row then complete, however long right answers take).
+    /// `None`: the target's suggestion (local: 5 s, clusters: 30 s, the Gateway API
+    /// conformance default). Flag `--budget`.
     pub consistency: Option<Duration>,
-    /// One HTTP request, connect to last byte (conformance: 10 s).
+    /// One HTTP request, connect to last byte (conformance: 10 s); a check adds what
+    /// its route's configuration makes the answer take (`Ctx::allowing`).
     pub request: Duration,
     /// Pause after a failed attempt before the next one (conformance: 100 ms).
     pub failure_pause: Duration,

@@ -175,14 +175,52 @@ fn without_the_delay_fault_jason_is_answered_at_once() {
     let r = run_broken(
         "fault-injection-delay",
         "fault-injection-delay/ratings.yaml",
-        "        fixedDelay: 500ms\n",
+        "        fixedDelay: 7s\n",
         "        fixedDelay: 10ms\n",
     );
     fails_exactly(&r, &["fault-delay::jason-delayed"]);
     assert!(
         r.stdout.contains(
-            "expected an answer after at least 500ms, the configuration delays it by 10ms"
+            "expected an answer after at least 7000ms, the configuration delays it by 10ms"
         ),
+        "{}",
+        r.stdout
+    );
+}
+
+/// Each slow answer (7 s) outlasts the budget; a wrong expectation on it still fails,
+/// with what came back, and nothing claims a run of successes that never was.
+#[test]
+fn a_wrong_expectation_on_the_7s_delay_still_fails() {
+    let r = run_broken(
+        "fault-injection-delay",
+        "fault-injection-delay.yaml",
+        "        backend: { service: ratings, version: v1 }\n        latency: { at_least: 7s",
+        "        backend: { service: ratings, version: v2 }\n        latency: { at_least: 7s",
+    );
+    fails_exactly(&r, &["fault-delay::jason-delayed"]);
+    assert!(
+        r.stdout
+            .contains("expected version v2, got 200 from ratings v1")
+            && !r.stdout.contains("consecutive successes within the budget"),
+        "{}",
+        r.stdout
+    );
+}
+
+/// The 504 after 4 tries of 2 s is right; expecting the backend's answer fails.
+#[test]
+fn a_wrong_expectation_on_the_retried_slow_backend_still_fails() {
+    let r = run_broken(
+        "retries",
+        "retries.yaml",
+        "        status: 504\n        backend: none\n",
+        "        status: 200\n        backend: { service: ratings }\n",
+    );
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.failed.contains("retries::slow-backend-cut-after-4-tries")
+            && r.stdout.contains("expected status 200, got 504"),
         "{}",
         r.stdout
     );

@@ -868,3 +868,243 @@ fn validator_semantics_on_small_schemas() {
     assert_eq!(paths(&v), [""]);
     assert!(v[0].message.contains("anyOf"), "{}", v[0]);
 }
+
+// ---------------------------------------------------------------------------------
+// meshcheck's tree of Istio's API (fixtures/istio_api.rs) against Istio's schemas
+
+use meshcheck::fixtures::istio_api::{spec_of, Node};
+use std::collections::BTreeSet;
+
+/// Every field position under `schema` (the spec's): `spec.http[].route[].weight`,
+/// `[]` for a list item, `{}` for a map value that is itself a message.
+fn schema_fields(schema: &Value, path: &str, out: &mut BTreeSet<String>) {
+    if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+        for (k, v) in props {
+            let p = format!("{path}.{k}");
+            out.insert(p.clone());
+            schema_fields(v, &p, out);
+        }
+    }
+    if let Some(items) = schema.get("items") {
+        schema_fields(items, &format!("{path}[]"), out);
+    }
+    if let Some(ap) = schema.get("additionalProperties").filter(|a| a.is_object()) {
+        schema_fields(ap, &format!("{path}{{}}"), out);
+    }
+    for alt in ["oneOf", "anyOf", "allOf"] {
+        for s in schema
+            .get(alt)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            schema_fields(s, path, out);
+        }
+    }
+}
+
+/// The same positions in meshcheck's tree.
+fn tree_fields(node: &Node, path: &str, out: &mut BTreeSet<String>) {
+    match node {
+        Node::Scalar => {}
+        Node::Object(fields) => {
+            for (k, child) in fields.iter() {
+                let p = format!("{path}.{k}");
+                out.insert(p.clone());
+                tree_fields(child, &p, out);
+            }
+        }
+        Node::List(item) => tree_fields(item, &format!("{path}[]"), out),
+        Node::Map(value) => tree_fields(value, &format!("{path}{{}}"), out),
+    }
+}
+
+fn spec_schema<'a>(schemas: &'a Schemas, kind: &str) -> &'a Value {
+    &schemas.by_kind[kind]["properties"]["spec"]
+}
+
+#[test]
+fn meshchecks_tree_of_istios_api_is_istios_schema_both_ways() {
+    let Some(schemas) = Schemas::load() else {
+        return;
+    };
+    for kind in KINDS {
+        let mut istio = BTreeSet::new();
+        schema_fields(spec_schema(&schemas, kind), "spec", &mut istio);
+        let mut mine = BTreeSet::new();
+        tree_fields(spec_of(kind).unwrap(), "spec", &mut mine);
+        let missing: Vec<_> = istio.difference(&mine).collect();
+        let extra: Vec<_> = mine.difference(&istio).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "{kind}: Istio defines, meshcheck's tree lacks: {missing:#?}\nmeshcheck's tree has, Istio does not define: {extra:#?}"
+        );
+    }
+}
+
+/// A value the schema accepts with only its required fields (enums take their first
+/// value).
+fn minimal(schema: &Value) -> Value {
+    if let Some(e) = schema
+        .get("enum")
+        .and_then(Value::as_array)
+        .and_then(|e| e.first())
+    {
+        return e.clone();
+    }
+    if flag(schema, "x-kubernetes-int-or-string") {
+        return json!(1);
+    }
+    match schema.get("type").and_then(Value::as_str) {
+        Some("object") => {
+            let mut m = Map::new();
+            for r in schema
+                .get("required")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let k = r.as_str().unwrap();
+                m.insert(k.to_string(), minimal(&schema["properties"][k]));
+            }
+            Value::Object(m)
+        }
+        Some("array") => match schema.get("items") {
+            Some(items) if schema.get("minItems").is_some() => json!([minimal(items)]),
+            _ => json!([]),
+        },
+        Some("integer") | Some("number") => json!(1),
+        Some("boolean") => json!(false),
+        _ => json!("a"),
+    }
+}
+
+/// Every message position under `schema` as (the path to it in a generated object,
+/// the object holding a field `meshcheckTypo` there); lists get one item, maps the
+/// key `k`, and every message on the way its required fields.
+fn typo_objects(schema: &Value, at: &str, value: Value, out: &mut Vec<(String, Value)>) {
+    // Every case under the child position `child_at` (schema `child`), each placed into
+    // a copy of this position's value by `put`.
+    let mut descend = |child: &Value, child_at: String, put: &dyn Fn(&mut Value, Value)| {
+        let mut inner = Vec::new();
+        typo_objects(child, &child_at, minimal(child), &mut inner);
+        for (p, c) in inner {
+            let mut v = value.clone();
+            put(&mut v, c);
+            out.push((p, v));
+        }
+    };
+    if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+        for (k, child) in props {
+            let nested = child.get("properties").is_some()
+                || child.get("items").is_some()
+                || child
+                    .get("additionalProperties")
+                    .is_some_and(Value::is_object);
+            if nested {
+                descend(child, format!("{at}.{k}"), &|v, c| v[k] = c);
+            }
+        }
+    }
+    if let Some(items) = schema.get("items") {
+        descend(items, format!("{at}[0]"), &|v, c| *v = json!([c]));
+    }
+    if let Some(ap) = schema.get("additionalProperties").filter(|a| a.is_object()) {
+        descend(ap, format!("{at}.k"), &|v, c| *v = json!({ "k": c }));
+    }
+    if schema.get("properties").is_some() {
+        let mut with_typo = value;
+        with_typo["meshcheckTypo"] = json!("x");
+        out.push((format!("{at}.meshcheckTypo"), with_typo));
+    }
+}
+
+/// A StringMatch (exact, prefix or regex): meshcheck reads it strictly, so a field
+/// beside them is bad input naming the file and field (exit 2), not a warning.
+fn in_string_match(schemas: &Schemas, kind: &str, path: &str) -> bool {
+    let parent = path.strip_suffix(".meshcheckTypo").unwrap_or(path);
+    let mut s = spec_schema(schemas, kind);
+    for seg in parent
+        .trim_start_matches("spec")
+        .split('.')
+        .filter(|s| !s.is_empty())
+    {
+        let (name, indexed) = match seg.strip_suffix("[0]") {
+            Some(n) => (n, true),
+            None => (seg, false),
+        };
+        s = if name == "k" && s.get("properties").is_none() {
+            &s["additionalProperties"]
+        } else {
+            &s["properties"][name]
+        };
+        if indexed {
+            s = &s["items"];
+        }
+    }
+    let keys: BTreeSet<&str> = s
+        .get("properties")
+        .and_then(Value::as_object)
+        .map(|p| p.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    keys == BTreeSet::from(["exact", "prefix", "regex"])
+}
+
+#[test]
+fn an_unknown_field_at_any_depth_of_any_istio_kind_is_mc301() {
+    let Some(schemas) = Schemas::load() else {
+        return;
+    };
+    let suite =
+        meshcheck::suite::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("suites/ingress.yaml"))
+            .unwrap();
+    let mut wrong = Vec::new();
+    let mut judged = 0;
+    for kind in KINDS {
+        let mut cases = Vec::new();
+        let spec_schema = spec_schema(&schemas, kind);
+        typo_objects(spec_schema, "spec", minimal(spec_schema), &mut cases);
+        for (path, spec) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let doc = json!({"apiVersion": API_VERSION, "kind": kind,
+                             "metadata": {"name": "x", "namespace": "atlas"}, "spec": spec});
+            std::fs::write(
+                dir.path().join("x.yaml"),
+                serde_json::to_string(&doc).unwrap(),
+            )
+            .unwrap();
+            let fx = match load_dir(dir.path()) {
+                Ok(fx) => fx,
+                Err(e) if in_string_match(&schemas, kind, &path) => {
+                    let e = e.to_string();
+                    if !(e.contains("x.yaml") && e.contains("meshcheckTypo")) {
+                        wrong.push(format!("{kind} {path}: bad input without its field: {e}"));
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    wrong.push(format!("{kind} {path}: does not load: {e}"));
+                    continue;
+                }
+            };
+            judged += 1;
+            let mesh = meshcheck::istio::Mesh::build(&fx);
+            let findings = meshcheck::analysis::analyze(&fx, &mesh, &suite);
+            let about = |code: &str| {
+                findings
+                    .iter()
+                    .any(|f| f.code == code && f.message.contains(&format!("`{path}`")))
+            };
+            if !about("MC301") || about("MC302") {
+                let said: Vec<String> = findings
+                    .iter()
+                    .filter(|f| f.code.starts_with("MC30"))
+                    .map(|f| format!("{} {}", f.code, f.message))
+                    .collect();
+                wrong.push(format!("{kind} {path}: {said:?}"));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert!(judged > 100, "only {judged} positions judged");
+}

@@ -34,6 +34,16 @@ checks:
       request: { path: /authz/q, query: { x: "a b&c" } }
       expect: { status: 200, body_contains: '"query":"x=a+b%26c"' }
   - group: requests
+    name: query-and-path
+    http:
+      request: { path: /authz/q, query: { x: "1" } }
+      expect: { status: 200, path: /authz/q, body_contains: '"query":"x=1"' }
+  - group: requests
+    name: host-with-port
+    http:
+      request: { path: /authz/h, host: "very.specific.com:1234" }
+      expect: { status: 200, headers: { host: "very.specific.com:1234" } }
+  - group: requests
     name: nothing-answers
     http:
       request: { path: /nowhere }
@@ -59,10 +69,16 @@ fn requests_carry_method_query_and_body_and_the_stub_obeys_its_controls() {
         &[
             "requests::post-with-query-and-body",
             "requests::query-encoded",
+            "requests::query-and-path",
+            // istiod does not strip the port from the Host: the backend sees it.
+            "requests::host-with-port",
             "requests::nothing-answers",
             "latency::slow-stub",
             "latency::fast-stub",
             "static::simulate::requests::post-with-query-and-body",
+            // The backend's path excludes the query string, in traffic as in the
+            // simulation.
+            "static::simulate::requests::query-and-path",
             "static::simulate::requests::nothing-answers",
         ],
     );
@@ -75,10 +91,16 @@ fn a_slow_stub_fails_at_most_and_a_backend_fails_backend_none() {
         .replace("at_least: 300ms, at_most: 2s", "at_most: 100ms")
         .replace("path: /nowhere", "path: /authz/somewhere")
         .replace("status: 404, backend: none", "status: 200, backend: none")
-        .replace("meshcheck-status: \"202\"", "meshcheck-status: \"503\"");
+        .replace("meshcheck-status: \"202\"", "meshcheck-status: \"503\"")
+        .replace(
+            "path: /authz/q, body_contains",
+            "path: /authz/r, body_contains",
+        );
     let r = run_suite(&f, &suite);
     assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
     for c in [
+        "requests::query-and-path",
+        "static::simulate::requests::query-and-path",
         "latency::slow-stub",
         "requests::nothing-answers",
         "static::simulate::requests::nothing-answers",
@@ -92,7 +114,11 @@ fn a_slow_stub_fails_at_most_and_a_backend_fails_backend_none() {
             .contains("expected the answer within 100ms, it took")
             && r.stdout
                 .contains("expected no backend to answer (the gateway itself), got 200 from authz")
-            && r.stdout.contains("expected status 202, got 503 from authz"),
+            && r.stdout.contains("expected status 202, got 503 from authz")
+            && r.stdout
+                .contains("expected the backend to see path /authz/r, it saw /authz/q")
+            && r.stdout
+                .contains("expected the backend to see path /authz/r, predicted /authz/q"),
         "{}",
         r.stdout
     );

@@ -10,7 +10,7 @@ use crate::suite::MirrorExpect;
 use std::time::{Duration, Instant};
 
 /// The least time given to a mirror's record to appear, even late in the budget.
-const MIN_WAIT: Duration = Duration::from_secs(1);
+pub(super) const MIN_WAIT: Duration = Duration::from_secs(1);
 /// Pause between two readings of the records: doubled each time up to
 /// [`POLL_MAX`] (a cluster target reads pod logs through the API server).
 const POLL: Duration = Duration::from_millis(25);

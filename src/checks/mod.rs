@@ -31,6 +31,28 @@ pub struct Ctx {
     pub pooled: reqwest::Client,
 }
 
+/// A client for requests through the ingress: no proxy, no redirects followed, Nagle
+/// off, every request bounded by `timeout`; `pooled` keeps connections for reuse.
+fn client_builder(timeout: Duration, pooled: bool) -> reqwest::ClientBuilder {
+    let b = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .tcp_nodelay(true);
+    if pooled {
+        b
+    } else {
+        b.pool_max_idle_per_host(0)
+    }
+}
+
+/// The unpooled and the pooled client, every request bounded by `timeout`.
+fn clients(timeout: Duration) -> (reqwest::Client, reqwest::Client) {
+    let build = |pooled| client_builder(timeout, pooled).build().unwrap_or_default();
+    (build(false), build(true))
+}
+
 impl Ctx {
     pub fn new(target: Arc<dyn Target>, timeouts: Timeouts, service_port: u16) -> Ctx {
         // reqwest's rustls needs the process-level provider (idempotent).
@@ -38,23 +60,33 @@ impl Ctx {
         let budget = timeouts
             .consistency
             .unwrap_or_else(|| target.consistency_budget());
-        let build = |pool: bool| {
-            let b = reqwest::Client::builder()
-                .no_proxy()
-                .timeout(timeouts.request)
-                .connect_timeout(timeouts.request)
-                .redirect(reqwest::redirect::Policy::none())
-                .tcp_nodelay(true);
-            let b = if pool { b } else { b.pool_max_idle_per_host(0) };
-            b.build().unwrap_or_default()
-        };
+        let (client, pooled) = clients(timeouts.request);
         Ctx {
             target,
             budget,
             service_port,
-            client: build(false),
-            pooled: build(true),
+            client,
+            pooled,
             timeouts,
+        }
+    }
+
+    /// The context for a check whose answers the configuration makes slow: each
+    /// request may take `configured` (the simulation's longest answer: fault delay,
+    /// timeouts, retries, the stub's delay) on top of the usual request timeout, so a
+    /// right answer is never cut off as a timeout.
+    pub fn allowing(&self, configured: Duration) -> Ctx {
+        if configured.is_zero() {
+            return self.clone();
+        }
+        let mut timeouts = self.timeouts.clone();
+        timeouts.request += configured;
+        let (client, pooled) = clients(timeouts.request);
+        Ctx {
+            client,
+            pooled,
+            timeouts,
+            ..self.clone()
         }
     }
 
@@ -87,16 +119,7 @@ impl Ctx {
             });
         }
         let host = tls_host(req, addr);
-        let mut b = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(self.timeouts.request)
-            .connect_timeout(self.timeouts.request)
-            .redirect(reqwest::redirect::Policy::none())
-            .tcp_nodelay(true)
-            .resolve(&host, addr);
-        if !pooled {
-            b = b.pool_max_idle_per_host(0);
-        }
+        let mut b = client_builder(self.timeouts.request, pooled).resolve(&host, addr);
         if req.insecure {
             b = b.tls_danger_accept_invalid_certs(true);
         } else {

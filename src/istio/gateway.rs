@@ -7,6 +7,7 @@
 //! configuration `https.<port>.<port name>.<Gateway>.<namespace>` holding only its
 //! own hosts, and its certificate from the Secret its `credentialName` names.
 
+use super::hcm::HcmPlan;
 use super::mesh::{
     binds, host_matches, narrower, node_ports_reaching, resolve_host, routes_of,
     services_selecting, sort_catch_all_last, translate_port, ChainPlan, ListenerPlan,
@@ -93,6 +94,7 @@ fn warn(warnings: &mut Vec<Warning>, gw: &Item<Gateway>, message: String) {
         at: gw.source.clone(),
         object: gw.describe(),
         message,
+        field: None,
     });
 }
 
@@ -215,6 +217,7 @@ pub(crate) fn build_listeners(
                         l.chains.push(ChainPlan {
                             server_names: Vec::new(),
                             tls: None,
+                            hcm: HcmPlan::gateway(&l.name, None),
                             route_config: RouteConfigPlan {
                                 name: format!("http.{target}"),
                                 vhosts: Vec::new(),
@@ -235,6 +238,7 @@ pub(crate) fn build_listeners(
                     l.chains.push(ChainPlan {
                         server_names: sni_hosts(server).into_iter().filter(|h| h != "*").collect(),
                         tls: Some(server_tls(fx, pod, gw, si, server, &credential)),
+                        hcm: HcmPlan::gateway(&l.name, server.name.as_deref()),
                         route_config: RouteConfigPlan {
                             name: format!(
                                 "https.{number}.{}.{}.{}",

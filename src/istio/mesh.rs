@@ -114,6 +114,8 @@ pub struct ChainPlan {
     pub server_names: Vec<String>,
     /// TLS termination (HTTPS servers).
     pub tls: Option<ServerTlsPlan>,
+    /// The chain's HTTP connection manager settings.
+    pub hcm: super::hcm::HcmPlan,
     pub route_config: RouteConfigPlan,
 }
 
@@ -171,6 +173,11 @@ pub enum PathMatch {
 pub struct RoutePlan {
     /// `<vs namespace>/<vs name>#<http index>.<match index>` for reports.
     pub name: String,
+    /// The Envoy route's name as pilot writes it: the http route's `name`, then `.`
+    /// and the match's `name` when it has one (route.go TranslateRoute).
+    pub envoy_name: String,
+    /// The route's decorator operation (tracing): [`route_operation`].
+    pub operation: String,
     pub virtual_service: String,
     pub source: Source,
     pub http_index: usize,
@@ -853,6 +860,31 @@ fn header_ops(h: Option<&crate::fixtures::istio::HeaderOperations>) -> HeaderOps
 }
 
 /// The Envoy routes for one VirtualService, in order (one per match clause).
+/// A route's decorator operation, as pilot writes it (route.go GetRouteOperation):
+/// `<host>:<port><path>` of the route's only cluster, else `<VirtualService
+/// name>:<listener port><path>`; the path is the prefix with `*`, the exact path or the
+/// regex.
+fn route_operation(
+    path: &PathMatch,
+    destinations: &[WeightedDestination],
+    action: &RouteKind,
+    vs_name: &str,
+    listen_port: u16,
+) -> String {
+    let path = match path {
+        PathMatch::Prefix(p) => format!("{p}*"),
+        PathMatch::Exact(p) | PathMatch::Regex(p) => p.clone(),
+    };
+    let only_cluster = match (action, destinations) {
+        (RouteKind::Forward, [only]) => parse_cluster_name(&only.cluster),
+        _ => None,
+    };
+    match only_cluster {
+        Some((port, _, fqdn)) => format!("{fqdn}:{port}{path}"),
+        None => format!("{vs_name}:{listen_port}{path}"),
+    }
+}
+
 pub(crate) fn routes_of(
     fx: &Fixtures,
     vs: &Item<VirtualService>,
@@ -876,6 +908,7 @@ pub(crate) fn routes_of(
             message: format!(
                 "http[{hi}] has both mirror and mirrors: istiod refuses the VirtualService, none of its routes is programmed"
             ),
+            field: None,
         });
         return out;
     }
@@ -908,6 +941,7 @@ pub(crate) fn routes_of(
                     at: vs.source.clone(),
                     object: vs.describe(),
                     message: format!("http[{hi}]: {why}"),
+                    field: None,
                 });
                 continue;
             }
@@ -940,8 +974,17 @@ pub(crate) fn routes_of(
                 (None, Some(uri)) if !uri.is_empty() => Some(UriRewrite::Prefix(uri.clone())),
                 _ => None,
             };
+            let envoy_name = match (&http.name, &m.name) {
+                (n, Some(mn)) if !mn.is_empty() => {
+                    format!("{}.{mn}", n.as_deref().unwrap_or(""))
+                }
+                (n, _) => n.clone().unwrap_or_default(),
+            };
+            let operation = route_operation(&path, &destinations, &action, &vs.name, listener_port);
             out.push(RoutePlan {
                 name: format!("{}/{}#{hi}.{mi}", vs.namespace, vs.name),
+                envoy_name,
+                operation,
                 virtual_service: vs.describe(),
                 source: vs.source.clone(),
                 http_index: hi,
@@ -1128,6 +1171,7 @@ fn build_cluster(
                     message: format!(
                         "cluster {name}: trafficPolicy.tls.mode {other} is not modelled by meshcheck (TLS origination with the rule's certificates); meshcheck uses auto mTLS, istiod would not"
                     ),
+                    field: None,
                 });
             }
             UpstreamTls::Auto

@@ -4,7 +4,9 @@
 //! this model into Envoy configuration; the analysis and route simulation read it, so
 //! the two cannot disagree.
 
+mod answer_time;
 mod gateway;
+mod hcm;
 mod mesh;
 mod pods;
 pub mod policy;
@@ -12,6 +14,7 @@ mod route_filters;
 mod simulate;
 
 pub use gateway::{credential_problem, sds_name, secret_ref};
+pub use hcm::HcmPlan;
 pub use mesh::*;
 pub use pods::*;
 pub use route_filters::*;

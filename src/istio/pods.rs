@@ -148,6 +148,7 @@ pub fn plan_pods(fx: &Fixtures, warnings: &mut Vec<Warning>) -> Vec<PodPlan> {
                 at: d.source.clone(),
                 object: d.describe(),
                 message: "selector.matchExpressions is not modelled by meshcheck".into(),
+                field: None,
             });
         }
         if sel.match_labels.is_empty() || !crate::fixtures::k8s::selects(&sel.match_labels, &labels)
@@ -156,6 +157,7 @@ pub fn plan_pods(fx: &Fixtures, warnings: &mut Vec<Warning>) -> Vec<PodPlan> {
                 at: d.source.clone(),
                 object: d.describe(),
                 message: "spec.selector does not match the template labels: the API server rejects this Deployment, no pod runs".into(),
+                field: None,
             });
             continue;
         }
@@ -165,6 +167,7 @@ pub fn plan_pods(fx: &Fixtures, warnings: &mut Vec<Warning>) -> Vec<PodPlan> {
                 at: d.source.clone(),
                 object: d.describe(),
                 message: format!("namespace {} is not defined by the fixtures", d.namespace),
+                field: None,
             });
         }
         let injected = injection(&ns_labels, &labels, &tmpl.metadata.annotations);
@@ -204,6 +207,7 @@ pub fn plan_pods(fx: &Fixtures, warnings: &mut Vec<Warning>) -> Vec<PodPlan> {
                 at: d.source.clone(),
                 object: d.describe(),
                 message: format!("pods will not run: {why}"),
+                field: None,
             });
         }
         let hash = template_hash(d);

@@ -254,6 +254,7 @@ impl PolicySource<'_> {
             at: self.rule.source.clone(),
             object: self.rule.describe(),
             message: format!("cluster {}: {message}", self.cluster),
+            field: None,
         };
         if !warnings.contains(&w) {
             warnings.push(w);

@@ -47,8 +47,12 @@ pub struct Branch {
     /// HTTP status, or None when the connection is refused.
     pub status: Option<u16>,
     pub backend: Option<Backend>,
-    /// The path the backend sees.
+    /// The path the backend sees, without the query string (the stub reports the
+    /// two apart, as an HTTP server reads them).
     pub path_seen: Option<String>,
+    /// The query string the backend receives (without `?`), which also carries the
+    /// stub's controls (`meshcheck-delay`, `meshcheck-status`).
+    pub query: String,
     /// Headers the backend sees (request headers plus those the route adds).
     pub headers_seen: BTreeMap<String, String>,
     /// mTLS from the gateway to the pod (None when nothing is reached).
@@ -73,6 +77,10 @@ pub struct Prediction {
     /// Where the request is also sent by the route's mirror policies (Envoy does not
     /// wait for these copies; their answers are dropped).
     pub mirrors: Vec<Mirrored>,
+    /// The longest the answer can take by the configuration (fault delay, timeouts,
+    /// retries) and the stub's delay the request asks for (answer_time.rs); zero when
+    /// nothing in them makes it slow.
+    pub longest_answer: std::time::Duration,
 }
 
 /// One mirror policy of the matched route, as the simulation sees it.
@@ -93,7 +101,8 @@ pub struct RouteRef {
     pub virtual_service: String,
     pub source: crate::fixtures::Source,
     pub http_index: usize,
-    /// The path after the route's rewrite (what the backend sees, if one answers).
+    /// The path after the route's rewrite, without the query string (what the backend
+    /// sees, if one answers).
     pub path_seen: String,
 }
 
@@ -114,6 +123,7 @@ impl Prediction {
             status: Some(a.http_status),
             backend: None,
             path_seen: None,
+            query: String::new(),
             headers_seen: BTreeMap::new(),
             mtls: None,
             cluster: None,
@@ -374,6 +384,12 @@ pub fn rewritten_path(r: &RoutePlan, path: &str) -> String {
     }
 }
 
+/// A `:path` split into the path and the query string (without `?`), as an HTTP
+/// server reads them.
+pub fn split_query(path: &str) -> (&str, &str) {
+    path.split_once('?').unwrap_or((path, ""))
+}
+
 /// The `Location` of a redirect as Envoy writes it (RouteEntryImplBase::newUri): the
 /// request's scheme, host and path unless the redirect replaces them; a port replaces
 /// the request's.
@@ -508,12 +524,12 @@ impl Mesh {
             };
             return status_only(steps, None, 404, why);
         };
-        let path_seen = rewritten_path(route, &req.path);
+        let forwarded = rewritten_path(route, &req.path);
         let rref = RouteRef {
             virtual_service: route.virtual_service.clone(),
             source: route.source.clone(),
             http_index: route.http_index,
-            path_seen: path_seen.clone(),
+            path_seen: split_query(&forwarded).0.to_string(),
         };
         steps.push(format!(
             "{} http[{}] ({}) matched {}",
@@ -531,20 +547,22 @@ impl Mesh {
                 ));
             }
         }
-        let mut p = self.route_action(steps, rref, route, req, &path_seen);
+        let mut p = self.route_action(steps, rref, route, req, &forwarded);
         p.fault = route.filters.fault.clone();
+        p.longest_answer += super::answer_time::fault_delay(route);
         p
     }
 
     /// What the matched route does with `req`: the gateway answers (redirect, direct
-    /// response) or it forwards to its weighted destinations.
+    /// response) or it forwards to its weighted destinations, with `forwarded` as the
+    /// `:path` (after the rewrite, query included).
     fn route_action(
         &self,
         mut steps: Vec<String>,
         rref: RouteRef,
         route: &RoutePlan,
         req: &SimRequest,
-        path_seen: &str,
+        forwarded: &str,
     ) -> Prediction {
         if let Some(why) = cors_preflight_answer(route, req) {
             return status_only(steps, Some(rref), 200, why);
@@ -581,8 +599,8 @@ impl Mesh {
                 );
             }
         }
-        if path_seen != req.path {
-            steps.push(format!("rewrite {} -> {path_seen}", req.path));
+        if forwarded != req.path {
+            steps.push(format!("rewrite {} -> {forwarded}", req.path));
         }
         let total: u32 = route.destinations.iter().map(|d| d.weight).sum();
         let mut branches = Vec::new();
@@ -619,15 +637,16 @@ impl Mesh {
             {
                 headers.remove(&k.to_ascii_lowercase());
             }
-            branches.extend(self.cluster_branches(&d.cluster, share, path_seen, headers));
+            branches.extend(self.cluster_branches(&d.cluster, share, forwarded, headers));
         }
         for b in &mut branches {
             time_out_slow_answer(route, b);
         }
+        let longest_answer = super::answer_time::upstream_bound(route, &branches);
         let mirrors = route
             .mirrors
             .iter()
-            .map(|m| self.mirrored(m, path_seen, &req.headers))
+            .map(|m| self.mirrored(m, forwarded, &req.headers))
             .collect();
         Prediction {
             steps,
@@ -635,6 +654,7 @@ impl Mesh {
             branches,
             fault: None,
             mirrors,
+            longest_answer,
         }
     }
 
@@ -668,19 +688,22 @@ impl Mesh {
     /// The branches of one destination: a failure, or one branch per backend (service,
     /// version) among the cluster's endpoints, each with its share of the endpoints
     /// (Envoy balances over every endpoint of the cluster, whatever the pods' versions:
-    /// a destination without subset reaches every version).
+    /// a destination without subset reaches every version). `forwarded` is the
+    /// `:path` Envoy sends, query included.
     fn cluster_branches(
         &self,
         name: &str,
         share: f64,
-        path: &str,
+        forwarded: &str,
         headers: BTreeMap<String, String>,
     ) -> Vec<Branch> {
+        let (path, query) = split_query(forwarded);
         let base = Branch {
             share,
             status: Some(503),
             backend: None,
             path_seen: None,
+            query: String::new(),
             headers_seen: BTreeMap::new(),
             mtls: None,
             cluster: Some(name.to_string()),
@@ -761,14 +784,14 @@ impl Mesh {
             groups[i].1 += 1;
         }
         let total = c.endpoints.len();
-        let groups = outlier_survivors(c, groups, |b| stub_status(&headers, path, &b.version));
+        let groups = outlier_survivors(c, groups, |b| stub_status(&headers, query, &b.version));
         let total_left: usize = groups.iter().map(|(_, n)| n).sum();
         let ejected = total - total_left;
         groups
             .into_iter()
             .map(|(backend, n)| Branch {
                 share: share * n as f64 / total_left.max(1) as f64,
-                status: Some(stub_status(&headers, path, &backend.version)),
+                status: Some(stub_status(&headers, query, &backend.version)),
                 reason: format!(
                     "cluster {name} ({tls}) -> {n} of {total} endpoint(s) ({}){} -> {} from {} {}, path {path}, {}",
                     backend.pods.join(", "),
@@ -777,13 +800,14 @@ impl Mesh {
                     } else {
                         String::new()
                     },
-                    stub_status(&headers, path, &backend.version),
+                    stub_status(&headers, query, &backend.version),
                     backend.service,
                     backend.version,
                     if mtls { "mTLS" } else { "plaintext" }
                 ),
                 backend: Some(backend),
                 path_seen: Some(path.to_string()),
+                query: query.to_string(),
                 headers_seen: headers.clone(),
                 mtls: Some(mtls),
                 ..base.clone()
@@ -827,12 +851,9 @@ fn time_out_slow_answer(route: &RoutePlan, b: &mut Branch) {
     if b.backend.is_none() {
         return;
     }
-    let path = b.path_seen.as_deref().unwrap_or("");
-    let query = path.split_once('?').map(|(_, q)| q).unwrap_or("");
-    let delay = crate::stub::controls::controls(|n| b.headers_seen.get(n).cloned(), query)
-        .ok()
-        .and_then(|c| c.delay);
-    let Some(delay) = delay else { return };
+    let Some(delay) = super::answer_time::stub_delay(b) else {
+        return;
+    };
     let limits = [
         route.timeout_ms,
         route
@@ -856,11 +877,10 @@ fn time_out_slow_answer(route: &RoutePlan, b: &mut Branch) {
     b.backend = None;
 }
 
-/// The status meshcheck's stub answers a request with these headers and path: what
-/// `x-meshcheck-status` / `meshcheck-status` ask for (400 for a value it cannot
-/// read), else 200 (src/stub/controls.rs).
-fn stub_status(headers: &BTreeMap<String, String>, path: &str, version: &str) -> u16 {
-    let query = path.split_once('?').map(|(_, q)| q).unwrap_or("");
+/// The status meshcheck's stub answers a request with these headers and query
+/// string: what `x-meshcheck-status` / `meshcheck-status` ask for (400 for a value it
+/// cannot read), else 200 (src/stub/controls.rs).
+fn stub_status(headers: &BTreeMap<String, String>, query: &str, version: &str) -> u16 {
     match crate::stub::controls::controls(|n| headers.get(n).cloned(), query) {
         Ok(c) => c.status_for(version),
         Err(_) => 400,
@@ -991,12 +1011,14 @@ fn refused(steps: Vec<String>, why: String) -> Prediction {
             status: None,
             backend: None,
             path_seen: None,
+            query: String::new(),
             headers_seen: BTreeMap::new(),
             mtls: None,
             cluster: None,
             reason: format!("{why}: connection refused"),
         }],
         mirrors: Vec::new(),
+        longest_answer: std::time::Duration::ZERO,
     }
 }
 
@@ -1015,11 +1037,13 @@ fn status_only(
             status: Some(status),
             backend: None,
             path_seen: None,
+            query: String::new(),
             headers_seen: BTreeMap::new(),
             mtls: None,
             cluster: None,
             reason: why,
         }],
         mirrors: Vec::new(),
+        longest_answer: std::time::Duration::ZERO,
     }
 }

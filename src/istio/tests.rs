@@ -126,6 +126,8 @@ fn hosts_resolve_and_match_like_istio() {
 /// A route with `prefix` and `rewrite`, for the rewrite semantics below.
 fn rewrite_route(path: PathMatch, rewrite: UriRewrite) -> RoutePlan {
     RoutePlan {
+        envoy_name: String::new(),
+        operation: String::new(),
         name: "t".into(),
         virtual_service: "VirtualService ns/t".into(),
         source: Default::default(),
@@ -234,6 +236,7 @@ fn a_fault_abort_takes_its_share_of_requests_before_the_route_forwards() {
         status: Some(200),
         backend: None,
         path_seen: None,
+        query: String::new(),
         headers_seen: Default::default(),
         mtls: None,
         cluster: Some("c".into()),
@@ -245,6 +248,7 @@ fn a_fault_abort_takes_its_share_of_requests_before_the_route_forwards() {
         branches: vec![forward],
         fault: None,
         mirrors: vec![],
+        longest_answer: Default::default(),
     };
     assert_eq!(p.outcomes().len(), 1);
     p.fault = Some(FaultPlan {
@@ -274,6 +278,7 @@ fn chain(names: &[&str], rc: &str) -> ChainPlan {
     ChainPlan {
         server_names: names.iter().map(|s| s.to_string()).collect(),
         tls: None,
+        hcm: HcmPlan::gateway("0.0.0.0_8443", None),
         route_config: RouteConfigPlan {
             name: rc.into(),
             vhosts: Vec::new(),
@@ -428,4 +433,58 @@ fn a_consistent_hash_is_in_the_decision_path() {
         .simulate(&req)
         .explain()
         .contains("consistent hash"));
+}
+
+/// The mesh of an example suite's fixtures (examples/<base> + examples/<own>).
+fn example(own: &str) -> Mesh {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let fx = crate::fixtures::load_dirs(&[root.join("bookinfo"), root.join(own)]).unwrap();
+    Mesh::build(&fx)
+}
+
+fn ratings_request(headers: &[(&str, &str)]) -> SimRequest {
+    SimRequest {
+        service_port: 80,
+        method: "GET".into(),
+        host: "node".into(),
+        path: "/ratings/0".into(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn the_longest_answer_counts_the_fault_delay() {
+    // Istio's fault-injection task: 7 s for jason, nothing for others; pilot's default
+    // retry policy (2 retries) may add 2 back-offs of at most 250 ms to either.
+    let m = example("fault-injection-delay");
+    let jason = m.simulate(&ratings_request(&[("end-user", "jason")]));
+    assert_eq!(jason.longest_answer, std::time::Duration::from_millis(7500));
+    let alice = m.simulate(&ratings_request(&[("end-user", "alice")]));
+    assert_eq!(alice.longest_answer, std::time::Duration::from_millis(500));
+}
+
+#[test]
+fn the_longest_answer_counts_every_try_of_a_slow_backend() {
+    // retries: 3 attempts after the first, 2 s per try; the stub takes 3 s: 4 tries of
+    // 2 s and 3 back-offs of at most 250 ms.
+    let m = example("retries");
+    let slow = m.simulate(&ratings_request(&[("x-meshcheck-delay", "3s")]));
+    assert_eq!(slow.longest_answer, std::time::Duration::from_millis(8750));
+    // A stub quicker than the per-try timeout is tried once per try at its own pace.
+    let quick = m.simulate(&ratings_request(&[("x-meshcheck-delay", "500ms")]));
+    assert_eq!(quick.longest_answer, std::time::Duration::from_millis(2750));
+}
+
+#[test]
+fn the_route_timeout_ends_the_whole_exchange() {
+    // request-timeouts: reviews has `timeout: 0.5s`; a 10 s stub is cut at 0.5 s.
+    let m = example("request-timeouts");
+    let mut req = ratings_request(&[("x-meshcheck-delay", "10s")]);
+    req.path = "/reviews/0".into();
+    let p = m.simulate(&req);
+    assert_eq!(p.longest_answer, std::time::Duration::from_millis(500));
 }

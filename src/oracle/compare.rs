@@ -7,7 +7,8 @@
 //! rewrite, weights, timeouts and retries, hash policy); MC404 a cluster differs
 //! (existence, TLS, SNI, endpoints, lb_policy, circuit breakers, outlier detection,
 //! connect timeout, panic threshold, HTTP protocol options); MC405
-//! the gateway listeners differ; MC406 (warning, info) what istiod's validation warns
+//! the gateway listeners differ (names, filter chains, every HttpConnectionManager field
+//! the model sets); MC406 (warning, info) what istiod's validation warns
 //! about and objects the oracle is not given.
 
 use super::output::{GatewayConfig, Output, RouteTable};
@@ -400,8 +401,81 @@ fn filter_chains(d: &mut Diff, gi: usize, gw: &GatewayProxy, og: &GatewayConfig,
     }
 }
 
+/// istiod's HttpConnectionManager of the filter chain routing with `rds`, on the
+/// listener named `listener`.
+fn oracle_hcm<'a>(
+    og: &'a GatewayConfig,
+    listener: &str,
+    rds: &str,
+) -> Option<&'a serde_json::Value> {
+    og.listeners
+        .iter()
+        .filter(|l| l.get("name").and_then(|n| n.as_str()) == Some(listener))
+        .flat_map(|l| {
+            l.get("filter_chains")
+                .and_then(|c| c.as_array())
+                .into_iter()
+                .flatten()
+        })
+        .flat_map(|c| {
+            c.get("filters")
+                .and_then(|f| f.as_array())
+                .into_iter()
+                .flatten()
+        })
+        .filter_map(|f| f.get("typed_config"))
+        .find(|tc| {
+            tc.pointer("/rds/route_config_name")
+                .and_then(|n| n.as_str())
+                == Some(rds)
+        })
+}
+
+/// Per filter chain both have: every HttpConnectionManager field the model sets
+/// (HcmPlan) against istiod's value of it.
+fn connection_managers(
+    d: &mut Diff,
+    gi: usize,
+    gw: &GatewayProxy,
+    og: &GatewayConfig,
+    pod_name: &str,
+) {
+    for l in &gw.listeners {
+        for c in &l.chains {
+            let Some(theirs) = oracle_hcm(og, &l.name, &c.route_config.name) else {
+                continue; // reported with the filter chains
+            };
+            let diffs = super::fields::differing(&c.hcm.envoy_fields(), Some(theirs));
+            if diffs.is_empty() {
+                continue;
+            }
+            let at = c
+                .tls
+                .as_ref()
+                .map(|t| t.source.clone())
+                .unwrap_or_else(|| first_gateway_source(d, gi));
+            let diffs: Vec<(&str, String, String)> = diffs
+                .iter()
+                .map(|(f, m, t)| (f.as_str(), m.clone(), t.clone()))
+                .collect();
+            let (m, i) = d.both(&diffs);
+            d.push(
+                "MC405",
+                pod_name.to_string(),
+                at,
+                format!(
+                    "listener {} route configuration {}: HttpConnectionManager {m}",
+                    l.name, c.route_config.name
+                ),
+                i,
+            );
+        }
+    }
+}
+
 fn listeners(d: &mut Diff, gi: usize, gw: &GatewayProxy, og: &GatewayConfig, pod_name: &str) {
     filter_chains(d, gi, gw, og, pod_name);
+    connection_managers(d, gi, gw, og, pod_name);
     let mine: BTreeSet<String> = gw.listeners.iter().map(|l| l.name.clone()).collect();
     let theirs: BTreeSet<String> = og
         .listeners
@@ -603,8 +677,36 @@ fn routes(
                 format!("istiod {}: {t}", d.release),
             );
         }
+        if let (Some(m), Some(t)) = (mv.routes.get(ai), tv.routes.get(aj)) {
+            route_fields(d, &format!("{rc} {vh} route {ai}"), m, &t.envoy);
+        }
         (i, j) = (ai + 1, aj + 1);
     }
+}
+
+/// Every field of the Envoy route the model writes (what the local target serves)
+/// against istiod's route, for two routes whose views agree: what the views leave out
+/// (the route's name, decorator, retry host selection, ...) differs nowhere either.
+fn route_fields(d: &mut Diff, what: &str, m: &crate::istio::RoutePlan, theirs: &serde_json::Value) {
+    let serde_json::Value::Object(mine) = crate::targets::local::envoy_route(m) else {
+        return;
+    };
+    let diffs = super::fields::differing(&mine, Some(theirs));
+    if diffs.is_empty() {
+        return;
+    }
+    let diffs: Vec<(&str, String, String)> = diffs
+        .iter()
+        .map(|(f, a, b)| (f.as_str(), a.clone(), b.clone()))
+        .collect();
+    let (ms, is) = d.both(&diffs);
+    d.push(
+        "MC403",
+        m.virtual_service.clone(),
+        m.source.clone(),
+        format!("{what} (http[{}]): Envoy route {ms}", m.http_index),
+        is,
+    );
 }
 
 /// Index pairs of a longest common subsequence of `a` and `b`.
@@ -634,6 +736,25 @@ fn lcs<T: PartialEq>(a: &[T], b: &[T]) -> Vec<(usize, usize)> {
     out
 }
 
+/// Every traffic-policy field the model writes on cluster `name` (what the local
+/// target serves) against istiod's cluster; endpoints and TLS are compared by the
+/// cluster view (the local target delivers them statically and from files).
+fn cluster_fields(
+    mesh: &Mesh,
+    name: &str,
+    theirs: &serde_json::Value,
+) -> Vec<(String, String, String)> {
+    let Some(c) = mesh.clusters.get(name) else {
+        return Vec::new();
+    };
+    let mut mine = serde_json::json!({});
+    crate::targets::local::envoy_cluster_policy(&mut mine, &c.policy);
+    match mine {
+        serde_json::Value::Object(m) => super::fields::differing(&m, Some(theirs)),
+        _ => Vec::new(),
+    }
+}
+
 fn clusters(d: &mut Diff, og: &GatewayConfig, routed: &BTreeSet<String>) {
     for name in routed {
         let theirs = og.cluster_summary.iter().find(|c| &c.cluster == name);
@@ -657,7 +778,13 @@ fn clusters(d: &mut Diff, og: &GatewayConfig, routed: &BTreeSet<String>) {
                     .find(|c| c.get("name").and_then(|n| n.as_str()) == Some(name))
                     .cloned()
                     .unwrap_or_default();
-                let diffs = m.diff(&oracle_cluster(d.mesh, t, &envoy));
+                let mut diffs = m.diff(&oracle_cluster(d.mesh, t, &envoy));
+                let fields = cluster_fields(d.mesh, name, &envoy);
+                diffs.extend(
+                    fields
+                        .iter()
+                        .map(|(f, a, b)| (f.as_str(), a.clone(), b.clone())),
+                );
                 if !diffs.is_empty() {
                     let (ms, is) = d.both(&diffs);
                     d.push("MC404", object, at, format!("cluster {name}: {ms}"), is);

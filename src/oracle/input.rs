@@ -319,7 +319,8 @@ fn request(id: String, gateway: String, port: u16, node_port: u16, r: &RequestSp
             .host
             .clone()
             .unwrap_or_else(|| format!("node:{node_port}")),
-        path: r.path.clone(),
+        // The query too: routes match on it (queryParams), as in the model.
+        path: r.path_and_query(),
         headers: r
             .headers
             .iter()

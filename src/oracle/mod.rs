@@ -5,6 +5,7 @@
 
 pub mod binary;
 pub mod compare;
+mod fields;
 pub mod input;
 pub mod output;
 pub mod views;

@@ -872,7 +872,8 @@ pub fn oracle_answer(s: &SimResult) -> Answer {
             outcome: "route".into(),
             virtual_service: v.virtual_service,
             clusters: v.action,
-            path: r.rewritten_path.clone(),
+            // Envoy forwards the query with the path; the backend's path is without it.
+            path: crate::istio::split_query(&r.rewritten_path).0.to_string(),
         };
     }
     match s.error.as_str() {

@@ -300,13 +300,26 @@ pub struct LiveIngress {
 
 impl LiveIngress {
     pub fn start(timeouts: meshcheck::timeouts::Timeouts) -> LiveIngress {
+        LiveIngress::start_with(
+            &root().join("fixtures/ingress"),
+            &root().join("suites/ingress.yaml"),
+            timeouts,
+        )
+    }
+
+    /// The fixtures in `dir` with the suite at `suite`.
+    pub fn start_with(
+        dir: &Path,
+        suite: &Path,
+        timeouts: meshcheck::timeouts::Timeouts,
+    ) -> LiveIngress {
         use meshcheck::targets::local::{LocalOptions, LocalTarget};
         use meshcheck::targets::Target;
-        let fx = meshcheck::fixtures::load_dir(&root().join("fixtures/ingress")).unwrap();
+        let fx = meshcheck::fixtures::load_dir(dir).unwrap();
         let opts = LocalOptions::new(vec![env!("CARGO_BIN_EXE_meshcheck-stub").into()]);
         let mesh = meshcheck::istio::Mesh::build(&fx);
         let target = std::sync::Arc::new(LocalTarget::start(mesh, &opts).unwrap());
-        let suite = meshcheck::suite::load(&root().join("suites/ingress.yaml")).unwrap();
+        let suite = meshcheck::suite::load(suite).unwrap();
         let dyn_target: std::sync::Arc<dyn Target> = target.clone();
         let ctx = meshcheck::checks::Ctx::new(dyn_target, timeouts, 80);
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -324,13 +337,17 @@ impl LiveIngress {
 
     /// Runs the suite's check `name` (e.g. `routing::atlas-ui`) once.
     pub fn run(&self, name: &str) -> meshcheck::checks::Outcome {
-        let check = self
-            .suite
+        self.rt
+            .block_on(meshcheck::checks::run(&self.ctx, self.check(name)))
+    }
+
+    /// The suite's check `name`.
+    pub fn check(&self, name: &str) -> &meshcheck::suite::CheckSpec {
+        self.suite
             .checks
             .iter()
             .find(|c| c.full_name() == name)
-            .unwrap_or_else(|| panic!("no check {name}"));
-        self.rt.block_on(meshcheck::checks::run(&self.ctx, check))
+            .unwrap_or_else(|| panic!("no check {name}"))
     }
 }
 

@@ -8,9 +8,9 @@ use super::certs::CertFiles;
 use crate::fixtures::istio::StringMatch;
 use crate::istio::policy::{ClusterPolicy, HashPolicy, LbPolicy, OutlierPlan};
 use crate::istio::{
-    ClusterPlan, CorsPlan, FaultPlan, Fraction, HeaderOps, ListenerPlan, ListenerProtocol, Matcher,
-    Mesh, MirrorPlan, PathMatch, Redirect, RetryPlan, RouteConfigPlan, RouteFilters, RouteKind,
-    RoutePlan, UpstreamTls, UriRewrite,
+    ChainPlan, ClusterPlan, CorsPlan, FaultPlan, Fraction, HeaderOps, ListenerPlan,
+    ListenerProtocol, Matcher, Mesh, MirrorPlan, PathMatch, Redirect, RetryPlan, RouteFilters,
+    RouteKind, RoutePlan, UpstreamTls, UriRewrite,
 };
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -201,7 +201,8 @@ fn gateway_answer(kind: &RouteKind) -> Option<(&'static str, Value)> {
     }
 }
 
-fn route(r: &RoutePlan) -> Value {
+/// A gateway route as Envoy JSON, as pilot writes it (route.go TranslateRoute).
+pub(crate) fn route(r: &RoutePlan) -> Value {
     let mut m = serde_json::Map::new();
     match &r.path {
         PathMatch::Prefix(p) => m.insert("prefix".into(), json!(p)),
@@ -226,7 +227,8 @@ fn route(r: &RoutePlan) -> Value {
         m.insert("headers".into(), json!(headers));
     }
     if let Some(answer) = gateway_answer(&r.action) {
-        let mut out = json!({"name": r.name, "match": m, "decorator": {"operation": r.name}});
+        let mut out =
+            json!({"name": r.envoy_name, "match": m, "decorator": {"operation": r.operation}});
         let (key, value) = answer;
         out[key] = value;
         header_ops_into(&mut out, "request", &r.request_headers);
@@ -284,8 +286,8 @@ fn route(r: &RoutePlan) -> Value {
             json!(r.mirrors.iter().map(mirror_policy).collect::<Vec<_>>()),
         );
     }
-    let mut out = json!({"name": r.name, "match": m, "route": action,
-                         "decorator": {"operation": r.name}});
+    let mut out = json!({"name": r.envoy_name, "match": m, "route": action,
+                         "decorator": {"operation": r.operation}});
     // pilot (route.go processDestination): a single destination's header operations
     // go on the route, after the route's own.
     let (req, resp) = match r.destinations.as_slice() {
@@ -320,7 +322,10 @@ fn header_ops_into(v: &mut Value, which: &str, ops: &HeaderOps) {
     }
 }
 
-fn gateway_hcm(l: &ListenerPlan, rc: &RouteConfigPlan) -> Value {
+/// The HTTP connection manager of gateway filter chain `c`: the model's settings
+/// (HcmPlan, as istiod writes them), the route configuration inline, the filters.
+fn gateway_hcm(c: &ChainPlan) -> Value {
+    let rc = &c.route_config;
     let vhosts: Vec<Value> = rc
         .vhosts
         .iter()
@@ -336,23 +341,17 @@ fn gateway_hcm(l: &ListenerPlan, rc: &RouteConfigPlan) -> Value {
             v
         })
         .collect();
-    json!({
-        "name": "envoy.filters.network.http_connection_manager",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-            "stat_prefix": format!("outbound_{}", l.name),
-            "codec_type": "AUTO",
-            "server_name": "istio-envoy",
-            "use_remote_address": true,
-            "normalize_path": true,
-            "strip_any_host_port": true,
-            "forward_client_cert_details": "SANITIZE_SET",
-            "set_current_client_cert_details": {"subject": true, "dns": true, "uri": true},
-            "route_config": {"name": rc.name, "validate_clusters": false,
-                             "virtual_hosts": vhosts},
-            "http_filters": gateway_http_filters()
-        }
-    })
+    let mut config = c.hcm.envoy_fields();
+    config.insert(
+        "@type".into(),
+        json!("type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"),
+    );
+    config.insert(
+        "route_config".into(),
+        json!({"name": rc.name, "validate_clusters": false, "virtual_hosts": vhosts}),
+    );
+    config.insert("http_filters".into(), gateway_http_filters());
+    json!({"name": "envoy.filters.network.http_connection_manager", "typed_config": config})
 }
 
 fn upstream_tls(c: &ClusterPlan, gw_cert: &CertFiles, root: &Path) -> Value {
@@ -405,7 +404,7 @@ fn seconds(ms: u64) -> String {
 /// The traffic policy's part of a cluster, as pilot's applyTrafficPolicy writes it
 /// (cluster_traffic_policy.go: applyConnectionPool, applyOutlierDetection,
 /// applyLoadBalancer, ApplyRingHashLoadBalancer).
-fn apply_policy(out: &mut Value, p: &ClusterPolicy) {
+pub(crate) fn apply_policy(out: &mut Value, p: &ClusterPolicy) {
     out["connect_timeout"] = json!(seconds(p.connect_timeout_ms));
     let (lb, config) = match &p.lb {
         LbPolicy::LeastRequest => ("LEAST_REQUEST", None),
@@ -541,7 +540,7 @@ fn filter_chains(l: &ListenerPlan, credentials: &BTreeMap<String, CertFiles>) ->
     }
     let mut out = Vec::new();
     for c in &l.chains {
-        let mut chain = json!({"filters": [gateway_hcm(l, &c.route_config)]});
+        let mut chain = json!({"filters": [gateway_hcm(c)]});
         if let Some(tls) = &c.tls {
             let Some(files) = credentials
                 .get(&tls.sds_name)

@@ -14,6 +14,7 @@
 pub mod addresses;
 pub mod certs;
 mod envoy;
+pub(crate) use envoy::{apply_policy as envoy_cluster_policy, route as envoy_route};
 mod forker;
 mod istiod;
 pub mod procs;
