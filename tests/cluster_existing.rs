@@ -355,6 +355,16 @@ async fn an_object_meshcheck_did_not_create_is_taken_over_only_with_adopt() {
                            "kind": "Namespace", "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]}]})))
         .mount(&server)
         .await;
+    // Istio's default injector is installed.
+    Mock::given(method("GET"))
+        .and(path("/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfigurationList",
+            "metadata": {}, "items": [{"metadata": {"name": "istio-sidecar-injector"}, "webhooks": [
+                {"name": "namespace.sidecar-injector.istio.io", "admissionReviewVersions": ["v1"], "sideEffects": "None",
+                 "clientConfig": {"service": {"name": "istiod", "namespace": "istio-system"}}}]}]})))
+        .mount(&server)
+        .await;
     // mc-atlas exists, made by someone with kubectl.
     Mock::given(method("GET"))
         .and(path("/api/v1/namespaces/mc-atlas"))

@@ -121,4 +121,14 @@ pub struct ClusterArgs {
     /// create (existing target; without it such an object is an error).
     #[arg(long)]
     pub adopt: bool,
+    /// Label the fixtures' namespaces `istio.io/rev=REVISION` instead of
+    /// `istio-injection=enabled`, for a cluster whose Istio is installed as revisions
+    /// only (existing target). Without it, such a cluster is refused before anything
+    /// is applied.
+    #[arg(long, value_name = "REVISION")]
+    pub revision: Option<String>,
+    /// How long each Deployment of the fixtures may take to roll out (existing
+    /// target; e.g. 90s, 5m).
+    #[arg(long, value_parser = crate::timeouts::parse_duration, value_name = "DURATION")]
+    pub rollout_timeout: Option<std::time::Duration>,
 }

@@ -164,6 +164,12 @@ pub fn start_target(
             "--control-plane istiod is for the local target: a cluster runs its own istiod".into(),
         ));
     }
+    let c = &choice.cluster;
+    if choice.target != TargetKind::Existing && (c.revision.is_some() || c.rollout_timeout.is_some()) {
+        return Err(Error::Usage(
+            "--revision and --rollout-timeout are for --target existing (kind and sandbox install Istio themselves)".into(),
+        ));
+    }
     Ok(match choice.target {
         TargetKind::Local | TargetKind::Auto => {
             let exe = std::env::current_exe().map_err(|source| TargetError::Io {
@@ -241,8 +247,9 @@ pub fn start_target(
                 node_address: cluster.node_address,
                 stub_image: cluster.stub_image.clone(),
                 keep: choice.keep,
-                rollout_timeout: None,
+                rollout_timeout: cluster.rollout_timeout,
                 adopt: cluster.adopt,
+                revision: cluster.revision.clone(),
                 diagnostics_dir: Some(choice.diagnostics.clone()),
             };
             if let Some(prefix) = &cluster.namespace_prefix {

@@ -10,8 +10,8 @@ use std::time::Duration;
 /// Installs Ctrl-C / SIGTERM handling: the first signal stops every process (SIGTERM,
 /// grace, SIGKILL), removes working directories and exits 130; a second one kills
 /// everything at once. With `probing`, a first signal while its receiver listens (a
-/// probe under way) only tells the probe to stop: it ends, stops the target and
-/// writes its report.
+/// probe, an upgrade's steps) only tells the run to stop: it ends what is under way
+/// (an upgrade undoes its relabelling), stops the target and writes its report.
 fn install_signal_handlers(
     rt: &tokio::runtime::Runtime,
     grace: Duration,
@@ -24,7 +24,7 @@ fn install_signal_handlers(
         };
         tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
         if let Some(stop) = probing.filter(|s| s.send(true).is_ok()) {
-            eprintln!("\ninterrupted: stopping the probe, then the target (Ctrl-C again to kill at once)");
+            eprintln!("\ninterrupted: finishing the step under way, undoing what it changed, then stopping the target (Ctrl-C again to kill at once)");
             tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
             drop(stop);
             procs::kill_all_now();

@@ -189,6 +189,9 @@ pub struct DeployOptions {
     /// Take over fixture objects that exist already and meshcheck did not create
     /// (see [`ApplyOptions::adopt`]).
     pub adopt: bool,
+    /// `--revision R`: namespaces get `istio.io/rev=R` instead of `istio-injection`
+    /// (a revision-only Istio install has no default injector).
+    pub revision: Option<String>,
     /// Where diagnostics go when the apply or a rollout fails (collected before
     /// anything is cleaned up); `None`: not collected.
     pub diagnostics_dir: Option<PathBuf>,
@@ -274,6 +277,7 @@ pub async fn deploy(
     let prefix = opts.namespace_prefix.as_deref();
     let mut target = ClusterTarget::undeployed(name, client.clone(), fx, mesh, opts);
     if opts.apply {
+        preflight(&client, fx, opts).await?;
         target.apply_fixtures(fx, opts).await?;
     }
     target.wait_for_rollouts(fx, opts).await?;
@@ -284,6 +288,31 @@ pub async fn deploy(
         .props
         .push(("node.address".into(), target.node.to_string()));
     Ok(target)
+}
+
+/// What is checked before anything is applied: no fixture namespace is being
+/// deleted, and the fixtures' injection labels reach an injector of the cluster.
+async fn preflight(
+    client: &::kube::Client,
+    fx: &Fixtures,
+    opts: &DeployOptions,
+) -> Result<(), TargetError> {
+    let unavailable = |why: String| TargetError::Unavailable {
+        target: "cluster".into(),
+        why,
+    };
+    let namespaces = fixture_namespaces(fx, opts.namespace_prefix.as_deref());
+    if let Some(why) = k::terminating_namespace(client, &namespaces).await? {
+        return Err(unavailable(why));
+    }
+    let wanted = fx.objects.iter().any(k::injection::asks_for_injection);
+    if wanted {
+        let injectors = k::injection::injectors(client).await?;
+        if let Some(why) = injectors.refusal(wanted, opts.revision.as_deref()) {
+            return Err(unavailable(why));
+        }
+    }
+    Ok(())
 }
 
 /// The `namespace/name` of the fixtures' Services as named on the cluster.
@@ -336,6 +365,7 @@ fn apply_options(opts: &DeployOptions) -> ApplyOptions {
         crd_timeout: opts.crd_timeout,
         adopt: opts.adopt,
         progress_deadline: Some(progress_deadline_for(opts.rollout_timeout)),
+        revision: opts.revision.clone(),
         ..ApplyOptions::default()
     }
 }

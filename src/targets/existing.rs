@@ -25,6 +25,8 @@ pub struct ExistingOptions {
     pub rollout_timeout: Option<Duration>,
     /// Take over fixture objects that exist already and meshcheck did not create.
     pub adopt: bool,
+    /// `--revision R`: label namespaces `istio.io/rev=R` (revision-only installs).
+    pub revision: Option<String>,
     /// Where diagnostics go when the apply or a rollout fails.
     pub diagnostics_dir: Option<PathBuf>,
 }
@@ -215,6 +217,7 @@ pub async fn bring_up(
         crd_timeout: Duration::from_secs(30),
         delete_created: !opts.keep && !opts.no_apply,
         adopt: opts.adopt,
+        revision: opts.revision.clone(),
         diagnostics_dir: opts.diagnostics_dir.clone(),
     };
     let mut target = deploy("existing", client, fx, mesh, &dopts, opts.node_address).await?;

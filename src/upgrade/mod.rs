@@ -117,6 +117,10 @@ struct Context<'a> {
     rate: f64,
     /// Go on past a precheck that found issues.
     ignore_precheck: bool,
+    /// Set by the first Ctrl-C / SIGTERM while the steps run: the step under way is
+    /// abandoned and the transition aborted (a canary's namespace labels put back)
+    /// before the target stops.
+    interrupt: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 /// `meshcheck upgrade`.
@@ -139,7 +143,8 @@ pub fn command(args: UpgradeArgs) -> Result<u8, Error> {
     };
     let junit = run::junit_path(args.junit.as_ref(), &suite, "upgrade-");
     let prepared = bring_up::prepare(target_kind, &[args.from.clone(), args.to.clone()])?;
-    let rt = session::runtime(timeouts.stop_grace, None)?;
+    let interrupt = Arc::new(tokio::sync::watch::channel(false).0);
+    let rt = session::runtime(timeouts.stop_grace, Some(interrupt.clone()))?;
     let versions = match target_kind {
         TargetKind::Local | TargetKind::Auto => Some(ask_versions(&args, &fx, &mesh, &suite)?),
         _ => None,
@@ -187,6 +192,7 @@ pub fn command(args: UpgradeArgs) -> Result<u8, Error> {
         rt: &rt,
         rate: args.rate,
         ignore_precheck: args.ignore_precheck,
+        interrupt: interrupt.clone(),
     };
     let outcome = steps(&ctx, transition.as_mut());
     drop(transition);
@@ -197,7 +203,8 @@ pub fn command(args: UpgradeArgs) -> Result<u8, Error> {
     rt.block_on(target.shutdown());
     drop(running);
     let config_diff = versions.map(|v| v.diff).unwrap_or_default();
-    finish(outcome, &args, props, config_diff, &junit, started)
+    let code = finish(outcome, &args, props, config_diff, &junit, started)?;
+    Ok(if *interrupt.borrow() { crate::error::exit::INTERRUPTED } else { code })
 }
 
 fn step_line(what: &str) {
@@ -295,7 +302,14 @@ fn take_step(
 ) -> bool {
     step_line(&format!("{name} ..."));
     let started = Instant::now();
-    match ctx.rt.block_on(step(t)) {
+    let mut interrupted = ctx.interrupt.subscribe();
+    let run = async {
+        tokio::select! {
+            r = step(t) => r.map_err(|e| e.to_string()),
+            _ = interrupted.wait_for(|i| *i) => Err("interrupted (Ctrl-C): the step was abandoned".to_string()),
+        }
+    };
+    match ctx.rt.block_on(run) {
         Ok(()) => {
             step_line(&format!(
                 "{name}: done in {:.1}s",
@@ -355,6 +369,10 @@ fn precheck_stops(prechecks: &[Precheck], ignore: bool) -> Option<String> {
 
 /// The whole upgrade between bring-up and shutdown.
 fn steps(ctx: &Context<'_>, t: &mut dyn Transition) -> Outcome {
+    // While this receiver lives, a first Ctrl-C only marks the run interrupted (see
+    // session::runtime): the current step ends at once, the rest is skipped, and
+    // `abort` undoes what the transition changed.
+    let _listening = ctx.interrupt.subscribe();
     let mut outcome = Outcome::default();
     match ctx.rt.block_on(t.precheck()) {
         Ok(p) => outcome.prechecks = p,
@@ -362,6 +380,10 @@ fn steps(ctx: &Context<'_>, t: &mut dyn Transition) -> Outcome {
             outcome.failed_step = Some(("precheck".into(), e.to_string()));
             return outcome;
         }
+    }
+    if *ctx.interrupt.borrow() {
+        outcome.failed_step = Some(("precheck".into(), "interrupted (Ctrl-C)".into()));
+        return outcome;
     }
     if let Some(why) = precheck_stops(&outcome.prechecks, ctx.ignore_precheck) {
         eprintln!("upgrade: {why}");

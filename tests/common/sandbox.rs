@@ -126,3 +126,34 @@ pub async fn client() -> kube::Client {
         .unwrap();
     kube::Client::try_from(config).unwrap()
 }
+
+/// `meshcheck --target existing` on the shared sandbox under the namespace prefix
+/// `prefix` (the stub image given as one pushed to a registry, which the sandbox
+/// plays as the stub), only `sidecars::injected` (read through the API: the node
+/// address is inside the sandbox's network namespace), with `extra` arguments.
+pub fn existing_with(
+    prefix: &str,
+    fixtures: Option<&std::path::Path>,
+    extra: &[&str],
+) -> super::RunResult {
+    let s = shared();
+    let junit = tempfile::tempdir().unwrap();
+    let mut run = super::Run::new()
+        .arg("--target")
+        .arg("existing")
+        .arg("--kubeconfig")
+        .arg(&s.kubeconfig)
+        .arg("--stub-image")
+        .arg("registry.example/team/meshcheck/stub:v1")
+        .arg("--namespace-prefix")
+        .arg(prefix)
+        .arg("--junit")
+        .arg(junit.path().join("junit.xml"));
+    if let Some(f) = fixtures {
+        run = run.fixtures(f);
+    }
+    for a in extra {
+        run = run.arg(a);
+    }
+    run.arg("--exact").arg("sidecars::injected").run_plain()
+}

@@ -414,6 +414,7 @@ fn deploy_options(opts: &KindOptions, tag: &str) -> DeployOptions {
         delete_created: false,
         // The cluster is meshcheck's own (created, or reused from an earlier run).
         adopt: true,
+        revision: None,
         diagnostics_dir: opts.diagnostics_dir.clone(),
     }
 }

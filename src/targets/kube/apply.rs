@@ -32,6 +32,9 @@ pub struct ApplyOptions {
     /// The most `spec.progressDeadlineSeconds` a Deployment gets (lowered to it when
     /// unset or larger), so that it agrees with the rollout wait.
     pub progress_deadline: Option<Duration>,
+    /// `--revision R`: Namespaces asking for injection get `istio.io/rev=R` instead
+    /// of `istio-injection=enabled` (see [`super::injection::use_revision`]).
+    pub revision: Option<String>,
 }
 
 impl Default for ApplyOptions {
@@ -43,6 +46,7 @@ impl Default for ApplyOptions {
             crd_timeout: Duration::from_secs(60),
             adopt: false,
             progress_deadline: None,
+            revision: None,
         }
     }
 }
@@ -206,6 +210,7 @@ fn prepare(
     body["apiVersion"] = Value::String(object.api_version.clone());
     body["kind"] = Value::String(object.kind.clone());
     strip_server_fields(&mut body);
+    mark_managed(&mut body);
     let mut namespace = object.namespace.clone();
     let mut name = object.name.clone();
     if let Some((from, to)) = &opts.image_rewrite {
@@ -222,6 +227,9 @@ fn prepare(
             }
         }
     }
+    if let Some(rev) = &opts.revision {
+        super::injection::use_revision(&object.kind, &mut body, rev);
+    }
     if let Some(r) = renamer {
         namespace = r.rename(&namespace);
         if object.kind == "Namespace" {
@@ -235,6 +243,21 @@ fn prepare(
         name,
         body,
     })
+}
+
+/// The label every applied object carries. Besides naming who applied it, it is a
+/// field meshcheck's server-side apply owns: the API server drops the managedFields
+/// entry of a manager that owns no field, so an object sent with nothing but its name
+/// (a bare Namespace) would otherwise not show meshcheck as its manager, and the next
+/// run would take it for someone else's.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "meshcheck");
+
+fn mark_managed(body: &mut Value) {
+    let meta = &mut body["metadata"];
+    if !meta["labels"].is_object() {
+        meta["labels"] = Value::Object(Default::default());
+    }
+    meta["labels"][MANAGED_BY.0] = Value::String(MANAGED_BY.1.into());
 }
 
 /// Removes what a `kubectl get -o yaml` dump carries and an apply must not send.
@@ -568,6 +591,11 @@ async fn apply_one(
         // cleanup of a run would not delete it (not created), but the object would
         // still be changed: only objects an earlier meshcheck run applied (kept) are
         // applied again without `--adopt`.
+        if object.kind == "Namespace"
+            && super::injection::keep_live_revision(&mut prepared.body, meta.metadata.labels.as_ref())
+        {
+            tracing::info!("{source}: {describe} is labelled istio.io/rev: istio-injection not added");
+        }
         let managers = managers(&meta.metadata);
         if !opts.adopt && !managers.iter().any(|m| m == &opts.field_manager) {
             return Err(KubeError::NotOurs {

@@ -3,6 +3,8 @@
 
 pub mod apply;
 pub mod error;
+pub mod injection;
+pub mod namespaces;
 pub mod pods;
 pub mod wait;
 
@@ -14,6 +16,7 @@ pub use apply::{
     image_matches, Applied, ApplyOptions, Isolation, NamespaceRenamer,
 };
 pub use error::KubeError;
+pub use namespaces::terminating_namespace;
 pub use pods::{
     first_ready_internal_ip, judged, list_pods, node_address, node_ready, not_ready_reason,
     pod_info, seen_in_logs, why_not_ready,

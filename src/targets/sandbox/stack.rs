@@ -115,6 +115,11 @@ fn controller_manager(bins: &KubeBins, pki: &Pki) -> Component {
             ),
             format!("--root-ca-file={}", pki.ca_cert.display()),
             format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+            // The node's heartbeats come from kwok, which a loaded 2-core machine can
+            // starve past the default 50 s: the node lifecycle controller would then
+            // mark the node NotReady and every pod Ready=False (MarkPodsNotReady), a
+            // failure of the test bed, not of what runs on it.
+            arg("--node-monitor-grace-period=3m"),
         ],
     }
 }

@@ -381,6 +381,7 @@ pub async fn bring_up(
         crd_timeout: Duration::from_secs(30),
         delete_created: true,
         adopt: false,
+        revision: None,
         diagnostics_dir: opts.diagnostics_dir.clone(),
     };
     let mut cluster = match deploy(

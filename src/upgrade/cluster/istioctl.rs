@@ -311,6 +311,40 @@ impl IstioctlUpgrade {
             .await
             .map_err(|e| e.to_string())?;
         }
+        self.verify_proxies(opts).await
+    }
+
+    /// Every injected pod of the fixtures' namespaces runs B's proxy now: its
+    /// `istio-proxy` image tag is B's release (and, for a canary, its injection status
+    /// names B's revision). A pod still on A fails the step, named.
+    async fn verify_proxies(&self, opts: &ClusterUpgradeOptions) -> Result<(), String> {
+        let revision = (opts.strategy == Strategy::Canary).then(|| revision_for(&opts.to));
+        let mut checked = 0;
+        let mut stale = Vec::new();
+        for ns in &self.namespaces {
+            let pods = k::list_pods(&self.client, std::slice::from_ref(ns))
+                .await
+                .map_err(|e| e.to_string())?;
+            for p in pods {
+                let Some(image) = proxy_image(&p) else { continue };
+                checked += 1;
+                let tag = image.rsplit(':').next().unwrap_or("");
+                let on_b = tag == opts.to || tag.starts_with(&format!("{}.", opts.to));
+                let rev_ok = revision.as_ref().is_none_or(|r| injected_revision(&p).as_deref() == Some(r));
+                if !on_b || !rev_ok {
+                    stale.push(format!("{}/{} ({image}, revision {})", p.namespace, p.name, injected_revision(&p).unwrap_or_default()));
+                }
+            }
+        }
+        if !stale.is_empty() {
+            return Err(format!(
+                "after the restarts, {} of {checked} injected pod(s) do not run Istio {}'s proxy: {}",
+                stale.len(),
+                opts.to,
+                stale.join(", ")
+            ));
+        }
+        eprintln!("upgrade: every injected pod ({checked}) runs Istio {}'s proxy", opts.to);
         Ok(())
     }
 
@@ -330,7 +364,11 @@ impl IstioctlUpgrade {
             let (pp, patch) = (PatchParams::default(), Patch::Merge(restore_patch(&r)));
             let put_back = api.patch(&r.namespace, &pp, &patch);
             match tokio::time::timeout(Duration::from_secs(30), put_back).await {
-                Ok(Ok(_)) => eprintln!("  Namespace {}: injection labels restored", r.namespace),
+                Ok(Ok(ns)) => eprintln!(
+                    "  Namespace {}: injection labels restored ({})",
+                    r.namespace,
+                    injection_labels(&ns)
+                ),
                 Ok(Err(e)) => eprintln!(
                     "warning: cannot restore the labels of Namespace {}: {e}",
                     r.namespace
@@ -344,6 +382,21 @@ impl IstioctlUpgrade {
         if self.canary_installed {
             eprintln!("note: the canary revision stays installed (pods may run its proxies)");
         }
+    }
+}
+
+/// A namespace's injection labels as the API server has them (`istio-injection=enabled`,
+/// `istio.io/rev=1-31`, or `none`).
+fn injection_labels(ns: &Namespace) -> String {
+    let labels = ns.metadata.labels.iter().flatten();
+    let shown: Vec<String> = labels
+        .filter(|(k, _)| *k == "istio-injection" || *k == "istio.io/rev")
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    if shown.is_empty() {
+        "none".into()
+    } else {
+        shown.join(", ")
     }
 }
 
@@ -363,6 +416,21 @@ async fn restart(client: &::kube::Client, ns: &str, name: &str) -> Result<(), St
     .map_err(|e| format!("cannot restart Deployment {ns}/{name}: {e}"))?;
     eprintln!("  Deployment {ns}/{name}: restarted");
     Ok(())
+}
+
+/// The image of a pod's `istio-proxy` (a container, or a native sidecar).
+fn proxy_image(p: &crate::targets::PodInfo) -> Option<String> {
+    p.containers
+        .iter()
+        .chain(p.init_containers.iter())
+        .find(|c| c.name == "istio-proxy")
+        .map(|c| c.image.clone())
+}
+
+/// The revision Istio's injector recorded in `sidecar.istio.io/status`.
+fn injected_revision(p: &crate::targets::PodInfo) -> Option<String> {
+    let status: Value = serde_json::from_str(p.annotations.get("sidecar.istio.io/status")?).ok()?;
+    status.get("revision")?.as_str().map(str::to_string)
 }
 
 /// Deletes the pods of Deployment `ns/name` at once (grace period 0, as `kubectl

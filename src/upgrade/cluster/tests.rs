@@ -43,6 +43,11 @@ struct State {
     labels: BTreeMap<String, BTreeMap<String, String>>,
     generations: BTreeMap<String, i64>,
     stuck: BTreeSet<String>,
+    /// The proxy of each Deployment's pod: (istio-proxy image tag, injected revision).
+    /// A restart injects it anew: B's tag, the revision the namespace names.
+    proxies: BTreeMap<String, (String, String)>,
+    /// Deployments whose restarted pods keep A's proxy (an injector still on A).
+    keep_a: BTreeSet<String>,
 }
 
 /// Namespaces and Deployments of the fake API; every call goes to the timeline.
@@ -77,6 +82,26 @@ impl Cluster {
                           "readyReplicas": 1, "availableReplicas": 1}})
     }
 
+    /// The namespace's pods, one per Deployment, with the proxy each was injected with.
+    fn pods(&self, ns: &str) -> Value {
+        let st = self.state.lock().unwrap();
+        let items: Vec<Value> = st
+            .proxies
+            .iter()
+            .filter_map(|(id, proxy)| Some((id.strip_prefix(&format!("{ns}/"))?, proxy)))
+            .map(|(name, (tag, rev))| {
+                let status = json!({"containers": ["istio-proxy"], "revision": rev}).to_string();
+                json!({"metadata": {"name": format!("{name}-1"), "namespace": ns,
+                                    "labels": {"app": name},
+                                    "annotations": {"sidecar.istio.io/status": status}},
+                       "spec": {"containers": [{"name": "app", "image": "x"},
+                                               {"name": "istio-proxy", "image": format!("docker.io/istio/proxyv2:{tag}")}]},
+                       "status": {"phase": "Running"}})
+            })
+            .collect();
+        json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items})
+    }
+
     fn patch_namespace(&self, ns: &str, request: &Request) -> String {
         let body: Value = serde_json::from_slice(&request.body).unwrap_or_default();
         let mut st = self.state.lock().unwrap();
@@ -104,13 +129,13 @@ impl Cluster {
             Some(t) if body == restart_patch(t) => "restartedAt",
             _ => "NOT-A-RESTART",
         };
-        *self
-            .state
-            .lock()
-            .unwrap()
-            .generations
-            .entry(format!("{ns}/{name}"))
-            .or_insert(1) += 1;
+        let id = format!("{ns}/{name}");
+        let mut st = self.state.lock().unwrap();
+        *st.generations.entry(id.clone()).or_insert(1) += 1;
+        if !st.keep_a.contains(&id) {
+            let rev = st.labels.get(ns).and_then(|l| l.get("istio.io/rev")).cloned();
+            st.proxies.insert(id, (TO.to_string(), rev.unwrap_or_else(|| "default".into())));
+        }
         format!("restart {ns}/{name} {} {shape}", content_type(request))
     }
 }
@@ -138,6 +163,9 @@ impl Respond for Cluster {
             }
             ("PATCH", ["", "api", "v1", "namespaces", ns]) => {
                 (self.patch_namespace(ns, request), self.namespace(ns))
+            }
+            ("GET", ["", "api", "v1", "namespaces", ns, "pods"]) => {
+                (format!("list pods {ns}"), self.pods(ns))
             }
             ("GET", ["", "apis", "apps", "v1", "namespaces", ns, "deployments", name]) => {
                 (format!("get deploy {ns}/{name}"), self.deployment(ns, name))
@@ -194,6 +222,9 @@ impl Bench {
             BTreeMap::from([("istio-injection".into(), "enabled".into())]),
         );
         st.labels.insert("istio-ingress".into(), BTreeMap::new());
+        for id in DEPLOYMENTS {
+            st.proxies.insert(id.into(), (FROM.into(), "default".into()));
+        }
         let state = Arc::new(Mutex::new(st));
         let cluster = Cluster {
             log: dir.path().join("log"),
@@ -201,7 +232,7 @@ impl Bench {
         };
         for verb in ["GET", "PATCH"] {
             Mock::given(path_regex(
-                r"^/api/v1/namespaces/[^/]+$|^/apis/apps/v1/namespaces/[^/]+/deployments/[^/]+$",
+                r"^/api/v1/namespaces/[^/]+(/pods)?$|^/apis/apps/v1/namespaces/[^/]+/deployments/[^/]+$",
             ))
             .and(method(verb))
             .respond_with(cluster.clone())
@@ -291,15 +322,19 @@ fn v(lines: &[&str]) -> Vec<String> {
     lines.iter().map(|l| l.to_string()).collect()
 }
 
-/// Restart and wait, for each Deployment: the gateway first, then the workloads.
+/// The fixtures' Deployments, the gateway first.
+const DEPLOYMENTS: [&str; 5] = [
+    "istio-ingress/my-ingress-gateway",
+    "atlas/atlas-ui",
+    "atlas/authz",
+    "atlas/nb-rest-v1",
+    "atlas/nb-rest-v2",
+];
+
+/// Restart and wait, for each Deployment: the gateway first, then the workloads;
+/// then every namespace's pods are listed to see that they run B's proxy.
 fn restarts() -> Vec<String> {
-    [
-        "istio-ingress/my-ingress-gateway",
-        "atlas/atlas-ui",
-        "atlas/authz",
-        "atlas/nb-rest-v1",
-        "atlas/nb-rest-v2",
-    ]
+    DEPLOYMENTS
     .iter()
     .flat_map(|d| {
         [
@@ -307,6 +342,7 @@ fn restarts() -> Vec<String> {
             format!("get deploy {d}"),
         ]
     })
+    .chain(["list pods atlas".to_string(), "list pods istio-ingress".to_string()])
     .collect()
 }
 
@@ -494,6 +530,25 @@ async fn a_stuck_rollout_fails_the_proxies_step_and_abort_restores_the_labels() 
     // Abort is done once.
     t.abort().await;
     assert_eq!(b.timeline().len(), timeline.len() + 2);
+}
+
+/// A pod whose restart left A's proxy in place (its injector still A's) fails the
+/// proxies step, named with its image and revision, although every rollout completed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_still_on_the_old_proxy_fails_the_proxies_step() {
+    for strategy in [Strategy::InPlace, Strategy::Canary] {
+        let b = Bench::start().await;
+        b.state.lock().unwrap().keep_a.insert("atlas/authz".into());
+        let mut t = b.transition(b.opts(strategy));
+        t.upgrade_control_plane().await.unwrap();
+        let msg = message(&t.restart_proxies().await.expect_err("authz keeps A's proxy"));
+        assert!(
+            msg.contains("upgrade step `proxies` failed")
+                && msg.contains("1 of 5 injected pod(s) do not run Istio 1.30.3's proxy")
+                && msg.contains(&format!("atlas/authz-1 (docker.io/istio/proxyv2:{FROM}, revision default)")),
+            "{strategy:?}: {msg}"
+        );
+    }
 }
 
 /// A command that outlives the step timeout is stopped with everything it started.

@@ -164,7 +164,8 @@ async fn applies_with_server_side_apply_in_dependency_order() {
     assert_eq!(vs["kind"], "VirtualService");
     assert_eq!(
         vs["metadata"],
-        json!({"name": "nb-rest", "namespace": "atlas"})
+        json!({"name": "nb-rest", "namespace": "atlas",
+               "labels": {"app.kubernetes.io/managed-by": "meshcheck"}})
     );
     assert_eq!(
         vs["spec"]["gateways"],
@@ -173,7 +174,8 @@ async fn applies_with_server_side_apply_in_dependency_order() {
     let ns = body(&patches(&fake).await[0]);
     assert_eq!(
         ns["metadata"],
-        json!({"name": "atlas", "labels": {"istio-injection": "enabled"}})
+        json!({"name": "atlas", "labels": {"istio-injection": "enabled",
+                                           "app.kubernetes.io/managed-by": "meshcheck"}})
     );
 
     // Each object was looked up first, and each group version discovered once.

@@ -124,6 +124,7 @@ async fn existing_target_applies_reads_the_cluster_and_passes_the_suite() {
         crd_timeout: Duration::from_secs(5),
         delete_created: true,
         adopt: false,
+        revision: None,
         diagnostics_dir: None,
     };
     let cluster = deploy("existing", fake.client.clone(), &fx, &mesh, &opts, None)

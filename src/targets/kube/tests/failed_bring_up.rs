@@ -41,6 +41,7 @@ fn opts(dir: &Path) -> DeployOptions {
         crd_timeout: Duration::from_secs(5),
         delete_created: true,
         adopt: false,
+        revision: None,
         diagnostics_dir: Some(dir.to_path_buf()),
     }
 }

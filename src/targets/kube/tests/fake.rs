@@ -42,6 +42,13 @@ impl FakeApi {
             .with_priority(FALLBACK)
             .mount(&fake.server)
             .await;
+        // Istio's default-revision injector (a cluster with `istioctl install`).
+        Mock::given(method("GET"))
+            .and(path("/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(default_injector()))
+            .with_priority(FALLBACK - 1)
+            .mount(&fake.server)
+            .await;
         // Objects not created yet.
         Mock::given(method("GET"))
             .and(path_regex(r"^/apis?/.+/[^/]+/[^/]+$"))
@@ -63,6 +70,16 @@ impl FakeApi {
             .mount(&fake.server)
             .await;
         fake
+    }
+
+    /// Answers the MutatingWebhookConfigurations list with `body` (e.g. a revision-only
+    /// install's).
+    pub async fn serve_webhooks(&self, body: Value) {
+        self.mount_get(
+            "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations",
+            body,
+        )
+        .await;
     }
 
     pub async fn serve_istio(&self) {
@@ -373,4 +390,26 @@ impl Respond for RolledOut {
                                       {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}]}
         }))
     }
+}
+
+/// The MutatingWebhookConfigurations of a default `istioctl install`: the default
+/// revision's `rev.namespace.` webhook and the default injector's `namespace.` one.
+pub fn default_injector() -> Value {
+    injector_list(&[("rev.namespace.sidecar-injector.istio.io", "default"), ("namespace.sidecar-injector.istio.io", "default")])
+}
+
+/// A MutatingWebhookConfigurationList with one configuration holding `hooks`
+/// (`(name, revision)`).
+pub fn injector_list(hooks: &[(&str, &str)]) -> Value {
+    let webhooks: Vec<Value> = hooks
+        .iter()
+        .map(|(name, rev)| {
+            json!({"name": name, "admissionReviewVersions": ["v1"], "sideEffects": "None",
+                   "clientConfig": {"service": {"name": "istiod", "namespace": "istio-system"}},
+                   "namespaceSelector": {"matchExpressions": [
+                       {"key": "istio.io/rev", "operator": "In", "values": [rev]}]}})
+        })
+        .collect();
+    json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfigurationList",
+           "metadata": {}, "items": [{"metadata": {"name": "istio-sidecar-injector"}, "webhooks": webhooks}]})
 }

@@ -5,4 +5,5 @@ mod existing_e2e;
 mod failed_bring_up;
 pub(crate) mod fake;
 mod pods;
+mod preflight;
 mod wait;

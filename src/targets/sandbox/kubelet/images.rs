@@ -25,9 +25,21 @@ pub fn name_and_tag(image: &str) -> (&str, &str) {
     (name, tag)
 }
 
+/// Whether `image` is meshcheck's stub, as built (`meshcheck/stub:TAG`) or pushed
+/// somewhere a cluster pulls it from (`--stub-image registry.example/team/meshcheck/stub:v1`).
+fn is_stub(image: &str) -> bool {
+    let image = image.split('@').next().unwrap_or(image);
+    let last = image.rsplit('/').next().unwrap_or(image);
+    let repo = match last.split_once(':') {
+        Some((name, _tag)) => &image[..image.len() - last.len() + name.len()],
+        None => image,
+    };
+    repo == crate::istio::STUB_IMAGE || repo.ends_with(&format!("/{}", crate::istio::STUB_IMAGE))
+}
+
 /// The program for `image`, or why the sandbox cannot run it.
 pub fn program_for(image: &str) -> Result<Program, String> {
-    if image.starts_with(crate::istio::STUB_IMAGE) {
+    if is_stub(image) {
         return Ok(Program::Stub);
     }
     let (name, tag) = name_and_tag(image);
@@ -52,6 +64,11 @@ mod tests {
     #[test]
     fn images_are_played_by_name_and_release() {
         assert_eq!(program_for("meshcheck/stub:latest"), Ok(Program::Stub));
+        assert_eq!(program_for("meshcheck/stub"), Ok(Program::Stub));
+        assert_eq!(program_for("registry.example:5000/team/meshcheck/stub:v1"), Ok(Program::Stub));
+        assert_eq!(program_for("registry.example/meshcheck/stub@sha256:00"), Ok(Program::Stub));
+        assert!(program_for("registry.example/meshcheck/stubborn:v1").is_err());
+        assert!(program_for("meshcheck/stub-other:v1").is_err());
         assert_eq!(
             program_for("docker.io/istio/proxyv2:1.30.3"),
             Ok(Program::PilotAgent {

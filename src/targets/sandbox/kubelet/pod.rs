@@ -586,6 +586,11 @@ impl RunningPod {
         {
             Ok(_) => self.patched = Some(patch),
             Err(kube::Error::Api(s)) if s.code == 404 => {}
+            // The API server unreachable: the sandbox is stopping (or the API server
+            // died, which its own supervision reports); retried on the next tick.
+            Err(e @ kube::Error::Service(_)) => {
+                tracing::debug!("sandbox kubelet: status of {}: {e}", self.id())
+            }
             Err(e) => tracing::warn!("sandbox kubelet: status of {}: {e}", self.id()),
         }
     }
@@ -747,7 +752,12 @@ pub async fn run(
                     Some(pod) if pod.metadata.deletion_timestamp.is_some() => {
                         break End::Deleting(Box::new(pod));
                     }
-                    Some(pod) => p.pod = pod,
+                    Some(pod) => {
+                        if p.patched.as_ref().is_some_and(|sent| status::drifted(sent, &pod)) {
+                            p.patched = None;
+                        }
+                        p.pod = pod;
+                    }
                 }
             }
             _ = stop.changed() => break End::Shutdown,

@@ -130,6 +130,23 @@ impl PodView {
     }
 }
 
+/// Whether the API server's pod status says otherwise than the kubelet's last patch
+/// on the conditions the kubelet owns (`Ready`, `ContainersReady`...): someone else
+/// changed them, as the node lifecycle controller sets `Ready=False` on every pod of a
+/// node it found NotReady. A real kubelet's status manager then writes its own view
+/// again; so does this one.
+pub fn drifted(patched: &Value, live: &k8s_openapi::api::core::v1::Pod) -> bool {
+    let ours = patched.pointer("/status/conditions").and_then(Value::as_array);
+    let theirs = live.status.as_ref().and_then(|s| s.conditions.as_ref());
+    let Some(ours) = ours else { return false };
+    ours.iter().any(|c| {
+        let kind = c.get("type").and_then(Value::as_str).unwrap_or_default();
+        let status = c.get("status").and_then(Value::as_str).unwrap_or_default();
+        let live = theirs.into_iter().flatten().find(|l| l.type_ == kind);
+        live.is_some_and(|l| l.status != status)
+    })
+}
+
 /// Now, as the API writes times.
 pub fn now() -> String {
     k8s_openapi::jiff::Timestamp::now()
@@ -195,6 +212,21 @@ mod tests {
         assert_eq!(s["containerStatuses"][0]["containerID"], "meshcheck://42");
         let _: k8s_openapi::api::core::v1::PodStatus =
             serde_json::from_value(s.clone()).expect("a valid PodStatus");
+    }
+
+    #[test]
+    fn a_ready_condition_changed_by_someone_else_is_drift() {
+        let sent = view(true).to_patch();
+        let mut live: k8s_openapi::api::core::v1::Pod =
+            serde_json::from_value(json!({"metadata": {"name": "p"}, "status": sent["status"].clone()})).unwrap();
+        assert!(!drifted(&sent, &live));
+        // The node lifecycle controller's MarkPodsNotReady.
+        for c in live.status.as_mut().unwrap().conditions.as_mut().unwrap() {
+            if c.type_ == "Ready" {
+                c.status = "False".into();
+            }
+        }
+        assert!(drifted(&sent, &live));
     }
 
     #[test]
