@@ -615,6 +615,7 @@ pub fn command(args: ProbeArgs) -> Result<u8, Error> {
         restartable: false,
         istiod: None,
         prepared,
+        reach_gateway: true,
         diagnostics: junit
             .parent()
             .unwrap_or(std::path::Path::new("."))

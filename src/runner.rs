@@ -204,3 +204,60 @@ pub fn traffic_trials(
 pub fn run(args: &Arguments, trials: Vec<Trial>) -> Conclusion {
     libtest_mimic::run(args, trials)
 }
+
+/// Whether libtest's filters (`FILTER`, `--exact`, `--skip`) select the check `name`,
+/// as libtest-mimic decides it (a substring, or the whole name with `--exact`).
+pub fn selected(args: &libtest_mimic::Arguments, name: &str) -> bool {
+    let matches = |pattern: &str| {
+        if args.exact {
+            name == pattern
+        } else {
+            name.contains(pattern)
+        }
+    };
+    args.filter.as_deref().is_none_or(matches) && !args.skip.iter().any(|s| matches(s))
+}
+
+/// Whether a check the filters select sends traffic to the gateway (http,
+/// distribution, ports, sidecars `via`): a cluster target then has to reach it.
+pub fn sends_traffic(suite: &crate::suite::Suite, args: &libtest_mimic::Arguments) -> bool {
+    use crate::suite::CheckKind;
+    suite.checks.iter().any(|c| {
+        let traffic = match &c.kind {
+            CheckKind::Sidecars(s) => !s.via.is_empty(),
+            CheckKind::Http(_) | CheckKind::Distribution(_) | CheckKind::Ports(_) => true,
+        };
+        traffic && selected(args, &c.full_name())
+    })
+}
+
+#[cfg(test)]
+mod selection_tests {
+    use super::*;
+
+    fn args(filter: Option<&str>, exact: bool, skip: &[&str]) -> libtest_mimic::Arguments {
+        libtest_mimic::Arguments {
+            filter: filter.map(str::to_string),
+            exact,
+            skip: skip.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn selection_follows_libtests_filters() {
+        assert!(selected(&args(None, false, &[]), "routing::authz"));
+        assert!(selected(&args(Some("routing"), false, &[]), "routing::authz"));
+        assert!(!selected(&args(Some("routing"), true, &[]), "routing::authz"));
+        assert!(selected(&args(Some("routing::authz"), true, &[]), "routing::authz"));
+        assert!(!selected(&args(None, false, &["authz"]), "routing::authz"));
+    }
+
+    #[test]
+    fn only_the_sidecar_count_sends_no_traffic() {
+        let suite = crate::suite::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("suites/ingress.yaml")).unwrap();
+        assert!(sends_traffic(&suite, &args(None, false, &[])));
+        assert!(!sends_traffic(&suite, &args(Some("sidecars::injected"), true, &[])));
+        assert!(sends_traffic(&suite, &args(Some("sidecars::"), false, &[])));
+    }
+}

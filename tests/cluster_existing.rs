@@ -210,6 +210,27 @@ async fn a_namespace_prefix_renames_the_namespaces_expectations_name() {
     );
 }
 
+/// A gateway NodePort that does not answer at the node address is found right after
+/// the deploy when the selected checks send traffic (exit 3, saying to pass
+/// `--node-address`); a run of checks that send none does not need it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_gateway_is_reported_before_the_checks_when_they_send_traffic() {
+    // A port nothing listens on any more.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let server = cluster_with_fixtures("mc-", closed).await;
+    let common = ["--no-apply", "--namespace-prefix", "mc-", "--exact"];
+    let r = run_existing(&server, &[&common[..], &["routing::atlas-ui"]].concat()).await;
+    assert_eq!(r.code, 3, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains(&format!("the gateway's port 80 is not reachable at 127.0.0.1:{closed} (the --node-address given)"))
+            && r.stderr.contains("pass --node-address"),
+        "{}",
+        r.stderr
+    );
+    let r = run_existing(&server, &[&common[..], &["sidecars::injected"]].concat()).await;
+    assert!(r.passed.contains("sidecars::injected"), "{}\n{}", r.stdout, r.stderr);
+}
+
 /// Without `--stub-image` the fixtures' `meshcheck/stub` would be pulled from a
 /// public registry: refused before the cluster is contacted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

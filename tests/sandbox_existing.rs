@@ -87,7 +87,7 @@ fn objects_are_applied_server_side_by_meshcheck_and_pods_injected_by_istiod() {
     if !available("the real-API server-side apply test") {
         return;
     }
-    let r = existing("ssa-", &["--keep"]);
+    let r = existing("ssa-", &["--keep", "--service-type", "NodePort"]);
     assert_passed(&r);
     rt().block_on(async {
         let c = client().await;
@@ -95,6 +95,8 @@ fn objects_are_applied_server_side_by_meshcheck_and_pods_injected_by_istiod() {
         let services: Api<Service> = Api::namespaced(c.clone(), "ssa-istio-ingress");
         let d = deploys.get("authz").await.unwrap();
         let s = services.get("my-ingress-gateway").await.unwrap();
+        // --service-type NodePort: no load balancer asked of the cluster.
+        assert_eq!(s.spec.as_ref().unwrap().type_.as_deref(), Some("NodePort"));
         for (what, fields) in [("Deployment authz", &d.metadata.managed_fields), ("Service my-ingress-gateway", &s.metadata.managed_fields)] {
             let fields = fields.as_ref().unwrap();
             assert!(
@@ -350,5 +352,42 @@ fn istiods_validation_refusal_names_the_fixture_file_and_line() {
     );
     wait_until(Duration::from_secs(120), "the refused run's namespaces are deleted", || {
         namespaces_with("val-").is_empty()
+    });
+}
+
+/// From this host the sandbox's node address is inside its network namespace: a run
+/// whose checks send traffic stops right after the deploy, naming the address and
+/// port it tried and what to pass, and deletes what it created.
+#[test]
+fn an_unreachable_node_address_is_named_before_the_checks_run() {
+    if !available("the real-API reachability test") {
+        return;
+    }
+    let s = common::sandbox::shared();
+    let junit = tempfile::tempdir().unwrap();
+    let r = Run::new()
+        .arg("--target")
+        .arg("existing")
+        .arg("--kubeconfig")
+        .arg(&s.kubeconfig)
+        .arg("--stub-image")
+        .arg("registry.example/team/meshcheck/stub:v1")
+        .arg("--namespace-prefix")
+        .arg("reach-")
+        .arg("--junit")
+        .arg(junit.path().join("junit.xml"))
+        .arg("--exact")
+        .arg("routing::atlas-ui")
+        .run_plain();
+    assert_eq!(r.code, 3, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("the gateway's port 80 is not reachable at 10.244.0.1:")
+            && r.stderr.contains("(the address read from the cluster)")
+            && r.stderr.contains("pass --node-address"),
+        "{}",
+        r.stderr
+    );
+    wait_until(Duration::from_secs(120), "the run's namespaces are deleted", || {
+        namespaces_with("reach-").is_empty()
     });
 }

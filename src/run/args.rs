@@ -131,4 +131,16 @@ pub struct ClusterArgs {
     /// target; e.g. 90s, 5m).
     #[arg(long, value_parser = crate::timeouts::parse_duration, value_name = "DURATION")]
     pub rollout_timeout: Option<std::time::Duration>,
+    /// Apply the fixtures' LoadBalancer Services as NodePort Services, so that a
+    /// cloud cluster does not provision a real (public) load balancer for the stubs
+    /// (existing target).
+    #[arg(long, value_enum, value_name = "TYPE")]
+    pub service_type: Option<ServiceType>,
+}
+
+/// `--service-type`: what the fixtures' LoadBalancer Services become.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ServiceType {
+    #[value(name = "NodePort")]
+    NodePort,
 }

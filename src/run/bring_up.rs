@@ -80,6 +80,9 @@ pub struct TargetChoice<'a> {
     /// The sandbox's programs, built before its network namespace was entered
     /// ([`prepare`]).
     pub prepared: Option<Prepared>,
+    /// Whether the selected checks send traffic to the gateway: the existing target
+    /// then checks, right after the deploy, that the gateway is reachable.
+    pub reach_gateway: bool,
 }
 
 /// What a target needs done before the async runtime starts.
@@ -165,9 +168,11 @@ pub fn start_target(
         ));
     }
     let c = &choice.cluster;
-    if choice.target != TargetKind::Existing && (c.revision.is_some() || c.rollout_timeout.is_some()) {
+    if choice.target != TargetKind::Existing
+        && (c.revision.is_some() || c.rollout_timeout.is_some() || c.service_type.is_some())
+    {
         return Err(Error::Usage(
-            "--revision and --rollout-timeout are for --target existing (kind and sandbox install Istio themselves)".into(),
+            "--revision, --rollout-timeout and --service-type are for --target existing (kind and sandbox install Istio themselves)".into(),
         ));
     }
     Ok(match choice.target {
@@ -250,6 +255,8 @@ pub fn start_target(
                 rollout_timeout: cluster.rollout_timeout,
                 adopt: cluster.adopt,
                 revision: cluster.revision.clone(),
+                node_port_services: cluster.service_type.is_some(),
+                reach_gateway: choice.reach_gateway,
                 diagnostics_dir: Some(choice.diagnostics.clone()),
             };
             if let Some(prefix) = &cluster.namespace_prefix {

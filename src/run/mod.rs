@@ -179,6 +179,7 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
     let choice = bring_up::TargetChoice {
         target,
         prepared,
+        reach_gateway: crate::runner::sends_traffic(&suite, &args.test),
         keep: args.keep,
         local_sidecars: args.local_sidecars,
         control_plane: args.control_plane,

@@ -192,6 +192,8 @@ pub struct DeployOptions {
     /// `--revision R`: namespaces get `istio.io/rev=R` instead of `istio-injection`
     /// (a revision-only Istio install has no default injector).
     pub revision: Option<String>,
+    /// LoadBalancer Services applied as NodePort (`--service-type NodePort`).
+    pub node_port_services: bool,
     /// Where diagnostics go when the apply or a rollout fails (collected before
     /// anything is cleaned up); `None`: not collected.
     pub diagnostics_dir: Option<PathBuf>,
@@ -244,6 +246,8 @@ pub struct ClusterTarget {
     pub(crate) gateway_selector: Vec<(String, BTreeMap<String, String>)>,
     /// The fixtures' Services as named on the cluster (`namespace/name`).
     pub(crate) fixture_services: Vec<String>,
+    /// The fixtures' Deployments as named on the cluster (`namespace/name`).
+    pub(crate) deployments: Vec<String>,
     pub(crate) applied: Vec<Applied>,
     pub(crate) delete_created: bool,
     pub(crate) props: Vec<(String, String)>,
@@ -282,7 +286,21 @@ pub async fn deploy(
     }
     target.wait_for_rollouts(fx, opts).await?;
     target.node_ports = read_node_ports(&client, name, mesh, prefix).await?;
-    target.node = resolve_node_address(&client, node_override).await?;
+    let lb = match node_override {
+        None => load_balancer_address(&client, mesh, prefix).await,
+        Some(_) => None,
+    };
+    match lb {
+        // A load balancer in front of the gateway (a cloud's, MetalLB): the checks
+        // go where clients go, its address at the Service ports.
+        Some(lb) => {
+            eprintln!("{name}: reaching the gateway at its load balancer {lb} (status.loadBalancer.ingress)");
+            target.node = lb;
+            target.node_ports = target.node_ports.keys().map(|p| (*p, *p)).collect();
+            target.props.push(("gateway.load_balancer".into(), lb.to_string()));
+        }
+        None => target.node = resolve_node_address(&client, node_override).await?,
+    }
     target.identities = gateway_identities(mesh, prefix);
     target
         .props
@@ -366,6 +384,7 @@ fn apply_options(opts: &DeployOptions) -> ApplyOptions {
         adopt: opts.adopt,
         progress_deadline: Some(progress_deadline_for(opts.rollout_timeout)),
         revision: opts.revision.clone(),
+        node_port_services: opts.node_port_services,
         ..ApplyOptions::default()
     }
 }
@@ -425,6 +444,31 @@ async fn read_node_ports(
     Ok(node_ports)
 }
 
+/// The address of the gateway Service's load balancer (`status.loadBalancer.ingress`:
+/// its `ip`, else its `hostname` resolved), when it has one.
+async fn load_balancer_address(
+    client: &::kube::Client,
+    mesh: &Mesh,
+    prefix: Option<&str>,
+) -> Option<IpAddr> {
+    for s in &mesh.ingress_services {
+        let api: ::kube::Api<Service> =
+            ::kube::Api::namespaced(client.clone(), &renamed(&s.namespace, prefix));
+        let svc = api.get(&s.name).await.ok()?;
+        let ingress = svc.status?.load_balancer?.ingress?;
+        for i in ingress {
+            if let Some(ip) = i.ip.as_deref().and_then(|ip| ip.parse().ok()) {
+                return Some(ip);
+            }
+            if let Some(host) = i.hostname {
+                let mut addrs = tokio::net::lookup_host((host.as_str(), 80)).await.ok()?;
+                return addrs.next().map(|a| a.ip());
+            }
+        }
+    }
+    None
+}
+
 /// The address the NodePorts are reached at: `node_override`, else the cluster's node's.
 async fn resolve_node_address(
     client: &::kube::Client,
@@ -482,6 +526,10 @@ impl ClusterTarget {
             namespaces: fixture_namespaces(fx, prefix),
             gateway_selector: gateway_selector(fx, mesh, prefix),
             fixture_services: fixture_service_ids(fx, prefix),
+            deployments: fixture_deployments(fx, prefix)
+                .into_iter()
+                .map(|(ns, name)| format!("{ns}/{name}"))
+                .collect(),
             applied: Vec::new(),
             delete_created: opts.delete_created,
             props: vec![("target".into(), name.into())],

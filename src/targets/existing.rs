@@ -27,6 +27,11 @@ pub struct ExistingOptions {
     pub adopt: bool,
     /// `--revision R`: label namespaces `istio.io/rev=R` (revision-only installs).
     pub revision: Option<String>,
+    /// `--service-type NodePort`: LoadBalancer Services applied as NodePort.
+    pub node_port_services: bool,
+    /// Check, right after the deploy, that the gateway answers at the address and
+    /// port the checks will use (the selected checks send traffic).
+    pub reach_gateway: bool,
     /// Where diagnostics go when the apply or a rollout fails.
     pub diagnostics_dir: Option<PathBuf>,
 }
@@ -198,6 +203,34 @@ pub fn rename_expectations(suite: &mut Suite, prefix: &str, fx: &Fixtures) {
     }
 }
 
+/// Connects to every gateway port the checks will use, at the address they will use
+/// (a node's InternalIP, `--node-address`, or the load balancer's): a run whose
+/// traffic cannot reach the gateway stops here, saying what to pass, instead of
+/// failing every check with a connection error. Only an accepted connection counts.
+async fn check_reachable(target: &ClusterTarget, node_given: bool) -> Result<(), TargetError> {
+    let node = target.node;
+    for (service_port, port) in &target.node_ports {
+        let connect = tokio::net::TcpStream::connect((node, *port));
+        let why = match tokio::time::timeout(Duration::from_secs(5), connect).await {
+            Ok(Ok(_)) => continue,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "no answer within 5s".to_string(),
+        };
+        let how = if node_given {
+            "the --node-address given"
+        } else {
+            "the address read from the cluster"
+        };
+        return Err(unavailable(format!(
+            "the gateway's port {service_port} is not reachable at {node}:{port} ({how}): {why}; \
+             pass --node-address with the address of a node this machine can reach \
+             (a node's ExternalIP, or 127.0.0.1 with a port forward), or run where the \
+             nodes are reachable"
+        )));
+    }
+    Ok(())
+}
+
 pub async fn bring_up(
     fx: &Fixtures,
     mesh: &Mesh,
@@ -218,9 +251,13 @@ pub async fn bring_up(
         delete_created: !opts.keep && !opts.no_apply,
         adopt: opts.adopt,
         revision: opts.revision.clone(),
+        node_port_services: opts.node_port_services,
         diagnostics_dir: opts.diagnostics_dir.clone(),
     };
     let mut target = deploy("existing", client, fx, mesh, &dopts, opts.node_address).await?;
+    if opts.reach_gateway {
+        check_reachable(&target, opts.node_address.is_some()).await?;
+    }
     target.props.push(("kubeconfig".into(), source.describe()));
     if let Some(c) = &opts.context {
         target.props.push(("kube.context".into(), c.clone()));

@@ -163,6 +163,7 @@ pub fn command(args: UpgradeArgs) -> Result<u8, Error> {
         restartable: true,
         istiod: versions.as_ref().map(|v| v.from.clone()),
         prepared,
+        reach_gateway: true,
         diagnostics: run::beside(&junit, format!("{}-upgrade-diagnostics", suite.name)),
     };
     step_line(&format!("bringing the target up on Istio {}", args.from));

@@ -415,6 +415,7 @@ fn deploy_options(opts: &KindOptions, tag: &str) -> DeployOptions {
         // The cluster is meshcheck's own (created, or reused from an earlier run).
         adopt: true,
         revision: None,
+        node_port_services: false,
         diagnostics_dir: opts.diagnostics_dir.clone(),
     }
 }

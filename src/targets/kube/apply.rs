@@ -35,6 +35,8 @@ pub struct ApplyOptions {
     /// `--revision R`: Namespaces asking for injection get `istio.io/rev=R` instead
     /// of `istio-injection=enabled` (see [`super::injection::use_revision`]).
     pub revision: Option<String>,
+    /// LoadBalancer Services are applied as NodePort (`--service-type NodePort`).
+    pub node_port_services: bool,
 }
 
 impl Default for ApplyOptions {
@@ -47,6 +49,7 @@ impl Default for ApplyOptions {
             adopt: false,
             progress_deadline: None,
             revision: None,
+            node_port_services: false,
         }
     }
 }
@@ -226,6 +229,9 @@ fn prepare(
                 }
             }
         }
+    }
+    if opts.node_port_services && object.kind == "Service" && body["spec"]["type"] == "LoadBalancer" {
+        body["spec"]["type"] = Value::String("NodePort".into());
     }
     if let Some(rev) = &opts.revision {
         super::injection::use_revision(&object.kind, &mut body, rev);

@@ -382,6 +382,7 @@ pub async fn bring_up(
         delete_created: true,
         adopt: false,
         revision: None,
+        node_port_services: false,
         diagnostics_dir: opts.diagnostics_dir.clone(),
     };
     let mut cluster = match deploy(

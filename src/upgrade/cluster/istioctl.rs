@@ -311,42 +311,9 @@ impl IstioctlUpgrade {
             .await
             .map_err(|e| e.to_string())?;
         }
-        self.verify_proxies(opts).await
+        verify_proxies(&self.client, &self.namespaces, opts).await
     }
 
-    /// Every injected pod of the fixtures' namespaces runs B's proxy now: its
-    /// `istio-proxy` image tag is B's release (and, for a canary, its injection status
-    /// names B's revision). A pod still on A fails the step, named.
-    async fn verify_proxies(&self, opts: &ClusterUpgradeOptions) -> Result<(), String> {
-        let revision = (opts.strategy == Strategy::Canary).then(|| revision_for(&opts.to));
-        let mut checked = 0;
-        let mut stale = Vec::new();
-        for ns in &self.namespaces {
-            let pods = k::list_pods(&self.client, std::slice::from_ref(ns))
-                .await
-                .map_err(|e| e.to_string())?;
-            for p in pods {
-                let Some(image) = proxy_image(&p) else { continue };
-                checked += 1;
-                let tag = image.rsplit(':').next().unwrap_or("");
-                let on_b = tag == opts.to || tag.starts_with(&format!("{}.", opts.to));
-                let rev_ok = revision.as_ref().is_none_or(|r| injected_revision(&p).as_deref() == Some(r));
-                if !on_b || !rev_ok {
-                    stale.push(format!("{}/{} ({image}, revision {})", p.namespace, p.name, injected_revision(&p).unwrap_or_default()));
-                }
-            }
-        }
-        if !stale.is_empty() {
-            return Err(format!(
-                "after the restarts, {} of {checked} injected pod(s) do not run Istio {}'s proxy: {}",
-                stale.len(),
-                opts.to,
-                stale.join(", ")
-            ));
-        }
-        eprintln!("upgrade: every injected pod ({checked}) runs Istio {}'s proxy", opts.to);
-        Ok(())
-    }
 
     /// Canary: the old revision removed (`istioctl uninstall --revision default`).
     pub async fn finish(&mut self, opts: &ClusterUpgradeOptions) -> Result<(), String> {
@@ -415,6 +382,44 @@ async fn restart(client: &::kube::Client, ns: &str, name: &str) -> Result<(), St
     .await
     .map_err(|e| format!("cannot restart Deployment {ns}/{name}: {e}"))?;
     eprintln!("  Deployment {ns}/{name}: restarted");
+    Ok(())
+}
+
+/// Every injected pod of `namespaces` runs B's proxy now: its `istio-proxy` image tag
+/// is B's release (and, for a canary, its injection status names B's revision). A
+/// pod still on A fails the step, named.
+pub(super) async fn verify_proxies(
+    client: &::kube::Client,
+    namespaces: &[String],
+    opts: &ClusterUpgradeOptions,
+) -> Result<(), String> {
+    let revision = (opts.strategy == Strategy::Canary).then(|| revision_for(&opts.to));
+    let mut checked = 0;
+    let mut stale = Vec::new();
+    for ns in namespaces {
+        let pods = k::list_pods(client, std::slice::from_ref(ns))
+            .await
+            .map_err(|e| e.to_string())?;
+        for p in pods {
+            let Some(image) = proxy_image(&p) else { continue };
+            checked += 1;
+            let tag = image.rsplit(':').next().unwrap_or("");
+            let on_b = tag == opts.to || tag.starts_with(&format!("{}.", opts.to));
+            let rev_ok = revision.as_ref().is_none_or(|r| injected_revision(&p).as_deref() == Some(r));
+            if !on_b || !rev_ok {
+                stale.push(format!("{}/{} ({image}, revision {})", p.namespace, p.name, injected_revision(&p).unwrap_or_default()));
+            }
+        }
+    }
+    if !stale.is_empty() {
+        return Err(format!(
+            "after the restarts, {} of {checked} injected pod(s) do not run Istio {}'s proxy: {}",
+            stale.len(),
+            opts.to,
+            stale.join(", ")
+        ));
+    }
+    eprintln!("upgrade: every injected pod ({checked}) runs Istio {}'s proxy", opts.to);
     Ok(())
 }
 

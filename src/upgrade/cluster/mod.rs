@@ -48,6 +48,11 @@ pub struct ClusterUpgradeOptions {
     pub rollout_timeout: Duration,
     /// kind: how B's istioctl is provided (as the bring-up provides A's).
     pub tools: ToolOptions,
+    /// The fixtures' namespaces and Deployments (`namespace/name`) as the cluster
+    /// names them: given to `--upgrade-cmd` (`MESHCHECK_UPGRADE_NAMESPACES`,
+    /// `MESHCHECK_UPGRADE_DEPLOYMENTS`, space-separated); set from the target.
+    pub namespaces: Vec<String>,
+    pub deployments: Vec<String>,
 }
 
 impl ClusterUpgradeOptions {
@@ -62,11 +67,20 @@ impl ClusterUpgradeOptions {
             step_timeout: Duration::from_secs(30 * 60),
             rollout_timeout: Duration::from_secs(300),
             tools: ToolOptions::new(false),
+            namespaces: Vec::new(),
+            deployments: Vec::new(),
         }
     }
 }
 
 impl ClusterUpgradeOptions {
+    /// These options for `target`'s namespaces and Deployments.
+    fn scoped_to(mut self, target: &ClusterTarget) -> Self {
+        self.namespaces = target.namespaces.clone();
+        self.deployments = target.deployments.clone();
+        self
+    }
+
     /// Whether these options fit the target `kind` or `existing` (a usage error
     /// otherwise), before anything is brought up; for existing, how the user's
     /// upgrade is taken. kind refuses `--upgrade-cmd`/`--upgrade-signal` (meshcheck
@@ -106,6 +120,8 @@ pub struct ClusterTransition {
     target: &'static str,
     opts: ClusterUpgradeOptions,
     how: How,
+    /// The target's client, for checking the pods after the user's proxies step.
+    client: ::kube::Client,
 }
 
 /// An error naming the step and the target.
@@ -137,6 +153,7 @@ impl ClusterTransition {
         opts: ClusterUpgradeOptions,
         stdin_is_terminal: bool,
     ) -> Result<Self, Error> {
+        let opts = opts.scoped_to(target);
         let how = match opts.check(target.name, stdin_is_terminal)? {
             Some(user) => How::User(user),
             None => {
@@ -163,6 +180,7 @@ impl ClusterTransition {
             target: target.name,
             opts,
             how,
+            client: target.client.clone(),
         })
     }
 
@@ -178,10 +196,12 @@ impl ClusterTransition {
         overlay: std::sync::Arc<dyn istioctl::InstallOverlay>,
         drain: bool,
     ) -> Result<Self, Error> {
+        let opts = opts.scoped_to(target);
         opts.check("sandbox", false)?;
         let injected = istioctl::injected_deployments(mesh);
         Ok(ClusterTransition {
             target: "sandbox",
+            client: target.client.clone(),
             opts,
             how: How::Istioctl(Box::new(istioctl::IstioctlUpgrade {
                 client: target.client.clone(),
@@ -217,7 +237,7 @@ impl ClusterTransition {
 impl Transition for ClusterTransition {
     fn precheck(&mut self) -> BoxFuture<'_, Result<Vec<Precheck>, Error>> {
         Box::pin(async move {
-            let ClusterTransition { target, opts, how } = self;
+            let ClusterTransition { target, opts, how, .. } = self;
             match how {
                 How::Istioctl(k) => k
                     .precheck(opts)
@@ -249,7 +269,10 @@ impl Transition for ClusterTransition {
                     .await
                     .map_err(|e| step_failed(self.target, "proxies", e));
             }
-            self.user_step(user::UserStep::Proxies).await
+            self.user_step(user::UserStep::Proxies).await?;
+            istioctl::verify_proxies(&self.client, &self.opts.namespaces, &self.opts)
+                .await
+                .map_err(|e| step_failed(self.target, "proxies", e))
         })
     }
 

@@ -273,6 +273,7 @@ impl Bench {
             namespaces: vec!["atlas".into(), "istio-ingress".into()],
             gateway_selector: Vec::new(),
             fixture_services: Vec::new(),
+            deployments: DEPLOYMENTS.iter().map(|d| d.to_string()).collect(),
             applied: Vec::new(),
             delete_created: false,
             props: Vec::new(),
@@ -595,31 +596,55 @@ fn existing(b: &Bench, opts: ClusterUpgradeOptions) -> ClusterTransition {
         .expect("an existing transition")
 }
 
-/// `--upgrade-cmd` runs once per step, told the step and the versions; meshcheck
-/// itself touches neither istioctl nor the API.
+/// `--upgrade-cmd` runs once per step, told the step, the versions, and the run's
+/// namespaces and Deployments; meshcheck itself touches neither istioctl nor the API,
+/// except to list the pods after the proxies step: each must run B's proxy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn existing_runs_the_upgrade_command_for_each_step() {
     let b = Bench::start().await;
     let log = b.dir.path().join("log");
     let mut opts = b.opts(Strategy::InPlace);
     opts.upgrade_cmd = Some(format!(
-        "echo \"user $MESHCHECK_UPGRADE_STEP $MESHCHECK_UPGRADE_FROM $MESHCHECK_UPGRADE_TO\" >> '{}'",
+        "echo \"user $MESHCHECK_UPGRADE_STEP $MESHCHECK_UPGRADE_FROM $MESHCHECK_UPGRADE_TO [$MESHCHECK_UPGRADE_NAMESPACES] [$MESHCHECK_UPGRADE_DEPLOYMENTS]\" >> '{}'",
         log.display()
     ));
     let mut t = existing(&b, opts);
     assert!(t.precheck().await.unwrap().is_empty());
     t.upgrade_control_plane().await.unwrap();
+    // The user's proxies step restarts the pods onto B.
+    for d in DEPLOYMENTS {
+        b.state.lock().unwrap().proxies.insert(d.into(), (TO.into(), "default".into()));
+    }
     t.restart_proxies().await.unwrap();
     t.finish().await.unwrap();
+    let scope = format!("[atlas istio-ingress] [{}]", DEPLOYMENTS.join(" "));
     assert_eq!(
         b.timeline(),
         v(&[
-            "user control-plane 1.29.6 1.30.3",
-            "user proxies 1.29.6 1.30.3",
-            "user finish 1.29.6 1.30.3",
+            &format!("user control-plane 1.29.6 1.30.3 {scope}"),
+            &format!("user proxies 1.29.6 1.30.3 {scope}"),
+            "list pods atlas",
+            "list pods istio-ingress",
+            &format!("user finish 1.29.6 1.30.3 {scope}"),
         ])
     );
-    assert!(b.fake.requests().await.is_empty());
+}
+
+/// The user's proxies step that left a pod on A's proxy fails, naming the pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn existing_proxies_step_fails_when_a_pod_still_runs_the_old_proxy() {
+    let b = Bench::start().await;
+    let mut opts = b.opts(Strategy::InPlace);
+    opts.upgrade_cmd = Some("true".into());
+    let mut t = existing(&b, opts);
+    t.upgrade_control_plane().await.unwrap();
+    let msg = message(&t.restart_proxies().await.expect_err("no pod was restarted"));
+    assert!(
+        msg.contains("target existing")
+            && msg.contains("5 of 5 injected pod(s) do not run Istio 1.30.3's proxy")
+            && msg.contains("atlas/authz-1"),
+        "{msg}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

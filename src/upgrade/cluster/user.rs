@@ -95,8 +95,10 @@ impl UserUpgrade {
     }
 }
 
-/// `sh -c CMD` with `MESHCHECK_UPGRADE_STEP`, `MESHCHECK_UPGRADE_FROM` and
-/// `MESHCHECK_UPGRADE_TO`, its output streamed; a non-zero exit or the timeout fails
+/// `sh -c CMD` with `MESHCHECK_UPGRADE_STEP`, `MESHCHECK_UPGRADE_FROM`,
+/// `MESHCHECK_UPGRADE_TO`, and the run's `MESHCHECK_UPGRADE_NAMESPACES` and
+/// `MESHCHECK_UPGRADE_DEPLOYMENTS` (`namespace/name`, space-separated: what to
+/// restart in the proxies step), its output streamed; a non-zero exit or the timeout fails
 /// the step.
 async fn run_command(c: &str, step: UserStep, opts: &ClusterUpgradeOptions) -> Result<(), String> {
     let mut cmd = tokio::process::Command::new("sh");
@@ -104,7 +106,9 @@ async fn run_command(c: &str, step: UserStep, opts: &ClusterUpgradeOptions) -> R
         .arg(c)
         .env("MESHCHECK_UPGRADE_STEP", step.name())
         .env("MESHCHECK_UPGRADE_FROM", &opts.from)
-        .env("MESHCHECK_UPGRADE_TO", &opts.to);
+        .env("MESHCHECK_UPGRADE_TO", &opts.to)
+        .env("MESHCHECK_UPGRADE_NAMESPACES", opts.namespaces.join(" "))
+        .env("MESHCHECK_UPGRADE_DEPLOYMENTS", opts.deployments.join(" "));
     let shown = format!("MESHCHECK_UPGRADE_STEP={} sh -c {c:?}", step.name());
     eprintln!("meshcheck upgrade: {shown}");
     match run_streamed(cmd, &shown, "upgrade-cmd", opts.step_timeout).await {

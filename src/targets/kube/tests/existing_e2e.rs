@@ -125,6 +125,7 @@ async fn existing_target_applies_reads_the_cluster_and_passes_the_suite() {
         delete_created: true,
         adopt: false,
         revision: None,
+        node_port_services: false,
         diagnostics_dir: None,
     };
     let cluster = deploy("existing", fake.client.clone(), &fx, &mesh, &opts, None)

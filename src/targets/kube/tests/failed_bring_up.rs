@@ -42,6 +42,7 @@ fn opts(dir: &Path) -> DeployOptions {
         delete_created: true,
         adopt: false,
         revision: None,
+        node_port_services: false,
         diagnostics_dir: Some(dir.to_path_buf()),
     }
 }
