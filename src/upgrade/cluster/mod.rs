@@ -48,6 +48,8 @@ pub struct ClusterUpgradeOptions {
     pub rollout_timeout: Duration,
     /// kind: how B's istioctl is provided (as the bring-up provides A's).
     pub tools: ToolOptions,
+    /// kind: where B's images are pulled from (`--istio-hub`, as A's were).
+    pub hub: Option<String>,
 }
 
 impl ClusterUpgradeOptions {
@@ -62,6 +64,7 @@ impl ClusterUpgradeOptions {
             step_timeout: Duration::from_secs(30 * 60),
             rollout_timeout: Duration::from_secs(300),
             tools: ToolOptions::new(false),
+            hub: None,
         }
     }
 }
@@ -70,8 +73,10 @@ impl ClusterUpgradeOptions {
     /// Whether these options fit the target `kind` or `existing` (a usage error
     /// otherwise), before anything is brought up; for existing, how the user's
     /// upgrade is taken. kind refuses `--upgrade-cmd`/`--upgrade-signal` (meshcheck
-    /// upgrades it); existing refuses `--strategy canary` and needs a command, a
-    /// signal file, or a terminal (`stdin_is_terminal`).
+    /// upgrades it) and an upgrade across more minors than the strategy supports
+    /// ([`crate::upgrade::transition::check_version_skip`]); existing refuses
+    /// `--strategy canary` and needs a command, a signal file, or a terminal
+    /// (`stdin_is_terminal`).
     pub fn check(
         &self,
         target: &str,
@@ -83,6 +88,8 @@ impl ClusterUpgradeOptions {
                     format!("--upgrade-cmd and --upgrade-signal are for --target existing; on {target} meshcheck upgrades Istio itself (--strategy)"),
                 ));
             }
+            crate::upgrade::transition::check_version_skip(&self.from, &self.to, self.strategy)
+                .map_err(Error::Usage)?;
             return Ok(None);
         }
         if self.strategy == Strategy::Canary {
