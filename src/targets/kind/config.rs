@@ -742,6 +742,54 @@ nodes:
         assert_eq!(node_container("meshcheck"), "meshcheck-control-plane");
     }
 
+    /// The nightly workflow and the Dockerfile state the pins of the code: the Istio
+    /// versions of the matrices, Istio's images from its release hub, a Docker Hub
+    /// login before each job pulls (when a token exists), and the crate's
+    /// rust-version in the Dockerfile's comment, below its Rust image.
+    #[test]
+    fn the_ci_and_the_dockerfile_state_the_pins() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
+        let nightly = read(".github/workflows/nightly.yml");
+        assert!(
+            nightly.contains(&format!("'[\"{ISTIO_VERSION}\", \"{ISTIO_PREVIOUS}\"]'")),
+            "the kind matrix is not [{ISTIO_VERSION}, {ISTIO_PREVIOUS}]"
+        );
+        assert!(nightly.contains(&format!("FROM: \"{ISTIO_PREVIOUS}\"")));
+        assert!(nightly.contains(&format!("TO: \"{ISTIO_VERSION}\"")));
+        assert!(nightly.contains("\n  MESHCHECK_ISTIO_HUB: gcr.io/istio-release\n"));
+        // Every job that pulls from Docker Hub (docker version marks them) logs in
+        // first, only with a token.
+        let pulls = nightly.matches("- name: docker version").count();
+        let logins: Vec<&str> = nightly.split("- name: log in to Docker Hub").skip(1).collect();
+        assert!(pulls >= 3 && logins.len() == pulls, "{pulls} jobs, {} logins", logins.len());
+        for l in logins {
+            let step = &l[..l.find("- name:").unwrap_or(l.len())];
+            assert!(step.contains("if: env.DOCKERHUB_TOKEN != ''"), "{step}");
+            assert!(step.contains("password: ${{ env.DOCKERHUB_TOKEN }}"), "{step}");
+        }
+        let manifest = read("Cargo.toml");
+        let rust_version = manifest
+            .lines()
+            .find_map(|l| l.strip_prefix("rust-version = \""))
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap();
+        let dockerfile = read("Dockerfile");
+        assert!(
+            dockerfile.contains(&format!("rust-version ({rust_version}, Cargo.toml)")),
+            "the Dockerfile's comment does not say rust-version {rust_version}"
+        );
+        let image = dockerfile
+            .lines()
+            .find_map(|l| l.strip_prefix("FROM rust:"))
+            .and_then(|l| l.split('-').next())
+            .unwrap();
+        assert!(
+            major_minor(image).unwrap() >= major_minor(rust_version).unwrap(),
+            "rust:{image} is older than rust-version {rust_version}"
+        );
+    }
+
     #[test]
     fn kind_config_defaults() {
         let c = KindConfig::new("img", vec![30080]);
