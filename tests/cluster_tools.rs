@@ -141,7 +141,10 @@ fn the_kind_target_refuses_podman_before_anything_runs() {
 fn the_kind_target_refuses_a_remote_docker_engine() {
     let (code, stderr, calls) = kind_run(&[("DOCKER_HOST", "ssh://ci@build-host.example")], "");
     assert_eq!(code, 3, "{stderr}");
-    assert!(stderr.contains("another host (build-host.example,"), "{stderr}");
+    assert!(
+        stderr.contains("another host (build-host.example,"),
+        "{stderr}"
+    );
     assert!(calls.is_empty(), "{calls:?}");
 
     let (code, stderr, calls) = kind_run(&[], "tcp://10.1.2.3:2376");

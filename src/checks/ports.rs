@@ -23,7 +23,8 @@ pub async fn run(ctx: &Ctx, check: &PortsCheck) -> Outcome {
     let (node, allowed, open) = match ctx.target.node_scan() {
         None => {
             let node = ctx.target.node_address();
-            let allowed = allowed_node_ports(|sp| ctx.target.node_port(sp), &check.allow_service_ports);
+            let allowed =
+                allowed_node_ports(|sp| ctx.target.node_port(sp), &check.allow_service_ports);
             let open = open_ports(node, &ports, ctx.timeouts.connect).await;
             (node.to_string(), allowed, open)
         }
@@ -57,7 +58,10 @@ pub async fn run(ctx: &Ctx, check: &PortsCheck) -> Outcome {
 
 /// The NodePort (`node_port`) of each allowed gateway Service port that has one,
 /// with that port.
-fn allowed_node_ports(node_port: impl Fn(u16) -> Option<u16>, service_ports: &[u16]) -> Vec<(u16, u16)> {
+fn allowed_node_ports(
+    node_port: impl Fn(u16) -> Option<u16>,
+    service_ports: &[u16],
+) -> Vec<(u16, u16)> {
     let mut allowed = Vec::new();
     for sp in service_ports {
         if let Some(np) = node_port(*sp) {
@@ -384,7 +388,9 @@ mod tests {
         fn gateway_identities(&self) -> Vec<String> {
             Vec::new()
         }
-        fn pods(&self) -> crate::targets::BoxFuture<'_, Result<Vec<crate::targets::PodInfo>, String>> {
+        fn pods(
+            &self,
+        ) -> crate::targets::BoxFuture<'_, Result<Vec<crate::targets::PodInfo>, String>> {
             self.inner.pods()
         }
         fn consistency_budget(&self) -> Duration {
@@ -418,7 +424,11 @@ mod tests {
             },
             inside: inside.clone(),
         };
-        let ctx = Ctx::new(std::sync::Arc::new(target), crate::timeouts::Timeouts::default(), 80);
+        let ctx = Ctx::new(
+            std::sync::Arc::new(target),
+            crate::timeouts::Timeouts::default(),
+            80,
+        );
         let mut scan: Vec<String> = ports.iter().map(|p| p.to_string()).collect();
         scan.push(host_port.to_string());
         let check = PortsCheck {
@@ -436,7 +446,9 @@ mod tests {
         assert!(o.passed, "{} {}", o.message, o.detail);
         assert_eq!(asked.len(), 3, "{asked:?}");
         assert!(
-            o.message.contains("on 172.18.0.2 (inside the node container mc-control-plane); open: 30080"),
+            o.message.contains(
+                "on 172.18.0.2 (inside the node container mc-control-plane); open: 30080"
+            ),
             "{}",
             o.message
         );
@@ -452,7 +464,8 @@ mod tests {
         let (o, _) = scan_mapped(Err("docker exec failed".into()), &[30080]).await;
         assert!(!o.passed);
         assert!(
-            o.message.starts_with("the ports check cannot be judged") && o.message.contains("docker exec failed"),
+            o.message.starts_with("the ports check cannot be judged")
+                && o.message.contains("docker exec failed"),
             "{}",
             o.message
         );

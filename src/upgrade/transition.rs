@@ -107,18 +107,28 @@ mod tests {
     /// In place: one minor at a time; a canary: up to two; never another major.
     #[test]
     fn an_upgrade_crosses_no_more_minors_than_its_strategy_supports() {
-        for (from, to) in [("1.29.6", "1.30.3"), ("1.30.0", "1.30.3"), ("1.30.3", "1.29.6"), ("v1.30.3", "1.31.0-rc.0")] {
+        for (from, to) in [
+            ("1.29.6", "1.30.3"),
+            ("1.30.0", "1.30.3"),
+            ("1.30.3", "1.29.6"),
+            ("v1.30.3", "1.31.0-rc.0"),
+        ] {
             check_version_skip(from, to, Strategy::InPlace).unwrap();
             check_version_skip(from, to, Strategy::Canary).unwrap();
         }
         let e = check_version_skip("1.28.3", "1.30.3", Strategy::InPlace).unwrap_err();
         assert!(
-            e.contains("crosses 2 minor version(s)") && e.contains("--strategy in-place supports at most 1") && e.contains("--strategy canary may cross two"),
+            e.contains("crosses 2 minor version(s)")
+                && e.contains("--strategy in-place supports at most 1")
+                && e.contains("--strategy canary may cross two"),
             "{e}"
         );
         check_version_skip("1.28.3", "1.30.3", Strategy::Canary).unwrap();
         let e = check_version_skip("1.27.0", "1.30.3", Strategy::Canary).unwrap_err();
-        assert!(e.contains("crosses 3") && e.contains("steps of at most 2"), "{e}");
+        assert!(
+            e.contains("crosses 3") && e.contains("steps of at most 2"),
+            "{e}"
+        );
         let e = check_version_skip("1.27.0", "1.30.3", Strategy::InPlace).unwrap_err();
         assert!(e.contains("steps of at most 1"), "{e}");
         assert!(check_version_skip("1.30.3", "2.0.0", Strategy::Canary).is_err());

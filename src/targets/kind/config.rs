@@ -761,12 +761,22 @@ nodes:
         // Every job that pulls from Docker Hub (docker version marks them) logs in
         // first, only with a token.
         let pulls = nightly.matches("- name: docker version").count();
-        let logins: Vec<&str> = nightly.split("- name: log in to Docker Hub").skip(1).collect();
-        assert!(pulls >= 3 && logins.len() == pulls, "{pulls} jobs, {} logins", logins.len());
+        let logins: Vec<&str> = nightly
+            .split("- name: log in to Docker Hub")
+            .skip(1)
+            .collect();
+        assert!(
+            pulls >= 3 && logins.len() == pulls,
+            "{pulls} jobs, {} logins",
+            logins.len()
+        );
         for l in logins {
             let step = &l[..l.find("- name:").unwrap_or(l.len())];
             assert!(step.contains("if: env.DOCKERHUB_TOKEN != ''"), "{step}");
-            assert!(step.contains("password: ${{ env.DOCKERHUB_TOKEN }}"), "{step}");
+            assert!(
+                step.contains("password: ${{ env.DOCKERHUB_TOKEN }}"),
+                "{step}"
+            );
         }
         let manifest = read("Cargo.toml");
         let rust_version = manifest

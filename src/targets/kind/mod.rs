@@ -119,7 +119,11 @@ fn package_name(manifest: &str) -> Option<&str> {
             in_package = line == "[package]";
         } else if let Some(v) = line.strip_prefix("name").map(str::trim_start) {
             if in_package {
-                return v.strip_prefix('=')?.trim().strip_prefix('"')?.strip_suffix('"');
+                return v
+                    .strip_prefix('=')?
+                    .trim()
+                    .strip_prefix('"')?
+                    .strip_suffix('"');
             }
         }
     }
@@ -143,7 +147,12 @@ pub fn check_provider(provider: Option<&str>) -> Result<(), TargetError> {
 /// which honours `DOCKER_CONTEXT`), if it tells.
 fn context_endpoint(docker: &Path) -> Option<String> {
     let out = std::process::Command::new(docker)
-        .args(["context", "inspect", "--format", "{{.Endpoints.docker.Host}}"])
+        .args([
+            "context",
+            "inspect",
+            "--format",
+            "{{.Endpoints.docker.Host}}",
+        ])
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .output()
@@ -178,9 +187,7 @@ fn remote_engine_host(endpoint: &str) -> Option<String> {
         None => host_port.split(':').next().unwrap_or(host_port),
     };
     let local = host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<IpAddr>()
-            .is_ok_and(|a| a.is_loopback());
+        || host.parse::<IpAddr>().is_ok_and(|a| a.is_loopback());
     (!local).then(|| host.to_string())
 }
 
@@ -384,7 +391,8 @@ mod tests {
             let err = check_provider(Some(p)).expect_err(p);
             let msg = err.to_string();
             assert!(
-                msg.contains(&format!("KIND_EXPERIMENTAL_PROVIDER={p}")) && msg.contains("Docker only"),
+                msg.contains(&format!("KIND_EXPERIMENTAL_PROVIDER={p}"))
+                    && msg.contains("Docker only"),
                 "{msg}"
             );
             assert_eq!(
@@ -448,7 +456,9 @@ mod tests {
         let (a, why) = choose_node_address(other, port, Some(port), t).await;
         assert_eq!(a, loopback, "{why}");
         assert!(
-            why.contains(&format!("127.0.0.2 refuses connections on {port} from here")),
+            why.contains(&format!(
+                "127.0.0.2 refuses connections on {port} from here"
+            )),
             "{why}"
         );
         // Refused, and no mapping answers: the InternalIP, saying nothing answers.

@@ -20,10 +20,15 @@ pub fn with_model_node_ports(fx: &Fixtures, mesh: &Mesh) -> Fixtures {
                 .find(|(sp, _, _)| u64::from(*sp) == port)
                 .map(|(_, np, _)| *np)
         };
-        for o in out.objects.iter_mut().filter(|o| {
-            o.kind == "Service" && o.namespace == s.namespace && o.name == s.name
-        }) {
-            let ports = o.raw.pointer_mut("/spec/ports").and_then(Value::as_array_mut);
+        for o in out
+            .objects
+            .iter_mut()
+            .filter(|o| o.kind == "Service" && o.namespace == s.namespace && o.name == s.name)
+        {
+            let ports = o
+                .raw
+                .pointer_mut("/spec/ports")
+                .and_then(Value::as_array_mut);
             for p in ports.into_iter().flatten() {
                 let fixed = p.get("nodePort").is_some_and(|v| !v.is_null());
                 let np = p.get("port").and_then(Value::as_u64).and_then(chosen);
@@ -37,7 +42,13 @@ pub fn with_model_node_ports(fx: &Fixtures, mesh: &Mesh) -> Fixtures {
             .iter_mut()
             .filter(|t| t.namespace == s.namespace && t.name == s.name)
         {
-            for p in typed.spec.spec.ports.iter_mut().filter(|p| p.node_port.is_none()) {
+            for p in typed
+                .spec
+                .spec
+                .ports
+                .iter_mut()
+                .filter(|p| p.node_port.is_none())
+            {
                 p.node_port = chosen(u64::from(p.port));
             }
         }

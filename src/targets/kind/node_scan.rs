@@ -91,9 +91,14 @@ impl NodeScan for DockerExecScan {
             // Every batch may wait for its slowest connect.
             let batches = ports.len().div_ceil(PARALLEL) as u32;
             let whole = Duration::from_secs(30) + timeout * batches.max(1);
-            let out = run_tool(&self.docker, &self.args(ports, timeout), whole, "docker exec (port scan)")
-                .await
-                .map_err(|e| e.to_string())?;
+            let out = run_tool(
+                &self.docker,
+                &self.args(ports, timeout),
+                whole,
+                "docker exec (port scan)",
+            )
+            .await
+            .map_err(|e| e.to_string())?;
             parse_open(&out)
         })
     }

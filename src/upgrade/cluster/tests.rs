@@ -663,7 +663,10 @@ async fn existing_needs_a_way_to_upgrade_when_not_on_a_terminal() {
         far.strategy = Strategy::Canary;
         assert!(far.check(target, false).unwrap().is_none());
         far.from = "1.27.0".into();
-        assert!(far.check(target, false).is_err(), "three minors as a canary");
+        assert!(
+            far.check(target, false).is_err(),
+            "three minors as a canary"
+        );
     }
     // The strategy is meshcheck's on kind only.
     let mut canary = b.opts(Strategy::Canary);

@@ -35,7 +35,16 @@ impl Fakes {
     ) -> Self {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let fx = load_dir(&root.join("fixtures/ingress")).unwrap();
-        Self::start_with(fx, clusters, engine_os, have_image, istiod_version, node, mapped).await
+        Self::start_with(
+            fx,
+            clusters,
+            engine_os,
+            have_image,
+            istiod_version,
+            node,
+            mapped,
+        )
+        .await
     }
 
     /// [`Fakes::start`] on the fixtures `fx`.
@@ -449,8 +458,15 @@ async fn an_existing_cluster_without_reuse_is_refused() {
 /// before any tool runs, with exit code 3 (environment).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_projects_dockerfile_is_never_built() {
-    let f = Fakes::start("", "Ubuntu 24.04.3 LTS", false, tools::ISTIO_VERSION, "127.0.0.1", 31999)
-        .await;
+    let f = Fakes::start(
+        "",
+        "Ubuntu 24.04.3 LTS",
+        false,
+        tools::ISTIO_VERSION,
+        "127.0.0.1",
+        31999,
+    )
+    .await;
     let other = f.path("elsewhere");
     std::fs::create_dir_all(&other).unwrap();
     std::fs::write(other.join("Dockerfile"), "FROM alpine\n").unwrap();
@@ -462,12 +478,21 @@ async fn another_projects_dockerfile_is_never_built() {
         Err(e) => e,
     };
     let msg = err.to_string();
-    assert!(msg.contains("meshcheck's own Dockerfile") && msg.contains(&other.display().to_string()), "{msg}");
-    assert_eq!(crate::error::Error::from(err).exit_code(), crate::error::exit::ENVIRONMENT);
+    assert!(
+        msg.contains("meshcheck's own Dockerfile") && msg.contains(&other.display().to_string()),
+        "{msg}"
+    );
+    assert_eq!(
+        crate::error::Error::from(err).exit_code(),
+        crate::error::exit::ENVIRONMENT
+    );
     assert!(f.calls().is_empty(), "{:?}", f.calls());
     // meshcheck's own checkout is accepted, and it is what the CLI builds from,
     // wherever it runs.
-    assert_eq!(crate::targets::kind::project_dir(), Path::new(env!("CARGO_MANIFEST_DIR")));
+    assert_eq!(
+        crate::targets::kind::project_dir(),
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+    );
     crate::targets::kind::check_project_dir(&crate::targets::kind::project_dir()).unwrap();
 }
 
@@ -504,7 +529,11 @@ async fn a_reused_cluster_of_another_version_restarts_its_injected_workloads() {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default()
                 .to_string();
-            (ct, r.url.path().to_string(), String::from_utf8_lossy(&r.body).into_owned())
+            (
+                ct,
+                r.url.path().to_string(),
+                String::from_utf8_lossy(&r.body).into_owned(),
+            )
         })
         .collect();
     let restarts: Vec<&(String, String, String)> = patches
@@ -579,8 +608,16 @@ async fn a_gateway_service_without_a_node_port_gets_the_published_one() {
         .unwrap();
     }
     let fx = load_dir(copy.path()).unwrap();
-    let f = Fakes::start_with(fx, "", "Docker Desktop", true, tools::ISTIO_VERSION, "192.0.2.10", 1)
-        .await;
+    let f = Fakes::start_with(
+        fx,
+        "",
+        "Docker Desktop",
+        true,
+        tools::ISTIO_VERSION,
+        "192.0.2.10",
+        1,
+    )
+    .await;
     let target = f.bring_up(&f.options(false)).await;
     let gw = &f.mesh.ingress_services[0];
     let (_, np, _) = gw.ports[0];
@@ -597,6 +634,11 @@ async fn a_gateway_service_without_a_node_port_gets_the_published_one() {
         .map(|r| serde_json::from_slice(&r.body).unwrap())
         .collect();
     assert_eq!(applied.len(), 1, "{applied:?}");
-    assert_eq!(applied[0]["spec"]["ports"][0]["nodePort"], json!(np), "{}", applied[0]);
+    assert_eq!(
+        applied[0]["spec"]["ports"][0]["nodePort"],
+        json!(np),
+        "{}",
+        applied[0]
+    );
     target.shutdown().await;
 }
