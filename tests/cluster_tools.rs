@@ -78,6 +78,15 @@ async fn the_interrupt_path_stops_a_running_tools_process_group() {
 /// its arguments (and says `context` is the current context's endpoint): the exit
 /// code, stderr and the docker calls.
 fn kind_run(env: &[(&str, &str)], context: &str) -> (i32, String, Vec<String>) {
+    meshcheck_with_docker(&[], env, context)
+}
+
+/// `meshcheck ARGS --target kind --offline --junit F` as [`kind_run`] runs it.
+fn meshcheck_with_docker(
+    args: &[&str],
+    env: &[(&str, &str)],
+    context: &str,
+) -> (i32, String, Vec<String>) {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let calls = dir.path().join("calls");
@@ -98,6 +107,7 @@ fn kind_run(env: &[(&str, &str)], context: &str) -> (i32, String, Vec<String>) {
     );
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_meshcheck"));
     cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(args)
         .args(["--target", "kind", "--offline", "--junit"])
         .arg(dir.path().join("junit.xml"))
         .env("PATH", path)
@@ -154,4 +164,37 @@ fn the_kind_target_refuses_a_remote_docker_engine() {
         calls,
         vec!["context inspect --format {{.Endpoints.docker.Host}}".to_string()]
     );
+}
+
+/// `meshcheck upgrade` on kind across more minors than the strategy supports: a
+/// usage error (exit 2) before any tool runs; a canary may cross two.
+#[test]
+fn an_upgrade_across_too_many_minors_is_refused_before_anything_runs() {
+    let upgrade = |strategy: &'static str, from: &'static str| {
+        meshcheck_with_docker(
+            &[
+                "upgrade",
+                "--from",
+                from,
+                "--to",
+                "1.30.3",
+                "--strategy",
+                strategy,
+            ],
+            &[],
+            "",
+        )
+    };
+    let (code, stderr, calls) = upgrade("in-place", "1.28.3");
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("Istio 1.28.3 -> 1.30.3 crosses 2 minor version(s)")
+            && stderr.contains("--strategy canary may cross two"),
+        "{stderr}"
+    );
+    assert!(calls.is_empty(), "{calls:?}");
+    let (code, stderr, calls) = upgrade("canary", "1.27.0");
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("crosses 3 minor version(s)"), "{stderr}");
+    assert!(calls.is_empty(), "{calls:?}");
 }
