@@ -144,21 +144,26 @@ pub fn check_provider(provider: Option<&str>) -> Result<(), TargetError> {
 }
 
 /// The endpoint of the docker CLI's current context (`docker context inspect`,
-/// which honours `DOCKER_CONTEXT`), if it tells.
+/// which honours `DOCKER_CONTEXT`, within 15 s), if it tells.
 fn context_endpoint(docker: &Path) -> Option<String> {
-    let out = std::process::Command::new(docker)
-        .args([
-            "context",
-            "inspect",
-            "--format",
-            "{{.Endpoints.docker.Host}}",
-        ])
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()?;
-    let host = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    (out.status.success() && !host.is_empty()).then_some(host)
+    use std::io::{Read, Seek};
+    let mut out = tempfile::tempfile().ok()?;
+    let mut cmd = std::process::Command::new(docker);
+    cmd.args([
+        "context",
+        "inspect",
+        "--format",
+        "{{.Endpoints.docker.Host}}",
+    ])
+    .stdin(std::process::Stdio::null())
+    .stdout(out.try_clone().ok()?)
+    .stderr(std::process::Stdio::null());
+    let status = super::local::provision::status_within(&mut cmd, Duration::from_secs(15)).ok()?;
+    let mut host = String::new();
+    out.rewind().ok()?;
+    out.read_to_string(&mut host).ok()?;
+    let host = host.trim().to_string();
+    (status.success() && !host.is_empty()).then_some(host)
 }
 
 /// Refuses a Docker engine on another host (`tcp://` or `ssh://` to a host that is
