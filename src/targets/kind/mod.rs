@@ -268,12 +268,10 @@ mod tests {
         config::KindConfig::new("kindest/node:v1.35.0", vec![30080])
     }
 
-    /// Podman (or nerdctl) as kind's provider is refused, naming the variable, as
-    /// an environment error (exit 3); Docker (explicit or default) passes.
     const KUBEADM: &str = "ERROR: failed to create cluster: failed to init node with kubeadm: command \"docker exec --privileged meshcheck-control-plane kubeadm init --config=/kind/kubeadm.conf --skipTokenPrint --v=6\" failed with error: exit status 1";
 
-    /// The InternalIP when it is reachable; else loopback, where the port mappings
-    /// answer (Docker Desktop).
+    /// The InternalIP when its NodePort answers; else loopback, where the port
+    /// mappings answer (Docker Desktop); a refusal does not pin the InternalIP.
     #[tokio::test]
     async fn the_node_address_is_probed_internal_ip_first() {
         // Real connects on loopback: listening, then refused (127.0.0.2).

@@ -125,7 +125,9 @@ fn remote_engine_host(endpoint: &str) -> Option<String> {
         None => host_port.split(':').next().unwrap_or(host_port),
     };
     let local = host.eq_ignore_ascii_case("localhost")
-        || host.parse::<IpAddr>().is_ok_and(|a| a.is_loopback());
+        || host
+            .parse::<IpAddr>()
+            .is_ok_and(|a| a.is_loopback() || a.is_unspecified());
     (!local).then(|| host.to_string())
 }
 
@@ -133,6 +135,8 @@ fn remote_engine_host(endpoint: &str) -> Option<String> {
 mod tests {
     use super::*;
 
+    /// Podman (or nerdctl) as kind's provider is refused, naming the variable, as
+    /// an environment error (exit 3); Docker (explicit or default) passes.
     #[test]
     fn a_provider_other_than_docker_is_refused() {
         for ok in [None, Some(""), Some("docker")] {
@@ -163,6 +167,7 @@ mod tests {
             Some("tcp://127.0.0.1:2375"),
             Some("tcp://localhost:2376"),
             Some("tcp://[::1]:2375"),
+            Some("tcp://0.0.0.0:2375"),
             Some("ssh://me@localhost"),
             Some("npipe:////./pipe/docker_engine"),
         ] {
