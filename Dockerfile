@@ -5,7 +5,7 @@
 # The build context is only Cargo.toml, Cargo.lock and src/ (see .dockerignore).
 
 # ---- build ------------------------------------------------------------------------
-# The official Rust image: 1.95 >= the crate's rust-version (1.85) and reads the v4
+# The official Rust image: 1.95 >= the crate's rust-version (1.89, Cargo.toml) and reads the v4
 # Cargo.lock. Debian bookworm, as the runtime image below, so the glibc the binary is
 # linked against is the one it runs on. (ring needs a C compiler: slim images have gcc.)
 FROM rust:1.95-slim-bookworm AS build

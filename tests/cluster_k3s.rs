@@ -289,13 +289,17 @@ async fn exercise(
     .await
     .map_err(|e| e.to_string())?;
 
-    // Istio, as the kind target installs it (istiod only).
-    let install = config::istioctl_install_args(&config::IstioInstall {
+    // Istio, as the kind target installs it (istiod only; its images from
+    // MESHCHECK_ISTIO_HUB when set, as --istio-hub).
+    let mut install = config::istioctl_install_args(&config::IstioInstall {
         version: istio.to_string(),
         revision: None,
         kubeconfig: kubeconfig.to_string_lossy().into_owned(),
         context: None,
     });
+    install.extend(config::hub_args(
+        std::env::var("MESHCHECK_ISTIO_HUB").ok().as_deref(),
+    ));
     run_tool(
         istioctl,
         &install,

@@ -16,13 +16,33 @@ use std::time::Duration;
 const PARALLEL: usize = 256;
 
 pub async fn run(ctx: &Ctx, check: &PortsCheck) -> Outcome {
-    let node = ctx.target.node_address();
-    let allowed = allowed_node_ports(ctx, &check.allow_service_ports);
     let ports = match ports_to_scan(&check.scan) {
         Ok(ports) => ports,
         Err(e) => return Outcome::fail(e, ""),
     };
-    let open = open_ports(node, &ports, ctx.timeouts.connect).await;
+    let (node, allowed, open) = match ctx.target.node_scan() {
+        None => {
+            let node = ctx.target.node_address();
+            let allowed =
+                allowed_node_ports(|sp| ctx.target.node_port(sp), &check.allow_service_ports);
+            let open = open_ports(node, &ports, ctx.timeouts.connect).await;
+            (node.to_string(), allowed, open)
+        }
+        // Where a scan from here would see this host, not the node.
+        Some(inside) => {
+            let allowed = allowed_node_ports(|sp| inside.node_port(sp), &check.allow_service_ports);
+            let node = format!("{} ({})", inside.node(), inside.place());
+            match inside.open_ports(&ports, ctx.timeouts.connect).await {
+                Ok(open) => (node, allowed, open),
+                Err(e) => {
+                    return Outcome::fail(
+                        format!("the ports check cannot be judged: the scan of {node} failed: {e}"),
+                        "a scan of the node's address from here would see this host's ports, not the node's, so none was made",
+                    )
+                }
+            }
+        }
+    };
     let (others, others_note) = other_services_node_ports(ctx).await;
     let scan = Scan {
         node,
@@ -36,11 +56,15 @@ pub async fn run(ctx: &Ctx, check: &PortsCheck) -> Outcome {
     scan.outcome(&check.scan)
 }
 
-/// The NodePort of each allowed gateway Service port that has one, with that port.
-fn allowed_node_ports(ctx: &Ctx, service_ports: &[u16]) -> Vec<(u16, u16)> {
+/// The NodePort (`node_port`) of each allowed gateway Service port that has one,
+/// with that port.
+fn allowed_node_ports(
+    node_port: impl Fn(u16) -> Option<u16>,
+    service_ports: &[u16],
+) -> Vec<(u16, u16)> {
     let mut allowed = Vec::new();
     for sp in service_ports {
-        if let Some(np) = ctx.target.node_port(*sp) {
+        if let Some(np) = node_port(*sp) {
             allowed.push((np, *sp));
         }
     }
@@ -148,7 +172,8 @@ fn port_list(ports: &[u16]) -> String {
 
 /// What the scan of one node found, sorted for judging.
 struct Scan {
-    node: IpAddr,
+    /// The address scanned (and where from, when not from here).
+    node: String,
     /// How many ports were scanned.
     scanned: usize,
     /// The open ports, sorted.
@@ -314,5 +339,135 @@ mod tests {
         );
         assert!(o.message.contains("services is forbidden"), "{}", o.message);
         assert!(o.message.contains("dedicated cluster"), "{}", o.message);
+    }
+
+    /// A node scanned from where it is (a kind node behind port mappings): what
+    /// that scan finds is judged, against the node's own NodePorts; this host's
+    /// open ports (a listener on 127.0.0.1 here) are not scanned.
+    struct Inside {
+        open: Result<Vec<u16>, String>,
+        asked: std::sync::Mutex<Vec<u16>>,
+    }
+
+    impl crate::targets::NodeScan for Inside {
+        fn place(&self) -> String {
+            "inside the node container mc-control-plane".into()
+        }
+        fn node(&self) -> IpAddr {
+            IpAddr::from([172, 18, 0, 2])
+        }
+        fn node_port(&self, service_port: u16) -> Option<u16> {
+            (service_port == 80).then_some(30080)
+        }
+        fn open_ports<'a>(
+            &'a self,
+            ports: &'a [u16],
+            _timeout: Duration,
+        ) -> crate::targets::BoxFuture<'a, Result<Vec<u16>, String>> {
+            self.asked.lock().unwrap().extend_from_slice(ports);
+            let open = self.open.clone();
+            Box::pin(async move { open })
+        }
+    }
+
+    struct Mapped {
+        inner: FixedTarget,
+        inside: std::sync::Arc<Inside>,
+    }
+
+    impl crate::targets::Target for Mapped {
+        fn name(&self) -> &'static str {
+            "kind"
+        }
+        fn node_address(&self) -> IpAddr {
+            IpAddr::from([127, 0, 0, 1])
+        }
+        fn node_port(&self, sp: u16) -> Option<u16> {
+            self.inner.node_port(sp)
+        }
+        fn gateway_identities(&self) -> Vec<String> {
+            Vec::new()
+        }
+        fn pods(
+            &self,
+        ) -> crate::targets::BoxFuture<'_, Result<Vec<crate::targets::PodInfo>, String>> {
+            self.inner.pods()
+        }
+        fn consistency_budget(&self) -> Duration {
+            Duration::from_secs(1)
+        }
+        fn health(&self) -> Vec<String> {
+            Vec::new()
+        }
+        fn properties(&self) -> Vec<(String, String)> {
+            Vec::new()
+        }
+        fn shutdown(&self) -> crate::targets::BoxFuture<'_, ()> {
+            Box::pin(async {})
+        }
+        fn node_scan(&self) -> Option<std::sync::Arc<dyn crate::targets::NodeScan>> {
+            Some(self.inside.clone())
+        }
+    }
+
+    async fn scan_mapped(open: Result<Vec<u16>, String>, ports: &[u16]) -> (Outcome, Vec<u16>) {
+        // The host port 127.0.0.1 publishes the gateway's NodePort on, listening.
+        let (_host, host_port) = listener().await;
+        let inside = std::sync::Arc::new(Inside {
+            open,
+            asked: Default::default(),
+        });
+        let target = Mapped {
+            inner: FixedTarget {
+                node_ports: BTreeMap::from([(80, host_port)]),
+                ..FixedTarget::new()
+            },
+            inside: inside.clone(),
+        };
+        let ctx = Ctx::new(
+            std::sync::Arc::new(target),
+            crate::timeouts::Timeouts::default(),
+            80,
+        );
+        let mut scan: Vec<String> = ports.iter().map(|p| p.to_string()).collect();
+        scan.push(host_port.to_string());
+        let check = PortsCheck {
+            scan,
+            allow_service_ports: vec![80],
+        };
+        let o = run(&ctx, &check).await;
+        let asked = inside.asked.lock().unwrap().clone();
+        (o, asked)
+    }
+
+    #[tokio::test]
+    async fn a_port_mapped_node_is_scanned_from_inside() {
+        let (o, asked) = scan_mapped(Ok(vec![30080]), &[22, 30080]).await;
+        assert!(o.passed, "{} {}", o.message, o.detail);
+        assert_eq!(asked.len(), 3, "{asked:?}");
+        assert!(
+            o.message.contains(
+                "on 172.18.0.2 (inside the node container mc-control-plane); open: 30080"
+            ),
+            "{}",
+            o.message
+        );
+        // An unexpected port open on the node fails, named.
+        let (o, _) = scan_mapped(Ok(vec![22, 30080]), &[22, 30080]).await;
+        assert!(!o.passed);
+        assert!(
+            o.message.starts_with("unexpected open port(s) on 172.18.0.2 (inside the node container mc-control-plane): 22 (only 30080 (Service port 80) may answer)"),
+            "{}",
+            o.message
+        );
+        // The scan inside cannot run: not judged, and it says so.
+        let (o, _) = scan_mapped(Err("docker exec failed".into()), &[30080]).await;
+        assert!(!o.passed);
+        assert!(
+            o.message.starts_with("the ports check cannot be judged")
+                && o.message.contains("docker exec failed"),
+            "{}",
+            o.message
+        );
     }
 }

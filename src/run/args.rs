@@ -87,6 +87,11 @@ pub struct ClusterArgs {
     /// Istio version the kind target installs.
     #[arg(long, env = "MESHCHECK_ISTIO_VERSION", default_value = crate::targets::kind::tools::ISTIO_VERSION)]
     pub istio_version: String,
+    /// Registry the kind target (and its upgrade) pulls Istio's images from, e.g.
+    /// gcr.io/istio-release (Istio's release mirror, no Docker Hub pull limits)
+    /// [default: istioctl's, docker.io/istio].
+    #[arg(long, env = "MESHCHECK_ISTIO_HUB")]
+    pub istio_hub: Option<String>,
     /// kind cluster name.
     #[arg(long = "cluster-name", default_value = crate::targets::kind::config::DEFAULT_CLUSTER_NAME)]
     pub cluster_name: String,

@@ -201,9 +201,10 @@ pub fn start_target(
         }
         TargetKind::Kind => {
             let cluster = choice.cluster;
-            let mut opts = KindOptions::new(project_dir());
+            let mut opts = KindOptions::new(crate::targets::kind::project_dir());
             opts.cluster_name = cluster.cluster_name.clone();
             opts.istio_version = cluster.istio_version.clone();
+            opts.istio_hub = cluster.istio_hub.clone();
             opts.node_image = cluster.node_image.clone();
             opts.reuse = cluster.reuse;
             opts.keep = choice.keep;
@@ -268,15 +269,4 @@ pub fn start_target(
             Running::Cluster(Arc::new(t))
         }
     })
-}
-
-/// The project directory (where the Dockerfile is): the current directory when it has
-/// one, else the directory meshcheck was built from.
-fn project_dir() -> PathBuf {
-    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-    if cwd.join("Dockerfile").is_file() {
-        cwd
-    } else {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-    }
 }

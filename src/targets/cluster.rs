@@ -258,6 +258,9 @@ pub struct ClusterTarget {
     /// Interrupt-path cleanups this target registered (forgotten once it cleaned up).
     pub(crate) cleanup_ids: std::sync::Mutex<Vec<u64>>,
     pub(crate) stopped: std::sync::atomic::AtomicBool,
+    /// How the ports check scans the node when not from here (kind behind port
+    /// mappings: inside the node container).
+    pub(crate) node_scan: Option<std::sync::Arc<dyn super::NodeScan>>,
 }
 
 /// The namespace a fixture namespace has on the cluster.
@@ -537,6 +540,7 @@ impl ClusterTarget {
             on_shutdown: Default::default(),
             cleanup_ids: Default::default(),
             stopped: Default::default(),
+            node_scan: None,
         }
     }
 
@@ -700,6 +704,9 @@ impl Target for ClusterTarget {
                 .await
                 .map_err(|e| e.to_string())
         })
+    }
+    fn node_scan(&self) -> Option<std::sync::Arc<dyn super::NodeScan>> {
+        self.node_scan.clone()
     }
     fn other_node_ports(&self) -> BoxFuture<'_, Result<Vec<(u16, String)>, String>> {
         Box::pin(async move {

@@ -95,6 +95,29 @@ pub trait Target: Send + Sync {
         let _ = dir;
         Box::pin(async { Vec::new() })
     }
+    /// How the `ports` check scans the node when a scan of
+    /// [`Target::node_address`] from here would not see the node: a kind node
+    /// reached through port mappings on 127.0.0.1 (Docker Desktop), where such a scan
+    /// sees this host's own ports. `None`: scan the node address from here.
+    fn node_scan(&self) -> Option<std::sync::Arc<dyn NodeScan>> {
+        None
+    }
+}
+
+/// A scan of the node's ports from where the node is (inside its container).
+pub trait NodeScan: Send + Sync {
+    /// Where the scan runs, for the report (`inside the node container X`).
+    fn place(&self) -> String;
+    /// The node's own address, scanned there.
+    fn node(&self) -> IpAddr;
+    /// The NodePort of the gateway Service's `service_port`, as the node has it.
+    fn node_port(&self, service_port: u16) -> Option<u16>;
+    /// The open ones among `ports` (sorted), each connect bounded by `timeout`.
+    fn open_ports<'a>(
+        &'a self,
+        ports: &'a [u16],
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Vec<u16>, String>>;
 }
 
 /// Why a target could not be brought up or used.

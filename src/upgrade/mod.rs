@@ -235,6 +235,7 @@ fn cluster_options(args: &UpgradeArgs) -> cluster::ClusterUpgradeOptions {
     o.upgrade_signal = args.upgrade_signal.clone();
     o.step_timeout = args.step_timeout;
     o.tools = crate::targets::kind::tools::ToolOptions::new(args.cluster.offline);
+    o.hub = args.cluster.istio_hub.clone();
     o
 }
 

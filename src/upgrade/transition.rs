@@ -51,3 +51,88 @@ pub enum Strategy {
     /// A revision for B beside A, namespaces relabelled to it, A removed at the end.
     Canary,
 }
+
+impl Strategy {
+    /// The most minor versions one upgrade of this strategy may cross: in place one
+    /// minor at a time, a canary up to two (istio.io, "Upgrade with istioctl": "in-place
+    /// upgrades ... across more than one minor version ... are not supported"; "Canary
+    /// upgrades": "from 1.X to 1.X+2"; ISTIO-NOTES.md "Installing a version").
+    pub fn max_minors(self) -> u32 {
+        match self {
+            Strategy::InPlace => 1,
+            Strategy::Canary => 2,
+        }
+    }
+
+    fn flag(self) -> &'static str {
+        match self {
+            Strategy::InPlace => "in-place",
+            Strategy::Canary => "canary",
+        }
+    }
+}
+
+/// Refuses an upgrade from `from` to `to` that crosses more minor versions (either
+/// way) than `strategy` supports, or another major; why, naming what would do.
+/// Versions that do not parse are left to istioctl.
+pub fn check_version_skip(from: &str, to: &str, strategy: Strategy) -> Result<(), String> {
+    use crate::targets::kind::config::major_minor;
+    let (Some((fa, fi)), Some((ta, ti))) = (major_minor(from), major_minor(to)) else {
+        return Ok(());
+    };
+    let crossed = fi.abs_diff(ti);
+    if fa == ta && crossed <= strategy.max_minors() {
+        return Ok(());
+    }
+    let hint = if fa == ta && crossed <= Strategy::Canary.max_minors() {
+        " (--strategy canary may cross two)".to_string()
+    } else {
+        format!(
+            "; upgrade in steps of at most {} minor(s)",
+            strategy.max_minors()
+        )
+    };
+    Err(format!(
+        "Istio {from} -> {to} crosses {} minor version(s), and an upgrade --strategy {} supports at most {}{hint}",
+        if fa == ta { crossed.to_string() } else { "major".to_string() },
+        strategy.flag(),
+        strategy.max_minors(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// In place: one minor at a time; a canary: up to two; never another major.
+    #[test]
+    fn an_upgrade_crosses_no_more_minors_than_its_strategy_supports() {
+        for (from, to) in [
+            ("1.29.6", "1.30.3"),
+            ("1.30.0", "1.30.3"),
+            ("1.30.3", "1.29.6"),
+            ("v1.30.3", "1.31.0-rc.0"),
+        ] {
+            check_version_skip(from, to, Strategy::InPlace).unwrap();
+            check_version_skip(from, to, Strategy::Canary).unwrap();
+        }
+        let e = check_version_skip("1.28.3", "1.30.3", Strategy::InPlace).unwrap_err();
+        assert!(
+            e.contains("crosses 2 minor version(s)")
+                && e.contains("--strategy in-place supports at most 1")
+                && e.contains("--strategy canary may cross two"),
+            "{e}"
+        );
+        check_version_skip("1.28.3", "1.30.3", Strategy::Canary).unwrap();
+        let e = check_version_skip("1.27.0", "1.30.3", Strategy::Canary).unwrap_err();
+        assert!(
+            e.contains("crosses 3") && e.contains("steps of at most 2"),
+            "{e}"
+        );
+        let e = check_version_skip("1.27.0", "1.30.3", Strategy::InPlace).unwrap_err();
+        assert!(e.contains("steps of at most 1"), "{e}");
+        assert!(check_version_skip("1.30.3", "2.0.0", Strategy::Canary).is_err());
+        // Left to istioctl.
+        check_version_skip("master", "1.30.3", Strategy::InPlace).unwrap();
+    }
+}

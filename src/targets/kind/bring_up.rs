@@ -3,9 +3,10 @@
 //! build and load the stub image, deploy the fixtures, find where the NodePorts
 //! answer, and arrange the cluster's deletion.
 
+use super::reinstall::{self, Reuse};
 use super::{
-    choose_node_address, config, create_cluster, preflight, tool_err, tools, unavailable,
-    KindOptions, CREATE_RETRY_PAUSE, NODE_PROBE_TIMEOUT,
+    choose_node_address, config, create_cluster, node_ports, node_scan, preflight, tool_err, tools,
+    unavailable, KindOptions, CREATE_RETRY_PAUSE, NODE_PROBE_TIMEOUT,
 };
 use crate::fixtures::Fixtures;
 use crate::istio::Mesh;
@@ -45,6 +46,7 @@ pub(crate) async fn bring_up_with_docker(
     opts: &KindOptions,
     workdir: &Path,
 ) -> Result<ClusterTarget, TargetError> {
+    super::check_project_dir(&opts.project_dir)?;
     let (kind, istioctl) = provision_tools(opts).await?;
     let exists = cluster_exists(&kind, &opts.cluster_name).await?;
     let cluster = Cluster {
@@ -62,11 +64,15 @@ pub(crate) async fn bring_up_with_docker(
         create_kind_cluster(docker, &kind, mesh, &cluster, workdir).await?
     };
     let client = fetch_kubeconfig(&kind, &cluster).await?;
-    ensure_istio(&client, &istioctl, opts, &cluster).await?;
+    let reuse = ensure_istio(&client, &istioctl, opts, &cluster).await?;
     wait_istiod(&client).await?;
-    let tag = ensure_stub_image(docker, &kind, opts, &cluster.name).await?;
+    let tag = ensure_stub_image(docker, &kind, opts, &cluster.name, workdir).await?;
     let dopts = deploy_options(opts, &tag);
-    let mut target = deploy("kind", client, fx, mesh, &dopts, opts.node_address).await?;
+    let fx = &node_ports::with_model_node_ports(fx, mesh);
+    let mut target = deploy("kind", client.clone(), fx, mesh, &dopts, opts.node_address).await?;
+    if let Reuse::Replace { installed } = reuse {
+        restart_onto(&client, mesh, opts, &installed).await?;
+    }
     if opts.node_address.is_none() {
         reach_node_ports(&mut target, docker, &cluster.name).await;
     }
@@ -271,37 +277,52 @@ async fn fetch_kubeconfig(kind: &Path, cluster: &Cluster) -> Result<::kube::Clie
     crate::targets::existing::client_from_kubeconfig(&cluster.kubeconfig, None).await
 }
 
-/// Installs Istio unless the reused cluster's istiod runs the requested version.
+/// Installs Istio unless the reused cluster's istiod runs the requested version
+/// ([`reinstall::decide`]: refused more than one minor away); says what it decided.
 async fn ensure_istio(
     client: &::kube::Client,
     istioctl: &Path,
     opts: &KindOptions,
     cluster: &Cluster,
-) -> Result<(), TargetError> {
+) -> Result<Reuse, TargetError> {
     let installed = installed_istio_version(client).await;
-    if !keeps_istiod(opts, &cluster.name, installed.as_deref()) {
+    let reuse = reinstall::decide(
+        &cluster.name,
+        opts.reuse,
+        installed.as_deref(),
+        &opts.istio_version,
+    )?;
+    if let Reuse::Replace { installed } = &reuse {
+        eprintln!(
+            "kind: cluster {} runs Istio {installed}; installing {} over it (its injected workloads restart onto it after the deploy)",
+            cluster.name, opts.istio_version
+        );
+    }
+    if reuse != Reuse::Keep {
         install_istio(istioctl, opts, &cluster.kubeconfig).await?;
     }
-    Ok(())
+    Ok(reuse)
 }
 
-/// On a reused cluster, keep istiod only when it runs the requested version
-/// (`installed`); says so when another version is replaced.
-fn keeps_istiod(opts: &KindOptions, name: &str, installed: Option<&str>) -> bool {
-    opts.reuse
-        && match installed {
-            Some(v) if v.trim_start_matches('v') == opts.istio_version.trim_start_matches('v') => {
-                true
-            }
-            Some(v) => {
-                eprintln!(
-                    "kind: cluster {name} runs Istio {v}; installing {} over it",
-                    opts.istio_version
-                );
-                false
-            }
-            None => false,
-        }
+/// After Istio `installed` was replaced: the fixtures' injected Deployments restart
+/// (gateways first), so their proxies run the requested version.
+async fn restart_onto(
+    client: &::kube::Client,
+    mesh: &Mesh,
+    opts: &KindOptions,
+    installed: &str,
+) -> Result<(), TargetError> {
+    let step = Step::start(format!(
+        "restarting the injected workloads (their proxies were injected by Istio {installed}) onto {}",
+        opts.istio_version
+    ));
+    let deployments = reinstall::injected_deployments(mesh);
+    reinstall::restart_injected(client, &deployments, opts.rollout_timeout, &|l: &str| {
+        step.note(l)
+    })
+    .await?;
+    step.done();
+    Ok(())
 }
 
 /// `istioctl install` (profile minimal) with the run's kubeconfig.
@@ -314,12 +335,13 @@ async fn install_istio(
         "installing Istio {} (profile minimal)",
         opts.istio_version
     ));
-    let args = config::istioctl_install_args(&config::IstioInstall {
+    let mut args = config::istioctl_install_args(&config::IstioInstall {
         version: opts.istio_version.clone(),
         revision: None,
         kubeconfig: kubeconfig.to_string_lossy().into(),
         context: None,
     });
+    args.extend(config::hub_args(opts.istio_hub.as_deref()));
     run_tool(
         istioctl,
         &args,
@@ -347,18 +369,19 @@ async fn wait_istiod(client: &::kube::Client) -> Result<(), TargetError> {
 }
 
 /// The stub image of the project's sources, built unless the engine has it, loaded
-/// into the cluster; returns its tag.
+/// into the cluster (through an archive in `workdir`); returns its tag.
 async fn ensure_stub_image(
     docker: &Path,
     kind: &Path,
     opts: &KindOptions,
     name: &str,
+    workdir: &Path,
 ) -> Result<String, TargetError> {
     let tag = config::stub_image_tag(&source_hash(&opts.project_dir));
     if !image_exists(docker, &tag).await {
         build_stub_image(docker, &tag, &opts.project_dir).await?;
     }
-    load_image(kind, name, &tag).await?;
+    load_image(docker, kind, name, &tag, workdir).await?;
     Ok(tag)
 }
 
@@ -389,16 +412,39 @@ async fn build_stub_image(docker: &Path, tag: &str, project: &Path) -> Result<()
     Ok(())
 }
 
-/// `kind load docker-image`.
-async fn load_image(kind: &Path, name: &str, tag: &str) -> Result<(), TargetError> {
+/// `docker save` into `<workdir>/stub-image.tar`, then `kind load image-archive`
+/// (not `kind load docker-image`: [`config::save_image_args`] says why); the archive
+/// is removed afterwards.
+async fn load_image(
+    docker: &Path,
+    kind: &Path,
+    name: &str,
+    tag: &str,
+    workdir: &Path,
+) -> Result<(), TargetError> {
     let step = Step::start(format!("loading {tag} into kind"));
-    run_tool(
-        kind,
-        &config::load_image_args(name, tag),
+    let archive = workdir.join("stub-image.tar");
+    let archive_s = archive.to_string_lossy();
+    let saved = run_tool(
+        docker,
+        &config::save_image_args(tag, &archive_s),
         Duration::from_secs(600),
-        "kind load docker-image",
+        "docker save",
     )
-    .await?;
+    .await;
+    let loaded = match saved {
+        Ok(_) => run_tool(
+            kind,
+            &config::load_image_archive_args(name, &archive_s),
+            Duration::from_secs(600),
+            "kind load image-archive",
+        )
+        .await
+        .map(|_| ()),
+        Err(e) => Err(e),
+    };
+    let _ = std::fs::remove_file(&archive);
+    loaded?;
     step.done();
     Ok(())
 }
@@ -432,6 +478,14 @@ async fn reach_node_ports(target: &mut ClusterTarget, docker: &Path, name: &str)
         choose_node_address(target.node, port, loopback_port, NODE_PROBE_TIMEOUT).await;
     eprintln!("kind: reaching NodePorts at {addr} ({why})");
     if addr.is_loopback() && !target.node.is_loopback() {
+        // A scan of 127.0.0.1 would see this host: the ports check scans the node
+        // from inside its container.
+        target.node_scan = Some(std::sync::Arc::new(node_scan::DockerExecScan {
+            docker: docker.to_path_buf(),
+            container: node.clone(),
+            node: target.node,
+            node_ports: target.node_ports.clone(),
+        }));
         // The checks connect to the host ports the NodePorts are published on.
         let mut mapped = std::collections::BTreeMap::new();
         for (sp, np) in &target.node_ports {

@@ -303,9 +303,19 @@ pub fn deterministic_kind_failure(
     })
 }
 
-/// `kind load docker-image IMAGE --name N`: copies a local image into the nodes.
-pub fn load_image_args(name: &str, image: &str) -> Vec<String> {
-    strings(&["load", "docker-image", image, "--name", name])
+/// `docker save -o ARCHIVE IMAGE`: the image as a tar archive for
+/// [`load_image_archive_args`]. `kind load docker-image` is not used: with Docker's
+/// containerd image store (the default of Docker Engine 29 and Docker Desktop) the
+/// archive it saves lacks layers and the import fails ("content digest ... not
+/// found", kubernetes-sigs/kind#3795); an archive saved by the engine's CLI loads.
+pub fn save_image_args(image: &str, archive: &str) -> Vec<String> {
+    strings(&["save", "-o", archive, image])
+}
+
+/// `kind load image-archive ARCHIVE --name N`: imports an image archive
+/// ([`save_image_args`]) into every node's containerd.
+pub fn load_image_archive_args(name: &str, archive: &str) -> Vec<String> {
+    strings(&["load", "image-archive", archive, "--name", name])
 }
 
 /// `kind get kubeconfig --name N`: the cluster's kubeconfig on stdout (context
@@ -321,7 +331,7 @@ pub fn node_container(name: &str) -> String {
 }
 
 /// `(major, minor)` of `1.30.3`, `v1.30.3`, `1.30`, `1.31.0-rc.0`.
-fn major_minor(version: &str) -> Option<(u32, u32)> {
+pub(crate) fn major_minor(version: &str) -> Option<(u32, u32)> {
     let v = version.trim();
     let v = v.strip_prefix('v').unwrap_or(v);
     let mut parts = v.splitn(3, '.');
@@ -416,6 +426,16 @@ pub fn istioctl_install_args(i: &IstioInstall) -> Vec<String> {
         a.extend(strings(&["--revision", rev]));
     }
     a
+}
+
+/// `--set hub=HUB`: the registry Istio's images (pilot, proxyv2) come from; nothing
+/// for `None` (istioctl's default, docker.io/istio). Istio publishes every release
+/// to gcr.io/istio-release too, without Docker Hub's anonymous pull limits.
+pub fn hub_args(hub: Option<&str>) -> Vec<String> {
+    match hub.map(str::trim).filter(|h| !h.is_empty()) {
+        Some(h) => strings(&["--set", &format!("hub={h}")]),
+        None => Vec::new(),
+    }
 }
 
 /// The revision name for an Istio version, a DNS-1123 label: `1.30.3` -> `1-30-3`,
@@ -697,11 +717,20 @@ nodes:
             ])
         );
         assert_eq!(
-            load_image_args("meshcheck", "meshcheck/stub:0123456789ab"),
+            save_image_args("meshcheck/stub:0123456789ab", "/tmp/w/stub-image.tar"),
+            v(&[
+                "save",
+                "-o",
+                "/tmp/w/stub-image.tar",
+                "meshcheck/stub:0123456789ab"
+            ])
+        );
+        assert_eq!(
+            load_image_archive_args("meshcheck", "/tmp/w/stub-image.tar"),
             v(&[
                 "load",
-                "docker-image",
-                "meshcheck/stub:0123456789ab",
+                "image-archive",
+                "/tmp/w/stub-image.tar",
                 "--name",
                 "meshcheck"
             ])
@@ -711,6 +740,64 @@ nodes:
             v(&["get", "kubeconfig", "--name", "meshcheck"])
         );
         assert_eq!(node_container("meshcheck"), "meshcheck-control-plane");
+    }
+
+    /// The nightly workflow and the Dockerfile state the pins of the code: the Istio
+    /// versions of the matrices, Istio's images from its release hub, a Docker Hub
+    /// login before each job pulls (when a token exists), and the crate's
+    /// rust-version in the Dockerfile's comment, below its Rust image.
+    #[test]
+    fn the_ci_and_the_dockerfile_state_the_pins() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
+        let nightly = read(".github/workflows/nightly.yml");
+        assert!(
+            nightly.contains(&format!("'[\"{ISTIO_VERSION}\", \"{ISTIO_PREVIOUS}\"]'")),
+            "the kind matrix is not [{ISTIO_VERSION}, {ISTIO_PREVIOUS}]"
+        );
+        assert!(nightly.contains(&format!("FROM: \"{ISTIO_PREVIOUS}\"")));
+        assert!(nightly.contains(&format!("TO: \"{ISTIO_VERSION}\"")));
+        assert!(nightly.contains("\n  MESHCHECK_ISTIO_HUB: gcr.io/istio-release\n"));
+        // Every job that pulls from Docker Hub (docker version marks them) logs in
+        // first, only with a token.
+        let pulls = nightly.matches("- name: docker version").count();
+        let logins: Vec<&str> = nightly
+            .split("- name: log in to Docker Hub")
+            .skip(1)
+            .collect();
+        assert!(
+            pulls >= 3 && logins.len() == pulls,
+            "{pulls} jobs, {} logins",
+            logins.len()
+        );
+        for l in logins {
+            let step = &l[..l.find("- name:").unwrap_or(l.len())];
+            assert!(step.contains("if: env.DOCKERHUB_TOKEN != ''"), "{step}");
+            assert!(
+                step.contains("password: ${{ env.DOCKERHUB_TOKEN }}"),
+                "{step}"
+            );
+        }
+        let manifest = read("Cargo.toml");
+        let rust_version = manifest
+            .lines()
+            .find_map(|l| l.strip_prefix("rust-version = \""))
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap();
+        let dockerfile = read("Dockerfile");
+        assert!(
+            dockerfile.contains(&format!("rust-version ({rust_version}, Cargo.toml)")),
+            "the Dockerfile's comment does not say rust-version {rust_version}"
+        );
+        let image = dockerfile
+            .lines()
+            .find_map(|l| l.strip_prefix("FROM rust:"))
+            .and_then(|l| l.split('-').next())
+            .unwrap();
+        assert!(
+            major_minor(image).unwrap() >= major_minor(rust_version).unwrap(),
+            "rust:{image} is older than rust-version {rust_version}"
+        );
     }
 
     #[test]
@@ -889,6 +976,16 @@ nodes:
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'));
             assert!(!r.starts_with('-') && !r.ends_with('-'));
         }
+    }
+
+    #[test]
+    fn the_istio_hub_is_set_only_when_given() {
+        assert_eq!(
+            hub_args(Some("gcr.io/istio-release")),
+            v(&["--set", "hub=gcr.io/istio-release"])
+        );
+        assert!(hub_args(None).is_empty());
+        assert!(hub_args(Some(" ")).is_empty());
     }
 
     #[test]

@@ -1,19 +1,28 @@
 //! The kind target: a kind cluster with a chosen Istio version, the real thing.
 //!
-//! Steps (each a timed, visible step): preflight (a Docker engine answers; kind and
-//! istioctl cached, on PATH or downloaded and sha256-verified), create (or `--reuse`)
+//! Steps (each a timed, visible step): preflight (kind's provider is Docker, the
+//! engine is on this host and answers; kind and istioctl cached, on PATH or
+//! downloaded and sha256-verified), create (or `--reuse`)
 //! the cluster with extraPortMappings for the gateway NodePorts, install Istio with
 //! istioctl (profile minimal: istiod only; the gateway is the fixtures' own injected
 //! Deployment) and wait until istiod is rolled out and its validating webhook accepts
-//! a VirtualService, build the stub image from the project's Dockerfile and load it,
-//! then apply the fixtures (shared with the existing target). The cluster is deleted at
+//! a VirtualService, build the stub image from meshcheck's own Dockerfile and load it
+//! (`docker save`, `kind load image-archive`), then apply the fixtures (shared with
+//! the existing target; gateway NodePorts the fixtures leave open fixed to the
+//! model's, [`node_ports`]), and on a reused cluster whose Istio was replaced restart
+//! the injected workloads ([`reinstall`]). The cluster is deleted at
 //! the end unless `--keep` or `--reuse`, also on Ctrl-C.
 
 mod bring_up;
 pub mod config;
+mod node_ports;
+mod node_scan;
+mod preflight;
+mod reinstall;
 pub mod tools;
 
 pub use bring_up::bring_up;
+pub use preflight::{check_project_dir, preflight, project_dir};
 
 use super::cluster::run_tool;
 use super::TargetError;
@@ -26,6 +35,9 @@ use std::time::Duration;
 pub struct KindOptions {
     pub cluster_name: String,
     pub istio_version: String,
+    /// `--set hub=` of `istioctl install`: where Istio's images are pulled from
+    /// (`None`: istioctl's default, docker.io/istio).
+    pub istio_hub: Option<String>,
     /// kindest/node image; default: the newest one the Istio version supports.
     pub node_image: Option<String>,
     /// Use an existing cluster of that name and keep it.
@@ -47,6 +59,7 @@ impl KindOptions {
         KindOptions {
             cluster_name: config::DEFAULT_CLUSTER_NAME.into(),
             istio_version: tools::ISTIO_VERSION.into(),
+            istio_hub: None,
             node_image: None,
             reuse: false,
             keep: false,
@@ -64,16 +77,6 @@ fn unavailable(why: impl Into<String>) -> TargetError {
         target: "kind".into(),
         why: why.into(),
     }
-}
-
-/// Checks what the kind target needs before anything is started.
-pub fn preflight() -> Result<PathBuf, TargetError> {
-    if !super::docker_answers() {
-        return Err(unavailable(
-            "no Docker engine answers (DOCKER_HOST, the docker CLI's current context, or /var/run/docker.sock): start Docker (or Docker Desktop, Colima...), or run the suite with --target local",
-        ));
-    }
-    which("docker").ok_or_else(|| unavailable("the docker CLI is not on PATH (the engine answers, but images are built and inspected with the CLI)"))
 }
 
 /// `name` on PATH.
@@ -115,10 +118,12 @@ pub async fn probe(addr: IpAddr, port: u16, timeout: Duration) -> Reach {
     }
 }
 
-/// Where the NodePorts answer: the node's InternalIP `internal` when it is reachable
-/// from here (a connect to the gateway NodePort `port` succeeds or is refused), else
-/// 127.0.0.1 (the cluster's extraPortMappings) when that connects, else `internal`;
-/// with why, for the run's output.
+/// Where the NodePorts answer: the node's InternalIP `internal` when a connect to the
+/// gateway NodePort `port` succeeds there, else 127.0.0.1 (the cluster's
+/// extraPortMappings) when that connects, else `internal`; with why, for the run's
+/// output. The gateway is rolled out when this is asked, so only an open port counts:
+/// a refusal may come from another host that has the node's address on an
+/// overlapping network (a VPN, a second Docker network), not from the node.
 pub async fn choose_node_address(
     internal: IpAddr,
     port: u16,
@@ -141,21 +146,19 @@ where
     Fut: std::future::Future<Output = Reach>,
 {
     let loopback = IpAddr::from([127, 0, 0, 1]);
-    match probe(internal, port).await {
-        Reach::Open => return (internal, format!("the node's InternalIP answers on {port}")),
-        Reach::Refused => {
-            return (
-                internal,
-                format!("the node's InternalIP is reachable (nothing on {port} yet)"),
-            )
-        }
-        Reach::Unreachable => {}
+    let direct = probe(internal, port).await;
+    if direct == Reach::Open {
+        return (internal, format!("the node's InternalIP answers on {port}"));
     }
+    let how = match direct {
+        Reach::Refused => "refuses connections on",
+        _ => "does not answer on",
+    };
     if let Some(lp) = loopback_port.filter(|_| internal != loopback) {
         if probe(loopback, lp).await == Reach::Open {
             return (
                 loopback,
-                format!("the node's InternalIP {internal} is not reachable from here; 127.0.0.1:{lp} is mapped to its port {port}"),
+                format!("the node's InternalIP {internal} {how} {port} from here; 127.0.0.1:{lp} is mapped to its port {port}"),
             );
         }
     }
@@ -267,8 +270,8 @@ mod tests {
 
     const KUBEADM: &str = "ERROR: failed to create cluster: failed to init node with kubeadm: command \"docker exec --privileged meshcheck-control-plane kubeadm init --config=/kind/kubeadm.conf --skipTokenPrint --v=6\" failed with error: exit status 1";
 
-    /// The InternalIP when it is reachable; else loopback, where the port mappings
-    /// answer (Docker Desktop).
+    /// The InternalIP when its NodePort answers; else loopback, where the port
+    /// mappings answer (Docker Desktop); a refusal does not pin the InternalIP.
     #[tokio::test]
     async fn the_node_address_is_probed_internal_ip_first() {
         // Real connects on loopback: listening, then refused (127.0.0.2).
@@ -279,11 +282,23 @@ mod tests {
         assert_eq!(probe(loopback, port, t).await, Reach::Open);
         let (a, why) = choose_node_address(loopback, port, None, t).await;
         assert_eq!(a, loopback, "{why}");
+        // A refusal does not pin the address: 127.0.0.2 refuses, the mapping on
+        // 127.0.0.1 answers (another host with the node's address on an overlapping
+        // network refuses the same way).
         let other = IpAddr::from([127, 0, 0, 2]);
         assert_eq!(probe(other, port, t).await, Reach::Refused);
         let (a, why) = choose_node_address(other, port, Some(port), t).await;
+        assert_eq!(a, loopback, "{why}");
+        assert!(
+            why.contains(&format!(
+                "127.0.0.2 refuses connections on {port} from here"
+            )),
+            "{why}"
+        );
+        // Refused, and no mapping answers: the InternalIP, saying nothing answers.
+        let (a, why) = choose_node_address(other, port, None, t).await;
         assert_eq!(a, other, "{why}");
-        assert!(why.contains("reachable"), "{why}");
+        assert!(why.starts_with("neither"), "{why}");
 
         // The node's address is not reachable from here (Docker Desktop); 127.0.0.1
         // publishes its 30080 on 41234 (or does not answer).
@@ -300,7 +315,7 @@ mod tests {
         let (a, why) = choose_node_address_with(node, 30080, Some(41234), desktop(true)).await;
         assert_eq!(a, loopback, "{why}");
         assert!(
-            why.contains("172.18.0.2 is not reachable from here; 127.0.0.1:41234 is mapped to its port 30080"),
+            why.contains("172.18.0.2 does not answer on 30080 from here; 127.0.0.1:41234 is mapped to its port 30080"),
             "{why}"
         );
         let (a, why) = choose_node_address_with(node, 30080, Some(41234), desktop(false)).await;

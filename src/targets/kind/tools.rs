@@ -40,7 +40,8 @@ use tokio::io::AsyncWriteExt;
 /// kind release used by the kind target.
 ///
 /// v0.31.0 (Dec 2025) defaults to Kubernetes 1.35, which both [`ISTIO_VERSION`]
-/// (1.30: Kubernetes 1.32–1.36) and [`ISTIO_PREVIOUS`] (1.29: 1.31–1.35) support.
+/// (1.30: Kubernetes 1.32–1.36) and [`ISTIO_PREVIOUS`] (1.29: 1.30–1.35) support
+/// (the ranges: `ISTIO_KUBERNETES` in config.rs).
 /// Newer kind releases exist (v0.32.0, v0.33.0); bump only together with a node image
 /// that both Istio versions support.
 pub const KIND_VERSION: &str = "v0.31.0";

@@ -227,6 +227,7 @@ impl IstioctlUpgrade {
         if let Some(o) = &self.overlay {
             args.extend(o.args_for(&rev).await?);
         }
+        args.extend(crate::targets::kind::config::hub_args(opts.hub.as_deref()));
         self.istioctl(opts, args).await?;
         self.canary_installed = opts.strategy == Strategy::Canary;
         k::wait_rollouts(

@@ -53,6 +53,8 @@ pub struct ClusterUpgradeOptions {
     /// `MESHCHECK_UPGRADE_DEPLOYMENTS`, space-separated); set from the target.
     pub namespaces: Vec<String>,
     pub deployments: Vec<String>,
+    /// kind: where B's images are pulled from (`--istio-hub`, as A's were).
+    pub hub: Option<String>,
 }
 
 impl ClusterUpgradeOptions {
@@ -69,6 +71,7 @@ impl ClusterUpgradeOptions {
             tools: ToolOptions::new(false),
             namespaces: Vec::new(),
             deployments: Vec::new(),
+            hub: None,
         }
     }
 }
@@ -84,8 +87,10 @@ impl ClusterUpgradeOptions {
     /// Whether these options fit the target `kind` or `existing` (a usage error
     /// otherwise), before anything is brought up; for existing, how the user's
     /// upgrade is taken. kind refuses `--upgrade-cmd`/`--upgrade-signal` (meshcheck
-    /// upgrades it); existing refuses `--strategy canary` and needs a command, a
-    /// signal file, or a terminal (`stdin_is_terminal`).
+    /// upgrades it) and an upgrade across more minors than the strategy supports
+    /// ([`crate::upgrade::transition::check_version_skip`]); existing refuses
+    /// `--strategy canary` and needs a command, a signal file, or a terminal
+    /// (`stdin_is_terminal`).
     pub fn check(
         &self,
         target: &str,
@@ -97,6 +102,8 @@ impl ClusterUpgradeOptions {
                     format!("--upgrade-cmd and --upgrade-signal are for --target existing; on {target} meshcheck upgrades Istio itself (--strategy)"),
                 ));
             }
+            crate::upgrade::transition::check_version_skip(&self.from, &self.to, self.strategy)
+                .map_err(Error::Usage)?;
             return Ok(None);
         }
         if self.strategy == Strategy::Canary {

@@ -285,6 +285,7 @@ impl Bench {
             on_shutdown: Default::default(),
             cleanup_ids: Default::default(),
             stopped: Default::default(),
+            node_scan: None,
         }
     }
 
@@ -405,7 +406,10 @@ async fn in_place_kind_upgrade_prechecks_upgrades_then_restarts_gateways_first()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canary_kind_upgrade_relabels_restarts_and_removes_the_old_revision() {
     let b = Bench::start().await;
-    let mut t = b.transition(b.opts(Strategy::Canary));
+    // B's images from the hub A's came from (`--istio-hub`).
+    let mut opts = b.opts(Strategy::Canary);
+    opts.hub = Some("gcr.io/istio-release".into());
+    let mut t = b.transition(opts);
     t.precheck().await.unwrap();
     t.upgrade_control_plane().await.unwrap();
     // The skew phase: B's revision serves the relabelled namespaces' next pods.
@@ -424,7 +428,7 @@ async fn canary_kind_upgrade_relabels_restarts_and_removes_the_old_revision() {
     let relabel = format!("{}", relabel_patch("1-30-3"));
     let mut want = v(&[
         &format!("istioctl x precheck --from-version 1.29 --kubeconfig {kc}"),
-        &format!("istioctl install -y --set profile=minimal --readiness-timeout 300s --kubeconfig {kc} --revision 1-30-3"),
+        &format!("istioctl install -y --set profile=minimal --readiness-timeout 300s --kubeconfig {kc} --revision 1-30-3 --set hub=gcr.io/istio-release"),
         "get deploy istio-system/istiod-1-30-3",
         "get ns atlas",
         &format!("patch ns atlas merge {relabel}"),
@@ -728,6 +732,22 @@ async fn existing_needs_a_way_to_upgrade_when_not_on_a_terminal() {
     assert!(opts.check("existing", false).is_err());
     assert!(opts.check("existing", true).is_ok());
     assert!(opts.check("kind", false).unwrap().is_none());
+    // kind and the sandbox: no more minors than the strategy supports, before
+    // anything is brought up (a usage error, exit 2).
+    for target in ["kind", "sandbox"] {
+        let mut far = b.opts(Strategy::InPlace);
+        far.from = "1.28.3".into();
+        let e = far.check(target, false).expect_err("two minors in place");
+        assert!(message(&e).contains("crosses 2 minor version(s)"), "{e}");
+        assert_eq!(e.exit_code(), crate::error::exit::BAD_INPUT);
+        far.strategy = Strategy::Canary;
+        assert!(far.check(target, false).unwrap().is_none());
+        far.from = "1.27.0".into();
+        assert!(
+            far.check(target, false).is_err(),
+            "three minors as a canary"
+        );
+    }
     // The strategy is meshcheck's on kind only.
     let mut canary = b.opts(Strategy::Canary);
     canary.upgrade_cmd = Some("true".into());

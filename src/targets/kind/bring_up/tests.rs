@@ -35,6 +35,28 @@ impl Fakes {
     ) -> Self {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let fx = load_dir(&root.join("fixtures/ingress")).unwrap();
+        Self::start_with(
+            fx,
+            clusters,
+            engine_os,
+            have_image,
+            istiod_version,
+            node,
+            mapped,
+        )
+        .await
+    }
+
+    /// [`Fakes::start`] on the fixtures `fx`.
+    async fn start_with(
+        fx: Fixtures,
+        clusters: &str,
+        engine_os: &str,
+        have_image: bool,
+        istiod_version: &str,
+        node: &str,
+        mapped: u16,
+    ) -> Self {
         let mesh = Mesh::build(&fx);
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
@@ -42,6 +64,11 @@ impl Fakes {
             std::fs::create_dir_all(d.join(sub)).unwrap();
         }
         std::fs::write(d.join("project/Dockerfile"), "FROM scratch\n").unwrap();
+        std::fs::write(
+            d.join("project/Cargo.toml"),
+            "[package]\nname = \"meshcheck\"\n",
+        )
+        .unwrap();
         std::fs::write(d.join("project/src/main.rs"), "fn main() {}\n").unwrap();
 
         let api = FakeApi::start().await;
@@ -95,13 +122,13 @@ impl Fakes {
 
         let calls = d.join("calls").display().to_string();
         let kind = format!(
-            "#!/bin/sh\necho \"kind $*\" >> '{calls}'\ncase \"$1 $2\" in\n  'get clusters') cat '{}' ;;\n  'get kubeconfig') cat '{}' ;;\nesac\nexit 0\n",
+            "#!/bin/sh\necho \"kind $*\" >> '{calls}'\ncase \"$1 $2\" in\n  'get clusters') cat '{}' ;;\n  'get kubeconfig') cat '{}' ;;\n  'load image-archive') [ -s \"$3\" ] || {{ echo \"no archive $3\" >&2; exit 1; }} ;;\nesac\nexit 0\n",
             d.join("clusters").display(),
             d.join("kubeconfig.yaml").display(),
         );
         let istioctl = format!("#!/bin/sh\necho \"istioctl $*\" >> '{calls}'\nexit 0\n");
         let docker = format!(
-            "#!/bin/sh\necho \"docker $*\" >> '{calls}'\ncase \"$1\" in\n  info) echo '{engine_os}|[name=seccomp,profile=builtin]|2' ;;\n  image) exit {} ;;\n  port) echo '127.0.0.1:{mapped}' ;;\nesac\nexit 0\n",
+            "#!/bin/sh\necho \"docker $*\" >> '{calls}'\ncase \"$1\" in\n  info) echo '{engine_os}|[name=seccomp,profile=builtin]|2' ;;\n  image) exit {} ;;\n  port) echo '127.0.0.1:{mapped}' ;;\n  save) echo archive > \"$3\" ;;\nesac\nexit 0\n",
             if have_image { 0 } else { 1 },
         );
         let cache = d.join("cache");
@@ -206,7 +233,8 @@ async fn a_fresh_cluster_is_created_istio_installed_the_stub_built_and_loaded() 
         published_port,
     )
     .await;
-    let opts = f.options(false);
+    let mut opts = f.options(false);
+    opts.istio_hub = Some("gcr.io/istio-release".into());
     let target = f.bring_up(&opts).await;
 
     let work = f.path("work");
@@ -215,6 +243,7 @@ async fn a_fresh_cluster_is_created_istio_installed_the_stub_built_and_loaded() 
     let node_image = config::node_image_for(tools::ISTIO_VERSION).unwrap();
     let tag = f.stub_tag();
     let project = f.path("project");
+    let archive = work.join("stub-image.tar").display().to_string();
     let calls = f.calls();
     let mut expected = vec![
         "kind get clusters".to_string(),
@@ -222,14 +251,17 @@ async fn a_fresh_cluster_is_created_istio_installed_the_stub_built_and_loaded() 
             .to_string(),
         "kind create cluster".to_string(),
         line("kind", &config::kubeconfig_args(NAME)),
-        line(
-            "istioctl",
-            &config::istioctl_install_args(&config::IstioInstall {
-                version: tools::ISTIO_VERSION.into(),
-                revision: None,
-                kubeconfig: kc.clone(),
-                context: None,
-            }),
+        format!(
+            "{} --set hub=gcr.io/istio-release",
+            line(
+                "istioctl",
+                &config::istioctl_install_args(&config::IstioInstall {
+                    version: tools::ISTIO_VERSION.into(),
+                    revision: None,
+                    kubeconfig: kc.clone(),
+                    context: None,
+                }),
+            )
         ),
         format!("docker image inspect {tag}"),
         line(
@@ -240,7 +272,8 @@ async fn a_fresh_cluster_is_created_istio_installed_the_stub_built_and_loaded() 
                 &project.to_string_lossy(),
             ),
         ),
-        line("kind", &config::load_image_args(NAME, &tag)),
+        line("docker", &config::save_image_args(&tag, &archive)),
+        line("kind", &config::load_image_archive_args(NAME, &archive)),
     ];
     // Where the first NodePort is published, then every NodePort's host port.
     let node = config::node_container(NAME);
@@ -314,6 +347,14 @@ async fn a_fresh_cluster_is_created_istio_installed_the_stub_built_and_loaded() 
         Fakes::prop(&target, "node.address").as_deref(),
         Some("127.0.0.1")
     );
+    // The ports check scans the node inside its container, at its InternalIP, for
+    // the Service's NodePorts (not 127.0.0.1, which is this host).
+    let scan = crate::targets::Target::node_scan(&target).expect("scanned from inside");
+    assert_eq!(scan.node(), IpAddr::from([192, 0, 2, 10]));
+    assert_eq!(scan.place(), format!("inside the node container {node}"));
+    for (sp, np) in &service_ports {
+        assert_eq!(scan.node_port(*sp), Some(*np));
+    }
     for (key, value) in [
         ("istio.version", tools::ISTIO_VERSION),
         ("kind.version", tools::KIND_VERSION),
@@ -361,6 +402,7 @@ async fn a_reused_cluster_running_the_version_is_not_installed_again() {
     let opts = f.options(true);
     let target = f.bring_up(&opts).await;
     let tag = f.stub_tag();
+    let archive = f.path("work/stub-image.tar").display().to_string();
     let node = config::node_container(NAME);
     let service_ports = f.service_node_ports();
     let first_port = *service_ports.values().next().unwrap();
@@ -370,19 +412,24 @@ async fn a_reused_cluster_running_the_version_is_not_installed_again() {
             "kind get clusters".to_string(),
             line("kind", &config::kubeconfig_args(NAME)),
             format!("docker image inspect {tag}"),
-            line("kind", &config::load_image_args(NAME, &tag)),
+            line("docker", &config::save_image_args(&tag, &archive)),
+            line("kind", &config::load_image_archive_args(NAME, &archive)),
             line("docker", &config::docker_port_args(&node, first_port)),
         ]
     );
     assert!(!f.path("work/kind-config.yaml").exists());
-    // 127.0.0.1 is reachable (a connect is refused or answered): the NodePorts as the
-    // Service has them.
+    // The archive `kind load image-archive` read is not left behind.
+    assert!(!f.path("work/stub-image.tar").exists());
+    // The InternalIP is 127.0.0.1 itself (no mapping to prefer): the NodePorts as
+    // the Service has them.
     assert_eq!(target.node, IpAddr::from([127, 0, 0, 1]));
     assert_eq!(target.node_ports, service_ports);
+    // Reached directly: the ports check scans from here.
+    assert!(crate::targets::Target::node_scan(&target).is_none());
     // Kept: nothing to delete at shutdown.
     assert!(target.cleanup_ids.lock().unwrap().is_empty());
     target.shutdown().await;
-    assert_eq!(f.calls().len(), 5);
+    assert_eq!(f.calls().len(), 6);
 }
 
 /// A cluster of that name without `--reuse`: refused before anything is created.
@@ -404,4 +451,194 @@ async fn an_existing_cluster_without_reuse_is_refused() {
     };
     assert!(err.to_string().contains("--reuse"), "{err}");
     assert_eq!(f.calls(), vec!["kind get clusters".to_string()]);
+}
+
+/// The stub image comes from meshcheck's own Dockerfile only: a directory with
+/// another project's Dockerfile (what the current directory may hold) is refused
+/// before any tool runs, with exit code 3 (environment).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_projects_dockerfile_is_never_built() {
+    let f = Fakes::start(
+        "",
+        "Ubuntu 24.04.3 LTS",
+        false,
+        tools::ISTIO_VERSION,
+        "127.0.0.1",
+        31999,
+    )
+    .await;
+    let other = f.path("elsewhere");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("Dockerfile"), "FROM alpine\n").unwrap();
+    std::fs::write(other.join("Cargo.toml"), "[package]\nname = \"webshop\"\n\n[dependencies]\nmeshcheck = \"0.1\"\nname = \"meshcheck\"\n").unwrap();
+    let mut opts = f.options(false);
+    opts.project_dir = other.clone();
+    let err = match bring_up_with_docker(&f.docker, &f.fx, &f.mesh, &opts, &f.path("work")).await {
+        Ok(_) => panic!("another project's Dockerfile was accepted"),
+        Err(e) => e,
+    };
+    let msg = err.to_string();
+    assert!(
+        msg.contains("meshcheck's own Dockerfile") && msg.contains(&other.display().to_string()),
+        "{msg}"
+    );
+    assert_eq!(
+        crate::error::Error::from(err).exit_code(),
+        crate::error::exit::ENVIRONMENT
+    );
+    assert!(f.calls().is_empty(), "{:?}", f.calls());
+    // meshcheck's own checkout is accepted, and it is what the CLI builds from,
+    // wherever it runs.
+    assert_eq!(
+        crate::targets::kind::project_dir(),
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+    );
+    crate::targets::kind::check_project_dir(&crate::targets::kind::project_dir()).unwrap();
+}
+
+/// `--reuse` of a cluster whose istiod runs the previous minor: Istio is installed
+/// over it, and once the fixtures are deployed every injected Deployment restarts
+/// (a rollout restart, gateways first), so no proxy keeps the old version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_cluster_of_another_version_restarts_its_injected_workloads() {
+    let f = Fakes::start(
+        &format!("{NAME}\n"),
+        "Ubuntu 24.04.3 LTS",
+        true,
+        tools::ISTIO_PREVIOUS,
+        "127.0.0.1",
+        31999,
+    )
+    .await;
+    let target = f.bring_up(&f.options(true)).await;
+    let calls = f.calls();
+    assert!(
+        calls.iter().any(|c| c.starts_with("istioctl install")),
+        "{calls:#?}"
+    );
+    let patches: Vec<(String, String, String)> = f
+        .api
+        .requests()
+        .await
+        .into_iter()
+        .filter(|r| r.method.as_str() == "PATCH" && r.url.path().contains("/deployments/"))
+        .map(|r| {
+            let ct = r
+                .headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            (
+                ct,
+                r.url.path().to_string(),
+                String::from_utf8_lossy(&r.body).into_owned(),
+            )
+        })
+        .collect();
+    let restarts: Vec<&(String, String, String)> = patches
+        .iter()
+        .filter(|(ct, _, body)| {
+            ct.starts_with("application/strategic-merge-patch+json")
+                && body.contains("kubectl.kubernetes.io/restartedAt")
+        })
+        .collect();
+    let injected = reinstall::injected_deployments(&f.mesh);
+    assert!(injected.len() >= 2, "{injected:?}");
+    let restarted: Vec<String> = restarts.iter().map(|(_, p, _)| p.clone()).collect();
+    let want: Vec<String> = injected
+        .iter()
+        .map(|(ns, n)| format!("/apis/apps/v1/namespaces/{ns}/deployments/{n}"))
+        .collect();
+    assert_eq!(restarted, want);
+    // Gateways first.
+    let gateway = f
+        .mesh
+        .pods
+        .iter()
+        .find(|p| p.injected && p.role == crate::istio::PodRole::Gateway)
+        .unwrap();
+    assert!(restarted[0].ends_with(&format!("/deployments/{}", gateway.deployment)));
+    // After the apply: the last PATCHes are the restarts.
+    assert!(patches[patches.len() - restarts.len()..]
+        .iter()
+        .all(|(ct, _, _)| ct.starts_with("application/strategic-merge-patch+json")));
+    target.shutdown().await;
+}
+
+/// `--reuse` of a cluster two minors away: refused before anything is installed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_cluster_two_minors_away_is_refused() {
+    let f = Fakes::start(
+        &format!("{NAME}\n"),
+        "Ubuntu 24.04.3 LTS",
+        true,
+        "1.28.3",
+        "127.0.0.1",
+        31999,
+    )
+    .await;
+    let opts = f.options(true);
+    let err = match bring_up_with_docker(&f.docker, &f.fx, &f.mesh, &opts, &f.path("work")).await {
+        Ok(_) => panic!("two minors over a reused cluster"),
+        Err(e) => e,
+    };
+    assert!(err.to_string().contains("runs Istio 1.28.3"), "{err}");
+    assert!(
+        !f.calls().iter().any(|c| c.starts_with("istioctl")),
+        "{:#?}",
+        f.calls()
+    );
+}
+
+/// A gateway Service without a fixed nodePort: the port the model chose is published
+/// by the kind config and written into the Service applied, so the API server does
+/// not allocate another one that nothing publishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_service_without_a_node_port_gets_the_published_one() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let copy = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(root.join("fixtures/ingress")).unwrap() {
+        let e = e.unwrap();
+        let text = std::fs::read_to_string(e.path()).unwrap();
+        std::fs::write(
+            copy.path().join(e.file_name()),
+            text.replace("    nodePort: 30080\n", ""),
+        )
+        .unwrap();
+    }
+    let fx = load_dir(copy.path()).unwrap();
+    let f = Fakes::start_with(
+        fx,
+        "",
+        "Docker Desktop",
+        true,
+        tools::ISTIO_VERSION,
+        "192.0.2.10",
+        1,
+    )
+    .await;
+    let target = f.bring_up(&f.options(false)).await;
+    let gw = &f.mesh.ingress_services[0];
+    let (_, np, _) = gw.ports[0];
+    assert_ne!(np, 30080, "the fixture's fixed port was removed");
+    let yaml = std::fs::read_to_string(f.path("work/kind-config.yaml")).unwrap();
+    assert!(yaml.contains(&format!("containerPort: {np}\n")), "{yaml}");
+    let service = format!("/api/v1/namespaces/{}/services/{}", gw.namespace, gw.name);
+    let applied: Vec<Value> = f
+        .api
+        .requests()
+        .await
+        .into_iter()
+        .filter(|r| r.method.as_str() == "PATCH" && r.url.path() == service)
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    assert_eq!(applied.len(), 1, "{applied:?}");
+    assert_eq!(
+        applied[0]["spec"]["ports"][0]["nodePort"],
+        json!(np),
+        "{}",
+        applied[0]
+    );
+    target.shutdown().await;
 }
