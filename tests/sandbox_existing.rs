@@ -355,9 +355,11 @@ fn istiods_validation_refusal_names_the_fixture_file_and_line() {
     });
 }
 
-/// From this host the sandbox's node address is inside its network namespace: a run
-/// whose checks send traffic stops right after the deploy, naming the address and
-/// port it tried and what to pass, and deletes what it created.
+/// The sandbox's node address is inside its network namespace, not reachable from
+/// this host (and traffic must not leave it): with `--node-address 127.0.0.1`, where
+/// the run's NodePort has no listener, a run whose checks send traffic stops right
+/// after the deploy, naming the address and port it tried and what to pass, and
+/// deletes what it created.
 #[test]
 fn an_unreachable_node_address_is_named_before_the_checks_run() {
     if !available("the real-API reachability test") {
@@ -374,6 +376,8 @@ fn an_unreachable_node_address_is_named_before_the_checks_run() {
         .arg("registry.example/team/meshcheck/stub:v1")
         .arg("--namespace-prefix")
         .arg("reach-")
+        .arg("--node-address")
+        .arg("127.0.0.1")
         .arg("--junit")
         .arg(junit.path().join("junit.xml"))
         .arg("--exact")
@@ -381,12 +385,13 @@ fn an_unreachable_node_address_is_named_before_the_checks_run() {
         .run_plain();
     assert_eq!(r.code, 3, "{}\n{}", r.stdout, r.stderr);
     assert!(
-        r.stderr.contains("the gateway's port 80 is not reachable at 10.244.0.1:")
-            && r.stderr.contains("(the address read from the cluster)")
+        r.stderr.contains("the gateway's port 80 is not reachable at 127.0.0.1:")
+            && r.stderr.contains("(the --node-address given)")
             && r.stderr.contains("pass --node-address"),
         "{}",
         r.stderr
     );
+    assert!(!r.stdout.contains("routing::atlas-ui ..."), "no check ran: {}", r.stdout);
     wait_until(Duration::from_secs(120), "the run's namespaces are deleted", || {
         namespaces_with("reach-").is_empty()
     });
