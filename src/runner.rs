@@ -161,6 +161,13 @@ pub fn traffic_trials(
         .map(|c| {
             let check: Arc<CheckSpec> = Arc::new(c.clone());
             let prediction = predictions.get(&c.full_name()).cloned();
+            let step_predictions: Vec<Option<Prediction>> = match &c.kind {
+                crate::suite::CheckKind::Steps(steps) => steps
+                    .iter()
+                    .map(|s| predictions.get(&c.step_id(s)).cloned())
+                    .collect(),
+                _ => Vec::new(),
+            };
             // A request may take what the configuration makes it take, and more.
             let ctx = match &prediction {
                 Some(p) => Arc::new(ctx.allowing(p.longest_answer)),
@@ -170,7 +177,8 @@ pub fn traffic_trials(
             let events = events.clone();
             Trial::test(c.full_name(), move || {
                 let started = Instant::now();
-                let mut outcome = rt.block_on(checks::run(&ctx, &check));
+                let mut outcome =
+                    rt.block_on(checks::run_predicted(&ctx, &check, &step_predictions));
                 if let (false, Some(p)) = (outcome.passed, &prediction) {
                     outcome
                         .message

@@ -238,6 +238,7 @@ fn a_fault_abort_takes_its_share_of_requests_before_the_route_forwards() {
         path_seen: None,
         query: String::new(),
         headers_seen: Default::default(),
+        response: Default::default(),
         mtls: None,
         cluster: Some("c".into()),
         reason: "forwarded".into(),
@@ -450,7 +451,7 @@ fn ratings_request(headers: &[(&str, &str)]) -> SimRequest {
         path: "/ratings/0".into(),
         headers: headers
             .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .map(|(k, v)| (k.to_string(), vec![v.to_string()]))
             .collect(),
         ..Default::default()
     }

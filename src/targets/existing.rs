@@ -191,6 +191,14 @@ pub fn rename_expectations(suite: &mut Suite, prefix: &str, fx: &Fixtures) {
                     *ns = renamer.rename(ns);
                 }
             }
+            CheckKind::Steps(steps) => {
+                for s in steps {
+                    let e = &mut s.http.expect;
+                    if let Some(ns) = e.backend.as_mut().and_then(|b| b.namespace.as_mut()) {
+                        *ns = renamer.rename(ns);
+                    }
+                }
+            }
             CheckKind::Distribution(_) | CheckKind::Ports(_) => {}
         }
     }
