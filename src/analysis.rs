@@ -1057,7 +1057,11 @@ pub(crate) fn latency_mismatch(
     let query = query.split_once('?').map(|(_, q)| q).unwrap_or("");
     let headers = req.header_map();
     let stub_ms = crate::stub::controls::controls(
-        |n| headers.get(n).map(|v| v.split(',').next().unwrap_or("").to_string()),
+        |n| {
+            headers
+                .get(n)
+                .map(|v| v.split(',').next().unwrap_or("").to_string())
+        },
         query,
     )
     .ok()

@@ -30,7 +30,11 @@ pub fn response_mismatch(e: &HttpExpect, b: &Branch) -> Option<String> {
 /// model predicts (sent by the check or set/added by the route), or None.
 fn seen_mismatch(e: &HttpExpect, req: &SimRequest, b: &Branch) -> Option<String> {
     b.backend.as_ref()?;
-    if let Some(m) = e.method.as_ref().filter(|m| !m.eq_ignore_ascii_case(&req.method)) {
+    if let Some(m) = e
+        .method
+        .as_ref()
+        .filter(|m| !m.eq_ignore_ascii_case(&req.method))
+    {
         return Some(format!(
             "expected the backend to receive method {}, predicted {}",
             m.to_ascii_uppercase(),

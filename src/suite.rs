@@ -506,8 +506,7 @@ impl HeaderExpect {
             HeaderExpect::Exact(v) => first == Some(v.as_str()),
             HeaderExpect::Rule(r) => {
                 r.equals.as_ref().is_none_or(|v| first == Some(v.as_str()))
-                    && r
-                        .contains
+                    && r.contains
                         .as_ref()
                         .is_none_or(|v| first.is_some_and(|g| g.contains(v.as_str())))
                     && r.present.is_none_or(|p| !got.is_empty() == p)
@@ -532,13 +531,17 @@ impl QueryExpect {
     /// meet this, or None.
     pub fn mismatch(&self, got: &str) -> Option<String> {
         match self {
-            QueryExpect::Exact(want) => (want != got)
-                .then(|| format!("expected the backend to receive query {want:?}, it received {got:?}")),
+            QueryExpect::Exact(want) => (want != got).then(|| {
+                format!("expected the backend to receive query {want:?}, it received {got:?}")
+            }),
             QueryExpect::Params(params) => {
-                let pairs: Vec<(String, String)> =
-                    reqwest::Url::parse(&format!("http://x/?{got}"))
-                        .map(|u| u.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect())
-                        .unwrap_or_default();
+                let pairs: Vec<(String, String)> = reqwest::Url::parse(&format!("http://x/?{got}"))
+                    .map(|u| {
+                        u.query_pairs()
+                            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
                 params.iter().find_map(|(name, want)| {
                     let values: Vec<String> = pairs
                         .iter()
@@ -726,6 +729,24 @@ fn steps_problem(steps: &[Step]) -> Option<String> {
     })
 }
 
+/// For an `unknown field `k`` error reported at line `near` (inside a check, the
+/// line of its kind), the first line from there that writes `k:`; else `near`.
+fn line_of_unknown_field(text: &str, message: &str, near: usize) -> usize {
+    let Some(key) = message
+        .split("unknown field `")
+        .nth(1)
+        .and_then(|r| r.split('`').next())
+    else {
+        return near;
+    };
+    let pat = regex::Regex::new(&format!(r"(^|[\s{{,-]){}\s*:", regex::escape(key))).ok();
+    text.lines()
+        .enumerate()
+        .skip(near.saturating_sub(1))
+        .find(|(_, l)| pat.as_ref().is_some_and(|p| p.is_match(l)))
+        .map_or(near, |(i, _)| i + 1)
+}
+
 /// The line of `name: <check name>` in the suite text (1 when not found).
 fn line_of_check(text: &str, c: &CheckSpec) -> usize {
     text.lines()
@@ -793,10 +814,9 @@ pub fn load(path: &Path) -> Result<Suite, SuiteError> {
         .or_else(|_| {
             // Re-parse from text for the line of the offending field.
             serde_saphyr::from_str::<Suite>(&text).map_err(|e| {
-                invalid(
-                    e.location().map(|l| l.line() as usize).unwrap_or(1),
-                    crate::fixtures::first_line_of(&e.to_string()),
-                )
+                let message = crate::fixtures::first_line_of(&e.to_string());
+                let near = e.location().map(|l| l.line() as usize).unwrap_or(1);
+                invalid(line_of_unknown_field(&text, &message, near), message)
             })
         })?;
     if let Some(u) = unknown.first() {
@@ -902,4 +922,103 @@ pub fn parse_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
         return Err(bad());
     }
     Ok(a..=b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str) -> Result<Suite, SuiteError> {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), text).unwrap();
+        load(f.path())
+    }
+
+    const STEPS: &str = "name: s\nfixtures: .\nchecks:\n  - group: g\n    name: c\n    steps:\n      - name: one\n        http:\n          request: { path: /a }\n          expect: { status: 200 }\n";
+
+    #[track_caller]
+    fn invalid(text: &str) -> (usize, String) {
+        match load_text(text) {
+            Err(SuiteError::Invalid { line, message, .. }) => (line, message),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn steps_load_with_their_ids_and_requests() {
+        let s = load_text(STEPS).unwrap();
+        let c = &s.checks[0];
+        assert_eq!(c.kind.label(), "steps");
+        let ids: Vec<String> = c.requests().into_iter().map(|(id, _)| id).collect();
+        assert_eq!(ids, vec!["g::c::one".to_string()]);
+    }
+
+    #[test]
+    fn bad_steps_are_load_errors_naming_the_check() {
+        let (_, m) = invalid(&STEPS.replace("      - name: one\n        http:\n          request: { path: /a }\n          expect: { status: 200 }\n", "      []\n").replace("    steps:\n      []", "    steps: []"));
+        assert!(
+            m.contains("check g::c: `steps` needs at least one step"),
+            "{m}"
+        );
+        let twice = format!("{STEPS}{}", "      - name: one\n        http:\n          request: { path: /b }\n          expect: { status: 200 }\n");
+        let (_, m) = invalid(&twice);
+        assert!(m.contains("step one is declared twice"), "{m}");
+        let (_, m) = invalid(&STEPS.replace("path: /a", "path: /a, method: FETCH"));
+        assert!(m.contains("step one: unknown HTTP method"), "{m}");
+    }
+
+    #[test]
+    fn an_unknown_key_inside_a_check_names_its_line() {
+        let (line, m) = invalid(&STEPS.replace(
+            "expect: { status: 200 }",
+            "expect: { status: 200, methd: GET }",
+        ));
+        assert!(m.contains("unknown field `methd`"), "{m}");
+        assert_eq!(line, 10);
+        let (line, m) =
+            invalid(&STEPS.replace("        http:", "        onse: true\n        http:"));
+        assert!(m.contains("unknown field `onse`"), "{m}");
+        assert_eq!(line, 8);
+    }
+
+    #[test]
+    fn header_expectations_read_the_first_value_or_every_value() {
+        let got = vec!["a".to_string(), "b".to_string()];
+        assert!(HeaderExpect::Exact("a".into()).meets(&got));
+        let values = |v: &[&str]| {
+            HeaderExpect::Rule(HeaderRule {
+                values: Some(v.iter().map(|s| s.to_string()).collect()),
+                ..Default::default()
+            })
+        };
+        assert!(values(&["a", "b"]).meets(&got));
+        assert!(!values(&["a"]).meets(&got) && !values(&["b", "a"]).meets(&got));
+        assert!(values(&[]).meets(&[]));
+    }
+
+    #[test]
+    fn query_expectations_read_the_exact_string_or_decoded_parameters() {
+        assert_eq!(QueryExpect::Exact("a=1".into()).mismatch("a=1"), None);
+        let m = QueryExpect::Exact("a=2".into()).mismatch("a=1").unwrap();
+        assert!(
+            m.contains("expected the backend to receive query \"a=2\", it received \"a=1\""),
+            "{m}"
+        );
+        let params: BTreeMap<String, HeaderExpect> = serde_json::from_str(
+            r#"{"tag": "a b", "n": {"values": ["1", "2"]}, "gone": {"absent": true}}"#,
+        )
+        .unwrap();
+        let q = QueryExpect::Params(params);
+        assert_eq!(q.mismatch("tag=a+b&n=1&n=2"), None);
+        let m = q.mismatch("tag=a+b&n=1").unwrap();
+        assert!(
+            m.contains("expected query parameter n has exactly the values"),
+            "{m}"
+        );
+        let m = q.mismatch("tag=a+b&n=1&n=2&gone=x").unwrap();
+        assert!(
+            m.contains("expected query parameter gone absent at the backend, got \"x\""),
+            "{m}"
+        );
+    }
 }

@@ -297,7 +297,11 @@ fn expecting_the_pods_own_503_after_the_ejection_fails_at_that_step() {
         "expect: { status: 503, backend: { service: ratings } }",
     );
     fails_exactly(&r, &["outlier-detection::ejected-then-no-healthy-upstream"]);
-    assert!(r.passed.contains("routing::reviews-beside-it"), "{}", r.stdout);
+    assert!(
+        r.passed.contains("routing::reviews-beside-it"),
+        "{}",
+        r.stdout
+    );
     assert!(
         r.stdout.contains(
             "step 3/3 no-healthy-upstream: expected an answer from a backend, got 503: no healthy upstream"
@@ -325,8 +329,9 @@ fn when_one_error_does_not_eject_the_pod_the_last_step_fails() {
     assert!(
         r.stdout
             .contains("step 3/3 no-healthy-upstream: expected status 503, got 200 from ratings v1")
-            && r.stdout
-                .contains("step 3/3 no-healthy-upstream: expected status 503, predicted 200 from ratings v1"),
+            && r.stdout.contains(
+                "step 3/3 no-healthy-upstream: expected status 503, predicted 200 from ratings v1"
+            ),
         "{}",
         r.stdout
     );

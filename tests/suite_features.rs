@@ -408,9 +408,15 @@ fn wrong_expectations_on_what_the_backend_saw_fail_live_and_in_the_simulation() 
     let f = header_ops();
     let suite = SEEN_SUITE
         .replace("method: PUT", "method: POST")
-        .replace("expect: { status: 200, query: \"a=1\" }", "expect: { status: 200, query: \"a=2\" }")
+        .replace(
+            "expect: { status: 200, query: \"a=1\" }",
+            "expect: { status: 200, query: \"a=2\" }",
+        )
         .replace("values: [a, b, from-route]", "values: [a, b]")
-        .replace("foo: { values: [bar, baz, from-route] }", "foo: { values: [bar, baz] }");
+        .replace(
+            "foo: { values: [bar, baz, from-route] }",
+            "foo: { values: [bar, baz] }",
+        );
     let r = run_suite(&f, &suite);
     assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
     for c in [
@@ -452,7 +458,8 @@ fn without_the_routes_header_operations_the_response_headers_are_the_stubs() {
     let r = run_suite(&f, SEEN_SUITE);
     assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
     assert!(
-        r.failed.contains("response-headers::stub-headers-through-the-route")
+        r.failed
+            .contains("response-headers::stub-headers-through-the-route")
             && r.failed
                 .contains("static::simulate::response-headers::stub-headers-through-the-route")
             && r.passed.contains("seen::exact-query"),

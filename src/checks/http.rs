@@ -185,7 +185,11 @@ pub fn mismatch(e: &HttpExpect, x: &Exchange) -> Option<String> {
 /// Why what the backend received (its echo) does not meet `e`'s method, query and
 /// header expectations, or None.
 fn seen_mismatch(e: &HttpExpect, echo: &crate::stub::Echo) -> Option<String> {
-    if let Some(m) = e.method.as_ref().filter(|m| !m.eq_ignore_ascii_case(&echo.method)) {
+    if let Some(m) = e
+        .method
+        .as_ref()
+        .filter(|m| !m.eq_ignore_ascii_case(&echo.method))
+    {
         return Some(format!(
             "expected the backend to receive method {}, it received {}",
             m.to_ascii_uppercase(),

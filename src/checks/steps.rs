@@ -22,7 +22,12 @@ pub async fn run(ctx: &Ctx, steps: &[Step], predictions: &[Option<Prediction>]) 
         };
         attempts += o.attempts;
         flaky |= o.flaky;
-        transcript.push_str(&format!("--- step {} {} ---\n{}", i + 1, step.name, o.transcript));
+        transcript.push_str(&format!(
+            "--- step {} {} ---\n{}",
+            i + 1,
+            step.name,
+            o.transcript
+        ));
         if !o.passed {
             return failed_step(steps, i, o, predicted, transcript, attempts);
         }
@@ -47,15 +52,27 @@ fn failed_step(
     attempts: u32,
 ) -> Outcome {
     let step = &steps[i];
-    let mut message = format!("step {}/{} {}: {}", i + 1, steps.len(), step.name, o.message);
+    let mut message = format!(
+        "step {}/{} {}: {}",
+        i + 1,
+        steps.len(),
+        step.name,
+        o.message
+    );
     let mut detail = o.detail;
     if let Some(p) = predicted {
         message.push_str(&format!(" [predicted {}]", p.summary()));
-        detail.push_str(&format!("\npredicted from the fixtures after the steps before it:\n  {}", p.explain()));
+        detail.push_str(&format!(
+            "\npredicted from the fixtures after the steps before it:\n  {}",
+            p.explain()
+        ));
     }
     let before: Vec<&str> = steps[..i].iter().map(|s| s.name.as_str()).collect();
     if !before.is_empty() {
-        detail = format!("steps before it, each as expected: {}\n{detail}", before.join(", "));
+        detail = format!(
+            "steps before it, each as expected: {}\n{detail}",
+            before.join(", ")
+        );
     }
     Outcome {
         passed: false,

@@ -189,7 +189,8 @@ impl Ejections {
                 n.consecutive_gateway = 0;
             }
             let reached = t.consecutive_5xx.is_some_and(|m| n.consecutive_5xx >= m)
-                || t.consecutive_gateway.is_some_and(|m| n.consecutive_gateway >= m);
+                || t.consecutive_gateway
+                    .is_some_and(|m| n.consecutive_gateway >= m);
             if !reached || state.ejected.contains(&pod) {
                 continue;
             }
@@ -219,12 +220,20 @@ mod tests {
     fn thresholds_follow_pilot_and_envoys_defaults() {
         let t = Thresholds::of(&plan(None, None, None));
         assert_eq!(
-            (t.consecutive_5xx, t.consecutive_gateway, t.max_ejection_percent),
+            (
+                t.consecutive_5xx,
+                t.consecutive_gateway,
+                t.max_ejection_percent
+            ),
             (Some(5), None, 10)
         );
         let t = Thresholds::of(&plan(Some(0), Some(2), Some(100)));
         assert_eq!(
-            (t.consecutive_5xx, t.consecutive_gateway, t.max_ejection_percent),
+            (
+                t.consecutive_5xx,
+                t.consecutive_gateway,
+                t.max_ejection_percent
+            ),
             (None, Some(2), 100)
         );
         assert!(t.counts(503) && !t.counts(500) && !t.counts(200));

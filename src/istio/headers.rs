@@ -114,7 +114,11 @@ mod tests {
         h.insert("x-b".into(), vec!["1".into(), "2".into()]);
         apply(
             &mut h,
-            &ops(&[("X-B", "set")], &[("x-a", "added"), ("x-c", "c")], &["x-a"]),
+            &ops(
+                &[("X-B", "set")],
+                &[("x-a", "added"), ("x-c", "c")],
+                &["x-a"],
+            ),
         );
         assert_eq!(h["x-a"], vec!["added"]);
         assert_eq!(h["x-b"], vec!["set"]);
@@ -133,8 +137,11 @@ mod tests {
 
     #[test]
     fn only_headers_the_stub_or_the_route_touch_are_predicted() {
-        let p = PredictedResponse::from_stub(&[("Foo".into(), "bar".into())])
-            .after(&[ops(&[], &[("foo", "baz")], &["x-gone"])]);
+        let p = PredictedResponse::from_stub(&[("Foo".into(), "bar".into())]).after(&[ops(
+            &[],
+            &[("foo", "baz")],
+            &["x-gone"],
+        )]);
         assert_eq!(p.values("foo"), Some(vec!["bar".into(), "baz".into()]));
         assert_eq!(p.values("x-gone"), Some(vec![]));
         assert_eq!(p.values("date"), None);

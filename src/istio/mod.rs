@@ -7,8 +7,8 @@
 mod answer_time;
 pub mod ejection;
 mod gateway;
-pub mod headers;
 mod hcm;
+pub mod headers;
 mod mesh;
 mod pods;
 pub mod policy;

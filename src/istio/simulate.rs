@@ -3,12 +3,12 @@
 //! virtual host, VirtualService route, destination, subset and endpoints it reaches,
 //! what path and headers the backend sees, mTLS or plaintext, or why it fails.
 
+use super::ejection::{Ejections, Pick};
+use super::headers::{self, Headers, PredictedResponse};
 use super::mesh::{
     ClusterPlan, Mesh, PathMatch, RouteKind, RoutePlan, UpstreamTls, UriRewrite, VHostPlan,
 };
 use super::pods::PodRole;
-use super::ejection::{Ejections, Pick};
-use super::headers::{self, Headers, PredictedResponse};
 use super::route_filters::FaultPlan;
 use crate::fixtures::istio::StringMatch;
 
@@ -274,7 +274,10 @@ pub fn route_matches(r: &RoutePlan, req: &SimRequest) -> bool {
                 ":scheme" => Some(if req.https { "https" } else { "http" }.to_string()),
                 // Envoy matches a repeated header's values joined by `,`
                 // (HeaderUtility::getAllOfHeaderAsString).
-                name => req.headers.get(&name.to_ascii_lowercase()).map(|v| v.join(",")),
+                name => req
+                    .headers
+                    .get(&name.to_ascii_lowercase())
+                    .map(|v| v.join(",")),
             };
             header_matches(m, value.as_deref())
         })
@@ -659,12 +662,7 @@ impl Mesh {
     /// Who receives the copies of mirror policy `m` (Envoy's shadow writer sends them
     /// to the mirror cluster's endpoints; a cluster that does not exist or has no
     /// endpoint receives nothing, and the primary answer is unaffected).
-    fn mirrored(
-        &self,
-        m: &super::mesh::MirrorPlan,
-        path: &str,
-        headers: &Headers,
-    ) -> Mirrored {
+    fn mirrored(&self, m: &super::mesh::MirrorPlan, path: &str, headers: &Headers) -> Mirrored {
         let branches = self.cluster_branches(&m.cluster, 1.0, path, headers.clone(), None);
         let backends: Vec<(Backend, f64)> = branches
             .iter()
@@ -952,7 +950,12 @@ fn outlier_survivors(
     groups: Vec<(Backend, usize)>,
     status_of: impl Fn(&Backend) -> u16,
 ) -> Vec<(Backend, usize)> {
-    let Some(t) = c.policy.outlier.as_ref().map(super::ejection::Thresholds::of) else {
+    let Some(t) = c
+        .policy
+        .outlier
+        .as_ref()
+        .map(super::ejection::Thresholds::of)
+    else {
         return groups;
     };
     let fails = |s: u16| t.counts(s);

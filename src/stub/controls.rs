@@ -56,9 +56,7 @@ impl Controls {
 /// One `name=value` of `x-meshcheck-response-header`: a header the stub can send.
 fn parse_response_header(v: &str) -> Result<(String, String), String> {
     let bad = |why: &str| format!("{RESPONSE_HEADER_HEADER}/{RESPONSE_HEADER_PARAM} {v:?}: {why}");
-    let (name, value) = v
-        .split_once('=')
-        .ok_or_else(|| bad("not name=value"))?;
+    let (name, value) = v.split_once('=').ok_or_else(|| bad("not name=value"))?;
     let name = name.trim().to_ascii_lowercase();
     if hyper::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
         return Err(bad("not a header name"));
@@ -218,7 +216,10 @@ mod response_header_tests {
             ("x=a\nb", "not a header value"),
         ] {
             let e = response_headers(&[v.to_string()], "").unwrap_err();
-            assert!(e.contains(why) && e.contains(RESPONSE_HEADER_HEADER), "{v}: {e}");
+            assert!(
+                e.contains(why) && e.contains(RESPONSE_HEADER_HEADER),
+                "{v}: {e}"
+            );
         }
     }
 }

@@ -430,6 +430,10 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(r.status().as_u16(), 400);
-        assert!(r.text().await.unwrap().contains("frames the stub's own answer"));
+        assert!(r
+            .text()
+            .await
+            .unwrap()
+            .contains("frames the stub's own answer"));
     }
 }
