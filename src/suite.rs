@@ -509,7 +509,7 @@ impl HeaderExpect {
                     && r.contains
                         .as_ref()
                         .is_none_or(|v| first.is_some_and(|g| g.contains(v.as_str())))
-                    && r.present.is_none_or(|p| !got.is_empty() == p)
+                    && r.present.is_none_or(|p| got.is_empty() != p)
                     && r.absent.is_none_or(|a| got.is_empty() == a)
                     && r.values.as_ref().is_none_or(|v| v.as_slice() == got)
             }
