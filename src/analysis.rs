@@ -942,6 +942,9 @@ pub(crate) fn mirror_mismatch(e: &HttpExpect, p: &crate::istio::Prediction) -> O
 fn simulate_suite(c: &mut Ctx, suite: &Suite) {
     for check in &suite.checks {
         let analysis = format!("simulate::{}", check.full_name());
+        if let CheckKind::Steps(steps) = &check.kind {
+            shared_state(c, suite, check, steps, &analysis);
+        }
         let (req, verdict) = match &check.kind {
             CheckKind::Http(h) => {
                 let sim = sim_request(&h.request, suite.ingress.port);
@@ -1036,6 +1039,27 @@ fn simulate_suite(c: &mut Ctx, suite: &Suite) {
             .collect::<Vec<_>>()
             .join("; ");
         c.out.push(f);
+    }
+}
+
+/// MC202: state a `steps` check changes (an ejected pod) that other checks reach.
+fn shared_state(
+    c: &mut Ctx,
+    suite: &Suite,
+    check: &crate::suite::CheckSpec,
+    steps: &[crate::suite::Step],
+    analysis: &str,
+) {
+    for (fqdn, message) in crate::step_analysis::shared_state(c.mesh, suite, check, steps) {
+        let dr =
+            c.fx.destination_rules
+                .iter()
+                .find(|r| resolve_host(&r.spec.spec.host, &r.namespace) == fqdn);
+        let (object, at) = dr
+            .map(|r| (r.describe(), r.source.clone()))
+            .unwrap_or_else(|| (format!("host {fqdn}"), Source::default()));
+        c.push(analysis, Severity::Warning, "MC202", None, object, &at, message,
+            "outlier detection is per gateway cluster: every request through it sees the ejection; give the scenario a backend (or subset) of its own");
     }
 }
 

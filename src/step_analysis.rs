@@ -6,9 +6,12 @@
 //! run (the predictions shown beside a failed step).
 
 use crate::analysis::{branch_mismatch, latency_mismatch, mirror_mismatch, sim_request};
+use crate::istio::ejection::Ejections;
 use crate::istio::steps::{StepPrediction, StepRequest};
 use crate::istio::{Branch, Mesh, Prediction, SimRequest};
-use crate::suite::{CheckKind, HeaderExpect, HttpCheck, HttpExpect, RequestSpec, Step, Suite};
+use crate::suite::{
+    CheckKind, CheckSpec, HeaderExpect, HttpCheck, HttpExpect, RequestSpec, Step, Suite,
+};
 
 /// Why the response headers predicted for `b` miss `e.response_headers`, or None.
 /// Only headers the model predicts (those the stub is asked to send and those the
@@ -100,12 +103,66 @@ fn step_requests(steps: &[Step], port: u16) -> Vec<StepRequest> {
         .collect()
 }
 
-/// Each step predicted after the ones before it.
-fn simulate(mesh: &Mesh, steps: &[Step], port: u16) -> Vec<StepPrediction> {
+/// Each step predicted after the ones before it, and the ejections they leave.
+fn simulate_with_state(mesh: &Mesh, steps: &[Step], port: u16) -> (Vec<StepPrediction>, Ejections) {
     let reqs = step_requests(steps, port);
     mesh.simulate_steps(&reqs, |i, p| {
         predicted_mismatches(&steps[i].http, &reqs[i].request, p).is_empty()
     })
+}
+
+/// Each step predicted after the ones before it.
+fn simulate(mesh: &Mesh, steps: &[Step], port: u16) -> Vec<StepPrediction> {
+    simulate_with_state(mesh, steps, port).0
+}
+
+/// State a `steps` check changes that other checks would see: for each cluster whose
+/// endpoints its steps eject, the other checks whose requests reach that cluster (in
+/// the steady state). Returns (cluster FQDN, message).
+pub fn shared_state(
+    mesh: &Mesh,
+    suite: &Suite,
+    check: &CheckSpec,
+    steps: &[Step],
+) -> Vec<(String, String)> {
+    let port = suite.ingress.port;
+    let (_, state) = simulate_with_state(mesh, steps, port);
+    let mut out = Vec::new();
+    for (cluster, pods) in state.ejected_clusters() {
+        let others: Vec<String> = suite
+            .checks
+            .iter()
+            .filter(|o| o.full_name() != check.full_name())
+            .filter(|o| {
+                o.requests().iter().any(|(_, req)| {
+                    let p = mesh.simulate(&sim_request(req, port));
+                    p.branches
+                        .iter()
+                        .any(|b| b.cluster.as_deref() == Some(cluster))
+                })
+            })
+            .map(|o| o.full_name())
+            .collect();
+        if others.is_empty() {
+            continue;
+        }
+        let names: Vec<&str> = pods.iter().map(|i| mesh.pods[*i].name.as_str()).collect();
+        let fqdn = mesh
+            .clusters
+            .get(cluster)
+            .map(|c| c.fqdn.clone())
+            .unwrap_or_default();
+        out.push((
+            fqdn,
+            format!(
+                "check {}: its steps eject {} from cluster {cluster}, which {} also reach(es) while it runs: they see the ejection for baseEjectionTime",
+                check.full_name(),
+                names.join(", "),
+                others.join(", ")
+            ),
+        ));
+    }
+    out
 }
 
 /// The first step of `check` whose predicted answers miss its expectation: its
@@ -155,4 +212,55 @@ pub fn step_predictions(suite: &Suite, mesh: &Mesh) -> Vec<(String, Prediction)>
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::analysis::{analyze, Finding, Severity};
+    use std::path::Path;
+
+    /// The analysis of examples/outlier-ejection.yaml with `from` replaced by `to`.
+    fn findings(from: &str, to: &str) -> Vec<Finding> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+        let text = std::fs::read_to_string(root.join("outlier-ejection.yaml")).unwrap();
+        assert!(text.contains(from), "{from:?}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("suite.yaml");
+        let fixtures = format!(
+            "fixtures: [{}, {}]",
+            root.join("bookinfo").display(),
+            root.join("outlier-ejection").display()
+        );
+        let text = text
+            .replace(from, to)
+            .replace("fixtures: [bookinfo, outlier-ejection]", &fixtures);
+        std::fs::write(&path, text).unwrap();
+        let suite = crate::suite::load(&path).unwrap();
+        let fx = crate::fixtures::load_dirs(&suite.fixtures_dirs()).unwrap();
+        let mesh = crate::istio::Mesh::build(&fx);
+        analyze(&fx, &mesh, &suite)
+    }
+
+    #[test]
+    fn steps_that_eject_a_pod_another_check_reaches_are_a_warning_naming_both() {
+        let shared = findings(
+            "request: { path: /reviews/0 }",
+            "request: { path: /ratings/1 }",
+        );
+        let f = shared
+            .iter()
+            .find(|f| f.code == "MC202")
+            .expect("an MC202 finding");
+        assert_eq!(f.severity, Severity::Warning);
+        assert!(
+            f.message.contains("check outlier-detection::ejected-then-no-healthy-upstream: its steps eject ratings-")
+                && f.message.contains("which routing::reviews-beside-it also reach(es)")
+                && f.object == "DestinationRule bookinfo/ratings",
+            "{f}"
+        );
+        // The shipped example gives the scenario a service of its own.
+        assert!(!findings("", "").iter().any(|f| f.code == "MC202"));
+        // Its steps are predicted to pass: no MC201.
+        assert!(!findings("", "").iter().any(|f| f.code == "MC201"));
+    }
 }

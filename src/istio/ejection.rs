@@ -109,6 +109,14 @@ impl Ejections {
             .unwrap_or_default()
     }
 
+    /// The clusters with an endpoint ejected, and the pods ejected.
+    pub fn ejected_clusters(&self) -> impl Iterator<Item = (&str, &BTreeSet<usize>)> {
+        self.clusters
+            .iter()
+            .filter(|(_, c)| !c.ejected.is_empty())
+            .map(|(n, c)| (n.as_str(), &c.ejected))
+    }
+
     /// The endpoints of `c` Envoy balances over: the healthy ones, or every one when
     /// the healthy share is below the panic threshold (Envoy's
     /// common_lb_config.healthy_panic_threshold, 50% when unset; Istio writes

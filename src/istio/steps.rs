@@ -45,13 +45,14 @@ impl Mesh {
     /// step's expectation: a step that waits for it is followed attempt by attempt,
     /// each attempt changing the state, until 3 in a row meet it (what the check
     /// waits for) or the attempts run out.
+    /// Also returns the ejections the steps leave behind.
     pub fn simulate_steps(
         &self,
         steps: &[StepRequest],
         meets: impl Fn(usize, &Prediction) -> bool,
-    ) -> Vec<StepPrediction> {
+    ) -> (Vec<StepPrediction>, Ejections) {
         let mut state = Ejections::default();
-        steps
+        let predicted = steps
             .iter()
             .enumerate()
             .map(|(i, s)| StepPrediction {
@@ -62,7 +63,8 @@ impl Mesh {
                     vec![self.until_it_holds(s, &mut state, |p| meets(i, p))]
                 },
             })
-            .collect()
+            .collect();
+        (predicted, state)
     }
 
     /// Each of the step's requests in the state the ones before it leave.

@@ -528,6 +528,7 @@ fn eject_then_ask(mesh: &Mesh) -> Vec<steps::StepPrediction> {
             _ => b.status == Some(503) && b.backend.is_none(),
         }
     })
+    .0
 }
 
 fn only(p: &Prediction) -> Branch {
