@@ -797,15 +797,20 @@ impl Mesh {
             groups[i].1 += 1;
         }
         let total = c.endpoints.len();
+        let answered: std::collections::BTreeSet<u16> = groups
+            .iter()
+            .map(|(b, _)| stub_status(&headers, query, &b.version))
+            .collect();
         let groups = match ejections {
             None => outlier_survivors(c, groups, |b| stub_status(&headers, query, &b.version)),
             Some(_) => groups,
         };
         if groups.is_empty() {
+            let answered: Vec<String> = answered.iter().map(u16::to_string).collect();
             return vec![Branch {
                 reason: format!(
                     "cluster {name}: every endpoint answers {} and is ejected by outlier detection, no panic mode (minHealthPercent 0): 503 no healthy upstream (UH)",
-                    stub_status(&headers, query, "")
+                    answered.join("/")
                 ),
                 ..base
             }];
