@@ -294,13 +294,17 @@ impl RequestSpec {
     /// Why the request cannot be sent, or None.
     fn invalid(&self) -> Option<String> {
         let m = self.method();
-        (!METHODS.contains(&m.as_str())).then(|| {
-            format!(
+        if !METHODS.contains(&m.as_str()) {
+            return Some(format!(
                 "unknown HTTP method {:?} (one of {})",
                 self.method.as_deref().unwrap_or(""),
                 METHODS.join(", ")
-            )
-        })
+            ));
+        }
+        self.headers
+            .iter()
+            .find(|(_, v)| v.all().is_empty())
+            .map(|(k, _)| format!("header {k}: an empty list sends no header (leave it out)"))
     }
 }
 
@@ -965,6 +969,11 @@ mod tests {
         assert!(m.contains("step one is declared twice"), "{m}");
         let (_, m) = invalid(&STEPS.replace("path: /a", "path: /a, method: FETCH"));
         assert!(m.contains("step one: unknown HTTP method"), "{m}");
+        let (_, m) = invalid(&STEPS.replace("path: /a", "path: /a, headers: { x-a: [] }"));
+        assert!(
+            m.contains("step one: header x-a: an empty list sends no header"),
+            "{m}"
+        );
     }
 
     #[test]
