@@ -38,6 +38,8 @@ impl StepPrediction {
 const ATTEMPT_LIMIT: usize = 64;
 /// Consecutive attempts that must meet the expectation (the http check's rule).
 const REQUIRED: usize = 3;
+/// The most requests of one step followed (a large `repeat` settles long before).
+const REQUEST_LIMIT: usize = 1024;
 
 impl Mesh {
     /// Predicts `steps` in order, each after the requests of those before it.
@@ -91,15 +93,17 @@ impl Mesh {
     ) -> Prediction {
         let mut streak = 0;
         let mut last = None;
+        let mut sent = 0;
         for _ in 0..ATTEMPT_LIMIT {
             let mut ok = true;
             for _ in 0..s.repeat.max(1) {
                 let p = self.send(&s.request, state);
                 ok &= meets(&p);
                 last = Some(p);
+                sent += 1;
             }
             streak = if ok { streak + 1 } else { 0 };
-            if streak >= REQUIRED {
+            if streak >= REQUIRED || sent >= REQUEST_LIMIT {
                 break;
             }
         }
