@@ -819,6 +819,12 @@ fn mtls(c: &mut Ctx) {
     }
 }
 
+/// The model's prediction for each step of the suite's `steps` checks, by step id
+/// (src/step_analysis.rs).
+pub fn step_predictions(suite: &Suite, mesh: &Mesh) -> Vec<(String, crate::istio::Prediction)> {
+    crate::step_analysis::step_predictions(suite, mesh)
+}
+
 /// The request a check sends, as the simulation sees it.
 pub fn sim_request(req: &RequestSpec, service_port: u16) -> SimRequest {
     SimRequest {
@@ -829,16 +835,12 @@ pub fn sim_request(req: &RequestSpec, service_port: u16) -> SimRequest {
         host: req.host.clone().unwrap_or_else(|| "node".into()),
         path: req.path_and_query(),
         body: req.body.clone(),
-        headers: req
-            .headers
-            .iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
-            .collect(),
+        headers: req.header_values(),
     }
 }
 
 /// Why a predicted branch does not meet `e` (None: it does, as far as the model knows).
-fn branch_mismatch(e: &HttpExpect, b: &crate::istio::Branch) -> Option<String> {
+pub(crate) fn branch_mismatch(e: &HttpExpect, b: &crate::istio::Branch) -> Option<String> {
     let got = match (&b.status, &b.backend) {
         (None, _) if b.reason.ends_with(crate::istio::HANDSHAKE_FAILS) => {
             crate::istio::HANDSHAKE_FAILS.to_string()
@@ -882,17 +884,20 @@ fn branch_mismatch(e: &HttpExpect, b: &crate::istio::Branch) -> Option<String> {
     for (name, want) in &e.headers {
         if let crate::suite::HeaderExpect::Exact(v) = want {
             if let Some(seen) = b.headers_seen.get(&name.to_ascii_lowercase()) {
-                if seen != v {
-                    return Some(format!("expected header {name}: {v}, predicted {seen}"));
+                if seen.first() != Some(v) {
+                    return Some(format!(
+                        "expected header {name}: {v}, predicted {}",
+                        crate::suite::HeaderExpect::describe_got(seen)
+                    ));
                 }
             }
         }
     }
-    None
+    crate::step_analysis::response_mismatch(e, b)
 }
 
 /// Why the prediction does not mirror every request to `mirrored_to`, or None.
-fn mirror_mismatch(e: &HttpExpect, p: &crate::istio::Prediction) -> Option<String> {
+pub(crate) fn mirror_mismatch(e: &HttpExpect, p: &crate::istio::Prediction) -> Option<String> {
     let want = e.mirrored_to.as_ref()?;
     let is_want = |b: &crate::istio::Backend| {
         want.is(&crate::stub::Identity {
@@ -937,34 +942,21 @@ fn mirror_mismatch(e: &HttpExpect, p: &crate::istio::Prediction) -> Option<Strin
 fn simulate_suite(c: &mut Ctx, suite: &Suite) {
     for check in &suite.checks {
         let analysis = format!("simulate::{}", check.full_name());
+        if let CheckKind::Steps(steps) = &check.kind {
+            shared_state(c, suite, check, steps, &analysis);
+        }
         let (req, verdict) = match &check.kind {
             CheckKind::Http(h) => {
-                let p = c
-                    .mesh
-                    .simulate(&sim_request(&h.request, suite.ingress.port));
-                // Identical mismatches of several branches are one, with their shares added.
-                let mut by_msg: Vec<(String, f64)> = Vec::new();
-                for b in p.outcomes().iter().filter(|b| b.share > 0.0) {
-                    if let Some(m) = branch_mismatch(&h.expect, b) {
-                        match by_msg.iter_mut().find(|(x, _)| *x == m) {
-                            Some((_, s)) => *s += b.share,
-                            None => by_msg.push((m, b.share)),
-                        }
-                    }
-                }
-                let mut bad: Vec<String> = by_msg
-                    .into_iter()
-                    .map(|(m, share)| {
-                        if share < 1.0 - 1e-9 {
-                            format!("{m} for {:.0}% of requests", share * 100.0)
-                        } else {
-                            m
-                        }
-                    })
-                    .collect();
-                bad.extend(mirror_mismatch(&h.expect, &p));
-                bad.extend(latency_mismatch(&h.expect, &h.request, &p));
+                let sim = sim_request(&h.request, suite.ingress.port);
+                let p = c.mesh.simulate(&sim);
+                let bad = crate::step_analysis::predicted_mismatches(h, &sim, &p);
                 (h.request.clone(), (p, bad))
+            }
+            CheckKind::Steps(steps) => {
+                match crate::step_analysis::first_failing_step(c.mesh, steps, suite.ingress.port) {
+                    Some((req, p, bad)) => (req, (p, bad)),
+                    None => continue,
+                }
             }
             CheckKind::Distribution(d) => {
                 let p = c
@@ -1050,13 +1042,34 @@ fn simulate_suite(c: &mut Ctx, suite: &Suite) {
     }
 }
 
+/// MC202: state a `steps` check changes (an ejected pod) that other checks reach.
+fn shared_state(
+    c: &mut Ctx,
+    suite: &Suite,
+    check: &crate::suite::CheckSpec,
+    steps: &[crate::suite::Step],
+    analysis: &str,
+) {
+    for (fqdn, message) in crate::step_analysis::shared_state(c.mesh, suite, check, steps) {
+        let dr =
+            c.fx.destination_rules
+                .iter()
+                .find(|r| resolve_host(&r.spec.spec.host, &r.namespace) == fqdn);
+        let (object, at) = dr
+            .map(|r| (r.describe(), r.source.clone()))
+            .unwrap_or_else(|| (format!("host {fqdn}"), Source::default()));
+        c.push(analysis, Severity::Warning, "MC202", None, object, &at, message,
+            "outlier detection is per gateway cluster: every request through it sees the ejection; give the scenario a backend (or subset) of its own");
+    }
+}
+
 /// Latency bounds the configured delays contradict. The least time an answer takes is
 /// the route's fault delay when it holds for every request (Envoy's fault filter,
 /// before the router), plus the stub's own delay (`x-meshcheck-delay`) when a backend
 /// answers; a backend cut off by the route's timeout answers nothing (its 504 comes
 /// after the timeout, which is not bounded here). Network time is never predicted, so
 /// only what the configuration itself guarantees or rules out is judged.
-fn latency_mismatch(
+pub(crate) fn latency_mismatch(
     e: &crate::suite::HttpExpect,
     req: &crate::suite::RequestSpec,
     p: &crate::istio::Prediction,
@@ -1066,12 +1079,12 @@ fn latency_mismatch(
     };
     let query = req.path_and_query();
     let query = query.split_once('?').map(|(_, q)| q).unwrap_or("");
+    let headers = req.header_map();
     let stub_ms = crate::stub::controls::controls(
         |n| {
-            req.headers
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(n))
-                .map(|(_, v)| v.clone())
+            headers
+                .get(n)
+                .map(|v| v.split(',').next().unwrap_or("").to_string())
         },
         query,
     )
@@ -1153,7 +1166,10 @@ fn at_least_unpredicted(
 pub fn testcase_names(suite: &Suite) -> Vec<String> {
     let mut v: Vec<String> = ANALYSES.iter().map(|(n, _)| n.to_string()).collect();
     for ch in &suite.checks {
-        if matches!(ch.kind, CheckKind::Http(_) | CheckKind::Distribution(_)) {
+        if matches!(
+            ch.kind,
+            CheckKind::Http(_) | CheckKind::Distribution(_) | CheckKind::Steps(_)
+        ) {
             v.push(format!("simulate::{}", ch.full_name()));
         }
     }

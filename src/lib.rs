@@ -17,6 +17,7 @@ pub mod report;
 pub mod run;
 pub mod runner;
 pub mod stats;
+pub mod step_analysis;
 pub mod stub;
 pub mod suite;
 pub mod targets;

@@ -161,6 +161,13 @@ pub fn traffic_trials(
         .map(|c| {
             let check: Arc<CheckSpec> = Arc::new(c.clone());
             let prediction = predictions.get(&c.full_name()).cloned();
+            let step_predictions: Vec<Option<Prediction>> = match &c.kind {
+                crate::suite::CheckKind::Steps(steps) => steps
+                    .iter()
+                    .map(|s| predictions.get(&c.step_id(s)).cloned())
+                    .collect(),
+                _ => Vec::new(),
+            };
             // A request may take what the configuration makes it take, and more.
             let ctx = match &prediction {
                 Some(p) => Arc::new(ctx.allowing(p.longest_answer)),
@@ -170,7 +177,8 @@ pub fn traffic_trials(
             let events = events.clone();
             Trial::test(c.full_name(), move || {
                 let started = Instant::now();
-                let mut outcome = rt.block_on(checks::run(&ctx, &check));
+                let mut outcome =
+                    rt.block_on(checks::run_predicted(&ctx, &check, &step_predictions));
                 if let (false, Some(p)) = (outcome.passed, &prediction) {
                     outcome
                         .message
@@ -225,7 +233,7 @@ pub fn sends_traffic(suite: &crate::suite::Suite, args: &libtest_mimic::Argument
     suite.checks.iter().any(|c| {
         let traffic = match &c.kind {
             CheckKind::Sidecars(s) => !s.via.is_empty(),
-            CheckKind::Http(_) | CheckKind::Distribution(_) | CheckKind::Ports(_) => true,
+            CheckKind::Http(_) | CheckKind::Distribution(_) | CheckKind::Ports(_) | CheckKind::Steps(_) => true,
         };
         traffic && selected(args, &c.full_name())
     })

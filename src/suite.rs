@@ -103,6 +103,25 @@ impl CheckSpec {
     pub fn full_name(&self) -> String {
         format!("{}::{}", self.group, self.name)
     }
+
+    /// `group::name::step` of one of its steps.
+    pub fn step_id(&self, step: &Step) -> String {
+        format!("{}::{}", self.full_name(), step.name)
+    }
+
+    /// The requests the check sends through the ingress, each with its id: the check's
+    /// full name, or for `steps` each step's [`CheckSpec::step_id`].
+    pub fn requests(&self) -> Vec<(String, &RequestSpec)> {
+        match &self.kind {
+            CheckKind::Http(h) => vec![(self.full_name(), &h.request)],
+            CheckKind::Distribution(d) => vec![(self.full_name(), &d.request)],
+            CheckKind::Steps(steps) => steps
+                .iter()
+                .map(|s| (self.step_id(s), &s.http.request))
+                .collect(),
+            CheckKind::Ports(_) | CheckKind::Sidecars(_) => Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -113,6 +132,25 @@ pub enum CheckKind {
     Distribution(DistributionCheck),
     Ports(PortsCheck),
     Sidecars(SidecarsCheck),
+    /// Requests in a stated order, one after another (see [`Step`]).
+    Steps(Vec<Step>),
+}
+
+/// One step of a `steps` check: an http request and its expectation, judged after the
+/// steps before it and before the ones after it, e.g. a pod that answers 5xx, then
+/// the gateway answering 503 once outlier detection has ejected it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Send the request `repeat` times and judge each answer once, without waiting for
+    /// the expectation to hold 3 times in a row: for a request that changes state
+    /// (a 5xx that counts toward an ejection). Default: the http check's rule.
+    #[serde(default)]
+    pub once: bool,
+    pub http: HttpCheck,
 }
 
 impl CheckKind {
@@ -122,12 +160,14 @@ impl CheckKind {
             CheckKind::Distribution(_) => "distribution",
             CheckKind::Ports(_) => "ports",
             CheckKind::Sidecars(_) => "sidecars",
+            CheckKind::Steps(_) => "steps",
         }
     }
 }
 
 /// A request through the ingress.
 #[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct RequestSpec {
     pub path: String,
     #[serde(default)]
@@ -135,8 +175,10 @@ pub struct RequestSpec {
     /// Host header (default: the node address and port).
     #[serde(default)]
     pub host: Option<String>,
+    /// Request headers; a list (`x-a: [one, two]`) is sent as repeated header lines,
+    /// in order.
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    pub headers: BTreeMap<String, HeaderValues>,
     /// Query parameters, URL-encoded onto the path (`?a=1&b=x%20y`).
     #[serde(default)]
     pub query: BTreeMap<String, String>,
@@ -156,6 +198,37 @@ pub struct RequestSpec {
     /// https: accept any certificate.
     #[serde(default)]
     pub insecure: bool,
+}
+
+/// A request header's value (`x-a: one`), or several (`x-a: [one, two]`), sent as
+/// one header line each.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum HeaderValues {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl HeaderValues {
+    /// Every value, in order.
+    pub fn all(&self) -> &[String] {
+        match self {
+            HeaderValues::One(v) => std::slice::from_ref(v),
+            HeaderValues::Many(v) => v,
+        }
+    }
+}
+
+impl From<String> for HeaderValues {
+    fn from(v: String) -> Self {
+        HeaderValues::One(v)
+    }
+}
+
+impl From<&str> for HeaderValues {
+    fn from(v: &str) -> Self {
+        HeaderValues::One(v.to_string())
+    }
 }
 
 /// How a request reaches the gateway.
@@ -193,6 +266,26 @@ impl RequestSpec {
         format!("{}{sep}{}", self.path, q.query().unwrap_or(""))
     }
 
+    /// The headers by lower-case name, every value in order.
+    pub fn header_values(&self) -> BTreeMap<String, Vec<String>> {
+        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (k, v) in &self.headers {
+            out.entry(k.to_ascii_lowercase())
+                .or_default()
+                .extend(v.all().iter().cloned());
+        }
+        out
+    }
+
+    /// The headers by lower-case name, the values of a repeated one joined by `,` (as
+    /// Envoy's header matching reads them: HeaderUtility::getAllOfHeaderAsString).
+    pub fn header_map(&self) -> BTreeMap<String, String> {
+        self.header_values()
+            .into_iter()
+            .map(|(k, v)| (k, v.join(",")))
+            .collect()
+    }
+
     /// The method (default GET), upper-case.
     pub fn method(&self) -> String {
         self.method.as_deref().unwrap_or("GET").to_ascii_uppercase()
@@ -201,17 +294,22 @@ impl RequestSpec {
     /// Why the request cannot be sent, or None.
     fn invalid(&self) -> Option<String> {
         let m = self.method();
-        (!METHODS.contains(&m.as_str())).then(|| {
-            format!(
+        if !METHODS.contains(&m.as_str()) {
+            return Some(format!(
                 "unknown HTTP method {:?} (one of {})",
                 self.method.as_deref().unwrap_or(""),
                 METHODS.join(", ")
-            )
-        })
+            ));
+        }
+        self.headers
+            .iter()
+            .find(|(_, v)| v.all().is_empty())
+            .map(|(k, _)| format!("header {k}: an empty list sends no header (leave it out)"))
     }
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HttpCheck {
     pub request: RequestSpec,
     /// Requests per attempt; every one must meet the expectation.
@@ -225,6 +323,7 @@ fn one() -> u32 {
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub struct HttpExpect {
     pub status: u16,
     #[serde(default)]
@@ -232,6 +331,14 @@ pub struct HttpExpect {
     /// The path the backend saw.
     #[serde(default)]
     pub path: Option<String>,
+    /// The method the backend received (`POST`).
+    #[serde(default)]
+    pub method: Option<String>,
+    /// The query string the backend received: exactly (`"a=1&b=2"`, `""` for none),
+    /// or per parameter (`{ a: "1", b: { absent: true }, c: { values: [x, y] } }`,
+    /// percent-decoded).
+    #[serde(default)]
+    pub query: Option<QueryExpect>,
     /// Headers the backend received.
     #[serde(default)]
     pub headers: BTreeMap<String, HeaderExpect>,
@@ -303,6 +410,7 @@ impl TryFrom<BackendRepr> for BackendExpect {
 
 /// Latency bounds of each answer, Go durations (`300ms`, `2s`).
 #[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct LatencyExpect {
     #[serde(default)]
     pub at_least: Option<String>,
@@ -344,6 +452,7 @@ impl LatencyExpect {
 /// `mirrored_to: { service: nb-rest, version: v2 }`: a stub of that service (and
 /// version, namespace when given) also received the request.
 #[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct MirrorExpect {
     pub service: String,
     #[serde(default)]
@@ -374,12 +483,85 @@ impl std::fmt::Display for MirrorExpect {
     }
 }
 
-/// `name: value` (exact) or `name: {contains: x}` / `{present: true}` / `{absent: true}`.
+/// The query string the backend received: the exact string, or rules per parameter.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum QueryExpect {
+    Exact(String),
+    Params(BTreeMap<String, HeaderExpect>),
+}
+
+/// `name: value` (exact) or `name: {contains: x}` / `{present: true}` / `{absent: true}`
+/// / `{values: [a, b]}` (every value of a repeated header, in order).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(untagged)]
 pub enum HeaderExpect {
     Exact(String),
     Rule(HeaderRule),
+}
+
+impl HeaderExpect {
+    /// Whether a header whose values are `got` (in order; empty: absent) meets this:
+    /// `equals`/`contains` (and the plain form) read the first value, `values` every
+    /// one.
+    pub fn meets(&self, got: &[String]) -> bool {
+        let first = got.first().map(String::as_str);
+        match self {
+            HeaderExpect::Exact(v) => first == Some(v.as_str()),
+            HeaderExpect::Rule(r) => {
+                r.equals.as_ref().is_none_or(|v| first == Some(v.as_str()))
+                    && r.contains
+                        .as_ref()
+                        .is_none_or(|v| first.is_some_and(|g| g.contains(v.as_str())))
+                    && r.present.is_none_or(|p| got.is_empty() != p)
+                    && r.absent.is_none_or(|a| got.is_empty() == a)
+                    && r.values.as_ref().is_none_or(|v| v.as_slice() == got)
+            }
+        }
+    }
+
+    /// How `got` reads in a mismatch: `none`, `"v"`, or `["a", "b"]`.
+    pub fn describe_got(got: &[String]) -> String {
+        match got {
+            [] => "none".into(),
+            [one] => format!("{one:?}"),
+            many => format!("{many:?}"),
+        }
+    }
+}
+
+impl QueryExpect {
+    /// Why the query string `got` (without `?`, as the backend received it) does not
+    /// meet this, or None.
+    pub fn mismatch(&self, got: &str) -> Option<String> {
+        match self {
+            QueryExpect::Exact(want) => (want != got).then(|| {
+                format!("expected the backend to receive query {want:?}, it received {got:?}")
+            }),
+            QueryExpect::Params(params) => {
+                let pairs: Vec<(String, String)> = reqwest::Url::parse(&format!("http://x/?{got}"))
+                    .map(|u| {
+                        u.query_pairs()
+                            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                params.iter().find_map(|(name, want)| {
+                    let values: Vec<String> = pairs
+                        .iter()
+                        .filter(|(k, _)| k == name)
+                        .map(|(_, v)| v.clone())
+                        .collect();
+                    (!want.meets(&values)).then(|| {
+                        format!(
+                            "expected query parameter {name} {want} at the backend, got {} (query {got:?})",
+                            HeaderExpect::describe_got(&values)
+                        )
+                    })
+                })
+            }
+        }
+    }
 }
 
 impl std::fmt::Display for HeaderExpect {
@@ -402,6 +584,9 @@ impl std::fmt::Display for HeaderExpect {
         if let Some(a) = r.absent {
             parts.push(if a { "absent" } else { "not absent" }.to_string());
         }
+        if let Some(v) = &r.values {
+            parts.push(format!("has exactly the values {v:?}"));
+        }
         if parts.is_empty() {
             parts.push("anything".into());
         }
@@ -420,9 +605,13 @@ pub struct HeaderRule {
     pub present: Option<bool>,
     #[serde(default)]
     pub absent: Option<bool>,
+    /// Every value, in order (a header sent or added several times).
+    #[serde(default)]
+    pub values: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DistributionCheck {
     pub request: RequestSpec,
     /// How many requests to send (see README: the binomial bound).
@@ -461,6 +650,7 @@ fn default_false_failure() -> f64 {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PortsCheck {
     /// Port ranges scanned on the node address (`30000-32767`, `80`).
     pub scan: Vec<String>,
@@ -469,6 +659,7 @@ pub struct PortsCheck {
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub struct SidecarsCheck {
     /// Every pod of these namespaces must carry a running istio-proxy sidecar.
     #[serde(default)]
@@ -517,7 +708,47 @@ fn check_problem(c: &CheckSpec) -> Option<String> {
         }),
         CheckKind::Sidecars(s) => s.via.iter().find_map(RequestSpec::invalid),
         CheckKind::Ports(_) => None,
+        CheckKind::Steps(steps) => steps_problem(steps),
     }
+}
+
+/// What is wrong with the steps of a `steps` check, or None.
+fn steps_problem(steps: &[Step]) -> Option<String> {
+    if steps.is_empty() {
+        return Some("`steps` needs at least one step".into());
+    }
+    let mut names = std::collections::BTreeSet::new();
+    steps.iter().find_map(|s| {
+        if s.name.trim().is_empty() {
+            return Some("a step needs a `name`".into());
+        }
+        if !names.insert(s.name.as_str()) {
+            return Some(format!("step {} is declared twice", s.name));
+        }
+        let h = &s.http;
+        h.request
+            .invalid()
+            .or_else(|| h.expect.latency.as_ref().and_then(|l| l.bounds().err()))
+            .map(|why| format!("step {}: {why}", s.name))
+    })
+}
+
+/// For an `unknown field `k`` error reported at line `near` (inside a check, the
+/// line of its kind), the first line from there that writes `k:`; else `near`.
+fn line_of_unknown_field(text: &str, message: &str, near: usize) -> usize {
+    let Some(key) = message
+        .split("unknown field `")
+        .nth(1)
+        .and_then(|r| r.split('`').next())
+    else {
+        return near;
+    };
+    let pat = regex::Regex::new(&format!(r"(^|[\s{{,-]){}\s*:", regex::escape(key))).ok();
+    text.lines()
+        .enumerate()
+        .skip(near.saturating_sub(1))
+        .find(|(_, l)| pat.as_ref().is_some_and(|p| p.is_match(l)))
+        .map_or(near, |(i, _)| i + 1)
 }
 
 /// The line of `name: <check name>` in the suite text (1 when not found).
@@ -587,10 +818,9 @@ pub fn load(path: &Path) -> Result<Suite, SuiteError> {
         .or_else(|_| {
             // Re-parse from text for the line of the offending field.
             serde_saphyr::from_str::<Suite>(&text).map_err(|e| {
-                invalid(
-                    e.location().map(|l| l.line() as usize).unwrap_or(1),
-                    crate::fixtures::first_line_of(&e.to_string()),
-                )
+                let message = crate::fixtures::first_line_of(&e.to_string());
+                let near = e.location().map(|l| l.line() as usize).unwrap_or(1);
+                invalid(line_of_unknown_field(&text, &message, near), message)
             })
         })?;
     if let Some(u) = unknown.first() {
@@ -655,13 +885,16 @@ pub fn load(path: &Path) -> Result<Suite, SuiteError> {
     }
     let base = path.parent().unwrap_or(Path::new("."));
     for c in &mut suite.checks {
-        let req = match &mut c.kind {
-            CheckKind::Http(h) => &mut h.request,
-            CheckKind::Distribution(d) => &mut d.request,
+        let reqs: Vec<&mut RequestSpec> = match &mut c.kind {
+            CheckKind::Http(h) => vec![&mut h.request],
+            CheckKind::Distribution(d) => vec![&mut d.request],
+            CheckKind::Steps(steps) => steps.iter_mut().map(|s| &mut s.http.request).collect(),
             _ => continue,
         };
-        if let Some(f) = req.ca_file.as_mut().filter(|f| f.is_relative()) {
-            *f = base.join(&*f);
+        for req in reqs {
+            if let Some(f) = req.ca_file.as_mut().filter(|f| f.is_relative()) {
+                *f = base.join(&*f);
+            }
         }
     }
     suite.path = path.to_path_buf();
@@ -693,4 +926,108 @@ pub fn parse_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
         return Err(bad());
     }
     Ok(a..=b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str) -> Result<Suite, SuiteError> {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), text).unwrap();
+        load(f.path())
+    }
+
+    const STEPS: &str = "name: s\nfixtures: .\nchecks:\n  - group: g\n    name: c\n    steps:\n      - name: one\n        http:\n          request: { path: /a }\n          expect: { status: 200 }\n";
+
+    #[track_caller]
+    fn invalid(text: &str) -> (usize, String) {
+        match load_text(text) {
+            Err(SuiteError::Invalid { line, message, .. }) => (line, message),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn steps_load_with_their_ids_and_requests() {
+        let s = load_text(STEPS).unwrap();
+        let c = &s.checks[0];
+        assert_eq!(c.kind.label(), "steps");
+        let ids: Vec<String> = c.requests().into_iter().map(|(id, _)| id).collect();
+        assert_eq!(ids, vec!["g::c::one".to_string()]);
+    }
+
+    #[test]
+    fn bad_steps_are_load_errors_naming_the_check() {
+        let (_, m) = invalid(&STEPS.replace("      - name: one\n        http:\n          request: { path: /a }\n          expect: { status: 200 }\n", "      []\n").replace("    steps:\n      []", "    steps: []"));
+        assert!(
+            m.contains("check g::c: `steps` needs at least one step"),
+            "{m}"
+        );
+        let twice = format!("{STEPS}{}", "      - name: one\n        http:\n          request: { path: /b }\n          expect: { status: 200 }\n");
+        let (_, m) = invalid(&twice);
+        assert!(m.contains("step one is declared twice"), "{m}");
+        let (_, m) = invalid(&STEPS.replace("path: /a", "path: /a, method: FETCH"));
+        assert!(m.contains("step one: unknown HTTP method"), "{m}");
+        let (_, m) = invalid(&STEPS.replace("path: /a", "path: /a, headers: { x-a: [] }"));
+        assert!(
+            m.contains("step one: header x-a: an empty list sends no header"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_inside_a_check_names_its_line() {
+        let (line, m) = invalid(&STEPS.replace(
+            "expect: { status: 200 }",
+            "expect: { status: 200, methd: GET }",
+        ));
+        assert!(m.contains("unknown field `methd`"), "{m}");
+        assert_eq!(line, 10);
+        let (line, m) =
+            invalid(&STEPS.replace("        http:", "        onse: true\n        http:"));
+        assert!(m.contains("unknown field `onse`"), "{m}");
+        assert_eq!(line, 8);
+    }
+
+    #[test]
+    fn header_expectations_read_the_first_value_or_every_value() {
+        let got = vec!["a".to_string(), "b".to_string()];
+        assert!(HeaderExpect::Exact("a".into()).meets(&got));
+        let values = |v: &[&str]| {
+            HeaderExpect::Rule(HeaderRule {
+                values: Some(v.iter().map(|s| s.to_string()).collect()),
+                ..Default::default()
+            })
+        };
+        assert!(values(&["a", "b"]).meets(&got));
+        assert!(!values(&["a"]).meets(&got) && !values(&["b", "a"]).meets(&got));
+        assert!(values(&[]).meets(&[]));
+    }
+
+    #[test]
+    fn query_expectations_read_the_exact_string_or_decoded_parameters() {
+        assert_eq!(QueryExpect::Exact("a=1".into()).mismatch("a=1"), None);
+        let m = QueryExpect::Exact("a=2".into()).mismatch("a=1").unwrap();
+        assert!(
+            m.contains("expected the backend to receive query \"a=2\", it received \"a=1\""),
+            "{m}"
+        );
+        let params: BTreeMap<String, HeaderExpect> = serde_json::from_str(
+            r#"{"tag": "a b", "n": {"values": ["1", "2"]}, "gone": {"absent": true}}"#,
+        )
+        .unwrap();
+        let q = QueryExpect::Params(params);
+        assert_eq!(q.mismatch("tag=a+b&n=1&n=2"), None);
+        let m = q.mismatch("tag=a+b&n=1").unwrap();
+        assert!(
+            m.contains("expected query parameter n has exactly the values"),
+            "{m}"
+        );
+        let m = q.mismatch("tag=a+b&n=1&n=2&gone=x").unwrap();
+        assert!(
+            m.contains("expected query parameter gone absent at the backend, got \"x\""),
+            "{m}"
+        );
+    }
 }

@@ -101,6 +101,7 @@ examples! {
     mirroring => "mirroring",
     circuit_breaking => "circuit-breaking",
     outlier_detection => "outlier-detection",
+    outlier_ejection => "outlier-ejection",
 }
 
 #[test]
@@ -282,4 +283,56 @@ fn without_outlier_detection_the_failing_pod_keeps_answering() {
     );
     fails_exactly(&r, &["outlier-detection::failing-pod-ejected"]);
     assert!(r.stdout.contains("503 from httpbin v1"), "{}", r.stdout);
+}
+
+/// The ejected state is the gateway's own 503: expecting the pod's 503 after the
+/// ejection fails, live and in the simulation, naming the step; the check beside it
+/// still passes.
+#[test]
+fn expecting_the_pods_own_503_after_the_ejection_fails_at_that_step() {
+    let r = run_broken(
+        "outlier-ejection",
+        "outlier-ejection.yaml",
+        "expect: { status: 503, backend: none, body_contains: no healthy upstream }",
+        "expect: { status: 503, backend: { service: ratings } }",
+    );
+    fails_exactly(&r, &["outlier-detection::ejected-then-no-healthy-upstream"]);
+    assert!(
+        r.passed.contains("routing::reviews-beside-it"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains(
+            "step 3/3 no-healthy-upstream: expected an answer from a backend, got 503: no healthy upstream"
+        ) && r.stdout.contains("steps before it, each as expected: healthy, pod-answers-503")
+            && r.stdout.contains(
+                "step 3/3 no-healthy-upstream: expected an answer from a backend, predicted 503 from the gateway"
+            )
+            && r.stdout.contains("ejected by outlier detection"),
+        "{}",
+        r.stdout
+    );
+}
+
+/// With two consecutive errors needed, the one 503 ejects nothing: the last step gets
+/// the pod's answer, live and in the simulation.
+#[test]
+fn when_one_error_does_not_eject_the_pod_the_last_step_fails() {
+    let r = run_broken(
+        "outlier-ejection",
+        "outlier-ejection/ratings.yaml",
+        "    outlierDetection:\n      consecutive5xxErrors: 1\n",
+        "    outlierDetection:\n      consecutive5xxErrors: 2\n",
+    );
+    fails_exactly(&r, &["outlier-detection::ejected-then-no-healthy-upstream"]);
+    assert!(
+        r.stdout
+            .contains("step 3/3 no-healthy-upstream: expected status 503, got 200 from ratings v1")
+            && r.stdout.contains(
+                "step 3/3 no-healthy-upstream: expected status 503, predicted 200 from ratings v1"
+            ),
+        "{}",
+        r.stdout
+    );
 }

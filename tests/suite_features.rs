@@ -339,3 +339,167 @@ fn a_mirror_to_a_host_without_service_mirrors_nothing_and_the_primary_still_answ
     let r = run_suite(&f, &suite);
     assert_passed(&r, &["mirror::authz-to-nb-rest-v2"]);
 }
+
+// ---- what the backend received, and the stub's response headers ----------------
+
+/// /authz with VirtualService header operations on both sides: the request gets one
+/// more `x-tag` value; the answer one more `foo`, `x-over` set, `x-drop` removed.
+fn header_ops() -> FixtureCopy {
+    let f = FixtureCopy::new();
+    f.replace(
+        "40-virtualservices.yaml",
+        "        prefix: /authz\n    route:\n",
+        "        prefix: /authz\n    headers:\n      request:\n        add:\n          x-tag: from-route\n      response:\n        add:\n          foo: from-route\n        set:\n          x-over: route\n        remove:\n        - x-drop\n    route:\n",
+    );
+    f
+}
+
+const SEEN_SUITE: &str = r#"name: seen
+fixtures: .
+checks:
+  - group: seen
+    name: method-query-and-every-header-value
+    http:
+      request: { path: /authz/tags, method: put, query: { page: "2", tag: "a b" }, headers: { x-tag: [a, b] } }
+      expect:
+        status: 200
+        method: PUT
+        query: { page: "2", tag: "a b", missing: { absent: true } }
+        headers: { x-tag: { values: [a, b, from-route] } }
+  - group: seen
+    name: exact-query
+    http:
+      request: { path: /authz/q, query: { a: "1" } }
+      expect: { status: 200, query: "a=1" }
+  - group: response-headers
+    name: stub-headers-through-the-route
+    http:
+      request:
+        path: /authz/r
+        headers: { x-meshcheck-response-header: [foo=bar, foo=baz, x-drop=1, x-over=stub, x-kept=yes] }
+      expect:
+        status: 200
+        response_headers:
+          foo: { values: [bar, baz, from-route] }
+          x-drop: { absent: true }
+          x-over: route
+          x-kept: { values: ["yes"] }
+"#;
+
+#[test]
+fn the_backend_saw_method_query_and_every_header_value_and_the_client_the_response_headers() {
+    let f = header_ops();
+    let r = run_suite(&f, SEEN_SUITE);
+    assert_passed(
+        &r,
+        &[
+            "seen::method-query-and-every-header-value",
+            "seen::exact-query",
+            "response-headers::stub-headers-through-the-route",
+            "static::simulate::seen::method-query-and-every-header-value",
+            "static::simulate::seen::exact-query",
+            "static::simulate::response-headers::stub-headers-through-the-route",
+        ],
+    );
+}
+
+#[test]
+fn wrong_expectations_on_what_the_backend_saw_fail_live_and_in_the_simulation() {
+    let f = header_ops();
+    let suite = SEEN_SUITE
+        .replace("method: PUT", "method: POST")
+        .replace(
+            "expect: { status: 200, query: \"a=1\" }",
+            "expect: { status: 200, query: \"a=2\" }",
+        )
+        .replace("values: [a, b, from-route]", "values: [a, b]")
+        .replace(
+            "foo: { values: [bar, baz, from-route] }",
+            "foo: { values: [bar, baz] }",
+        );
+    let r = run_suite(&f, &suite);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    for c in [
+        "seen::method-query-and-every-header-value",
+        "seen::exact-query",
+        "response-headers::stub-headers-through-the-route",
+    ] {
+        assert!(
+            r.failed.contains(c) && r.failed.contains(&format!("static::simulate::{c}")),
+            "{c} did not fail live and in the simulation\n{}",
+            r.stdout
+        );
+    }
+    for m in [
+        "expected the backend to receive method POST, it received PUT",
+        "expected the backend to receive method POST, predicted PUT",
+        "expected the backend to receive query \"a=2\", it received \"a=1\"",
+        "expected the backend to receive query \"a=2\", predicted \"a=1\"",
+        "expected response header foo has exactly the values [\"bar\", \"baz\"], got [\"bar\", \"baz\", \"from-route\"]",
+        "expected response header foo has exactly the values [\"bar\", \"baz\"], predicted [\"bar\", \"baz\", \"from-route\"]",
+    ] {
+        assert!(r.stdout.contains(m), "missing {m:?}\n{}", r.stdout);
+    }
+    // With the method right, the header values are judged next.
+    let suite = SEEN_SUITE.replace("values: [a, b, from-route]", "values: [a, b]");
+    let r = run_suite(&f, &suite);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    for m in [
+        "expected header x-tag has exactly the values [\"a\", \"b\"] at the backend, got [\"a\", \"b\", \"from-route\"]",
+        "expected header x-tag has exactly the values [\"a\", \"b\"] at the backend, predicted [\"a\", \"b\", \"from-route\"]",
+    ] {
+        assert!(r.stdout.contains(m), "missing {m:?}\n{}", r.stdout);
+    }
+}
+
+#[test]
+fn without_the_routes_header_operations_the_response_headers_are_the_stubs() {
+    let f = FixtureCopy::new();
+    let r = run_suite(&f, SEEN_SUITE);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.failed
+            .contains("response-headers::stub-headers-through-the-route")
+            && r.failed
+                .contains("static::simulate::response-headers::stub-headers-through-the-route")
+            && r.passed.contains("seen::exact-query"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains(
+            "expected response header foo has exactly the values [\"bar\", \"baz\", \"from-route\"], got [\"bar\", \"baz\"]"
+        ),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn a_bad_expectation_key_in_a_step_is_a_load_error_naming_the_line() {
+    let f = FixtureCopy::new();
+    let suite = suite_file(
+        r#"name: steps
+fixtures: .
+checks:
+  - group: g
+    name: s
+    steps:
+      - name: one
+        http:
+          request: { path: /authz }
+          expect: { status: 200, methd: GET }
+"#,
+    );
+    let r = Run::new()
+        .arg("--suite")
+        .arg(suite.path())
+        .fixtures(f.path())
+        .run();
+    assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains(&format!("{}:", suite.path().display())) && r.stderr.contains("methd"),
+        "{}",
+        r.stderr
+    );
+}

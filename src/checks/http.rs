@@ -6,7 +6,7 @@
 //! reported.
 
 use super::{send, Ctx, Exchange, Outcome};
-use crate::suite::{HeaderExpect, HttpCheck, HttpExpect};
+use crate::suite::{HeaderExpect, HttpCheck, HttpExpect, QueryExpect};
 use std::time::{Duration, Instant};
 
 /// Consecutive successes required.
@@ -30,6 +30,18 @@ fn describe_expect(e: &HttpExpect) -> String {
     }
     if let Some(p) = &e.path {
         parts.push(format!("backend path {p}"));
+    }
+    if let Some(m) = &e.method {
+        parts.push(format!("backend method {m}"));
+    }
+    match &e.query {
+        Some(QueryExpect::Exact(q)) => parts.push(format!("backend query {q:?}")),
+        Some(QueryExpect::Params(ps)) => {
+            for (k, v) in ps {
+                parts.push(format!("backend query parameter {k} {v}"));
+            }
+        }
+        None => {}
     }
     for (k, v) in &e.headers {
         parts.push(format!("header {k} {v}"));
@@ -94,25 +106,6 @@ fn latency_mismatch(e: &HttpExpect, x: &Exchange) -> Option<String> {
     None
 }
 
-/// Whether header value `got` (None: absent) meets `want`.
-fn header_meets(want: &HeaderExpect, got: Option<&str>) -> bool {
-    match want {
-        HeaderExpect::Exact(v) => got == Some(v.as_str()),
-        HeaderExpect::Rule(r) => {
-            r.equals
-                .as_ref()
-                .map(|v| got == Some(v.as_str()))
-                .unwrap_or(true)
-                && r.contains
-                    .as_ref()
-                    .map(|v| got.map(|g| g.contains(v.as_str())).unwrap_or(false))
-                    .unwrap_or(true)
-                && r.present.map(|p| got.is_some() == p).unwrap_or(true)
-                && r.absent.map(|a| got.is_none() == a).unwrap_or(true)
-        }
-    }
-}
-
 /// Why `x` does not meet `e`, or None.
 pub fn mismatch(e: &HttpExpect, x: &Exchange) -> Option<String> {
     let Some(status) = x.status else {
@@ -122,12 +115,11 @@ pub fn mismatch(e: &HttpExpect, x: &Exchange) -> Option<String> {
         return Some(format!("expected status {}, got {}", e.status, x.summary()));
     }
     for (name, want) in &e.response_headers {
-        let got = x.header(name);
-        if !header_meets(want, got) {
+        let got = x.header_values(name);
+        if !want.meets(&got) {
             return Some(format!(
                 "expected response header {name} {want}, got {}",
-                got.map(|g| format!("{g:?}"))
-                    .unwrap_or_else(|| "none".into())
+                HeaderExpect::describe_got(&got)
             ));
         }
     }
@@ -150,8 +142,12 @@ pub fn mismatch(e: &HttpExpect, x: &Exchange) -> Option<String> {
             )
         });
     }
-    let needs_echo =
-        e.backend.is_some() || e.path.is_some() || !e.headers.is_empty() || e.mirrored_to.is_some();
+    let needs_echo = e.backend.is_some()
+        || e.path.is_some()
+        || e.method.is_some()
+        || e.query.is_some()
+        || !e.headers.is_empty()
+        || e.mirrored_to.is_some();
     if !needs_echo {
         return None;
     }
@@ -183,13 +179,36 @@ pub fn mismatch(e: &HttpExpect, x: &Exchange) -> Option<String> {
             ));
         }
     }
+    seen_mismatch(e, echo)
+}
+
+/// Why what the backend received (its echo) does not meet `e`'s method, query and
+/// header expectations, or None.
+fn seen_mismatch(e: &HttpExpect, echo: &crate::stub::Echo) -> Option<String> {
+    if let Some(m) = e
+        .method
+        .as_ref()
+        .filter(|m| !m.eq_ignore_ascii_case(&echo.method))
+    {
+        return Some(format!(
+            "expected the backend to receive method {}, it received {}",
+            m.to_ascii_uppercase(),
+            echo.method
+        ));
+    }
+    if let Some(m) = e.query.as_ref().and_then(|q| q.mismatch(&echo.query)) {
+        return Some(m);
+    }
     for (name, want) in &e.headers {
-        let got = echo.header(name);
-        if !header_meets(want, got) {
+        let got = echo
+            .headers
+            .get(&name.to_ascii_lowercase())
+            .cloned()
+            .unwrap_or_default();
+        if !want.meets(&got) {
             return Some(format!(
                 "expected header {name} {want} at the backend, got {}",
-                got.map(|g| format!("{g:?}"))
-                    .unwrap_or_else(|| "none".into())
+                HeaderExpect::describe_got(&got)
             ));
         }
     }
@@ -213,7 +232,7 @@ async fn exchange(
     let id = super::mirror::new_id();
     let mut req = check.request.clone();
     req.headers
-        .insert(crate::stub::ID_HEADER.to_string(), id.clone());
+        .insert(crate::stub::ID_HEADER.to_string(), id.clone().into());
     let x = send(client, addr, &req).await;
     if let Some(m) = mismatch(&check.expect, &x) {
         return (x, Some(m));
@@ -331,6 +350,40 @@ pub async fn run(ctx: &Ctx, check: &HttpCheck) -> Outcome {
                 }
             }
         }
+    }
+}
+
+/// Sends the check's `repeat` requests once each and judges every answer, without
+/// waiting for the expectation to hold 3 times in a row: for a request that changes
+/// state (a step marked `once`), where a second attempt would see another state.
+pub async fn run_once(ctx: &Ctx, check: &HttpCheck) -> Outcome {
+    let (addr, client) = match ctx
+        .ingress_for(&check.request)
+        .and_then(|a| Ok((a, ctx.client_for(&check.request, a, false)?)))
+    {
+        Ok(ac) => ac,
+        Err(e) => return Outcome::fail(e, ""),
+    };
+    let deadline = Instant::now() + ctx.budget;
+    match attempt(ctx, &client, addr, check, deadline).await {
+        Ok(transcript) => Outcome {
+            transcript,
+            ..Outcome::pass(format!(
+                "{} request(s) sent once, each as expected",
+                check.repeat.max(1)
+            ))
+        },
+        Err(f) => Outcome {
+            transcript: f.transcript,
+            ..Outcome::fail(
+                ctx.with_health(format!("{} (sent once, not retried)", f.why)),
+                format!(
+                    "expected: {}\nobserved: {}",
+                    describe_expect(&check.expect),
+                    f.observed
+                ),
+            )
+        },
     }
 }
 

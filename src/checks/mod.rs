@@ -6,6 +6,7 @@ mod http;
 mod mirror;
 mod ports;
 mod sidecars;
+mod steps;
 
 pub use sidecars::{injection_status, sidecar_shape, xfcc_uris, InjectionStatus};
 
@@ -187,11 +188,23 @@ impl Outcome {
 
 /// Runs one check.
 pub async fn run(ctx: &Ctx, check: &CheckSpec) -> Outcome {
+    run_predicted(ctx, check, &[]).await
+}
+
+/// Runs one check; a `steps` check with the model's prediction for each step (by
+/// position), which allows each request what the configuration makes it take and is
+/// shown beside a failed step.
+pub async fn run_predicted(
+    ctx: &Ctx,
+    check: &CheckSpec,
+    step_predictions: &[Option<crate::istio::Prediction>],
+) -> Outcome {
     match &check.kind {
         CheckKind::Http(h) => http::run(ctx, h).await,
         CheckKind::Distribution(d) => distribution::run(ctx, d).await,
         CheckKind::Ports(p) => ports::run(ctx, p).await,
         CheckKind::Sidecars(s) => sidecars::run(ctx, s).await,
+        CheckKind::Steps(s) => steps::run(ctx, s, step_predictions).await,
     }
 }
 
@@ -217,6 +230,15 @@ impl Exchange {
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of response header `name` (any case), in order.
+    pub fn header_values(&self, name: &str) -> Vec<String> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+            .collect()
     }
 
     /// `200 from atlas-ui v1 (pod atlas-ui-…)`, `404 (no route)`, `connection refused`.
@@ -321,9 +343,12 @@ pub async fn send(client: &reqwest::Client, addr: SocketAddr, req: &RequestSpec)
     let host = req.host.clone().unwrap_or_else(|| addr.to_string());
     t.push_str(&format!("> host: {host}\n"));
     let mut rb = client.request(method, &url).header("host", &host);
-    for (k, v) in &req.headers {
-        rb = rb.header(k, v);
-        t.push_str(&format!("> {k}: {v}\n"));
+    // Each value its own header line (reqwest appends), in order.
+    for (k, vs) in &req.headers {
+        for v in vs.all() {
+            rb = rb.header(k, v);
+            t.push_str(&format!("> {k}: {v}\n"));
+        }
     }
     if let Some(b) = &req.body {
         t.push_str(&format!(">\n{}\n", truncate(b, 1024)));

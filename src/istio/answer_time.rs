@@ -18,7 +18,7 @@ const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(250);
 /// What the stub behind `b` is asked to wait before it answers (`x-meshcheck-delay` or
 /// `meshcheck-delay`, src/stub/controls.rs), if anything.
 pub fn stub_delay(b: &Branch) -> Option<Duration> {
-    crate::stub::controls::controls(|n| b.headers_seen.get(n).cloned(), &b.query)
+    crate::stub::controls::controls(|n| super::headers::first(&b.headers_seen, n), &b.query)
         .ok()
         .and_then(|c| c.delay)
 }

@@ -5,13 +5,16 @@
 //! the two cannot disagree.
 
 mod answer_time;
+pub mod ejection;
 mod gateway;
 mod hcm;
+pub mod headers;
 mod mesh;
 mod pods;
 pub mod policy;
 mod route_filters;
 mod simulate;
+pub mod steps;
 
 pub use gateway::{credential_problem, sds_name, secret_ref};
 pub use hcm::HcmPlan;

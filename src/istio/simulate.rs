@@ -3,13 +3,14 @@
 //! virtual host, VirtualService route, destination, subset and endpoints it reaches,
 //! what path and headers the backend sees, mTLS or plaintext, or why it fails.
 
+use super::ejection::{Ejections, Pick};
+use super::headers::{self, Headers, PredictedResponse};
 use super::mesh::{
     ClusterPlan, Mesh, PathMatch, RouteKind, RoutePlan, UpstreamTls, UriRewrite, VHostPlan,
 };
 use super::pods::PodRole;
 use super::route_filters::FaultPlan;
 use crate::fixtures::istio::StringMatch;
-use std::collections::BTreeMap;
 
 /// A request as the suite sends it.
 #[derive(Debug, Clone, Default)]
@@ -19,8 +20,8 @@ pub struct SimRequest {
     pub method: String,
     pub host: String,
     pub path: String,
-    /// Lower-case names.
-    pub headers: BTreeMap<String, String>,
+    /// Lower-case names, every value in order.
+    pub headers: Headers,
     /// The request body (routing does not look at it; carried for the record).
     pub body: Option<String>,
     /// `scheme: https`: TLS to the gateway with SNI = the host (without port).
@@ -53,8 +54,11 @@ pub struct Branch {
     /// The query string the backend receives (without `?`), which also carries the
     /// stub's controls (`meshcheck-delay`, `meshcheck-status`).
     pub query: String,
-    /// Headers the backend sees (request headers plus those the route adds).
-    pub headers_seen: BTreeMap<String, String>,
+    /// Headers the backend sees (request headers after the route's operations),
+    /// every value in order.
+    pub headers_seen: Headers,
+    /// The response headers the client receives, as far as the model knows them.
+    pub response: PredictedResponse,
     /// mTLS from the gateway to the pod (None when nothing is reached).
     pub mtls: Option<bool>,
     pub cluster: Option<String>,
@@ -124,7 +128,8 @@ impl Prediction {
             backend: None,
             path_seen: None,
             query: String::new(),
-            headers_seen: BTreeMap::new(),
+            headers_seen: Headers::new(),
+            response: PredictedResponse::default(),
             mtls: None,
             cluster: None,
             reason: format!(
@@ -266,13 +271,15 @@ pub fn route_matches(r: &RoutePlan, req: &SimRequest) -> bool {
     path_matches(r, &req.path)
         && r.headers.iter().all(|m| {
             let value = match m.name.as_str() {
-                ":scheme" => Some(if req.https { "https" } else { "http" }),
+                ":scheme" => Some(if req.https { "https" } else { "http" }.to_string()),
+                // Envoy matches a repeated header's values joined by `,`
+                // (HeaderUtility::getAllOfHeaderAsString).
                 name => req
                     .headers
                     .get(&name.to_ascii_lowercase())
-                    .map(String::as_str),
+                    .map(|v| v.join(",")),
             };
-            header_matches(m, value)
+            header_matches(m, value.as_deref())
         })
         && r.query.iter().all(|m| query_matches(m, query))
         && r.method
@@ -434,8 +441,15 @@ fn envoy_substitution(sub: &str) -> String {
 }
 
 impl Mesh {
-    /// Where `req` would go.
+    /// Where `req` would go, in the steady state a check measures (outlier detection
+    /// has ejected what always fails).
     pub fn simulate(&self, req: &SimRequest) -> Prediction {
+        self.simulate_in(req, None)
+    }
+
+    /// Where `req` would go; with `ejections`, after the requests they record (a
+    /// suite's `steps`) rather than in the steady state.
+    pub fn simulate_in(&self, req: &SimRequest, ejections: Option<&Ejections>) -> Prediction {
         let mut steps = Vec::new();
         let Some((svc, node_port)) = self.node_port_for(req.service_port) else {
             return refused(
@@ -547,7 +561,7 @@ impl Mesh {
                 ));
             }
         }
-        let mut p = self.route_action(steps, rref, route, req, &forwarded);
+        let mut p = self.route_action(steps, rref, route, req, &forwarded, ejections);
         p.fault = route.filters.fault.clone();
         p.longest_answer += super::answer_time::fault_delay(route);
         p
@@ -563,6 +577,7 @@ impl Mesh {
         route: &RoutePlan,
         req: &SimRequest,
         forwarded: &str,
+        ejections: Option<&Ejections>,
     ) -> Prediction {
         if let Some(why) = cors_preflight_answer(route, req) {
             return status_only(steps, Some(rref), 200, why);
@@ -610,34 +625,20 @@ impl Mesh {
             } else {
                 d.weight as f64 / total as f64
             };
+            let weighted = route.destinations.len() > 1;
             let mut headers = req.headers.clone();
-            for (k, v) in route
-                .request_headers
-                .set
-                .iter()
-                .chain(d.request_headers.set.iter())
+            for ops in headers::in_envoy_order(&route.request_headers, &d.request_headers, weighted)
             {
-                headers.insert(k.to_ascii_lowercase(), v.clone());
+                headers::apply(&mut headers, &ops);
             }
-            for (k, v) in route
-                .request_headers
-                .add
-                .iter()
-                .chain(d.request_headers.add.iter())
-            {
-                headers
-                    .entry(k.to_ascii_lowercase())
-                    .or_insert_with(|| v.clone());
+            let response_ops =
+                headers::in_envoy_order(&route.response_headers, &d.response_headers, weighted);
+            for mut b in self.cluster_branches(&d.cluster, share, forwarded, headers, ejections) {
+                if b.backend.is_some() {
+                    b.response = b.response.after(&response_ops);
+                }
+                branches.push(b);
             }
-            for k in route
-                .request_headers
-                .remove
-                .iter()
-                .chain(d.request_headers.remove.iter())
-            {
-                headers.remove(&k.to_ascii_lowercase());
-            }
-            branches.extend(self.cluster_branches(&d.cluster, share, forwarded, headers));
         }
         for b in &mut branches {
             time_out_slow_answer(route, b);
@@ -661,13 +662,8 @@ impl Mesh {
     /// Who receives the copies of mirror policy `m` (Envoy's shadow writer sends them
     /// to the mirror cluster's endpoints; a cluster that does not exist or has no
     /// endpoint receives nothing, and the primary answer is unaffected).
-    fn mirrored(
-        &self,
-        m: &super::mesh::MirrorPlan,
-        path: &str,
-        headers: &BTreeMap<String, String>,
-    ) -> Mirrored {
-        let branches = self.cluster_branches(&m.cluster, 1.0, path, headers.clone());
+    fn mirrored(&self, m: &super::mesh::MirrorPlan, path: &str, headers: &Headers) -> Mirrored {
+        let branches = self.cluster_branches(&m.cluster, 1.0, path, headers.clone(), None);
         let backends: Vec<(Backend, f64)> = branches
             .iter()
             .filter_map(|b| Some((b.backend.clone()?, b.share)))
@@ -695,7 +691,8 @@ impl Mesh {
         name: &str,
         share: f64,
         forwarded: &str,
-        headers: BTreeMap<String, String>,
+        headers: Headers,
+        ejections: Option<&Ejections>,
     ) -> Vec<Branch> {
         let (path, query) = split_query(forwarded);
         let base = Branch {
@@ -704,7 +701,8 @@ impl Mesh {
             backend: None,
             path_seen: None,
             query: String::new(),
-            headers_seen: BTreeMap::new(),
+            headers_seen: Headers::new(),
+            response: PredictedResponse::default(),
             mtls: None,
             cluster: Some(name.to_string()),
             reason: String::new(),
@@ -758,9 +756,24 @@ impl Mesh {
             UpstreamTls::Disable => "DISABLE",
             UpstreamTls::Auto => "auto mTLS",
         };
+        // The endpoints the load balancer chooses from after the steps' ejections.
+        let picked = match ejections.map(|e| e.pick(c)) {
+            None => c.endpoints.iter().collect(),
+            Some(Pick::Endpoints(v)) => v,
+            Some(Pick::NoHealthy(pods)) => {
+                let names: Vec<&str> = pods.iter().map(|i| self.pods[*i].name.as_str()).collect();
+                return vec![Branch {
+                    reason: format!(
+                        "cluster {name}: every endpoint ({}) ejected by outlier detection, no panic mode (minHealthPercent 0): 503 no healthy upstream (UH)",
+                        names.join(", ")
+                    ),
+                    ..base
+                }];
+            }
+        };
         // Endpoints grouped by who answers, in endpoint order.
         let mut groups: Vec<(Backend, usize)> = Vec::new();
-        for e in &c.endpoints {
+        for e in picked {
             let p = &self.pods[e.pod];
             let who = Backend {
                 service: p.env_value("SERVICE_NAME").unwrap_or_default(),
@@ -784,9 +797,27 @@ impl Mesh {
             groups[i].1 += 1;
         }
         let total = c.endpoints.len();
-        let groups = outlier_survivors(c, groups, |b| stub_status(&headers, query, &b.version));
+        let answered: std::collections::BTreeSet<u16> = groups
+            .iter()
+            .map(|(b, _)| stub_status(&headers, query, &b.version))
+            .collect();
+        let groups = match ejections {
+            None => outlier_survivors(c, groups, |b| stub_status(&headers, query, &b.version)),
+            Some(_) => groups,
+        };
+        if groups.is_empty() {
+            let answered: Vec<String> = answered.iter().map(u16::to_string).collect();
+            return vec![Branch {
+                reason: format!(
+                    "cluster {name}: every endpoint answers {} and is ejected by outlier detection, no panic mode (minHealthPercent 0): 503 no healthy upstream (UH)",
+                    answered.join("/")
+                ),
+                ..base
+            }];
+        }
         let total_left: usize = groups.iter().map(|(_, n)| n).sum();
         let ejected = total - total_left;
+        let stub_response = PredictedResponse::from_stub(&stub_response_headers(&headers, query));
         groups
             .into_iter()
             .map(|(backend, n)| Branch {
@@ -809,6 +840,7 @@ impl Mesh {
                 path_seen: Some(path.to_string()),
                 query: query.to_string(),
                 headers_seen: headers.clone(),
+                response: stub_response.clone(),
                 mtls: Some(mtls),
                 ..base.clone()
             })
@@ -824,13 +856,13 @@ impl Mesh {
 /// headers.
 fn cors_preflight_answer(route: &RoutePlan, req: &SimRequest) -> Option<String> {
     let cors = route.filters.cors.as_ref()?;
-    let origin = req.headers.get("origin")?;
+    let origin = headers::first(&req.headers, "origin")?;
     if !req.method.eq_ignore_ascii_case("OPTIONS")
         || !req.headers.contains_key("access-control-request-method")
     {
         return None;
     }
-    if cors.allows_origin(origin) {
+    if cors.allows_origin(&origin) {
         Some(format!(
             "the CORS filter answers the preflight from {origin}: 200 with the route's CORS headers"
         ))
@@ -880,41 +912,70 @@ fn time_out_slow_answer(route: &RoutePlan, b: &mut Branch) {
 /// The status meshcheck's stub answers a request with these headers and query
 /// string: what `x-meshcheck-status` / `meshcheck-status` ask for (400 for a value it
 /// cannot read), else 200 (src/stub/controls.rs).
-fn stub_status(headers: &BTreeMap<String, String>, query: &str, version: &str) -> u16 {
-    match crate::stub::controls::controls(|n| headers.get(n).cloned(), query) {
-        Ok(c) => c.status_for(version),
-        Err(_) => 400,
+fn stub_status(headers: &Headers, query: &str, version: &str) -> u16 {
+    let asked = crate::stub::controls::controls(|n| headers::first(headers, n), query);
+    let sent = stub_response_headers_checked(headers, query);
+    match (asked, sent) {
+        (Ok(c), Ok(_)) => c.status_for(version),
+        _ => 400,
     }
+}
+
+/// The response headers the stub sends for a request with these headers and query
+/// string (`x-meshcheck-response-header`, src/stub/controls.rs), or why it answers 400.
+fn stub_response_headers_checked(
+    headers: &Headers,
+    query: &str,
+) -> Result<Vec<(String, String)>, String> {
+    let asked = headers
+        .get(crate::stub::controls::RESPONSE_HEADER_HEADER)
+        .cloned()
+        .unwrap_or_default();
+    crate::stub::controls::response_headers(&asked, query)
+}
+
+/// The response headers the stub sends (none when it answers 400).
+fn stub_response_headers(headers: &Headers, query: &str) -> Vec<(String, String)> {
+    stub_response_headers_checked(headers, query).unwrap_or_default()
 }
 
 /// The endpoint groups left once outlier detection has ejected the failing ones, in
 /// the steady state a check measures: with `consecutive5xxErrors` (any 5xx) or
 /// `consecutiveGatewayErrors` (502-504) set, a group that always answers such a
 /// status is ejected when all of them fit in `maxEjectionPercent` of the endpoints
-/// (Envoy's default 10%, and at least one host whatever the percentage) and some
-/// endpoint stays; otherwise none is predicted ejected (the failures stay visible).
-/// pilot cluster_traffic_policy.go applyOutlierDetection; Envoy outlier detection.
+/// (Envoy's default 10%; Istio does not set always_eject_one_host); when that ejects
+/// every endpoint, none is left (the gateway answers 503 no healthy upstream), unless
+/// the healthy share falls below the panic threshold (`minHealthPercent`), where
+/// Envoy balances over every endpoint again; when not all fit, none is predicted
+/// ejected (the failures stay visible). Thresholds as [`super::ejection`] reads them
+/// (pilot cluster_traffic_policy.go applyOutlierDetection; Envoy
+/// outlier_detection_impl.cc DetectorImpl::ejectHost).
 fn outlier_survivors(
     c: &ClusterPlan,
     groups: Vec<(Backend, usize)>,
     status_of: impl Fn(&Backend) -> u16,
 ) -> Vec<(Backend, usize)> {
-    let Some(o) = &c.policy.outlier else {
+    let Some(t) = c
+        .policy
+        .outlier
+        .as_ref()
+        .map(super::ejection::Thresholds::of)
+    else {
         return groups;
     };
-    let fails = |s: u16| {
-        (o.consecutive_5xx.unwrap_or(0) > 0 && s >= 500)
-            || (o.consecutive_gateway_failure.unwrap_or(0) > 0 && (502..=504).contains(&s))
-    };
+    let fails = |s: u16| t.counts(s);
     let total: usize = groups.iter().map(|(_, n)| n).sum();
     let failing: usize = groups
         .iter()
         .filter(|(b, _)| fails(status_of(b)))
         .map(|(_, n)| n)
         .sum();
-    let max_pct = o.max_ejection_percent.unwrap_or(10) as usize;
-    let allowed = (max_pct * total / 100).max(1);
-    if failing == 0 || failing == total || failing > allowed {
+    // Envoy DetectorImpl::ejectHost: room while 100 * (ejected + 1) / hosts stays
+    // within maxEjectionPercent.
+    let allowed = t.max_ejection_percent as usize * total / 100;
+    let panic = c.policy.healthy_panic_threshold.unwrap_or(50.0);
+    let healthy_pct = 100.0 * (total - failing) as f64 / total.max(1) as f64;
+    if failing == 0 || failing > allowed || (panic > 0.0 && healthy_pct < panic) {
         return groups;
     }
     groups
@@ -1012,7 +1073,8 @@ fn refused(steps: Vec<String>, why: String) -> Prediction {
             backend: None,
             path_seen: None,
             query: String::new(),
-            headers_seen: BTreeMap::new(),
+            headers_seen: Headers::new(),
+            response: PredictedResponse::default(),
             mtls: None,
             cluster: None,
             reason: format!("{why}: connection refused"),
@@ -1038,7 +1100,8 @@ fn status_only(
             backend: None,
             path_seen: None,
             query: String::new(),
-            headers_seen: BTreeMap::new(),
+            headers_seen: Headers::new(),
+            response: PredictedResponse::default(),
             mtls: None,
             cluster: None,
             reason: why,

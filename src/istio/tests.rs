@@ -238,6 +238,7 @@ fn a_fault_abort_takes_its_share_of_requests_before_the_route_forwards() {
         path_seen: None,
         query: String::new(),
         headers_seen: Default::default(),
+        response: Default::default(),
         mtls: None,
         cluster: Some("c".into()),
         reason: "forwarded".into(),
@@ -450,7 +451,7 @@ fn ratings_request(headers: &[(&str, &str)]) -> SimRequest {
         path: "/ratings/0".into(),
         headers: headers
             .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .map(|(k, v)| (k.to_string(), vec![v.to_string()]))
             .collect(),
         ..Default::default()
     }
@@ -487,4 +488,120 @@ fn the_route_timeout_ends_the_whole_exchange() {
     req.path = "/reviews/0".into();
     let p = m.simulate(&req);
     assert_eq!(p.longest_answer, std::time::Duration::from_millis(500));
+}
+
+// ---- outlier ejection over ordered steps -------------------------------------------
+
+/// examples/outlier-ejection with `from` replaced by `to` in its DestinationRule.
+fn ejection_mesh(from: &str, to: &str) -> Mesh {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(root.join("outlier-ejection/ratings.yaml")).unwrap();
+    assert!(text.contains(from), "{from:?}");
+    std::fs::write(dir.path().join("ratings.yaml"), text.replace(from, to)).unwrap();
+    let fx =
+        crate::fixtures::load_dirs(&[root.join("bookinfo"), dir.path().to_path_buf()]).unwrap();
+    Mesh::build(&fx)
+}
+
+fn step(name: &str, headers: &[(&str, &str)], once: bool) -> steps::StepRequest {
+    steps::StepRequest {
+        name: name.into(),
+        request: ratings_request(headers),
+        repeat: 1,
+        once,
+    }
+}
+
+/// healthy (waits for a 200), one 503 sent once, then what the gateway answers (waits
+/// for the gateway's own 503).
+fn eject_then_ask(mesh: &Mesh) -> Vec<steps::StepPrediction> {
+    let steps = [
+        step("healthy", &[], false),
+        step("fails", &[("x-meshcheck-status", "503")], true),
+        step("after", &[], false),
+    ];
+    mesh.simulate_steps(&steps, |i, p| {
+        let b = &p.outcomes()[0];
+        match i {
+            0 => b.status == Some(200),
+            _ => b.status == Some(503) && b.backend.is_none(),
+        }
+    })
+    .0
+}
+
+fn only(p: &Prediction) -> Branch {
+    let o = p.outcomes();
+    assert_eq!(o.len(), 1, "{}", p.explain());
+    o[0].clone()
+}
+
+#[test]
+fn one_5xx_ejects_the_only_pod_and_the_gateway_answers_no_healthy_upstream() {
+    let mesh = ejection_mesh("", "");
+    let s = eject_then_ask(&mesh);
+    let fails = only(&s[1].requests[0]);
+    assert_eq!(fails.status, Some(503));
+    assert_eq!(fails.backend.map(|b| b.service), Some("ratings".into()));
+    let after = only(s[2].shown().unwrap());
+    assert_eq!((after.status, after.backend.is_none()), (Some(503), true));
+    assert!(
+        after.reason.contains("ejected by outlier detection")
+            && after.reason.contains("no healthy upstream"),
+        "{}",
+        after.reason
+    );
+}
+
+#[test]
+fn a_pod_is_not_ejected_before_its_count_or_beyond_max_ejection_percent() {
+    for (from, to) in [
+        ("consecutive5xxErrors: 1", "consecutive5xxErrors: 2"),
+        // Envoy's ejectHost: 100 * 1 / 1 host > 50: no room, even for one.
+        ("maxEjectionPercent: 100", "maxEjectionPercent: 50"),
+        // Unset: Envoy's 10%.
+        ("      maxEjectionPercent: 100\n", ""),
+    ] {
+        let s = eject_then_ask(&ejection_mesh(from, to));
+        let after = only(s[2].shown().unwrap());
+        assert_eq!(after.status, Some(200), "{to}: {}", after.reason);
+        assert_eq!(
+            after.backend.map(|b| b.service),
+            Some("ratings".into()),
+            "{to}"
+        );
+    }
+}
+
+#[test]
+fn below_min_health_percent_envoy_balances_over_the_ejected_pod_again() {
+    let mesh = ejection_mesh(
+        "      maxEjectionPercent: 100\n",
+        "      maxEjectionPercent: 100\n      minHealthPercent: 50\n",
+    );
+    let after = only(eject_then_ask(&mesh)[2].shown().unwrap());
+    assert_eq!(after.status, Some(200), "{}", after.reason);
+    assert!(after.backend.is_some());
+}
+
+#[test]
+fn in_the_steady_state_a_pod_that_always_fails_is_ejected_when_it_is_allowed() {
+    let failing = ratings_request(&[("x-meshcheck-status", "503")]);
+    let b = only(&ejection_mesh("", "").simulate(&failing));
+    assert_eq!(
+        (b.status, b.backend.is_none()),
+        (Some(503), true),
+        "{}",
+        b.reason
+    );
+    assert!(b.reason.contains("no healthy upstream"), "{}", b.reason);
+    // Panic mode: the pod's own 503 stays visible.
+    let mesh = ejection_mesh(
+        "      maxEjectionPercent: 100\n",
+        "      maxEjectionPercent: 100\n      minHealthPercent: 50\n",
+    );
+    let b = only(&mesh.simulate(&failing));
+    assert_eq!(b.status, Some(503));
+    assert_eq!(b.backend.map(|b| b.service), Some("ratings".into()));
 }

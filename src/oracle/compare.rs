@@ -18,7 +18,7 @@ use super::views::{
 use crate::analysis::{sim_request, Finding, Severity};
 use crate::fixtures::{Fixtures, Source};
 use crate::istio::{GatewayProxy, ListenerProtocol, Mesh};
-use crate::suite::{CheckKind, Suite};
+use crate::suite::Suite;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The `static::` testcase oracle findings belong to.
@@ -167,13 +167,7 @@ fn split3(s: &str) -> (&str, &str, &str) {
 }
 
 fn requests(d: &mut Diff, suite: &Suite, o: &Output) {
-    for c in &suite.checks {
-        let req = match &c.kind {
-            CheckKind::Http(h) => &h.request,
-            CheckKind::Distribution(x) => &x.request,
-            _ => continue,
-        };
-        let id = c.full_name();
+    for (id, req) in suite.checks.iter().flat_map(|c| c.requests()) {
         // istiod's listeners do not depend on the Secrets (SDS delivers them apart),
         // and the oracle is given none: compare as if every credential were served.
         let mut sim = sim_request(req, suite.ingress.port);

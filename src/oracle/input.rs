@@ -8,7 +8,7 @@
 use crate::fixtures::k8s::{selects, IntOrString};
 use crate::fixtures::{Fixtures, Object};
 use crate::istio::{Mesh, PodPlan, PodRole};
-use crate::suite::{CheckKind, RequestSpec, Suite};
+use crate::suite::{RequestSpec, Suite};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -267,12 +267,7 @@ fn endpoint_slices(fx: &Fixtures, mesh: &Mesh) -> Vec<Value> {
 /// comparison reports them from the model's side.
 fn requests(fx: &Fixtures, mesh: &Mesh, suite: &Suite) -> Vec<Request> {
     let mut out = Vec::new();
-    for c in &suite.checks {
-        let req = match &c.kind {
-            CheckKind::Http(h) => &h.request,
-            CheckKind::Distribution(d) => &d.request,
-            _ => continue,
-        };
+    for (id, req) in suite.checks.iter().flat_map(|c| c.requests()) {
         // A port with no gateway pod behind it is asked nothing (the comparison
         // then expects "no listener").
         let Some((gw, port, node_port)) =
@@ -280,7 +275,7 @@ fn requests(fx: &Fixtures, mesh: &Mesh, suite: &Suite) -> Vec<Request> {
         else {
             continue;
         };
-        out.push(request(c.full_name(), gw, port, node_port, req));
+        out.push(request(id, gw, port, node_port, req));
     }
     out
 }
@@ -321,11 +316,7 @@ fn request(id: String, gateway: String, port: u16, node_port: u16, r: &RequestSp
             .unwrap_or_else(|| format!("node:{node_port}")),
         // The query too: routes match on it (queryParams), as in the model.
         path: r.path_and_query(),
-        headers: r
-            .headers
-            .iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
-            .collect(),
+        headers: r.header_map(),
     }
 }
 

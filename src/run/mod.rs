@@ -67,21 +67,17 @@ pub fn analyse(suite: &Suite, fx: &Fixtures, mesh: &Mesh) -> Analysed {
     for f in findings.iter().filter(|f| f.severity != Severity::Error) {
         eprintln!("{f}");
     }
-    let predictions = suite
+    let mut predictions: BTreeMap<String, Prediction> = suite
         .checks
         .iter()
-        .filter_map(|c| {
-            let req = match &c.kind {
-                CheckKind::Http(h) => &h.request,
-                CheckKind::Distribution(d) => &d.request,
-                _ => return None,
-            };
-            Some((
-                c.full_name(),
-                mesh.simulate(&analysis::sim_request(req, suite.ingress.port)),
-            ))
+        .filter(|c| !matches!(c.kind, CheckKind::Steps(_)))
+        .flat_map(|c| c.requests())
+        .map(|(id, req)| {
+            let p = mesh.simulate(&analysis::sim_request(req, suite.ingress.port));
+            (id, p)
         })
         .collect();
+    predictions.extend(analysis::step_predictions(suite, mesh));
     let static_outcomes = runner::static_outcomes(suite, &findings);
     Analysed {
         findings,

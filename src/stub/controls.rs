@@ -1,7 +1,9 @@
-//! What a request may tell the stub to do: answer slowly or with a given status, by a
-//! request header (`x-meshcheck-delay: 2s`, `x-meshcheck-status: 503`) or a query
-//! parameter (`meshcheck-delay=2s`, `meshcheck-status=503`). The header wins when both
-//! are given. A value the stub cannot read is answered with 400 and says why.
+//! What a request may tell the stub to do: answer slowly, with a given status or with
+//! given response headers, by a request header (`x-meshcheck-delay: 2s`,
+//! `x-meshcheck-status: 503`, `x-meshcheck-response-header: foo=bar`) or a query
+//! parameter (`meshcheck-delay=2s`, `meshcheck-status=503`,
+//! `meshcheck-response-header=foo%3Dbar`). The header wins when both are given. A value
+//! the stub cannot read is answered with 400 and says why.
 
 use std::time::Duration;
 
@@ -14,6 +16,20 @@ pub const STATUS_PARAM: &str = "meshcheck-status";
 /// outlier detection.
 pub const FAIL_VERSION_HEADER: &str = "x-meshcheck-fail-version";
 pub const FAIL_VERSION_PARAM: &str = "meshcheck-fail-version";
+/// A response header the stub sends, `name=value`; repeatable (each value one header
+/// line, in order), so a VirtualService's `headers.response` can be seen acting on it.
+pub const RESPONSE_HEADER_HEADER: &str = "x-meshcheck-response-header";
+pub const RESPONSE_HEADER_PARAM: &str = "meshcheck-response-header";
+/// Headers the stub will not send on request: they frame or end its own answer.
+const FRAMING_HEADERS: &[&str] = &[
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+];
 /// The longest delay the stub honours (a typo must not hang a run).
 pub const MAX_DELAY: Duration = Duration::from_secs(300);
 
@@ -35,6 +51,47 @@ impl Controls {
             None => self.status.unwrap_or(200),
         }
     }
+}
+
+/// One `name=value` of `x-meshcheck-response-header`: a header the stub can send.
+fn parse_response_header(v: &str) -> Result<(String, String), String> {
+    let bad = |why: &str| format!("{RESPONSE_HEADER_HEADER}/{RESPONSE_HEADER_PARAM} {v:?}: {why}");
+    let (name, value) = v.split_once('=').ok_or_else(|| bad("not name=value"))?;
+    let name = name.trim().to_ascii_lowercase();
+    if hyper::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        return Err(bad("not a header name"));
+    }
+    if FRAMING_HEADERS.contains(&name.as_str()) {
+        return Err(bad("a header that frames the stub's own answer"));
+    }
+    if hyper::header::HeaderValue::from_str(value).is_err() {
+        return Err(bad("not a header value"));
+    }
+    Ok((name, value.to_string()))
+}
+
+/// The response headers a request asks for: every `x-meshcheck-response-header`
+/// value (`header_values`), or else every `meshcheck-response-header` query parameter
+/// (percent-decoded), in order.
+pub fn response_headers(
+    header_values: &[String],
+    query: &str,
+) -> Result<Vec<(String, String)>, String> {
+    let from_query: Vec<String>;
+    let values = if header_values.is_empty() {
+        from_query = reqwest::Url::parse(&format!("http://x/?{query}"))
+            .map(|u| {
+                u.query_pairs()
+                    .filter(|(k, _)| k == RESPONSE_HEADER_PARAM)
+                    .map(|(_, v)| v.into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        &from_query
+    } else {
+        header_values
+    };
+    values.iter().map(|v| parse_response_header(v)).collect()
 }
 
 /// The first value of query parameter `name` (not percent-decoded: durations and
@@ -125,6 +182,45 @@ mod tests {
         assert!(e.contains("200-599"), "{e}");
         let e = controls(headers(&[("x-meshcheck-delay", "1h")]), "").unwrap_err();
         assert!(e.contains("longer than"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod response_header_tests {
+    use super::*;
+
+    #[test]
+    fn response_headers_come_from_every_header_value_or_else_the_query() {
+        let got = response_headers(&["Foo=bar".into(), "foo=baz=1".into()], "").unwrap();
+        assert_eq!(
+            got,
+            vec![
+                ("foo".to_string(), "bar".to_string()),
+                ("foo".to_string(), "baz=1".to_string())
+            ]
+        );
+        let got = response_headers(&[], "a=1&meshcheck-response-header=x-q%3Dv%20w").unwrap();
+        assert_eq!(got, vec![("x-q".to_string(), "v w".to_string())]);
+        // The header wins over the query.
+        let got = response_headers(&["h=1".into()], "meshcheck-response-header=q%3D2").unwrap();
+        assert_eq!(got, vec![("h".to_string(), "1".to_string())]);
+        assert!(response_headers(&[], "").unwrap().is_empty());
+    }
+
+    #[test]
+    fn unreadable_response_headers_are_refused_with_the_reason() {
+        for (v, why) in [
+            ("novalue", "not name=value"),
+            ("bad name=x", "not a header name"),
+            ("content-length=5", "frames the stub's own answer"),
+            ("x=a\nb", "not a header value"),
+        ] {
+            let e = response_headers(&[v.to_string()], "").unwrap_err();
+            assert!(
+                e.contains(why) && e.contains(RESPONSE_HEADER_HEADER),
+                "{v}: {e}"
+            );
+        }
     }
 }
 

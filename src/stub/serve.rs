@@ -1,7 +1,7 @@
 //! The stub's HTTP server and command line: one listener per `--listen`, the controls
 //! applied per request, every request recorded.
 
-use super::controls::{controls, Controls};
+use super::controls::{controls, response_headers, Controls, RESPONSE_HEADER_HEADER};
 use super::seen::{serve_control, Seen};
 use super::{Echo, Identity};
 use http_body_util::{BodyExt, Full, Limited};
@@ -37,6 +37,9 @@ A request controls the answer with a header or a query parameter (the header win
   x-meshcheck-fail-version: v1   meshcheck-fail-version=v1
                             only a stub of this VERSION fails (the status, else
                             503); the others answer 200
+  x-meshcheck-response-header: foo=bar   meshcheck-response-header=foo%3Dbar
+                            send response header foo: bar; repeatable (one
+                            header line per value, in order)
 A value the stub cannot read is answered 400 with the reason.";
 
 /// The echo of `parts` with `body`, as received on `port`.
@@ -65,22 +68,44 @@ fn echo(identity: &Identity, parts: &hyper::http::request::Parts, body: &[u8], p
     }
 }
 
-/// The controls of a request (a header read as text).
-fn request_controls(parts: &hyper::http::request::Parts) -> Result<Controls, String> {
+/// The controls of a request (a header read as text) and the response headers it
+/// asks for.
+fn request_controls(
+    parts: &hyper::http::request::Parts,
+) -> Result<(Controls, Vec<(String, String)>), String> {
     let header = |n: &str| {
         parts
             .headers
             .get(n)
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
     };
-    controls(header, parts.uri.query().unwrap_or(""))
+    let query = parts.uri.query().unwrap_or("");
+    let asked: Vec<String> = parts
+        .headers
+        .get_all(RESPONSE_HEADER_HEADER)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect();
+    Ok((controls(header, query)?, response_headers(&asked, query)?))
 }
 
 fn json_response(status: u16, body: Vec<u8>) -> Result<Response<Full<Bytes>>, hyper::http::Error> {
-    Response::builder()
+    json_response_with(status, body, &[])
+}
+
+/// A JSON answer with `extra` headers appended (each one header line).
+fn json_response_with(
+    status: u16,
+    body: Vec<u8>,
+    extra: &[(String, String)],
+) -> Result<Response<Full<Bytes>>, hyper::http::Error> {
+    let mut b = Response::builder()
         .status(status)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body)))
+        .header("content-type", "application/json");
+    for (k, v) in extra {
+        b = b.header(k.as_str(), v.as_str());
+    }
+    b.body(Full::new(Bytes::from(body)))
 }
 
 /// Answers one request: read it, record it, wait if told to, echo it.
@@ -100,7 +125,7 @@ async fn answer(
     };
     let e = echo(&identity, &parts, &body, port);
     seen.record(&e);
-    let c = match request_controls(&parts) {
+    let (c, extra) = match request_controls(&parts) {
         Ok(c) => c,
         Err(why) => {
             let msg = serde_json::json!({ "error": why }).to_string();
@@ -110,9 +135,10 @@ async fn answer(
     if let Some(d) = c.delay {
         tokio::time::sleep(d).await;
     }
-    json_response(
+    json_response_with(
         c.status_for(&identity.version),
         serde_json::to_vec(&e).unwrap_or_default(),
+        &extra,
     )
 }
 
@@ -372,5 +398,42 @@ mod tests {
         assert_eq!(r.status().as_u16(), 400);
         assert!(r.text().await.unwrap().contains("200-599"));
         assert_eq!(seen.with_id("one").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn sends_the_response_headers_asked_for_each_value_a_line() {
+        crate::targets::kind::tools::install_crypto_provider();
+        let (a, _, _) = two_port_stub().await;
+        let c = reqwest::Client::builder().no_proxy().build().unwrap();
+        let r = c
+            .get(format!("http://127.0.0.1:{a}/h"))
+            .header("x-meshcheck-response-header", "foo=bar")
+            .header("x-meshcheck-response-header", "foo=baz")
+            .header("x-meshcheck-response-header", "x-one=1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let all = |n: &str| -> Vec<String> {
+            r.headers()
+                .get_all(n)
+                .iter()
+                .map(|v| v.to_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(all("foo"), vec!["bar", "baz"]);
+        assert_eq!(all("x-one"), vec!["1"]);
+        let r = c
+            .get(format!("http://127.0.0.1:{a}/h"))
+            .header("x-meshcheck-response-header", "content-length=1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 400);
+        assert!(r
+            .text()
+            .await
+            .unwrap()
+            .contains("frames the stub's own answer"));
     }
 }

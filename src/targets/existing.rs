@@ -177,20 +177,17 @@ pub fn check_stub_image(fx: &Fixtures, opts: &ExistingOptions) -> Result<(), Tar
 }
 
 /// With `--namespace-prefix`, the namespaces the suite's expectations name
-/// (`backend.namespace` and `mirrored_to.namespace` of http checks,
+/// (`backend.namespace` and `mirrored_to.namespace` of http checks and steps,
 /// `sidecars.namespaces`) as the cluster has
 /// them: the fixtures' namespaces prefixed, others (not the fixtures') unchanged.
 pub fn rename_expectations(suite: &mut Suite, prefix: &str, fx: &Fixtures) {
     let renamer = super::kube::NamespaceRenamer::new(prefix, &fx.objects);
     for check in &mut suite.checks {
         match &mut check.kind {
-            CheckKind::Http(h) => {
-                if let Some(ns) = h.expect.backend.as_mut().and_then(|b| b.namespace.as_mut()) {
-                    *ns = renamer.rename(ns);
-                }
-                let mirror = h.expect.mirrored_to.as_mut();
-                if let Some(ns) = mirror.and_then(|m| m.namespace.as_mut()) {
-                    *ns = renamer.rename(ns);
+            CheckKind::Http(h) => rename_http(&mut h.expect, &renamer),
+            CheckKind::Steps(steps) => {
+                for s in steps {
+                    rename_http(&mut s.http.expect, &renamer);
                 }
             }
             CheckKind::Sidecars(s) => {
@@ -229,6 +226,17 @@ async fn check_reachable(target: &ClusterTarget, node_given: bool) -> Result<(),
         )));
     }
     Ok(())
+}
+
+/// `backend.namespace` and `mirrored_to.namespace` of an http expectation (a check's
+/// or a step's).
+fn rename_http(e: &mut crate::suite::HttpExpect, renamer: &super::kube::NamespaceRenamer) {
+    if let Some(ns) = e.backend.as_mut().and_then(|b| b.namespace.as_mut()) {
+        *ns = renamer.rename(ns);
+    }
+    if let Some(ns) = e.mirrored_to.as_mut().and_then(|m| m.namespace.as_mut()) {
+        *ns = renamer.rename(ns);
+    }
 }
 
 pub async fn bring_up(
@@ -276,4 +284,48 @@ pub async fn bring_up(
         });
     }
     Ok(target)
+}
+
+#[cfg(test)]
+mod rename_tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_in_http_checks_and_steps_get_the_prefix() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.yaml");
+        let step = "http: { request: { path: /authz }, expect: { status: 200, backend: { namespace: atlas }, mirrored_to: { service: authz, namespace: atlas } } }";
+        std::fs::write(
+            &path,
+            format!(
+                "name: s\nfixtures: {}\nchecks:\n  - group: g\n    name: h\n    {step}\n  - group: g\n    name: s\n    steps:\n      - name: one\n        {step}\n",
+                root.join("fixtures/ingress").display()
+            ),
+        )
+        .unwrap();
+        let mut suite = crate::suite::load(&path).unwrap();
+        let fx = crate::fixtures::load_dirs(&suite.fixtures_dirs()).unwrap();
+        rename_expectations(&mut suite, "t1-", &fx);
+        let expects: Vec<&crate::suite::HttpExpect> = suite
+            .checks
+            .iter()
+            .flat_map(|c| match &c.kind {
+                CheckKind::Http(h) => vec![&h.expect],
+                CheckKind::Steps(s) => s.iter().map(|s| &s.http.expect).collect(),
+                _ => vec![],
+            })
+            .collect();
+        assert_eq!(expects.len(), 2);
+        for e in expects {
+            assert_eq!(
+                e.backend.as_ref().unwrap().namespace.as_deref(),
+                Some("t1-atlas")
+            );
+            assert_eq!(
+                e.mirrored_to.as_ref().unwrap().namespace.as_deref(),
+                Some("t1-atlas")
+            );
+        }
+    }
 }

@@ -51,9 +51,13 @@ fn headers_to_add(ops: &HeaderOps) -> Vec<Value> {
         .iter()
         .map(|(k, v)| json!({"header": {"key": k, "value": v}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}))
         .collect();
-    out.extend(ops.add.iter().map(
-        |(k, v)| json!({"header": {"key": k, "value": v}, "append_action": "APPEND_IF_EXISTS_OR_ADD"}),
-    ));
+    // `add` is APPEND_IF_EXISTS_OR_ADD, the enum's zero value: pilot (route.go
+    // translateAppendHeaders) leaves it at that, so istiod's config does not spell it.
+    out.extend(
+        ops.add
+            .iter()
+            .map(|(k, v)| json!({"header": {"key": k, "value": v}})),
+    );
     out
 }
 
