@@ -182,5 +182,14 @@ fn ctrl_c_during_a_canary_puts_the_namespace_labels_back() {
         assert!(seen.contains(line), "{line}\n{seen}");
     }
     assert!(junit.exists(), "the report is written\n{seen}");
-    assert!(processes_with("meshcheck-sandbox-").is_empty(), "{seen}");
+    // Nothing of this run's sandbox is left (other sandboxes may run on the machine).
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    let key = "name=\"sandbox.dir\" value=\"";
+    let dir = xml[xml.find(key).expect("sandbox.dir property") + key.len()..]
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(processes_with(&dir).is_empty(), "{dir}: {seen}");
+    assert!(!Path::new(&dir).exists(), "{dir} is left behind");
 }
