@@ -6,6 +6,7 @@
 
 mod answer_time;
 mod gateway;
+mod gateway_tcp;
 mod hcm;
 mod mesh;
 mod pods;
