@@ -167,6 +167,15 @@ checks:
         response_headers:
           access-control-allow-origin: { equals: "https://anything.test" }
   - group: cors
+    name: empty-origin-forwarded
+    description: an empty Origin is no CORS request, even where any origin is allowed
+    http:
+      request:
+        path: /atlas-ui
+        method: OPTIONS
+        headers: { origin: "", access-control-request-method: GET }
+      expect: { status: 200, backend: { service: atlas-ui } }
+  - group: cors
     name: preflight-other-origin-forwarded
     description: forward_not_matching_preflights (pilot's default) sends it on
     http:
