@@ -469,6 +469,14 @@ fn add_server_vhosts(
                 if !host_matches(&vs_host, host) {
                     continue;
                 }
+                let domain = narrower(&vs_host, host).to_ascii_lowercase();
+                let vh_name = format!("{domain}:{number}");
+                if let Some(v) = vh_list.iter_mut().find(|v| {
+                    v.name == vh_name && v.routes.iter().any(|r| r.virtual_service == vs.describe())
+                }) {
+                    v.require_tls |= https_redirect;
+                    continue; // the same VirtualService via another server host
+                }
                 // pilot BuildHTTPRoutesForVirtualService: a VirtualService with no
                 // http route ("no routes matched") adds no virtual host.
                 let mut routes = routes_of(fx, vs, number, is_tls, warnings);
@@ -476,8 +484,6 @@ fn add_server_vhosts(
                     continue;
                 }
                 super::policy::hash_routes(fx, vs, pod_namespace, &mut routes);
-                let domain = narrower(&vs_host, host).to_ascii_lowercase();
-                let vh_name = format!("{domain}:{number}");
                 let idx = match vh_list.iter().position(|v| v.name == vh_name) {
                     Some(i) => i,
                     None => {
@@ -494,9 +500,6 @@ fn add_server_vhosts(
                 };
                 let vh = &mut vh_list[idx];
                 vh.require_tls |= https_redirect;
-                if vh.routes.iter().any(|r| r.virtual_service == vs.describe()) {
-                    continue; // the same VirtualService via another server host
-                }
                 vh.route_sources
                     .push(format!("{} {}", gw.describe(), vs.describe()));
                 vh.routes.extend(routes);
