@@ -5,7 +5,6 @@
 mod common;
 use common::oracle::{error_findings, istiod_with, note_unavailable, oracle};
 use common::*;
-use meshcheck::fixtures::load_dir;
 use meshcheck::istio::{Mesh, UriRewrite};
 use meshcheck::oracle::output::Output;
 use std::path::Path;
