@@ -131,7 +131,8 @@ type RouteResult struct {
 	// Config is the Istio object the route came from (route metadata).
 	Config string `json:"config,omitempty"`
 	Match  any    `json:"match"`
-	// Action: "route", "redirect", "direct_response" or "filter_action".
+	// Action: "route", "redirect", "direct_response", "filter_action", or
+	// "cors_preflight" (Envoy's CORS filter answers 200 before the router).
 	Action         string          `json:"action"`
 	PrefixRewrite  *string         `json:"prefix_rewrite,omitempty"`
 	RegexRewrite   *RegexRewrite   `json:"regex_rewrite,omitempty"`

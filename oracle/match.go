@@ -98,9 +98,13 @@ func requestHeader(req Request, name string) (string, bool) {
 func headerMatches(h *route.HeaderMatcher, req Request) bool {
 	v, present := requestHeader(req, h.Name)
 	if !present && !h.TreatMissingHeaderAsEmpty {
+		// envoy source/common/http/header_utility.cc, HeaderUtility::matchHeaders: a
+		// missing header matches only a present_match, true when inverted (so an
+		// inverted present_match, Istio's `withoutHeaders: {h: {regex: "*"}}`, matches
+		// a request without h) and false otherwise.
 		_, isPresent := h.HeaderMatchSpecifier.(*route.HeaderMatcher_PresentMatch)
 		if h.InvertMatch {
-			return !isPresent || !h.GetPresentMatch()
+			return isPresent && h.GetPresentMatch()
 		}
 		return isPresent && !h.GetPresentMatch()
 	}

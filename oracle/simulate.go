@@ -51,6 +51,16 @@ func simulate(g *generated, req Request) SimResult {
 		return res
 	}
 	res.Route = describeRoute(g, vh.Routes[idx], idx, &req)
+	answered, why := corsPreflightAnswer(g, r.ListenerMatched, r.FilterChainMatched, vh, vh.Routes[idx], req)
+	if why != "" {
+		res.Unsupported = append(res.Unsupported, why)
+	}
+	if answered {
+		// The CORS filter runs before the router: the route's action is not taken.
+		res.Route.Action = "cors_preflight"
+		res.Route.DirectResponse = &DirectResponse{Status: 200}
+		res.Route.Destinations = nil
+	}
 	return res
 }
 

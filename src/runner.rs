@@ -6,7 +6,7 @@ use crate::analysis::{self, Finding, Severity};
 use crate::checks::{self, Ctx};
 use crate::istio::Prediction;
 use crate::report::CheckEvent;
-use crate::suite::{CheckSpec, Suite};
+use crate::suite::{CheckKind, CheckSpec, Suite};
 use libtest_mimic::{Arguments, Conclusion, Failed, Trial};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -155,9 +155,8 @@ pub fn traffic_trials(
     events: &Events,
     predictions: &std::collections::BTreeMap<String, Prediction>,
 ) -> Vec<Trial> {
-    suite
-        .checks
-        .iter()
+    longest_first(&suite.checks)
+        .into_iter()
         .map(|c| {
             let check: Arc<CheckSpec> = Arc::new(c.clone());
             let prediction = predictions.get(&c.full_name()).cloned();
@@ -206,6 +205,33 @@ pub fn traffic_trials(
             .with_kind(c.kind.label())
         })
         .collect()
+}
+
+/// The checks, those that send the most requests first (stable otherwise): the
+/// trials run a few at a time, and the longest should not wait for a free slot behind
+/// quick ones (the report keeps the suite's order: [`Events::sorted`]).
+fn longest_first(checks: &[CheckSpec]) -> Vec<&CheckSpec> {
+    let mut v: Vec<&CheckSpec> = checks.iter().collect();
+    v.sort_by_key(|c| std::cmp::Reverse(requests_sent(c)));
+    v
+}
+
+/// The requests a passing check sends at least (ports and sidecars checks: 0, they
+/// take about as long as a few requests).
+fn requests_sent(c: &CheckSpec) -> u64 {
+    match &c.kind {
+        CheckKind::Distribution(d) => u64::from(d.requests),
+        CheckKind::Http(h) => http_requests(h),
+        // One after another: the sum of its steps.
+        CheckKind::Steps(steps) => steps.iter().map(|s| http_requests(&s.http)).sum(),
+        CheckKind::Ports(_) | CheckKind::Sidecars(_) => 0,
+    }
+}
+
+/// The requests a passing http check sends at least.
+fn http_requests(h: &crate::suite::HttpCheck) -> u64 {
+    let repeat = h.repeat.max(1);
+    u64::from(repeat * checks::http::rounds_needed(repeat))
 }
 
 /// Runs `trials` with libtest-mimic's console and filtering.
@@ -267,5 +293,35 @@ mod selection_tests {
         assert!(sends_traffic(&suite, &args(None, false, &[])));
         assert!(!sends_traffic(&suite, &args(Some("sidecars::injected"), true, &[])));
         assert!(sends_traffic(&suite, &args(Some("sidecars::"), false, &[])));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_checks_that_send_the_most_requests_start_first() {
+        let suite = crate::suite::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("suites/ingress.yaml"),
+        )
+        .unwrap();
+        let order: Vec<String> = longest_first(&suite.checks)
+            .iter()
+            .map(|c| c.full_name())
+            .collect();
+        // 1000 requests, then 50 (one attempt of repeat 50), then the 3-request ones in
+        // suite order, then ports and sidecars.
+        assert_eq!(order[0], "subsets::split-90-10");
+        assert_eq!(order[1], "subsets::header-pins-v2");
+        assert_eq!(order[2], "routing::atlas-ui");
+        assert_eq!(
+            &order[order.len() - 3..],
+            [
+                "ports::only-http-nodeport",
+                "sidecars::injected",
+                "sidecars::mtls-at-backends"
+            ]
+        );
     }
 }

@@ -780,7 +780,7 @@ fn a_field_istio_does_not_define_is_never_said_to_be_applied() {
 
 #[test]
 fn unknown_fields_under_unmodelled_parents_in_lists_and_maps_are_mc301() {
-    // `tcp` is Istio's (not modelled: MC302); the typos inside it, in a list item and
+    // `tcp[].route` is Istio's (not modelled: MC302); the typos inside it, in a list item and
     // under an optional parent, are not Istio's (MC301), and so is one deep in a
     // DestinationRule's portLevelSettings; a label map takes any key.
     let f = FixtureCopy::new();
@@ -810,7 +810,7 @@ fn unknown_fields_under_unmodelled_parents_in_lists_and_maps_are_mc301() {
             "MC301 spec.tcp[0].route[0].wieght",
             "MC301 spec.trafficPolicy.portLevelSettings[0].loadBalancer.consistentHash.httpCookie.atributes",
             "MC302 spec.http[0].match[0].sourceLabels",
-            "MC302 spec.tcp",
+            "MC302 spec.tcp[0].route",
         ],
         "{all:#?}"
     );

@@ -180,7 +180,7 @@ fn a_preflight_from_another_origin_goes_on_unless_ignored() {
     };
     let f = fault_and_cors();
     let run_with = |text: &str| {
-        let file = suite_file(text);
+        let file = f.suite_file(text);
         Run::new()
             .arg("--suite")
             .arg(file.path())
@@ -245,7 +245,7 @@ fn at_least_the_configured_delay_holds_at_every_run() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
     let f = delayed_2s();
-    let suite = suite_file(DELAY_SUITE);
+    let suite = f.suite_file(DELAY_SUITE);
     let live = LiveIngress::start_with(f.path(), suite.path(), Default::default());
     let check = live.check("fault::jason-delayed-2s").clone();
     let ctx = std::sync::Arc::new(live.ctx.clone());

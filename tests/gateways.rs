@@ -148,7 +148,7 @@ fn https_servers_answer_by_sni_with_their_own_certificate_and_routes() {
 fn probe_sends_each_route_to_its_own_port_and_scheme() {
     // https routes on 443 (SNI, the run's CA) and a plain one on 80, in one probe.
     let f = secure_gateways();
-    let suite_path = suite_file(&suite(HTTPS_CHECKS));
+    let suite_path = f.suite_file(&suite(HTTPS_CHECKS));
     let d = tempfile::tempdir().unwrap();
     let r = Run::new()
         .arg("probe")

@@ -3,9 +3,8 @@
 //! stderr and pass without comparing.
 
 mod common;
-use common::oracle::{note_unavailable, oracle};
+use common::oracle::{error_findings, istiod_with, note_unavailable, oracle};
 use common::*;
-use meshcheck::fixtures::load_dir;
 use meshcheck::istio::{Mesh, UriRewrite};
 use meshcheck::oracle::output::Output;
 use std::path::Path;
@@ -27,20 +26,12 @@ fn suite() -> meshcheck::suite::Suite {
 
 /// istiod's answer for the fixtures in `dir`, with the model built from them.
 fn istiod(bin: &Path, dir: &Path) -> (meshcheck::fixtures::Fixtures, Mesh, Output) {
-    let fx = load_dir(dir).unwrap();
-    let mesh = Mesh::build(&fx);
-    let input = meshcheck::oracle::input::build(&fx, &mesh, &suite());
-    let out = meshcheck::oracle::run(bin, &input, false).unwrap();
-    (fx, mesh, out)
+    istiod_with(bin, dir, &suite())
 }
 
 /// The error findings of comparing `mesh` (possibly doctored) with `out`.
 fn disagreements(fx: &meshcheck::fixtures::Fixtures, mesh: &Mesh, out: &Output) -> Vec<String> {
-    meshcheck::oracle::compare(fx, mesh, &suite(), out)
-        .into_iter()
-        .filter(|f| f.severity == meshcheck::analysis::Severity::Error)
-        .map(|f| f.to_string())
-        .collect()
+    error_findings(fx, mesh, &suite(), out)
 }
 
 /// `analyze --oracle` found nothing.

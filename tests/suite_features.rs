@@ -503,3 +503,27 @@ checks:
         r.stderr
     );
 }
+
+// ---- repeat and the consecutive-successes rule ------------------------------------
+
+#[test]
+fn one_round_of_fifty_successful_requests_is_fifty_consecutive_successes() {
+    // header-pins-v2 (repeat 50) once sent 150 requests: the 3-consecutive rule
+    // multiplied `repeat`. One attempt whose 50 requests all succeed passes; the
+    // 3-request checks still take 3 attempts.
+    let d = tempfile::tempdir().unwrap();
+    let junit = d.path().join("ingress.xml");
+    let r = Run::new()
+        .arg("--target")
+        .arg("local")
+        .arg("--junit")
+        .arg(&junit)
+        .run_plain();
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        xml.contains("50 consecutive successes (1 attempt(s) of 50 requests in a row) after"),
+        "{xml}"
+    );
+    assert!(xml.contains("3 consecutive successes after"), "{xml}");
+}

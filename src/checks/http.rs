@@ -1,16 +1,25 @@
 //! `http`: a request through the ingress and what must come back: the status, which
 //! service and version answered, the path the backend saw and headers it received.
-//! Passes after 3 consecutive successes (the Gateway API conformance suite's rule for
-//! eventual consistency); the budget bounds the time until the expectation first
-//! holds, not how long right answers take (see [`Clock`]); the number of attempts is
-//! reported.
+//! Passes after 3 consecutive successful requests (the Gateway API conformance suite's
+//! rule for eventual consistency); an attempt is the check's `repeat` requests, each
+//! of which must succeed, so one attempt of `repeat: 50` already is 50 consecutive
+//! successes ([`rounds_needed`]). The budget bounds the time until the expectation
+//! first holds, not how long right answers take (see [`Clock`]); the number of
+//! attempts is reported.
 
 use super::{send, Ctx, Exchange, Outcome};
 use crate::suite::{HeaderExpect, HttpCheck, HttpExpect, QueryExpect};
 use std::time::{Duration, Instant};
 
-/// Consecutive successes required.
+/// Consecutive successful requests required.
 pub const REQUIRED_SUCCESSES: u32 = 3;
+
+/// Attempts of `repeat` requests, all successful and in a row, that make
+/// [`REQUIRED_SUCCESSES`] consecutive successful requests: 3 of one request, 2 of
+/// two, 1 of three or more.
+pub fn rounds_needed(repeat: u32) -> u32 {
+    REQUIRED_SUCCESSES.div_ceil(repeat.max(1))
+}
 
 fn describe_expect(e: &HttpExpect) -> String {
     let mut parts = vec![format!("status {}", e.status)];
@@ -267,7 +276,7 @@ impl Clock {
         Clock {
             started,
             deadline,
-            cap: deadline + attempt * REQUIRED_SUCCESSES,
+            cap: deadline + attempt * rounds_needed(check.repeat),
         }
     }
 
@@ -328,13 +337,14 @@ pub async fn run(ctx: &Ctx, check: &HttpCheck) -> Outcome {
     let clock = Clock::start(ctx, check);
     let mut attempts = 0u32;
     let mut failures = 0u32;
+    // Successful attempts in a row.
     let mut streak = 0u32;
     loop {
         attempts += 1;
         match attempt(ctx, &client, addr, check, clock.deadline).await {
             Ok(transcript) => {
                 streak += 1;
-                if streak >= REQUIRED_SUCCESSES {
+                if streak >= rounds_needed(check.repeat) {
                     return passed(check, attempts, failures, transcript);
                 }
                 if Instant::now() >= clock.cap {
@@ -388,15 +398,18 @@ pub async fn run_once(ctx: &Ctx, check: &HttpCheck) -> Outcome {
 }
 
 fn passed(check: &HttpCheck, attempts: u32, failures: u32, transcript: String) -> Outcome {
-    let per = if check.repeat > 1 {
-        format!(" ({} requests each)", check.repeat)
+    let repeat = check.repeat.max(1);
+    let rounds = rounds_needed(repeat);
+    let per = if repeat > 1 {
+        format!(" ({rounds} attempt(s) of {repeat} requests in a row)")
     } else {
         String::new()
     };
     Outcome {
         passed: true,
         message: format!(
-            "{REQUIRED_SUCCESSES} consecutive successes{per} after {attempts} attempt(s)"
+            "{} consecutive successes{per} after {attempts} attempt(s)",
+            rounds * repeat
         ),
         detail: String::new(),
         transcript,
@@ -435,7 +448,8 @@ fn capped(
     Outcome {
         passed: false,
         message: ctx.with_health(format!(
-            "{streak} consecutive success(es), each as expected, but the run of {REQUIRED_SUCCESSES} did not complete within the hard cap of {:.1}s ({})",
+            "{} consecutive success(es), each as expected, but the run of {REQUIRED_SUCCESSES} did not complete within the hard cap of {:.1}s ({})",
+            streak * check.repeat.max(1),
             cap.as_secs_f64(),
             clock.spent(ctx, attempts)
         )),
@@ -489,6 +503,15 @@ mod tests {
             m.starts_with("expected the answer to take at least 2000ms, it took 1900ms"),
             "{m}"
         );
+    }
+
+    #[test]
+    fn a_round_of_three_or_more_requests_is_a_run_of_consecutive_successes() {
+        assert_eq!(rounds_needed(0), 3);
+        assert_eq!(rounds_needed(1), 3);
+        assert_eq!(rounds_needed(2), 2);
+        assert_eq!(rounds_needed(3), 1);
+        assert_eq!(rounds_needed(50), 1);
     }
 
     #[test]

@@ -168,7 +168,14 @@ pub(crate) fn build_listeners(
         for (si, server) in gw.spec.spec.servers.iter().enumerate() {
             let number = server.port.number;
             let target = translate_port(&services, pod, number);
-            let protocol = server_protocol(gw, si, server, warnings);
+            // What the server's protocol leaves unmodelled is said only when the server
+            // gets a listener at all.
+            let mut protocol_warnings = Vec::new();
+            let protocol = server_protocol(gw, si, server, &mut protocol_warnings);
+            if !has_filter_chain(gw, si, server, &protocol, vss, warnings) {
+                continue;
+            }
+            warnings.extend(protocol_warnings);
             if protocol == ListenerProtocol::Https {
                 let known = tls_hosts.entry(target).or_default();
                 let dup: Vec<String> = sni_hosts(server)
@@ -237,7 +244,7 @@ pub(crate) fn build_listeners(
                         .unwrap_or_default();
                     l.chains.push(ChainPlan {
                         server_names: sni_hosts(server).into_iter().filter(|h| h != "*").collect(),
-                        tls: Some(server_tls(fx, pod, gw, si, server, &credential)),
+                        tls: Some(server_tls(fx, pod, (gw, si), server, &credential, warnings)),
                         hcm: HcmPlan::gateway(&l.name, server.name.as_deref()),
                         route_config: RouteConfigPlan {
                             name: format!(
@@ -255,6 +262,32 @@ pub(crate) fn build_listeners(
         }
     }
     by_port.into_values().map(finish).collect()
+}
+
+/// Whether pilot builds a filter chain for the server: HTTP and HTTPS-terminating
+/// servers always get one; the others only from a VirtualService `tcp` block
+/// (gateway_tcp.rs). Without one the server adds nothing, said in a warning.
+fn has_filter_chain(
+    gw: &Item<Gateway>,
+    si: usize,
+    server: &Server,
+    protocol: &ListenerProtocol,
+    vss: &[&Item<VirtualService>],
+    warnings: &mut Vec<Warning>,
+) -> bool {
+    let tcp_like = matches!(protocol, ListenerProtocol::Opaque(p) if !p.starts_with("HTTPS"));
+    if !tcp_like
+        || !super::gateway_tcp::needs_tcp_route(server)
+        || super::gateway_tcp::tcp_route_source(gw, server, vss).is_some()
+    {
+        return true;
+    }
+    warn(warnings, gw, format!(
+        "server {si} ({}) on port {}: no VirtualService bound to the Gateway has a tcp route for it, so istiod builds no filter chain and, alone on its port, no listener (gateway.go createGatewayTCPFilterChainOpts: \"listener missed network filter\")",
+        protocol_name(protocol),
+        server.port.number
+    ));
+    false
 }
 
 /// Whether pilot merges a server of protocol `new` into a port already serving `old`
@@ -279,27 +312,52 @@ fn protocol_name(p: &ListenerProtocol) -> String {
 fn server_tls(
     fx: &Fixtures,
     pod: &PodPlan,
-    gw: &Item<Gateway>,
-    si: usize,
+    (gw, si): (&Item<Gateway>, usize),
     server: &Server,
     credential: &str,
+    warnings: &mut Vec<Warning>,
 ) -> ServerTlsPlan {
     let (secret_namespace, secret_name) = secret_ref(credential, &pod.namespace);
-    let problem = if credential.is_empty() {
-        Some("the server has no credentialName".to_string())
-    } else {
-        credential_problem(fx, credential, &pod.namespace)
+    let (sds, problem) = match (credential.is_empty(), certificate_files(server)) {
+        (false, _) => (
+            sds_name(credential),
+            credential_problem(fx, credential, &pod.namespace),
+        ),
+        // pilot listener.go (1.30.3) BuildListenerTLSContext: without credentialName
+        // the server's certificate files, as SDS resource `file-cert:<cert>~<key>`
+        // (pkg/security/security.go SdsCertificateConfig.GetResourceName).
+        (true, Some((cert, key))) => {
+            let problem = format!(
+                "certificate files {cert} and {key} are read from the gateway pod's filesystem, which meshcheck does not model: the local target has no certificate for this server"
+            );
+            warn(warnings, gw, format!("server {si}: {problem}"));
+            (format!("file-cert:{cert}~{key}"), Some(problem))
+        }
+        (true, None) => (
+            sds_name(credential),
+            Some("the server has no credentialName".to_string()),
+        ),
     };
     ServerTlsPlan {
         gateway: gw.describe(),
         source: gw.source.clone(),
         server: si,
         credential: credential.to_string(),
-        sds_name: sds_name(credential),
+        sds_name: sds,
         secret_namespace,
         secret_name,
         problem,
         hosts: sni_hosts(server),
+    }
+}
+
+/// `serverCertificate` and `privateKey`, when both are set (SdsCertificateConfig
+/// IsKeyCertificate).
+fn certificate_files(server: &Server) -> Option<(String, String)> {
+    let tls = server.tls.as_ref()?;
+    match (&tls.server_certificate, &tls.private_key) {
+        (Some(c), Some(k)) if !c.is_empty() && !k.is_empty() => Some((c.clone(), k.clone())),
+        _ => None,
     }
 }
 
@@ -317,13 +375,58 @@ fn finish(mut l: ListenerPlan) -> ListenerPlan {
                 require_tls: false,
                 // pilot gateway.go: the blackhole virtual host has no ProxyHeaders.
                 attempt_count: false,
+                route_sources: Vec::new(),
             });
         }
+        *vh = collapse_duplicate_routes(std::mem::take(vh));
         for v in vh.iter_mut() {
             sort_catch_all_last(&mut v.routes);
         }
     }
     l
+}
+
+/// pilot gateway.go (1.30.3) collapseDuplicateRoutes (PILOT_ENABLE_ROUTE_COLLAPSE_
+/// OPTIMIZATION, default on): hosts whose virtual hosts hold the same route objects
+/// (here: the same route sources), the same require_tls and attempt count, become one
+/// virtual host with several domains, named after the first host in host.Names order
+/// (more specific first); then util.SortVirtualHosts orders them by name.
+fn collapse_duplicate_routes(mut vhosts: Vec<VHostPlan>) -> Vec<VHostPlan> {
+    vhosts.sort_by(|a, b| more_specific_first(&a.domains[0], &b.domains[0]));
+    let mut out: Vec<VHostPlan> = Vec::new();
+    // Route list -> the virtual host it last started (pilot's `known`, by hash).
+    let mut known: Vec<(Vec<String>, usize)> = Vec::new();
+    for vh in vhosts {
+        let seen = known.iter_mut().find(|(k, _)| *k == vh.route_sources);
+        match seen {
+            Some((_, i))
+                if out[*i].require_tls == vh.require_tls
+                    && out[*i].attempt_count == vh.attempt_count =>
+            {
+                out[*i].domains.extend(vh.domains);
+            }
+            Some((_, i)) => {
+                *i = out.len();
+                out.push(vh);
+            }
+            None => {
+                known.push((vh.route_sources.clone(), out.len()));
+                out.push(vh);
+            }
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// pkg/config/host/name.go MoreSpecific: non-wildcards first, longer first, then
+/// alphabetically.
+fn more_specific_first(a: &str, b: &str) -> std::cmp::Ordering {
+    (a.starts_with('*'), std::cmp::Reverse(a.len()), a).cmp(&(
+        b.starts_with('*'),
+        std::cmp::Reverse(b.len()),
+        b,
+    ))
 }
 
 /// The virtual hosts a server contributes: for each of its hosts, the VirtualServices
@@ -368,6 +471,19 @@ fn add_server_vhosts(
                 }
                 let domain = narrower(&vs_host, host).to_ascii_lowercase();
                 let vh_name = format!("{domain}:{number}");
+                if let Some(v) = vh_list.iter_mut().find(|v| {
+                    v.name == vh_name && v.routes.iter().any(|r| r.virtual_service == vs.describe())
+                }) {
+                    v.require_tls |= https_redirect;
+                    continue; // the same VirtualService via another server host
+                }
+                // pilot BuildHTTPRoutesForVirtualService: a VirtualService with no
+                // http route ("no routes matched") adds no virtual host.
+                let mut routes = routes_of(fx, vs, number, is_tls, warnings);
+                if routes.is_empty() {
+                    continue;
+                }
+                super::policy::hash_routes(fx, vs, pod_namespace, &mut routes);
                 let idx = match vh_list.iter().position(|v| v.name == vh_name) {
                     Some(i) => i,
                     None => {
@@ -377,17 +493,15 @@ fn add_server_vhosts(
                             routes: Vec::new(),
                             require_tls: false,
                             attempt_count: true,
+                            route_sources: Vec::new(),
                         });
                         vh_list.len() - 1
                     }
                 };
                 let vh = &mut vh_list[idx];
                 vh.require_tls |= https_redirect;
-                if vh.routes.iter().any(|r| r.virtual_service == vs.describe()) {
-                    continue; // the same VirtualService via another server host
-                }
-                let mut routes = routes_of(fx, vs, number, is_tls, warnings);
-                super::policy::hash_routes(fx, vs, pod_namespace, &mut routes);
+                vh.route_sources
+                    .push(format!("{} {}", gw.describe(), vs.describe()));
                 vh.routes.extend(routes);
             }
         }
@@ -404,6 +518,7 @@ fn add_server_vhosts(
                     routes: Vec::new(),
                     require_tls: true,
                     attempt_count: true,
+                    route_sources: Vec::new(),
                 }),
             }
         }

@@ -160,6 +160,11 @@ pub struct VHostPlan {
     /// ProxyHeaders' IncludeRequestAttemptCount (meshConfig default true) on every
     /// gateway virtual host but the route-less `blackhole:<port>` one.
     pub attempt_count: bool,
+    /// The (Gateway, VirtualService) pairs whose routes it holds, in order: pilot
+    /// builds one route list per pair and reuses it for every host (gateway.go
+    /// buildGatewayHTTPRouteConfig, gatewayRoutes), so hosts with the same pairs hold
+    /// the same route objects (what collapseDuplicateRoutes compares).
+    pub route_sources: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -913,6 +918,13 @@ pub(crate) fn routes_of(
         return out;
     }
     for (hi, http) in vs.spec.spec.http.iter().enumerate() {
+        // pilot route.go (1.30.3), BuildHTTPRoutesForVirtualService: an http route
+        // without match is a catch-all, and so is a match Envoy takes as one
+        // (IsCatchAllRoute); routes match in order, so pilot programs nothing after it
+        // (istiod's validation only warns: pkg/config/validation/validation.go
+        // analyzeUnreachableHTTPRules, "virtualService rule N not used (route without
+        // matches defined before)").
+        let mut catch_all = http.matches.is_empty();
         let mut destinations = Vec::new();
         for d in &http.route {
             let fqdn = resolve_host(&d.destination.host, &vs.namespace);
@@ -943,6 +955,9 @@ pub(crate) fn routes_of(
                     message: format!("http[{hi}]: {why}"),
                     field: None,
                 });
+                if catch_all {
+                    break;
+                }
                 continue;
             }
         };
@@ -1032,6 +1047,13 @@ pub(crate) fn routes_of(
                 },
                 hash_policy: Vec::new(),
             });
+            if out.last().is_some_and(is_catch_all) {
+                catch_all = true;
+                break;
+            }
+        }
+        if catch_all {
+            break;
         }
     }
     out

@@ -7,6 +7,7 @@
 mod answer_time;
 pub mod ejection;
 mod gateway;
+mod gateway_tcp;
 mod hcm;
 pub mod headers;
 mod mesh;

@@ -150,11 +150,13 @@ pub fn cors_plan(c: &CorsPolicy) -> CorsPlan {
 
 impl CorsPlan {
     /// Envoy's CORS filter: does `origin` match an allowed origin (exact, prefix, or a
-    /// full RE2 match)?
+    /// full RE2 match)? A matcher that matches `*` allows every origin
+    /// (envoy/source/extensions/filters/http/cors/cors_filter.cc, isOriginAllowed).
     pub fn allows_origin(&self, origin: &str) -> bool {
-        self.allow_origins
-            .iter()
-            .any(|m| super::simulate::string_matches(m, origin, false))
+        self.allow_origins.iter().any(|m| {
+            super::simulate::string_matches(m, "*", false)
+                || super::simulate::string_matches(m, origin, false)
+        })
     }
 }
 
@@ -245,5 +247,20 @@ mod tests {
         assert!(!p.allows_origin("https://b.example"));
         assert_eq!(p.max_age_s, Some(86400));
         assert!(!p.forward_not_matching_preflights);
+    }
+
+    #[test]
+    fn an_origin_matcher_that_matches_a_star_allows_every_origin() {
+        // Envoy cors_filter.cc isOriginAllowed: `match("*") || match(origin)`, so the
+        // common `allowOrigins: [{exact: "*"}]` allows any origin, and a prefix or
+        // regex that matches "*" too.
+        for m in ["exact: \"*\"", "prefix: \"*\"", "regex: \".*\""] {
+            let c: CorsPolicy = serde_saphyr::from_str(&format!("allowOrigins:\n- {m}\n")).unwrap();
+            let p = cors_plan(&c);
+            assert!(p.allows_origin("https://anything.test"), "{m}");
+        }
+        let c: CorsPolicy =
+            serde_saphyr::from_str("allowOrigins:\n- exact: https://a.example\n").unwrap();
+        assert!(!cors_plan(&c).allows_origin("https://anything.test"));
     }
 }

@@ -853,13 +853,14 @@ impl Mesh {
 /// route's corsPolicy allows gets 200 with the CORS headers; one whose origin is not
 /// allowed goes on to the route unless `unmatchedPreflights: IGNORE`
 /// (forward_not_matching_preflights false), which Envoy also answers, without CORS
-/// headers.
+/// headers. An empty Origin or Access-Control-Request-Method is none
+/// (envoy source/extensions/filters/http/cors/cors_filter.cc, decodeHeaders).
 fn cors_preflight_answer(route: &RoutePlan, req: &SimRequest) -> Option<String> {
     let cors = route.filters.cors.as_ref()?;
-    let origin = headers::first(&req.headers, "origin")?;
-    if !req.method.eq_ignore_ascii_case("OPTIONS")
-        || !req.headers.contains_key("access-control-request-method")
-    {
+    let origin = headers::first(&req.headers, "origin").filter(|o| !o.is_empty())?;
+    let asks = headers::first(&req.headers, "access-control-request-method")
+        .is_some_and(|m| !m.is_empty());
+    if !req.method.eq_ignore_ascii_case("OPTIONS") || !asks {
         return None;
     }
     if cors.allows_origin(&origin) {

@@ -605,3 +605,193 @@ fn in_the_steady_state_a_pod_that_always_fails_is_ejected_when_it_is_allowed() {
     assert_eq!(b.status, Some(503));
     assert_eq!(b.backend.map(|b| b.service), Some("ratings".into()));
 }
+
+/// A fixture directory (`fixtures/<name>`) with `from` replaced by `to` in every file
+/// (`from` must occur somewhere).
+fn edited(name: &str, from: &str, to: &str) -> Mesh {
+    let dir = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name);
+    let mut found = false;
+    for e in std::fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        let text = std::fs::read_to_string(e.path()).unwrap();
+        found |= text.contains(from);
+        std::fs::write(dir.path().join(e.file_name()), text.replace(from, to)).unwrap();
+    }
+    assert!(found, "no fixture of {name} contains {from:?}");
+    Mesh::build(&load_dir(dir.path()).unwrap())
+}
+
+/// nb-rest's VirtualService with a route without match first (the routes after it
+/// are the ones pilot drops).
+const CATCH_ALL_FIRST: &str = "  http:\n  - name: nb-rest-default\n    route:\n    - destination:\n        host: nb-rest\n        subset: v1\n        port:\n          number: 80\n  # Istio turns";
+
+#[test]
+fn routes_after_a_catch_all_are_not_programmed() {
+    // pilot route.go BuildHTTPRoutesForVirtualService stops at a route without match.
+    let m = edited("ingress", "  http:\n  # Istio turns", CATCH_ALL_FIRST);
+    let routes = &m.gateways[0].listeners[0].chains[0].route_config.vhosts[0].routes;
+    let names: Vec<_> = routes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["atlas/atlas-ui#0.0", "atlas/authz#0.0", "atlas/nb-rest#0.0"]
+    );
+    // And a match Envoy takes as a catch-all (prefix /, nothing else) ends it too.
+    let m = edited(
+        "ingress",
+        "  http:\n  # Istio turns",
+        "  http:\n  - name: nb-rest-default\n    match:\n    - uri:\n        prefix: /atlas-rest\n    - uri:\n        prefix: /\n    - uri:\n        prefix: /never\n    route:\n    - destination:\n        host: nb-rest\n        subset: v1\n  # Istio turns",
+    );
+    let routes = &m.gateways[0].listeners[0].chains[0].route_config.vhosts[0].routes;
+    let names: Vec<_> = routes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "atlas/atlas-ui#0.0",
+            "atlas/authz#0.0",
+            "atlas/nb-rest#0.0",
+            "atlas/nb-rest#0.1"
+        ]
+    );
+}
+
+fn gateway_reference() -> Mesh {
+    let fx = load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/gateway-reference"))
+        .unwrap();
+    Mesh::build(&fx)
+}
+
+/// (route configuration, virtual host name, domains) of a gateway's listeners.
+fn vhost_domains(m: &Mesh) -> Vec<(String, String, Vec<String>)> {
+    let mut out = Vec::new();
+    for l in &m.gateways[0].listeners {
+        for c in &l.chains {
+            for v in &c.route_config.vhosts {
+                out.push((
+                    c.route_config.name.clone(),
+                    v.name.clone(),
+                    v.domains.clone(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn istios_gateway_reference_example_is_programmed_as_pilot_programs_it() {
+    let m = gateway_reference();
+    let listeners: Vec<_> = m.gateways[0]
+        .listeners
+        .iter()
+        .map(|l| l.name.as_str())
+        .collect();
+    // No listener for the MONGO server: no VirtualService has a tcp route for port
+    // 2379 (gateway_tcp.rs).
+    assert_eq!(
+        listeners,
+        [
+            "0.0.0.0_8080",
+            "0.0.0.0_8443",
+            "0.0.0.0_9080",
+            "0.0.0.0_9443"
+        ]
+    );
+    let s = |x: &str| x.to_string();
+    // Hosts with the same routes share one virtual host (collapseDuplicateRoutes).
+    assert_eq!(
+        vhost_domains(&m),
+        [
+            (
+                s("http.8080"),
+                s("eu.bookinfo.com:80"),
+                vec![s("eu.bookinfo.com"), s("uk.bookinfo.com")]
+            ),
+            (
+                s("https.443.https-443.my-gateway.some-config-namespace"),
+                s("eu.bookinfo.com:443"),
+                vec![s("eu.bookinfo.com"), s("uk.bookinfo.com")]
+            ),
+            (
+                s("http.9080"),
+                s("reviews.prod.svc.cluster.local:9080"),
+                vec![
+                    s("reviews.prod.svc.cluster.local"),
+                    s("eu.bookinfo.com"),
+                    s("uk.bookinfo.com")
+                ]
+            ),
+            (
+                s("https.9443.https-9443.my-gateway.some-config-namespace"),
+                s("eu.bookinfo.com:9443"),
+                vec![s("eu.bookinfo.com"), s("uk.bookinfo.com")]
+            ),
+        ]
+    );
+    let tls: Vec<_> = m.gateways[0]
+        .listeners
+        .iter()
+        .flat_map(|l| &l.chains)
+        .filter_map(|c| c.tls.as_ref().map(|t| t.sds_name.as_str()))
+        .collect();
+    // File certificates are named as pilot names them (BuildListenerTLSContext).
+    assert_eq!(
+        tls,
+        [
+            "file-cert:/etc/certs/servercert.pem~/etc/certs/privatekey.pem",
+            "kubernetes://bookinfo-secret"
+        ]
+    );
+}
+
+#[test]
+fn a_tcp_server_gets_a_listener_only_from_a_tcp_route_for_it() {
+    let names = |m: &Mesh| -> Vec<String> {
+        m.gateways[0]
+            .listeners
+            .iter()
+            .map(|l| l.name.clone())
+            .collect()
+    };
+    let m = edited(
+        "gateway-reference",
+        "    - port: 27017\n",
+        "    - port: 2379\n",
+    );
+    assert!(
+        names(&m).contains(&"0.0.0.0_2379".to_string()),
+        "{:?}",
+        names(&m)
+    );
+    // A match naming another Gateway does not count; this one (short name, resolved
+    // in the VirtualService's namespace) neither, the full name does.
+    for (gateways, listens) in [
+        ("[other-gateway]", false),
+        ("[my-gateway]", false),
+        ("[some-config-namespace/my-gateway]", true),
+    ] {
+        let m = edited(
+            "gateway-reference",
+            "    - port: 27017\n",
+            &format!("    - port: 2379\n      gateways: {gateways}\n"),
+        );
+        assert_eq!(
+            names(&m).contains(&"0.0.0.0_2379".to_string()),
+            listens,
+            "{gateways}"
+        );
+    }
+    // No match at all fits every server.
+    let m = edited(
+        "gateway-reference",
+        "  - match:\n    - port: 27017\n    route:\n",
+        "  - route:\n",
+    );
+    assert!(
+        names(&m).contains(&"0.0.0.0_2379".to_string()),
+        "{:?}",
+        names(&m)
+    );
+}

@@ -851,7 +851,10 @@ pub fn oracle_answer(s: &SimResult) -> Answer {
         let v = oracle_route(r);
         if r.action != "route" {
             let status = match r.action.as_str() {
-                "direct_response" => r.direct_response.as_ref().map(|d| d.status).unwrap_or(0),
+                // A CORS preflight Envoy's CORS filter answers (oracle/cors.go).
+                "direct_response" | "cors_preflight" => {
+                    r.direct_response.as_ref().map(|d| d.status).unwrap_or(0)
+                }
                 "redirect" => u32::from(crate::istio::Redirect::status_of(
                     r.redirect
                         .as_ref()

@@ -154,11 +154,36 @@ impl TargetError {
 /// Whether a Docker engine answers, found the way the docker CLI (and so kind)
 /// finds it: see [`engine_answers`].
 pub fn docker_answers() -> bool {
+    let host = std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty());
+    let config = std::env::var_os("DOCKER_CONFIG")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".docker")))
+        .map(|d| d.join("config.json"));
+    let context = std::env::var("DOCKER_CONTEXT").ok();
+    // Without DOCKER_HOST or a chosen context the CLI talks to the default socket,
+    // which is pinged directly: asking the CLI costs 30-300 ms a run.
+    let cli = kind::which("docker")
+        .filter(|_| host.is_some() || context_chosen(context.as_deref(), config.as_deref()));
     engine_answers(
-        std::env::var("DOCKER_HOST").ok().as_deref(),
-        kind::which("docker").as_deref(),
+        host.as_deref(),
+        cli.as_deref(),
         Path::new("/var/run/docker.sock"),
     )
+}
+
+/// Whether the docker CLI would use a context other than `default`: DOCKER_CONTEXT,
+/// else `currentContext` of its config file (docker/cli cli/command/cli.go,
+/// resolveContextName, after the --context flag and DOCKER_HOST).
+fn context_chosen(env_context: Option<&str>, config: Option<&Path>) -> bool {
+    let named = |c: &str| !c.is_empty() && c != "default";
+    if let Some(c) = env_context.filter(|c| !c.is_empty()) {
+        return named(c);
+    }
+    config
+        .and_then(|p| std::fs::read(p).ok())
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v.get("currentContext")?.as_str().map(named))
+        .unwrap_or(false)
 }
 
 /// Whether a Docker engine answers: `DOCKER_HOST=unix://PATH` is pinged directly
@@ -238,6 +263,24 @@ mod engine_tests {
             }
         });
         sock
+    }
+
+    #[test]
+    fn a_docker_context_is_chosen_as_the_cli_chooses_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.json");
+        assert!(!context_chosen(None, None));
+        assert!(!context_chosen(None, Some(&config)));
+        std::fs::write(&config, r#"{"auths": {}}"#).unwrap();
+        assert!(!context_chosen(None, Some(&config)));
+        std::fs::write(&config, r#"{"currentContext": "default"}"#).unwrap();
+        assert!(!context_chosen(None, Some(&config)));
+        std::fs::write(&config, r#"{"currentContext": "colima"}"#).unwrap();
+        assert!(context_chosen(None, Some(&config)));
+        // DOCKER_CONTEXT wins over the config file.
+        assert!(!context_chosen(Some("default"), Some(&config)));
+        assert!(context_chosen(Some("rancher-desktop"), None));
+        assert!(context_chosen(None, Some(&config)));
     }
 
     #[test]

@@ -18,6 +18,9 @@ pub struct FixtureCopy {
     /// Compared with istiod when dropped (see `Drop`); off for a test that shows a
     /// disagreement on purpose.
     pub oracle_check: std::cell::Cell<bool>,
+    /// The suites (their text) run on this fixture set: their requests are asked of
+    /// istiod too when it is dropped.
+    pub suites: std::cell::RefCell<Vec<String>>,
 }
 
 impl FixtureCopy {
@@ -30,6 +33,7 @@ impl FixtureCopy {
         FixtureCopy {
             dir,
             oracle_check: std::cell::Cell::new(true),
+            suites: std::cell::RefCell::new(Vec::new()),
         }
     }
 
@@ -41,6 +45,13 @@ impl FixtureCopy {
 
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// A suite file for these fixtures, whose requests are compared with istiod's
+    /// answers when the fixture set is dropped (with the ingress suite's).
+    pub fn suite_file(&self, text: &str) -> tempfile::NamedTempFile {
+        self.suites.borrow_mut().push(text.to_string());
+        suite_file(text)
     }
 
     pub fn read(&self, file: &str) -> String {
@@ -71,11 +82,15 @@ impl FixtureCopy {
 }
 
 /// Every fixture set a test builds is compared with istiod when the test ends
-/// (oracle.rs); a passing test whose fixtures the model gets wrong fails here.
+/// (oracle.rs), with the ingress suite's requests and those of every suite run on it;
+/// a passing test whose fixtures the model gets wrong fails here.
 impl Drop for FixtureCopy {
     fn drop(&mut self) {
         if self.oracle_check.get() && !std::thread::panicking() {
             oracle::assert_agrees(self.path());
+            for text in self.suites.borrow().iter() {
+                oracle::assert_agrees_with_suite(self.path(), text);
+            }
         }
     }
 }
@@ -138,7 +153,7 @@ pub fn suite_file(text: &str) -> tempfile::NamedTempFile {
 
 /// Runs the suite `text` on the fixtures of `f`, with a 3 s consistency budget.
 pub fn run_suite(f: &FixtureCopy, text: &str) -> RunResult {
-    let suite = suite_file(text);
+    let suite = f.suite_file(text);
     Run::new()
         .arg("--suite")
         .arg(suite.path())

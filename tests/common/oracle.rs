@@ -123,6 +123,28 @@ pub fn assert_agrees(dir: &Path) {
     }
 }
 
+/// Panics when the model of `dir` disagrees with istiod on the requests of the suite
+/// `text` (its checks; its `fixtures` is not read).
+#[track_caller]
+pub fn assert_agrees_with_suite(dir: &Path, text: &str) {
+    let Ok(fx) = meshcheck::fixtures::load_dir(dir) else {
+        return;
+    };
+    let suite = super::suite_file(text);
+    if meshcheck::suite::load(suite.path()).is_err() {
+        return; // a test of a suite meshcheck refuses
+    }
+    if let Some(d) = disagreements_with(&fx, suite.path()) {
+        assert!(
+            d.is_empty(),
+            "the model of {} disagrees with istiod on the requests of the suite:\n{}\n--- suite:\n{text}\n--- fixtures:\n{}",
+            dir.display(),
+            d.join("\n"),
+            dump(dir)
+        );
+    }
+}
+
 fn dump(dir: &Path) -> String {
     let mut out = String::new();
     if let Ok(rd) = std::fs::read_dir(dir) {
@@ -134,4 +156,49 @@ fn dump(dir: &Path) -> String {
         }
     }
     out
+}
+
+/// istiod's answer for the fixtures in `dir` and the requests of `suite`, with the
+/// model built from them (to doctor before [`error_findings`]).
+pub fn istiod_with(
+    bin: &Path,
+    dir: &Path,
+    suite: &meshcheck::suite::Suite,
+) -> (
+    meshcheck::fixtures::Fixtures,
+    meshcheck::istio::Mesh,
+    meshcheck::oracle::output::Output,
+) {
+    let fx = meshcheck::fixtures::load_dir(dir).unwrap();
+    let mesh = meshcheck::istio::Mesh::build(&fx);
+    let input = meshcheck::oracle::input::build(&fx, &mesh, suite);
+    let out = meshcheck::oracle::run(bin, &input, false).unwrap();
+    (fx, mesh, out)
+}
+
+/// The error findings of comparing `mesh` (possibly doctored) with istiod's `out`.
+pub fn error_findings(
+    fx: &meshcheck::fixtures::Fixtures,
+    mesh: &meshcheck::istio::Mesh,
+    suite: &meshcheck::suite::Suite,
+    out: &meshcheck::oracle::output::Output,
+) -> Vec<String> {
+    meshcheck::oracle::compare(fx, mesh, suite, out)
+        .into_iter()
+        .filter(|f| f.severity == meshcheck::analysis::Severity::Error)
+        .map(|f| f.to_string())
+        .collect()
+}
+
+/// `analyze --oracle` of the fixtures in `dir` with the suite `text`.
+pub fn analyze_with_oracle(bin: &Path, dir: &Path, text: &str) -> super::RunResult {
+    let suite = super::suite_file(text);
+    super::Run::new()
+        .arg("analyze")
+        .arg("--suite")
+        .arg(suite.path())
+        .fixtures(dir)
+        .arg("--oracle")
+        .arg(bin)
+        .run_plain()
 }

@@ -22,6 +22,7 @@ pub mod provision;
 mod reconfigure;
 mod sidecars;
 mod start;
+mod version_stamp;
 
 use super::{ContainerInfo, PodInfo, Target, TargetError};
 

