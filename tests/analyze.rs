@@ -439,7 +439,7 @@ fn route_conflicts_between_virtualservices() {
     let all = findings(&f);
     let e = expect(
         &all,
-        "MC113",
+        "MC121",
         Severity::Error,
         "VirtualService atlas/atlas-ui",
         "40-virtualservices.yaml:3",
