@@ -11,14 +11,12 @@ mod visibility;
 mod workloads;
 
 use crate::fixtures::k8s::selects;
-use workloads::{workloads, Workload};
 use crate::fixtures::{Fixtures, Source};
-use crate::istio::{
-    host_matches, resolve_host, Mesh, PathMatch, PodRole, SimRequest, UpstreamTls,
-};
+use crate::istio::{host_matches, resolve_host, Mesh, PathMatch, PodRole, SimRequest, UpstreamTls};
 use crate::suite::{CheckKind, HttpExpect, RequestSpec, Suite};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use workloads::{workloads, Workload};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
@@ -425,7 +423,10 @@ fn gateway_selector(c: &mut Ctx) {
             // written, and the Service port whose targetPort it is reaches it (Istio's
             // Bookinfo gateway on 8080).
             let reaches = |p: &crate::fixtures::k8s::ServicePort| {
-                let tcp = p.protocol.as_deref().is_none_or(|x| x.eq_ignore_ascii_case("TCP"));
+                let tcp = p
+                    .protocol
+                    .as_deref()
+                    .is_none_or(|x| x.eq_ignore_ascii_case("TCP"));
                 let target = p
                     .target_port
                     .clone()
@@ -490,12 +491,24 @@ fn gateway_credentials(c: &mut Ctx) {
 /// IST0161 (keys missing or empty, a certificate that does not parse, is expired or not
 /// yet valid), MC132 for what only Envoy refuses (a key that does not match, a MUTUAL
 /// server without a valid CA certificate).
-fn credential_content(c: &mut Ctx, g: &crate::fixtures::Item<crate::fixtures::istio::Gateway>, i: usize, cn: &str, ns: &str, mode: Option<&str>) {
+fn credential_content(
+    c: &mut Ctx,
+    g: &crate::fixtures::Item<crate::fixtures::istio::Gateway>,
+    i: usize,
+    cn: &str,
+    ns: &str,
+    mode: Option<&str>,
+) {
     let (sns, name) = crate::istio::secret_ref(cn, ns);
-    let find = |n: &str| c.fx.secrets.iter().find(|s| s.namespace == sns && s.name == n);
+    let find = |n: &str| {
+        c.fx.secrets
+            .iter()
+            .find(|s| s.namespace == sns && s.name == n)
+    };
     let Some(secret) = find(&name) else { return };
     let ca = find(&format!("{name}-cacert"));
-    let problems = credentials::problems(&secret.spec, ca.map(|s| &s.spec), mode, credentials::now());
+    let problems =
+        credentials::problems(&secret.spec, ca.map(|s| &s.spec), mode, credentials::now());
     let hosts = g.spec.spec.servers[i].hosts.join(", ");
     for p in problems {
         let (code, ctl) = if p.istioctl {
@@ -532,10 +545,18 @@ fn exposed_ports(c: &mut Ctx, suite: &Suite) {
 /// through the name istiod generates for it (MC122, IST0165), or nothing Istio binds to
 /// (MC101, IST0101), said precisely when it names a Gateway API Gateway itself
 /// (gateway_api.rs; istioctl virtualservice/gateways.go analyzeVirtualService).
-fn unbound_gateway_reference(c: &mut Ctx, vs: &crate::fixtures::Item<crate::fixtures::istio::VirtualService>, g: &str, ns: &str, name: &str) {
+fn unbound_gateway_reference(
+    c: &mut Ctx,
+    vs: &crate::fixtures::Item<crate::fixtures::istio::VirtualService>,
+    g: &str,
+    ns: &str,
+    name: &str,
+) {
     let api = gateway_api::api_gateways(c.fx);
     if let Some((gw, listener)) = gateway_api::internal_reference(name) {
-        if let Some(a) = api.iter().find(|a| a.namespace == ns && a.name == gw && a.listeners.iter().any(|l| l == listener)) {
+        if let Some(a) = api.iter().find(|a| {
+            a.namespace == ns && a.name == gw && a.listeners.iter().any(|l| l == listener)
+        }) {
             c.push("gateway-references", Severity::Warning, "MC122", Some("IST0165 ReferencedInternalGateway"), vs.describe(), &vs.source,
                 format!("gateway `{g}` is the Istio Gateway istiod generates for listener {listener} of {} (gateway.networking.k8s.io)", a.describe()),
                 "Istio binds the routes to that listener; the generated name is an implementation detail of istiod and may change");

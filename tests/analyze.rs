@@ -819,9 +819,19 @@ fn unknown_fields_under_unmodelled_parents_in_lists_and_maps_are_mc301() {
     let refused: Vec<String> = all
         .iter()
         .filter(|f| f.code == "MC304")
-        .map(|f| format!("{}:{} {}", f.at.file.file_name().unwrap().to_string_lossy(), f.at.line, f.message))
+        .map(|f| {
+            format!(
+                "{}:{} {}",
+                f.at.file.file_name().unwrap().to_string_lossy(),
+                f.at.line,
+                f.message
+            )
+        })
         .collect();
-    let line = vs.lines().position(|l| l == "        hots: atlas-ui").unwrap(); // 1-based: the line above
+    let line = vs
+        .lines()
+        .position(|l| l == "        hots: atlas-ui")
+        .unwrap(); // 1-based: the line above
     assert_eq!(
         refused,
         [format!("40-virtualservices.yaml:{line} Istio's validation refuses the object: spec.tcp[0].route[0].destination: destination.host is required")],

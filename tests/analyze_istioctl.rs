@@ -96,7 +96,10 @@ fn a_bare_gateway_pod_is_a_gateway_workload() {
         &[],
     );
     assert_exactly(
-        &["gateway-custom-ingressgateway-translation.yaml", "defaults.yaml"],
+        &[
+            "gateway-custom-ingressgateway-translation.yaml",
+            "defaults.yaml",
+        ],
         GATEWAY_SELECTOR,
         &[],
     );
@@ -116,7 +119,10 @@ fn a_bare_gateway_pods_service_without_the_port_is_mc109() {
     }
     // gatewayServiceMatchPod: only the Service selecting the Gateway's own pods counts.
     assert_exactly(
-        &["gateway-custom-ingressgateway-svcselector.yaml", "defaults.yaml"],
+        &[
+            "gateway-custom-ingressgateway-svcselector.yaml",
+            "defaults.yaml",
+        ],
         GATEWAY_SELECTOR,
         &[("MC109", "Gateway default/httpbin8002-gateway")],
     );
@@ -138,7 +144,10 @@ fn credential_names_resolve_in_the_gateway_pods_namespace() {
         &["MC108", "MC130", "MC131", "MC132"],
         &[
             ("MC132", "Gateway default/defaultgateway-noerrors"),
-            ("MC130", "Gateway default/defaultgateway-bogusCredentialName"),
+            (
+                "MC130",
+                "Gateway default/defaultgateway-bogusCredentialName",
+            ),
             ("MC108", "Gateway default/customgateway-wrongnamespace"),
             ("MC108", "Gateway default/bogusgateway"),
         ],
@@ -230,7 +239,10 @@ fn destination_hosts_mirrors_service_entries_and_export_to() {
             ("MC103", "VirtualService default/reviews-mirror-bogushost"),
             ("MC104", "VirtualService default/reviews-bogusport"),
             ("MC104", "VirtualService default/reviews-2port-missing"),
-            ("MC103", "VirtualService istio-system/cross-namespace-details"),
+            (
+                "MC103",
+                "VirtualService istio-system/cross-namespace-details",
+            ),
             ("MC103", "VirtualService hello/hello-export-to-bogus"),
         ],
     );
@@ -243,13 +255,19 @@ fn destination_hosts_mirrors_service_entries_and_export_to() {
     let (m, ctl) = msg("MC103", "VirtualService default/reviews-mirror-bogushost");
     assert!(m.starts_with("http[0].mirror host `reviews-bogus`"), "{m}");
     assert_eq!(ctl, Some("IST0101 ReferencedResourceNotFound"));
-    let (m, _) = msg("MC103", "VirtualService istio-system/cross-namespace-details");
+    let (m, _) = msg(
+        "MC103",
+        "VirtualService istio-system/cross-namespace-details",
+    );
     assert!(
         m.contains("declared by Service default/details (exported to banana) but not visible from namespace istio-system"),
         "{m}"
     );
     let (_, ctl) = msg("MC104", "VirtualService default/reviews-2port-missing");
-    assert_eq!(ctl, Some("IST0112 VirtualServiceDestinationPortSelectorRequired"));
+    assert_eq!(
+        ctl,
+        Some("IST0112 VirtualServiceDestinationPortSelectorRequired")
+    );
 }
 
 #[test]
@@ -424,7 +442,10 @@ fn a_valid_certificate_and_its_key_are_no_finding() {
     let (cert, key) = certificate(2025, 2035);
     let all = secure_ingress(
         "SIMPLE",
-        &tls_secret("httpbin-credential", &[("tls.crt", &cert), ("tls.key", &key)]),
+        &tls_secret(
+            "httpbin-credential",
+            &[("tls.crt", &cert), ("tls.key", &key)],
+        ),
     );
     assert_eq!(credential_findings(&all), Vec::<String>::new());
 }
@@ -434,7 +455,10 @@ fn an_expired_certificate_is_mc131_as_istioctls_ist0161() {
     let (cert, key) = certificate(2020, 2021);
     let all = secure_ingress(
         "SIMPLE",
-        &tls_secret("httpbin-credential", &[("tls.crt", &cert), ("tls.key", &key)]),
+        &tls_secret(
+            "httpbin-credential",
+            &[("tls.crt", &cert), ("tls.key", &key)],
+        ),
     );
     let got = credential_findings(&all);
     assert_eq!(got.len(), 1, "{got:?}");
@@ -448,9 +472,15 @@ fn an_expired_certificate_is_mc131_as_istioctls_ist0161() {
     let (cert, key) = certificate(2090, 2091);
     let got = credential_findings(&secure_ingress(
         "SIMPLE",
-        &tls_secret("httpbin-credential", &[("tls.crt", &cert), ("tls.key", &key)]),
+        &tls_secret(
+            "httpbin-credential",
+            &[("tls.crt", &cert), ("tls.key", &key)],
+        ),
     ));
-    assert!(got.len() == 1 && got[0].contains("is not valid before"), "{got:?}");
+    assert!(
+        got.len() == 1 && got[0].contains("is not valid before"),
+        "{got:?}"
+    );
 }
 
 #[test]
@@ -459,11 +489,16 @@ fn a_key_that_is_not_the_certificates_is_mc132() {
     let (_, other_key) = certificate(2025, 2035);
     let got = credential_findings(&secure_ingress(
         "SIMPLE",
-        &tls_secret("httpbin-credential", &[("tls.crt", &cert), ("tls.key", &other_key)]),
+        &tls_secret(
+            "httpbin-credential",
+            &[("tls.crt", &cert), ("tls.key", &other_key)],
+        ),
     ));
     assert_eq!(got.len(), 1, "{got:?}");
     assert!(
-        got[0].starts_with("MC132 ") && got[0].contains("the private key in tls.key does not match the certificate's public key"),
+        got[0].starts_with("MC132 ")
+            && got[0]
+                .contains("the private key in tls.key does not match the certificate's public key"),
         "{got:?}"
     );
 }
@@ -472,19 +507,43 @@ fn a_key_that_is_not_the_certificates_is_mc132() {
 fn mutual_tls_needs_a_valid_ca_certificate() {
     let (cert, key) = certificate(2025, 2035);
     let (ca, _) = certificate(2025, 2035);
-    let server = tls_secret("httpbin-credential", &[("tls.crt", &cert), ("tls.key", &key)]);
+    let server = tls_secret(
+        "httpbin-credential",
+        &[("tls.crt", &cert), ("tls.key", &key)],
+    );
     // The task's MUTUAL step without its CA: MC132.
     let got = credential_findings(&secure_ingress("MUTUAL", &server));
-    assert!(got.len() == 1 && got[0].contains("tls.mode MUTUAL needs a CA certificate"), "{got:?}");
+    assert!(
+        got.len() == 1 && got[0].contains("tls.mode MUTUAL needs a CA certificate"),
+        "{got:?}"
+    );
     // With the CA in `<name>-cacert` (the task's way), or in the Secret itself: none.
-    let with_cacert = format!("{server}{}", tls_secret("httpbin-credential-cacert", &[("ca.crt", &ca)]));
-    assert_eq!(credential_findings(&secure_ingress("MUTUAL", &with_cacert)), Vec::<String>::new());
+    let with_cacert = format!(
+        "{server}{}",
+        tls_secret("httpbin-credential-cacert", &[("ca.crt", &ca)])
+    );
+    assert_eq!(
+        credential_findings(&secure_ingress("MUTUAL", &with_cacert)),
+        Vec::<String>::new()
+    );
     let (cert2, key2) = certificate(2025, 2035);
-    let combined = tls_secret("httpbin-credential", &[("tls.crt", &cert2), ("tls.key", &key2), ("ca.crt", &ca)]);
-    assert_eq!(credential_findings(&secure_ingress("MUTUAL", &combined)), Vec::<String>::new());
+    let combined = tls_secret(
+        "httpbin-credential",
+        &[("tls.crt", &cert2), ("tls.key", &key2), ("ca.crt", &ca)],
+    );
+    assert_eq!(
+        credential_findings(&secure_ingress("MUTUAL", &combined)),
+        Vec::<String>::new()
+    );
     // An expired CA is refused too.
     let (old_ca, _) = certificate(2020, 2021);
-    let expired = format!("{server}{}", tls_secret("httpbin-credential-cacert", &[("ca.crt", &old_ca)]));
+    let expired = format!(
+        "{server}{}",
+        tls_secret("httpbin-credential-cacert", &[("ca.crt", &old_ca)])
+    );
     let got = credential_findings(&secure_ingress("MUTUAL", &expired));
-    assert!(got.len() == 1 && got[0].contains("the certificate in ca.crt expired on"), "{got:?}");
+    assert!(
+        got.len() == 1 && got[0].contains("the certificate in ca.crt expired on"),
+        "{got:?}"
+    );
 }

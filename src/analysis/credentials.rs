@@ -52,7 +52,9 @@ fn cert_info(s: &Secret) -> Result<(&'static str, Vec<u8>, &'static str, Vec<u8>
         match (value(s, ck), value(s, kk)) {
             (Some(c), Some(k)) if !c.is_empty() && !k.is_empty() => return Ok((ck, c, kk, k)),
             _ if has_key(s, ck) && has_key(s, kk) => {
-                return Err(format!("found keys {ck} and {kk}, but they were empty (or not base64)"))
+                return Err(format!(
+                    "found keys {ck} and {kk}, but they were empty (or not base64)"
+                ))
             }
             _ => {}
         }
@@ -76,10 +78,16 @@ fn validate_certificate(pem: &[u8], what: &str, now: i64) -> Result<Vec<u8>, Str
         .map_err(|e| format!("{what} does not parse as an X.509 certificate ({e})"))?;
     let v = cert.validity();
     if now > v.not_after.timestamp() {
-        return Err(format!("the certificate in {what} expired on {}", v.not_after));
+        return Err(format!(
+            "the certificate in {what} expired on {}",
+            v.not_after
+        ));
     }
     if now < v.not_before.timestamp() {
-        return Err(format!("the certificate in {what} is not valid before {}", v.not_before));
+        return Err(format!(
+            "the certificate in {what} is not valid before {}",
+            v.not_before
+        ));
     }
     Ok(block.contents)
 }
@@ -106,7 +114,12 @@ fn key_matches(cert_der: Vec<u8>, key_pem: &[u8], what: &str) -> Result<(), Stri
 
 /// Every problem of the Secret `s` for a server with TLS `mode`; `ca_secret` is the
 /// `<name>-cacert` Secret when the fixtures hold one. `now`: seconds since the epoch.
-pub fn problems(s: &Secret, ca_secret: Option<&Secret>, mode: Option<&str>, now: i64) -> Vec<Problem> {
+pub fn problems(
+    s: &Secret,
+    ca_secret: Option<&Secret>,
+    mode: Option<&str>,
+    now: i64,
+) -> Vec<Problem> {
     let mut out = Vec::new();
     match cert_info(s) {
         Err(e) => out.push(problem(e, true)),
@@ -171,18 +184,43 @@ mod tests {
     #[test]
     fn a_valid_matching_pair_has_no_problem() {
         let (c, k) = cert((2025, 1, 1), (2030, 1, 1));
-        assert!(problems(&secret(&[("tls.crt", &c), ("tls.key", &k)]), None, None, NOW_2026).is_empty());
-        assert!(problems(&secret(&[("cert", &c), ("key", &k)]), None, Some("SIMPLE"), NOW_2026).is_empty());
+        assert!(problems(
+            &secret(&[("tls.crt", &c), ("tls.key", &k)]),
+            None,
+            None,
+            NOW_2026
+        )
+        .is_empty());
+        assert!(problems(
+            &secret(&[("cert", &c), ("key", &k)]),
+            None,
+            Some("SIMPLE"),
+            NOW_2026
+        )
+        .is_empty());
     }
 
     #[test]
     fn expired_and_not_yet_valid_certificates_are_ist0161() {
         let (c, k) = cert((2020, 1, 1), (2021, 1, 1));
-        let p = problems(&secret(&[("tls.crt", &c), ("tls.key", &k)]), None, None, NOW_2026);
+        let p = problems(
+            &secret(&[("tls.crt", &c), ("tls.key", &k)]),
+            None,
+            None,
+            NOW_2026,
+        );
         assert_eq!(p.len(), 1, "{p:?}");
-        assert!(p[0].istioctl && p[0].message.contains("expired on"), "{p:?}");
+        assert!(
+            p[0].istioctl && p[0].message.contains("expired on"),
+            "{p:?}"
+        );
         let (c, k) = cert((2029, 1, 1), (2030, 1, 1));
-        let p = problems(&secret(&[("tls.crt", &c), ("tls.key", &k)]), None, None, NOW_2026);
+        let p = problems(
+            &secret(&[("tls.crt", &c), ("tls.key", &k)]),
+            None,
+            None,
+            NOW_2026,
+        );
         assert!(p[0].message.contains("not valid before"), "{p:?}");
     }
 
@@ -190,17 +228,38 @@ mod tests {
     fn a_key_of_another_certificate_does_not_match() {
         let (c, _) = cert((2025, 1, 1), (2030, 1, 1));
         let (_, other) = cert((2025, 1, 1), (2030, 1, 1));
-        let p = problems(&secret(&[("tls.crt", &c), ("tls.key", &other)]), None, None, NOW_2026);
+        let p = problems(
+            &secret(&[("tls.crt", &c), ("tls.key", &other)]),
+            None,
+            None,
+            NOW_2026,
+        );
         assert_eq!(p.len(), 1, "{p:?}");
-        assert!(!p[0].istioctl && p[0].message.contains("does not match"), "{p:?}");
+        assert!(
+            !p[0].istioctl && p[0].message.contains("does not match"),
+            "{p:?}"
+        );
     }
 
     #[test]
     fn garbage_and_empty_values_are_ist0161() {
         let (_, k) = cert((2025, 1, 1), (2030, 1, 1));
-        let p = problems(&secret(&[("tls.crt", "not a cert"), ("tls.key", &k)]), None, None, NOW_2026);
-        assert!(p[0].istioctl && p[0].message.contains("no PEM block"), "{p:?}");
-        let p = problems(&secret(&[("tls.crt", ""), ("tls.key", "")]), None, None, NOW_2026);
+        let p = problems(
+            &secret(&[("tls.crt", "not a cert"), ("tls.key", &k)]),
+            None,
+            None,
+            NOW_2026,
+        );
+        assert!(
+            p[0].istioctl && p[0].message.contains("no PEM block"),
+            "{p:?}"
+        );
+        let p = problems(
+            &secret(&[("tls.crt", ""), ("tls.key", "")]),
+            None,
+            None,
+            NOW_2026,
+        );
         assert!(p[0].message.contains("but they were empty"), "{p:?}");
         let p = problems(&secret(&[("ca.crt", "x")]), None, None, NOW_2026);
         assert!(p[0].message.contains("has neither"), "{p:?}");
@@ -218,7 +277,15 @@ mod tests {
         let ca_secret = secret(&[("cacert", &ca)]);
         assert!(problems(&plain, Some(&ca_secret), Some("MUTUAL"), NOW_2026).is_empty());
         let (old_ca, _) = cert((2020, 1, 1), (2021, 1, 1));
-        let p = problems(&plain, Some(&secret(&[("cacert", &old_ca)])), Some("MUTUAL"), NOW_2026);
-        assert!(p.len() == 1 && p[0].message.contains("cacert expired"), "{p:?}");
+        let p = problems(
+            &plain,
+            Some(&secret(&[("cacert", &old_ca)])),
+            Some("MUTUAL"),
+            NOW_2026,
+        );
+        assert!(
+            p.len() == 1 && p[0].message.contains("cacert expired"),
+            "{p:?}"
+        );
     }
 }

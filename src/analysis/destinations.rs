@@ -86,13 +86,22 @@ pub(super) fn destinations(c: &mut Ctx) {
 }
 
 /// MC103: no Service or ServiceEntry host, or one not visible from the VirtualService.
-fn not_found(c: &mut Ctx, vs: &Item<VirtualService>, dest: &Dest, reg: &Registry, export: &[String]) {
+fn not_found(
+    c: &mut Ctx,
+    vs: &Item<VirtualService>,
+    dest: &Dest,
+    reg: &Registry,
+    export: &[String],
+) {
     let what = "host";
     let host = &dest.d.host;
     let name = resolve_host(host, &vs.namespace);
     let declared = reg.declared(&vs.namespace, host);
     let message = if declared.is_empty() {
-        format!("{} {what} `{host}` resolves to {name}: no such Service or ServiceEntry host", dest.at)
+        format!(
+            "{} {what} `{host}` resolves to {name}: no such Service or ServiceEntry host",
+            dest.at
+        )
     } else {
         let by: Vec<String> = declared
             .iter()
@@ -137,7 +146,10 @@ fn ports(c: &mut Ctx, vs: &Item<VirtualService>, dest: &Dest, entry: &HostEntry)
             Some("IST0101 ReferencedResourceNotFound"),
             vs.describe(),
             &vs.source,
-            format!("{} port {} is not a port of {}", dest.at, p.number, entry.object),
+            format!(
+                "{} port {} is not a port of {}",
+                dest.at, p.number, entry.object
+            ),
             istio,
         ),
         None if entry.ports.len() > 1 => c.push(
@@ -178,7 +190,11 @@ fn undefined_subset(c: &mut Ctx, vs: &Item<VirtualService>, dest: &Dest) {
 }
 
 fn report_undefined(c: &mut Ctx, vs: &Item<VirtualService>, dest: &Dest, subset: &str, host: &str) {
-    let what = if dest.mirror { "mirror subset" } else { "subset" };
+    let what = if dest.mirror {
+        "mirror subset"
+    } else {
+        "subset"
+    };
     c.push(
         "subsets",
         Severity::Error,
@@ -186,7 +202,10 @@ fn report_undefined(c: &mut Ctx, vs: &Item<VirtualService>, dest: &Dest, subset:
         Some("IST0101 ReferencedResourceNotFound"),
         vs.describe(),
         &vs.source,
-        format!("{} names {what} {subset} of {host}, which no DestinationRule defines", dest.at),
+        format!(
+            "{} names {what} {subset} of {host}, which no DestinationRule defines",
+            dest.at
+        ),
         "the route points at a cluster that does not exist: 503 (NC)",
     );
 }

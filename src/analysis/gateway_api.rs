@@ -84,14 +84,26 @@ mod tests {
 
     #[test]
     fn gateway_names_resolve_as_pilot_resolves_them() {
-        assert_eq!(resolve_gateway_name("gw", "app"), ("app".into(), "gw".into()));
-        assert_eq!(resolve_gateway_name("./gw", "app"), ("app".into(), "gw".into()));
-        assert_eq!(resolve_gateway_name("infra/gw", "app"), ("infra".into(), "gw".into()));
+        assert_eq!(
+            resolve_gateway_name("gw", "app"),
+            ("app".into(), "gw".into())
+        );
+        assert_eq!(
+            resolve_gateway_name("./gw", "app"),
+            ("app".into(), "gw".into())
+        );
+        assert_eq!(
+            resolve_gateway_name("infra/gw", "app"),
+            ("infra".into(), "gw".into())
+        );
         assert_eq!(
             resolve_gateway_name("gw.infra.svc.cluster.local", "app"),
             ("infra".into(), "gw".into())
         );
-        assert_eq!(resolve_gateway_name("gw.infra", "app"), ("infra".into(), "gw".into()));
+        assert_eq!(
+            resolve_gateway_name("gw.infra", "app"),
+            ("infra".into(), "gw".into())
+        );
     }
 
     #[test]

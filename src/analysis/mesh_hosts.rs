@@ -33,7 +33,13 @@ fn scopes(export: &[String], namespace: &str) -> BTreeSet<String> {
     }
     export
         .iter()
-        .map(|e| if e == "." { namespace.to_string() } else { e.clone() })
+        .map(|e| {
+            if e == "." {
+                namespace.to_string()
+            } else {
+                e.clone()
+            }
+        })
         .collect()
 }
 
@@ -41,8 +47,9 @@ fn scopes(export: &[String], namespace: &str) -> BTreeSet<String> {
 fn overlaps(a: &str, b: &str) -> bool {
     let covers = |w: &str, h: &str| {
         w == "*"
-            || w.strip_prefix('*')
-                .is_some_and(|suffix| h.trim_start_matches('*').ends_with(suffix) && h.len() >= w.len())
+            || w.strip_prefix('*').is_some_and(|suffix| {
+                h.trim_start_matches('*').ends_with(suffix) && h.len() >= w.len()
+            })
     };
     a == b || covers(a, b) || covers(b, a)
 }
@@ -50,14 +57,17 @@ fn overlaps(a: &str, b: &str) -> bool {
 pub(super) fn mesh_hosts(c: &mut Ctx) {
     // (scope, fqdn) -> the VirtualServices claiming it there.
     let mut claims: BTreeMap<(String, String), Vec<Vs>> = BTreeMap::new();
-    for vs in c.fx.virtual_services.iter().filter(|v| on_mesh(&v.spec.spec.gateways)) {
-        let export = c
-            .fx
-            .objects
+    for vs in
+        c.fx.virtual_services
             .iter()
-            .find(|o| o.kind == vs.kind && o.namespace == vs.namespace && o.name == vs.name)
-            .map(|o| export_to(&o.raw))
-            .unwrap_or_default();
+            .filter(|v| on_mesh(&v.spec.spec.gateways))
+    {
+        let export =
+            c.fx.objects
+                .iter()
+                .find(|o| o.kind == vs.kind && o.namespace == vs.namespace && o.name == vs.name)
+                .map(|o| export_to(&o.raw))
+                .unwrap_or_default();
         let me = Vs {
             full_name: format!("{}/{}", vs.namespace, vs.name),
             object: vs.describe(),

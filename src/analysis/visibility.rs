@@ -137,7 +137,13 @@ fn annotation_scopes(anno: &str, namespace: &str) -> Vec<String> {
     }
     anno.split(',')
         .map(str::trim)
-        .map(|ns| if ns == "." { namespace.to_string() } else { ns.to_string() })
+        .map(|ns| {
+            if ns == "." {
+                namespace.to_string()
+            } else {
+                ns.to_string()
+            }
+        })
         .collect()
 }
 
@@ -159,7 +165,13 @@ fn service_entry_hosts(o: &Object) -> Vec<HostEntry> {
     } else {
         export
             .iter()
-            .map(|e| if e == "." { o.namespace.clone() } else { e.clone() })
+            .map(|e| {
+                if e == "." {
+                    o.namespace.clone()
+                } else {
+                    e.clone()
+                }
+            })
             .collect()
     };
     let mut out = Vec::new();

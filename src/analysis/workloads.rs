@@ -8,7 +8,7 @@
 //! Pod, or a Service selecting a StatefulSet's pods, is not reported as selecting
 //! nothing.
 
-use crate::fixtures::k8s::{IntOrString, Labels, LabelSelector, PodTemplate};
+use crate::fixtures::k8s::{IntOrString, LabelSelector, Labels, PodTemplate};
 use crate::fixtures::{describe, Fixtures, Source};
 use crate::istio::injection;
 
@@ -52,8 +52,7 @@ impl Workload {
             .get("inject.istio.io/templates")
             .is_some_and(|t| t.split(',').any(|t| t.trim() == "gateway"));
         let containers = &self.pod.spec.containers;
-        let proxy_only =
-            !containers.is_empty() && containers.iter().all(|c| c.name == ISTIO_PROXY);
+        let proxy_only = !containers.is_empty() && containers.iter().all(|c| c.name == ISTIO_PROXY);
         (template && injection(ns_labels, &m.labels, &m.annotations)) || proxy_only
     }
 
@@ -124,14 +123,12 @@ pub fn workloads(fx: &Fixtures) -> Vec<Workload> {
         .collect();
     for o in &fx.objects {
         let group = o.api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
-        let Some((_, _, path)) = KINDS
-            .iter()
-            .find(|(g, k, _)| *g == group && *k == o.kind)
-        else {
+        let Some((_, _, path)) = KINDS.iter().find(|(g, k, _)| *g == group && *k == o.kind) else {
             continue;
         };
         let template = path.iter().try_fold(&o.raw, |v, k| v.get(*k));
-        let Some(pod) = template.and_then(|t| serde_json::from_value::<PodTemplate>(t.clone()).ok())
+        let Some(pod) =
+            template.and_then(|t| serde_json::from_value::<PodTemplate>(t.clone()).ok())
         else {
             continue;
         };
