@@ -362,14 +362,58 @@ fn every_workload_kind_runs_pods() {
     // Services select a StatefulSet's, a DaemonSet's, a ReplicaSet's, a bare Pod's and
     // a Job's pods (no MC115; mongodb selects nothing: MC115); the gateway is a bare Pod
     // (no MC108/MC109); the ReplicaSet opting out of injection is MC112, the Job opting
-    // out is not (Istio's advice for Jobs).
-    assert_exactly(
+    // out is not (Istio's advice for Jobs). Subset v1 of ratings selects the
+    // StatefulSet's pods (no MC106); the tcp route's destinations are checked as
+    // istioctl checks them: a subset no DestinationRule defines (MC105), a host that is
+    // no Service (MC103).
+    let all = assert_exactly(
         &["meshcheck-workload-kinds.yaml"],
-        &["MC108", "MC109", "MC112", "MC114", "MC115"],
+        &[
+            "MC103", "MC105", "MC106", "MC108", "MC109", "MC112", "MC114", "MC115",
+        ],
         &[
             ("MC115", "Service bookinfo/mongodb"),
             ("MC112", "ReplicaSet bookinfo/reviews-v1"),
+            ("MC105", "VirtualService bookinfo/ratings"),
+            ("MC103", "VirtualService bookinfo/ratings"),
         ],
+    );
+    let tcp = all.iter().find(|f| f.code == "MC103").unwrap();
+    assert!(
+        tcp.message
+            .starts_with("tcp[0].route[1] host `mongodb-bogus`"),
+        "{tcp}"
+    );
+    let tcp = all.iter().find(|f| f.code == "MC105").unwrap();
+    assert!(
+        tcp.message
+            .starts_with("tcp[0].route[0] names subset v1 of mongodb.bookinfo.svc.cluster.local"),
+        "{tcp}"
+    );
+}
+
+#[test]
+fn a_subset_no_workload_of_any_kind_has_is_mc106() {
+    // The same scenario with subset v1 of ratings asking for a version no pod has.
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(data("meshcheck-workload-kinds.yaml"))
+        .unwrap()
+        .replace(
+            "  - name: v1\n    labels:\n      version: v1\n",
+            "  - name: v1\n    labels:\n      version: v3\n",
+        );
+    assert!(text.contains("version: v3"));
+    std::fs::write(dir.path().join("kinds.yaml"), text).unwrap();
+    let fx = load_dirs(&[dir.path().to_path_buf()]).unwrap();
+    let all = analyze(&fx, &Mesh::build(&fx), &suite());
+    let got = found(&all, &["MC106"]);
+    assert_eq!(
+        got,
+        BTreeSet::from([(
+            "MC106".to_string(),
+            "DestinationRule bookinfo/ratings".to_string()
+        )]),
+        "{all:#?}"
     );
 }
 

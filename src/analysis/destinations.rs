@@ -16,22 +16,25 @@ use crate::istio::{cluster_name, resolve_host};
 
 /// One destination with where it is written (`http[0].route[1]`, `http[0].mirror`,
 /// `http[0].mirrors[2]`).
-struct Dest<'a> {
+struct Dest {
     at: String,
-    d: &'a Destination,
+    d: Destination,
     mirror: bool,
+    /// An `http` route entry: the model builds a cluster for each (mesh.rs).
+    modelled: bool,
 }
 
-/// getRouteDestinations then getHTTPMirrorDestinations (http only: meshcheck models
-/// no tcp/tls routes).
-fn destinations_of(vs: &VirtualService) -> Vec<Dest<'_>> {
-    let mut out = Vec::new();
+/// getRouteDestinations (tcp, tls, then http) then getHTTPMirrorDestinations. meshcheck
+/// models no tcp/tls routes; their destinations are read from the object as written.
+fn destinations_of(vs: &VirtualService, raw: Option<&serde_json::Value>) -> Vec<Dest> {
+    let mut out = unmodelled_route_destinations(raw);
     for (hi, http) in vs.spec.http.iter().enumerate() {
         for (di, r) in http.route.iter().enumerate() {
             out.push(Dest {
                 at: format!("http[{hi}].route[{di}]"),
-                d: &r.destination,
+                d: r.destination.clone(),
                 mirror: false,
+                modelled: true,
             });
         }
     }
@@ -39,16 +42,18 @@ fn destinations_of(vs: &VirtualService) -> Vec<Dest<'_>> {
         if let Some(m) = &http.mirror {
             out.push(Dest {
                 at: format!("http[{hi}].mirror"),
-                d: m,
+                d: m.clone(),
                 mirror: true,
+                modelled: false,
             });
         }
         for (mi, m) in http.mirrors.iter().enumerate() {
             if let Some(d) = &m.destination {
                 out.push(Dest {
                     at: format!("http[{hi}].mirrors[{mi}]"),
-                    d,
+                    d: d.clone(),
                     mirror: true,
+                    modelled: false,
                 });
             }
         }
@@ -56,21 +61,47 @@ fn destinations_of(vs: &VirtualService) -> Vec<Dest<'_>> {
     out
 }
 
-/// The VirtualService's `exportTo`, read from the object as written (meshcheck's
-/// typed view does not model it).
-fn vs_export_to(c: &Ctx, vs: &Item<VirtualService>) -> Vec<String> {
+/// The destinations of `tcp` and `tls` routes in the object as written.
+fn unmodelled_route_destinations(raw: Option<&serde_json::Value>) -> Vec<Dest> {
+    let mut out = Vec::new();
+    let spec = raw.and_then(|r| r.get("spec"));
+    for section in ["tcp", "tls"] {
+        let rules = spec.and_then(|s| s.get(section)).and_then(|v| v.as_array());
+        for (ri, rule) in rules.into_iter().flatten().enumerate() {
+            let entries = rule.get("route").and_then(|v| v.as_array());
+            for (di, entry) in entries.into_iter().flatten().enumerate() {
+                let d = entry
+                    .get("destination")
+                    .and_then(|d| serde_json::from_value::<Destination>(d.clone()).ok());
+                if let Some(d) = d {
+                    out.push(Dest {
+                        at: format!("{section}[{ri}].route[{di}]"),
+                        d,
+                        mirror: false,
+                        modelled: false,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The VirtualService as written (meshcheck's typed view models neither `exportTo` nor
+/// tcp/tls routes).
+fn raw_of<'a>(c: &Ctx<'a>, vs: &Item<VirtualService>) -> Option<&'a serde_json::Value> {
     c.fx.objects
         .iter()
         .find(|o| o.kind == vs.kind && o.namespace == vs.namespace && o.name == vs.name)
-        .map(|o| export_to(&o.raw))
-        .unwrap_or_default()
+        .map(|o| &o.raw)
 }
 
 pub(super) fn destinations(c: &mut Ctx) {
     let registry = Registry::build(c.fx);
     for vs in &c.fx.virtual_services {
-        let export = vs_export_to(c, vs);
-        for dest in destinations_of(&vs.spec) {
+        let raw = raw_of(c, vs);
+        let export = raw.map(export_to).unwrap_or_default();
+        for dest in destinations_of(&vs.spec, raw) {
             match registry.lookup(&vs.namespace, &export, &dest.d.host) {
                 None => {
                     not_found(c, vs, &dest, &registry, &export);
@@ -179,6 +210,30 @@ fn subset_defined(c: &Ctx, host_fqdn: &str, subset: &str) -> bool {
     })
 }
 
+/// Whether a workload the model does not run (a StatefulSet, DaemonSet, ReplicaSet,
+/// Job or bare Pod: the model runs Deployments' pods) has pods behind the Service
+/// `fqdn` with the subset's labels: then an empty cluster in the model is no finding.
+fn runs_behind(c: &Ctx, fqdn: &str, subset_labels: &crate::fixtures::k8s::Labels) -> bool {
+    let Some(svc) =
+        c.fx.services
+            .iter()
+            .find(|s| resolve_host(&s.name, &s.namespace) == fqdn)
+    else {
+        return false;
+    };
+    let sel = &svc.spec.spec.selector;
+    super::workloads::workloads(c.fx).iter().any(|w| {
+        w.kind != "Deployment"
+            && w.replicas > 0
+            && w.selector_matches_template()
+            && w.namespace == svc.namespace
+            && crate::fixtures::k8s::selects(sel, w.labels())
+            && subset_labels
+                .iter()
+                .all(|(k, v)| w.labels().get(k) == Some(v))
+    })
+}
+
 /// MC105 for a destination whose host is not found: istioctl's DestinationRuleAnalyzer
 /// judges the subset by the DestinationRules alone, whatever the host.
 fn undefined_subset(c: &mut Ctx, vs: &Item<VirtualService>, dest: &Dest) {
@@ -229,8 +284,8 @@ fn subset(c: &mut Ctx, vs: &Item<VirtualService>, dest: &Dest, entry: &HostEntry
     let built = cluster.as_ref().and_then(|n| c.mesh.clusters.get(n));
     let undefined = match built {
         Some(_) => false,
-        // Route clusters are built for every VirtualService: none means undefined.
-        None if !dest.mirror && cluster.is_some() => true,
+        // Http route clusters are built for every VirtualService: none means undefined.
+        None if dest.modelled && cluster.is_some() => true,
         None => !subset_defined(c, &host, subset) && !subset_defined(c, &entry.fqdn, subset),
     };
     if undefined {
@@ -245,19 +300,17 @@ fn subset(c: &mut Ctx, vs: &Item<VirtualService>, dest: &Dest, entry: &HostEntry
         resolve_host(&r.spec.spec.host, &r.namespace) == fq
             && r.spec.spec.subsets.iter().any(|s| &s.name == subset)
     });
-    let (obj, at, labels) = dr
-        .map(|r| {
-            let labels = r
-                .spec
-                .spec
-                .subsets
-                .iter()
-                .find(|s| &s.name == subset)
-                .map(|s| format!("{:?}", s.labels))
-                .unwrap_or_default();
-            (r.describe(), r.source.clone(), labels)
-        })
-        .unwrap_or_else(|| (vs.describe(), vs.source.clone(), String::new()));
+    let subset_labels = dr
+        .and_then(|r| r.spec.spec.subsets.iter().find(|s| &s.name == subset))
+        .map(|s| s.labels.clone())
+        .unwrap_or_default();
+    if runs_behind(c, &fq, &subset_labels) {
+        return;
+    }
+    let labels = format!("{subset_labels:?}");
+    let (obj, at) = dr
+        .map(|r| (r.describe(), r.source.clone()))
+        .unwrap_or_else(|| (vs.describe(), vs.source.clone()));
     c.push(
         "subsets",
         Severity::Error,
