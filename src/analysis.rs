@@ -5,6 +5,7 @@
 
 mod credentials;
 mod destinations;
+mod duplicate_certificates;
 mod gateway_api;
 mod mesh_hosts;
 mod visibility;
@@ -170,6 +171,7 @@ pub fn analyze(fx: &Fixtures, mesh: &Mesh, suite: &Suite) -> Vec<Finding> {
     injection(&mut c, suite);
     gateway_selector(&mut c);
     gateway_credentials(&mut c);
+    duplicate_certificates::duplicate_certificates(&mut c);
     exposed_ports(&mut c, suite);
     gateway_references(&mut c);
     destinations::destinations(&mut c);

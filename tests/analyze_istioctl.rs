@@ -170,6 +170,36 @@ fn invalid_credentials_are_mc131() {
     );
 }
 
+// --- gateway.CertificateAnalyzer (gateway/certificate.go) -----------------------------
+
+#[test]
+fn gateways_sharing_a_certificate_on_the_same_workloads_are_mc133() {
+    // gatewayDuplicateCertificate: IST0138 for the Gateways whose selector is a subset
+    // of another's that serves the same credentialName (or the same file pair); the
+    // others (different certificates, selectors that are no subset) are not reported.
+    let all = assert_exactly(
+        &["gateway-duplicate-certificate.yaml"],
+        &["MC133"],
+        &[
+            ("MC133", "Gateway istio-system/gateway-01-test-01"),
+            ("MC133", "Gateway istio-system/gateway-02-test-01"),
+            ("MC133", "Gateway istio-system/gateway-01-test-02"),
+            ("MC133", "Gateway default/gateway-01-test-03"),
+        ],
+    );
+    let f = all
+        .iter()
+        .find(|f| f.object == "Gateway istio-system/gateway-01-test-01" && f.code == "MC133")
+        .unwrap();
+    assert_eq!(f.severity, meshcheck::analysis::Severity::Warning);
+    assert!(
+        f.message.contains("credentialName test-01-wildcard-cert")
+            && f.message
+                .contains("Gateway istio-system/gateway-02-test-01"),
+        "{f}"
+    );
+}
+
 // --- virtualservice.ConflictingMeshGatewayHostsAnalyzer ---------------------------------
 
 #[test]
