@@ -4,6 +4,7 @@
 //! where istioctl reports the same condition.
 
 mod credentials;
+mod destination_rules;
 mod destinations;
 mod duplicate_certificates;
 mod gateway_api;
@@ -83,7 +84,7 @@ pub const ANALYSES: &[(&str, &str)] = &[
     ),
     (
         "workload-selectors",
-        "Deployment selectors match their template; Service selectors match a workload",
+        "workload selectors match their template; Service selectors match a workload (Deployments, ReplicaSets, StatefulSets, DaemonSets, Jobs, bare Pods)",
     ),
     (
         "injection",
@@ -95,7 +96,7 @@ pub const ANALYSES: &[(&str, &str)] = &[
     ),
     (
         "gateway-credentials",
-        "each Gateway credentialName names a Secret with a certificate in the gateway pods' namespace",
+        "each Gateway credentialName names a Secret in the gateway pods' namespace holding a valid certificate and its key; no two Gateways share a certificate",
     ),
     (
         "exposed-ports",
@@ -111,9 +112,12 @@ pub const ANALYSES: &[(&str, &str)] = &[
     ),
     (
         "destination-hosts",
-        "route destinations resolve to a Service and port",
+        "route and mirror destinations resolve to a Service or ServiceEntry host visible from the VirtualService, and a port of it",
     ),
-    ("subsets", "referenced subsets are defined and select pods"),
+    (
+        "subsets",
+        "referenced subsets are defined and select pods; DestinationRule hosts exist and their subsets select pods",
+    ),
     ("weights", "route weights are not negative and sum to 100"),
     (
         "route-conflicts",
@@ -175,6 +179,7 @@ pub fn analyze(fx: &Fixtures, mesh: &Mesh, suite: &Suite) -> Vec<Finding> {
     exposed_ports(&mut c, suite);
     gateway_references(&mut c);
     destinations::destinations(&mut c);
+    destination_rules::destination_rules(&mut c);
     weights(&mut c);
     route_conflicts(&mut c);
     mesh_hosts::mesh_hosts(&mut c);

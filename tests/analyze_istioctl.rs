@@ -335,6 +335,52 @@ fn subsets_of_routes_and_mirrors_must_be_defined() {
     );
 }
 
+// --- destinationrule.PodNotSelectedAnalyzer (destinationrule/subset.go) -----------------
+
+#[test]
+fn destination_rule_hosts_and_subsets_that_select_nothing() {
+    // DestinationRuleWithFakeHost: IST0174; DestinationRuleSubsetsNotSelectPods: IST0173
+    // for the subset asking for version v3; DestinationRuleSubsetsWithTopologyLabels:
+    // nothing (node topology labels count as pod labels); DestinationRuleEmptyTopology
+    // Labels: IST0173 (an empty topology value never matches), its app-v1 subset fine.
+    const DR: &[&str] = &["MC123", "MC124"];
+    assert_exactly(
+        &["destinationrule-with-fake-host.yaml"],
+        DR,
+        &[("MC123", "DestinationRule default/fake-host")],
+    );
+    let all = assert_exactly(
+        &["destinationrule-subsets-not-select-pods.yaml"],
+        DR,
+        &[("MC124", "DestinationRule default/subsets-not-select-pods")],
+    );
+    let f = all.iter().find(|f| f.code == "MC124").unwrap();
+    assert_eq!(
+        f.message,
+        "subset fake (labels {\"version\": \"v3\"}) selects no pod"
+    );
+    assert_eq!(
+        f.istioctl,
+        Some("IST0173 DestinationRuleSubsetNotSelectPods")
+    );
+    assert_exactly(
+        &["destinationrule-subsets-with-topology-labels.yaml"],
+        DR,
+        &[],
+    );
+    let all = assert_exactly(
+        &["destinationrule-empty-topology-labels.yaml"],
+        DR,
+        &[("MC124", "DestinationRule default/empty-topology-labels")],
+    );
+    assert!(
+        all.iter()
+            .filter(|f| f.code == "MC124")
+            .all(|f| f.message.starts_with("subset empty-region ")),
+        "{all:#?}"
+    );
+}
+
 // --- virtualservice.GatewayAnalyzer (virtualservice/gateways.go) ------------------------
 
 #[test]

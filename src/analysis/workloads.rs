@@ -28,6 +28,8 @@ pub struct Workload {
     pub replicas: u32,
     /// The pod's metadata and spec (a bare Pod's own).
     pub pod: PodTemplate,
+    /// `spec.nodeName` when the pod names its node (None: the scheduler picks it).
+    pub node_name: Option<String>,
 }
 
 impl Workload {
@@ -119,6 +121,7 @@ pub fn workloads(fx: &Fixtures) -> Vec<Workload> {
             selector: Some(d.spec.spec.selector.clone()),
             replicas: d.spec.spec.replicas.unwrap_or(1),
             pod: d.spec.spec.template.clone(),
+            node_name: None,
         })
         .collect();
     for o in &fx.objects {
@@ -142,7 +145,13 @@ pub fn workloads(fx: &Fixtures) -> Vec<Workload> {
             (_, s) if !path.is_empty() => Some(s.unwrap_or_default()),
             _ => None,
         };
+        let node_name = template
+            .and_then(|t| t.get("spec"))
+            .and_then(|s| s.get("nodeName"))
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_string);
         out.push(Workload {
+            node_name,
             kind: o.kind.clone(),
             namespace: o.namespace.clone(),
             name: o.name.clone(),
