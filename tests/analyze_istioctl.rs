@@ -285,6 +285,23 @@ fn destination_hosts_mirrors_service_entries_and_export_to() {
     let (m, ctl) = msg("MC103", "VirtualService default/reviews-mirror-bogushost");
     assert!(m.starts_with("http[0].mirror host `reviews-bogus`"), "{m}");
     assert_eq!(ctl, Some("IST0101 ReferencedResourceNotFound"));
+    // A mirror to nowhere mirrors nothing, the route still answers: a warning; a
+    // route's missing port fails its requests: an error.
+    let severity = |code: &str, obj: &str| {
+        all.iter()
+            .find(|f| f.code == code && f.object == obj)
+            .map(|f| f.severity)
+            .unwrap()
+    };
+    use meshcheck::analysis::Severity;
+    assert_eq!(
+        severity("MC103", "VirtualService default/reviews-mirror-bogushost"),
+        Severity::Warning
+    );
+    assert_eq!(
+        severity("MC104", "VirtualService default/reviews-bogusport"),
+        Severity::Error
+    );
     let (m, _) = msg(
         "MC103",
         "VirtualService istio-system/cross-namespace-details",

@@ -24,6 +24,27 @@ struct Dest {
     modelled: bool,
 }
 
+impl Dest {
+    /// A destination that does not exist fails a route's requests (an error); for a
+    /// mirror Envoy mirrors nothing and the route still answers (a warning: istioctl
+    /// says IST0101 of both).
+    fn severity(&self) -> Severity {
+        if self.mirror {
+            Severity::Warning
+        } else {
+            Severity::Error
+        }
+    }
+
+    fn missing_cluster(&self) -> &'static str {
+        if self.mirror {
+            "the mirror points at a cluster that does not exist: nothing is mirrored, the route still answers"
+        } else {
+            "the route points at a cluster that does not exist: 503 (NC)"
+        }
+    }
+}
+
 /// getRouteDestinations (tcp, tls, then http) then getHTTPMirrorDestinations. meshcheck
 /// models no tcp/tls routes; their destinations are read from the object as written.
 fn destinations_of(vs: &VirtualService, raw: Option<&serde_json::Value>) -> Vec<Dest> {
@@ -149,14 +170,10 @@ fn not_found(
             by.join(", ")
         )
     };
-    let istio = if dest.mirror {
-        "the mirror points at a cluster that does not exist: nothing is mirrored"
-    } else {
-        "the route points at a cluster that does not exist: 503 (NC)"
-    };
+    let istio = dest.missing_cluster();
     c.push(
         "destination-hosts",
-        Severity::Error,
+        dest.severity(),
         "MC103",
         Some("IST0101 ReferencedResourceNotFound"),
         vs.describe(),
@@ -168,11 +185,11 @@ fn not_found(
 
 /// MC104: checkServiceEntryPorts (a Service counts as a ServiceEntry with its ports).
 fn ports(c: &mut Ctx, vs: &Item<VirtualService>, dest: &Dest, entry: &HostEntry) {
-    let istio = "the route points at a cluster that does not exist: 503 (NC)";
+    let istio = dest.missing_cluster();
     match &dest.d.port {
         Some(p) if !entry.ports.contains(&p.number) => c.push(
             "destination-hosts",
-            Severity::Error,
+            dest.severity(),
             "MC104",
             Some("IST0101 ReferencedResourceNotFound"),
             vs.describe(),
@@ -185,7 +202,7 @@ fn ports(c: &mut Ctx, vs: &Item<VirtualService>, dest: &Dest, entry: &HostEntry)
         ),
         None if entry.ports.len() > 1 => c.push(
             "destination-hosts",
-            Severity::Error,
+            dest.severity(),
             "MC104",
             Some("IST0112 VirtualServiceDestinationPortSelectorRequired"),
             vs.describe(),
@@ -252,7 +269,7 @@ fn report_undefined(c: &mut Ctx, vs: &Item<VirtualService>, dest: &Dest, subset:
     };
     c.push(
         "subsets",
-        Severity::Error,
+        dest.severity(),
         "MC105",
         Some("IST0101 ReferencedResourceNotFound"),
         vs.describe(),
@@ -261,7 +278,7 @@ fn report_undefined(c: &mut Ctx, vs: &Item<VirtualService>, dest: &Dest, subset:
             "{} names {what} {subset} of {host}, which no DestinationRule defines",
             dest.at
         ),
-        "the route points at a cluster that does not exist: 503 (NC)",
+        dest.missing_cluster(),
     );
 }
 
