@@ -9,6 +9,7 @@ mod destinations;
 mod duplicate_certificates;
 mod gateway_api;
 mod mesh_hosts;
+mod upstream_tls;
 mod visibility;
 mod workloads;
 
@@ -123,7 +124,10 @@ pub const ANALYSES: &[(&str, &str)] = &[
         "route-conflicts",
         "no route is shadowed by another VirtualService's route on the same host; no two VirtualServices on the mesh gateway claim one host",
     ),
-    ("mtls", "ISTIO_MUTUAL only toward pods with a sidecar"),
+    (
+        "mtls",
+        "ISTIO_MUTUAL only toward pods with a sidecar; originated TLS verifies the server",
+    ),
     (
         "rewrites",
         "a prefix rewritten to `/` keeps no `//` in the paths backends see",
@@ -184,6 +188,7 @@ pub fn analyze(fx: &Fixtures, mesh: &Mesh, suite: &Suite) -> Vec<Finding> {
     route_conflicts(&mut c);
     mesh_hosts::mesh_hosts(&mut c);
     mtls(&mut c);
+    upstream_tls::upstream_tls(&mut c);
     rewrites(&mut c);
     simulate_suite(&mut c, suite);
     let mut seen = BTreeSet::new();

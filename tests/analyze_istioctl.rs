@@ -398,6 +398,70 @@ fn destination_rule_hosts_and_subsets_that_select_nothing() {
     );
 }
 
+// --- destinationrule.CaCertificateAnalyzer (destinationrule/ca-certificates.go) ---------
+
+#[test]
+fn originated_tls_without_a_ca_is_unverified() {
+    // The ca-certificates cases of analyzers_test.go: SIMPLE or MUTUAL without
+    // caCertificates at the destination (MC125, IST0128) or a port (MC126, IST0129);
+    // a credentialName counts only with a workloadSelector; both CAs set: nothing.
+    const CODES: &[&str] = &["MC125", "MC126"];
+    let dest = ("MC125", "DestinationRule default/db-tls");
+    let port = ("MC126", "DestinationRule default/db-tls");
+    for (file, want) in [
+        ("destinationrule-simple-destination.yaml", vec![dest]),
+        (
+            "destinationrule-mutual-destination.yaml",
+            vec![("MC125", "DestinationRule default/db-mtls")],
+        ),
+        ("destinationrule-simple-port.yaml", vec![port]),
+        (
+            "destinationrule-simple-destination-credentialname.yaml",
+            vec![dest],
+        ),
+        (
+            "destinationrule-simple-destination-credentialname-selector.yaml",
+            vec![],
+        ),
+        (
+            "destinationrule-simple-port-credentialname.yaml",
+            vec![port],
+        ),
+        (
+            "destinationrule-simple-port-credentialname-selector.yaml",
+            vec![],
+        ),
+        (
+            "destinationrule-mutual-port.yaml",
+            vec![("MC126", "DestinationRule default/db-mtls")],
+        ),
+        (
+            "destinationrule-compound-simple-mutual.yaml",
+            vec![
+                ("MC125", "DestinationRule default/db-mtls"),
+                ("MC126", "DestinationRule default/db-mtls"),
+            ],
+        ),
+        (
+            "destinationrule-compound-mutual-simple.yaml",
+            vec![
+                ("MC125", "DestinationRule default/db-mtls"),
+                ("MC126", "DestinationRule default/db-mtls"),
+            ],
+        ),
+        ("destinationrule-with-ca.yaml", vec![]),
+    ] {
+        assert_exactly(&[file], CODES, &want);
+    }
+    let all = findings(&["destinationrule-compound-simple-mutual.yaml"]);
+    let port = all.iter().find(|f| f.code == "MC126").unwrap();
+    assert_eq!(
+        port.message,
+        "trafficPolicy.portLevelSettings[0] (port 443) tls.mode SIMPLE toward mydbserver.prod.svc.cluster.local without caCertificates"
+    );
+    assert_eq!(port.severity, meshcheck::analysis::Severity::Warning);
+}
+
 // --- virtualservice.GatewayAnalyzer (virtualservice/gateways.go) ------------------------
 
 #[test]
