@@ -627,11 +627,13 @@ fn gateway_references(c: &mut Ctx) {
                     ns_ok && vs.spec.spec.hosts.iter().any(|vh| host_matches(vh, h))
                 });
             if !ok {
+                // istioctl virtualservice/gateways.go vsHostInGateway: the same
+                // namespace rules (sanitizeServerHostNamespace, NamesForNamespace).
                 c.push(
                     "gateway-hosts",
                     Severity::Error,
                     "MC102",
-                    None,
+                    Some("IST0132 VirtualServiceHostNotFoundInGateway"),
                     vs.describe(),
                     &vs.source,
                     format!(

@@ -469,7 +469,7 @@ fn gateway_references_and_hosts() {
     // virtualServiceGateways: IST0101 for httpbin-bogus; IST0132 (host not in the
     // Gateway) for cross-test and httpbin (meshcheck's MC102), and for httpbin-bogus,
     // whose Gateway does not exist (meshcheck says MC101 alone).
-    assert_exactly(
+    let all = assert_exactly(
         &["virtualservice_gateways.yaml", "defaults.yaml"],
         &["MC101", "MC102"],
         &[
@@ -478,6 +478,10 @@ fn gateway_references_and_hosts() {
             ("MC102", "VirtualService default/httpbin"),
         ],
     );
+    assert!(all
+        .iter()
+        .filter(|f| f.code == "MC102")
+        .all(|f| f.istioctl == Some("IST0132 VirtualServiceHostNotFoundInGateway")));
 }
 
 #[test]
