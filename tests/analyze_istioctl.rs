@@ -485,6 +485,31 @@ fn gateway_references_and_hosts() {
 }
 
 #[test]
+fn virtualservice_hosts_not_in_the_gateway_are_mc102() {
+    // "host defined in virtualservice not found in the gateway" (v1 and v1beta1), and
+    // "... with ns" (the Gateway's `ns/host` server hosts): IST0132 for exactly these.
+    let plain = [
+        ("MC102", "VirtualService default/testing-service-02-test-01"),
+        ("MC102", "VirtualService default/testing-service-02-test-02"),
+        ("MC102", "VirtualService default/testing-service-02-test-03"),
+        ("MC102", "VirtualService default/testing-service-03-test-04"),
+    ];
+    let with_ns = [("MC102", "VirtualService default/testing-service-01-test-01")];
+    for file in [
+        "virtualservice_host_not_found_gateway.yaml",
+        "virtualservice_host_not_found_gateway_beta.yaml",
+    ] {
+        assert_exactly(&[file, "defaults.yaml"], &["MC102"], &plain);
+    }
+    for file in [
+        "virtualservice_host_not_found_gateway_with_ns_prefix.yaml",
+        "virtualservice_host_not_found_gateway_with_ns_prefix_beta.yaml",
+    ] {
+        assert_exactly(&[file, "defaults.yaml"], &["MC102"], &with_ns);
+    }
+}
+
+#[test]
 fn gateway_api_gateways_are_referenced_by_their_listeners_generated_name() {
     // virtualServiceInternalGatewayRef (IST0165), with the Gateway API Gateway it
     // names: the listener's generated Gateway binds (MC122, a warning, no MC101); the
