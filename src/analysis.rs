@@ -9,6 +9,7 @@ mod destinations;
 mod duplicate_certificates;
 mod gateway_api;
 mod mesh_hosts;
+mod service_association;
 mod upstream_tls;
 mod visibility;
 mod workloads;
@@ -176,6 +177,7 @@ pub fn analyze(fx: &Fixtures, mesh: &Mesh, suite: &Suite) -> Vec<Finding> {
     };
     fields(&mut c);
     workload_selectors(&mut c);
+    service_association::service_association(&mut c);
     injection(&mut c, suite);
     gateway_selector(&mut c);
     gateway_credentials(&mut c);

@@ -170,6 +170,34 @@ fn invalid_credentials_are_mc131() {
     );
 }
 
+// --- deployment.ServiceAssociationAnalyzer (deployment/services.go) ---------------------
+
+#[test]
+fn services_disagreeing_on_a_workloads_port_are_mc127_and_mc128() {
+    // serviceMultipleDeployments: IST0116 for the two Deployments whose Services use one
+    // port with two protocols, IST0137 for the one whose Services send one targetPort
+    // from two ports; the other Deployments, Services in another namespace
+    // (deploymentMultiServicesInDifferentNamespace) and Services without selector
+    // (serviceWithNoSelector): nothing.
+    const CODES: &[&str] = &["MC127", "MC128"];
+    let all = assert_exactly(
+        &["deployment-multi-service.yaml"],
+        CODES,
+        &[
+            ("MC127", "Deployment bookinfo/multiple-svc-multiple-prot"),
+            ("MC127", "Deployment bookinfo/multiple-without-port"),
+            ("MC128", "Deployment bookinfo/conflicting-ports"),
+        ],
+    );
+    let f = all.iter().find(|f| f.code == "MC128").unwrap();
+    assert!(
+        f.message.starts_with("Services bookinfo/conflicting-ports-1, bookinfo/conflicting-ports-2 send targetPort 9080 from different ports"),
+        "{f}"
+    );
+    assert_exactly(&["deployment-multi-service-different-ns.yaml"], CODES, &[]);
+    assert_exactly(&["deployment-service-no-selector.yaml"], CODES, &[]);
+}
+
 // --- gateway.CertificateAnalyzer (gateway/certificate.go) -----------------------------
 
 #[test]
