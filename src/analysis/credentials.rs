@@ -46,11 +46,26 @@ fn has_key(s: &Secret, k: &str) -> bool {
     s.has_key(k)
 }
 
-/// ExtractCertInfo: (certificate key name, certificate, private key).
-fn cert_info(s: &Secret) -> Result<(&'static str, Vec<u8>, &'static str, Vec<u8>), String> {
+/// A certificate and its private key as a Secret holds them, with their key names.
+struct CertInfo {
+    cert_key: &'static str,
+    cert: Vec<u8>,
+    key_key: &'static str,
+    key: Vec<u8>,
+}
+
+/// ExtractCertInfo: the first pair present and not empty.
+fn cert_info(s: &Secret) -> Result<CertInfo, String> {
     for (ck, kk) in [("cert", "key"), ("tls.crt", "tls.key")] {
         match (value(s, ck), value(s, kk)) {
-            (Some(c), Some(k)) if !c.is_empty() && !k.is_empty() => return Ok((ck, c, kk, k)),
+            (Some(c), Some(k)) if !c.is_empty() && !k.is_empty() => {
+                return Ok(CertInfo {
+                    cert_key: ck,
+                    cert: c,
+                    key_key: kk,
+                    key: k,
+                })
+            }
             _ if has_key(s, ck) && has_key(s, kk) => {
                 return Err(format!(
                     "found keys {ck} and {kk}, but they were empty (or not base64)"
@@ -123,9 +138,13 @@ pub fn problems(
     let mut out = Vec::new();
     match cert_info(s) {
         Err(e) => out.push(problem(e, true)),
-        Ok((ck, cert, kk, key)) => match validate_certificate(&cert, ck, now) {
+        Ok(ci) => match validate_certificate(&ci.cert, ci.cert_key, now) {
             Err(e) => out.push(problem(e, true)),
-            Ok(der) => out.extend(key_matches(der, &key, kk).err().map(|e| problem(e, false))),
+            Ok(der) => out.extend(
+                key_matches(der, &ci.key, ci.key_key)
+                    .err()
+                    .map(|e| problem(e, false)),
+            ),
         },
     }
     if mode.is_some_and(|m| m.eq_ignore_ascii_case("MUTUAL")) {

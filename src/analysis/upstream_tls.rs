@@ -10,7 +10,7 @@ use super::{Ctx, Severity};
 use serde_json::Value;
 
 /// The mode of `tls` when it originates TLS without verifying the server, else None.
-fn unverified<'a>(tls: Option<&'a Value>, selected: bool) -> Option<&'a str> {
+fn unverified(tls: Option<&Value>, selected: bool) -> Option<&str> {
     let tls = tls?;
     let mode = tls.get("mode").and_then(Value::as_str)?;
     if mode != "SIMPLE" && mode != "MUTUAL" {
