@@ -3,14 +3,24 @@
 //! object and file:line, says what Istio would do, and gives `istioctl analyze`'s code
 //! where istioctl reports the same condition.
 
+mod credentials;
+mod destination_rules;
+mod destinations;
+mod duplicate_certificates;
+mod gateway_api;
+mod mesh_hosts;
+mod service_association;
+mod upstream_tls;
+mod visibility;
+mod workloads;
+
 use crate::fixtures::k8s::selects;
 use crate::fixtures::{Fixtures, Source};
-use crate::istio::{
-    cluster_name, host_matches, resolve_host, Mesh, PathMatch, PodRole, SimRequest, UpstreamTls,
-};
+use crate::istio::{host_matches, resolve_host, Mesh, PathMatch, PodRole, SimRequest, UpstreamTls};
 use crate::suite::{CheckKind, HttpExpect, RequestSpec, Suite};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use workloads::{workloads, Workload};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
@@ -76,7 +86,7 @@ pub const ANALYSES: &[(&str, &str)] = &[
     ),
     (
         "workload-selectors",
-        "Deployment selectors match their template; Service selectors match a workload",
+        "workload selectors match their template; Service selectors match a workload (Deployments, ReplicaSets, StatefulSets, DaemonSets, Jobs, bare Pods)",
     ),
     (
         "injection",
@@ -88,7 +98,7 @@ pub const ANALYSES: &[(&str, &str)] = &[
     ),
     (
         "gateway-credentials",
-        "each Gateway credentialName names a Secret with a certificate in the gateway pods' namespace",
+        "each Gateway credentialName names a Secret in the gateway pods' namespace holding a valid certificate and its key; no two Gateways share a certificate",
     ),
     (
         "exposed-ports",
@@ -104,15 +114,21 @@ pub const ANALYSES: &[(&str, &str)] = &[
     ),
     (
         "destination-hosts",
-        "route destinations resolve to a Service and port",
+        "route and mirror destinations resolve to a Service or ServiceEntry host visible from the VirtualService, and a port of it",
     ),
-    ("subsets", "referenced subsets are defined and select pods"),
+    (
+        "subsets",
+        "referenced subsets are defined and select pods; DestinationRule hosts exist and their subsets select pods",
+    ),
     ("weights", "route weights are not negative and sum to 100"),
     (
         "route-conflicts",
-        "no route is shadowed by another VirtualService's route on the same host",
+        "no route is shadowed by another VirtualService's route on the same host; no two VirtualServices on the mesh gateway claim one host",
     ),
-    ("mtls", "ISTIO_MUTUAL only toward pods with a sidecar"),
+    (
+        "mtls",
+        "ISTIO_MUTUAL only toward pods with a sidecar; originated TLS verifies the server",
+    ),
     (
         "rewrites",
         "a prefix rewritten to `/` keeps no `//` in the paths backends see",
@@ -161,15 +177,20 @@ pub fn analyze(fx: &Fixtures, mesh: &Mesh, suite: &Suite) -> Vec<Finding> {
     };
     fields(&mut c);
     workload_selectors(&mut c);
+    service_association::service_association(&mut c);
     injection(&mut c, suite);
     gateway_selector(&mut c);
     gateway_credentials(&mut c);
+    duplicate_certificates::duplicate_certificates(&mut c);
     exposed_ports(&mut c, suite);
     gateway_references(&mut c);
-    destinations(&mut c);
+    destinations::destinations(&mut c);
+    destination_rules::destination_rules(&mut c);
     weights(&mut c);
     route_conflicts(&mut c);
+    mesh_hosts::mesh_hosts(&mut c);
     mtls(&mut c);
+    upstream_tls::upstream_tls(&mut c);
     rewrites(&mut c);
     simulate_suite(&mut c, suite);
     let mut seen = BTreeSet::new();
@@ -185,6 +206,18 @@ pub fn analyze(fx: &Fixtures, mesh: &Mesh, suite: &Suite) -> Vec<Finding> {
 /// silently changes behaviour). Other warnings of the model are MC303.
 fn fields(c: &mut Ctx) {
     use crate::fixtures::FieldIssue;
+    for r in &c.fx.refused {
+        c.push(
+            "fields",
+            Severity::Error,
+            "MC304",
+            Some("IST0106 SchemaValidationError"),
+            r.object.clone(),
+            &r.at,
+            format!("Istio's validation refuses the object: {}", r.message),
+            "the API server does not take it (istiod's validating webhook): none of it is applied; the rest of the input is analysed without it",
+        );
+    }
     let warnings = c.mesh.warnings.clone();
     for w in &warnings {
         if w.message.starts_with("spec.selector does not match") {
@@ -226,30 +259,29 @@ fn fields(c: &mut Ctx) {
 }
 
 fn workload_selectors(c: &mut Ctx) {
-    for d in &c.fx.deployments {
-        let sel = &d.spec.spec.selector.match_labels;
-        if sel.is_empty() || !selects(sel, &d.spec.spec.template.metadata.labels) {
-            c.push(
-                "workload-selectors",
-                Severity::Error,
-                "MC114",
-                None,
-                d.describe(),
-                &d.source,
-                "spec.selector does not match spec.template.metadata.labels".into(),
-                "the API server rejects the Deployment: no pod runs",
-            );
-        }
+    let all = workloads(c.fx);
+    for w in all.iter().filter(|w| !w.selector_matches_template()) {
+        c.push(
+            "workload-selectors",
+            Severity::Error,
+            "MC114",
+            None,
+            w.describe(),
+            &w.source,
+            "spec.selector does not match spec.template.metadata.labels".into(),
+            format!("the API server rejects the {}: no pod runs", w.kind),
+        );
     }
     for s in &c.fx.services {
         if s.spec.spec.selector.is_empty() {
             continue;
         }
-        let any = c
-            .mesh
-            .pods
-            .iter()
-            .any(|p| p.namespace == s.namespace && selects(&s.spec.spec.selector, &p.labels));
+        let any = all.iter().any(|w| {
+            w.replicas > 0
+                && w.selector_matches_template()
+                && w.namespace == s.namespace
+                && selects(&s.spec.spec.selector, w.labels())
+        });
         if !any {
             c.push(
                 "workload-selectors",
@@ -278,6 +310,14 @@ fn app_namespaces(c: &Ctx, suite: &Suite) -> BTreeSet<String> {
         })
         .map(|p| p.namespace.clone())
         .collect();
+    ns.extend(
+        workloads(c.fx)
+            .iter()
+            // istioctl's injection analyzer leaves istio-system alone (injection.go).
+            .filter(|w| w.kind != "Job" && w.namespace != "istio-system")
+            .filter(|w| !w.is_gateway(&c.fx.namespace_labels(&w.namespace)))
+            .map(|w| w.namespace.clone()),
+    );
     for ch in &suite.checks {
         if let CheckKind::Sidecars(s) = &ch.kind {
             ns.extend(s.namespaces.iter().cloned());
@@ -319,47 +359,49 @@ fn injection(c: &mut Ctx, suite: &Suite) {
                 "its pods start without sidecars: no mTLS from the gateway, and ISTIO_MUTUAL destinations answer 503");
         }
     }
-    for d in &c.fx.deployments {
-        let l = &d.spec.spec.template.metadata.labels;
-        let a = &d.spec.spec.template.metadata.annotations;
-        if l.get("sidecar.istio.io/inject")
-            .or(a.get("sidecar.istio.io/inject"))
-            .map(|v| v == "false")
-            .unwrap_or(false)
-        {
-            c.push(
-                "injection",
-                Severity::Error,
-                "MC112",
-                Some("IST0103 PodMissingProxy"),
-                d.describe(),
-                &d.source,
-                "pods opt out of injection (sidecar.istio.io/inject: \"false\")".into(),
-                "its pods run without a sidecar",
-            );
-        }
+    // A Job opting out is Istio's advice for Jobs (a sidecar keeps the pod running
+    // after the job's container exits), not a mistake.
+    for w in workloads(c.fx).iter().filter(|w| {
+        w.kind != "Job" && w.opts_out() && !w.is_gateway(&c.fx.namespace_labels(&w.namespace))
+    }) {
+        c.push(
+            "injection",
+            Severity::Error,
+            "MC112",
+            // Not istioctl's IST0103 PodMissingProxy: that is a running pod created
+            // before injection was enabled; a manifest gets its proxy when created.
+            None,
+            w.describe(),
+            &w.source,
+            "pods opt out of injection (sidecar.istio.io/inject: \"false\")".into(),
+            "its pods run without a sidecar",
+        );
     }
 }
 
-fn gateway_pods(c: &Ctx) -> Vec<usize> {
-    c.mesh
-        .pods
-        .iter()
-        .enumerate()
-        .filter(|(_, p)| p.role == PodRole::Gateway)
-        .map(|(i, _)| i)
+/// The gateway workloads (workloads.rs: Istio's gateway template, or a pod running
+/// only Istio's proxy).
+fn gateway_workloads(fx: &Fixtures) -> Vec<Workload> {
+    workloads(fx)
+        .into_iter()
+        .filter(|w| {
+            w.replicas > 0
+                && w.selector_matches_template()
+                && w.is_gateway(&fx.namespace_labels(&w.namespace))
+        })
         .collect()
 }
 
+/// istioctl's gateway.IngressGatewayPortAnalyzer (pkg/config/analysis/analyzers/gateway/
+/// gateway.go, analyzeGateway, 1.30.3): the Gateway's selector must match a workload
+/// (IST0101, MC108); each server port must be a port or a targetPort of a Service
+/// selecting those workloads (IST0162, MC109). meshcheck counts only gateway workloads:
+/// a sidecar does not take a Gateway's servers.
 fn gateway_selector(c: &mut Ctx) {
-    let gw_pods = gateway_pods(c);
+    let gws = gateway_workloads(c.fx);
     for g in &c.fx.gateways {
         let sel = &g.spec.spec.selector;
-        let selected: Vec<usize> = gw_pods
-            .iter()
-            .copied()
-            .filter(|&i| selects(sel, &c.mesh.pods[i].labels))
-            .collect();
+        let selected: Vec<&Workload> = gws.iter().filter(|w| selects(sel, w.labels())).collect();
         if selected.is_empty() {
             c.push("gateway-selector", Severity::Error, "MC108", Some("IST0101 ReferencedResourceNotFound"), g.describe(), &g.source,
                 format!("selector {sel:?} matches no gateway pod"),
@@ -370,9 +412,8 @@ fn gateway_selector(c: &mut Ctx) {
             c.fx.services
                 .iter()
                 .filter(|s| {
-                    selected.iter().any(|&i| {
-                        s.namespace == c.mesh.pods[i].namespace
-                            && selects(&s.spec.spec.selector, &c.mesh.pods[i].labels)
+                    selected.iter().any(|w| {
+                        s.namespace == w.namespace && selects(&s.spec.spec.selector, w.labels())
                     })
                 })
                 .collect();
@@ -391,19 +432,20 @@ fn gateway_selector(c: &mut Ctx) {
         }
         for (i, server) in g.spec.spec.servers.iter().enumerate() {
             let n = server.port.number;
-            // istioctl's IST0162 (pkg/config/analysis/analyzers/gateway/gateway.go,
-            // 1.30.3) accepts a Service port or a Service targetPort: pilot binds a
-            // server port that is no Service port as written, and the Service port whose
-            // targetPort it is reaches it (Istio's Bookinfo gateway on 8080).
+            // istioctl's IST0162 (gateway.go analyzeGateway) accepts a TCP Service port
+            // or its targetPort: pilot binds a server port that is no Service port as
+            // written, and the Service port whose targetPort it is reaches it (Istio's
+            // Bookinfo gateway on 8080).
             let reaches = |p: &crate::fixtures::k8s::ServicePort| {
-                p.port == n
-                    || selected.iter().any(|&pi| {
-                        let t = p
-                            .target_port
-                            .clone()
-                            .unwrap_or(crate::fixtures::k8s::IntOrString::Int(p.port));
-                        c.mesh.pods[pi].resolve_port(&t) == Some(n)
-                    })
+                let tcp = p
+                    .protocol
+                    .as_deref()
+                    .is_none_or(|x| x.eq_ignore_ascii_case("TCP"));
+                let target = p
+                    .target_port
+                    .clone()
+                    .unwrap_or(crate::fixtures::k8s::IntOrString::Int(p.port));
+                tcp && (p.port == n || selected.iter().any(|w| w.resolve_port(&target) == Some(n)))
             };
             if !services
                 .iter()
@@ -422,13 +464,12 @@ fn gateway_selector(c: &mut Ctx) {
 /// Gateway selects (IST0101 when absent; IST0161 when it holds no certificate). MC130
 /// and MC131.
 fn gateway_credentials(c: &mut Ctx) {
-    let gw_pods = gateway_pods(c);
+    let gws = gateway_workloads(c.fx);
     for g in &c.fx.gateways {
-        let Some(ns) = gw_pods
+        let Some(ns) = gws
             .iter()
-            .map(|&i| &c.mesh.pods[i])
-            .find(|p| selects(&g.spec.spec.selector, &p.labels))
-            .map(|p| p.namespace.clone())
+            .find(|w| selects(&g.spec.spec.selector, w.labels()))
+            .map(|w| w.namespace.clone())
         else {
             continue; // MC108
         };
@@ -442,6 +483,8 @@ fn gateway_credentials(c: &mut Ctx) {
                 continue;
             };
             let Some(problem) = crate::istio::credential_problem(c.fx, cn, &ns) else {
+                let mode = server.tls.as_ref().and_then(|t| t.mode.as_deref());
+                credential_content(c, g, i, cn, &ns, mode);
                 continue;
             };
             let (code, ctl) = if problem.starts_with("no Secret")
@@ -455,6 +498,41 @@ fn gateway_credentials(c: &mut Ctx) {
                 format!("server {i} credentialName {cn}: {problem}"),
                 format!("istiod still sends the filter chain with SDS secret {}; its SDS has no certificate for it, so every TLS handshake for the server's hosts ({}) fails", crate::istio::sds_name(cn), server.hosts.join(", ")));
         }
+    }
+}
+
+/// The content of a credential's Secret (credentials.rs): MC131 where istioctl reports
+/// IST0161 (keys missing or empty, a certificate that does not parse, is expired or not
+/// yet valid), MC132 for what only Envoy refuses (a key that does not match, a MUTUAL
+/// server without a valid CA certificate).
+fn credential_content(
+    c: &mut Ctx,
+    g: &crate::fixtures::Item<crate::fixtures::istio::Gateway>,
+    i: usize,
+    cn: &str,
+    ns: &str,
+    mode: Option<&str>,
+) {
+    let (sns, name) = crate::istio::secret_ref(cn, ns);
+    let find = |n: &str| {
+        c.fx.secrets
+            .iter()
+            .find(|s| s.namespace == sns && s.name == n)
+    };
+    let Some(secret) = find(&name) else { return };
+    let ca = find(&format!("{name}-cacert"));
+    let problems =
+        credentials::problems(&secret.spec, ca.map(|s| &s.spec), mode, credentials::now());
+    let hosts = g.spec.spec.servers[i].hosts.join(", ");
+    for p in problems {
+        let (code, ctl) = if p.istioctl {
+            ("MC131", Some("IST0161 InvalidGatewayCredential"))
+        } else {
+            ("MC132", None)
+        };
+        c.push("gateway-credentials", Severity::Error, code, ctl, g.describe(), &g.source,
+            format!("server {i} credentialName {cn}: Secret {sns}/{name}: {}", p.message),
+            format!("istiod's SDS refuses the certificate (or Envoy its key): every TLS handshake for the server's hosts ({hosts}) fails"));
     }
 }
 
@@ -477,24 +555,57 @@ fn exposed_ports(c: &mut Ctx, suite: &Suite) {
     }
 }
 
+/// A `gateways` entry that names no Istio Gateway: a listener of a Gateway API Gateway
+/// through the name istiod generates for it (MC122, IST0165), or nothing Istio binds to
+/// (MC101, IST0101), said precisely when it names a Gateway API Gateway itself
+/// (gateway_api.rs; istioctl virtualservice/gateways.go analyzeVirtualService).
+fn unbound_gateway_reference(
+    c: &mut Ctx,
+    vs: &crate::fixtures::Item<crate::fixtures::istio::VirtualService>,
+    g: &str,
+    ns: &str,
+    name: &str,
+) {
+    let api = gateway_api::api_gateways(c.fx);
+    if let Some((gw, listener)) = gateway_api::internal_reference(name) {
+        if let Some(a) = api.iter().find(|a| {
+            a.namespace == ns && a.name == gw && a.listeners.iter().any(|l| l == listener)
+        }) {
+            c.push("gateway-references", Severity::Warning, "MC122", Some("IST0165 ReferencedInternalGateway"), vs.describe(), &vs.source,
+                format!("gateway `{g}` is the Istio Gateway istiod generates for listener {listener} of {} (gateway.networking.k8s.io)", a.describe()),
+                "Istio binds the routes to that listener; the generated name is an implementation detail of istiod and may change");
+            return;
+        }
+    }
+    let message = match api.iter().find(|a| a.namespace == ns && a.name == name) {
+        None if gateway_api::internal_reference(name).is_some() => {
+            let (gw, listener) = gateway_api::internal_reference(name).unwrap_or_default();
+            format!("gateway `{g}` is the name istiod generates for listener {listener} of Gateway API Gateway {ns}/{gw}, which the fixtures do not define (with that listener)")
+        }
+        Some(a) => format!(
+            "gateway `{g}` names {} of the Gateway API (gateway.networking.k8s.io), not an Istio Gateway: Istio binds VirtualServices only to networking.istio.io Gateways (bind to a listener as `{ns}/{name}~istio-autogenerated-k8s-gateway~<listener>`, or use an HTTPRoute)",
+            a.describe()
+        ),
+        None => format!("gateway `{g}` refers to Gateway {ns}/{name}, which does not exist"),
+    };
+    c.push("gateway-references", Severity::Error, "MC101", Some("IST0101 ReferencedResourceNotFound"), vs.describe(), &vs.source,
+        message,
+        "the VirtualService is bound to no gateway: its routes are not programmed, requests get 404");
+}
+
 fn gateway_references(c: &mut Ctx) {
     for vs in &c.fx.virtual_services {
         for g in &vs.spec.spec.gateways {
             if g == "mesh" {
                 continue;
             }
-            let (ns, name) = match g.split_once('/') {
-                Some((ns, name)) => (ns.to_string(), name.to_string()),
-                None => (vs.namespace.clone(), g.clone()),
-            };
+            let (ns, name) = gateway_api::resolve_gateway_name(g, &vs.namespace);
             let Some(gw) =
                 c.fx.gateways
                     .iter()
                     .find(|x| x.namespace == ns && x.name == name)
             else {
-                c.push("gateway-references", Severity::Error, "MC101", Some("IST0101 ReferencedResourceNotFound"), vs.describe(), &vs.source,
-                    format!("gateway `{g}` refers to Gateway {ns}/{name}, which does not exist"),
-                    "the VirtualService is bound to no gateway: its routes are not programmed, requests get 404");
+                unbound_gateway_reference(c, vs, g, &ns, &name);
                 continue;
             };
             // Hosts must intersect the Gateway's servers' hosts (namespace rules).
@@ -518,11 +629,13 @@ fn gateway_references(c: &mut Ctx) {
                     ns_ok && vs.spec.spec.hosts.iter().any(|vh| host_matches(vh, h))
                 });
             if !ok {
+                // istioctl virtualservice/gateways.go vsHostInGateway: the same
+                // namespace rules (sanitizeServerHostNamespace, NamesForNamespace).
                 c.push(
                     "gateway-hosts",
                     Severity::Error,
                     "MC102",
-                    None,
+                    Some("IST0132 VirtualServiceHostNotFoundInGateway"),
                     vs.describe(),
                     &vs.source,
                     format!(
@@ -546,92 +659,6 @@ fn gateway_references(c: &mut Ctx) {
                 "binds to no gateway (mesh only)".into(),
                 "not exposed at the ingress",
             );
-        }
-    }
-}
-
-fn destinations(c: &mut Ctx) {
-    for vs in &c.fx.virtual_services {
-        for (hi, http) in vs.spec.spec.http.iter().enumerate() {
-            for (di, d) in http.route.iter().enumerate() {
-                let fqdn = resolve_host(&d.destination.host, &vs.namespace);
-                let Some(svc) =
-                    c.fx.services
-                        .iter()
-                        .find(|s| resolve_host(&s.name, &s.namespace) == fqdn)
-                else {
-                    c.push(
-                        "destination-hosts",
-                        Severity::Error,
-                        "MC103",
-                        Some("IST0101 ReferencedResourceNotFound"),
-                        vs.describe(),
-                        &vs.source,
-                        format!(
-                            "http[{hi}].route[{di}] host `{}` resolves to {fqdn}: no such Service",
-                            d.destination.host
-                        ),
-                        "the route points at a cluster that does not exist: 503 (NC)",
-                    );
-                    continue;
-                };
-                let ports = &svc.spec.spec.ports;
-                match &d.destination.port {
-                    Some(p) if !ports.iter().any(|sp| sp.port == p.number) => c.push(
-                        "destination-hosts",
-                        Severity::Error,
-                        "MC104",
-                        None,
-                        vs.describe(),
-                        &vs.source,
-                        format!(
-                            "http[{hi}].route[{di}] port {} is not a port of {}",
-                            p.number,
-                            svc.describe()
-                        ),
-                        "the route points at a cluster that does not exist: 503 (NC)",
-                    ),
-                    None if ports.len() > 1 => c.push(
-                        "destination-hosts",
-                        Severity::Error,
-                        "MC104",
-                        Some("IST0112 VirtualServiceDestinationPortSelectorRequired"),
-                        vs.describe(),
-                        &vs.source,
-                        format!(
-                            "http[{hi}].route[{di}] names no port and {} has {}",
-                            svc.describe(),
-                            ports.len()
-                        ),
-                        "Istio cannot pick a port: the route does not work",
-                    ),
-                    _ => {}
-                }
-                if let Some(subset) = &d.destination.subset {
-                    // The cluster's port as pilot picks it (GetDestinationCluster: the
-                    // written port, else the Service's only one); none is MC104 above.
-                    let written = d.destination.port.as_ref().map(|p| p.number);
-                    let Some(port) = crate::istio::destination_port(c.fx, written, &fqdn) else {
-                        continue;
-                    };
-                    let name = cluster_name(port, Some(subset), &fqdn);
-                    match c.mesh.clusters.get(&name) {
-                        None => c.push("subsets", Severity::Error, "MC105", Some("IST0101 ReferencedResourceNotFound"), vs.describe(), &vs.source,
-                            format!("http[{hi}].route[{di}] names subset {subset} of {fqdn}, which no DestinationRule defines"),
-                            "the route points at a cluster that does not exist: 503 (NC)"),
-                        Some(cl) if cl.endpoints.is_empty() => {
-                            let dr = c.fx.destination_rules.iter().find(|r| resolve_host(&r.spec.spec.host, &r.namespace) == fqdn && r.spec.spec.subsets.iter().any(|s| &s.name == subset));
-                            let (obj, at, labels) = dr
-                                .map(|r| (r.describe(), r.source.clone(), r.spec.spec.subsets.iter().find(|s| &s.name == subset).map(|s| format!("{:?}", s.labels)).unwrap_or_default()))
-                                .unwrap_or_else(|| (vs.describe(), vs.source.clone(), String::new()));
-                            c.push("subsets", Severity::Error, "MC106", None, obj, &at,
-                                format!("subset {subset} of {fqdn} (labels {labels}) selects no pod behind {}, yet {} routes to it", svc.describe(), vs.describe()),
-                                "the subset's cluster has no endpoints: 503 no healthy upstream");
-                        }
-                        _ => {}
-                    }
-                }
-            }
         }
     }
 }
@@ -734,11 +761,7 @@ fn route_conflicts(c: &mut Ctx) {
                             continue;
                         }
                         let (sev, code, ctl) = if a.virtual_service != b.virtual_service {
-                            (
-                                Severity::Error,
-                                "MC113",
-                                Some("IST0109 ConflictingMeshGatewayVirtualServiceHosts"),
-                            )
+                            (Severity::Error, "MC121", None)
                         } else {
                             (Severity::Warning, "MC119", None)
                         };

@@ -439,7 +439,7 @@ fn route_conflicts_between_virtualservices() {
     let all = findings(&f);
     let e = expect(
         &all,
-        "MC113",
+        "MC121",
         Severity::Error,
         "VirtualService atlas/atlas-ui",
         "40-virtualservices.yaml:3",
@@ -812,6 +812,29 @@ fn unknown_fields_under_unmodelled_parents_in_lists_and_maps_are_mc301() {
             "MC302 spec.http[0].match[0].sourceLabels",
             "MC302 spec.tcp[0].route",
         ],
+        "{all:#?}"
+    );
+    // Without its (pruned) `host`, the tcp destination makes istiod's validation refuse
+    // the VirtualService (validateDestination): said as well, at the destination.
+    let refused: Vec<String> = all
+        .iter()
+        .filter(|f| f.code == "MC304")
+        .map(|f| {
+            format!(
+                "{}:{} {}",
+                f.at.file.file_name().unwrap().to_string_lossy(),
+                f.at.line,
+                f.message
+            )
+        })
+        .collect();
+    let line = vs
+        .lines()
+        .position(|l| l == "        hots: atlas-ui")
+        .unwrap(); // 1-based: the line above
+    assert_eq!(
+        refused,
+        [format!("40-virtualservices.yaml:{line} Istio's validation refuses the object: spec.tcp[0].route[0].destination: destination.host is required")],
         "{all:#?}"
     );
 }

@@ -23,11 +23,17 @@ fn with_https_port(f: &FixtureCopy) {
     );
 }
 
-/// A `kubernetes.io/tls` Secret in the gateway pods' namespace (its key material is
-/// not used: the local target serves a per-run certificate in its place).
+/// A `kubernetes.io/tls` Secret in the gateway pods' namespace holding a real
+/// certificate and its key (the local target serves a per-run certificate in its
+/// place; the analysis checks the Secret's content as istiod and Envoy do).
 fn secret(name: &str) -> String {
+    use base64::Engine;
+    let cert = rcgen::generate_simple_self_signed(vec![format!("{name}.example.com")]).unwrap();
+    let b64 = |s: String| base64::engine::general_purpose::STANDARD.encode(s);
     format!(
-        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: istio-ingress\ntype: kubernetes.io/tls\ndata:\n  tls.crt: Zm9v\n  tls.key: YmFy\n---\n"
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: istio-ingress\ntype: kubernetes.io/tls\ndata:\n  tls.crt: {}\n  tls.key: {}\n---\n",
+        b64(cert.cert.pem()),
+        b64(cert.signing_key.serialize_pem())
     )
 }
 
@@ -265,8 +271,8 @@ fn a_secret_without_a_certificate_is_an_invalid_credential() {
     let f = secure_gateways();
     f.replace(
         "60-secure-gateways.yaml",
-        "  name: helloworld-credential\n  namespace: istio-ingress\ntype: kubernetes.io/tls\ndata:\n  tls.crt: Zm9v\n  tls.key: YmFy\n",
-        "  name: helloworld-credential\n  namespace: istio-ingress\ndata:\n  password: Zm9v\n",
+        "  name: helloworld-credential\n  namespace: istio-ingress\ntype: kubernetes.io/tls\ndata:\n  tls.crt:",
+        "  name: helloworld-credential\n  namespace: istio-ingress\ndata:\n  password:",
     );
     let r = run_suite(&f, &suite(HTTPS_CHECKS));
     assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
