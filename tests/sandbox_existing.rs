@@ -41,12 +41,7 @@ fn wait_until(within: Duration, what: &str, mut done: impl FnMut() -> bool) {
 fn namespaces_with(prefix: &str) -> Vec<String> {
     rt().block_on(async {
         let api: Api<Namespace> = Api::all(client().await);
-        let list = api.list(&ListParams::default()).await.unwrap();
-        list.items
-            .into_iter()
-            .filter_map(|n| n.metadata.name)
-            .filter(|n| n.starts_with(prefix))
-            .collect()
+        namespaces_with_async(&api, prefix).await
     })
 }
 
@@ -365,24 +360,12 @@ fn an_unreachable_node_address_is_named_before_the_checks_run() {
     if !available("the real-API reachability test") {
         return;
     }
-    let s = common::sandbox::shared();
-    let junit = tempfile::tempdir().unwrap();
-    let r = Run::new()
-        .arg("--target")
-        .arg("existing")
-        .arg("--kubeconfig")
-        .arg(&s.kubeconfig)
-        .arg("--stub-image")
-        .arg("registry.example/team/meshcheck/stub:v1")
-        .arg("--namespace-prefix")
-        .arg("reach-")
-        .arg("--node-address")
-        .arg("127.0.0.1")
-        .arg("--junit")
-        .arg(junit.path().join("junit.xml"))
-        .arg("--exact")
-        .arg("routing::atlas-ui")
-        .run_plain();
+    let r = common::sandbox::existing_checks(
+        "reach-",
+        None,
+        &["--node-address", "127.0.0.1"],
+        "routing::atlas-ui",
+    );
     assert_eq!(r.code, 3, "{}\n{}", r.stdout, r.stderr);
     assert!(
         r.stderr.contains("the gateway's port 80 is not reachable at 127.0.0.1:")

@@ -136,6 +136,16 @@ pub fn existing_with(
     fixtures: Option<&std::path::Path>,
     extra: &[&str],
 ) -> super::RunResult {
+    existing_checks(prefix, fixtures, extra, "sidecars::injected")
+}
+
+/// [`existing_with`], running only the check named `check`.
+pub fn existing_checks(
+    prefix: &str,
+    fixtures: Option<&std::path::Path>,
+    extra: &[&str],
+    check: &str,
+) -> super::RunResult {
     let s = shared();
     let junit = tempfile::tempdir().unwrap();
     let mut run = super::Run::new()
@@ -155,5 +165,5 @@ pub fn existing_with(
     for a in extra {
         run = run.arg(a);
     }
-    run.arg("--exact").arg("sidecars::injected").run_plain()
+    run.arg("--exact").arg(check).run_plain()
 }

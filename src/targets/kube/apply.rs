@@ -642,7 +642,7 @@ fn managers(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -
 }
 
 /// The pod template labels of a workload (or a Pod's labels), as written.
-fn pod_labels_pointer(kind: &str) -> Option<&'static str> {
+pub(super) fn pod_labels_pointer(kind: &str) -> Option<&'static str> {
     match kind {
         "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Job" => {
             Some("/spec/template/metadata/labels")

@@ -11,6 +11,7 @@
 //! start without sidecars, and every sidecar check would fail for a reason the run
 //! never names.
 
+use super::apply::pod_labels_pointer;
 use super::KubeError;
 use crate::fixtures::Object;
 use ::kube::api::{Api, ListParams};
@@ -112,18 +113,6 @@ pub async fn injectors(client: &Client) -> Result<Injectors, KubeError> {
 /// `object.sidecar-injector.istio.io`; with `istio.io/rev` also on the pod, that
 /// revision's `rev.object.` webhook).
 pub const INJECT_LABEL: &str = "sidecar.istio.io/inject";
-
-/// Where the labels of the pods of `kind` are written (a Pod's own).
-fn pod_labels_pointer(kind: &str) -> Option<&'static str> {
-    match kind {
-        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Job" => {
-            Some("/spec/template/metadata/labels")
-        }
-        "CronJob" => Some("/spec/jobTemplate/spec/template/metadata/labels"),
-        "Pod" => Some("/metadata/labels"),
-        _ => None,
-    }
-}
 
 fn label<'a>(v: &'a serde_json::Value, pointer: &str, key: &str) -> Option<&'a str> {
     v.pointer(pointer)?.get(key)?.as_str()
