@@ -838,3 +838,28 @@ fn unknown_fields_under_unmodelled_parents_in_lists_and_maps_are_mc301() {
         "{all:#?}"
     );
 }
+
+#[test]
+fn a_typo_inside_a_string_match_is_mc301_and_read_as_istio_reads_what_is_left() {
+    // `uri: {prefx: ...}` is pruned to `uri: {}`, which Istio turns into its default
+    // prefix `/` (route.go TranslateRouteMatch): the route now takes every path; a
+    // header match left empty is a presence match. Not exit 2: findings, and the
+    // prediction follows (istiod agrees: the copy is compared with it when dropped).
+    let f = FixtureCopy::new();
+    f.replacen_first("40-virtualservices.yaml", "        prefix: /atlas-ui", "        prefx: /atlas-ui");
+    f.replacen_first("40-virtualservices.yaml", "          exact: v2", "          exct: v2");
+    let all = findings(&f);
+    assert_eq!(
+        field_findings(&all),
+        [
+            "MC301 spec.http[0].match[0].headers.x-atlas-version.exct",
+            "MC301 spec.http[0].match[0].uri.prefx",
+        ],
+        "{all:#?}"
+    );
+    let unmatched = all
+        .iter()
+        .find(|f| f.code == "MC201" && f.message.contains("routing::unmatched-path-404"))
+        .unwrap_or_else(|| panic!("{all:#?}"));
+    assert!(unmatched.message.contains("predicted 200 from atlas-ui"), "{unmatched}");
+}
