@@ -91,6 +91,10 @@ pub struct Route {
     pub name: String,
     pub request: RequestSpec,
     pub status: u16,
+    /// How much longer than the request timeout an answer may take: what the route's
+    /// fault delays, timeouts and retries imply (the simulation's longest answer, as
+    /// the check itself allows), so a right but slow answer is not a timeout error.
+    pub allow: Duration,
 }
 
 /// Where and how one route's requests go: the gateway Service port its check names
@@ -111,11 +115,27 @@ pub fn aim(ctx: &crate::checks::Ctx, routes: &[Route]) -> Result<Vec<Aim>, Strin
                 .ingress_for(&r.request)
                 .map_err(|e| format!("{}: {e}", r.name))?;
             let client = ctx
+                .allowing(r.allow)
                 .client_for(&r.request, addr, false)
                 .map_err(|e| format!("{}: {e}", r.name))?;
             Ok(Aim { addr, client })
         })
         .collect()
+}
+
+/// Sets each route's [`Route::allow`] from `longest`, the simulation's longest answer
+/// of the check named (none known: nothing more than the request timeout).
+pub fn allow_configured(routes: &mut [Route], longest: impl Fn(&str) -> Option<Duration>) {
+    for r in routes {
+        r.allow = longest(&r.name).unwrap_or_default();
+    }
+}
+
+/// How long in-flight requests may take once sending stopped: the request timeout
+/// and the slowest route's allowance, and a second.
+pub fn drain_for(routes: &[Route], request_timeout: Duration) -> Duration {
+    let slowest = routes.iter().map(|r| r.allow).max().unwrap_or_default();
+    request_timeout + slowest + Duration::from_secs(1)
 }
 
 /// `node:port` of the aims, for the console (one, or a list).
@@ -139,11 +159,13 @@ pub fn routes(suite: &Suite) -> Vec<Route> {
                 name: c.full_name(),
                 request: h.request.clone(),
                 status: h.expect.status,
+                allow: Duration::ZERO,
             }),
             CheckKind::Distribution(d) if !d.shares.is_empty() => Some(Route {
                 name: c.full_name(),
                 request: d.request.clone(),
                 status: 200,
+                allow: Duration::ZERO,
             }),
             _ => None,
         })
@@ -596,6 +618,15 @@ pub fn command(args: ProbeArgs) -> Result<u8, Error> {
         )));
     }
     let junit = junit_path(&args, &suite);
+    // What each route's configured delays, timeouts and retries let it take (the
+    // simulation on the fixtures as written; names do not change with a prefix).
+    let longest: BTreeMap<String, Duration> = routes
+        .iter()
+        .map(|r| {
+            let req = crate::analysis::sim_request(&r.request, suite.ingress.port);
+            (r.name.clone(), mesh.simulate(&req).longest_answer)
+        })
+        .collect();
     let target_kind = crate::run::bring_up::resolve_target(args.target);
     let timeouts = Timeouts::default();
     // Ctrl-C stops the probe only while it runs (a receiver listens); during bring-up
@@ -631,11 +662,12 @@ pub fn command(args: ProbeArgs) -> Result<u8, Error> {
         workdir.path(),
     )?;
     // Routes renamed by the existing target's namespace prefix: read them again.
-    let routes = if args.cluster.namespace_prefix.is_some() {
+    let mut routes = if args.cluster.namespace_prefix.is_some() {
         self::routes(&suite)
     } else {
         routes
     };
+    allow_configured(&mut routes, |name| longest.get(name).copied());
     let target = running.target();
     let ctx = crate::checks::Ctx::new(target.clone(), timeouts.clone(), suite.ingress.port);
     let report = match aim(&ctx, &routes) {
@@ -643,7 +675,7 @@ pub fn command(args: ProbeArgs) -> Result<u8, Error> {
             let opts = Options {
                 duration: args.duration,
                 rate: args.rate,
-                drain: timeouts.request + Duration::from_secs(1),
+                drain: drain_for(&routes, timeouts.request),
             };
             eprintln!(
                 "probe: {} route(s) at {}/s for {:.1} s through {} (Ctrl-C stops it early)",
@@ -743,6 +775,7 @@ mod tests {
             name: name.into(),
             request: RequestSpec::default(),
             status: 200,
+            allow: Duration::ZERO,
         }
     }
 
@@ -753,6 +786,22 @@ mod tests {
             .into_iter()
             .map(|r| (r.name, r.status))
             .collect()
+    }
+
+    /// A route whose answer the fixtures delay (Istio's fault-injection task: 7 s for
+    /// jason, beside pilot's default retries) is allowed that long beyond the request
+    /// timeout, as its check is; the others only the retries' back-offs.
+    #[test]
+    fn each_route_is_allowed_what_its_configured_delays_imply() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/fault-injection-delay.yaml");
+        let (suite, _, fx, mesh) = crate::run::load_inputs(&path.display().to_string(), None).unwrap();
+        let analysed = crate::run::analyse(&suite, &fx, &mesh);
+        let mut r = routes(&suite);
+        allow_configured(&mut r, |name| analysed.predictions.get(name).map(|p| p.longest_answer));
+        let allow = |n: &str| r.iter().find(|x| x.name.ends_with(n)).unwrap().allow;
+        assert_eq!(allow("jason-delayed"), Duration::from_millis(7500));
+        assert_eq!(allow("others-not-delayed"), Duration::from_millis(500));
+        assert_eq!(drain_for(&r, Duration::from_secs(10)), Duration::from_millis(18_500));
     }
 
     #[test]

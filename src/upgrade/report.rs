@@ -27,13 +27,16 @@ impl Prober {
             ctx.timeouts.clone(),
             ctx.suite.ingress.port,
         );
-        let routes = probe::routes(ctx.suite);
+        let mut routes = probe::routes(ctx.suite);
+        probe::allow_configured(&mut routes, |name| {
+            ctx.analysed.predictions.get(name).map(|p| p.longest_answer)
+        });
         let aims = probe::aim(&checks, &routes)?;
         let opts = probe::Options {
             // Until told to stop; a day bounds it should the stop never come.
             duration: Duration::from_secs(24 * 3600),
             rate: ctx.rate,
-            drain: ctx.timeouts.request + Duration::from_secs(1),
+            drain: probe::drain_for(&routes, ctx.timeouts.request),
         };
         let (stop, stopped) = watch::channel(false);
         let latest = Latest::default();
