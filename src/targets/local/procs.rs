@@ -360,6 +360,10 @@ pub fn stop_container(owner: u64, name: &str, grace: Duration) -> bool {
         return false;
     };
     p.stopping = true;
+    // Out of the registry while it stops, but its group stays known: a Ctrl-C (or the
+    // end of meshcheck) meanwhile stops it with everything else, children included
+    // (pilot-agent's Envoy), instead of leaving them behind.
+    let _group = register_group(p.handle.id());
     if !poll(&mut p) {
         // SAFETY: a plain syscall on a pid we started.
         unsafe {
@@ -395,6 +399,9 @@ pub fn reap_exited(owner: u64) -> Vec<(String, String)> {
     all.retain_mut(|p| {
         if p.owner == owner && !p.stopping && poll(p) {
             out.push((p.name.clone(), p.exited.clone().unwrap_or_default()));
+            // A container ends with its first process: what it started (Envoy under
+            // pilot-agent) goes too, as a runtime kills a container's PID namespace.
+            signal_group(p, libc::SIGKILL);
             false
         } else {
             true
