@@ -31,8 +31,16 @@ fn port(c: &Container, p: &IntOrString) -> Result<u16, String> {
     }
 }
 
+/// The sandbox's node shares its cores with the whole control plane: a probe that a
+/// starved pilot-agent answers in 1.5 s would fail a 1 s `timeoutSeconds` (the
+/// default) and take the pod out of its endpoints, a failure of the test bed and not
+/// of what runs on it (as kube-controller-manager's node grace period). Probes wait
+/// at least this long.
+const MIN_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
 fn timeout_of(p: &Probe) -> Duration {
-    Duration::from_secs(p.timeout_seconds.unwrap_or(1).max(1) as u64)
+    let asked = Duration::from_secs(p.timeout_seconds.unwrap_or(1).max(1) as u64);
+    asked.max(MIN_PROBE_TIMEOUT)
 }
 
 /// Runs probe `p` of container `c` against the pod at `ip`.
