@@ -221,12 +221,23 @@ pub fn connect_pod(
     ip_batch(
         &[
             "link set lo up".into(),
+            format!("link set eth0 address {}", mac_for(ip)),
             format!("addr add {ip}/{NETWORK_PREFIX} dev eth0"),
             "link set eth0 up".into(),
             format!("route add default via {NODE_IP}"),
         ],
         Some(ns),
     )
+}
+
+/// The MAC of the pod interface with address `ip`, derived from it (locally
+/// administered): kwok hands a freed address to the next pod, and the neighbours'
+/// ARP caches (the gateway pod's, the node's) still map it to the old pod's MAC for
+/// up to a minute; with a random MAC the new pod would not see those frames, and
+/// connections to it time out (503 "connection timeout" after a rollout restart).
+pub fn mac_for(ip: Ipv4Addr) -> String {
+    let [a, b, c, d] = ip.octets();
+    format!("02:00:{a:02x}:{b:02x}:{c:02x}:{d:02x}")
 }
 
 /// The host-side interface name for a pod (at most 15 bytes, unique per pod uid).
@@ -251,6 +262,14 @@ pub fn new_namespace_for(cmd: &mut Command) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reused_pod_address_keeps_its_mac() {
+        let ip = Ipv4Addr::new(10, 244, 1, 15);
+        assert_eq!(mac_for(ip), "02:00:0a:f4:01:0f");
+        assert_eq!(mac_for(ip), mac_for(Ipv4Addr::new(10, 244, 1, 15)));
+        assert_ne!(mac_for(ip), mac_for(Ipv4Addr::new(10, 244, 1, 16)));
+    }
 
     #[test]
     fn host_interface_names_fit_the_kernel_limit_and_differ_per_pod() {
