@@ -401,10 +401,17 @@ fn gateway_selector(c: &mut Ctx) {
     let gws = gateway_workloads(c.fx);
     for g in &c.fx.gateways {
         let sel = &g.spec.spec.selector;
-        let selected: Vec<&Workload> = gws.iter().filter(|w| selects(sel, w.labels())).collect();
+        let selected: Vec<&Workload> = gws
+            .iter()
+            .filter(|w| c.fx.gateway_selects(g, &w.namespace, w.labels()))
+            .collect();
         if selected.is_empty() {
             c.push("gateway-selector", Severity::Error, "MC108", Some("IST0101 ReferencedResourceNotFound"), g.describe(), &g.source,
-                format!("selector {sel:?} matches no gateway pod"),
+                if g.spec.spec.bound_services.is_empty() {
+                    format!("selector {sel:?} matches no gateway pod")
+                } else {
+                    format!("no gateway pod is behind {}", g.spec.spec.bound_services.join(", "))
+                },
                 "no proxy is programmed with this Gateway's servers: no listener, the NodePort refuses connections");
             continue;
         }
@@ -468,7 +475,7 @@ fn gateway_credentials(c: &mut Ctx) {
     for g in &c.fx.gateways {
         let Some(ns) = gws
             .iter()
-            .find(|w| selects(&g.spec.spec.selector, w.labels()))
+            .find(|w| c.fx.gateway_selects(g, &w.namespace, w.labels()))
             .map(|w| w.namespace.clone())
         else {
             continue; // MC108
@@ -703,6 +710,13 @@ fn covers(a: &crate::istio::RoutePlan, b: &crate::istio::RoutePlan) -> bool {
         (PathMatch::Prefix(p), PathMatch::Exact(e)) => e.starts_with(p.as_str()),
         (PathMatch::Exact(x), PathMatch::Exact(y)) => x == y,
         (PathMatch::Regex(x), PathMatch::Regex(y)) => x == y,
+        (PathMatch::Prefix(p), PathMatch::PathSeparatedPrefix(q)) => q.starts_with(p.as_str()),
+        (PathMatch::PathSeparatedPrefix(p), PathMatch::PathSeparatedPrefix(q))
+        | (PathMatch::PathSeparatedPrefix(p), PathMatch::Exact(q)) => {
+            q == p
+                || q.strip_prefix(p.as_str())
+                    .is_some_and(|r| r.starts_with('/'))
+        }
         _ => false,
     };
     path && a.ignore_case == b.ignore_case
@@ -718,7 +732,12 @@ fn covers(a: &crate::istio::RoutePlan, b: &crate::istio::RoutePlan) -> bool {
 /// (istio/istio#26828). Match `prefix: /a/` (and `exact: /a`) instead, or use
 /// `uriRegexRewrite`.
 fn rewrites(c: &mut Ctx) {
-    for vs in &c.fx.virtual_services {
+    // Gateway API routes strip the prefix without the double slash (route.go: a
+    // regex_rewrite under UseGatewaySemantics).
+    let gateway_api = |vs: &&crate::fixtures::Item<crate::fixtures::istio::VirtualService>| {
+        crate::fixtures::gateway_api::gateway_semantics(&vs.spec.metadata.annotations)
+    };
+    for vs in c.fx.virtual_services.iter().filter(|v| !gateway_api(v)) {
         for (hi, http) in vs.spec.spec.http.iter().enumerate() {
             let Some(rw) = &http.rewrite else { continue };
             if rw.uri.as_deref() != Some("/") || rw.uri_regex_rewrite.is_some() {

@@ -793,15 +793,22 @@ mod tests {
     /// timeout, as its check is; the others only the retries' back-offs.
     #[test]
     fn each_route_is_allowed_what_its_configured_delays_imply() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/fault-injection-delay.yaml");
-        let (suite, _, fx, mesh) = crate::run::load_inputs(&path.display().to_string(), None).unwrap();
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples/fault-injection-delay.yaml");
+        let (suite, _, fx, mesh) =
+            crate::run::load_inputs(&path.display().to_string(), None).unwrap();
         let analysed = crate::run::analyse(&suite, &fx, &mesh);
         let mut r = routes(&suite);
-        allow_configured(&mut r, |name| analysed.predictions.get(name).map(|p| p.longest_answer));
+        allow_configured(&mut r, |name| {
+            analysed.predictions.get(name).map(|p| p.longest_answer)
+        });
         let allow = |n: &str| r.iter().find(|x| x.name.ends_with(n)).unwrap().allow;
         assert_eq!(allow("jason-delayed"), Duration::from_millis(7500));
         assert_eq!(allow("others-not-delayed"), Duration::from_millis(500));
-        assert_eq!(drain_for(&r, Duration::from_secs(10)), Duration::from_millis(18_500));
+        assert_eq!(
+            drain_for(&r, Duration::from_secs(10)),
+            Duration::from_millis(18_500)
+        );
     }
 
     #[test]

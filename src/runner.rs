@@ -259,7 +259,10 @@ pub fn sends_traffic(suite: &crate::suite::Suite, args: &libtest_mimic::Argument
     suite.checks.iter().any(|c| {
         let traffic = match &c.kind {
             CheckKind::Sidecars(s) => !s.via.is_empty(),
-            CheckKind::Http(_) | CheckKind::Distribution(_) | CheckKind::Ports(_) | CheckKind::Steps(_) => true,
+            CheckKind::Http(_)
+            | CheckKind::Distribution(_)
+            | CheckKind::Ports(_)
+            | CheckKind::Steps(_) => true,
         };
         traffic && selected(args, &c.full_name())
     })
@@ -281,17 +284,32 @@ mod selection_tests {
     #[test]
     fn selection_follows_libtests_filters() {
         assert!(selected(&args(None, false, &[]), "routing::authz"));
-        assert!(selected(&args(Some("routing"), false, &[]), "routing::authz"));
-        assert!(!selected(&args(Some("routing"), true, &[]), "routing::authz"));
-        assert!(selected(&args(Some("routing::authz"), true, &[]), "routing::authz"));
+        assert!(selected(
+            &args(Some("routing"), false, &[]),
+            "routing::authz"
+        ));
+        assert!(!selected(
+            &args(Some("routing"), true, &[]),
+            "routing::authz"
+        ));
+        assert!(selected(
+            &args(Some("routing::authz"), true, &[]),
+            "routing::authz"
+        ));
         assert!(!selected(&args(None, false, &["authz"]), "routing::authz"));
     }
 
     #[test]
     fn only_the_sidecar_count_sends_no_traffic() {
-        let suite = crate::suite::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("suites/ingress.yaml")).unwrap();
+        let suite = crate::suite::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("suites/ingress.yaml"),
+        )
+        .unwrap();
         assert!(sends_traffic(&suite, &args(None, false, &[])));
-        assert!(!sends_traffic(&suite, &args(Some("sidecars::injected"), true, &[])));
+        assert!(!sends_traffic(
+            &suite,
+            &args(Some("sidecars::injected"), true, &[])
+        ));
         assert!(sends_traffic(&suite, &args(Some("sidecars::"), false, &[])));
     }
 }

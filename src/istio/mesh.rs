@@ -172,6 +172,10 @@ pub enum PathMatch {
     Prefix(String),
     Exact(String),
     Regex(String),
+    /// Envoy `path_separated_prefix`: the prefix, alone or followed by `/` (pilot
+    /// route.go TranslateRouteMatch for a prefix other than `/` under Gateway API
+    /// route semantics, model.UseGatewaySemantics).
+    PathSeparatedPrefix(String),
 }
 
 #[derive(Debug, Clone)]
@@ -210,6 +214,10 @@ pub struct RoutePlan {
     pub filters: super::route_filters::RouteFilters,
     /// `mirror` and `mirrors`: Envoy request_mirror_policies, in that order.
     pub mirrors: Vec<MirrorPlan>,
+    /// Envoy `cluster_not_found_response_code`: 503 (Envoy's default), 500 under
+    /// Gateway API route semantics, where a backend that is missing or not permitted
+    /// answers 500 (route.go applyHTTPRouteDestination).
+    pub cluster_not_found: u16,
     /// Envoy `hash_policy`, one per destination whose DestinationRule hashes
     /// (src/istio/policy.rs, route.go HashForHTTPDestination).
     pub hash_policy: Vec<super::policy::HashPolicy>,
@@ -403,8 +411,11 @@ impl Matcher {
 /// A redirect the gateway answers with (Envoy RedirectAction).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Redirect {
-    /// `path_redirect` (empty: the request's path).
+    /// `path_redirect` (empty: the request's path), or, when `prefix` is set, the
+    /// `prefix_rewrite` that replaces the matched prefix (Gateway API
+    /// ReplacePrefixMatch: `%PREFIX()%` in the internal route, route.go ApplyRedirect).
     pub path: String,
+    pub prefix: bool,
     /// `host_redirect` (empty: the request's host).
     pub host: String,
     pub scheme: Option<String>,
@@ -598,7 +609,7 @@ impl Mesh {
             let gws: Vec<&Item<Gateway>> = fx
                 .gateways
                 .iter()
-                .filter(|g| selects(&g.spec.spec.selector, &pod.labels))
+                .filter(|g| fx.gateway_selects(g, &pod.namespace, &pod.labels))
                 .collect();
             let listeners =
                 super::gateway::build_listeners(fx, pod, &gws, &vss, &mut mesh.warnings);
@@ -836,7 +847,7 @@ fn is_catch_all(r: &RoutePlan) -> bool {
     let path = match &r.path {
         PathMatch::Prefix(p) => p == "/",
         PathMatch::Regex(x) => x == ".*",
-        PathMatch::Exact(_) => false,
+        PathMatch::Exact(_) | PathMatch::PathSeparatedPrefix(_) => false,
     };
     path && r.headers.is_empty()
         && r.query.is_empty()
@@ -877,7 +888,7 @@ fn route_operation(
     listen_port: u16,
 ) -> String {
     let path = match path {
-        PathMatch::Prefix(p) => format!("{p}*"),
+        PathMatch::Prefix(p) | PathMatch::PathSeparatedPrefix(p) => format!("{p}*"),
         PathMatch::Exact(p) | PathMatch::Regex(p) => p.clone(),
     };
     let only_cluster = match (action, destinations) {
@@ -898,6 +909,8 @@ pub(crate) fn routes_of(
     warnings: &mut Vec<Warning>,
 ) -> Vec<RoutePlan> {
     let mut out = Vec::new();
+    let gateway_semantics =
+        crate::fixtures::gateway_api::gateway_semantics(&vs.spec.metadata.annotations);
     // istiod's validation refuses the whole VirtualService (pkg/config/validation/
     // virtualservice.go, 1.30.3, validateHTTPRoute): nothing of it is programmed.
     if let Some(hi) = vs
@@ -946,7 +959,7 @@ pub(crate) fn routes_of(
                 response_headers: header_ops(d.headers.as_ref().and_then(|h| h.response.as_ref())),
             });
         }
-        let action = match route_kind(http, listener_port, is_tls) {
+        let action = match route_kind(http, listener_port, is_tls, gateway_semantics) {
             Ok(a) => a,
             Err(why) => {
                 warnings.push(Warning {
@@ -975,6 +988,9 @@ pub(crate) fn routes_of(
         for (mi, m) in matches.iter().enumerate() {
             let path = match &m.uri {
                 None => PathMatch::Prefix("/".into()),
+                Some(StringMatch::Prefix(p)) if gateway_semantics && p != "/" => {
+                    PathMatch::PathSeparatedPrefix(p.trim_end_matches('/').to_string())
+                }
                 Some(StringMatch::Prefix(p)) => PathMatch::Prefix(p.clone()),
                 Some(StringMatch::Exact(p)) => PathMatch::Exact(p.clone()),
                 Some(StringMatch::Regex(p)) => PathMatch::Regex(p.clone()),
@@ -986,6 +1002,18 @@ pub(crate) fn routes_of(
             // rewritten to `/` sends `/a/items` on as `//items` (istio/istio#26828).
             let rewrite = match (&rewrite_regex, &rewrite_uri) {
                 (Some(rr), _) => Some(UriRewrite::Regex(rr.pattern.clone(), rr.rewrite.clone())),
+                // Gateway API ReplacePrefixMatch `/` removes the prefix without leaving
+                // a double slash (route.go applyHTTPRouteDestination, UseGatewaySemantics).
+                (None, Some(uri)) if gateway_semantics && uri == "/" => {
+                    let prefix = match &path {
+                        PathMatch::PathSeparatedPrefix(p) => p.as_str(),
+                        _ => "",
+                    };
+                    Some(UriRewrite::Regex(
+                        format!("^{}(/?)(.*)", quote_meta(prefix)),
+                        r"/\2".to_string(),
+                    ))
+                }
                 (None, Some(uri)) if !uri.is_empty() => Some(UriRewrite::Prefix(uri.clone())),
                 _ => None,
             };
@@ -1046,6 +1074,7 @@ pub(crate) fn routes_of(
                     _ => Vec::new(),
                 },
                 hash_policy: Vec::new(),
+                cluster_not_found: if gateway_semantics { 500 } else { 503 },
             });
             if out.last().is_some_and(is_catch_all) {
                 catch_all = true;
@@ -1065,6 +1094,7 @@ fn route_kind(
     http: &crate::fixtures::istio::HttpRoute,
     listener_port: u16,
     is_tls: bool,
+    gateway_semantics: bool,
 ) -> Result<RouteKind, String> {
     if let Some(r) = &http.redirect {
         let mut port = match (r.port, r.derive_port.as_deref()) {
@@ -1090,8 +1120,13 @@ fn route_kind(
             c @ (302 | 303 | 307 | 308) => c as u16,
             c => return Err(format!("redirectCode {c}: pilot programs no action for it")),
         };
+        let uri = r.uri.clone().unwrap_or_default();
+        let prefix = gateway_semantics
+            .then(|| uri.strip_prefix("%PREFIX()%"))
+            .flatten();
         return Ok(RouteKind::Redirect(Redirect {
-            path: r.uri.clone().unwrap_or_default(),
+            path: prefix.map(str::to_string).unwrap_or(uri.clone()),
+            prefix: prefix.is_some(),
             host: r.authority.clone().unwrap_or_default(),
             scheme: r.scheme.clone(),
             port,
@@ -1250,4 +1285,17 @@ fn build_cluster(
         identities,
         sni: format!("outbound_.{port_number}_.{}_.{fqdn}", subset.unwrap_or("")),
     })
+}
+
+/// Go's regexp.QuoteMeta (what pilot quotes a prefix with): only `\.+*?()|[]{}^$`
+/// are escaped, so the regex istiod writes is reproduced byte for byte.
+pub fn quote_meta(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }

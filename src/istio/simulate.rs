@@ -262,6 +262,16 @@ fn path_matches(r: &RoutePlan, path: &str) -> bool {
             }
         }
         PathMatch::Regex(x) => full_match(&x, &p),
+        PathMatch::PathSeparatedPrefix(x) => {
+            let x = if r.ignore_case {
+                x.to_ascii_lowercase()
+            } else {
+                x
+            };
+            p == x
+                || p.strip_prefix(x.as_str())
+                    .is_some_and(|rest| rest.starts_with('/'))
+        }
     }
 }
 
@@ -376,7 +386,9 @@ pub fn rewritten_path(r: &RoutePlan, path: &str) -> String {
     match &r.rewrite {
         None => path.to_string(),
         Some(UriRewrite::Prefix(new)) => match &r.path {
-            PathMatch::Prefix(pre) if path.len() >= pre.len() => {
+            PathMatch::Prefix(pre) | PathMatch::PathSeparatedPrefix(pre)
+                if path.len() >= pre.len() =>
+            {
                 format!("{new}{}", &path[pre.len()..])
             }
             _ => format!("{new}{query}"),
@@ -400,7 +412,7 @@ pub fn split_query(path: &str) -> (&str, &str) {
 /// The `Location` of a redirect as Envoy writes it (RouteEntryImplBase::newUri): the
 /// request's scheme, host and path unless the redirect replaces them; a port replaces
 /// the request's.
-pub fn redirect_location(req: &SimRequest, r: &super::mesh::Redirect) -> String {
+pub fn redirect_location(req: &SimRequest, route: &RoutePlan, r: &super::mesh::Redirect) -> String {
     let scheme = r.scheme.as_deref().unwrap_or("http");
     let host = if r.host.is_empty() {
         req.host.as_str()
@@ -412,10 +424,20 @@ pub fn redirect_location(req: &SimRequest, r: &super::mesh::Redirect) -> String 
     } else {
         host.to_string()
     };
-    let path = if r.path.is_empty() {
-        req.path.as_str()
+    let path = if r.prefix {
+        // prefix_rewrite: the route matched a prefix; it is replaced.
+        match &route.path {
+            PathMatch::Prefix(pre) | PathMatch::PathSeparatedPrefix(pre)
+                if req.path.len() >= pre.len() =>
+            {
+                format!("{}{}", r.path, &req.path[pre.len()..])
+            }
+            _ => r.path.clone(),
+        }
+    } else if r.path.is_empty() {
+        req.path.clone()
     } else {
-        r.path.as_str()
+        r.path.clone()
     };
     format!("{scheme}://{host}{path}")
 }
@@ -596,7 +618,7 @@ impl Mesh {
         match &route.action {
             RouteKind::Forward => {}
             RouteKind::Redirect(r) => {
-                let location = redirect_location(req, r);
+                let location = redirect_location(req, route, r);
                 let code = r.code;
                 return status_only(
                     steps,
@@ -633,7 +655,14 @@ impl Mesh {
             }
             let response_ops =
                 headers::in_envoy_order(&route.response_headers, &d.response_headers, weighted);
-            for mut b in self.cluster_branches(&d.cluster, share, forwarded, headers, ejections) {
+            for mut b in self.cluster_branches(
+                &d.cluster,
+                share,
+                forwarded,
+                headers,
+                ejections,
+                route.cluster_not_found,
+            ) {
                 if b.backend.is_some() {
                     b.response = b.response.after(&response_ops);
                 }
@@ -663,7 +692,7 @@ impl Mesh {
     /// to the mirror cluster's endpoints; a cluster that does not exist or has no
     /// endpoint receives nothing, and the primary answer is unaffected).
     fn mirrored(&self, m: &super::mesh::MirrorPlan, path: &str, headers: &Headers) -> Mirrored {
-        let branches = self.cluster_branches(&m.cluster, 1.0, path, headers.clone(), None);
+        let branches = self.cluster_branches(&m.cluster, 1.0, path, headers.clone(), None, 503);
         let backends: Vec<(Backend, f64)> = branches
             .iter()
             .filter_map(|b| Some((b.backend.clone()?, b.share)))
@@ -693,6 +722,7 @@ impl Mesh {
         forwarded: &str,
         headers: Headers,
         ejections: Option<&Ejections>,
+        not_found: u16,
     ) -> Vec<Branch> {
         let (path, query) = split_query(forwarded);
         let base = Branch {
@@ -714,8 +744,11 @@ impl Mesh {
                 }
                 _ => "no such cluster".into(),
             };
+            // Envoy answers cluster_not_found_response_code (503 unless the route says
+            // otherwise: 500 under Gateway API semantics).
             return vec![Branch {
-                reason: format!("cluster {name}: {why}: 503 (NC)"),
+                status: Some(not_found),
+                reason: format!("cluster {name}: {why}: {not_found} (NC)"),
                 ..base
             }];
         };
@@ -998,6 +1031,7 @@ fn describe_match(r: &RoutePlan) -> String {
         PathMatch::Prefix(p) => format!("uri prefix {p}"),
         PathMatch::Exact(p) => format!("uri exact {p}"),
         PathMatch::Regex(p) => format!("uri regex {p}"),
+        PathMatch::PathSeparatedPrefix(p) => format!("uri path-separated prefix {p}"),
     }];
     for m in &r.headers {
         let not = if m.invert { "without " } else { "" };

@@ -148,6 +148,7 @@ fn rewrite_route(path: PathMatch, rewrite: UriRewrite) -> RoutePlan {
         retry: Some(RetryPlan::default()),
         filters: Default::default(),
         mirrors: vec![],
+        cluster_not_found: 503,
         hash_policy: Vec::new(),
     }
 }

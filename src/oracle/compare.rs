@@ -290,7 +290,7 @@ fn first_gateway_source(d: &Diff, gi: usize) -> Source {
     let pod = &d.mesh.pods[d.mesh.gateways[gi].pod];
     d.fx.gateways
         .iter()
-        .find(|g| crate::fixtures::k8s::selects(&g.spec.spec.selector, &pod.labels))
+        .find(|g| d.fx.gateway_selects(g, &pod.namespace, &pod.labels))
         .map(|g| g.source.clone())
         .unwrap_or_else(|| pod.source.clone())
 }

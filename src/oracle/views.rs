@@ -455,6 +455,7 @@ pub fn model_route(r: &RoutePlan) -> RouteView {
         PathMatch::Prefix(p) => format!("prefix {p}"),
         PathMatch::Exact(p) => format!("path {p}"),
         PathMatch::Regex(p) => format!("safe_regex {p}"),
+        PathMatch::PathSeparatedPrefix(p) => format!("path_separated_prefix {p}"),
     };
     let view = |m: &crate::istio::Matcher| {
         let not = if m.invert { "!" } else { "" };
@@ -482,7 +483,11 @@ pub fn model_route(r: &RoutePlan) -> RouteView {
         RouteKind::Forward => shares(&weights),
         RouteKind::Redirect(x) => redirect_view(
             x.code,
-            &x.path,
+            &if x.prefix {
+                format!("prefix:{}", x.path)
+            } else {
+                x.path.clone()
+            },
             &x.host,
             x.scheme.as_deref().unwrap_or(""),
             x.port,
@@ -591,9 +596,13 @@ pub fn oracle_route(r: &RouteResult) -> RouteView {
             let text = |k: &str| j.get(k).and_then(Value::as_str).unwrap_or("").to_string();
             let code = crate::istio::Redirect::status_of(&text("response_code"));
             let port = j.get("port_redirect").and_then(Value::as_u64).unwrap_or(0) as u32;
+            let path = match j.get("prefix_rewrite").and_then(Value::as_str) {
+                Some(p) => format!("prefix:{p}"),
+                None => text("path_redirect"),
+            };
             redirect_view(
                 code,
-                &text("path_redirect"),
+                &path,
                 &text("host_redirect"),
                 &text("scheme_redirect"),
                 port,

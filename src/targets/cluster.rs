@@ -300,7 +300,9 @@ pub async fn deploy(
             eprintln!("{name}: reaching the gateway at its load balancer {lb} (status.loadBalancer.ingress)");
             target.node = lb;
             target.node_ports = target.node_ports.keys().map(|p| (*p, *p)).collect();
-            target.props.push(("gateway.load_balancer".into(), lb.to_string()));
+            target
+                .props
+                .push(("gateway.load_balancer".into(), lb.to_string()));
         }
         None => target.node = resolve_node_address(&client, node_override).await?,
     }

@@ -205,7 +205,11 @@ pub fn command(args: UpgradeArgs) -> Result<u8, Error> {
     drop(running);
     let config_diff = versions.map(|v| v.diff).unwrap_or_default();
     let code = finish(outcome, &args, props, config_diff, &junit, started)?;
-    Ok(if *interrupt.borrow() { crate::error::exit::INTERRUPTED } else { code })
+    Ok(if *interrupt.borrow() {
+        crate::error::exit::INTERRUPTED
+    } else {
+        code
+    })
 }
 
 fn step_line(what: &str) {

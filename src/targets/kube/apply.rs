@@ -230,7 +230,8 @@ fn prepare(
             }
         }
     }
-    if opts.node_port_services && object.kind == "Service" && body["spec"]["type"] == "LoadBalancer" {
+    if opts.node_port_services && object.kind == "Service" && body["spec"]["type"] == "LoadBalancer"
+    {
         body["spec"]["type"] = Value::String("NodePort".into());
     }
     if let Some(rev) = &opts.revision {
@@ -598,9 +599,14 @@ async fn apply_one(
         // still be changed: only objects an earlier meshcheck run applied (kept) are
         // applied again without `--adopt`.
         if object.kind == "Namespace"
-            && super::injection::keep_live_revision(&mut prepared.body, meta.metadata.labels.as_ref())
+            && super::injection::keep_live_revision(
+                &mut prepared.body,
+                meta.metadata.labels.as_ref(),
+            )
         {
-            tracing::info!("{source}: {describe} is labelled istio.io/rev: istio-injection not added");
+            tracing::info!(
+                "{source}: {describe} is labelled istio.io/rev: istio-injection not added"
+            );
         }
         let managers = managers(&meta.metadata);
         if !opts.adopt && !managers.iter().any(|m| m == &opts.field_manager) {

@@ -58,7 +58,11 @@ impl Injectors {
             if self.revisions.is_empty() {
                 "none".to_string()
             } else {
-                self.revisions.iter().cloned().collect::<Vec<_>>().join(", ")
+                self.revisions
+                    .iter()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             }
         };
         match revision {
@@ -103,9 +107,10 @@ fn selected_revisions(
 /// The cluster's injectors.
 pub async fn injectors(client: &Client) -> Result<Injectors, KubeError> {
     let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-    let list = api.list(&ListParams::default()).await.map_err(|e| {
-        KubeError::from_kube(e, "list", "the MutatingWebhookConfigurations", None)
-    })?;
+    let list = api
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| KubeError::from_kube(e, "list", "the MutatingWebhookConfigurations", None))?;
     Ok(Injectors::from_configs(&list.items))
 }
 
@@ -146,8 +151,13 @@ pub fn use_revision(kind: &str, body: &mut serde_json::Value, revision: &str) {
         }
         return;
     }
-    let Some(pointer) = pod_labels_pointer(kind) else { return };
-    if let Some(labels) = body.pointer_mut(pointer).and_then(serde_json::Value::as_object_mut) {
+    let Some(pointer) = pod_labels_pointer(kind) else {
+        return;
+    };
+    if let Some(labels) = body
+        .pointer_mut(pointer)
+        .and_then(serde_json::Value::as_object_mut)
+    {
         if labels.get(INJECT_LABEL).and_then(|v| v.as_str()) == Some("true") {
             labels.insert(REVISION_LABEL.into(), revision.into());
         }
@@ -175,8 +185,10 @@ mod tests {
     use serde_json::json;
 
     fn config(hooks: serde_json::Value) -> MutatingWebhookConfiguration {
-        serde_json::from_value(json!({"metadata": {"name": "istio-sidecar-injector"}, "webhooks": hooks}))
-            .unwrap()
+        serde_json::from_value(
+            json!({"metadata": {"name": "istio-sidecar-injector"}, "webhooks": hooks}),
+        )
+        .unwrap()
     }
 
     fn hook(name: &str, rev: &str) -> serde_json::Value {
@@ -207,10 +219,16 @@ mod tests {
         )]))]);
         assert!(!i.default);
         let why = i.refusal(true, None).expect("refused");
-        assert!(why.contains("no default sidecar injector") && why.contains("1-30-3"), "{why}");
+        assert!(
+            why.contains("no default sidecar injector") && why.contains("1-30-3"),
+            "{why}"
+        );
         assert_eq!(i.refusal(true, Some("1-30-3")), None);
         let why = i.refusal(true, Some("canary")).expect("refused");
-        assert!(why.contains("--revision canary") && why.contains("1-30-3"), "{why}");
+        assert!(
+            why.contains("--revision canary") && why.contains("1-30-3"),
+            "{why}"
+        );
         // Fixtures that ask for no injection need no injector.
         assert_eq!(i.refusal(false, None), None);
     }
@@ -219,23 +237,36 @@ mod tests {
     fn revision_relabels_only_what_asks_for_injection() {
         let mut ns = json!({"metadata": {"labels": {"istio-injection": "enabled", "team": "a"}}});
         use_revision("Namespace", &mut ns, "canary");
-        assert_eq!(ns, json!({"metadata": {"labels": {"istio.io/rev": "canary", "team": "a"}}}));
+        assert_eq!(
+            ns,
+            json!({"metadata": {"labels": {"istio.io/rev": "canary", "team": "a"}}})
+        );
         let mut off = json!({"metadata": {"labels": {"istio-injection": "disabled"}}});
         use_revision("Namespace", &mut off, "canary");
-        assert_eq!(off, json!({"metadata": {"labels": {"istio-injection": "disabled"}}}));
+        assert_eq!(
+            off,
+            json!({"metadata": {"labels": {"istio-injection": "disabled"}}})
+        );
         // The gateway's pods ask for injection themselves.
         let mut gw = json!({"spec": {"template": {"metadata": {"labels": {"sidecar.istio.io/inject": "true"}}}}});
         use_revision("Deployment", &mut gw, "canary");
-        assert_eq!(gw["spec"]["template"]["metadata"]["labels"]["istio.io/rev"], "canary");
+        assert_eq!(
+            gw["spec"]["template"]["metadata"]["labels"]["istio.io/rev"],
+            "canary"
+        );
         let mut app = json!({"spec": {"template": {"metadata": {"labels": {"app": "a"}}}}});
         use_revision("Deployment", &mut app, "canary");
-        assert_eq!(app, json!({"spec": {"template": {"metadata": {"labels": {"app": "a"}}}}}));
+        assert_eq!(
+            app,
+            json!({"spec": {"template": {"metadata": {"labels": {"app": "a"}}}}})
+        );
     }
 
     #[test]
     fn adopting_a_revision_labelled_namespace_never_adds_istio_injection() {
         let mut ns = json!({"metadata": {"labels": {"istio-injection": "enabled"}}});
-        let live = std::collections::BTreeMap::from([("istio.io/rev".to_string(), "r1".to_string())]);
+        let live =
+            std::collections::BTreeMap::from([("istio.io/rev".to_string(), "r1".to_string())]);
         assert!(keep_live_revision(&mut ns, Some(&live)));
         assert_eq!(ns, json!({"metadata": {"labels": {}}}));
         let mut ns = json!({"metadata": {"labels": {"istio-injection": "enabled"}}});

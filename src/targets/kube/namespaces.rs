@@ -71,10 +71,18 @@ mod tests {
         }))
         .unwrap();
         let why = terminating(&ns).expect("terminating");
-        assert!(why.starts_with("Terminating since 2026-12-07T12:00:00Z"), "{why}");
-        assert!(why.contains("example.com/hold") && !why.contains("successfully"), "{why}");
-        let active: Namespace =
-            serde_json::from_value(json!({"metadata": {"name": "atlas"}, "status": {"phase": "Active"}})).unwrap();
+        assert!(
+            why.starts_with("Terminating since 2026-12-07T12:00:00Z"),
+            "{why}"
+        );
+        assert!(
+            why.contains("example.com/hold") && !why.contains("successfully"),
+            "{why}"
+        );
+        let active: Namespace = serde_json::from_value(
+            json!({"metadata": {"name": "atlas"}, "status": {"phase": "Active"}}),
+        )
+        .unwrap();
         assert_eq!(terminating(&active), None);
     }
 }

@@ -185,7 +185,12 @@ fn gateway_answer(kind: &RouteKind) -> Option<(&'static str, Value)> {
     match kind {
         RouteKind::Forward => None,
         RouteKind::Redirect(r) => {
-            let mut v = json!({"path_redirect": r.path, "host_redirect": r.host,
+            let path_key = if r.prefix {
+                "prefix_rewrite"
+            } else {
+                "path_redirect"
+            };
+            let mut v = json!({path_key: r.path, "host_redirect": r.host,
                                "response_code": Redirect::envoy_code(r.code)});
             if let Some(s) = &r.scheme {
                 v["scheme_redirect"] = json!(s);
@@ -212,6 +217,7 @@ pub(crate) fn route(r: &RoutePlan) -> Value {
         PathMatch::Prefix(p) => m.insert("prefix".into(), json!(p)),
         PathMatch::Exact(p) => m.insert("path".into(), json!(p)),
         PathMatch::Regex(p) => m.insert("safe_regex".into(), json!({"regex": p})),
+        PathMatch::PathSeparatedPrefix(p) => m.insert("path_separated_prefix".into(), json!(p)),
     };
     m.insert("case_sensitive".into(), json!(!r.ignore_case));
     let mut headers: Vec<Value> = r.headers.iter().map(matcher).collect();

@@ -315,7 +315,6 @@ impl IstioctlUpgrade {
         verify_proxies(&self.client, &self.namespaces, opts).await
     }
 
-
     /// Canary: the old revision removed (`istioctl uninstall --revision default`).
     pub async fn finish(&mut self, opts: &ClusterUpgradeOptions) -> Result<(), String> {
         if opts.strategy == Strategy::InPlace {
@@ -402,13 +401,22 @@ pub(super) async fn verify_proxies(
             .await
             .map_err(|e| e.to_string())?;
         for p in pods {
-            let Some(image) = proxy_image(&p) else { continue };
+            let Some(image) = proxy_image(&p) else {
+                continue;
+            };
             checked += 1;
             let tag = image.rsplit(':').next().unwrap_or("");
             let on_b = tag == opts.to || tag.starts_with(&format!("{}.", opts.to));
-            let rev_ok = revision.as_ref().is_none_or(|r| injected_revision(&p).as_deref() == Some(r));
+            let rev_ok = revision
+                .as_ref()
+                .is_none_or(|r| injected_revision(&p).as_deref() == Some(r));
             if !on_b || !rev_ok {
-                stale.push(format!("{}/{} ({image}, revision {})", p.namespace, p.name, injected_revision(&p).unwrap_or_default()));
+                stale.push(format!(
+                    "{}/{} ({image}, revision {})",
+                    p.namespace,
+                    p.name,
+                    injected_revision(&p).unwrap_or_default()
+                ));
             }
         }
     }
@@ -420,7 +428,10 @@ pub(super) async fn verify_proxies(
             stale.join(", ")
         ));
     }
-    eprintln!("upgrade: every injected pod ({checked}) runs Istio {}'s proxy", opts.to);
+    eprintln!(
+        "upgrade: every injected pod ({checked}) runs Istio {}'s proxy",
+        opts.to
+    );
     Ok(())
 }
 

@@ -244,7 +244,9 @@ impl ClusterTransition {
 impl Transition for ClusterTransition {
     fn precheck(&mut self) -> BoxFuture<'_, Result<Vec<Precheck>, Error>> {
         Box::pin(async move {
-            let ClusterTransition { target, opts, how, .. } = self;
+            let ClusterTransition {
+                target, opts, how, ..
+            } = self;
             match how {
                 How::Istioctl(k) => k
                     .precheck(opts)

@@ -133,8 +133,15 @@ impl Cluster {
         let mut st = self.state.lock().unwrap();
         *st.generations.entry(id.clone()).or_insert(1) += 1;
         if !st.keep_a.contains(&id) {
-            let rev = st.labels.get(ns).and_then(|l| l.get("istio.io/rev")).cloned();
-            st.proxies.insert(id, (TO.to_string(), rev.unwrap_or_else(|| "default".into())));
+            let rev = st
+                .labels
+                .get(ns)
+                .and_then(|l| l.get("istio.io/rev"))
+                .cloned();
+            st.proxies.insert(
+                id,
+                (TO.to_string(), rev.unwrap_or_else(|| "default".into())),
+            );
         }
         format!("restart {ns}/{name} {} {shape}", content_type(request))
     }
@@ -223,7 +230,8 @@ impl Bench {
         );
         st.labels.insert("istio-ingress".into(), BTreeMap::new());
         for id in DEPLOYMENTS {
-            st.proxies.insert(id.into(), (FROM.into(), "default".into()));
+            st.proxies
+                .insert(id.into(), (FROM.into(), "default".into()));
         }
         let state = Arc::new(Mutex::new(st));
         let cluster = Cluster {
@@ -337,15 +345,18 @@ const DEPLOYMENTS: [&str; 5] = [
 /// then every namespace's pods are listed to see that they run B's proxy.
 fn restarts() -> Vec<String> {
     DEPLOYMENTS
-    .iter()
-    .flat_map(|d| {
-        [
-            format!("restart {d} strategic restartedAt"),
-            format!("get deploy {d}"),
-        ]
-    })
-    .chain(["list pods atlas".to_string(), "list pods istio-ingress".to_string()])
-    .collect()
+        .iter()
+        .flat_map(|d| {
+            [
+                format!("restart {d} strategic restartedAt"),
+                format!("get deploy {d}"),
+            ]
+        })
+        .chain([
+            "list pods atlas".to_string(),
+            "list pods istio-ingress".to_string(),
+        ])
+        .collect()
 }
 
 fn alive(pid: u32) -> bool {
@@ -546,11 +557,17 @@ async fn a_pod_still_on_the_old_proxy_fails_the_proxies_step() {
         b.state.lock().unwrap().keep_a.insert("atlas/authz".into());
         let mut t = b.transition(b.opts(strategy));
         t.upgrade_control_plane().await.unwrap();
-        let msg = message(&t.restart_proxies().await.expect_err("authz keeps A's proxy"));
+        let msg = message(
+            &t.restart_proxies()
+                .await
+                .expect_err("authz keeps A's proxy"),
+        );
         assert!(
             msg.contains("upgrade step `proxies` failed")
                 && msg.contains("1 of 5 injected pod(s) do not run Istio 1.30.3's proxy")
-                && msg.contains(&format!("atlas/authz-1 (docker.io/istio/proxyv2:{FROM}, revision default)")),
+                && msg.contains(&format!(
+                    "atlas/authz-1 (docker.io/istio/proxyv2:{FROM}, revision default)"
+                )),
             "{strategy:?}: {msg}"
         );
     }
@@ -617,7 +634,11 @@ async fn existing_runs_the_upgrade_command_for_each_step() {
     t.upgrade_control_plane().await.unwrap();
     // The user's proxies step restarts the pods onto B.
     for d in DEPLOYMENTS {
-        b.state.lock().unwrap().proxies.insert(d.into(), (TO.into(), "default".into()));
+        b.state
+            .lock()
+            .unwrap()
+            .proxies
+            .insert(d.into(), (TO.into(), "default".into()));
     }
     t.restart_proxies().await.unwrap();
     t.finish().await.unwrap();

@@ -44,7 +44,9 @@ impl FakeApi {
             .await;
         // Istio's default-revision injector (a cluster with `istioctl install`).
         Mock::given(method("GET"))
-            .and(path("/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"))
+            .and(path(
+                "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations",
+            ))
             .respond_with(ResponseTemplate::new(200).set_body_json(default_injector()))
             .with_priority(FALLBACK - 1)
             .mount(&fake.server)
@@ -395,7 +397,10 @@ impl Respond for RolledOut {
 /// The MutatingWebhookConfigurations of a default `istioctl install`: the default
 /// revision's `rev.namespace.` webhook and the default injector's `namespace.` one.
 pub fn default_injector() -> Value {
-    injector_list(&[("rev.namespace.sidecar-injector.istio.io", "default"), ("namespace.sidecar-injector.istio.io", "default")])
+    injector_list(&[
+        ("rev.namespace.sidecar-injector.istio.io", "default"),
+        ("namespace.sidecar-injector.istio.io", "default"),
+    ])
 }
 
 /// A MutatingWebhookConfigurationList with one configuration holding `hooks`

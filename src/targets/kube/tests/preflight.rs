@@ -35,7 +35,14 @@ async fn bring_up(fake: &FakeApi, revision: Option<&str>) -> (Option<String>, Ve
     let mesh = Mesh::build(&fx);
     let res = tokio::time::timeout(
         Duration::from_secs(5),
-        deploy("existing", fake.client.clone(), &fx, &mesh, &opts(revision), None),
+        deploy(
+            "existing",
+            fake.client.clone(),
+            &fx,
+            &mesh,
+            &opts(revision),
+            None,
+        ),
     )
     .await;
     let err = match res {
@@ -56,11 +63,17 @@ async fn bring_up(fake: &FakeApi, revision: Option<&str>) -> (Option<String>, Ve
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revision_only_istio_is_refused_before_anything_is_applied() {
     let fake = FakeApi::start().await;
-    fake.serve_webhooks(injector_list(&[("rev.namespace.sidecar-injector.istio.io", "1-30-3")]))
-        .await;
+    fake.serve_webhooks(injector_list(&[(
+        "rev.namespace.sidecar-injector.istio.io",
+        "1-30-3",
+    )]))
+    .await;
     let (err, patches) = bring_up(&fake, None).await;
     let err = err.expect("refused");
-    assert!(err.contains("no default sidecar injector") && err.contains("1-30-3"), "{err}");
+    assert!(
+        err.contains("no default sidecar injector") && err.contains("1-30-3"),
+        "{err}"
+    );
     assert!(patches.is_empty(), "{patches:?}");
     let (err, patches) = bring_up(&fake, Some("canary")).await;
     assert!(err.expect("refused").contains("--revision canary"));
@@ -70,15 +83,24 @@ async fn a_revision_only_istio_is_refused_before_anything_is_applied() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revision_labels_the_namespaces_for_that_revision() {
     let fake = FakeApi::start().await;
-    fake.serve_webhooks(injector_list(&[("rev.namespace.sidecar-injector.istio.io", "1-30-3")]))
-        .await;
+    fake.serve_webhooks(injector_list(&[(
+        "rev.namespace.sidecar-injector.istio.io",
+        "1-30-3",
+    )]))
+    .await;
     let (_, patches) = bring_up(&fake, Some("1-30-3")).await;
     let atlas = patches
         .iter()
         .find(|p| p["kind"] == "Namespace" && p["metadata"]["name"] == "atlas")
         .expect("atlas applied");
-    assert_eq!(atlas["metadata"]["labels"]["istio.io/rev"], "1-30-3", "{atlas}");
-    assert!(atlas["metadata"]["labels"].get("istio-injection").is_none(), "{atlas}");
+    assert_eq!(
+        atlas["metadata"]["labels"]["istio.io/rev"], "1-30-3",
+        "{atlas}"
+    );
+    assert!(
+        atlas["metadata"]["labels"].get("istio-injection").is_none(),
+        "{atlas}"
+    );
     let gateway = patches
         .iter()
         .find(|p| p["kind"] == "Deployment" && p["metadata"]["name"] == "my-ingress-gateway")
@@ -136,12 +158,23 @@ async fn a_load_balancer_address_is_preferred_to_the_node_port() {
     let mesh = Mesh::build(&fx);
     let mut o = opts(None);
     o.apply = false;
-    let t = deploy("existing", fake.client.clone(), &fx, &mesh, &o, None).await.unwrap();
+    let t = deploy("existing", fake.client.clone(), &fx, &mesh, &o, None)
+        .await
+        .unwrap();
     use crate::targets::Target;
     assert_eq!(t.node_address(), std::net::IpAddr::from([127, 0, 0, 9]));
     assert_eq!(t.node_port(80), Some(80));
     // --node-address wins over it: the NodePort at the given address.
-    let t = deploy("existing", fake.client.clone(), &fx, &mesh, &o, Some([127, 0, 0, 1].into())).await.unwrap();
+    let t = deploy(
+        "existing",
+        fake.client.clone(),
+        &fx,
+        &mesh,
+        &o,
+        Some([127, 0, 0, 1].into()),
+    )
+    .await
+    .unwrap();
     assert_eq!(t.node_address(), std::net::IpAddr::from([127, 0, 0, 1]));
     assert_eq!(t.node_port(80), Some(30080));
 }
@@ -168,6 +201,9 @@ async fn service_type_node_port_applies_load_balancers_as_node_ports() {
         .filter(|r| r.method.as_str() == "PATCH" && r.url.path().contains("/services/"))
         .map(|r| serde_json::from_slice(&r.body).unwrap())
         .collect();
-    let gw = services.iter().find(|s| s["metadata"]["name"] == "my-ingress-gateway").expect("applied");
+    let gw = services
+        .iter()
+        .find(|s| s["metadata"]["name"] == "my-ingress-gateway")
+        .expect("applied");
     assert_eq!(gw["spec"]["type"], "NodePort", "{gw}");
 }

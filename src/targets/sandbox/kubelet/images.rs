@@ -65,8 +65,14 @@ mod tests {
     fn images_are_played_by_name_and_release() {
         assert_eq!(program_for("meshcheck/stub:latest"), Ok(Program::Stub));
         assert_eq!(program_for("meshcheck/stub"), Ok(Program::Stub));
-        assert_eq!(program_for("registry.example:5000/team/meshcheck/stub:v1"), Ok(Program::Stub));
-        assert_eq!(program_for("registry.example/meshcheck/stub@sha256:00"), Ok(Program::Stub));
+        assert_eq!(
+            program_for("registry.example:5000/team/meshcheck/stub:v1"),
+            Ok(Program::Stub)
+        );
+        assert_eq!(
+            program_for("registry.example/meshcheck/stub@sha256:00"),
+            Ok(Program::Stub)
+        );
         assert!(program_for("registry.example/meshcheck/stubborn:v1").is_err());
         assert!(program_for("meshcheck/stub-other:v1").is_err());
         assert_eq!(

@@ -136,7 +136,9 @@ impl PodView {
 /// node it found NotReady. A real kubelet's status manager then writes its own view
 /// again; so does this one.
 pub fn drifted(patched: &Value, live: &k8s_openapi::api::core::v1::Pod) -> bool {
-    let ours = patched.pointer("/status/conditions").and_then(Value::as_array);
+    let ours = patched
+        .pointer("/status/conditions")
+        .and_then(Value::as_array);
     let theirs = live.status.as_ref().and_then(|s| s.conditions.as_ref());
     let Some(ours) = ours else { return false };
     ours.iter().any(|c| {
@@ -217,8 +219,10 @@ mod tests {
     #[test]
     fn a_ready_condition_changed_by_someone_else_is_drift() {
         let sent = view(true).to_patch();
-        let mut live: k8s_openapi::api::core::v1::Pod =
-            serde_json::from_value(json!({"metadata": {"name": "p"}, "status": sent["status"].clone()})).unwrap();
+        let mut live: k8s_openapi::api::core::v1::Pod = serde_json::from_value(
+            json!({"metadata": {"name": "p"}, "status": sent["status"].clone()}),
+        )
+        .unwrap();
         assert!(!drifted(&sent, &live));
         // The node lifecycle controller's MarkPodsNotReady.
         for c in live.status.as_mut().unwrap().conditions.as_mut().unwrap() {
