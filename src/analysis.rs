@@ -8,6 +8,7 @@ mod destination_rules;
 mod destinations;
 mod duplicate_certificates;
 mod gateway_api;
+mod gateway_api_status;
 mod mesh_hosts;
 mod service_association;
 mod upstream_tls;
@@ -133,6 +134,10 @@ pub const ANALYSES: &[(&str, &str)] = &[
         "rewrites",
         "a prefix rewritten to `/` keeps no `//` in the paths backends see",
     ),
+    (
+        "gateway-api-status",
+        "Gateway API objects as istiod's controller would report them: routes accepted by their parents, references resolved, listeners programmed",
+    ),
 ];
 
 struct Ctx<'a> {
@@ -192,6 +197,7 @@ pub fn analyze(fx: &Fixtures, mesh: &Mesh, suite: &Suite) -> Vec<Finding> {
     mtls(&mut c);
     upstream_tls::upstream_tls(&mut c);
     rewrites(&mut c);
+    gateway_api_status::gateway_api_status(&mut c);
     simulate_suite(&mut c, suite);
     let mut seen = BTreeSet::new();
     c.out

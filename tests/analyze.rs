@@ -846,8 +846,16 @@ fn a_typo_inside_a_string_match_is_mc301_and_read_as_istio_reads_what_is_left() 
     // header match left empty is a presence match. Not exit 2: findings, and the
     // prediction follows (istiod agrees: the copy is compared with it when dropped).
     let f = FixtureCopy::new();
-    f.replacen_first("40-virtualservices.yaml", "        prefix: /atlas-ui", "        prefx: /atlas-ui");
-    f.replacen_first("40-virtualservices.yaml", "          exact: v2", "          exct: v2");
+    f.replacen_first(
+        "40-virtualservices.yaml",
+        "        prefix: /atlas-ui",
+        "        prefx: /atlas-ui",
+    );
+    f.replacen_first(
+        "40-virtualservices.yaml",
+        "          exact: v2",
+        "          exct: v2",
+    );
     let all = findings(&f);
     assert_eq!(
         field_findings(&all),
@@ -861,5 +869,8 @@ fn a_typo_inside_a_string_match_is_mc301_and_read_as_istio_reads_what_is_left() 
         .iter()
         .find(|f| f.code == "MC201" && f.message.contains("routing::unmatched-path-404"))
         .unwrap_or_else(|| panic!("{all:#?}"));
-    assert!(unmatched.message.contains("predicted 200 from atlas-ui"), "{unmatched}");
+    assert!(
+        unmatched.message.contains("predicted 200 from atlas-ui"),
+        "{unmatched}"
+    );
 }

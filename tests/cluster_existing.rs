@@ -216,7 +216,11 @@ async fn a_namespace_prefix_renames_the_namespaces_expectations_name() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_gateway_is_reported_before_the_checks_when_they_send_traffic() {
     // A port nothing listens on any more.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let server = cluster_with_fixtures("mc-", closed).await;
     let common = ["--no-apply", "--namespace-prefix", "mc-", "--exact"];
     let r = run_existing(&server, &[&common[..], &["routing::atlas-ui"]].concat()).await;
@@ -228,7 +232,12 @@ async fn an_unreachable_gateway_is_reported_before_the_checks_when_they_send_tra
         r.stderr
     );
     let r = run_existing(&server, &[&common[..], &["sidecars::injected"]].concat()).await;
-    assert!(r.passed.contains("sidecars::injected"), "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.passed.contains("sidecars::injected"),
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
 }
 
 /// Without `--stub-image` the fixtures' `meshcheck/stub` would be pulled from a

@@ -33,15 +33,25 @@ fn container(dir: &Path, script: &str) -> (u64, u32) {
     let owner = procs::new_owner();
     let pidfile = dir.join("child.pid");
     let script = script.replace("PIDFILE", &pidfile.display().to_string());
-    procs::spawn(owner, "c", Command::new("sh").args(["-c", &script]), &dir.join("c.log")).unwrap();
+    procs::spawn(
+        owner,
+        "c",
+        Command::new("sh").args(["-c", &script]),
+        &dir.join("c.log"),
+    )
+    .unwrap();
     let mut child = 0;
-    wait_until(Duration::from_secs(10), "the container started its child", || {
-        child = std::fs::read_to_string(&pidfile)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0);
-        child != 0
-    });
+    wait_until(
+        Duration::from_secs(10),
+        "the container started its child",
+        || {
+            child = std::fs::read_to_string(&pidfile)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(0);
+            child != 0
+        },
+    );
     (owner, child)
 }
 
@@ -51,12 +61,20 @@ fn a_container_in_its_grace_period_is_stopped_with_everything_else() {
     let dir = tempfile::tempdir().unwrap();
     // Ignores SIGTERM: only the end of its 60 s grace period, or meshcheck stopping
     // everything, ends it.
-    let (owner, child) = container(dir.path(), "trap '' TERM; sleep 300 & echo $! > PIDFILE; wait; sleep 300");
-    let stopping = std::thread::spawn(move || procs::stop_container(owner, "c", Duration::from_secs(60)));
+    let (owner, child) = container(
+        dir.path(),
+        "trap '' TERM; sleep 300 & echo $! > PIDFILE; wait; sleep 300",
+    );
+    let stopping =
+        std::thread::spawn(move || procs::stop_container(owner, "c", Duration::from_secs(60)));
     std::thread::sleep(Duration::from_millis(200));
     let started = Instant::now();
     procs::stop_all(Duration::from_millis(500));
-    wait_until(Duration::from_secs(10), "the child is stopped by stop_all", || !alive(child));
+    wait_until(
+        Duration::from_secs(10),
+        "the child is stopped by stop_all",
+        || !alive(child),
+    );
     assert!(stopping.join().unwrap());
     assert!(started.elapsed() < Duration::from_secs(10));
 }

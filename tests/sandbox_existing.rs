@@ -70,7 +70,12 @@ async fn namespaces_with_async(api: &Api<Namespace>, prefix: &str) -> Vec<String
 
 fn assert_passed(r: &RunResult) {
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    assert!(r.passed.contains("sidecars::injected"), "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.passed.contains("sidecars::injected"),
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
 }
 
 /// Every object of the run is applied server-side by the field manager `meshcheck`
@@ -92,23 +97,40 @@ fn objects_are_applied_server_side_by_meshcheck_and_pods_injected_by_istiod() {
         let s = services.get("my-ingress-gateway").await.unwrap();
         // --service-type NodePort: no load balancer asked of the cluster.
         assert_eq!(s.spec.as_ref().unwrap().type_.as_deref(), Some("NodePort"));
-        for (what, fields) in [("Deployment authz", &d.metadata.managed_fields), ("Service my-ingress-gateway", &s.metadata.managed_fields)] {
+        for (what, fields) in [
+            ("Deployment authz", &d.metadata.managed_fields),
+            ("Service my-ingress-gateway", &s.metadata.managed_fields),
+        ] {
             let fields = fields.as_ref().unwrap();
             assert!(
-                fields.iter().any(|f| f.manager.as_deref() == Some("meshcheck") && f.operation.as_deref() == Some("Apply")),
+                fields
+                    .iter()
+                    .any(|f| f.manager.as_deref() == Some("meshcheck")
+                        && f.operation.as_deref() == Some("Apply")),
                 "{what}: {fields:?}"
             );
         }
         // The image the run was told to use, played by the sandbox as the stub.
-        let image = d.spec.unwrap().template.spec.unwrap().containers[0].image.clone();
-        assert_eq!(image.as_deref(), Some("registry.example/team/meshcheck/stub:v1"));
+        let image = d.spec.unwrap().template.spec.unwrap().containers[0]
+            .image
+            .clone();
+        assert_eq!(
+            image.as_deref(),
+            Some("registry.example/team/meshcheck/stub:v1")
+        );
         let pods: Api<Pod> = Api::namespaced(c, "ssa-atlas");
         let list = pods.list(&ListParams::default()).await.unwrap();
         assert!(!list.items.is_empty());
         for p in &list.items {
-            let status = p.metadata.annotations.as_ref().and_then(|a| a.get("sidecar.istio.io/status"));
+            let status = p
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("sidecar.istio.io/status"));
             assert!(
-                status.is_some_and(|s| s.contains("istio-proxy") && s.contains("\"revision\":\"default\"")),
+                status.is_some_and(
+                    |s| s.contains("istio-proxy") && s.contains("\"revision\":\"default\"")
+                ),
                 "{:?}: {status:?}",
                 p.metadata.name
             );
@@ -117,7 +139,13 @@ fn objects_are_applied_server_side_by_meshcheck_and_pods_injected_by_istiod() {
     // Again: ours (the manager is meshcheck), applied without --adopt, not deleted.
     let again = existing("ssa-", &[]);
     assert_passed(&again);
-    assert!(again.stderr.contains("deleting the 0 object(s) this run created"), "{}", again.stderr);
+    assert!(
+        again
+            .stderr
+            .contains("deleting the 0 object(s) this run created"),
+        "{}",
+        again.stderr
+    );
     assert_eq!(namespaces_with("ssa-").len(), 2);
     delete_namespaces("ssa-");
 }
@@ -131,9 +159,11 @@ fn a_run_leaves_nothing_behind_on_the_cluster() {
     }
     let r = existing("clean-", &[]);
     assert_passed(&r);
-    wait_until(Duration::from_secs(120), "the run's namespaces are deleted", || {
-        namespaces_with("clean-").is_empty()
-    });
+    wait_until(
+        Duration::from_secs(120),
+        "the run's namespaces are deleted",
+        || namespaces_with("clean-").is_empty(),
+    );
 }
 
 /// Two runs at once under different prefixes: the fixtures' fixed NodePort is dropped
@@ -158,15 +188,25 @@ fn namespace_prefixes_isolate_concurrent_runs() {
             let spec = s.spec.unwrap();
             ports.push(spec.ports.unwrap()[0].node_port.unwrap());
             let selector = spec.selector.unwrap();
-            assert_eq!(selector.get("istio").map(String::as_str), Some(format!("{p}my-ingress-gateway").as_str()));
+            assert_eq!(
+                selector.get("istio").map(String::as_str),
+                Some(format!("{p}my-ingress-gateway").as_str())
+            );
             let gw: Api<kube::api::DynamicObject> = Api::namespaced_with(
                 c.clone(),
                 &format!("{p}istio-ingress"),
-                &kube::api::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk("networking.istio.io", "v1", "Gateway")),
+                &kube::api::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
+                    "networking.istio.io",
+                    "v1",
+                    "Gateway",
+                )),
             );
             let list = gw.list(&ListParams::default()).await.unwrap();
             for g in list.items {
-                assert_eq!(g.data["spec"]["selector"]["istio"], json!(format!("{p}my-ingress-gateway")));
+                assert_eq!(
+                    g.data["spec"]["selector"]["istio"],
+                    json!(format!("{p}my-ingress-gateway"))
+                );
             }
         }
         assert_ne!(ports[0], ports[1], "{ports:?}");
@@ -199,7 +239,9 @@ fn a_foreign_object_is_taken_over_only_with_adopt() {
     let refused = existing("adopt-", &[]);
     assert_eq!(refused.code, 3, "{}\n{}", refused.stdout, refused.stderr);
     assert!(
-        refused.stderr.contains("Namespace adopt-atlas exists already and meshcheck did not create it")
+        refused
+            .stderr
+            .contains("Namespace adopt-atlas exists already and meshcheck did not create it")
             && refused.stderr.contains("someone-else")
             && refused.stderr.contains("--adopt")
             && refused.stderr.contains("00-namespaces.yaml:"),
@@ -210,23 +252,40 @@ fn a_foreign_object_is_taken_over_only_with_adopt() {
         rt().block_on(async {
             let svc: Api<Service> = Api::namespaced(client().await, "adopt-atlas");
             let s = svc.get("authz").await.unwrap();
-            let m: Vec<String> = s.metadata.managed_fields.unwrap().into_iter().filter_map(|f| f.manager).collect();
+            let m: Vec<String> = s
+                .metadata
+                .managed_fields
+                .unwrap()
+                .into_iter()
+                .filter_map(|f| f.manager)
+                .collect();
             m
         })
     };
     assert_eq!(managers(), vec!["someone-else".to_string()]);
     let adopted = existing("adopt-", &["--adopt"]);
     assert_passed(&adopted);
-    assert!(managers().contains(&"meshcheck".to_string()), "{:?}", managers());
+    assert!(
+        managers().contains(&"meshcheck".to_string()),
+        "{:?}",
+        managers()
+    );
     // The run created adopt-istio-ingress (deleted) and the Deployments; it found
     // adopt-atlas and the Service (kept).
-    wait_until(Duration::from_secs(120), "adopt-istio-ingress is deleted", || {
-        namespaces_with("adopt-") == vec!["adopt-atlas".to_string()]
-    });
+    wait_until(
+        Duration::from_secs(120),
+        "adopt-istio-ingress is deleted",
+        || namespaces_with("adopt-") == vec!["adopt-atlas".to_string()],
+    );
     rt().block_on(async {
         let c = client().await;
         let deploys: Api<Deployment> = Api::namespaced(c, "adopt-atlas");
-        assert!(deploys.list(&ListParams::default()).await.unwrap().items.is_empty());
+        assert!(deploys
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty());
     });
     delete_namespaces("adopt-");
 }
@@ -240,7 +299,11 @@ fn a_rollout_that_cannot_complete_fails_at_the_rollout_timeout_with_the_reason()
         return;
     }
     let f = FixtureCopy::new();
-    f.replace("20-backends.yaml", "meshcheck/stub:latest", "registry.example/not-a-stub:v1");
+    f.replace(
+        "20-backends.yaml",
+        "meshcheck/stub:latest",
+        "registry.example/not-a-stub:v1",
+    );
     let started = Instant::now();
     let r = existing_with("stuck-", Some(f.path()), &["--rollout-timeout", "20s"]);
     let took = started.elapsed();
@@ -251,9 +314,11 @@ fn a_rollout_that_cannot_complete_fails_at_the_rollout_timeout_with_the_reason()
         r.stderr
     );
     assert!(took < Duration::from_secs(90), "{took:?}");
-    wait_until(Duration::from_secs(120), "the failed run's namespaces are deleted", || {
-        namespaces_with("stuck-").is_empty()
-    });
+    wait_until(
+        Duration::from_secs(120),
+        "the failed run's namespaces are deleted",
+        || namespaces_with("stuck-").is_empty(),
+    );
 }
 
 /// A namespace being deleted (held by a finalizer) is refused before anything is
@@ -266,25 +331,39 @@ fn a_terminating_namespace_is_refused_before_anything_is_applied() {
     rt().block_on(async {
         let c = client().await;
         let ns: Api<Namespace> = Api::all(c.clone());
-        ns.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "term-atlas"}})).unwrap())
-            .await
-            .unwrap();
+        ns.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "term-atlas"}})).unwrap(),
+        )
+        .await
+        .unwrap();
         let cms: Api<ConfigMap> = Api::namespaced(c, "term-atlas");
         let cm = json!({"metadata": {"name": "held", "finalizers": ["meshcheck.test/hold"]}});
-        cms.create(&PostParams::default(), &serde_json::from_value(cm).unwrap()).await.unwrap();
-        ns.delete("term-atlas", &DeleteParams::default()).await.unwrap();
+        cms.create(&PostParams::default(), &serde_json::from_value(cm).unwrap())
+            .await
+            .unwrap();
+        ns.delete("term-atlas", &DeleteParams::default())
+            .await
+            .unwrap();
     });
     let phase = || {
         rt().block_on(async {
             let ns: Api<Namespace> = Api::all(client().await);
-            ns.get("term-atlas").await.unwrap().status.and_then(|s| s.phase)
+            ns.get("term-atlas")
+                .await
+                .unwrap()
+                .status
+                .and_then(|s| s.phase)
         })
     };
-    wait_until(Duration::from_secs(30), "term-atlas is Terminating", || phase().as_deref() == Some("Terminating"));
+    wait_until(Duration::from_secs(30), "term-atlas is Terminating", || {
+        phase().as_deref() == Some("Terminating")
+    });
     let r = existing("term-", &[]);
     assert_eq!(r.code, 3, "{}\n{}", r.stdout, r.stderr);
     assert!(
-        r.stderr.contains("Namespace term-atlas is being deleted (Terminating since"),
+        r.stderr
+            .contains("Namespace term-atlas is being deleted (Terminating since"),
         "{}",
         r.stderr
     );
@@ -294,9 +373,13 @@ fn a_terminating_namespace_is_refused_before_anything_is_applied() {
     rt().block_on(async {
         let cms: Api<ConfigMap> = Api::namespaced(client().await, "term-atlas");
         let patch = json!({"metadata": {"finalizers": null}});
-        cms.patch("held", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+        cms.patch("held", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
     });
-    wait_until(Duration::from_secs(120), "term-atlas is gone", || namespaces_with("term-").is_empty());
+    wait_until(Duration::from_secs(120), "term-atlas is gone", || {
+        namespaces_with("term-").is_empty()
+    });
 }
 
 /// `--revision default`: the namespaces are labelled `istio.io/rev=default` (never
@@ -311,16 +394,29 @@ fn revision_labels_namespaces_for_that_revisions_injector() {
     assert_passed(&r);
     rt().block_on(async {
         let ns: Api<Namespace> = Api::all(client().await);
-        let labels = ns.get("rev-atlas").await.unwrap().metadata.labels.unwrap_or_default();
-        assert_eq!(labels.get("istio.io/rev").map(String::as_str), Some("default"), "{labels:?}");
+        let labels = ns
+            .get("rev-atlas")
+            .await
+            .unwrap()
+            .metadata
+            .labels
+            .unwrap_or_default();
+        assert_eq!(
+            labels.get("istio.io/rev").map(String::as_str),
+            Some("default"),
+            "{labels:?}"
+        );
         assert!(!labels.contains_key("istio-injection"), "{labels:?}");
     });
     delete_namespaces("rev-");
     let refused = existing("rev2-", &["--revision", "canary"]);
     assert_eq!(refused.code, 3, "{}\n{}", refused.stdout, refused.stderr);
     assert!(
-        refused.stderr.contains("--revision canary: no sidecar injector of this cluster serves revision canary")
-            && refused.stderr.contains("revisions with an injector: default"),
+        refused.stderr.contains(
+            "--revision canary: no sidecar injector of this cluster serves revision canary"
+        ) && refused
+            .stderr
+            .contains("revisions with an injector: default"),
         "{}",
         refused.stderr
     );
@@ -336,8 +432,12 @@ fn istiods_validation_refusal_names_the_fixture_file_and_line() {
         return;
     }
     let f = FixtureCopy::new();
-    f.replacen_first("40-virtualservices.yaml", "prefix: /atlas-ui", "regex: \"((\"")
-        .disagrees_with_istiod();
+    f.replacen_first(
+        "40-virtualservices.yaml",
+        "prefix: /atlas-ui",
+        "regex: \"((\"",
+    )
+    .disagrees_with_istiod();
     let r = existing_with("val-", Some(f.path()), &[]);
     assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
     assert!(
@@ -345,9 +445,11 @@ fn istiods_validation_refusal_names_the_fixture_file_and_line() {
         "{}",
         r.stderr
     );
-    wait_until(Duration::from_secs(120), "the refused run's namespaces are deleted", || {
-        namespaces_with("val-").is_empty()
-    });
+    wait_until(
+        Duration::from_secs(120),
+        "the refused run's namespaces are deleted",
+        || namespaces_with("val-").is_empty(),
+    );
 }
 
 /// The sandbox's node address is inside its network namespace, not reachable from
@@ -368,14 +470,21 @@ fn an_unreachable_node_address_is_named_before_the_checks_run() {
     );
     assert_eq!(r.code, 3, "{}\n{}", r.stdout, r.stderr);
     assert!(
-        r.stderr.contains("the gateway's port 80 is not reachable at 127.0.0.1:")
+        r.stderr
+            .contains("the gateway's port 80 is not reachable at 127.0.0.1:")
             && r.stderr.contains("(the --node-address given)")
             && r.stderr.contains("pass --node-address"),
         "{}",
         r.stderr
     );
-    assert!(!r.stdout.contains("routing::atlas-ui ..."), "no check ran: {}", r.stdout);
-    wait_until(Duration::from_secs(120), "the run's namespaces are deleted", || {
-        namespaces_with("reach-").is_empty()
-    });
+    assert!(
+        !r.stdout.contains("routing::atlas-ui ..."),
+        "no check ran: {}",
+        r.stdout
+    );
+    wait_until(
+        Duration::from_secs(120),
+        "the run's namespaces are deleted",
+        || namespaces_with("reach-").is_empty(),
+    );
 }

@@ -32,15 +32,23 @@ fn a_revision_only_install_is_refused_without_revision_and_served_with_it() {
         for mwc in api.list(&ListParams::default()).await.unwrap().items {
             let name = mwc.metadata.name.clone().unwrap();
             let hooks = mwc.webhooks.unwrap_or_default();
-            if !hooks.iter().any(|w| w.name.ends_with("sidecar-injector.istio.io")) {
+            if !hooks
+                .iter()
+                .any(|w| w.name.ends_with("sidecar-injector.istio.io"))
+            {
                 continue;
             }
-            let kept: Vec<_> = hooks.into_iter().filter(|w| w.name.starts_with("rev.")).collect();
+            let kept: Vec<_> = hooks
+                .into_iter()
+                .filter(|w| w.name.starts_with("rev."))
+                .collect();
             if kept.is_empty() {
                 api.delete(&name, &DeleteParams::default()).await.unwrap();
             } else {
                 let patch = json!({"webhooks": kept});
-                api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+                api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .unwrap();
             }
         }
         let left: Vec<String> = api
@@ -52,25 +60,47 @@ fn a_revision_only_install_is_refused_without_revision_and_served_with_it() {
             .flat_map(|m| m.webhooks.unwrap_or_default())
             .map(|w| w.name)
             .collect();
-        assert!(!left.iter().any(|n| n == "namespace.sidecar-injector.istio.io"), "{left:?}");
-        assert!(left.iter().any(|n| n == "rev.namespace.sidecar-injector.istio.io"), "{left:?}");
+        assert!(
+            !left
+                .iter()
+                .any(|n| n == "namespace.sidecar-injector.istio.io"),
+            "{left:?}"
+        );
+        assert!(
+            left.iter()
+                .any(|n| n == "rev.namespace.sidecar-injector.istio.io"),
+            "{left:?}"
+        );
     });
     let refused = existing_with("ro-", None, &[]);
     assert_eq!(refused.code, 3, "{}\n{}", refused.stdout, refused.stderr);
     assert!(
-        refused.stderr.contains("this cluster has no default sidecar injector")
+        refused
+            .stderr
+            .contains("this cluster has no default sidecar injector")
             && refused.stderr.contains("pass --revision R")
-            && refused.stderr.contains("revisions with an injector: default"),
+            && refused
+                .stderr
+                .contains("revisions with an injector: default"),
         "{}",
         refused.stderr
     );
     let none = rt().block_on(async {
         let api: Api<Namespace> = Api::all(client().await);
         let list = api.list(&ListParams::default()).await.unwrap();
-        !list.items.iter().any(|n| n.metadata.name.as_deref().is_some_and(|n| n.starts_with("ro-")))
+        !list.items.iter().any(|n| {
+            n.metadata
+                .name
+                .as_deref()
+                .is_some_and(|n| n.starts_with("ro-"))
+        })
     });
     assert!(none, "nothing applied");
     let served = existing_with("ro-", None, &["--revision", "default"]);
     assert_eq!(served.code, 0, "{}\n{}", served.stdout, served.stderr);
-    assert!(served.passed.contains("sidecars::injected"), "{}", served.stdout);
+    assert!(
+        served.passed.contains("sidecars::injected"),
+        "{}",
+        served.stdout
+    );
 }

@@ -59,14 +59,17 @@ fn assert_clean_upgrade(r: &RunResult, junit: &Path) {
         );
     }
     assert!(c.values().all(|x| x.verdict == Verdict::Passed), "{c:#?}");
-    assert_eq!(c["upgrade/upgrade::traffic-continuity"].verdict, Verdict::Passed);
-    let probe = r.stdout.lines().find(|l| l.starts_with("probe: ")).unwrap_or_default();
-    assert!(probe.ends_with(", 0 error(s)"), "{probe}\n{}", r.stdout);
-    assert!(
-        r.stderr.contains("runs Istio 1.31's proxy"),
-        "{}",
-        r.stderr
+    assert_eq!(
+        c["upgrade/upgrade::traffic-continuity"].verdict,
+        Verdict::Passed
     );
+    let probe = r
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("probe: "))
+        .unwrap_or_default();
+    assert!(probe.ends_with(", 0 error(s)"), "{probe}\n{}", r.stdout);
+    assert!(r.stderr.contains("runs Istio 1.31's proxy"), "{}", r.stderr);
     assert!(
         r.stderr.contains("istioctl x precheck --from-version 1.30"),
         "{}",
@@ -127,7 +130,11 @@ fn a_restart_that_does_not_drain_fails_traffic_continuity() {
         "{}",
         continuity.message
     );
-    assert!(r.stderr.contains("pods deleted at once (no drain)"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("pods deleted at once (no drain)"),
+        "{}",
+        r.stderr
+    );
 }
 
 /// Ctrl-C while the canary restarts the proxies: the step is abandoned, the
@@ -167,11 +174,20 @@ fn ctrl_c_during_a_canary_puts_the_namespace_labels_back() {
             let _ = tx.send(l);
         }
     });
-    let mut seen = read_until(&rx, std::time::Duration::from_secs(900), "the canary's proxy restarts", |s| {
-        s.contains("Namespace istio-ingress: istio.io/rev=1-31")
-            && s.contains("restarting every proxy onto the new version ...")
-    });
-    let (status, _) = ctrl_c(&mut child, std::time::Duration::from_secs(120), "the run exits after Ctrl-C");
+    let mut seen = read_until(
+        &rx,
+        std::time::Duration::from_secs(900),
+        "the canary's proxy restarts",
+        |s| {
+            s.contains("Namespace istio-ingress: istio.io/rev=1-31")
+                && s.contains("restarting every proxy onto the new version ...")
+        },
+    );
+    let (status, _) = ctrl_c(
+        &mut child,
+        std::time::Duration::from_secs(120),
+        "the run exits after Ctrl-C",
+    );
     seen.extend(rx.try_iter().map(|l| l + "\n"));
     assert_eq!(status.code(), Some(130), "{seen}");
     for line in [

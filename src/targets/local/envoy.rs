@@ -266,6 +266,14 @@ pub(crate) fn route(r: &RoutePlan) -> Value {
         "timeout".into(),
         json!(format!("{:.3}s", r.timeout_ms as f64 / 1000.0)),
     );
+    // route.go applyHTTPRouteDestination: Gateway API routes answer 500 for a backend
+    // that is missing or not permitted (Envoy's default is 503).
+    if r.cluster_not_found == 500 {
+        action.insert(
+            "cluster_not_found_response_code".into(),
+            json!("INTERNAL_SERVER_ERROR"),
+        );
+    }
     if let Some(retry) = &r.retry {
         action.insert("retry_policy".into(), retry_policy(retry));
     }
