@@ -431,4 +431,80 @@ mod tests {
         assert_eq!(pod_index("127.0.0.1"), None);
         assert_eq!(pod_index("10.244.0.1"), None);
     }
+
+    fn object(api_version: &str, kind: &str, namespace: &str, name: &str, raw: Value) -> Object {
+        Object {
+            kind: kind.into(),
+            api_version: api_version.into(),
+            namespace: namespace.into(),
+            name: name.into(),
+            source: crate::fixtures::Source::new(std::path::Path::new("f.yaml"), 1),
+            raw,
+        }
+    }
+
+    #[test]
+    fn gateway_api_objects_and_generated_services_go_to_kube_yaml() {
+        let route = json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+                           "metadata": {"name": "r"}, "spec": {}});
+        let netpol = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                            "metadata": {"name": "p", "namespace": "atlas"}});
+        let mut fx = Fixtures::default();
+        fx.objects.push(object(
+            "gateway.networking.k8s.io/v1",
+            "HTTPRoute",
+            "atlas",
+            "r",
+            route,
+        ));
+        fx.objects.push(object(
+            "networking.k8s.io/v1",
+            "NetworkPolicy",
+            "atlas",
+            "p",
+            netpol,
+        ));
+        // As the loader adds it for Gateway atlas/gw (not among the objects written).
+        let spec: crate::fixtures::k8s::Service = serde_json::from_value(json!({
+            "metadata": {"name": "gw-istio", "labels": {"gateway.istio.io/managed": "istio.io-gateway-controller"}},
+            "spec": {"selector": {"gateway.networking.k8s.io/gateway-name": "gw"},
+                     "ports": [{"name": "http", "port": 80}]}}))
+        .unwrap();
+        fx.services.push(crate::fixtures::Item {
+            kind: "Service".into(),
+            namespace: "atlas".into(),
+            name: "gw-istio".into(),
+            source: Default::default(),
+            spec,
+        });
+        let mesh = Mesh::build(&fx);
+        let suite = crate::suite::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("suites/ingress.yaml"),
+        )
+        .unwrap();
+        let input = build(&fx, &mesh, &suite);
+        assert!(input.istio_docs.is_empty(), "{:?}", input.istio_docs);
+        let docs: Vec<Value> = input
+            .kube_yaml
+            .split("\n---\n")
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect();
+        let route = docs
+            .iter()
+            .find(|d| d["kind"] == "HTTPRoute")
+            .expect("the HTTPRoute");
+        assert_eq!(route["metadata"]["namespace"], "atlas");
+        let svc = docs
+            .iter()
+            .find(|d| d["kind"] == "Service")
+            .expect("the generated Service");
+        assert_eq!(svc["metadata"]["name"], "gw-istio");
+        assert_eq!(svc["metadata"]["namespace"], "atlas");
+        assert_eq!(svc["spec"]["ports"][0]["targetPort"], 80, "{svc}");
+        assert!(svc["spec"]["clusterIP"].is_string(), "{svc}");
+        // Negative: a kind istiod does not read is still not given, and said so.
+        assert!(!docs.iter().any(|d| d["kind"] == "NetworkPolicy"));
+        let not: Vec<_> = not_given(&fx).iter().map(|o| o.kind.clone()).collect();
+        assert_eq!(not, ["NetworkPolicy"]);
+    }
 }
