@@ -20,6 +20,7 @@ import (
 	"istio.io/istio/pkg/config/constants"
 	"istio.io/istio/pkg/config/mesh"
 	"istio.io/istio/pkg/config/schema/collections"
+	kubelib "istio.io/istio/pkg/kube"
 	"istio.io/istio/pkg/test"
 )
 
@@ -34,17 +35,25 @@ type generated struct {
 
 func run(in *Input, version string, noTelemetry bool) (*Output, error) {
 	out := &Output{Istio: buildInfo(), Rejected: []Rejection{}, Warnings: []Rejection{},
-		Gateways: []GatewayConfig{}, Simulations: []SimResult{}}
+		Gateways: []GatewayConfig{}, Simulations: []SimResult{}, Statuses: []ObjectStatus{}}
 	configs := acceptedConfigs(in, out)
+	gwapi := splitGatewayAPI(in, out)
 	var runErr error
 	err := test.Wrap(func(t test.Failer) {
-		opts := xds.FakeOptions{Configs: configs, KubernetesObjectString: in.KubeYAML}
+		opts := xds.FakeOptions{Configs: configs, KubernetesObjectString: gwapi.rest,
+			KubernetesObjects: gwapi.objects, KubeClientModifier: func(c kubelib.Client) { installGatewayAPICRDs(t, c) }}
 		if noTelemetry {
 			m := mesh.DefaultMeshConfig()
 			m.DefaultProviders = nil
 			opts.MeshConfig = m
 		}
 		s := xds.NewFakeDiscoveryServer(t, opts)
+		if gwapi.userObjects > 0 {
+			if err := waitGatewayAPI(s); err != nil {
+				runErr = err
+				return
+			}
+		}
 		gens := map[string]*generated{}
 		for _, gw := range in.Gateways {
 			g, err := generateFor(s, gw, version)
@@ -58,6 +67,9 @@ func run(in *Input, version string, noTelemetry bool) (*Output, error) {
 		}
 		for _, req := range in.Requests {
 			out.Simulations = append(out.Simulations, simulate(gens[req.Gateway], req))
+		}
+		if gwapi.userObjects > 0 {
+			runErr = gatewayStatuses(t, s, gwapi, in, out)
 		}
 	})
 	if err != nil {

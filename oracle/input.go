@@ -8,7 +8,8 @@ package main
 
 // Input is what meshcheck hands the oracle.
 type Input struct {
-	// KubeYAML: Namespaces, Services, ServiceAccounts, Pods, EndpointSlices.
+	// KubeYAML: Namespaces, Services, ServiceAccounts, Pods, EndpointSlices, and the
+	// Gateway API objects (gateway.networking.k8s.io; see gatewayapi.go).
 	KubeYAML string `json:"kube_yaml"`
 	// IstioDocs: the fixtures' Istio documents, as written, one per object.
 	IstioDocs []IstioDoc `json:"istio_docs"`
@@ -58,6 +59,9 @@ type Output struct {
 	Warnings    []Rejection     `json:"warnings"`
 	Gateways    []GatewayConfig `json:"gateways"`
 	Simulations []SimResult     `json:"simulations"`
+	// Statuses: the status istiod's gateway controller writes on each Gateway API
+	// object (gatewaystatus.go); empty without Gateway API input.
+	Statuses []ObjectStatus `json:"statuses"`
 }
 
 // Build says what produced the answer.
@@ -133,14 +137,20 @@ type RouteResult struct {
 	Match  any    `json:"match"`
 	// Action: "route", "redirect", "direct_response", "filter_action", or
 	// "cors_preflight" (Envoy's CORS filter answers 200 before the router).
-	Action         string          `json:"action"`
-	PrefixRewrite  *string         `json:"prefix_rewrite,omitempty"`
-	RegexRewrite   *RegexRewrite   `json:"regex_rewrite,omitempty"`
-	RewrittenPath  string          `json:"rewritten_path,omitempty"`
-	HostRewrite    string          `json:"host_rewrite,omitempty"`
-	Destinations   []Destination   `json:"destinations,omitempty"`
-	DirectResponse *DirectResponse `json:"direct_response,omitempty"`
-	Redirect       any             `json:"redirect,omitempty"`
+	Action        string        `json:"action"`
+	PrefixRewrite *string       `json:"prefix_rewrite,omitempty"`
+	RegexRewrite  *RegexRewrite `json:"regex_rewrite,omitempty"`
+	RewrittenPath string        `json:"rewritten_path,omitempty"`
+	HostRewrite   string        `json:"host_rewrite,omitempty"`
+	Destinations  []Destination `json:"destinations,omitempty"`
+	// ClusterNotFoundStatus: the status Envoy answers when the cluster the route picks
+	// does not exist (a Destination with exists false): the route's
+	// cluster_not_found_response_code (503 unless istiod set it; istiod sets 500 on
+	// Gateway API routes, pilot/pkg/networking/core/route/route.go,
+	// applyHTTPRouteDestination: UseGatewaySemantics).
+	ClusterNotFoundStatus uint32          `json:"cluster_not_found_status,omitempty"`
+	DirectResponse        *DirectResponse `json:"direct_response,omitempty"`
+	Redirect              any             `json:"redirect,omitempty"`
 	// Envoy is the whole route, in Envoy's JSON (header operations and the rest).
 	Envoy any `json:"envoy"`
 }

@@ -142,6 +142,7 @@ func describeRouteAction(g *generated, a *route.RouteAction, r *route.Route, req
 		out.RewrittenPath = rewrittenPath(r, a, req.Path)
 	}
 	out.HostRewrite = a.GetHostRewriteLiteral()
+	out.ClusterNotFoundStatus = clusterNotFoundStatus(a.ClusterNotFoundResponseCode)
 	switch c := a.ClusterSpecifier.(type) {
 	case *route.RouteAction_Cluster:
 		out.Destinations = []Destination{destination(g, c.Cluster, 100)}
@@ -149,6 +150,20 @@ func describeRouteAction(g *generated, a *route.RouteAction, r *route.Route, req
 		for _, wc := range c.WeightedClusters.Clusters {
 			out.Destinations = append(out.Destinations, destination(g, wc.Name, wc.GetWeight().GetValue()))
 		}
+	}
+}
+
+// clusterNotFoundStatus: envoy/source/common/router/router.cc (Filter::decodeHeaders,
+// a route whose cluster is not found) answers with the route's
+// cluster_not_found_response_code.
+func clusterNotFoundStatus(c route.RouteAction_ClusterNotFoundResponseCode) uint32 {
+	switch c {
+	case route.RouteAction_NOT_FOUND:
+		return http.StatusNotFound
+	case route.RouteAction_INTERNAL_SERVER_ERROR:
+		return http.StatusInternalServerError
+	default:
+		return http.StatusServiceUnavailable
 	}
 }
 

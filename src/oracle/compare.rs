@@ -132,7 +132,7 @@ fn warnings(d: &mut Diff, o: &Output) {
             object: obj.describe(),
             at: obj.source.clone(),
             message: format!(
-                "not given to istiod: meshcheck passes Namespaces, Services, ServiceAccounts, the pods of Deployments and Istio objects; a {} is not among them",
+                "not given to istiod: meshcheck passes Namespaces, Services, ServiceAccounts, the pods of Deployments, Istio objects and Gateway API objects; a {} is not among them",
                 obj.kind
             ),
             istio: String::new(),

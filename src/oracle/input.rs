@@ -4,6 +4,12 @@
 //! Deployments replaced by the pods meshcheck plans for them (Running, Ready, each
 //! with an address) and one EndpointSlice per Service and pod, as the endpoint-slice
 //! controller would make. Plus the gateway pods and the requests to simulate.
+//!
+//! Gateway API objects (`gateway.networking.k8s.io/*`) go into `kube_yaml` as written:
+//! istiod reads them from the API server, and the oracle's pilot gateway controller
+//! turns them into config and status (oracle/gatewayapi.go). The Services and
+//! ServiceAccounts meshcheck adds for a Gateway's automated deployment (typed items
+//! not in [`Fixtures::objects`]) go with them.
 
 use crate::fixtures::k8s::{selects, IntOrString};
 use crate::fixtures::{Fixtures, Object};
@@ -72,12 +78,31 @@ pub fn pod_index(ip: &str) -> Option<usize> {
 /// Kubernetes kinds given to the oracle as written; Deployments become their pods.
 const GIVEN: &[&str] = &["Namespace", "ServiceAccount", "Service", "Deployment"];
 
+/// The Kubernetes Gateway API's group: its objects are given as written.
+const GATEWAY_API: &str = "gateway.networking.k8s.io/";
+
+fn is_gateway_api(o: &Object) -> bool {
+    o.api_version.starts_with(GATEWAY_API)
+}
+
 /// The fixtures' objects the oracle is not given.
 pub fn not_given(fx: &Fixtures) -> Vec<&Object> {
     fx.objects
         .iter()
-        .filter(|o| !o.api_version.contains(".istio.io/") && !GIVEN.contains(&o.kind.as_str()))
+        .filter(|o| {
+            !o.api_version.contains(".istio.io/")
+                && !is_gateway_api(o)
+                && !GIVEN.contains(&o.kind.as_str())
+        })
         .collect()
+}
+
+/// Whether `fx.objects` holds the object (else meshcheck made it, e.g. for a
+/// Gateway's automated deployment).
+fn written(fx: &Fixtures, kind: &str, namespace: &str, name: &str) -> bool {
+    fx.objects
+        .iter()
+        .any(|o| o.kind == kind && o.namespace == namespace && o.name == name)
 }
 
 fn runs(p: &PodPlan) -> bool {
@@ -102,15 +127,50 @@ pub fn build(fx: &Fixtures, mesh: &Mesh, suite: &Suite) -> Input {
             });
             continue;
         }
+        if is_gateway_api(o) {
+            kube.push(with_namespace(o));
+            continue;
+        }
         match o.kind.as_str() {
             "Namespace" => kube.push(o.raw.clone()),
             "ServiceAccount" => kube.push(with_namespace(o)),
             "Service" => {
                 cluster_ips += 1;
-                kube.push(allocated_service(o, mesh, cluster_ips));
+                kube.push(allocated_service(with_namespace(o), mesh, cluster_ips));
             }
             _ => {}
         }
+    }
+    // What meshcheck added (istiod's deployment controller's Services and
+    // ServiceAccounts for Gateways of class istio), as the API server would hold it.
+    for sa in fx
+        .service_accounts
+        .iter()
+        .filter(|i| !written(fx, "ServiceAccount", &i.namespace, &i.name))
+    {
+        sources.insert(
+            format!("ServiceAccount/{}/{}", sa.namespace, sa.name),
+            sa.source.to_string(),
+        );
+        kube.push(typed_object(
+            "v1",
+            "ServiceAccount",
+            &sa.namespace,
+            &sa.spec,
+        ));
+    }
+    for svc in fx
+        .services
+        .iter()
+        .filter(|i| !written(fx, "Service", &i.namespace, &i.name))
+    {
+        sources.insert(
+            format!("Service/{}/{}", svc.namespace, svc.name),
+            svc.source.to_string(),
+        );
+        cluster_ips += 1;
+        let v = typed_object("v1", "Service", &svc.namespace, &svc.spec);
+        kube.push(allocated_service(v, mesh, cluster_ips));
     }
     for (i, p) in mesh.pods.iter().enumerate().filter(|(_, p)| runs(p)) {
         kube.push(pod_object(i, p));
@@ -155,10 +215,40 @@ fn yaml_stream(docs: &[Value]) -> String {
         .join("\n---\n")
 }
 
-/// The Service as stored: a ClusterIP and, for NodePort/LoadBalancer, the NodePorts the
-/// model allocated.
-fn allocated_service(o: &Object, mesh: &Mesh, n: u32) -> Value {
-    let mut v = with_namespace(o);
+/// A typed item as a manifest: its fields as meshcheck holds them (unset ones left out).
+fn typed_object(api_version: &str, kind: &str, namespace: &str, spec: &impl Serialize) -> Value {
+    let mut v = drop_nulls(serde_json::to_value(spec).unwrap_or(Value::Null));
+    v["apiVersion"] = json!(api_version);
+    v["kind"] = json!(kind);
+    v["metadata"]["namespace"] = json!(namespace);
+    v
+}
+
+fn drop_nulls(v: Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k, drop_nulls(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.into_iter().map(drop_nulls).collect()),
+        v => v,
+    }
+}
+
+/// The Service as stored: a ClusterIP, each port's targetPort (the API server defaults
+/// it to the port: Kubernetes pkg/apis/core/v1/defaults.go, SetDefaults_Service) and, for
+/// NodePort/LoadBalancer, the NodePorts the model allocated.
+fn allocated_service(mut v: Value, mesh: &Mesh, n: u32) -> Value {
+    let name = v["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let namespace = v["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let spec = &mut v["spec"];
     if spec.get("clusterIP").is_none() {
         spec["clusterIP"] =
@@ -167,7 +257,7 @@ fn allocated_service(o: &Object, mesh: &Mesh, n: u32) -> Value {
     if let Some(ingress) = mesh
         .ingress_services
         .iter()
-        .find(|s| s.name == o.name && s.namespace == o.namespace)
+        .find(|s| s.name == name && s.namespace == namespace)
     {
         if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
             for p in ports {
@@ -178,6 +268,15 @@ fn allocated_service(o: &Object, mesh: &Mesh, n: u32) -> Value {
                     .find(|(sp, _, _)| Some(*sp as u64) == port)
                 {
                     p["nodePort"] = json!(np);
+                }
+            }
+        }
+    }
+    if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+        for p in ports {
+            if p.get("targetPort").is_none() {
+                if let Some(port) = p.get("port").cloned() {
+                    p["targetPort"] = port;
                 }
             }
         }
@@ -331,5 +430,81 @@ mod tests {
         }
         assert_eq!(pod_index("127.0.0.1"), None);
         assert_eq!(pod_index("10.244.0.1"), None);
+    }
+
+    fn object(api_version: &str, kind: &str, namespace: &str, name: &str, raw: Value) -> Object {
+        Object {
+            kind: kind.into(),
+            api_version: api_version.into(),
+            namespace: namespace.into(),
+            name: name.into(),
+            source: crate::fixtures::Source::new(std::path::Path::new("f.yaml"), 1),
+            raw,
+        }
+    }
+
+    #[test]
+    fn gateway_api_objects_and_generated_services_go_to_kube_yaml() {
+        let route = json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+                           "metadata": {"name": "r"}, "spec": {}});
+        let netpol = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                            "metadata": {"name": "p", "namespace": "atlas"}});
+        let mut fx = Fixtures::default();
+        fx.objects.push(object(
+            "gateway.networking.k8s.io/v1",
+            "HTTPRoute",
+            "atlas",
+            "r",
+            route,
+        ));
+        fx.objects.push(object(
+            "networking.k8s.io/v1",
+            "NetworkPolicy",
+            "atlas",
+            "p",
+            netpol,
+        ));
+        // As the loader adds it for Gateway atlas/gw (not among the objects written).
+        let spec: crate::fixtures::k8s::Service = serde_json::from_value(json!({
+            "metadata": {"name": "gw-istio", "labels": {"gateway.istio.io/managed": "istio.io-gateway-controller"}},
+            "spec": {"selector": {"gateway.networking.k8s.io/gateway-name": "gw"},
+                     "ports": [{"name": "http", "port": 80}]}}))
+        .unwrap();
+        fx.services.push(crate::fixtures::Item {
+            kind: "Service".into(),
+            namespace: "atlas".into(),
+            name: "gw-istio".into(),
+            source: Default::default(),
+            spec,
+        });
+        let mesh = Mesh::build(&fx);
+        let suite = crate::suite::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("suites/ingress.yaml"),
+        )
+        .unwrap();
+        let input = build(&fx, &mesh, &suite);
+        assert!(input.istio_docs.is_empty(), "{:?}", input.istio_docs);
+        let docs: Vec<Value> = input
+            .kube_yaml
+            .split("\n---\n")
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect();
+        let route = docs
+            .iter()
+            .find(|d| d["kind"] == "HTTPRoute")
+            .expect("the HTTPRoute");
+        assert_eq!(route["metadata"]["namespace"], "atlas");
+        let svc = docs
+            .iter()
+            .find(|d| d["kind"] == "Service")
+            .expect("the generated Service");
+        assert_eq!(svc["metadata"]["name"], "gw-istio");
+        assert_eq!(svc["metadata"]["namespace"], "atlas");
+        assert_eq!(svc["spec"]["ports"][0]["targetPort"], 80, "{svc}");
+        assert!(svc["spec"]["clusterIP"].is_string(), "{svc}");
+        // Negative: a kind istiod does not read is still not given, and said so.
+        assert!(!docs.iter().any(|d| d["kind"] == "NetworkPolicy"));
+        let not: Vec<_> = not_given(&fx).iter().map(|o| o.kind.clone()).collect();
+        assert_eq!(not, ["NetworkPolicy"]);
     }
 }

@@ -10,6 +10,76 @@ pub struct Output {
     pub warnings: Vec<Rejection>,
     pub gateways: Vec<GatewayConfig>,
     pub simulations: Vec<SimResult>,
+    /// The status istiod's gateway controller writes on each Gateway API object
+    /// (oracle/gatewaystatus.go); absent from older oracles' answers.
+    #[serde(default)]
+    pub statuses: Vec<ObjectStatus>,
+}
+
+/// The status istiod writes on one Gateway API object: computed by pilot's gateway
+/// controller (pilot/pkg/config/kube/gateway: the status collections of
+/// GatewayCollection/FinalGatewayStatusCollection and HTTPRouteCollection & co.).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ObjectStatus {
+    /// `Kind/namespace/name` (`GatewayClass//istio` for a class).
+    pub object: String,
+    #[serde(default)]
+    pub source: String,
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// A Gateway's listeners.
+    #[serde(default)]
+    pub listeners: Vec<ListenerStatus>,
+    /// A route's status per parent reference.
+    #[serde(default)]
+    pub parents: Vec<ParentStatus>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    #[serde(default)]
+    pub reason: String,
+    #[serde(default)]
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ListenerStatus {
+    pub name: String,
+    #[serde(default)]
+    pub attached_routes: i32,
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ParentStatus {
+    /// `Kind/namespace/name` of the parent (`Gateway/atlas/atlas-gw`).
+    pub parent: String,
+    #[serde(default)]
+    pub section_name: String,
+    #[serde(default)]
+    pub port: i32,
+    #[serde(default)]
+    pub controller_name: String,
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+}
+
+impl Output {
+    /// The status istiod writes on `Kind/namespace/name`, if any.
+    pub fn status_of(&self, object: &str) -> Option<&ObjectStatus> {
+        self.statuses.iter().find(|s| s.object == object)
+    }
+}
+
+/// The condition of type `type_` in `conditions`, if any.
+pub fn condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -97,6 +167,11 @@ pub struct RouteResult {
     pub host_rewrite: String,
     #[serde(default)]
     pub destinations: Vec<Destination>,
+    /// The status Envoy answers when the picked cluster does not exist (a destination
+    /// with `exists` false): the route's cluster_not_found_response_code; 0 from older
+    /// oracles.
+    #[serde(default)]
+    pub cluster_not_found_status: u32,
     pub direct_response: Option<DirectResponse>,
     pub redirect: Option<Value>,
     /// The whole route in Envoy's JSON.
