@@ -102,6 +102,35 @@ fn a_removed_rewrite_is_reported_per_request_with_both_answers() {
 }
 
 #[test]
+fn a_bare_prefix_rewritten_to_slash_differs_only_where_it_doubles_the_slash() {
+    // `prefix: /atlas-rest` with `rewrite.uri: /` (Envoy prefix_rewrite replaces exactly
+    // the prefix): /atlas-rest/items reaches nb-rest as //items; /atlas-rest stays /.
+    let f = FixtureCopy::new();
+    f.replace(
+        "40-virtualservices.yaml",
+        "  - name: atlas-rest-split\n    match:\n    - uri:\n        prefix: /atlas-rest/\n    - uri:\n        exact: /atlas-rest\n",
+        "  - name: atlas-rest-split\n    match:\n    - uri:\n        prefix: /atlas-rest\n",
+    );
+    let r = equivalent(&shipped(), f.path(), &[]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    let block = block_of(&r.stdout, "routing::atlas-rest-rewrite (simulation)");
+    assert!(block.contains("differs in path:"), "{block}");
+    assert!(
+        block.contains("OLD: [90%] status 200, backend nb-rest v1 (atlas), path /items\n"),
+        "{block}"
+    );
+    assert!(
+        block.contains("NEW: [90%] status 200, backend nb-rest v1 (atlas), path //items\n"),
+        "{block}"
+    );
+    assert!(
+        block.contains("matched uri prefix /atlas-rest\n"),
+        "{block}"
+    );
+    assert!(r.stdout.ends_with("8 requests, 1 differ\n"), "{}", r.stdout);
+}
+
+#[test]
 fn swapped_weights_are_a_backend_difference() {
     let f = FixtureCopy::new();
     f.replace("40-virtualservices.yaml", "weight: 90", "weight: 10x")
