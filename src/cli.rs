@@ -1,5 +1,5 @@
 //! Command line: parse, then dispatch to the command, which owns its arguments
-//! (run: src/run/args.rs, probe, upgrade, analyze, compare, gen-fixtures); returns the
+//! (run: src/run/args.rs, probe, upgrade, analyze, compare, equivalent, gen-fixtures); returns the
 //! exit code.
 
 use crate::analyze_cmd::{AnalyzeArgs, OracleArgs};
@@ -33,6 +33,11 @@ pub enum Command {
     /// Print what istiod (the Istio oracle) generates for the fixtures: Envoy config
     /// per gateway pod and where each request of the suite goes, as JSON.
     Oracle(OracleArgs),
+    /// Migration verification: the suite's requests asked of two fixture sets (OLD,
+    /// then NEW: `--fixtures` twice) on the simulation and, with `--oracle`, istiod;
+    /// every request whose answers differ is reported with both decision paths.
+    /// Exit 0: equivalent, 1: a request differs, 2: bad input.
+    Equivalent(crate::equivalent::EquivalentArgs),
     /// Compare two JUnit reports: the testcases whose outcome changed (regressions,
     /// fixes, new, gone). Exit 0: no regression, 1: a testcase that passed fails,
     /// 2: a report cannot be read or is not JUnit.
@@ -79,6 +84,7 @@ pub fn main() -> u8 {
         Some(Command::GenFixtures(a)) => crate::gen_fixtures::gen_fixtures_cmd(a),
         #[cfg(target_os = "linux")]
         Some(Command::Sandbox(a)) => crate::targets::sandbox::command::command(a),
+        Some(Command::Equivalent(a)) => crate::equivalent::command(a),
         Some(Command::Compare(a)) => crate::report::compare::command(a),
         Some(Command::Probe(a)) => crate::probe::command(*a),
         Some(Command::Upgrade(a)) => crate::upgrade::command(*a),

@@ -7,6 +7,7 @@ pub mod analysis;
 pub mod analyze_cmd;
 pub mod checks;
 pub mod cli;
+pub mod equivalent;
 pub mod error;
 pub mod fixtures;
 pub mod gen_fixtures;
