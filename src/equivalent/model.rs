@@ -86,7 +86,7 @@ fn gateway_answer(route: Option<&RoutePlan>, req: &SimRequest, b: &Branch) -> Ve
     };
     match &route.action {
         RouteKind::Redirect(r) if b.status == Some(r.code) => {
-            vec![("location", redirect_location(req, r))]
+            vec![("location", redirect_location(req, route, r))]
         }
         RouteKind::DirectResponse { status, body } if b.status == Some(*status) => {
             vec![("body", body.clone().unwrap_or_default())]
