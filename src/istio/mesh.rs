@@ -888,7 +888,9 @@ fn route_operation(
     listen_port: u16,
 ) -> String {
     let path = match path {
-        PathMatch::Prefix(p) | PathMatch::PathSeparatedPrefix(p) => format!("{p}*"),
+        PathMatch::Prefix(p) => format!("{p}*"),
+        // GetRouteOperation knows prefix, path and safe_regex; any other keeps "/*".
+        PathMatch::PathSeparatedPrefix(_) => "/*".to_string(),
         PathMatch::Exact(p) | PathMatch::Regex(p) => p.clone(),
     };
     let only_cluster = match (action, destinations) {
@@ -953,7 +955,13 @@ pub(crate) fn routes_of(
                 continue;
             }
             destinations.push(WeightedDestination {
-                cluster: cluster_name(port, d.destination.subset.as_deref(), &fqdn),
+                // route.go GetDestinationCluster: an invalid Gateway API backendRef
+                // (no host) names "UnknownService".
+                cluster: if fqdn.is_empty() {
+                    "UnknownService".to_string()
+                } else {
+                    cluster_name(port, d.destination.subset.as_deref(), &fqdn)
+                },
                 weight,
                 request_headers: header_ops(d.headers.as_ref().and_then(|h| h.request.as_ref())),
                 response_headers: header_ops(d.headers.as_ref().and_then(|h| h.response.as_ref())),
