@@ -95,7 +95,11 @@ fn by_oracle(
         crate::oracle::run(&bin, &input, false)
     };
     let (old_answer, new_answer) = (ask(old)?, ask(new)?);
-    Ok(compare::by_oracle(requests, &old_answer, &new_answer))
+    Ok(compare::by_oracle(
+        requests,
+        (&old_answer, &old.mesh),
+        (&new_answer, &new.mesh),
+    ))
 }
 
 /// The differences, then the counts. Written with errors ignored:

@@ -145,12 +145,16 @@ fn simulated(suite: &Suite, requests: &[Request], set: &FixtureSet) -> Vec<Side>
 }
 
 /// Every request as istiod answers it for OLD (`old`) and NEW (`new`).
-pub fn by_oracle(requests: &[Request], old: &Output, new: &Output) -> Vec<Comparison> {
-    let source = format!("istiod {}", old.istio.release);
-    let side = |o: &Output, id: &str| {
+pub fn by_oracle(
+    requests: &[Request],
+    old: (&Output, &crate::istio::Mesh),
+    new: (&Output, &crate::istio::Mesh),
+) -> Vec<Comparison> {
+    let source = format!("istiod {}", old.0.istio.release);
+    let side = |(o, mesh): (&Output, &crate::istio::Mesh), id: &str| {
         let s = o.simulations.iter().find(|s| s.id == id);
         Side {
-            answers: super::oracle::answers(s),
+            answers: super::oracle::answers(s, mesh),
             decision_path: super::oracle::decision_path(s),
         }
     };

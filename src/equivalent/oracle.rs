@@ -7,11 +7,12 @@
 
 use super::answers::{Answers, Fact};
 use crate::oracle::output::{Destination, RouteResult, SimResult};
+use crate::istio::Mesh;
 use serde_json::Value;
 
 /// What the oracle says a request gets; `None`: the oracle was asked nothing (no
 /// gateway pod behind the request's port).
-pub fn answers(s: Option<&SimResult>) -> Answers {
+pub fn answers(s: Option<&SimResult>, mesh: &Mesh) -> Answers {
     let Some(s) = s else {
         return Answers::from_shares([(vec![("outcome", "no listener".to_string())], 1.0)]);
     };
@@ -30,7 +31,7 @@ pub fn answers(s: Option<&SimResult>) -> Answers {
             f64::from(d.weight) / f64::from(total)
         };
         let mut facts = route.clone();
-        facts.extend(destination_facts(r, d));
+        facts.extend(destination_facts(r, d, mesh));
         (facts, share)
     }))
 }
@@ -112,13 +113,50 @@ fn route_facts(r: &RouteResult) -> Vec<Fact> {
     ]
 }
 
-/// The facts of one weighted destination: its cluster and its own header operations.
-fn destination_facts(r: &RouteResult, d: &Destination) -> Vec<Fact> {
-    let cluster = if d.exists {
-        d.cluster.clone()
-    } else {
-        format!("{} (no such cluster)", d.cluster)
-    };
+/// Who a destination reaches: the backends (service, version, namespace) of its
+/// endpoints' pods and the TLS toward them, not the cluster's name (a subset of one
+/// Service and a Service per version are the same destination when they reach the
+/// same pods); a cluster that does not exist answers the route's status for it.
+fn reached(d: &Destination, r: &RouteResult, mesh: &Mesh) -> String {
+    if !d.exists {
+        let status = match r.cluster_not_found_status {
+            0 => 503,
+            s => s,
+        };
+        return format!("no such cluster: {status}");
+    }
+    let mut backends: Vec<String> = d
+        .endpoints
+        .iter()
+        .map(|e| {
+            crate::oracle::input::pod_index(&e.address)
+                .and_then(|i| mesh.pods.get(i))
+                .map_or_else(
+                    || format!("{}:{}", e.address, e.port),
+                    |p| {
+                        format!(
+                            "{} {} ({}) port {}",
+                            p.env_value("SERVICE_NAME").unwrap_or_else(|| p.deployment.clone()),
+                            p.env_value("VERSION").unwrap_or_else(|| "-".into()),
+                            p.namespace,
+                            e.port
+                        )
+                    },
+                )
+        })
+        .collect();
+    backends.sort();
+    backends.dedup();
+    if backends.is_empty() {
+        return "no endpoints: 503".into();
+    }
+    format!("{} tls {}", backends.join(", "), d.tls)
+}
+
+/// The facts of one weighted destination: who it reaches and its own header
+/// operations.
+fn destination_facts(r: &RouteResult, d: &Destination, mesh: &Mesh) -> Vec<Fact> {
+    let cluster = reached(d, r, mesh);
     let own = r
         .envoy
         .pointer("/route/weighted_clusters/clusters")
