@@ -25,8 +25,15 @@ pub struct FixtureCopy {
 
 impl FixtureCopy {
     pub fn new() -> FixtureCopy {
+        FixtureCopy::of("fixtures/ingress")
+    }
+
+    /// A copy of the shipped fixture set `dir` (relative to the repository; symlinked
+    /// files are copied as their content).
+    pub fn of(dir: &str) -> FixtureCopy {
+        let dir_in_repo = root().join(dir);
         let dir = tempfile::tempdir().unwrap();
-        for e in std::fs::read_dir(root().join("fixtures/ingress")).unwrap() {
+        for e in std::fs::read_dir(dir_in_repo).unwrap() {
             let e = e.unwrap();
             std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
         }
@@ -215,6 +222,7 @@ pub const STATIC_CHECKS: &[&str] = &[
     "static::gateway-credentials",
     "static::mtls",
     "static::rewrites",
+    "static::gateway-api-status",
     "static::simulate::routing::atlas-ui",
     "static::simulate::routing::authz",
     "static::simulate::routing::atlas-rest",
