@@ -274,7 +274,9 @@ mod tests {
         let v2 = m
             .pods
             .iter()
-            .position(|p| p.env_value("VERSION").as_deref() == Some("v2") && p.deployment.contains("nb-rest"))
+            .position(|p| {
+                p.env_value("VERSION").as_deref() == Some("v2") && p.deployment.contains("nb-rest")
+            })
             .unwrap();
         let ip = crate::oracle::input::pod_ip(v2).to_string();
         let route = |cluster: &str| {
@@ -284,10 +286,26 @@ mod tests {
                                   "endpoints": [{"address": ip, "port": 8080}]}],
             })
         };
-        let a = super::answers(Some(&sim(route("outbound|80|v2|nb-rest.atlas.svc.cluster.local"), "")), &m);
-        let b = super::answers(Some(&sim(route("outbound|80||nb-rest-v2.atlas.svc.cluster.local"), "")), &m);
+        let a = super::answers(
+            Some(&sim(
+                route("outbound|80|v2|nb-rest.atlas.svc.cluster.local"),
+                "",
+            )),
+            &m,
+        );
+        let b = super::answers(
+            Some(&sim(
+                route("outbound|80||nb-rest-v2.atlas.svc.cluster.local"),
+                "",
+            )),
+            &m,
+        );
         assert_eq!(a, b);
-        assert!(a.lines()[0].contains("nb-rest v2 (atlas)"), "{:?}", a.lines());
+        assert!(
+            a.lines()[0].contains("nb-rest v2 (atlas)"),
+            "{:?}",
+            a.lines()
+        );
         // Another pod is another destination.
         let other = serde_json::json!({
             "index": 0, "match": {}, "action": "route", "rewritten_path": "/",
