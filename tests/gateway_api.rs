@@ -138,9 +138,15 @@ fn a_backend_in_another_namespace_without_a_reference_grant_answers_500() {
     let route = "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: cross\n  namespace: atlas\nspec:\n  parentRefs:\n  - name: atlas-gateway\n    namespace: istio-ingress\n  rules:\n  - matches:\n    - path:\n        type: PathPrefix\n        value: /cross\n    backendRefs:\n    - name: shared\n      namespace: istio-ingress\n      port: 80\n";
     let service = "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: shared\n  namespace: istio-ingress\nspec:\n  selector:\n    app: shared\n  ports:\n  - port: 80\n";
     f.write("60-cross.yaml", &format!("{route}{service}"));
-    let suite = "name: cross\nfixtures: .\ningress: { port: 80 }\nchecks:\n  - group: refs\n    name: cross-500\n    http:\n      request: { path: /cross }\n      expect: { status: 500, backend: none }\n";
+    let suite = "name: cross\nfixtures: .\ningress: { port: 80 }\nchecks:\n  - group: refs\n    name: cross-500\n    http:\n      request: { path: /cross }\n      expect: { status: 500, backend: none }\n  - group: refs\n    name: cross-status\n    status:\n      object: HTTPRoute atlas/cross\n      scope: Gateway istio-ingress/atlas-gateway\n      conditions:\n      - { type: Accepted, status: \"True\" }\n      - { type: ResolvedRefs, status: \"False\", reason: RefNotPermitted }\n";
     let r = run_suite(&f, suite);
     assert!(r.passed.contains("refs::cross-500"), "{}", r.stdout);
+    assert!(r.passed.contains("refs::cross-status"), "{}", r.stdout);
+    assert!(
+        r.passed.contains("static::simulate::refs::cross-status"),
+        "{}",
+        r.stdout
+    );
     assert!(
         r.failed.contains("static::gateway-api-status"),
         "{}",
@@ -163,6 +169,18 @@ fn a_backend_in_another_namespace_without_a_reference_grant_answers_500() {
     f.write("70-grant.yaml", grant);
     let r = run_suite(&f, suite);
     assert!(r.failed.contains("refs::cross-500"), "{}", r.stdout);
+    // The status check says what changed, statically and live.
+    assert!(r.failed.contains("refs::cross-status"), "{}", r.stdout);
+    assert!(
+        r.failed.contains("static::simulate::refs::cross-status"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("expected ResolvedRefs=False (RefNotPermitted), got Gateway istio-ingress/atlas-gateway: ResolvedRefs=True (ResolvedRefs)"),
+        "{}",
+        r.stdout
+    );
     assert!(
         r.passed.contains("static::gateway-api-status"),
         "{}",

@@ -6,6 +6,7 @@ pub mod http;
 mod mirror;
 mod ports;
 mod sidecars;
+pub mod status;
 mod steps;
 
 pub use sidecars::{injection_status, sidecar_shape, xfcc_uris, InjectionStatus};
@@ -223,6 +224,7 @@ pub async fn run_predicted(
         CheckKind::Ports(p) => ports::run(ctx, p).await,
         CheckKind::Sidecars(s) => sidecars::run(ctx, s).await,
         CheckKind::Steps(s) => steps::run(ctx, s, step_predictions).await,
+        CheckKind::Status(s) => status::run(ctx, s).await,
     }
 }
 

@@ -26,6 +26,8 @@ pub struct Mesh {
     /// `request.gateway` names: each Gateway API Gateway (`ns/name`) to the gateway
     /// Service (`ns/name`) in front of its pods.
     pub gateway_refs: BTreeMap<String, String>,
+    /// The conditions istiod's controller would write on the Gateway API objects.
+    pub gateway_statuses: Vec<crate::fixtures::gateway_api::ObjectStatus>,
     pub warnings: Vec<Warning>,
 }
 
@@ -599,6 +601,7 @@ impl Mesh {
             clusters: BTreeMap::new(),
             ingress_services: Vec::new(),
             gateway_refs: crate::fixtures::gateway_api::gateway_services(fx),
+            gateway_statuses: fx.gateway_api.statuses.clone(),
             warnings,
         };
         mesh.ingress_services = ingress_services(fx, &mesh.pods);

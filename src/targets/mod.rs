@@ -59,6 +59,22 @@ pub trait Target: Send + Sync {
     }
     /// SPIFFE identities of the ingress gateway pods.
     fn gateway_identities(&self) -> Vec<String>;
+    /// The status of Gateway API object `kind` `namespace`/`name` as this target shows
+    /// it (None: no such object).
+    fn gateway_api_status<'a>(
+        &'a self,
+        kind: &'a str,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<crate::fixtures::gateway_api::ObjectStatus>, String>> {
+        let _ = (kind, namespace, name);
+        Box::pin(async move {
+            Err(format!(
+                "the {} target does not read Gateway API status",
+                self.name()
+            ))
+        })
+    }
     /// Every pod of the fixtures' namespaces, as the API shows them now.
     fn pods(&self) -> BoxFuture<'_, Result<Vec<PodInfo>, String>>;
     /// How long an expectation may take to become consistently true here.
