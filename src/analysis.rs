@@ -568,6 +568,30 @@ fn exposed_ports(c: &mut Ctx, suite: &Suite) {
     }
 }
 
+/// MC122 (IST0165): a `gateways` entry naming the Istio Gateway istiod generates for a
+/// listener of a Gateway API Gateway; true when it does.
+fn internal_gateway_reference(
+    c: &mut Ctx,
+    vs: &crate::fixtures::Item<crate::fixtures::istio::VirtualService>,
+    g: &str,
+    ns: &str,
+    name: &str,
+) -> bool {
+    let Some((gw, listener)) = gateway_api::internal_reference(name) else {
+        return false;
+    };
+    let api = gateway_api::api_gateways(c.fx);
+    let Some(a) = api.iter().find(|a| {
+        a.namespace == ns && a.name == gw && a.listeners.iter().any(|l| l == listener)
+    }) else {
+        return false;
+    };
+    c.push("gateway-references", Severity::Warning, "MC122", Some("IST0165 ReferencedInternalGateway"), vs.describe(), &vs.source,
+        format!("gateway `{g}` is the Istio Gateway istiod generates for listener {listener} of {} (gateway.networking.k8s.io)", a.describe()),
+        "Istio binds the routes to that listener; the generated name is an implementation detail of istiod and may change");
+    true
+}
+
 /// A `gateways` entry that names no Istio Gateway: a listener of a Gateway API Gateway
 /// through the name istiod generates for it (MC122, IST0165), or nothing Istio binds to
 /// (MC101, IST0101), said precisely when it names a Gateway API Gateway itself
@@ -579,17 +603,10 @@ fn unbound_gateway_reference(
     ns: &str,
     name: &str,
 ) {
-    let api = gateway_api::api_gateways(c.fx);
-    if let Some((gw, listener)) = gateway_api::internal_reference(name) {
-        if let Some(a) = api.iter().find(|a| {
-            a.namespace == ns && a.name == gw && a.listeners.iter().any(|l| l == listener)
-        }) {
-            c.push("gateway-references", Severity::Warning, "MC122", Some("IST0165 ReferencedInternalGateway"), vs.describe(), &vs.source,
-                format!("gateway `{g}` is the Istio Gateway istiod generates for listener {listener} of {} (gateway.networking.k8s.io)", a.describe()),
-                "Istio binds the routes to that listener; the generated name is an implementation detail of istiod and may change");
-            return;
-        }
+    if internal_gateway_reference(c, vs, g, ns, name) {
+        return;
     }
+    let api = gateway_api::api_gateways(c.fx);
     let message = match api.iter().find(|a| a.namespace == ns && a.name == name) {
         None if gateway_api::internal_reference(name).is_some() => {
             let (gw, listener) = gateway_api::internal_reference(name).unwrap_or_default();
@@ -607,7 +624,12 @@ fn unbound_gateway_reference(
 }
 
 fn gateway_references(c: &mut Ctx) {
-    for vs in &c.fx.virtual_services {
+    // The VirtualServices istiod generates from HTTPRoutes attach as their status says
+    // (gateway_api_status.rs).
+    let written = c.fx.virtual_services.iter().filter(|v| {
+        !crate::fixtures::gateway_api::gateway_semantics(&v.spec.metadata.annotations)
+    });
+    for vs in written {
         for g in &vs.spec.spec.gateways {
             if g == "mesh" {
                 continue;
@@ -621,6 +643,14 @@ fn gateway_references(c: &mut Ctx) {
                 unbound_gateway_reference(c, vs, g, &ns, &name);
                 continue;
             };
+            if gw
+                .spec
+                .metadata
+                .annotations
+                .contains_key(crate::fixtures::gateway_api::GATEWAY_SERVICE)
+            {
+                internal_gateway_reference(c, vs, g, &ns, &name);
+            }
             // Hosts must intersect the Gateway's servers' hosts (namespace rules).
             let ok = gw
                 .spec
