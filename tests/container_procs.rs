@@ -1,6 +1,8 @@
-//! The sandbox's containers as processes (procs): a container being stopped (its
-//! grace period running) is still stopped, children included (pilot-agent's Envoy),
-//! when meshcheck stops everything (Ctrl-C, the end of the run). Its own test binary: `procs::stop_all` stops every process of the test
+//! The sandbox's containers as processes (procs): a container's other processes
+//! (pilot-agent's Envoy) end with its first one, as a runtime ends a container's PID
+//! namespace; and a container being stopped (its grace period running) is still
+//! stopped, children included, when meshcheck stops everything (Ctrl-C, the end of
+//! the run). Its own test binary: `procs::stop_all` stops every process of the test
 //! process.
 
 use meshcheck::targets::local::procs;
@@ -53,6 +55,21 @@ fn container(dir: &Path, script: &str) -> (u64, u32) {
         },
     );
     (owner, child)
+}
+
+#[test]
+#[cfg_attr(not(target_os = "linux"), ignore = "needs Linux (reads /proc)")]
+fn a_containers_children_end_with_its_first_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let (owner, child) = container(dir.path(), "sleep 300 & echo $! > PIDFILE; sleep 0.2; exit 0");
+    assert!(alive(child));
+    let mut reaped = Vec::new();
+    wait_until(Duration::from_secs(10), "the container's first process is reaped", || {
+        reaped.extend(procs::reap_exited(owner));
+        !reaped.is_empty()
+    });
+    assert_eq!(reaped[0].0, "c");
+    wait_until(Duration::from_secs(5), "its child is gone too", || !alive(child));
 }
 
 #[test]

@@ -399,6 +399,9 @@ pub fn reap_exited(owner: u64) -> Vec<(String, String)> {
     all.retain_mut(|p| {
         if p.owner == owner && !p.stopping && poll(p) {
             out.push((p.name.clone(), p.exited.clone().unwrap_or_default()));
+            // A container ends with its first process: what it started (Envoy under
+            // pilot-agent) goes too, as a runtime kills a container's PID namespace.
+            signal_group(p, libc::SIGKILL);
             false
         } else {
             true
