@@ -216,10 +216,53 @@ impl RunningPod {
         Ok(())
     }
 
+    /// The pod's `securityContext.sysctls`, written in its network namespace as a
+    /// container runtime writes them (runc: /proc/sys of the pod's namespaces). Only
+    /// network sysctls (`net.*`, namespaced per pod) can be set here; the kube-gateway
+    /// template of Istio's automated deployment asks for
+    /// `net.ipv4.ip_unprivileged_port_start=0`, so that its Envoy (uid 1337) binds
+    /// the listener ports below 1024 (manifests/charts/istio-control/istio-discovery/
+    /// files/kube-gateway.yaml).
+    fn apply_sysctls(&self) -> Result<(), String> {
+        let Some(ns) = &self.netns else { return Ok(()) };
+        let sysctls = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.security_context.as_ref())
+            .and_then(|sc| sc.sysctls.clone())
+            .unwrap_or_default();
+        for s in sysctls {
+            if !s.name.starts_with("net.") {
+                return Err(format!(
+                    "sysctl {} cannot be set: the sandbox sets network sysctls (net.*) only, in the pod's network namespace",
+                    s.name
+                ));
+            }
+            let path = format!("/proc/sys/{}", s.name.replace('.', "/"));
+            let mut cmd = Command::new("sh");
+            cmd.args(["-c", "printf '%s' \"$1\" > \"$2\"", "sysctl", &s.value, &path]);
+            netns::run_in(&mut cmd, ns);
+            let out = cmd
+                .output()
+                .map_err(|e| format!("cannot set sysctl {}: {e}", s.name))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "cannot set sysctl {}={}: {}",
+                    s.name,
+                    s.value,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+        }
+        Ok(())
+    }
+
     async fn setup(&mut self) -> Result<(), String> {
         std::fs::create_dir_all(self.dir.join("logs")).map_err(|e| e.to_string())?;
         if !self.host_network() && !self.istiod_only() {
             self.create_network()?;
+            self.apply_sysctls()?;
         }
         let ctx = volumes::Context {
             pod: &self.pod,
