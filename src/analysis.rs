@@ -877,6 +877,7 @@ pub fn step_predictions(suite: &Suite, mesh: &Mesh) -> Vec<(String, crate::istio
 pub fn sim_request(req: &RequestSpec, service_port: u16) -> SimRequest {
     SimRequest {
         service_port: req.service_port(service_port),
+        gateway: req.gateway.clone(),
         https: req.is_https(),
         assume_certificates: false,
         method: req.method(),

@@ -191,6 +191,12 @@ pub struct RequestSpec {
     /// The gateway Service port the request goes to (default `ingress.port`).
     #[serde(default)]
     pub port: Option<u16>,
+    /// The gateway the request goes through, `namespace/name`: a Gateway API Gateway
+    /// (its automated deployment's Service, or the Service its `addresses` name) or a
+    /// gateway Service. Default: the suite's one ingress (the first gateway Service
+    /// with the port).
+    #[serde(default)]
+    pub gateway: Option<String>,
     /// https: a PEM CA bundle to trust (relative to the suite file); on the local
     /// target the run's CA is trusted without it.
     #[serde(default)]

@@ -49,6 +49,14 @@ pub trait Target: Send + Sync {
     fn node_address(&self) -> IpAddr;
     /// The NodePort of the ingress gateway Service's `service_port`.
     fn node_port(&self, service_port: u16) -> Option<u16>;
+    /// The NodePort of `service_port` of the gateway a request names
+    /// (`request.gateway`: a Gateway API Gateway or a gateway Service, `ns/name`).
+    /// None where the target does not know it (only the local target resolves them
+    /// yet).
+    fn node_port_via(&self, gateway: &str, service_port: u16) -> Option<u16> {
+        let _ = (gateway, service_port);
+        None
+    }
     /// SPIFFE identities of the ingress gateway pods.
     fn gateway_identities(&self) -> Vec<String>;
     /// Every pod of the fixtures' namespaces, as the API shows them now.

@@ -300,6 +300,11 @@ impl Target for LocalTarget {
     fn node_port(&self, service_port: u16) -> Option<u16> {
         self.mesh.node_port_for(service_port).map(|(_, p)| p)
     }
+    fn node_port_via(&self, gateway: &str, service_port: u16) -> Option<u16> {
+        self.mesh
+            .node_port_via(Some(gateway), service_port)
+            .map(|(_, p)| p)
+    }
 
     fn gateway_identities(&self) -> Vec<String> {
         self.mesh.gateway_identities()
