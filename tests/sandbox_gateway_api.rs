@@ -65,6 +65,49 @@ fn the_gateway_api_ingress_passes_the_ingress_suite_on_the_real_control_plane() 
         xml.contains("name=\"sandbox.xds.proxies\" value=\"") && xml.contains("my-ingress-gateway-"),
         "{xml}"
     );
+    // Nothing left: no process of the run, no directory.
+    let dir = sandbox_dir(junit.path());
+    assert!(!dir.exists(), "{} is left behind", dir.display());
+    let left = processes_with(&dir.display().to_string());
+    assert!(left.is_empty(), "processes left: {left:?}");
+}
+
+/// The run's sandbox directory, from the JUnit report's `sandbox.dir` property.
+fn sandbox_dir(junit: &std::path::Path) -> std::path::PathBuf {
+    let xml = std::fs::read_to_string(junit).unwrap();
+    let key = "name=\"sandbox.dir\" value=\"";
+    let at = xml.find(key).expect("sandbox.dir property");
+    let rest = &xml[at + key.len()..];
+    std::path::PathBuf::from(&rest[..rest.find('"').unwrap()])
+}
+
+/// Waits (at most 2 min) until the namespaces of the runs under `prefixes` are gone,
+/// so that no pod of theirs is still terminating when the shared sandbox stops with
+/// the test binary.
+fn wait_namespaces_gone(rt: &tokio::runtime::Runtime, prefixes: &[&str]) {
+    use k8s_openapi::api::core::v1::Namespace;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let left: Vec<String> = rt.block_on(async {
+            let api: Api<Namespace> = Api::all(client().await);
+            api.list(&Default::default())
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .filter_map(|n| n.metadata.name)
+                .filter(|n| prefixes.iter().any(|p| n.starts_with(p)))
+                .collect()
+        });
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "namespaces still there after 2 min: {left:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
 }
 
 #[test]
@@ -130,4 +173,5 @@ fn an_existing_cluster_without_the_crds_is_refused_and_the_flag_installs_them() 
     let again = existing_with("gwd-", Some(&fixtures), &[]);
     assert_eq!(again.code, 0, "{}\n{}", again.stdout, again.stderr);
     assert!(!again.stderr.contains("installing the Gateway API CRDs"), "{}", again.stderr);
+    wait_namespaces_gone(&rt, &["gwc-", "gwd-"]);
 }

@@ -304,6 +304,12 @@ pub struct ClusterTarget {
     pub(crate) node: IpAddr,
     /// Gateway Service port -> live NodePort.
     pub(crate) node_ports: BTreeMap<u16, u16>,
+    /// Per gateway Service of the model (`namespace/name` as in the fixtures): its
+    /// Service port -> live NodePort (`request.gateway`).
+    pub(crate) gateway_node_ports: BTreeMap<String, BTreeMap<u16, u16>>,
+    /// Gateway API Gateways (`ns/name`) -> the gateway Service in front of their
+    /// pods (the model's [`Mesh::gateway_refs`]).
+    pub(crate) gateway_refs: BTreeMap<String, String>,
     pub(crate) identities: Vec<String>,
     /// The namespaces of the fixtures, as named on the cluster.
     pub(crate) namespaces: Vec<String>,
@@ -355,7 +361,8 @@ pub async fn deploy(
     }
     target.wait_for_rollouts(fx, opts).await?;
     let services = live_ingress_services(&client, fx, mesh, prefix, opts.rollout_timeout).await?;
-    target.node_ports = read_node_ports(&client, name, &services).await?;
+    target.gateway_node_ports = read_node_ports(&client, name, &services).await?;
+    target.node_ports = merged_node_ports(&target.gateway_node_ports, &services);
     let lb = match node_override {
         None => load_balancer_address(&client, &services).await,
         Some(_) => None,
@@ -367,6 +374,9 @@ pub async fn deploy(
             eprintln!("{name}: reaching the gateway at its load balancer {lb} (status.loadBalancer.ingress)");
             target.node = lb;
             target.node_ports = target.node_ports.keys().map(|p| (*p, *p)).collect();
+            for ports in target.gateway_node_ports.values_mut() {
+                *ports = ports.keys().map(|p| (*p, *p)).collect();
+            }
             target
                 .props
                 .push(("gateway.load_balancer".into(), lb.to_string()));
@@ -474,7 +484,15 @@ fn managed_gateway_of(labels: &crate::fixtures::k8s::Labels) -> Option<&str> {
     labels.get(GATEWAY_NAME_LABEL).map(String::as_str)
 }
 
-/// The gateway Services (`namespace`, `name`) as they are on the cluster: the
+/// A gateway Service of the model (`id`: `namespace/name` as in the fixtures) and
+/// where it is on the cluster.
+struct LiveService {
+    id: String,
+    namespace: String,
+    name: String,
+}
+
+/// The gateway Services as they are on the cluster: the
 /// fixtures' own by name, and for a managed Gateway the Service istiod's deployment
 /// controller created, found by its labels (`gateway.networking.k8s.io/gateway-name`
 /// and `gateway.istio.io/managed`; its name is `<gateway>-<class>` unless the
@@ -486,17 +504,22 @@ async fn live_ingress_services(
     mesh: &Mesh,
     prefix: Option<&str>,
     timeout: Duration,
-) -> Result<Vec<(String, String)>, TargetError> {
+) -> Result<Vec<LiveService>, TargetError> {
     let mut out = Vec::new();
     for s in &mesh.ingress_services {
         let ns = renamed(&s.namespace, prefix);
+        let id = format!("{}/{}", s.namespace, s.name);
         let generated = fx
             .services
             .iter()
             .find(|i| i.namespace == s.namespace && i.name == s.name)
             .and_then(|i| managed_gateway_of(&i.spec.metadata.labels));
         let Some(gateway) = generated else {
-            out.push((ns, s.name.clone()));
+            out.push(LiveService {
+                id,
+                namespace: ns,
+                name: s.name.clone(),
+            });
             continue;
         };
         use crate::fixtures::gateway_api::{GATEWAY_NAME_LABEL, MANAGED_LABEL, MANAGED_VALUE};
@@ -519,7 +542,11 @@ async fn live_ingress_services(
             }
         })
         .await?;
-        out.push((ns, name));
+        out.push(LiveService {
+            id,
+            namespace: ns,
+            name,
+        });
     }
     Ok(out)
 }
@@ -599,10 +626,11 @@ async fn explain_rollout_failure(client: &::kube::Client, e: k::KubeError) -> k:
 async fn read_node_ports(
     client: &::kube::Client,
     target: &'static str,
-    services: &[(String, String)],
-) -> Result<BTreeMap<u16, u16>, TargetError> {
-    let mut node_ports = BTreeMap::new();
-    for (ns, name) in services {
+    services: &[LiveService],
+) -> Result<BTreeMap<String, BTreeMap<u16, u16>>, TargetError> {
+    let mut out = BTreeMap::new();
+    for LiveService { id, namespace: ns, name } in services {
+        let node_ports: &mut BTreeMap<u16, u16> = out.entry(id.clone()).or_default();
         let api: ::kube::Api<Service> = ::kube::Api::namespaced(client.clone(), ns);
         let svc = api
             .get(name)
@@ -617,16 +645,31 @@ async fn read_node_ports(
             }
         }
     }
-    Ok(node_ports)
+    Ok(out)
+}
+
+/// Service port -> NodePort over every gateway Service, the first (in the model's
+/// order) having a port winning: the ingress, for requests naming no gateway.
+fn merged_node_ports(
+    per_service: &BTreeMap<String, BTreeMap<u16, u16>>,
+    services: &[LiveService],
+) -> BTreeMap<u16, u16> {
+    let mut merged = BTreeMap::new();
+    for s in services {
+        for (port, np) in per_service.get(&s.id).into_iter().flatten() {
+            merged.entry(*port).or_insert(*np);
+        }
+    }
+    merged
 }
 
 /// The address of the gateway Service's load balancer (`status.loadBalancer.ingress`:
 /// its `ip`, else its `hostname` resolved), when it has one.
 async fn load_balancer_address(
     client: &::kube::Client,
-    services: &[(String, String)],
+    services: &[LiveService],
 ) -> Option<IpAddr> {
-    for (ns, name) in services {
+    for LiveService { namespace: ns, name, .. } in services {
         let api: ::kube::Api<Service> = ::kube::Api::namespaced(client.clone(), ns);
         let svc = api.get(name).await.ok()?;
         let ingress = svc.status?.load_balancer?.ingress?;
@@ -696,6 +739,8 @@ impl ClusterTarget {
             client,
             node: IpAddr::from([127, 0, 0, 1]),
             node_ports: BTreeMap::new(),
+            gateway_node_ports: BTreeMap::new(),
+            gateway_refs: mesh.gateway_refs.clone(),
             identities: Vec::new(),
             namespaces: fixture_namespaces(fx, prefix),
             gateway_selector: gateway_selector(fx, mesh, prefix),
@@ -843,6 +888,13 @@ impl Target for ClusterTarget {
     }
     fn node_port(&self, service_port: u16) -> Option<u16> {
         self.node_ports.get(&service_port).copied()
+    }
+    fn node_port_via(&self, gateway: &str, service_port: u16) -> Option<u16> {
+        let service = self.gateway_refs.get(gateway).map_or(gateway, String::as_str);
+        self.gateway_node_ports
+            .get(service)?
+            .get(&service_port)
+            .copied()
     }
     fn gateway_identities(&self) -> Vec<String> {
         self.identities.clone()

@@ -453,6 +453,9 @@ impl Target for SandboxTarget {
     fn node_port(&self, service_port: u16) -> Option<u16> {
         self.cluster.node_port(service_port)
     }
+    fn node_port_via(&self, gateway: &str, service_port: u16) -> Option<u16> {
+        self.cluster.node_port_via(gateway, service_port)
+    }
     fn gateway_identities(&self) -> Vec<String> {
         self.cluster.gateway_identities()
     }

@@ -438,8 +438,15 @@ async fn a_managed_gateway_is_reached_at_the_nodeport_of_the_service_istiod_crea
     )
     .await
     .unwrap();
-    // The live NodePort, not the one the model allocated.
+    // The live NodePort, not the one the model allocated; also for a request naming
+    // the Gateway (`request.gateway`) or istiod's Service.
     assert_eq!(target.node_port(80), Some(31080));
+    assert_eq!(target.node_port_via("istio-ingress/atlas-gateway", 80), Some(31080));
+    assert_eq!(
+        target.node_port_via("istio-ingress/atlas-gateway-istio", 80),
+        Some(31080)
+    );
+    assert_eq!(target.node_port_via("istio-ingress/other", 80), None);
     let sent = patches(&fake).await;
     assert!(
         !sent.iter().any(|(p, _)| p.contains("atlas-gateway-istio")),
