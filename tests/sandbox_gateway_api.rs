@@ -8,6 +8,10 @@
 //! installs them) a run without `--install-gateway-api-crds` is refused with exit 3
 //! naming them, and one with the flag installs them and deploys.
 //!
+//! A managed Gateway (no `addresses`) runs too: istiod's deployment controller
+//! creates its Deployment and Service, the sandbox plays the pod, and meshcheck reads
+//! the live NodePort.
+//!
 //! Skipped (saying why) where the sandbox cannot run, failing under
 //! `MESHCHECK_REQUIRE_SANDBOX=1`, as the other sandbox tests.
 
@@ -66,6 +70,60 @@ fn the_gateway_api_ingress_passes_the_ingress_suite_on_the_real_control_plane() 
         "{xml}"
     );
     // Nothing left: no process of the run, no directory.
+    let dir = sandbox_dir(junit.path());
+    assert!(!dir.exists(), "{} is left behind", dir.display());
+    let left = processes_with(&dir.display().to_string());
+    assert!(left.is_empty(), "processes left: {left:?}");
+}
+
+/// A managed Gateway (no `addresses`, no gateway Deployment of the fixtures' own):
+/// istiod's deployment controller creates `atlas-gateway-istio` (Deployment, Service,
+/// ServiceAccount) from its kube-gateway template, the sandbox's kubelet plays its
+/// pod (`proxy router`, with the template's `net.ipv4.ip_unprivileged_port_start=0`
+/// so that Envoy binds port 80 as uid 1337), meshcheck waits for that rollout and
+/// reaches the gateway at the live NodePort of istiod's Service. What fails is what
+/// the static analysis predicts: istiod's Service also exposes the status port 15021
+/// (extractServicePorts), which the suite's port policy does not allow.
+#[test]
+fn a_managed_gateway_deployed_by_istiod_passes_the_routing_checks() {
+    if !available("the sandbox managed Gateway run") {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let f = FixtureCopy::of(GW_API);
+    std::fs::remove_file(f.path().join("10-ingress-gateway.yaml")).unwrap();
+    f.replace(
+        "30-gateway.yaml",
+        "  addresses:\n  - type: Hostname\n    value: my-ingress-gateway.istio-ingress.svc.cluster.local\n",
+        "",
+    );
+    let junit = tempfile::NamedTempFile::new().unwrap();
+    let r = Run::new()
+        .arg("--suite")
+        .arg("ingress")
+        .arg("--target")
+        .arg("sandbox")
+        .fixtures(f.path())
+        .arg("--junit")
+        .arg(junit.path())
+        .run_plain();
+    assert_fails_exactly(&r, &["static::exposed-ports", "ports::only-http-nodeport"]);
+    for check in [
+        "routing::atlas-ui",
+        "routing::atlas-rest-rewrite",
+        "subsets::split-90-10",
+        "sidecars::mtls-at-backends",
+    ] {
+        assert!(r.passed.contains(check), "{check}\n{}\n{}", r.stdout, r.stderr);
+    }
+    assert!(
+        r.stderr.contains("istio-ingress/atlas-gateway-istio: rolled out"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stdout.contains("exposes port 15021 (status-port)"), "{}", r.stdout);
+    let xml = std::fs::read_to_string(junit.path()).unwrap();
+    assert!(xml.contains("atlas-gateway-istio-"), "{xml}");
     let dir = sandbox_dir(junit.path());
     assert!(!dir.exists(), "{} is left behind", dir.display());
     let left = processes_with(&dir.display().to_string());
