@@ -66,7 +66,8 @@ fn the_gateway_api_ingress_passes_the_ingress_suite_on_the_real_control_plane() 
     // The gateway pod behind the Gateway's address took the routes over xDS.
     let xml = std::fs::read_to_string(junit.path()).unwrap();
     assert!(
-        xml.contains("name=\"sandbox.xds.proxies\" value=\"") && xml.contains("my-ingress-gateway-"),
+        xml.contains("name=\"sandbox.xds.proxies\" value=\"")
+            && xml.contains("my-ingress-gateway-"),
         "{xml}"
     );
     // Nothing left: no process of the run, no directory.
@@ -114,14 +115,24 @@ fn a_managed_gateway_deployed_by_istiod_passes_the_routing_checks() {
         "subsets::split-90-10",
         "sidecars::mtls-at-backends",
     ] {
-        assert!(r.passed.contains(check), "{check}\n{}\n{}", r.stdout, r.stderr);
+        assert!(
+            r.passed.contains(check),
+            "{check}\n{}\n{}",
+            r.stdout,
+            r.stderr
+        );
     }
     assert!(
-        r.stderr.contains("istio-ingress/atlas-gateway-istio: rolled out"),
+        r.stderr
+            .contains("istio-ingress/atlas-gateway-istio: rolled out"),
         "{}",
         r.stderr
     );
-    assert!(r.stdout.contains("exposes port 15021 (status-port)"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("exposes port 15021 (status-port)"),
+        "{}",
+        r.stdout
+    );
     let xml = std::fs::read_to_string(junit.path()).unwrap();
     assert!(xml.contains("atlas-gateway-istio-"), "{xml}");
     let dir = sandbox_dir(junit.path());
@@ -205,24 +216,38 @@ fn an_existing_cluster_without_the_crds_is_refused_and_the_flag_installs_them() 
     assert!(crds_now(&rt).is_empty(), "the refused run installed CRDs");
 
     let installed = existing_with("gwc-", Some(&fixtures), &["--install-gateway-api-crds"]);
-    assert_eq!(installed.code, 0, "{}\n{}", installed.stdout, installed.stderr);
+    assert_eq!(
+        installed.code, 0,
+        "{}\n{}",
+        installed.stdout, installed.stderr
+    );
     assert!(
-        installed.stderr.contains("installing the Gateway API CRDs v1.5.1"),
+        installed
+            .stderr
+            .contains("installing the Gateway API CRDs v1.5.1"),
         "{}",
         installed.stderr
     );
     let have = crds_now(&rt);
     assert_eq!(have.len(), 4, "{have:?}");
     for (name, crd) in &have {
-        let conditions = crd.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+        let conditions = crd
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.clone())
+            .unwrap_or_default();
         assert!(
-            conditions.iter().any(|c| c.type_ == "Established" && c.status == "True"),
+            conditions
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True"),
             "{name}: {conditions:?}"
         );
         // As published: istiod ignores a Gateway API CRD without its bundle version.
         let annotations = crd.metadata.annotations.clone().unwrap_or_default();
         assert_eq!(
-            annotations.get("gateway.networking.k8s.io/bundle-version").map(String::as_str),
+            annotations
+                .get("gateway.networking.k8s.io/bundle-version")
+                .map(String::as_str),
             Some("v1.5.1"),
             "{name}"
         );
@@ -230,6 +255,10 @@ fn an_existing_cluster_without_the_crds_is_refused_and_the_flag_installs_them() 
     // Now present: a run without the flag needs nothing installed.
     let again = existing_with("gwd-", Some(&fixtures), &[]);
     assert_eq!(again.code, 0, "{}\n{}", again.stdout, again.stderr);
-    assert!(!again.stderr.contains("installing the Gateway API CRDs"), "{}", again.stderr);
+    assert!(
+        !again.stderr.contains("installing the Gateway API CRDs"),
+        "{}",
+        again.stderr
+    );
     wait_namespaces_gone(&rt, &["gwc-", "gwd-"]);
 }

@@ -248,7 +248,8 @@ impl CrdSource {
         match self {
             CrdSource::Provided { dir, .. } => dir.clone().map_err(fail),
             CrdSource::Version(v) => {
-                let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/gateway-api-crds.sh");
+                let script =
+                    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/gateway-api-crds.sh");
                 let out = run_tool(
                     Path::new("bash"),
                     &[script.display().to_string(), v.clone()],
@@ -629,16 +630,18 @@ async fn read_node_ports(
     services: &[LiveService],
 ) -> Result<BTreeMap<String, BTreeMap<u16, u16>>, TargetError> {
     let mut out = BTreeMap::new();
-    for LiveService { id, namespace: ns, name } in services {
+    for LiveService {
+        id,
+        namespace: ns,
+        name,
+    } in services
+    {
         let node_ports: &mut BTreeMap<u16, u16> = out.entry(id.clone()).or_default();
         let api: ::kube::Api<Service> = ::kube::Api::namespaced(client.clone(), ns);
-        let svc = api
-            .get(name)
-            .await
-            .map_err(|e| TargetError::Unavailable {
-                target: target.into(),
-                why: format!("cannot read Service {ns}/{name}: {e}"),
-            })?;
+        let svc = api.get(name).await.map_err(|e| TargetError::Unavailable {
+            target: target.into(),
+            why: format!("cannot read Service {ns}/{name}: {e}"),
+        })?;
         for p in svc.spec.and_then(|sp| sp.ports).unwrap_or_default() {
             if let Some(np) = p.node_port {
                 node_ports.entry(p.port as u16).or_insert(np as u16);
@@ -669,7 +672,12 @@ async fn load_balancer_address(
     client: &::kube::Client,
     services: &[LiveService],
 ) -> Option<IpAddr> {
-    for LiveService { namespace: ns, name, .. } in services {
+    for LiveService {
+        namespace: ns,
+        name,
+        ..
+    } in services
+    {
         let api: ::kube::Api<Service> = ::kube::Api::namespaced(client.clone(), ns);
         let svc = api.get(name).await.ok()?;
         let ingress = svc.status?.load_balancer?.ingress?;
@@ -890,7 +898,10 @@ impl Target for ClusterTarget {
         self.node_ports.get(&service_port).copied()
     }
     fn node_port_via(&self, gateway: &str, service_port: u16) -> Option<u16> {
-        let service = self.gateway_refs.get(gateway).map_or(gateway, String::as_str);
+        let service = self
+            .gateway_refs
+            .get(gateway)
+            .map_or(gateway, String::as_str);
         self.gateway_node_ports
             .get(service)?
             .get(&service_port)

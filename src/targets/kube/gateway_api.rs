@@ -66,7 +66,12 @@ pub async fn missing(client: &Client, names: &[&str]) -> Result<Vec<String>, Kub
     let mut out = Vec::new();
     for name in names {
         let found = api.get_metadata_opt(name).await.map_err(|e| {
-            KubeError::from_kube(e, "look up", &format!("CustomResourceDefinition {name}"), None)
+            KubeError::from_kube(
+                e,
+                "look up",
+                &format!("CustomResourceDefinition {name}"),
+                None,
+            )
         })?;
         if found.is_none() {
             out.push(name.to_string());
@@ -99,7 +104,12 @@ pub fn load_crds(dir: &Path) -> Result<Vec<Object>, KubeError> {
             if raw["kind"] != "CustomResourceDefinition" {
                 continue;
             }
-            let s = |p: &str| raw.pointer(p).and_then(|v| v.as_str()).unwrap_or("").to_string();
+            let s = |p: &str| {
+                raw.pointer(p)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("")
+                    .to_string()
+            };
             out.push(Object {
                 kind: s("/kind"),
                 api_version: s("/apiVersion"),
@@ -175,7 +185,9 @@ pub async fn wait_established(
             for name in names {
                 match api.get_opt(name).await {
                     Ok(Some(crd)) if established(&crd) => {}
-                    Ok(Some(_)) => return Ok(Check::Pending(format!("{name} not established yet"))),
+                    Ok(Some(_)) => {
+                        return Ok(Check::Pending(format!("{name} not established yet")))
+                    }
                     Ok(None) => return Ok(Check::Pending(format!("{name} not found"))),
                     Err(e) => return Ok(Check::Pending(format!("reading {name}: {e}"))),
                 }

@@ -15,6 +15,7 @@ use crate::targets::kube::gateway_api::REQUIRED;
 use crate::targets::{Target, TargetError};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -102,7 +103,10 @@ fn resource(name: &str, kind: &str, namespaced: bool) -> Value {
 async fn cluster(present: &[&str]) -> (FakeApi, Arc<Mutex<BTreeSet<String>>>) {
     let fake = FakeApi::start().await;
     let have = Arc::new(Mutex::new(
-        present.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>(),
+        present
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<BTreeSet<_>>(),
     ));
     for verb in ["GET", "PATCH"] {
         Mock::given(method(verb))
@@ -203,7 +207,15 @@ async fn missing_crds_on_an_existing_cluster_are_refused_naming_them_and_the_fla
     let (fake, _) = cluster(&["grpcroutes.gateway.networking.k8s.io"]).await;
     let fx = gateway_api_fixtures();
     let mesh = Mesh::build(&fx);
-    let res = deploy("existing", fake.client.clone(), &fx, &mesh, &opts(require()), None).await;
+    let res = deploy(
+        "existing",
+        fake.client.clone(),
+        &fx,
+        &mesh,
+        &opts(require()),
+        None,
+    )
+    .await;
     let Err(e) = res else {
         panic!("a cluster without the Gateway API CRDs was not refused")
     };
@@ -228,9 +240,16 @@ async fn fixtures_without_gateway_api_objects_never_look_for_the_crds() {
     let mesh = Mesh::build(&fx);
     serve_manual_gateway_service(&fake).await;
     let local = IpAddr::from([127, 0, 0, 1]);
-    deploy("existing", fake.client.clone(), &fx, &mesh, &opts(require()), Some(local))
-        .await
-        .unwrap();
+    deploy(
+        "existing",
+        fake.client.clone(),
+        &fx,
+        &mesh,
+        &opts(require()),
+        Some(local),
+    )
+    .await
+    .unwrap();
     let crd_calls: Vec<String> = fake
         .requests()
         .await
@@ -240,8 +259,6 @@ async fn fixtures_without_gateway_api_objects_never_look_for_the_crds() {
         .collect();
     assert!(crd_calls.is_empty(), "{crd_calls:?}");
 }
-
-use std::net::IpAddr;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_flag_the_missing_crds_are_applied_first_and_established() {
@@ -342,7 +359,9 @@ async fn a_cluster_with_the_crds_gets_only_the_fixtures() {
     .unwrap();
     let sent = patches(&fake).await;
     assert!(
-        !sent.iter().any(|(p, _)| p.contains("customresourcedefinitions")),
+        !sent
+            .iter()
+            .any(|(p, _)| p.contains("customresourcedefinitions")),
         "{sent:?}"
     );
     assert_eq!(sent.len(), fx.objects.len());
@@ -441,7 +460,10 @@ async fn a_managed_gateway_is_reached_at_the_nodeport_of_the_service_istiod_crea
     // The live NodePort, not the one the model allocated; also for a request naming
     // the Gateway (`request.gateway`) or istiod's Service.
     assert_eq!(target.node_port(80), Some(31080));
-    assert_eq!(target.node_port_via("istio-ingress/atlas-gateway", 80), Some(31080));
+    assert_eq!(
+        target.node_port_via("istio-ingress/atlas-gateway", 80),
+        Some(31080)
+    );
     assert_eq!(
         target.node_port_via("istio-ingress/atlas-gateway-istio", 80),
         Some(31080)
@@ -495,8 +517,12 @@ async fn a_managed_gateway_whose_service_istiod_never_creates_stops_the_run_nami
         panic!("not refused as unavailable")
     };
     assert!(
-        why.contains("managed Gateway istio-ingress/atlas-gateway") && why.contains("not created yet"),
+        why.contains("managed Gateway istio-ingress/atlas-gateway")
+            && why.contains("not created yet"),
         "{why}"
     );
-    assert!(started.elapsed() < Duration::from_secs(10), "bounded by the timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "bounded by the timeout"
+    );
 }

@@ -3,8 +3,8 @@
 mod apply;
 mod existing_e2e;
 mod failed_bring_up;
-mod gateway_api;
 pub(crate) mod fake;
+mod gateway_api;
 mod pods;
 mod preflight;
 mod wait;

@@ -253,7 +253,13 @@ impl RunningPod {
         for s in sysctls {
             let path = sysctl_path(&s.name)?;
             let mut cmd = Command::new("sh");
-            cmd.args(["-c", "printf '%s' \"$1\" > \"$2\"", "sysctl", &s.value, &path]);
+            cmd.args([
+                "-c",
+                "printf '%s' \"$1\" > \"$2\"",
+                "sysctl",
+                &s.value,
+                &path,
+            ]);
             netns::run_in(&mut cmd, ns);
             let out = cmd
                 .output()
@@ -847,7 +853,13 @@ mod tests {
             sysctl_path("net/ipv4/ping_group_range").as_deref(),
             Ok("/proc/sys/net/ipv4/ping_group_range")
         );
-        for bad in ["kernel.shm_rmid_forced", "net..x", "net/../../etc/passwd", "net.a b", ""] {
+        for bad in [
+            "kernel.shm_rmid_forced",
+            "net..x",
+            "net/../../etc/passwd",
+            "net.a b",
+            "",
+        ] {
             let e = sysctl_path(bad).unwrap_err();
             assert!(e.contains("network sysctls (net.*) only"), "{bad}: {e}");
         }
