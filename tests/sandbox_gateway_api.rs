@@ -141,6 +141,43 @@ fn a_managed_gateway_deployed_by_istiod_passes_the_routing_checks() {
     assert!(left.is_empty(), "processes left: {left:?}");
 }
 
+/// The `status` of `resource` (a Gateway API kind) `ns/name` once `done` holds for
+/// it, polled for at most a minute (istiod's status writer, leader-elected, writes it).
+fn wait_status(
+    rt: &tokio::runtime::Runtime,
+    ns: &str,
+    resource: &str,
+    name: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    let gvk = GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "");
+    let ar = ApiResource::from_gvk_with_plural(&gvk, resource);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let status = rt.block_on(async {
+            let api: Api<DynamicObject> = Api::namespaced_with(client().await, ns, &ar);
+            api.get(name)
+                .await
+                .map(|o| o.data["status"].clone())
+                .unwrap_or_default()
+        });
+        if done(&status) {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{resource} {ns}/{name}: status after 60s: {status}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+/// The status of condition `type_` in a conditions list.
+fn condition<'a>(conditions: &'a serde_json::Value, type_: &str) -> Option<&'a str> {
+    conditions.as_array()?.iter().find(|c| c["type"] == type_)?["status"].as_str()
+}
+
 /// The run's sandbox directory, from the JUnit report's `sandbox.dir` property.
 fn sandbox_dir(junit: &std::path::Path) -> std::path::PathBuf {
     let xml = std::fs::read_to_string(junit).unwrap();
@@ -215,7 +252,16 @@ fn an_existing_cluster_without_the_crds_is_refused_and_the_flag_installs_them() 
     };
     assert!(crds_now(&rt).is_empty(), "the refused run installed CRDs");
 
-    let installed = existing_with("gwc-", Some(&fixtures), &["--install-gateway-api-crds"]);
+    let installed = existing_with(
+        "gwc-",
+        Some(&fixtures),
+        &[
+            "--install-gateway-api-crds",
+            "--keep",
+            "--service-type",
+            "NodePort",
+        ],
+    );
     assert_eq!(
         installed.code, 0,
         "{}\n{}",
@@ -252,6 +298,37 @@ fn an_existing_cluster_without_the_crds_is_refused_and_the_flag_installs_them() 
             "{name}"
         );
     }
+    // Under the prefix, istiod accepted the routes: the Gateway's namespace selector
+    // (`kubernetes.io/metadata.name: atlas`) was renamed with the namespace, and its
+    // address names the run's own gateway Service (gwc-istio-ingress).
+    let route = wait_status(&rt, "gwc-atlas", "httproutes", "atlas-ui", |st| {
+        let c = &st["parents"][0]["conditions"];
+        condition(c, "Accepted") == Some("True") && condition(c, "ResolvedRefs") == Some("True")
+    });
+    assert_eq!(
+        route["parents"][0]["parentRef"]["namespace"], "gwc-istio-ingress",
+        "{route}"
+    );
+    let gateway = wait_status(
+        &rt,
+        "gwc-istio-ingress",
+        "gateways",
+        "atlas-gateway",
+        |st| condition(&st["conditions"], "Programmed") == Some("True"),
+    );
+    assert!(
+        gateway.to_string().contains("gwc-istio-ingress"),
+        "{gateway}"
+    );
+    rt.block_on(async {
+        use k8s_openapi::api::core::v1::Namespace;
+        let api: Api<Namespace> = Api::all(client().await);
+        for ns in ["gwc-atlas", "gwc-istio-ingress"] {
+            let _ = api.delete(ns, &Default::default()).await;
+        }
+    });
+    wait_namespaces_gone(&rt, &["gwc-"]);
+
     // Now present: a run without the flag needs nothing installed.
     let again = existing_with("gwd-", Some(&fixtures), &[]);
     assert_eq!(again.code, 0, "{}\n{}", again.stdout, again.stderr);
