@@ -141,6 +141,12 @@ pub struct ClusterArgs {
     /// (existing target).
     #[arg(long, value_enum, value_name = "TYPE")]
     pub service_type: Option<ServiceType>,
+    /// When the fixtures use the Kubernetes Gateway API and the cluster lacks its
+    /// CRDs, install them (standard channel, the version the Istio release supports;
+    /// kept after the run). Without it such a cluster is refused (existing target;
+    /// kind and the sandbox install them).
+    #[arg(long)]
+    pub install_gateway_api_crds: bool,
 }
 
 /// `--service-type`: what the fixtures' LoadBalancer Services become.

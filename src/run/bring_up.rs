@@ -259,6 +259,7 @@ pub fn start_target(
                 node_port_services: cluster.service_type.is_some(),
                 reach_gateway: choice.reach_gateway,
                 diagnostics_dir: Some(choice.diagnostics.clone()),
+                install_gateway_api_crds: cluster.install_gateway_api_crds,
             };
             if let Some(prefix) = &cluster.namespace_prefix {
                 crate::targets::existing::rename_expectations(suite, prefix, fx);

@@ -197,6 +197,72 @@ pub struct DeployOptions {
     /// Where diagnostics go when the apply or a rollout fails (collected before
     /// anything is cleaned up); `None`: not collected.
     pub diagnostics_dir: Option<PathBuf>,
+    /// What happens when the fixtures use the Gateway API and the cluster lacks its
+    /// CRDs.
+    pub gateway_api_crds: GatewayApiCrds,
+}
+
+/// What a deploy does when the fixtures hold Gateway API objects and the cluster
+/// lacks the Gateway API CRDs ([`k::gateway_api::REQUIRED`]).
+#[derive(Debug, Clone)]
+pub enum GatewayApiCrds {
+    /// Install the standard channel's CRDs the cluster lacks (kind, the sandbox, an
+    /// existing cluster with `--install-gateway-api-crds`).
+    Install(CrdSource),
+    /// Refuse (exit 3), naming the missing CRDs and the flag: an existing cluster is
+    /// not meshcheck's to change unasked. `version` is what the flag would install.
+    Require { version: String },
+}
+
+impl GatewayApiCrds {
+    /// Install the CRDs of `version`, from `scripts/gateway-api-crds.sh`.
+    pub fn install(version: &str) -> GatewayApiCrds {
+        GatewayApiCrds::Install(CrdSource::Version(version.to_string()))
+    }
+}
+
+/// Where the CRDs to install come from.
+#[derive(Debug, Clone)]
+pub enum CrdSource {
+    /// `scripts/gateway-api-crds.sh VERSION`, run when they are needed.
+    Version(String),
+    /// The directory the script printed earlier (the sandbox runs it before it
+    /// enters its network namespace, where the module proxy is out of reach), or why
+    /// it failed.
+    Provided {
+        version: String,
+        dir: Result<PathBuf, String>,
+    },
+}
+
+impl CrdSource {
+    fn version(&self) -> &str {
+        match self {
+            CrdSource::Version(v) | CrdSource::Provided { version: v, .. } => v,
+        }
+    }
+
+    /// The directory holding the CRDs.
+    async fn dir(&self) -> Result<PathBuf, k::KubeError> {
+        let fail = |why: String| k::KubeError::GatewayApiCrds { why };
+        match self {
+            CrdSource::Provided { dir, .. } => dir.clone().map_err(fail),
+            CrdSource::Version(v) => {
+                let script =
+                    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/gateway-api-crds.sh");
+                let out = run_tool(
+                    Path::new("bash"),
+                    &[script.display().to_string(), v.clone()],
+                    Duration::from_secs(360),
+                    "scripts/gateway-api-crds.sh",
+                )
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+                let dir = out.lines().last().unwrap_or_default().trim();
+                Ok(PathBuf::from(dir))
+            }
+        }
+    }
 }
 
 /// The `progressDeadlineSeconds` the applied Deployments get for a rollout timeout:
@@ -241,6 +307,12 @@ pub struct ClusterTarget {
     pub(crate) node_ports: BTreeMap<u16, u16>,
     /// `--namespace-prefix`: the fixtures' namespaces are `<prefix><namespace>` here.
     pub(crate) namespace_prefix: Option<String>,
+    /// Per gateway Service of the model (`namespace/name` as in the fixtures): its
+    /// Service port -> live NodePort (`request.gateway`).
+    pub(crate) gateway_node_ports: BTreeMap<String, BTreeMap<u16, u16>>,
+    /// Gateway API Gateways (`ns/name`) -> the gateway Service in front of their
+    /// pods (the model's [`Mesh::gateway_refs`]).
+    pub(crate) gateway_refs: BTreeMap<String, String>,
     pub(crate) identities: Vec<String>,
     /// The namespaces of the fixtures, as named on the cluster.
     pub(crate) namespaces: Vec<String>,
@@ -287,12 +359,15 @@ pub async fn deploy(
     let mut target = ClusterTarget::undeployed(name, client.clone(), fx, mesh, opts);
     if opts.apply {
         preflight(&client, fx, opts).await?;
+        ensure_gateway_api_crds(&client, fx, opts).await?;
         target.apply_fixtures(fx, opts).await?;
     }
     target.wait_for_rollouts(fx, opts).await?;
-    target.node_ports = read_node_ports(&client, name, mesh, prefix).await?;
+    let services = live_ingress_services(&client, fx, mesh, prefix, opts.rollout_timeout).await?;
+    target.gateway_node_ports = read_node_ports(&client, name, &services).await?;
+    target.node_ports = merged_node_ports(&target.gateway_node_ports, &services);
     let lb = match node_override {
-        None => load_balancer_address(&client, mesh, prefix).await,
+        None => load_balancer_address(&client, &services).await,
         Some(_) => None,
     };
     match lb {
@@ -302,6 +377,9 @@ pub async fn deploy(
             eprintln!("{name}: reaching the gateway at its load balancer {lb} (status.loadBalancer.ingress)");
             target.node = lb;
             target.node_ports = target.node_ports.keys().map(|p| (*p, *p)).collect();
+            for ports in target.gateway_node_ports.values_mut() {
+                *ports = ports.keys().map(|p| (*p, *p)).collect();
+            }
             target
                 .props
                 .push(("gateway.load_balancer".into(), lb.to_string()));
@@ -340,13 +418,140 @@ async fn preflight(
     Ok(())
 }
 
-/// The `namespace/name` of the fixtures' Services as named on the cluster.
+/// Before the fixtures are applied: when they hold Gateway API objects, the Gateway
+/// API CRDs the cluster lacks are installed (and waited for until established), or
+/// refused with the flag that would install them ([`GatewayApiCrds`]). Nothing is
+/// sent when the cluster has them all.
+async fn ensure_gateway_api_crds(
+    client: &::kube::Client,
+    fx: &Fixtures,
+    opts: &DeployOptions,
+) -> Result<(), TargetError> {
+    use k::gateway_api as gw;
+    if !gw::needs_crds(&fx.objects) {
+        return Ok(());
+    }
+    let missing = gw::missing(client, &gw::REQUIRED).await?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let source = match &opts.gateway_api_crds {
+        GatewayApiCrds::Require { version } => {
+            return Err(k::KubeError::GatewayApiCrdsMissing {
+                missing,
+                version: version.clone(),
+            }
+            .into())
+        }
+        GatewayApiCrds::Install(source) => source,
+    };
+    let step = Step::start(format!(
+        "installing the Gateway API CRDs {} (standard channel; missing: {})",
+        source.version(),
+        missing.join(", ")
+    ));
+    let dir = source.dir().await?;
+    let crds = gw::load_crds(&dir)?;
+    let applied = gw::install(client, &crds, opts.crd_timeout).await?;
+    step.note(&format!("applied and established: {}", applied.join(", ")));
+    step.done();
+    Ok(())
+}
+
+/// The `namespace/name` of the fixtures' Services as named on the cluster, with the
+/// Services istiod's deployment controller creates for managed Gateways (by their
+/// default name, `<gateway>-<class>`).
 fn fixture_service_ids(fx: &Fixtures, prefix: Option<&str>) -> Vec<String> {
-    fx.objects
+    let own = fx
+        .objects
         .iter()
         .filter(|o| o.kind == "Service" && o.api_version == "v1")
-        .map(|o| format!("{}/{}", renamed(&o.namespace, prefix), o.name))
-        .collect()
+        .map(|o| format!("{}/{}", renamed(&o.namespace, prefix), o.name));
+    let generated = fx
+        .services
+        .iter()
+        .filter(|s| managed_gateway_of(&s.spec.metadata.labels).is_some())
+        .map(|s| format!("{}/{}", renamed(&s.namespace, prefix), s.name));
+    own.chain(generated).collect()
+}
+
+/// The Gateway whose automated deployment an object is: the value of
+/// `gateway.networking.k8s.io/gateway-name` on objects labelled
+/// `gateway.istio.io/managed: istio.io-gateway-controller`
+/// (pilot/pkg/config/kube/gatewaycommon/deploymentcontroller.go).
+fn managed_gateway_of(labels: &crate::fixtures::k8s::Labels) -> Option<&str> {
+    use crate::fixtures::gateway_api::{GATEWAY_NAME_LABEL, MANAGED_LABEL, MANAGED_VALUE};
+    if labels.get(MANAGED_LABEL).map(String::as_str) != Some(MANAGED_VALUE) {
+        return None;
+    }
+    labels.get(GATEWAY_NAME_LABEL).map(String::as_str)
+}
+
+/// A gateway Service of the model (`id`: `namespace/name` as in the fixtures) and
+/// where it is on the cluster.
+struct LiveService {
+    id: String,
+    namespace: String,
+    name: String,
+}
+
+/// The gateway Services as they are on the cluster: the
+/// fixtures' own by name, and for a managed Gateway the Service istiod's deployment
+/// controller created, found by its labels (`gateway.networking.k8s.io/gateway-name`
+/// and `gateway.istio.io/managed`; its name is `<gateway>-<class>` unless the
+/// Gateway overrides it), waited for at most `timeout` (istiod creates it
+/// asynchronously, after the Gateway is applied).
+async fn live_ingress_services(
+    client: &::kube::Client,
+    fx: &Fixtures,
+    mesh: &Mesh,
+    prefix: Option<&str>,
+    timeout: Duration,
+) -> Result<Vec<LiveService>, TargetError> {
+    let mut out = Vec::new();
+    for s in &mesh.ingress_services {
+        let ns = renamed(&s.namespace, prefix);
+        let id = format!("{}/{}", s.namespace, s.name);
+        let generated = fx
+            .services
+            .iter()
+            .find(|i| i.namespace == s.namespace && i.name == s.name)
+            .and_then(|i| managed_gateway_of(&i.spec.metadata.labels));
+        let Some(gateway) = generated else {
+            out.push(LiveService {
+                id,
+                namespace: ns,
+                name: s.name.clone(),
+            });
+            continue;
+        };
+        use crate::fixtures::gateway_api::{GATEWAY_NAME_LABEL, MANAGED_LABEL, MANAGED_VALUE};
+        let selector = format!("{GATEWAY_NAME_LABEL}={gateway},{MANAGED_LABEL}={MANAGED_VALUE}");
+        let api: ::kube::Api<Service> = ::kube::Api::namespaced(client.clone(), &ns);
+        let what = format!(
+            "the Service istiod's deployment controller creates for the managed Gateway {ns}/{gateway} (labelled {selector})"
+        );
+        let name = k::wait_for(&what, timeout, Duration::from_millis(500), || {
+            let (api, selector) = (api.clone(), selector.clone());
+            async move {
+                let lp = ::kube::api::ListParams::default().labels(&selector);
+                Ok(match api.list(&lp).await {
+                    Ok(list) => match list.items.into_iter().find_map(|s| s.metadata.name) {
+                        Some(name) => k::Check::Ready(name),
+                        None => k::Check::Pending("not created yet".into()),
+                    },
+                    Err(e) => k::Check::Pending(format!("cannot list Services: {e}")),
+                })
+            }
+        })
+        .await?;
+        out.push(LiveService {
+            id,
+            namespace: ns,
+            name,
+        });
+    }
+    Ok(out)
 }
 
 /// The fixtures' namespaces as named on the cluster, sorted, each once.
@@ -424,44 +629,59 @@ async fn explain_rollout_failure(client: &::kube::Client, e: k::KubeError) -> k:
 async fn read_node_ports(
     client: &::kube::Client,
     target: &'static str,
-    mesh: &Mesh,
-    prefix: Option<&str>,
-) -> Result<BTreeMap<u16, u16>, TargetError> {
-    let mut node_ports = BTreeMap::new();
-    for s in &mesh.ingress_services {
-        let api: ::kube::Api<Service> =
-            ::kube::Api::namespaced(client.clone(), &renamed(&s.namespace, prefix));
-        let svc = api
-            .get(&s.name)
-            .await
-            .map_err(|e| TargetError::Unavailable {
-                target: target.into(),
-                why: format!(
-                    "cannot read Service {}/{}: {e}",
-                    renamed(&s.namespace, prefix),
-                    s.name
-                ),
-            })?;
+    services: &[LiveService],
+) -> Result<BTreeMap<String, BTreeMap<u16, u16>>, TargetError> {
+    let mut out = BTreeMap::new();
+    for LiveService {
+        id,
+        namespace: ns,
+        name,
+    } in services
+    {
+        let node_ports: &mut BTreeMap<u16, u16> = out.entry(id.clone()).or_default();
+        let api: ::kube::Api<Service> = ::kube::Api::namespaced(client.clone(), ns);
+        let svc = api.get(name).await.map_err(|e| TargetError::Unavailable {
+            target: target.into(),
+            why: format!("cannot read Service {ns}/{name}: {e}"),
+        })?;
         for p in svc.spec.and_then(|sp| sp.ports).unwrap_or_default() {
             if let Some(np) = p.node_port {
                 node_ports.entry(p.port as u16).or_insert(np as u16);
             }
         }
     }
-    Ok(node_ports)
+    Ok(out)
+}
+
+/// Service port -> NodePort over every gateway Service, the first (in the model's
+/// order) having a port winning: the ingress, for requests naming no gateway.
+fn merged_node_ports(
+    per_service: &BTreeMap<String, BTreeMap<u16, u16>>,
+    services: &[LiveService],
+) -> BTreeMap<u16, u16> {
+    let mut merged = BTreeMap::new();
+    for s in services {
+        for (port, np) in per_service.get(&s.id).into_iter().flatten() {
+            merged.entry(*port).or_insert(*np);
+        }
+    }
+    merged
 }
 
 /// The address of the gateway Service's load balancer (`status.loadBalancer.ingress`:
 /// its `ip`, else its `hostname` resolved), when it has one.
 async fn load_balancer_address(
     client: &::kube::Client,
-    mesh: &Mesh,
-    prefix: Option<&str>,
+    services: &[LiveService],
 ) -> Option<IpAddr> {
-    for s in &mesh.ingress_services {
-        let api: ::kube::Api<Service> =
-            ::kube::Api::namespaced(client.clone(), &renamed(&s.namespace, prefix));
-        let svc = api.get(&s.name).await.ok()?;
+    for LiveService {
+        namespace: ns,
+        name,
+        ..
+    } in services
+    {
+        let api: ::kube::Api<Service> = ::kube::Api::namespaced(client.clone(), ns);
+        let svc = api.get(name).await.ok()?;
         let ingress = svc.status?.load_balancer?.ingress?;
         for i in ingress {
             if let Some(ip) = i.ip.as_deref().and_then(|ip| ip.parse().ok()) {
@@ -530,6 +750,8 @@ impl ClusterTarget {
             node: IpAddr::from([127, 0, 0, 1]),
             node_ports: BTreeMap::new(),
             namespace_prefix: prefix.map(str::to_string),
+            gateway_node_ports: BTreeMap::new(),
+            gateway_refs: mesh.gateway_refs.clone(),
             identities: Vec::new(),
             namespaces: fixture_namespaces(fx, prefix),
             gateway_selector: gateway_selector(fx, mesh, prefix),
@@ -677,6 +899,16 @@ impl Target for ClusterTarget {
     }
     fn node_port(&self, service_port: u16) -> Option<u16> {
         self.node_ports.get(&service_port).copied()
+    }
+    fn node_port_via(&self, gateway: &str, service_port: u16) -> Option<u16> {
+        let service = self
+            .gateway_refs
+            .get(gateway)
+            .map_or(gateway, String::as_str);
+        self.gateway_node_ports
+            .get(service)?
+            .get(&service_port)
+            .copied()
     }
     fn gateway_identities(&self) -> Vec<String> {
         self.identities.clone()

@@ -34,6 +34,9 @@ pub struct ExistingOptions {
     pub reach_gateway: bool,
     /// Where diagnostics go when the apply or a rollout fails.
     pub diagnostics_dir: Option<PathBuf>,
+    /// `--install-gateway-api-crds`: install the Gateway API CRDs the cluster lacks
+    /// when the fixtures use the Gateway API (without it: exit 3 naming them).
+    pub install_gateway_api_crds: bool,
 }
 
 fn unavailable(why: impl Into<String>) -> TargetError {
@@ -240,6 +243,20 @@ fn rename_http(e: &mut crate::suite::HttpExpect, renamer: &super::kube::Namespac
     }
 }
 
+/// The Gateway API CRDs on an existing cluster: installed only when asked
+/// (`--install-gateway-api-crds`), at the version the pinned Istio supports (the
+/// cluster's Istio is the user's: meshcheck does not read its version).
+fn gateway_api_crds(install: bool) -> super::cluster::GatewayApiCrds {
+    let version = super::kube::gateway_api::version_for_istio(super::kind::tools::ISTIO_VERSION);
+    if install {
+        super::cluster::GatewayApiCrds::install(version)
+    } else {
+        super::cluster::GatewayApiCrds::Require {
+            version: version.to_string(),
+        }
+    }
+}
+
 pub async fn bring_up(
     fx: &Fixtures,
     mesh: &Mesh,
@@ -262,6 +279,7 @@ pub async fn bring_up(
         revision: opts.revision.clone(),
         node_port_services: opts.node_port_services,
         diagnostics_dir: opts.diagnostics_dir.clone(),
+        gateway_api_crds: gateway_api_crds(opts.install_gateway_api_crds),
     };
     let mut target = deploy("existing", client, fx, mesh, &dopts, opts.node_address).await?;
     if opts.reach_gateway {

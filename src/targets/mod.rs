@@ -51,8 +51,8 @@ pub trait Target: Send + Sync {
     fn node_port(&self, service_port: u16) -> Option<u16>;
     /// The NodePort of `service_port` of the gateway a request names
     /// (`request.gateway`: a Gateway API Gateway or a gateway Service, `ns/name`).
-    /// None where the target does not know it (only the local target resolves them
-    /// yet).
+    /// None where the target does not know it (the local target from the model; the
+    /// cluster targets from the live gateway Services).
     fn node_port_via(&self, gateway: &str, service_port: u16) -> Option<u16> {
         let _ = (gateway, service_port);
         None

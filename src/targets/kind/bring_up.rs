@@ -463,6 +463,10 @@ fn deploy_options(opts: &KindOptions, tag: &str) -> DeployOptions {
         revision: None,
         node_port_services: false,
         diagnostics_dir: opts.diagnostics_dir.clone(),
+        // The cluster is meshcheck's own: the CRDs the Istio version supports.
+        gateway_api_crds: crate::targets::cluster::GatewayApiCrds::install(
+            crate::targets::kube::gateway_api::version_for_istio(&opts.istio_version),
+        ),
     }
 }
 

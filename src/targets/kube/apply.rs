@@ -428,6 +428,11 @@ impl NamespaceRenamer {
                 self.walk(None, spec);
             }
         }
+        if group == "gateway.networking.k8s.io" {
+            if let Some(spec) = body.get_mut("spec") {
+                self.rewrite_gateway_api(spec);
+            }
+        }
         if group == "rbac.authorization.k8s.io" {
             if let Some(subjects) = body.get_mut("subjects").and_then(Value::as_array_mut) {
                 for s in subjects {
@@ -436,6 +441,59 @@ impl NamespaceRenamer {
                     }
                 }
             }
+        }
+    }
+
+    /// What refers to a namespace in Gateway API specs besides `namespace` fields: a
+    /// Gateway's `Hostname` addresses (the Service of a manual deployment,
+    /// `svc.ns.svc.cluster.local`), and label selectors on the namespace's name
+    /// (`kubernetes.io/metadata.name`, which the API server sets to the namespace's
+    /// name, e.g. in `allowedRoutes.namespaces.selector`).
+    fn rewrite_gateway_api(&self, value: &mut Value) {
+        const NAME_LABEL: &str = "kubernetes.io/metadata.name";
+        match value {
+            Value::Object(map) => {
+                if let Some(Value::Array(addresses)) = map.get_mut("addresses") {
+                    for a in addresses {
+                        if a.get("type").and_then(Value::as_str) == Some("Hostname") {
+                            if let Some(Value::String(v)) = a.get_mut("value") {
+                                *v = self.rename_host(v);
+                            }
+                        }
+                    }
+                }
+                if let Some(Value::String(v)) = map
+                    .get_mut("matchLabels")
+                    .and_then(|m| m.get_mut(NAME_LABEL))
+                {
+                    *v = self.rename(v);
+                }
+                if let Some(Value::Array(exprs)) = map.get_mut("matchExpressions") {
+                    for e in exprs {
+                        if e.get("key").and_then(Value::as_str) != Some(NAME_LABEL) {
+                            continue;
+                        }
+                        if let Some(Value::Array(values)) = e.get_mut("values") {
+                            for v in values {
+                                if let Value::String(ns) = v {
+                                    *ns = self.rename(ns);
+                                }
+                            }
+                        }
+                    }
+                }
+                for (k, v) in map.iter_mut() {
+                    if k != "addresses" {
+                        self.rewrite_gateway_api(v);
+                    }
+                }
+            }
+            Value::Array(items) => {
+                for v in items {
+                    self.rewrite_gateway_api(v);
+                }
+            }
+            _ => {}
         }
     }
 
@@ -856,6 +914,60 @@ mod unit {
             .map(|o| o.name.as_str())
             .collect();
         assert_eq!(names, ["atlas", "svc", "sa", "d", "pa", "dr", "gw", "vs"]);
+    }
+
+    #[test]
+    fn gateway_api_addresses_and_namespace_name_selectors_get_the_prefix() {
+        let objects = vec![
+            obj("Namespace", "v1", "", "atlas"),
+            obj("Namespace", "v1", "", "istio-ingress"),
+        ];
+        let r = NamespaceRenamer::new("t1-", &objects);
+        let mut gw = obj(
+            "Gateway",
+            "gateway.networking.k8s.io/v1",
+            "istio-ingress",
+            "gw",
+        );
+        gw.raw = json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+            "metadata": {"name": "gw", "namespace": "istio-ingress"},
+            "spec": {"gatewayClassName": "istio",
+                "addresses": [{"type": "Hostname", "value": "my-gw.istio-ingress.svc.cluster.local"},
+                              {"type": "IPAddress", "value": "10.0.0.1"}],
+                "listeners": [{"name": "http", "port": 80, "protocol": "HTTP",
+                    "allowedRoutes": {"namespaces": {"from": "Selector", "selector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": "atlas"},
+                        "matchExpressions": [
+                            {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["atlas", "other"]},
+                            {"key": "team", "operator": "In", "values": ["atlas"]}]}}}}]}});
+        let mut body = gw.raw.clone();
+        r.rewrite_references(&gw, &mut body);
+        assert_eq!(
+            body["spec"]["addresses"][0]["value"],
+            "my-gw.t1-istio-ingress.svc.cluster.local"
+        );
+        assert_eq!(body["spec"]["addresses"][1]["value"], "10.0.0.1");
+        let sel = &body["spec"]["listeners"][0]["allowedRoutes"]["namespaces"]["selector"];
+        assert_eq!(
+            sel["matchLabels"]["kubernetes.io/metadata.name"],
+            "t1-atlas"
+        );
+        assert_eq!(
+            sel["matchExpressions"][0]["values"],
+            json!(["t1-atlas", "other"])
+        );
+        // Another label keeps its values.
+        assert_eq!(sel["matchExpressions"][1]["values"], json!(["atlas"]));
+        // An HTTPRoute header match `value` is not a host.
+        let mut route = obj("HTTPRoute", "gateway.networking.k8s.io/v1", "atlas", "r");
+        route.raw = json!({"spec": {"rules": [{"matches": [{"headers": [
+            {"name": "x", "value": "a.atlas.svc.cluster.local"}]}]}]}});
+        let mut body = route.raw.clone();
+        r.rewrite_references(&route, &mut body);
+        assert_eq!(
+            body["spec"]["rules"][0]["matches"][0]["headers"][0]["value"],
+            "a.atlas.svc.cluster.local"
+        );
     }
 
     #[test]

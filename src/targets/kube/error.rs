@@ -95,6 +95,17 @@ pub enum KubeError {
     },
     /// No Ready node with an InternalIP address.
     NoNodeAddress { why: String },
+    /// The fixtures hold Gateway API objects, the cluster lacks Gateway API CRDs, and
+    /// meshcheck may not install them (an existing cluster without
+    /// `--install-gateway-api-crds`).
+    GatewayApiCrdsMissing {
+        /// `gateways.gateway.networking.k8s.io`, ...
+        missing: Vec<String>,
+        /// The standard channel's version meshcheck would install.
+        version: String,
+    },
+    /// The Gateway API CRDs could not be provided (no Go, not served, unreadable).
+    GatewayApiCrds { why: String },
 }
 
 impl KubeError {
@@ -275,6 +286,18 @@ impl fmt::Display for KubeError {
             ),
             KubeError::NoNodeAddress { why } => {
                 write!(f, "cannot find the address of a Ready node: {why}")
+            }
+            KubeError::GatewayApiCrdsMissing { missing, version } => write!(
+                f,
+                "the fixtures use the Kubernetes Gateway API and the cluster lacks its \
+                 CustomResourceDefinitions {}: pass {} to have meshcheck install the \
+                 standard channel's CRDs ({version}, the version the Istio release \
+                 supports; they are kept after the run), or install them yourself",
+                missing.join(", "),
+                super::gateway_api::INSTALL_FLAG
+            ),
+            KubeError::GatewayApiCrds { why } => {
+                write!(f, "cannot install the Gateway API CRDs: {why}")
             }
         }
     }

@@ -4,6 +4,7 @@
 pub mod apply;
 pub mod error;
 pub mod gateway_status;
+pub mod gateway_api;
 pub mod injection;
 pub mod namespaces;
 pub mod pods;

@@ -158,6 +158,15 @@ pub fn istio(version: &str) -> Result<IstioBins, BuildError> {
     })
 }
 
+/// The Gateway API CRDs (standard channel) of `version`, fetched when not cached.
+pub fn gateway_api_crds(version: &str) -> Result<PathBuf, BuildError> {
+    run_script(
+        "gateway-api-crds.sh",
+        &[version],
+        &format!("the Gateway API CRDs {version} (standard channel) from the Go module proxy"),
+    )
+}
+
 /// The release a build is stamped with, from its `.complete` record
 /// (`istio 1.31.0 module ...`).
 fn release_of(dir: &Path) -> Option<String> {

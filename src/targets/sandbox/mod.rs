@@ -92,6 +92,10 @@ pub struct Prepared {
     /// The stub's program and the arguments before the container's (`meshcheck-stub`,
     /// or `meshcheck stub`).
     pub stub: (PathBuf, Vec<String>),
+    /// The Gateway API CRDs of the first Istio's version (standard channel): the
+    /// version, and the directory `scripts/gateway-api-crds.sh` printed or why it
+    /// could not (only an error when fixtures need them).
+    pub gateway_api: (String, Result<PathBuf, String>),
 }
 
 /// Builds (or finds) everything for Istio `versions` (the first is installed), finds
@@ -115,6 +119,13 @@ pub fn prepare(
             log_tail: None,
         })?
         .path;
+    let gateway_api_version = crate::targets::kube::gateway_api::version_for_istio(
+        versions.first().map(String::as_str).unwrap_or_default(),
+    );
+    let gateway_api = (
+        gateway_api_version.to_string(),
+        binaries::gateway_api_crds(gateway_api_version).map_err(|e| e.to_string()),
+    );
     netns::unshare_current_thread()?;
     netns::configure_node()?;
     Ok(Prepared {
@@ -122,6 +133,7 @@ pub fn prepare(
         istio,
         envoy,
         stub,
+        gateway_api,
     })
 }
 

@@ -11,7 +11,9 @@ use super::stack::{self, ControlPlane, NODE_NAME};
 use super::{install, Prepared, SandboxError};
 use crate::fixtures::Fixtures;
 use crate::istio::Mesh;
-use crate::targets::cluster::{deploy, ClusterTarget, DeployOptions, Step};
+use crate::targets::cluster::{
+    deploy, ClusterTarget, CrdSource, DeployOptions, GatewayApiCrds, Step,
+};
 use crate::targets::local::procs;
 use crate::targets::{BoxFuture, PodInfo, Target, TargetError};
 use std::collections::BTreeMap;
@@ -384,6 +386,12 @@ pub async fn bring_up(
         revision: None,
         node_port_services: false,
         diagnostics_dir: opts.diagnostics_dir.clone(),
+        // Fetched before the network namespace (prepare): the module proxy is
+        // outside it.
+        gateway_api_crds: GatewayApiCrds::Install(CrdSource::Provided {
+            version: sandbox.prepared.gateway_api.0.clone(),
+            dir: sandbox.prepared.gateway_api.1.clone(),
+        }),
     };
     let mut cluster = match deploy(
         "sandbox",
@@ -444,6 +452,17 @@ impl Target for SandboxTarget {
     }
     fn node_port(&self, service_port: u16) -> Option<u16> {
         self.cluster.node_port(service_port)
+    }
+    fn node_port_via(&self, gateway: &str, service_port: u16) -> Option<u16> {
+        self.cluster.node_port_via(gateway, service_port)
+    }
+    fn gateway_api_status<'a>(
+        &'a self,
+        kind: &'a str,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<crate::fixtures::gateway_api::ObjectStatus>, String>> {
+        self.cluster.gateway_api_status(kind, namespace, name)
     }
     fn gateway_identities(&self) -> Vec<String> {
         self.cluster.gateway_identities()

@@ -278,6 +278,8 @@ impl Bench {
             node: std::net::IpAddr::from([127, 0, 0, 1]),
             node_ports: BTreeMap::new(),
             namespace_prefix: None,
+            gateway_node_ports: BTreeMap::new(),
+            gateway_refs: BTreeMap::new(),
             identities: Vec::new(),
             namespaces: vec!["atlas".into(), "istio-ingress".into()],
             gateway_selector: Vec::new(),

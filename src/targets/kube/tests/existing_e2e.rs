@@ -127,6 +127,9 @@ async fn existing_target_applies_reads_the_cluster_and_passes_the_suite() {
         revision: None,
         node_port_services: false,
         diagnostics_dir: None,
+        gateway_api_crds: crate::targets::cluster::GatewayApiCrds::Require {
+            version: "v1.5.1".into(),
+        },
     };
     let cluster = deploy("existing", fake.client.clone(), &fx, &mesh, &opts, None)
         .await

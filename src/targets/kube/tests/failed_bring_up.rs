@@ -44,6 +44,9 @@ fn opts(dir: &Path) -> DeployOptions {
         revision: None,
         node_port_services: false,
         diagnostics_dir: Some(dir.to_path_buf()),
+        gateway_api_crds: crate::targets::cluster::GatewayApiCrds::Require {
+            version: "v1.5.1".into(),
+        },
     }
 }
 
@@ -166,6 +169,9 @@ async fn the_progress_deadline_agrees_with_the_rollout_timeout() {
     let opts = DeployOptions {
         rollout_timeout: Duration::from_secs(300),
         diagnostics_dir: None,
+        gateway_api_crds: crate::targets::cluster::GatewayApiCrds::Require {
+            version: "v1.5.1".into(),
+        },
         ..opts(dir.path())
     };
     // The rollout never completes here (no Deployment is ever read back): only the

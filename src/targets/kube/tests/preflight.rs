@@ -25,6 +25,9 @@ fn opts(revision: Option<&str>) -> DeployOptions {
         revision: revision.map(str::to_string),
         node_port_services: false,
         diagnostics_dir: None,
+        gateway_api_crds: crate::targets::cluster::GatewayApiCrds::Require {
+            version: "v1.5.1".into(),
+        },
     }
 }
 

@@ -135,6 +135,24 @@ pub struct RunningPod {
     setup_error: Option<String>,
 }
 
+/// Where a pod sysctl is written (`net.ipv4.ip_unprivileged_port_start` ->
+/// `/proc/sys/net/ipv4/ip_unprivileged_port_start`; Kubernetes also accepts `/` as
+/// the separator), or why the sandbox cannot set it: only network sysctls are
+/// namespaced per pod here (the pod has its own network namespace, nothing else).
+fn sysctl_path(name: &str) -> Result<String, String> {
+    let valid = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '/' | '_' | '-'))
+        && !name.split(['.', '/']).any(|p| p.is_empty() || p == "..");
+    if !valid || !(name.starts_with("net.") || name.starts_with("net/")) {
+        return Err(format!(
+            "sysctl {name} cannot be set: the sandbox sets network sysctls (net.*) only, in the pod's network namespace"
+        ));
+    }
+    Ok(format!("/proc/sys/{}", name.replace('.', "/")))
+}
+
 fn uid_of(pod: &Pod) -> String {
     pod.metadata.uid.clone().unwrap_or_default()
 }
@@ -216,10 +234,53 @@ impl RunningPod {
         Ok(())
     }
 
+    /// The pod's `securityContext.sysctls`, written in its network namespace as a
+    /// container runtime writes them (runc: /proc/sys of the pod's namespaces). Only
+    /// network sysctls (`net.*`, namespaced per pod) can be set here; the kube-gateway
+    /// template of Istio's automated deployment asks for
+    /// `net.ipv4.ip_unprivileged_port_start=0`, so that its Envoy (uid 1337) binds
+    /// the listener ports below 1024 (manifests/charts/istio-control/istio-discovery/
+    /// files/kube-gateway.yaml).
+    fn apply_sysctls(&self) -> Result<(), String> {
+        let Some(ns) = &self.netns else { return Ok(()) };
+        let sysctls = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.security_context.as_ref())
+            .and_then(|sc| sc.sysctls.clone())
+            .unwrap_or_default();
+        for s in sysctls {
+            let path = sysctl_path(&s.name)?;
+            let mut cmd = Command::new("sh");
+            cmd.args([
+                "-c",
+                "printf '%s' \"$1\" > \"$2\"",
+                "sysctl",
+                &s.value,
+                &path,
+            ]);
+            netns::run_in(&mut cmd, ns);
+            let out = cmd
+                .output()
+                .map_err(|e| format!("cannot set sysctl {}: {e}", s.name))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "cannot set sysctl {}={}: {}",
+                    s.name,
+                    s.value,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+        }
+        Ok(())
+    }
+
     async fn setup(&mut self) -> Result<(), String> {
         std::fs::create_dir_all(self.dir.join("logs")).map_err(|e| e.to_string())?;
         if !self.host_network() && !self.istiod_only() {
             self.create_network()?;
+            self.apply_sysctls()?;
         }
         let ctx = volumes::Context {
             pod: &self.pod,
@@ -781,6 +842,28 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_network_sysctls_are_written_and_under_proc_sys_net() {
+        assert_eq!(
+            sysctl_path("net.ipv4.ip_unprivileged_port_start").as_deref(),
+            Ok("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        );
+        assert_eq!(
+            sysctl_path("net/ipv4/ping_group_range").as_deref(),
+            Ok("/proc/sys/net/ipv4/ping_group_range")
+        );
+        for bad in [
+            "kernel.shm_rmid_forced",
+            "net..x",
+            "net/../../etc/passwd",
+            "net.a b",
+            "",
+        ] {
+            let e = sysctl_path(bad).unwrap_err();
+            assert!(e.contains("network sysctls (net.*) only"), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn exit_codes_read_as_a_container_runtime_reports_them() {
