@@ -877,6 +877,7 @@ pub fn step_predictions(suite: &Suite, mesh: &Mesh) -> Vec<(String, crate::istio
 pub fn sim_request(req: &RequestSpec, service_port: u16) -> SimRequest {
     SimRequest {
         service_port: req.service_port(service_port),
+        gateway: req.gateway.clone(),
         https: req.is_https(),
         assume_certificates: false,
         method: req.method(),
@@ -993,6 +994,10 @@ fn simulate_suite(c: &mut Ctx, suite: &Suite) {
         if let CheckKind::Steps(steps) = &check.kind {
             shared_state(c, suite, check, steps, &analysis);
         }
+        if let CheckKind::Status(s) = &check.kind {
+            status_check(c, check, s, &analysis);
+            continue;
+        }
         let (req, verdict) = match &check.kind {
             CheckKind::Http(h) => {
                 let sim = sim_request(&h.request, suite.ingress.port);
@@ -1088,6 +1093,47 @@ fn simulate_suite(c: &mut Ctx, suite: &Suite) {
             .join("; ");
         c.out.push(f);
     }
+}
+
+/// A `status` check against the conditions istiod's controller would write (MC201 at
+/// the object when they do not hold; the object missing is an error too).
+fn status_check(
+    c: &mut Ctx,
+    check: &crate::suite::CheckSpec,
+    s: &crate::suite::StatusCheck,
+    analysis: &str,
+) {
+    let Some((kind, ns, name)) = s.target() else {
+        return;
+    };
+    let found =
+        c.fx.gateway_api
+            .statuses
+            .iter()
+            .find(|o| o.kind == kind && o.namespace == ns && o.name == name);
+    let (at, why) = match found {
+        None => (
+            Source::default(),
+            format!(
+                "{} has no status: no such Gateway API object (of an Istio class)",
+                s.object
+            ),
+        ),
+        Some(o) => match crate::checks::status::judge(o, s) {
+            Ok(_) => return,
+            Err((why, _)) => (o.source.clone(), why),
+        },
+    };
+    c.push(
+        analysis,
+        Severity::Error,
+        "MC201",
+        None,
+        s.object.clone(),
+        &at,
+        format!("check {}: {why}", check.full_name()),
+        "the conditions istiod's gateway controller writes (pilot/pkg/config/kube/gateway) do not hold",
+    );
 }
 
 /// MC202: state a `steps` check changes (an ejected pod) that other checks reach.
@@ -1216,7 +1262,10 @@ pub fn testcase_names(suite: &Suite) -> Vec<String> {
     for ch in &suite.checks {
         if matches!(
             ch.kind,
-            CheckKind::Http(_) | CheckKind::Distribution(_) | CheckKind::Steps(_)
+            CheckKind::Http(_)
+                | CheckKind::Distribution(_)
+                | CheckKind::Steps(_)
+                | CheckKind::Status(_)
         ) {
             v.push(format!("simulate::{}", ch.full_name()));
         }

@@ -224,7 +224,7 @@ fn requests_sent(c: &CheckSpec) -> u64 {
         CheckKind::Http(h) => http_requests(h),
         // One after another: the sum of its steps.
         CheckKind::Steps(steps) => steps.iter().map(|s| http_requests(&s.http)).sum(),
-        CheckKind::Ports(_) | CheckKind::Sidecars(_) => 0,
+        CheckKind::Ports(_) | CheckKind::Sidecars(_) | CheckKind::Status(_) => 0,
     }
 }
 
@@ -259,6 +259,7 @@ pub fn sends_traffic(suite: &crate::suite::Suite, args: &libtest_mimic::Argument
     suite.checks.iter().any(|c| {
         let traffic = match &c.kind {
             CheckKind::Sidecars(s) => !s.via.is_empty(),
+            CheckKind::Status(_) => false,
             CheckKind::Http(_)
             | CheckKind::Distribution(_)
             | CheckKind::Ports(_)

@@ -119,7 +119,7 @@ impl CheckSpec {
                 .iter()
                 .map(|s| (self.step_id(s), &s.http.request))
                 .collect(),
-            CheckKind::Ports(_) | CheckKind::Sidecars(_) => Vec::new(),
+            CheckKind::Ports(_) | CheckKind::Sidecars(_) | CheckKind::Status(_) => Vec::new(),
         }
     }
 }
@@ -134,6 +134,65 @@ pub enum CheckKind {
     Sidecars(SidecarsCheck),
     /// Requests in a stated order, one after another (see [`Step`]).
     Steps(Vec<Step>),
+    /// Conditions on a Gateway API object, as istiod's controller writes them.
+    Status(StatusCheck),
+}
+
+/// A `status` check: the conditions of a Gateway API object (`HTTPRoute atlas/nb-rest`,
+/// `Gateway istio-ingress/atlas-gateway`) in a scope: for a route its parent
+/// (`Gateway ns/name`, or `Gateway ns/name listener L` for a sectionName), for a
+/// Gateway one of its listeners (`listener http`); no scope: the object's own
+/// conditions, and for a route every parent's.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusCheck {
+    pub object: String,
+    #[serde(default)]
+    pub scope: String,
+    pub conditions: Vec<ExpectedCondition>,
+}
+
+/// One expected condition: its type, status (`True`/`False`) and, optionally, reason.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectedCondition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub status: ConditionStatus,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// `True` or `False` (a YAML boolean is taken too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConditionStatus(pub bool);
+
+impl<'de> Deserialize<'de> for ConditionStatus {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bool(bool),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bool(b) => Ok(ConditionStatus(b)),
+            Raw::Text(t) if t == "True" => Ok(ConditionStatus(true)),
+            Raw::Text(t) if t == "False" => Ok(ConditionStatus(false)),
+            Raw::Text(t) => Err(serde::de::Error::custom(format!(
+                "condition status {t:?}: expected True or False"
+            ))),
+        }
+    }
+}
+
+impl StatusCheck {
+    /// (kind, namespace, name) of `object` (`Kind namespace/name`).
+    pub fn target(&self) -> Option<(&str, &str, &str)> {
+        let (kind, rest) = self.object.split_once(' ')?;
+        let (ns, name) = rest.trim().split_once('/')?;
+        Some((kind, ns, name))
+    }
 }
 
 /// One step of a `steps` check: an http request and its expectation, judged after the
@@ -161,6 +220,7 @@ impl CheckKind {
             CheckKind::Ports(_) => "ports",
             CheckKind::Sidecars(_) => "sidecars",
             CheckKind::Steps(_) => "steps",
+            CheckKind::Status(_) => "status",
         }
     }
 }
@@ -191,6 +251,12 @@ pub struct RequestSpec {
     /// The gateway Service port the request goes to (default `ingress.port`).
     #[serde(default)]
     pub port: Option<u16>,
+    /// The gateway the request goes through, `namespace/name`: a Gateway API Gateway
+    /// (its automated deployment's Service, or the Service its `addresses` name) or a
+    /// gateway Service. Default: the suite's one ingress (the first gateway Service
+    /// with the port).
+    #[serde(default)]
+    pub gateway: Option<String>,
     /// https: a PEM CA bundle to trust (relative to the suite file); on the local
     /// target the run's CA is trusted without it.
     #[serde(default)]
@@ -709,6 +775,14 @@ fn check_problem(c: &CheckSpec) -> Option<String> {
         CheckKind::Sidecars(s) => s.via.iter().find_map(RequestSpec::invalid),
         CheckKind::Ports(_) => None,
         CheckKind::Steps(steps) => steps_problem(steps),
+        CheckKind::Status(s) => match s.target() {
+            None => Some(format!(
+                "status.object {:?}: expected `Kind namespace/name` (e.g. `HTTPRoute atlas/nb-rest`)",
+                s.object
+            )),
+            Some(_) if s.conditions.is_empty() => Some("status: no conditions to check".into()),
+            Some(_) => None,
+        },
     }
 }
 

@@ -121,9 +121,11 @@ pub(super) fn destinations(c: &mut Ctx) {
     let registry = Registry::build(c.fx);
     // Backends of Gateway API routes are judged by their status (MC141,
     // analysis/gateway_api_status.rs), as istiod's controller reports them.
-    for vs in c.fx.virtual_services.iter().filter(|v| {
-        !crate::fixtures::gateway_api::gateway_semantics(&v.spec.metadata.annotations)
-    }) {
+    for vs in
+        c.fx.virtual_services.iter().filter(|v| {
+            !crate::fixtures::gateway_api::gateway_semantics(&v.spec.metadata.annotations)
+        })
+    {
         let raw = raw_of(c, vs);
         let export = raw.map(export_to).unwrap_or_default();
         for dest in destinations_of(&vs.spec, raw) {

@@ -6,6 +6,7 @@ pub mod http;
 mod mirror;
 mod ports;
 mod sidecars;
+pub mod status;
 mod steps;
 
 pub use sidecars::{injection_status, sidecar_shape, xfcc_uris, InjectionStatus};
@@ -104,11 +105,19 @@ impl Ctx {
     /// node address : NodePort of the gateway Service port `req` goes to.
     pub fn ingress_for(&self, req: &RequestSpec) -> Result<SocketAddr, String> {
         let port = req.service_port(self.service_port);
-        let node_port = self.target.node_port(port).ok_or_else(|| {
-            format!(
-                "the target exposes no NodePort for gateway Service port {port} (no LoadBalancer/NodePort Service in front of a gateway pod has that port)"
-            )
-        })?;
+        let node_port = match &req.gateway {
+            None => self.target.node_port(port).ok_or_else(|| {
+                format!(
+                    "the target exposes no NodePort for gateway Service port {port} (no LoadBalancer/NodePort Service in front of a gateway pod has that port)"
+                )
+            })?,
+            Some(g) => self.target.node_port_via(g, port).ok_or_else(|| {
+                format!(
+                    "the {} target exposes no NodePort for port {port} of gateway {g} (no gateway Service of that Gateway or name with that port; request.gateway is resolved on the local target only)",
+                    self.target.name()
+                )
+            })?,
+        };
         Ok(SocketAddr::new(self.target.node_address(), node_port))
     }
 
@@ -215,6 +224,7 @@ pub async fn run_predicted(
         CheckKind::Ports(p) => ports::run(ctx, p).await,
         CheckKind::Sidecars(s) => sidecars::run(ctx, s).await,
         CheckKind::Steps(s) => steps::run(ctx, s, step_predictions).await,
+        CheckKind::Status(s) => status::run(ctx, s).await,
     }
 }
 

@@ -6,8 +6,8 @@
 //! the route are left out: they are the form, not the meaning.
 
 use super::answers::{Answers, Fact};
-use crate::oracle::output::{Destination, RouteResult, SimResult};
 use crate::istio::Mesh;
+use crate::oracle::output::{Destination, RouteResult, SimResult};
 use serde_json::Value;
 
 /// What the oracle says a request gets; `None`: the oracle was asked nothing (no
@@ -136,7 +136,8 @@ fn reached(d: &Destination, r: &RouteResult, mesh: &Mesh) -> String {
                     |p| {
                         format!(
                             "{} {} ({}) port {}",
-                            p.env_value("SERVICE_NAME").unwrap_or_else(|| p.deployment.clone()),
+                            p.env_value("SERVICE_NAME")
+                                .unwrap_or_else(|| p.deployment.clone()),
                             p.env_value("VERSION").unwrap_or_else(|| "-".into()),
                             p.namespace,
                             e.port
@@ -207,6 +208,15 @@ fn compact(v: Option<&Value>) -> String {
 mod tests {
     use super::*;
 
+    fn mesh() -> Mesh {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/ingress");
+        Mesh::build(&crate::fixtures::load_dir(&dir).unwrap())
+    }
+
+    fn answers(s: Option<&SimResult>) -> Answers {
+        super::answers(s, &mesh())
+    }
+
     fn sim(route: Value, error: &str) -> SimResult {
         serde_json::from_value(serde_json::json!({
             "id": "routing::x", "gateway": "istio-system/gw", "listener": "0.0.0.0_8080",
@@ -256,5 +266,52 @@ mod tests {
             path.contains("outbound|80|v1|nb-rest.atlas.svc.cluster.local weight 90"),
             "{path}"
         );
+    }
+
+    #[test]
+    fn a_subset_and_a_per_version_service_reaching_the_same_pods_are_one_destination() {
+        let m = mesh();
+        let v2 = m
+            .pods
+            .iter()
+            .position(|p| {
+                p.env_value("VERSION").as_deref() == Some("v2") && p.deployment.contains("nb-rest")
+            })
+            .unwrap();
+        let ip = crate::oracle::input::pod_ip(v2).to_string();
+        let route = |cluster: &str| {
+            serde_json::json!({
+                "index": 0, "match": {}, "action": "route", "rewritten_path": "/",
+                "destinations": [{"cluster": cluster, "weight": 100, "exists": true, "tls": "ISTIO_MUTUAL",
+                                  "endpoints": [{"address": ip, "port": 8080}]}],
+            })
+        };
+        let a = super::answers(
+            Some(&sim(
+                route("outbound|80|v2|nb-rest.atlas.svc.cluster.local"),
+                "",
+            )),
+            &m,
+        );
+        let b = super::answers(
+            Some(&sim(
+                route("outbound|80||nb-rest-v2.atlas.svc.cluster.local"),
+                "",
+            )),
+            &m,
+        );
+        assert_eq!(a, b);
+        assert!(
+            a.lines()[0].contains("nb-rest v2 (atlas)"),
+            "{:?}",
+            a.lines()
+        );
+        // Another pod is another destination.
+        let other = serde_json::json!({
+            "index": 0, "match": {}, "action": "route", "rewritten_path": "/",
+            "destinations": [{"cluster": "outbound|80||x.atlas.svc.cluster.local", "weight": 100, "exists": false}],
+        });
+        let c = super::answers(Some(&sim(other, "")), &m);
+        assert_ne!(a, c);
     }
 }

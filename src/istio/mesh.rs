@@ -23,6 +23,11 @@ pub struct Mesh {
     pub clusters: BTreeMap<String, ClusterPlan>,
     /// Services of type LoadBalancer/NodePort in front of gateway pods.
     pub ingress_services: Vec<IngressService>,
+    /// `request.gateway` names: each Gateway API Gateway (`ns/name`) to the gateway
+    /// Service (`ns/name`) in front of its pods.
+    pub gateway_refs: BTreeMap<String, String>,
+    /// The conditions istiod's controller would write on the Gateway API objects.
+    pub gateway_statuses: Vec<crate::fixtures::gateway_api::ObjectStatus>,
     pub warnings: Vec<Warning>,
 }
 
@@ -595,6 +600,8 @@ impl Mesh {
             gateways: Vec::new(),
             clusters: BTreeMap::new(),
             ingress_services: Vec::new(),
+            gateway_refs: crate::fixtures::gateway_api::gateway_services(fx),
+            gateway_statuses: fx.gateway_api.statuses.clone(),
             warnings,
         };
         mesh.ingress_services = ingress_services(fx, &mesh.pods);
@@ -685,6 +692,28 @@ impl Mesh {
         })
     }
 
+    /// The NodePort of `port` of the gateway Service `gateway` names (a Gateway API
+    /// Gateway or a Service, `ns/name`), or of the ingress when None.
+    pub fn node_port_via(
+        &self,
+        gateway: Option<&str>,
+        port: u16,
+    ) -> Option<(&IngressService, u16)> {
+        let Some(g) = gateway else {
+            return self.node_port_for(port);
+        };
+        let svc = self.gateway_refs.get(g).map_or(g, String::as_str);
+        self.ingress_services
+            .iter()
+            .filter(|s| format!("{}/{}", s.namespace, s.name) == svc)
+            .find_map(|s| {
+                s.ports
+                    .iter()
+                    .find(|(p, _, _)| *p == port)
+                    .map(|(_, np, _)| (s, *np))
+            })
+    }
+
     /// SPIFFE identities of the gateway pods.
     pub fn gateway_identities(&self) -> Vec<String> {
         let mut ids: Vec<String> = self
@@ -722,6 +751,9 @@ fn ingress_services(fx: &Fixtures, pods: &[PodPlan]) -> Vec<IngressService> {
         .flat_map(|s| s.spec.spec.ports.iter().filter_map(|p| p.node_port))
         .collect();
     let mut out = Vec::new();
+    // The API server allocates a NodePort to every port of every NodePort or
+    // LoadBalancer Service, in the order they are applied, whatever pods they front:
+    // the allocation is the same whichever pods are asked about.
     for s in &fx.services {
         let kind = s.spec.spec.kind();
         if kind != "LoadBalancer" && kind != "NodePort" {
@@ -732,9 +764,6 @@ fn ingress_services(fx: &Fixtures, pods: &[PodPlan]) -> Vec<IngressService> {
                 && p.namespace == s.namespace
                 && selects(&s.spec.spec.selector, &p.labels)
         });
-        if !fronts_gateway {
-            continue;
-        }
         let ports = s
             .spec
             .spec
@@ -753,6 +782,9 @@ fn ingress_services(fx: &Fixtures, pods: &[PodPlan]) -> Vec<IngressService> {
                 (p.port, np, p.name.clone())
             })
             .collect();
+        if !fronts_gateway {
+            continue;
+        }
         out.push(IngressService {
             namespace: s.namespace.clone(),
             name: s.name.clone(),

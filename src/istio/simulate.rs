@@ -17,6 +17,8 @@ use crate::fixtures::istio::StringMatch;
 pub struct SimRequest {
     /// The gateway Service port the request targets (via its NodePort).
     pub service_port: u16,
+    /// `request.gateway`: the gateway (`ns/name`) it goes through; None: the ingress.
+    pub gateway: Option<String>,
     pub method: String,
     pub host: String,
     pub path: String,
@@ -473,11 +475,17 @@ impl Mesh {
     /// suite's `steps`) rather than in the steady state.
     pub fn simulate_in(&self, req: &SimRequest, ejections: Option<&Ejections>) -> Prediction {
         let mut steps = Vec::new();
-        let Some((svc, node_port)) = self.node_port_for(req.service_port) else {
+        let Some((svc, node_port)) = self.node_port_via(req.gateway.as_deref(), req.service_port)
+        else {
+            let via = req
+                .gateway
+                .as_deref()
+                .map(|g| format!(" for gateway {g}"))
+                .unwrap_or_default();
             return refused(
                 steps,
                 format!(
-                    "no LoadBalancer/NodePort Service in front of a gateway pod exposes port {}",
+                    "no LoadBalancer/NodePort Service in front of a gateway pod exposes port {}{via}",
                     req.service_port
                 ),
             );

@@ -417,6 +417,7 @@ fn a_consistent_hash_is_in_the_decision_path() {
         std::fs::write(dir.path().join(e.file_name()), text).unwrap();
     }
     let req = SimRequest {
+        gateway: None,
         service_port: 80,
         method: "GET".into(),
         host: "atlas.example".into(),
@@ -446,6 +447,7 @@ fn example(own: &str) -> Mesh {
 
 fn ratings_request(headers: &[(&str, &str)]) -> SimRequest {
     SimRequest {
+        gateway: None,
         service_port: 80,
         method: "GET".into(),
         host: "node".into(),

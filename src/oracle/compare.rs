@@ -84,6 +84,15 @@ pub fn compare(fx: &Fixtures, mesh: &Mesh, suite: &Suite, o: &Output) -> Vec<Fin
     rejected(&mut d, o);
     warnings(&mut d, o);
     requests(&mut d, suite, o);
+    for (object, at, mine, theirs) in super::compare_status::differences(fx, o) {
+        d.push(
+            "MC407",
+            object,
+            at,
+            format!("meshcheck: {mine}"),
+            format!("istiod {}: {theirs}", d.release),
+        );
+    }
     for (gi, gw) in mesh.gateways.iter().enumerate() {
         let pod = &mesh.pods[gw.pod];
         let key = format!("{}/{}", pod.namespace, pod.name);

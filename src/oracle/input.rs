@@ -369,9 +369,12 @@ fn requests(fx: &Fixtures, mesh: &Mesh, suite: &Suite) -> Vec<Request> {
     for (id, req) in suite.checks.iter().flat_map(|c| c.requests()) {
         // A port with no gateway pod behind it is asked nothing (the comparison
         // then expects "no listener").
-        let Some((gw, port, node_port)) =
-            ingress_entry(fx, mesh, req.service_port(suite.ingress.port))
-        else {
+        let Some((gw, port, node_port)) = ingress_entry(
+            fx,
+            mesh,
+            req.gateway.as_deref(),
+            req.service_port(suite.ingress.port),
+        ) else {
             continue;
         };
         out.push(request(id, gw, port, node_port, req));
@@ -380,8 +383,13 @@ fn requests(fx: &Fixtures, mesh: &Mesh, suite: &Suite) -> Vec<Request> {
 }
 
 /// (gateway pod `ns/name`, port in the pod, NodePort) for a gateway Service port.
-pub fn ingress_entry(fx: &Fixtures, mesh: &Mesh, service_port: u16) -> Option<(String, u16, u16)> {
-    let (ingress, node_port) = mesh.node_port_for(service_port)?;
+pub fn ingress_entry(
+    fx: &Fixtures,
+    mesh: &Mesh,
+    gateway: Option<&str>,
+    service_port: u16,
+) -> Option<(String, u16, u16)> {
+    let (ingress, node_port) = mesh.node_port_via(gateway, service_port)?;
     let svc = fx
         .services
         .iter()

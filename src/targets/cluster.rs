@@ -239,6 +239,8 @@ pub struct ClusterTarget {
     pub(crate) node: IpAddr,
     /// Gateway Service port -> live NodePort.
     pub(crate) node_ports: BTreeMap<u16, u16>,
+    /// `--namespace-prefix`: the fixtures' namespaces are `<prefix><namespace>` here.
+    pub(crate) namespace_prefix: Option<String>,
     pub(crate) identities: Vec<String>,
     /// The namespaces of the fixtures, as named on the cluster.
     pub(crate) namespaces: Vec<String>,
@@ -527,6 +529,7 @@ impl ClusterTarget {
             client,
             node: IpAddr::from([127, 0, 0, 1]),
             node_ports: BTreeMap::new(),
+            namespace_prefix: prefix.map(str::to_string),
             identities: Vec::new(),
             namespaces: fixture_namespaces(fx, prefix),
             gateway_selector: gateway_selector(fx, mesh, prefix),
@@ -677,6 +680,22 @@ impl Target for ClusterTarget {
     }
     fn gateway_identities(&self) -> Vec<String> {
         self.identities.clone()
+    }
+    fn gateway_api_status<'a>(
+        &'a self,
+        kind: &'a str,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<crate::fixtures::gateway_api::ObjectStatus>, String>> {
+        let prefix = self.namespace_prefix.clone();
+        Box::pin(async move {
+            let ns = renamed(namespace, prefix.as_deref());
+            let unrename = |n: &str| match &prefix {
+                Some(p) => n.strip_prefix(p.as_str()).unwrap_or(n).to_string(),
+                None => n.to_string(),
+            };
+            super::kube::gateway_status::read(&self.client, kind, &ns, name, unrename).await
+        })
     }
     fn pods(&self) -> BoxFuture<'_, Result<Vec<PodInfo>, String>> {
         Box::pin(async move {

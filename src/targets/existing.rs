@@ -195,7 +195,8 @@ pub fn rename_expectations(suite: &mut Suite, prefix: &str, fx: &Fixtures) {
                     *ns = renamer.rename(ns);
                 }
             }
-            CheckKind::Distribution(_) | CheckKind::Ports(_) => {}
+            // A status check names the fixtures' namespaces; the target maps them.
+            CheckKind::Distribution(_) | CheckKind::Ports(_) | CheckKind::Status(_) => {}
         }
     }
 }

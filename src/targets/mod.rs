@@ -49,8 +49,32 @@ pub trait Target: Send + Sync {
     fn node_address(&self) -> IpAddr;
     /// The NodePort of the ingress gateway Service's `service_port`.
     fn node_port(&self, service_port: u16) -> Option<u16>;
+    /// The NodePort of `service_port` of the gateway a request names
+    /// (`request.gateway`: a Gateway API Gateway or a gateway Service, `ns/name`).
+    /// None where the target does not know it (only the local target resolves them
+    /// yet).
+    fn node_port_via(&self, gateway: &str, service_port: u16) -> Option<u16> {
+        let _ = (gateway, service_port);
+        None
+    }
     /// SPIFFE identities of the ingress gateway pods.
     fn gateway_identities(&self) -> Vec<String>;
+    /// The status of Gateway API object `kind` `namespace`/`name` as this target shows
+    /// it (None: no such object).
+    fn gateway_api_status<'a>(
+        &'a self,
+        kind: &'a str,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<crate::fixtures::gateway_api::ObjectStatus>, String>> {
+        let _ = (kind, namespace, name);
+        Box::pin(async move {
+            Err(format!(
+                "the {} target does not read Gateway API status",
+                self.name()
+            ))
+        })
+    }
     /// Every pod of the fixtures' namespaces, as the API shows them now.
     fn pods(&self) -> BoxFuture<'_, Result<Vec<PodInfo>, String>>;
     /// How long an expectation may take to become consistently true here.

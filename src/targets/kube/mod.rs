@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod error;
+pub mod gateway_status;
 pub mod injection;
 pub mod namespaces;
 pub mod pods;

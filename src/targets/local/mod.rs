@@ -300,6 +300,30 @@ impl Target for LocalTarget {
     fn node_port(&self, service_port: u16) -> Option<u16> {
         self.mesh.node_port_for(service_port).map(|(_, p)| p)
     }
+    /// No API server here: the conditions meshcheck computes as istiod's controller
+    /// does (compared with istiod's own by the oracle, MC407).
+    fn gateway_api_status<'a>(
+        &'a self,
+        kind: &'a str,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> crate::targets::BoxFuture<
+        'a,
+        Result<Option<crate::fixtures::gateway_api::ObjectStatus>, String>,
+    > {
+        let found = self
+            .mesh
+            .gateway_statuses
+            .iter()
+            .find(|s| s.kind == kind && s.namespace == namespace && s.name == name)
+            .cloned();
+        Box::pin(async move { Ok(found) })
+    }
+    fn node_port_via(&self, gateway: &str, service_port: u16) -> Option<u16> {
+        self.mesh
+            .node_port_via(Some(gateway), service_port)
+            .map(|(_, p)| p)
+    }
 
     fn gateway_identities(&self) -> Vec<String> {
         self.mesh.gateway_identities()

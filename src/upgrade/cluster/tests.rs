@@ -277,6 +277,7 @@ impl Bench {
             client: self.fake.client.clone(),
             node: std::net::IpAddr::from([127, 0, 0, 1]),
             node_ports: BTreeMap::new(),
+            namespace_prefix: None,
             identities: Vec::new(),
             namespaces: vec!["atlas".into(), "istio-ingress".into()],
             gateway_selector: Vec::new(),
