@@ -410,7 +410,10 @@ fn gateway_api_without_the_header_match_everyone_gets_v2() {
     );
     fails_exactly(
         &r,
-        &["request-routing::others-get-v1", "request-routing::anonymous-gets-v1"],
+        &[
+            "request-routing::others-get-v1",
+            "request-routing::anonymous-gets-v1",
+        ],
     );
 }
 

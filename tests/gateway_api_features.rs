@@ -40,7 +40,11 @@ impl Feature {
     #[track_caller]
     fn breaks(&self, from: &str, to: &str) -> &Self {
         let text = self.fixtures.read(ROUTES);
-        assert_eq!(text.matches(from).count(), 1, "{from:?} occurs once in the routes");
+        assert_eq!(
+            text.matches(from).count(),
+            1,
+            "{from:?} occurs once in the routes"
+        );
         self.fixtures.write(ROUTES, &text.replacen(from, to, 1));
         self
     }
@@ -60,13 +64,27 @@ impl Feature {
     /// `static_findings`; every other check of the suite passed, live and simulated.
     #[track_caller]
     fn fails_exactly(&self, r: &RunResult, checks: &[&str], static_findings: &[&str]) {
+        self.fails_exactly_with(r, checks, &[], static_findings)
+    }
+
+    /// [`Feature::fails_exactly`], with `live_only`: checks that fail live while their
+    /// simulation passes (what the static judgement does not cover, said where used).
+    #[track_caller]
+    fn fails_exactly_with(
+        &self,
+        r: &RunResult,
+        checks: &[&str],
+        live_only: &[&str],
+        static_findings: &[&str],
+    ) {
         let declared = self.checks();
-        for c in checks {
+        for c in checks.iter().chain(live_only) {
             assert!(declared.contains(*c), "the suite has no check {c}");
         }
         let want: BTreeSet<String> = checks
             .iter()
             .flat_map(|c| [c.to_string(), format!("static::simulate::{c}")])
+            .chain(live_only.iter().map(|c| c.to_string()))
             .chain(static_findings.iter().map(|s| s.to_string()))
             .collect();
         assert_eq!(
@@ -74,17 +92,24 @@ impl Feature {
             "failed checks differ\n--- stdout\n{}\n--- stderr\n{}",
             r.stdout, r.stderr
         );
-        for c in declared.iter().filter(|c| !checks.contains(&c.as_str())) {
-            for name in [c.clone(), format!("static::simulate::{c}")] {
+        for c in &declared {
+            let names = [c.clone(), format!("static::simulate::{c}")];
+            for name in names.iter().filter(|n| !want.contains(*n)) {
                 assert!(
-                    r.passed.contains(&name),
+                    r.passed.contains(name),
                     "{name} did not pass\n--- stdout\n{}\n--- stderr\n{}",
                     r.stdout,
                     r.stderr
                 );
             }
         }
-        assert_eq!(r.code, i32::from(!want.is_empty()), "{}\n{}", r.stdout, r.stderr);
+        assert_eq!(
+            r.code,
+            i32::from(!want.is_empty()),
+            "{}\n{}",
+            r.stdout,
+            r.stderr
+        );
         assert!(
             !r.stdout.contains("not modelled") && !r.stderr.contains("not modelled"),
             "a field or kind is not modelled\n{}\n{}",
@@ -106,16 +131,15 @@ fn every_match_type_routes_what_it_matches_and_nothing_else() {
 #[test]
 fn a_match_of_another_type_or_without_its_condition_routes_what_it_should_not() {
     let f = Feature::new("matches");
-    // Exact read as a prefix, a prefix as a regex (which ignores segments), a regex
-    // as an exact path; a header regex as an exact value, the header, query and
-    // method conditions dropped.
+    // Exact read as a prefix, a prefix as an exact path, a regex as an exact path; a
+    // header regex as an exact value, the header, query and method conditions dropped.
     f.breaks(
         "{ type: Exact, value: /m/exact }",
         "{ type: PathPrefix, value: /m/exact }",
     )
     .breaks(
         "{ type: PathPrefix, value: /m/prefix/ }",
-        "{ type: RegularExpression, value: \"/m/prefix.*\" }",
+        "{ type: Exact, value: /m/prefix }",
     )
     .breaks(
         "{ type: RegularExpression, value: \"/re/[0-9]+\" }",
@@ -139,7 +163,7 @@ fn a_match_of_another_type_or_without_its_condition_routes_what_it_should_not() 
         &r,
         &[
             "path::exact-not-below",
-            "path::prefix-by-segment",
+            "path::prefix-below",
             "path::regex",
             "headers::exact-other-value",
             "headers::regex",
@@ -200,11 +224,11 @@ fn every_filter_weight_and_timeout_does_what_it_says() {
 fn without_the_header_modifiers_the_headers_arrive_as_sent() {
     let f = Feature::new("filters");
     f.breaks(
-        "    - type: RequestHeaderModifier\n      requestHeaderModifier:\n        set: [{ name: x-set, value: route }]\n        add: [{ name: x-add, value: route }]\n        remove: [x-remove]\n",
+        "    filters:\n    - type: RequestHeaderModifier\n      requestHeaderModifier:\n        set: [{ name: x-set, value: route }]\n        add: [{ name: x-add, value: route }]\n        remove: [x-remove]\n",
         "",
     )
     .breaks(
-        "    - type: ResponseHeaderModifier\n      responseHeaderModifier:\n        set: [{ name: x-r-set, value: route }]\n        add: [{ name: x-r-add, value: route }]\n        remove: [x-r-remove]\n",
+        "    filters:\n    - type: ResponseHeaderModifier\n      responseHeaderModifier:\n        set: [{ name: x-r-set, value: route }]\n        add: [{ name: x-r-add, value: route }]\n        remove: [x-r-remove]\n",
         "",
     )
     // One backend of two loses its filters: the check fails on its share.
@@ -213,13 +237,16 @@ fn without_the_header_modifiers_the_headers_arrive_as_sent() {
         "      weight: 1\n",
     );
     let r = f.run();
-    f.fails_exactly(
+    // The simulation judges a request header's `values` only, and a response header
+    // only when the stub is asked for it or the route touches it: v2's missing
+    // x-leg (`contains`) and x-leg-answer are seen live alone.
+    f.fails_exactly_with(
         &r,
         &[
             "headers::request-set-add-remove",
             "headers::response-set-add-remove",
-            "headers::per-backend",
         ],
+        &["headers::per-backend"],
         &[],
     );
 }
@@ -258,32 +285,42 @@ fn a_redirect_without_its_scheme_hostname_port_or_path_keeps_the_requests() {
 #[test]
 fn a_redirect_with_another_status_code_fails_its_check() {
     let f = Feature::new("filters");
-    f.breaks("{ port: 8443, statusCode: 303 }", "{ port: 8443, statusCode: 302 }")
-        .breaks("        statusCode: 307\n", "        statusCode: 308\n");
+    f.breaks(
+        "{ port: 8443, statusCode: 303 }",
+        "{ port: 8443, statusCode: 302 }",
+    )
+    .breaks("        statusCode: 307\n", "        statusCode: 308\n");
     let r = f.run();
     f.fails_exactly(&r, &["redirect::port-303", "redirect::full-path-307"], &[]);
-    assert!(r.stdout.contains("expected status 303, got 302"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("expected status 303, got 302"),
+        "{}",
+        r.stdout
+    );
 }
 
 #[test]
 fn without_the_rewrites_the_backend_sees_the_request_as_sent() {
     let f = Feature::new("filters");
     f.breaks(
-        "    - type: URLRewrite\n      urlRewrite: { hostname: rewritten.example.com }\n",
+        "    filters:\n    - type: URLRewrite\n      urlRewrite: { hostname: rewritten.example.com }\n",
         "",
     )
     .breaks(
-        "    - type: URLRewrite\n      urlRewrite:\n        path: { type: ReplaceFullPath, replaceFullPath: /replaced }\n",
+        "    filters:\n    - type: URLRewrite\n      urlRewrite:\n        path: { type: ReplaceFullPath, replaceFullPath: /replaced }\n",
         "",
     )
     .breaks(
-        "    - type: URLRewrite\n      urlRewrite:\n        path: { type: ReplacePrefixMatch, replacePrefixMatch: /new }\n",
+        "    filters:\n    - type: URLRewrite\n      urlRewrite:\n        path: { type: ReplacePrefixMatch, replacePrefixMatch: /new }\n",
         "",
     );
     let r = f.run();
-    f.fails_exactly(
+    // The simulation does not predict the Host header the backend receives (nor
+    // judge a request header but by `values`): the hostname rewrite is seen live.
+    f.fails_exactly_with(
         &r,
-        &["rewrite::hostname", "rewrite::full-path", "rewrite::prefix"],
+        &["rewrite::full-path", "rewrite::prefix"],
+        &["rewrite::hostname"],
         &[],
     );
 }
@@ -292,7 +329,7 @@ fn without_the_rewrites_the_backend_sees_the_request_as_sent() {
 fn a_mirror_removed_or_at_zero_percent_sends_no_copy() {
     let f = Feature::new("filters");
     f.breaks(
-        "    - type: RequestMirror\n      requestMirror:\n        backendRef: { name: nb-rest-v2, port: 80 }\n    backendRefs:\n",
+        "    filters:\n    - type: RequestMirror\n      requestMirror:\n        backendRef: { name: nb-rest-v2, port: 80 }\n    backendRefs:\n",
         "    backendRefs:\n",
     )
     // The second mirror of two goes; the first still gets its copy.
