@@ -708,6 +708,12 @@ fn gateway_references(c: &mut Ctx) {
 
 fn weights(c: &mut Ctx) {
     for vs in &c.fx.virtual_services {
+        // A Gateway API backendRef weight is a proportion by the API ("the sum of all
+        // weights"), and istiod passes the weights on as written
+        // (pilot/pkg/config/kube/gateway/conversion.go buildHTTPDestination): a sum
+        // other than 100 is the split the HTTPRoute says.
+        let gateway_api =
+            crate::fixtures::gateway_api::gateway_semantics(&vs.spec.metadata.annotations);
         for (hi, http) in vs.spec.spec.http.iter().enumerate() {
             if let Some(w) = http.route.iter().filter_map(|d| d.weight).find(|w| *w < 0) {
                 c.push(
@@ -729,7 +735,7 @@ fn weights(c: &mut Ctx) {
                     c.push("weights", Severity::Error, "MC107", None, vs.describe(), &vs.source,
                         format!("http[{hi}] weights sum to 0"),
                         "istiod's validation refuses the VirtualService (total destination weight = 0): the API server does not take it");
-                } else if sum != 100 {
+                } else if sum != 100 && !gateway_api {
                     c.push("weights", Severity::Error, "MC107", None, vs.describe(), &vs.source,
                         format!("http[{hi}] weights sum to {sum}, not 100"),
                         format!("Istio takes the weights as relative (each over {sum}): the split is not the percentages written"));

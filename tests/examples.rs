@@ -114,6 +114,45 @@ examples! {
     outlier_ejection => "outlier-ejection",
 }
 
+/// The Gateway API form of the tasks (examples/gateway-api/<task>.yaml), on a Gateway
+/// istiod deploys itself.
+macro_rules! gateway_api_examples {
+    ($($test:ident => $name:literal),* $(,)?) => {
+        const GATEWAY_API_EXAMPLES: &[&str] = &[$($name),*];
+        $(
+            #[test]
+            fn $test() {
+                passes_and_lists_its_checks(concat!("gateway-api/", $name));
+                agrees_with_istiod(concat!("gateway-api/", $name));
+            }
+        )*
+    };
+}
+
+gateway_api_examples! {
+    gateway_api_request_routing => "request-routing",
+    gateway_api_traffic_shifting => "traffic-shifting",
+    gateway_api_request_timeouts => "request-timeouts",
+    gateway_api_mirroring => "mirroring",
+    gateway_api_redirects_rewrites => "redirects-rewrites",
+    gateway_api_ingress_httpbin => "ingress-httpbin",
+}
+
+#[test]
+fn every_gateway_api_example_suite_is_tested() {
+    let mut on_disk: Vec<String> = std::fs::read_dir(root().join("examples/gateway-api"))
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().to_string_lossy().to_string();
+            name.strip_suffix(".yaml").map(str::to_string)
+        })
+        .collect();
+    on_disk.sort();
+    let mut tested: Vec<String> = GATEWAY_API_EXAMPLES.iter().map(|s| s.to_string()).collect();
+    tested.sort();
+    assert_eq!(on_disk, tested);
+}
+
 #[test]
 fn every_example_suite_is_tested() {
     let mut on_disk: Vec<String> = std::fs::read_dir(root().join("examples"))
@@ -133,12 +172,20 @@ fn every_example_suite_is_tested() {
 /// returns the run (the copy is removed at the end). The mutated example must still
 /// agree with istiod (what the failing checks show is Istio's behaviour).
 fn run_broken(suite: &str, file: &str, from: &str, to: &str) -> RunResult {
+    run_broken_all(suite, file, &[(from, to)])
+}
+
+/// [`run_broken`] with several replacements in `file`, in order.
+fn run_broken_all(suite: &str, file: &str, edits: &[(&str, &str)]) -> RunResult {
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&root().join("examples"), dir.path());
     let path = dir.path().join(file);
-    let text = std::fs::read_to_string(&path).unwrap();
-    assert!(text.contains(from), "{file} does not contain {from:?}");
-    std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    for (from, to) in edits {
+        assert!(text.contains(from), "{file} does not contain {from:?}");
+        text = text.replacen(from, to, 1);
+    }
+    std::fs::write(&path, text).unwrap();
     let suite = dir.path().join(format!("{suite}.yaml"));
     suite_agrees_with_istiod(&suite);
     Run::new()
@@ -348,4 +395,92 @@ fn when_one_error_does_not_eject_the_pod_the_last_step_fails() {
         "{}",
         r.stdout
     );
+}
+
+// --- the Gateway API examples, each with its feature broken -------------------------
+
+#[test]
+fn gateway_api_without_the_header_match_everyone_gets_v2() {
+    // Both rules now match every /reviews request; the first (v2) wins.
+    let r = run_broken(
+        "gateway-api/request-routing",
+        "gateway-api/request-routing/reviews.yaml",
+        "      headers:\n      - name: end-user\n        value: jason\n",
+        "",
+    );
+    fails_exactly(
+        &r,
+        &[
+            "request-routing::others-get-v1",
+            "request-routing::anonymous-gets-v1",
+        ],
+    );
+}
+
+#[test]
+fn gateway_api_weights_of_90_10_fail_the_50_50_split() {
+    let r = run_broken(
+        "gateway-api/traffic-shifting",
+        "gateway-api/traffic-shifting/reviews.yaml",
+        "      weight: 50\n    - name: reviews-v3\n      port: 9080\n      weight: 50\n",
+        "      weight: 90\n    - name: reviews-v3\n      port: 9080\n      weight: 10\n",
+    );
+    fails_exactly(&r, &["traffic-shifting::split-50-50"]);
+}
+
+#[test]
+fn gateway_api_without_the_request_timeout_the_slow_backend_answers() {
+    let r = run_broken(
+        "gateway-api/request-timeouts",
+        "gateway-api/request-timeouts/reviews.yaml",
+        "    timeouts:\n      request: 500ms\n",
+        "",
+    );
+    fails_exactly(&r, &["timeouts::slow-backend-504"]);
+}
+
+#[test]
+fn gateway_api_without_the_mirror_filter_v2_sees_nothing() {
+    let r = run_broken(
+        "gateway-api/mirroring",
+        "gateway-api/mirroring/httpbin.yaml",
+        "    filters:\n    - type: RequestMirror\n      requestMirror:\n        backendRef:\n          name: httpbin-v2\n          port: 80\n",
+        "",
+    );
+    fails_exactly(&r, &["mirroring::v1-answers-v2-sees-a-copy"]);
+}
+
+#[test]
+fn gateway_api_a_redirect_without_its_hostname_or_scheme_keeps_the_requests() {
+    let r = run_broken_all(
+        "gateway-api/redirects-rewrites",
+        "gateway-api/redirects-rewrites/ratings.yaml",
+        &[
+            ("        hostname: newratings.example.com\n", ""),
+            ("        scheme: https\n", ""),
+        ],
+    );
+    fails_exactly(&r, &["redirects::moved-permanently", "redirects::to-https"]);
+}
+
+#[test]
+fn gateway_api_without_the_rewrite_ratings_sees_the_request_as_sent() {
+    let r = run_broken(
+        "gateway-api/redirects-rewrites",
+        "gateway-api/redirects-rewrites/ratings.yaml",
+        "    filters:\n    - type: URLRewrite\n      urlRewrite:\n        hostname: ratings.bookinfo.svc.cluster.local\n        path:\n          type: ReplacePrefixMatch\n          replacePrefixMatch: /ratings\n",
+        "",
+    );
+    fails_exactly(&r, &["rewrites::prefix-and-host"]);
+}
+
+#[test]
+fn gateway_api_without_hostnames_the_route_serves_every_host_of_the_listener() {
+    let r = run_broken(
+        "gateway-api/ingress-httpbin",
+        "gateway-api/ingress-httpbin/httpbin.yaml",
+        "  hostnames: [\"httpbin.example.com\"]\n",
+        "",
+    );
+    fails_exactly(&r, &["ingress-httpbin::other-host-404"]);
 }

@@ -67,6 +67,11 @@ impl PredictedResponse {
         p
     }
 
+    /// An answer known to carry exactly `value` as `name` (a redirect's Location).
+    pub fn with(name: &str, value: String) -> PredictedResponse {
+        PredictedResponse::from_stub(&[(name.to_string(), value)])
+    }
+
     /// After the route's response operations (`ops`, in Envoy's order).
     pub fn after(mut self, ops: &[HeaderOps]) -> PredictedResponse {
         for o in ops {

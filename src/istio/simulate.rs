@@ -628,12 +628,17 @@ impl Mesh {
             RouteKind::Redirect(r) => {
                 let location = redirect_location(req, route, r);
                 let code = r.code;
-                return status_only(
+                let mut p = status_only(
                     steps,
                     Some(rref),
                     code,
                     format!("the gateway redirects: {code} to {location}"),
                 );
+                // Envoy's router answers a redirect with the Location it computes
+                // (router.cc, sendLocalReply with the new URI), so a check's
+                // `response_headers: { location: ... }` is judged statically too.
+                p.branches[0].response = PredictedResponse::with("location", location);
+                return p;
             }
             RouteKind::DirectResponse { status, .. } => {
                 return status_only(
