@@ -581,9 +581,10 @@ fn internal_gateway_reference(
         return false;
     };
     let api = gateway_api::api_gateways(c.fx);
-    let Some(a) = api.iter().find(|a| {
-        a.namespace == ns && a.name == gw && a.listeners.iter().any(|l| l == listener)
-    }) else {
+    let Some(a) = api
+        .iter()
+        .find(|a| a.namespace == ns && a.name == gw && a.listeners.iter().any(|l| l == listener))
+    else {
         return false;
     };
     c.push("gateway-references", Severity::Warning, "MC122", Some("IST0165 ReferencedInternalGateway"), vs.describe(), &vs.source,
@@ -626,9 +627,10 @@ fn unbound_gateway_reference(
 fn gateway_references(c: &mut Ctx) {
     // The VirtualServices istiod generates from HTTPRoutes attach as their status says
     // (gateway_api_status.rs).
-    let written = c.fx.virtual_services.iter().filter(|v| {
-        !crate::fixtures::gateway_api::gateway_semantics(&v.spec.metadata.annotations)
-    });
+    let written =
+        c.fx.virtual_services.iter().filter(|v| {
+            !crate::fixtures::gateway_api::gateway_semantics(&v.spec.metadata.annotations)
+        });
     for vs in written {
         for g in &vs.spec.spec.gateways {
             if g == "mesh" {

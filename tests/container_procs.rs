@@ -61,15 +61,24 @@ fn container(dir: &Path, script: &str) -> (u64, u32) {
 #[cfg_attr(not(target_os = "linux"), ignore = "needs Linux (reads /proc)")]
 fn a_containers_children_end_with_its_first_process() {
     let dir = tempfile::tempdir().unwrap();
-    let (owner, child) = container(dir.path(), "sleep 300 & echo $! > PIDFILE; sleep 0.2; exit 0");
+    let (owner, child) = container(
+        dir.path(),
+        "sleep 300 & echo $! > PIDFILE; sleep 0.2; exit 0",
+    );
     assert!(alive(child));
     let mut reaped = Vec::new();
-    wait_until(Duration::from_secs(10), "the container's first process is reaped", || {
-        reaped.extend(procs::reap_exited(owner));
-        !reaped.is_empty()
-    });
+    wait_until(
+        Duration::from_secs(10),
+        "the container's first process is reaped",
+        || {
+            reaped.extend(procs::reap_exited(owner));
+            !reaped.is_empty()
+        },
+    );
     assert_eq!(reaped[0].0, "c");
-    wait_until(Duration::from_secs(5), "its child is gone too", || !alive(child));
+    wait_until(Duration::from_secs(5), "its child is gone too", || {
+        !alive(child)
+    });
 }
 
 #[test]

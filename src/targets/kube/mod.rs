@@ -3,8 +3,8 @@
 
 pub mod apply;
 pub mod error;
-pub mod gateway_status;
 pub mod gateway_api;
+pub mod gateway_status;
 pub mod injection;
 pub mod namespaces;
 pub mod pods;
