@@ -316,3 +316,43 @@ fn two_gateways_on_port_80_are_two_gateway_pods_each_checked_through_its_own() {
         r.stdout
     );
 }
+
+#[test]
+fn a_parent_ref_to_a_listener_or_port_the_gateway_lacks_attaches_nothing() {
+    // referenceAllowed: sectionName and port must name a listener of the Gateway
+    // (NoMatchingParent); the route is then programmed nowhere. The statuses are
+    // compared with istiod's own when the fixture set is dropped (MC407).
+    for (bad, why) in [
+        (
+            "    namespace: istio-ingress\n    sectionName: https\n",
+            "sectionName \"https\" not found",
+        ),
+        (
+            "    namespace: istio-ingress\n    port: 443\n",
+            "port 443 not found",
+        ),
+    ] {
+        let f = FixtureCopy::of(GW_API);
+        f.replacen_first("40-httproutes.yaml", "    namespace: istio-ingress\n", bad);
+        let suite = "name: parents\nfixtures: .\ningress: { port: 80 }\nchecks:\n  - group: parents\n    name: atlas-ui-404\n    http:\n      request: { path: /atlas-ui }\n      expect: { status: 404 }\n  - group: parents\n    name: not-accepted\n    status:\n      object: HTTPRoute atlas/atlas-ui\n      conditions:\n      - { type: Accepted, status: \"False\", reason: NoMatchingParent }\n";
+        let r = run_suite(&f, suite);
+        for c in [
+            "parents::atlas-ui-404",
+            "parents::not-accepted",
+            "static::simulate::parents::not-accepted",
+        ] {
+            assert!(r.passed.contains(c), "{c}: {}", r.stdout);
+        }
+        assert!(
+            r.failed.contains("static::gateway-api-status"),
+            "{}",
+            r.stdout
+        );
+        assert!(r.stdout.contains(why), "{why}: {}", r.stdout);
+    }
+    // The same suite on the untouched fixtures: attached, so both checks fail.
+    let f = FixtureCopy::of(GW_API);
+    let suite = "name: parents\nfixtures: .\ningress: { port: 80 }\nchecks:\n  - group: parents\n    name: not-accepted\n    status:\n      object: HTTPRoute atlas/atlas-ui\n      conditions:\n      - { type: Accepted, status: \"False\", reason: NoMatchingParent }\n";
+    let r = run_suite(&f, suite);
+    assert!(r.failed.contains("parents::not-accepted"), "{}", r.stdout);
+}
