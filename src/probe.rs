@@ -633,7 +633,7 @@ pub fn command(args: ProbeArgs) -> Result<u8, Error> {
     // it interrupts as in a run.
     let stop = std::sync::Arc::new(watch::channel(false).0);
     let prepared =
-        crate::run::bring_up::prepare(target_kind, &[args.cluster.istio_version.clone()])?;
+        crate::run::bring_up::prepare(target_kind, std::slice::from_ref(&args.cluster.istio_version))?;
     let rt = crate::run::session::runtime(timeouts.stop_grace, Some(stop.clone()))?;
     let workdir = crate::run::session::workdir()?;
     let choice = crate::run::bring_up::TargetChoice {

@@ -168,7 +168,7 @@ pub fn run(args: RunArgs) -> Result<u8, Error> {
         ..Timeouts::default()
     };
     let target = bring_up::resolve_target(args.target);
-    let prepared = bring_up::prepare(target, &[args.cluster.istio_version.clone()])?;
+    let prepared = bring_up::prepare(target, std::slice::from_ref(&args.cluster.istio_version))?;
     let rt = session::runtime(timeouts.stop_grace, None)?;
     let workdir = session::workdir()?;
     let junit = junit_path(args.junit.as_ref(), &suite, "");
