@@ -632,8 +632,10 @@ pub fn command(args: ProbeArgs) -> Result<u8, Error> {
     // Ctrl-C stops the probe only while it runs (a receiver listens); during bring-up
     // it interrupts as in a run.
     let stop = std::sync::Arc::new(watch::channel(false).0);
-    let prepared =
-        crate::run::bring_up::prepare(target_kind, std::slice::from_ref(&args.cluster.istio_version))?;
+    let prepared = crate::run::bring_up::prepare(
+        target_kind,
+        std::slice::from_ref(&args.cluster.istio_version),
+    )?;
     let rt = crate::run::session::runtime(timeouts.stop_grace, Some(stop.clone()))?;
     let workdir = crate::run::session::workdir()?;
     let choice = crate::run::bring_up::TargetChoice {
