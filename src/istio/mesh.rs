@@ -600,7 +600,7 @@ impl Mesh {
             gateways: Vec::new(),
             clusters: BTreeMap::new(),
             ingress_services: Vec::new(),
-            gateway_refs: crate::fixtures::gateway_api::gateway_services(fx),
+            gateway_refs: fx.gateway_api.services.clone(),
             gateway_statuses: fx.gateway_api.statuses.clone(),
             warnings,
         };
