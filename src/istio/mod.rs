@@ -5,6 +5,7 @@
 //! the two cannot disagree.
 
 mod answer_time;
+pub mod authz;
 pub mod ejection;
 mod gateway;
 mod gateway_tcp;

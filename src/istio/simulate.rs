@@ -31,6 +31,9 @@ pub struct SimRequest {
     /// Take every credentialName as served (what istiod's listeners say; whether SDS
     /// has the Secret is not part of them): for comparing with the oracle.
     pub assume_certificates: bool,
+    /// The address the gateway sees the connection come from (`request.source`);
+    /// None: the target's own client address (127.0.0.1 on the local target).
+    pub source_address: Option<std::net::IpAddr>,
 }
 
 /// Who would answer.
@@ -87,6 +90,9 @@ pub struct Prediction {
     /// retries) and the stub's delay the request asks for (answer_time.rs); zero when
     /// nothing in them makes it slow.
     pub longest_answer: std::time::Duration,
+    /// What the gateway's RBAC (and JWT) filters decided; None when no policy applies
+    /// to the gateway pod (authz/).
+    pub authz: Option<super::authz::Verdict>,
 }
 
 /// One mirror policy of the matched route, as the simulation sees it.
@@ -698,6 +704,7 @@ impl Mesh {
             fault: None,
             mirrors,
             longest_answer,
+            authz: None,
         }
     }
 
@@ -1129,6 +1136,7 @@ fn refused(steps: Vec<String>, why: String) -> Prediction {
         }],
         mirrors: Vec::new(),
         longest_answer: std::time::Duration::ZERO,
+        authz: None,
     }
 }
 
@@ -1156,5 +1164,6 @@ fn status_only(
         }],
         mirrors: Vec::new(),
         longest_answer: std::time::Duration::ZERO,
+        authz: None,
     }
 }

@@ -251,6 +251,7 @@ fn a_fault_abort_takes_its_share_of_requests_before_the_route_forwards() {
         fault: None,
         mirrors: vec![],
         longest_answer: Default::default(),
+        authz: None,
     };
     assert_eq!(p.outcomes().len(), 1);
     p.fault = Some(FaultPlan {
