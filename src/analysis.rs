@@ -924,6 +924,7 @@ pub fn sim_request(req: &RequestSpec, service_port: u16) -> SimRequest {
         body: req.body.clone(),
         headers: req.header_values(),
         source_address: None,
+        skip_authz: false,
     }
 }
 

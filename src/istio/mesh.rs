@@ -45,6 +45,8 @@ pub struct GatewayProxy {
     /// Index into [`Mesh::pods`].
     pub pod: usize,
     pub listeners: Vec<ListenerPlan>,
+    /// The security filters of its HTTP connection managers (authz/).
+    pub authz: super::authz::AuthzPlan,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -620,7 +622,12 @@ impl Mesh {
                 .collect();
             let listeners =
                 super::gateway::build_listeners(fx, pod, &gws, &vss, &mut mesh.warnings);
-            mesh.gateways.push(GatewayProxy { pod: i, listeners });
+            let authz = super::authz::plan(fx, &pod.namespace, &pod.labels, &mut mesh.warnings);
+            mesh.gateways.push(GatewayProxy {
+                pod: i,
+                listeners,
+                authz,
+            });
         }
         // Clusters for every destination any VirtualService names (istiod builds them
         // whether or not a route is bound to a gateway).

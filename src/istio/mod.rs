@@ -12,6 +12,7 @@ mod gateway_tcp;
 mod hcm;
 pub mod headers;
 mod mesh;
+pub mod normalize;
 mod pods;
 pub mod policy;
 mod route_filters;

@@ -8,6 +8,7 @@ use super::headers::{self, Headers, PredictedResponse};
 use super::mesh::{
     ClusterPlan, Mesh, PathMatch, RouteKind, RoutePlan, UpstreamTls, UriRewrite, VHostPlan,
 };
+use super::normalize::{normalize, PathNormalization};
 use super::pods::PodRole;
 use super::route_filters::FaultPlan;
 use crate::fixtures::istio::StringMatch;
@@ -34,6 +35,9 @@ pub struct SimRequest {
     /// The address the gateway sees the connection come from (`request.source`);
     /// None: the target's own client address (127.0.0.1 on the local target).
     pub source_address: Option<std::net::IpAddr>,
+    /// Route as if the security filters let the request through (comparing routes
+    /// with the oracle; their verdict is compared apart).
+    pub skip_authz: bool,
 }
 
 /// Who would answer.
@@ -537,6 +541,38 @@ impl Mesh {
                 tls.secret_name
             ));
         }
+        // The connection manager normalizes the path before any filter or route
+        // sees it (normalize.rs).
+        let req = &SimRequest {
+            path: normalize(&req.path, PathNormalization::default()),
+            ..req.clone()
+        };
+        let authz = if req.skip_authz {
+            None
+        } else {
+            gw.authz.decide(&rbac_request(req, listener.target_port))
+        };
+        if let Some(v) = &authz {
+            steps.push(v.why.clone());
+            if v.denied_by.is_some() {
+                let mut p = status_only(steps, None, 403, v.why.clone());
+                p.authz = authz;
+                return p;
+            }
+        }
+        let mut p = self.route_request(steps, chain, req, ejections);
+        p.authz = authz;
+        p
+    }
+
+    /// The virtual host and route `req` takes on `chain`, and what follows.
+    fn route_request(
+        &self,
+        mut steps: Vec<String>,
+        chain: &super::mesh::ChainPlan,
+        req: &SimRequest,
+        ejections: Option<&Ejections>,
+    ) -> Prediction {
         let Some(vh) = select_vhost(&chain.route_config.vhosts, &req.host) else {
             return status_only(
                 steps,
@@ -1105,6 +1141,29 @@ fn select_chain<'a>(
         ));
     }
     Ok(chain)
+}
+
+/// What the gateway's RBAC filter sees of `req`, arriving on listener port `port`:
+/// the connection comes from `source_address` (127.0.0.1 by default) and, with
+/// `use_remote_address` and no trusted hops (xff_num_trusted_hops 0), that is also
+/// the remote address; no client certificate.
+fn rbac_request(req: &SimRequest, port: u16) -> super::authz::rbac::Request {
+    let direct = req
+        .source_address
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    super::authz::rbac::Request {
+        path: req.path.clone(),
+        method: req.method.clone(),
+        authority: req.host.clone(),
+        headers: req.headers.clone(),
+        destination_port: port,
+        destination_ip: None,
+        direct_remote_ip: Some(direct),
+        remote_ip: Some(direct),
+        peer_principal: None,
+        sni: req.https.then(|| strip_port(&req.host).to_string()),
+        metadata: Default::default(),
+    }
 }
 
 fn no_tls(steps: Vec<String>, why: String) -> Prediction {

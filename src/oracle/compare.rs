@@ -9,7 +9,8 @@
 //! connect timeout, panic threshold, HTTP protocol options); MC405
 //! the gateway listeners differ (names, filter chains, every HttpConnectionManager field
 //! the model sets); MC406 (warning, info) what istiod's validation warns
-//! about and objects the oracle is not given.
+//! about and objects the oracle is not given; MC408 the gateway's security filters
+//! (RBAC, whole) differ (compare_authz.rs).
 
 use super::output::{GatewayConfig, Output, RouteTable};
 use super::views::{
@@ -181,6 +182,7 @@ fn requests(d: &mut Diff, suite: &Suite, o: &Output) {
         // and the oracle is given none: compare as if every credential were served.
         let mut sim = sim_request(req, suite.ingress.port);
         sim.assume_certificates = true;
+        sim.skip_authz = true;
         let pred = d.mesh.simulate(&sim);
         let mine = model_answer(&pred);
         let theirs = match o.simulations.iter().find(|s| s.id == id) {
@@ -448,6 +450,25 @@ fn connection_managers(
             let Some(theirs) = oracle_hcm(og, &l.name, &c.route_config.name) else {
                 continue; // reported with the filter chains
             };
+            if let Some((mine, istiod)) = super::compare_authz::difference(&gw.authz, theirs) {
+                let at = gw
+                    .authz
+                    .applied
+                    .first()
+                    .map(|(_, s)| s.clone())
+                    .unwrap_or_else(|| first_gateway_source(d, gi));
+                let release = d.release.clone();
+                d.push(
+                    "MC408",
+                    pod_name.to_string(),
+                    at,
+                    format!(
+                        "listener {} route configuration {}: meshcheck: {mine}",
+                        l.name, c.route_config.name
+                    ),
+                    format!("istiod {release}: {istiod}"),
+                );
+            }
             let diffs = super::fields::differing(&c.hcm.envoy_fields(), Some(theirs));
             if diffs.is_empty() {
                 continue;

@@ -5,6 +5,7 @@
 
 pub mod binary;
 pub mod compare;
+mod compare_authz;
 mod compare_status;
 mod fields;
 pub mod input;

@@ -6,6 +6,7 @@
 
 use super::certs::CertFiles;
 use crate::fixtures::istio::StringMatch;
+use crate::istio::authz::AuthzPlan;
 use crate::istio::policy::{ClusterPolicy, HashPolicy, LbPolicy, OutlierPlan};
 use crate::istio::{
     ChainPlan, ClusterPlan, CorsPlan, FaultPlan, Fraction, HeaderOps, ListenerPlan,
@@ -63,16 +64,18 @@ fn headers_to_add(ops: &HeaderOps) -> Vec<Value> {
 
 /// The gateway's HTTP filters as pilot orders them (listener.go
 /// buildHTTPConnectionManager; Istio's own extensions are left out, as with istiod's
-/// feature flags): fault and CORS, empty (the routes' typed_per_filter_config decides),
-/// then the router.
-fn gateway_http_filters() -> Value {
-    json!([
-        {"name": "envoy.filters.http.fault",
-         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"}},
-        {"name": "envoy.filters.http.cors",
-         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"}},
+/// feature flags): the security filters (RBAC: authz/), fault and CORS, empty (the
+/// routes' typed_per_filter_config decides), then the router.
+fn gateway_http_filters(authz: &AuthzPlan) -> Value {
+    let mut filters = authz.http_filters();
+    filters.extend([
+        json!({"name": "envoy.filters.http.fault",
+         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"}}),
+        json!({"name": "envoy.filters.http.cors",
+         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"}}),
         router_filter(),
-    ])
+    ]);
+    Value::Array(filters)
 }
 
 fn fraction(f: &Fraction) -> Value {
@@ -342,7 +345,7 @@ fn header_ops_into(v: &mut Value, which: &str, ops: &HeaderOps) {
 
 /// The HTTP connection manager of gateway filter chain `c`: the model's settings
 /// (HcmPlan, as istiod writes them), the route configuration inline, the filters.
-fn gateway_hcm(c: &ChainPlan) -> Value {
+fn gateway_hcm(c: &ChainPlan, authz: &AuthzPlan) -> Value {
     let rc = &c.route_config;
     let vhosts: Vec<Value> = rc
         .vhosts
@@ -368,7 +371,7 @@ fn gateway_hcm(c: &ChainPlan) -> Value {
         "route_config".into(),
         json!({"name": rc.name, "validate_clusters": false, "virtual_hosts": vhosts}),
     );
-    config.insert("http_filters".into(), gateway_http_filters());
+    config.insert("http_filters".into(), gateway_http_filters(authz));
     json!({"name": "envoy.filters.network.http_connection_manager", "typed_config": config})
 }
 
@@ -549,7 +552,11 @@ fn node(mesh: &Mesh, pod: usize, ip: Ipv4Addr, kind: &str) -> Value {
 /// buildGatewayListenerTLSContext); a TCP black hole for what is not emulated. A
 /// server whose Secret istiod cannot serve gets no chain: its SNI finds none and the
 /// handshake fails, as it does on Istio (the chain waits for a secret SDS never sends).
-fn filter_chains(l: &ListenerPlan, credentials: &BTreeMap<String, CertFiles>) -> Vec<Value> {
+fn filter_chains(
+    l: &ListenerPlan,
+    authz: &AuthzPlan,
+    credentials: &BTreeMap<String, CertFiles>,
+) -> Vec<Value> {
     if let ListenerProtocol::Opaque(_) = &l.protocol {
         return vec![json!({"filters": [{
             "name": "envoy.filters.network.tcp_proxy",
@@ -558,7 +565,7 @@ fn filter_chains(l: &ListenerPlan, credentials: &BTreeMap<String, CertFiles>) ->
     }
     let mut out = Vec::new();
     for c in &l.chains {
-        let mut chain = json!({"filters": [gateway_hcm(c)]});
+        let mut chain = json!({"filters": [gateway_hcm(c, authz)]});
         if let Some(tls) = &c.tls {
             let Some(files) = credentials
                 .get(&tls.sds_name)
@@ -608,7 +615,7 @@ pub fn gateway_bootstrap(
         .listeners
         .iter()
         .map(|l| {
-            let chains = filter_chains(l, credentials);
+            let chains = filter_chains(l, &g.authz, credentials);
             // Envoy listens in the pod on the target port; kube-proxy's NodePorts are
             // the same listener's additional addresses on the node.
             let extra: Vec<Value> = l

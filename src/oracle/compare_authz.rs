@@ -1,0 +1,105 @@
+//! The gateway's security filters (RBAC: istio/authz/) against istiod's: the model's
+//! envoy.filters.http.rbac filters, in order and whole, must be the ones istiod puts
+//! into the same HttpConnectionManager (MC408).
+
+use crate::istio::authz::AuthzPlan;
+use serde_json::Value;
+
+/// The names of the HTTP filters compared here.
+const SECURITY_FILTERS: &[&str] = &["envoy.filters.http.rbac"];
+
+/// istiod's security filters of connection manager `hcm` (its typed_config).
+fn theirs(hcm: &Value) -> Vec<Value> {
+    hcm.get("http_filters")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|f| {
+            f.get("name")
+                .and_then(Value::as_str)
+                .is_some_and(|n| SECURITY_FILTERS.contains(&n))
+        })
+        .cloned()
+        .collect()
+}
+
+/// The first place two JSON values differ: (path, mine, theirs).
+pub fn first_difference(
+    mine: &Value,
+    theirs: &Value,
+    at: &str,
+) -> Option<(String, String, String)> {
+    match (mine, theirs) {
+        (Value::Object(a), Value::Object(b)) => {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            keys.into_iter().find_map(|k| {
+                let here = format!("{at}.{k}");
+                match (a.get(k), b.get(k)) {
+                    (Some(x), Some(y)) => first_difference(x, y, &here),
+                    (x, y) => Some((here, shown(x), shown(y))),
+                }
+            })
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => a
+            .iter()
+            .zip(b)
+            .enumerate()
+            .find_map(|(i, (x, y))| first_difference(x, y, &format!("{at}[{i}]"))),
+        (a, b) if a == b => None,
+        (a, b) => Some((at.to_string(), a.to_string(), b.to_string())),
+    }
+}
+
+fn shown(v: Option<&Value>) -> String {
+    v.map_or_else(|| "unset".to_string(), Value::to_string)
+}
+
+/// How the model's security filters differ from those in istiod's connection manager
+/// `hcm`: (meshcheck's side, istiod's side), or None when they are the same.
+pub fn difference(plan: &AuthzPlan, hcm: &Value) -> Option<(String, String)> {
+    let mine = plan.http_filters();
+    let theirs = theirs(hcm);
+    if mine.len() != theirs.len() {
+        let names = |fs: &[Value]| {
+            fs.iter()
+                .map(|f| {
+                    let action = f
+                        .pointer("/typed_config/rules/action")
+                        .and_then(Value::as_str)
+                        .unwrap_or("ALLOW");
+                    format!("rbac {action}")
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        return Some((
+            format!("security filters [{}]", names(&mine)),
+            format!("security filters [{}]", names(&theirs)),
+        ));
+    }
+    mine.iter()
+        .zip(&theirs)
+        .enumerate()
+        .find_map(|(i, (m, t))| first_difference(m, t, &format!("rbac filter {i}")))
+        .map(|(path, m, t)| (format!("{path} {m}"), format!("{path} {t}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_difference;
+    use serde_json::json;
+
+    #[test]
+    fn the_first_differing_field_is_named_both_ways() {
+        let a = json!({"rules": {"policies": {"p": {"x": 1}}}});
+        let b = json!({"rules": {"policies": {"p": {"x": 2}}}});
+        let d = first_difference(&a, &b, "f").unwrap();
+        assert_eq!(d.0, "f.rules.policies.p.x");
+        let c = json!({"rules": {"policies": {"p": {"x": 1}, "q": {}}}});
+        assert_eq!(
+            first_difference(&a, &c, "f").unwrap().0,
+            "f.rules.policies.q"
+        );
+        assert!(first_difference(&a, &a, "f").is_none());
+    }
+}
