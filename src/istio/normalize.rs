@@ -48,8 +48,12 @@ impl PathNormalization {
     }
 }
 
-/// `path_and_query` as the filters and routes see it.
+/// `path_and_query` as the filters and routes see it. Envoy drops a fragment in every
+/// mode (its HTTP/1 codec; `#` never reaches a filter).
 pub fn normalize(path_and_query: &str, mode: PathNormalization) -> String {
+    let path_and_query = path_and_query
+        .split_once('#')
+        .map_or(path_and_query, |(p, _)| p);
     let (path, rest) = match path_and_query.find('?') {
         Some(i) => path_and_query.split_at(i),
         None => (path_and_query, ""),
@@ -120,8 +124,10 @@ fn escaped(c: u8) -> bool {
 }
 
 /// Chromium's CanonicalizePath as Envoy uses it: unreserved escapes decoded, other
-/// escapes kept as written, characters that must be escaped escaped, and `.` and `..`
-/// segments (also spelled `%2e`) resolved.
+/// escapes kept as written, a backslash made a slash, characters that must be escaped
+/// escaped, and `.` and `..` segments (also spelled `%2e`) resolved. The tests hold
+/// what Envoy 1.40 answered for each spelling, in each mode (local replies echoing
+/// `%REQ(:PATH)%`).
 pub fn canonical_path(p: &str) -> String {
     let b = p.as_bytes();
     let mut text = String::new();
@@ -143,7 +149,10 @@ pub fn canonical_path(p: &str) -> String {
                 continue;
             }
         }
-        if escaped(c) {
+        if c == b'\\' {
+            // Chromium's canonicalizer takes a backslash for a slash.
+            text.push('/');
+        } else if escaped(c) {
             text.push_str(&format!("%{c:02X}"));
         } else {
             text.push(c as char);
@@ -195,6 +204,16 @@ mod tests {
         assert_eq!(normalize("/a/b/..", Base), "/a/");
         assert_eq!(normalize("/..", Base), "/");
         assert_eq!(normalize("/ADMIN", Base), "/ADMIN");
+        assert_eq!(normalize("/%2E%2E/admin", Base), "/admin");
+        assert_eq!(normalize("/admin%5Cx", Base), "/admin%5Cx");
+        assert_eq!(normalize("/a\\admin", Base), "/a/admin");
+        assert_eq!(normalize("/adm%69n", Base), "/admin");
+        assert_eq!(normalize("/admin/.", Base), "/admin/");
+        assert_eq!(normalize("/%7Eadmin", Base), "/~admin");
+        assert_eq!(normalize("/a%20b", Base), "/a%20b");
+        assert_eq!(normalize("/a%zz", Base), "/a%zz");
+        assert_eq!(normalize("/admin;x", Base), "/admin;x");
+        assert_eq!(normalize("/admin#x", Base), "/admin");
     }
 
     #[test]
