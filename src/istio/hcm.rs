@@ -23,6 +23,14 @@ pub struct HcmPlan {
     /// kept unchanged.
     pub normalize_path: bool,
     pub path_with_escaped_slashes_action: &'static str,
+    /// meshConfig pathNormalization (listener_builder.go buildHTTPConnectionManager):
+    /// decides the three fields around it; the simulation normalizes with it.
+    pub path_normalization: super::normalize::PathNormalization,
+    pub merge_slashes: bool,
+    /// ProxyConfig gatewayTopology.numTrustedProxies (gateway.go
+    /// buildGatewayConnectionManager): X-Forwarded-For entries trusted for the client
+    /// address.
+    pub xff_num_trusted_hops: u32,
     /// Gateways sanitize client certificates and set the current one
     /// (ForwardClientCertDetails_SANITIZE_SET; SetCurrentClientCertDetails with
     /// subject, cert, DNS and URI).
@@ -53,6 +61,9 @@ impl HcmPlan {
             use_remote_address: true,
             normalize_path: true,
             path_with_escaped_slashes_action: "KEEP_UNCHANGED",
+            path_normalization: Default::default(),
+            merge_slashes: false,
+            xff_num_trusted_hops: 0,
             forward_client_cert_details: "SANITIZE_SET",
             set_current_client_cert_details: [
                 ("subject", true),
@@ -65,6 +76,22 @@ impl HcmPlan {
             websocket: true,
             proxy_100_continue: true,
         }
+    }
+
+    /// With meshConfig pathNormalization `n` and `hops` trusted proxies.
+    pub fn with_mesh(mut self, n: super::normalize::PathNormalization, hops: u32) -> HcmPlan {
+        self.path_normalization = n;
+        self.normalize_path = n.normalize_path();
+        self.merge_slashes = n.merge_slashes();
+        // listener_builder.go: KEEP_UNCHANGED unless DECODE_AND_MERGE_SLASHES.
+        self.path_with_escaped_slashes_action =
+            if n == super::normalize::PathNormalization::DecodeAndMergeSlashes {
+                "UNESCAPE_AND_FORWARD"
+            } else {
+                "KEEP_UNCHANGED"
+            };
+        self.xff_num_trusted_hops = hops;
+        self
     }
 
     /// These settings as Envoy HttpConnectionManager fields (JSON), every one written
@@ -86,6 +113,8 @@ impl HcmPlan {
             "server_name": self.server_name,
             "use_remote_address": self.use_remote_address,
             "normalize_path": self.normalize_path,
+            "merge_slashes": self.merge_slashes,
+            "xff_num_trusted_hops": self.xff_num_trusted_hops,
             "path_with_escaped_slashes_action": self.path_with_escaped_slashes_action,
             "strip_any_host_port": self.strip_any_host_port,
             "forward_client_cert_details": self.forward_client_cert_details,

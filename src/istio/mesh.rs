@@ -620,8 +620,15 @@ impl Mesh {
                 .iter()
                 .filter(|g| fx.gateway_selects(g, &pod.namespace, &pod.labels))
                 .collect();
-            let listeners =
+            let mut listeners =
                 super::gateway::build_listeners(fx, pod, &gws, &vss, &mut mesh.warnings);
+            let hops = fx
+                .proxy_config(&pod.annotations)
+                .num_trusted_proxies()
+                .unwrap_or(0);
+            for c in listeners.iter_mut().flat_map(|l| l.chains.iter_mut()) {
+                c.hcm = c.hcm.clone().with_mesh(fx.path_normalization(), hops);
+            }
             let authz = super::authz::plan(fx, &pod.namespace, &pod.labels, &mut mesh.warnings);
             mesh.gateways.push(GatewayProxy {
                 pod: i,

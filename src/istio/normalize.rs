@@ -38,14 +38,6 @@ impl PathNormalization {
             PathNormalization::MergeSlashes | PathNormalization::DecodeAndMergeSlashes
         )
     }
-    /// HttpConnectionManager path_with_escaped_slashes_action.
-    pub fn escaped_slashes_action(self) -> &'static str {
-        match self {
-            PathNormalization::DecodeAndMergeSlashes => "UNESCAPE_AND_FORWARD",
-            PathNormalization::None => "IMPLEMENTATION_SPECIFIC_DEFAULT",
-            _ => "KEEP_UNCHANGED",
-        }
-    }
 }
 
 /// `path_and_query` as the filters and routes see it. Envoy drops a fragment in every

@@ -43,6 +43,8 @@ pub struct PodPlan {
     pub container_ports: Vec<(Option<String>, u16)>,
     /// The stub container's environment, as written (resolved by the target).
     pub env: Vec<crate::fixtures::k8s::EnvVar>,
+    /// The template's annotations (`proxy.istio.io/config`, ...).
+    pub annotations: Labels,
     pub source: Source,
 }
 
@@ -258,6 +260,7 @@ pub fn plan_pods(fx: &Fixtures, warnings: &mut Vec<Warning>) -> Vec<PodPlan> {
                     .first()
                     .map(|c| c.env.clone())
                     .unwrap_or_default(),
+                annotations: tmpl.metadata.annotations.clone(),
                 source: d.source.clone(),
             });
         }

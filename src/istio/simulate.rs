@@ -8,7 +8,7 @@ use super::headers::{self, Headers, PredictedResponse};
 use super::mesh::{
     ClusterPlan, Mesh, PathMatch, RouteKind, RoutePlan, UpstreamTls, UriRewrite, VHostPlan,
 };
-use super::normalize::{normalize, PathNormalization};
+use super::normalize::normalize;
 use super::pods::PodRole;
 use super::route_filters::FaultPlan;
 use crate::fixtures::istio::StringMatch;
@@ -544,13 +544,17 @@ impl Mesh {
         // The connection manager normalizes the path before any filter or route
         // sees it (normalize.rs).
         let req = &SimRequest {
-            path: normalize(&req.path, PathNormalization::default()),
+            path: normalize(&req.path, chain.hcm.path_normalization),
             ..req.clone()
         };
         let authz = if req.skip_authz {
             None
         } else {
-            gw.authz.decide(&rbac_request(req, listener.target_port))
+            gw.authz.decide(&rbac_request(
+                req,
+                listener.target_port,
+                chain.hcm.xff_num_trusted_hops,
+            ))
         };
         if let Some(v) = &authz {
             steps.push(v.why.clone());
@@ -1144,13 +1148,13 @@ fn select_chain<'a>(
 }
 
 /// What the gateway's RBAC filter sees of `req`, arriving on listener port `port`:
-/// the connection comes from `source_address` (127.0.0.1 by default) and, with
-/// `use_remote_address` and no trusted hops (xff_num_trusted_hops 0), that is also
-/// the remote address; no client certificate.
-fn rbac_request(req: &SimRequest, port: u16) -> super::authz::rbac::Request {
+/// the connection comes from `source_address` (127.0.0.1 by default); no client
+/// certificate.
+fn rbac_request(req: &SimRequest, port: u16, trusted_hops: u32) -> super::authz::rbac::Request {
     let direct = req
         .source_address
         .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    let remote = client_address(direct, req.headers.get("x-forwarded-for"), trusted_hops);
     super::authz::rbac::Request {
         path: req.path.clone(),
         method: req.method.clone(),
@@ -1159,11 +1163,38 @@ fn rbac_request(req: &SimRequest, port: u16) -> super::authz::rbac::Request {
         destination_port: port,
         destination_ip: None,
         direct_remote_ip: Some(direct),
-        remote_ip: Some(direct),
+        remote_ip: Some(remote),
         peer_principal: None,
         sni: req.https.then(|| strip_port(&req.host).to_string()),
         metadata: Default::default(),
     }
+}
+
+/// The client address Envoy settles on with `use_remote_address: true` (gateways):
+/// the connection's peer when no hop is trusted, else the `trusted_hops`-th
+/// X-Forwarded-For entry from the right, as received; the peer again when the header
+/// has fewer entries or that one is not an address (Envoy
+/// conn_manager_utility.cc mutateRequestHeaders, Utility::getLastAddressFromXFF).
+pub fn client_address(
+    direct: std::net::IpAddr,
+    xff: Option<&Vec<String>>,
+    trusted_hops: u32,
+) -> std::net::IpAddr {
+    if trusted_hops == 0 {
+        return direct;
+    }
+    let entries: Vec<&str> = xff
+        .into_iter()
+        .flatten()
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let n = trusted_hops as usize;
+    entries
+        .len()
+        .checked_sub(n)
+        .and_then(|i| entries[i].parse().ok())
+        .unwrap_or(direct)
 }
 
 fn no_tls(steps: Vec<String>, why: String) -> Prediction {

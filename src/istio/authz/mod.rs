@@ -12,11 +12,6 @@ use crate::fixtures::security::AuthorizationPolicy;
 use crate::fixtures::{Fixtures, Item, Source, Warning};
 use rbac::{Action, Policy, RbacFilter, Rules};
 
-/// The mesh's root namespace (meshConfig rootNamespace's default): its policies
-/// apply to workloads of every namespace (pilot/pkg/model/authorization.go
-/// ListAuthorizationPolicies).
-pub const ROOT_NAMESPACE: &str = "istio-system";
-
 /// The label of pods a Gateway API Gateway's automated deployment runs
 /// (pilot/pkg/model/policyattachment.go workloadGatewayName).
 const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
@@ -78,10 +73,11 @@ impl AuthzPlan {
                 }
                 (Action::Deny, None) => {}
                 (Action::Allow, Some(p)) => allowed_by = Some(p),
-                (Action::Allow, None) => return Some(Verdict {
-                    denied_by: Some(DeniedBy::Rbac),
-                    policy: None,
-                    why: format!(
+                (Action::Allow, None) => {
+                    return Some(Verdict {
+                        denied_by: Some(DeniedBy::Rbac),
+                        policy: None,
+                        why: format!(
                         "RBAC: access denied: ALLOW policies apply and none of [{}] matches: 403",
                         rules
                             .policies
@@ -90,7 +86,8 @@ impl AuthzPlan {
                             .collect::<Vec<_>>()
                             .join(", ")
                     ),
-                }),
+                    })
+                }
             }
         }
         let why = match &allowed_by {
@@ -111,13 +108,19 @@ pub fn policy_name(namespace: &str, name: &str, rule: usize) -> String {
 }
 
 /// Whether policy `p` attaches to a workload in `namespace` with `labels`
-/// (authorization.go ListAuthorizationPolicies: the root namespace's and the
+/// (authorization.go ListAuthorizationPolicies: the root namespace's (meshConfig
+/// rootNamespace, policies there apply to every namespace) and the
 /// workload's own; policyattachment.go ShouldAttachPolicy: a selector, or for a
 /// Gateway API gateway's pods a targetRef to that Gateway; selector-based policy
 /// applies to those too, ENABLE_SELECTOR_BASED_K8S_GATEWAY_POLICY being on by
 /// default).
-pub fn attaches(p: &Item<AuthorizationPolicy>, namespace: &str, labels: &Labels) -> bool {
-    if p.namespace != ROOT_NAMESPACE && p.namespace != namespace {
+pub fn attaches(
+    p: &Item<AuthorizationPolicy>,
+    root_namespace: &str,
+    namespace: &str,
+    labels: &Labels,
+) -> bool {
+    if p.namespace != root_namespace && p.namespace != namespace {
         return false;
     }
     let spec = &p.spec.spec;
@@ -164,7 +167,7 @@ pub fn plan(
     let mut policies: Vec<&Item<AuthorizationPolicy>> = fx
         .authorization_policies
         .iter()
-        .filter(|p| attaches(p, namespace, labels))
+        .filter(|p| attaches(p, fx.root_namespace(), namespace, labels))
         .collect();
     // authorization.go: by creation time, then name, then namespace (one apply, one
     // creation second).
