@@ -12,6 +12,8 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	meshconfig "istio.io/api/mesh/v1alpha1"
+
 	"istio.io/istio/pilot/pkg/config/kube/crd"
 	"istio.io/istio/pilot/pkg/model"
 	"istio.io/istio/pilot/test/xds"
@@ -42,9 +44,15 @@ func run(in *Input, version string, noTelemetry bool) (*Output, error) {
 	err := test.Wrap(func(t test.Failer) {
 		opts := xds.FakeOptions{Configs: configs, KubernetesObjectString: gwapi.rest,
 			KubernetesObjects: gwapi.objects, KubeClientModifier: func(c kubelib.Client) { installGatewayAPICRDs(t, c) }}
-		if noTelemetry {
-			m := mesh.DefaultMeshConfig()
-			m.DefaultProviders = nil
+		if noTelemetry || in.MeshConfig != "" {
+			m, err := meshConfigOf(in.MeshConfig)
+			if err != nil {
+				runErr = err
+				return
+			}
+			if noTelemetry {
+				m.DefaultProviders = nil
+			}
 			opts.MeshConfig = m
 		}
 		s := xds.NewFakeDiscoveryServer(t, opts)
@@ -56,7 +64,7 @@ func run(in *Input, version string, noTelemetry bool) (*Output, error) {
 		}
 		gens := map[string]*generated{}
 		for _, gw := range in.Gateways {
-			g, err := generateFor(s, gw, version)
+			g, err := generateFor(s, gw, version, s.Env().Mesh())
 			if err != nil {
 				runErr = err
 				return
@@ -123,7 +131,38 @@ func acceptedConfigs(in *Input, out *Output) []config.Config {
 	return keep
 }
 
-func generateFor(s *xds.FakeDiscoveryServer, gw ProxyInput, version string) (*generated, error) {
+// meshConfigOf is Istio's default mesh config with the fixtures' `mesh` YAML over it
+// (as istiod reads its ConfigMap: mesh.ApplyMeshConfigDefaults).
+func meshConfigOf(yaml string) (*meshconfig.MeshConfig, error) {
+	if yaml == "" {
+		return mesh.DefaultMeshConfig(), nil
+	}
+	m, err := mesh.ApplyMeshConfigDefaults(yaml)
+	if err != nil {
+		return nil, fmt.Errorf("mesh config: %v", err)
+	}
+	return m, nil
+}
+
+// proxyConfigOf is the ProxyConfig pilot-agent sends for a pod annotated with
+// proxy.istio.io/config `yaml`: the annotation merged over the mesh's defaultConfig
+// (mesh.ApplyProxyConfig); nil without the annotation (istiod then uses the mesh's).
+func proxyConfigOf(yaml string, m *meshconfig.MeshConfig) (*model.NodeMetaProxyConfig, error) {
+	if yaml == "" {
+		return nil, nil
+	}
+	mc, err := mesh.ApplyProxyConfig(yaml, m)
+	if err != nil {
+		return nil, fmt.Errorf("proxy.istio.io/config: %v", err)
+	}
+	return (*model.NodeMetaProxyConfig)(mc.DefaultConfig), nil
+}
+
+func generateFor(s *xds.FakeDiscoveryServer, gw ProxyInput, version string, m *meshconfig.MeshConfig) (*generated, error) {
+	pc, err := proxyConfigOf(gw.ProxyConfig, m)
+	if err != nil {
+		return nil, err
+	}
 	p := s.SetupProxy(&model.Proxy{
 		Type:            model.Router,
 		ID:              gw.Name + "." + gw.Namespace,
@@ -136,6 +175,7 @@ func generateFor(s *xds.FakeDiscoveryServer, gw ProxyInput, version string) (*ge
 			IstioVersion:   version,
 			ClusterID:      istiocluster.ID(constants.DefaultClusterName),
 			ServiceAccount: gw.ServiceAccount,
+			ProxyConfig:    pc,
 		},
 	})
 	g := &generated{proxy: p}

@@ -17,6 +17,9 @@ type Input struct {
 	Sources  map[string]string `json:"sources"`
 	Gateways []ProxyInput      `json:"gateways"`
 	Requests []Request         `json:"requests"`
+	// MeshConfig: the `mesh` key of the fixtures' istio ConfigMap (YAML), over
+	// Istio's defaults; empty: the defaults.
+	MeshConfig string `json:"mesh_config,omitempty"`
 }
 
 // IstioDoc is one Istio object: its key ("Kind/namespace/name") and its document.
@@ -33,6 +36,9 @@ type ProxyInput struct {
 	Labels    map[string]string `json:"labels"`
 	// ServiceAccount, for the proxy's identity.
 	ServiceAccount string `json:"service_account"`
+	// ProxyConfig: the pod's proxy.istio.io/config annotation (YAML), which
+	// pilot-agent merges over meshConfig.defaultConfig and sends as node metadata.
+	ProxyConfig string `json:"proxy_config,omitempty"`
 }
 
 // Request is one request to simulate at a gateway pod.

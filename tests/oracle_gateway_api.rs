@@ -163,6 +163,7 @@ fn cluster(listener_hostname: Option<&str>, objects: Vec<Value>) -> Input {
             ip: "10.244.0.3".into(),
             labels: gateway_pod_labels(),
             service_account: "atlas-gw-istio".into(),
+            proxy_config: None,
         }],
         requests: ["/atlas-rest/items", "/atlas-restless"]
             .iter()
@@ -177,6 +178,7 @@ fn cluster(listener_hostname: Option<&str>, objects: Vec<Value>) -> Input {
                 headers: BTreeMap::new(),
             })
             .collect(),
+        mesh_config: None,
     }
 }
 

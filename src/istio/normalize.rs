@@ -112,7 +112,7 @@ fn unreserved(c: u8) -> bool {
 /// kPathCharLookup ESCAPE): controls, space, `"`, `<`, `>`, `` ` ``, `{`, `}`, DEL
 /// and non-ASCII bytes.
 fn escaped(c: u8) -> bool {
-    c < 0x20 || c >= 0x7f || matches!(c, b' ' | b'"' | b'<' | b'>' | b'`' | b'{' | b'}')
+    !(0x20..0x7f).contains(&c) || matches!(c, b' ' | b'"' | b'<' | b'>' | b'`' | b'{' | b'}')
 }
 
 /// Chromium's CanonicalizePath as Envoy uses it: unreserved escapes decoded, other

@@ -29,6 +29,9 @@ pub struct Input {
     pub sources: BTreeMap<String, String>,
     pub gateways: Vec<ProxyInput>,
     pub requests: Vec<Request>,
+    /// The `mesh` key of the fixtures' istio ConfigMap, as written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mesh_config: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -45,6 +48,9 @@ pub struct ProxyInput {
     pub ip: String,
     pub labels: BTreeMap<String, String>,
     pub service_account: String,
+    /// The pod's `proxy.istio.io/config` annotation, as written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_config: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -191,14 +197,29 @@ pub fn build(fx: &Fixtures, mesh: &Mesh, suite: &Suite) -> Input {
                 ip: pod_ip(i).to_string(),
                 labels: p.labels.clone().into_iter().collect(),
                 service_account: p.service_account.clone(),
+                proxy_config: p
+                    .annotations
+                    .get(crate::fixtures::mesh_config::PROXY_CONFIG_ANNOTATION)
+                    .cloned(),
             })
             .collect(),
         requests: requests(fx, mesh, suite),
+        mesh_config: mesh_config_text(fx),
     }
 }
 
 /// The object as stored: a namespaced object applied without a namespace lands in
 /// `default` (the loader already decided which).
+/// The istio ConfigMap's `mesh` text, when the fixtures carry one.
+fn mesh_config_text(fx: &Fixtures) -> Option<String> {
+    fx.objects
+        .iter()
+        .find(|o| o.kind == "ConfigMap" && o.namespace == "istio-system" && o.name == "istio")
+        .and_then(|o| o.raw.pointer("/data/mesh"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
 fn with_namespace(o: &Object) -> Value {
     let mut v = o.raw.clone();
     if !o.namespace.is_empty() && v["metadata"].get("namespace").is_none() {

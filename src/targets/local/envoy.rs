@@ -589,6 +589,58 @@ fn filter_chains(
     out
 }
 
+/// kube-proxy hands a NodePort connection to the pod's port, so the RBAC filter of a
+/// gateway pod sees that port as the destination; here the node's NodePorts are the
+/// listener's own additional addresses, and Envoy sees the NodePort. Each
+/// `destination_port` permission on the listener's port in its RBAC filters also takes
+/// its NodePorts, so policies on the pod's port answer as on a cluster.
+pub(crate) fn destination_ports_as_kube_proxy(
+    listener: &mut Value,
+    target_port: u16,
+    node_ports: &[u16],
+) {
+    if node_ports.is_empty() {
+        return;
+    }
+    fn walk(v: &mut Value, port: u16, node_ports: &[u16]) {
+        match v {
+            Value::Object(m) => {
+                if m.len() == 1
+                    && m.get("destination_port").and_then(Value::as_u64) == Some(u64::from(port))
+                {
+                    let mut rules = vec![json!({ "destination_port": port })];
+                    rules.extend(
+                        node_ports
+                            .iter()
+                            .map(|np| json!({ "destination_port": np })),
+                    );
+                    *v = json!({"or_rules": {"rules": rules}});
+                    return;
+                }
+                m.values_mut().for_each(|x| walk(x, port, node_ports));
+            }
+            Value::Array(a) => a.iter_mut().for_each(|x| walk(x, port, node_ports)),
+            _ => {}
+        }
+    }
+    let filters = listener
+        .get_mut("filter_chains")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.get_mut("filters").and_then(Value::as_array_mut))
+        .flatten()
+        .filter_map(|f| {
+            f.pointer_mut("/typed_config/http_filters")
+                .and_then(Value::as_array_mut)
+        })
+        .flatten()
+        .filter(|f| f.get("name").and_then(Value::as_str) == Some("envoy.filters.http.rbac"));
+    for f in filters {
+        walk(f, target_port, node_ports);
+    }
+}
+
 /// A listener must have a filter chain: when no server of a TLS port has a
 /// certificate, one that no SNI matches keeps the port's behaviour (every handshake
 /// fails).
@@ -628,6 +680,7 @@ pub fn gateway_bootstrap(
             if !extra.is_empty() {
                 lis["additional_addresses"] = json!(extra);
             }
+            destination_ports_as_kube_proxy(&mut lis, l.target_port, &l.node_ports);
             // SNI matching needs the TLS inspector (pilot adds it to TLS listeners).
             if l.protocol == ListenerProtocol::Https {
                 lis["listener_filters"] = json!([{"name": "envoy.filters.listener.tls_inspector",

@@ -192,6 +192,7 @@ fn bind_locally(l: &mut Value, mesh: &Mesh, gw: usize, addrs: &Addresses) -> Res
         .filter(|p| u64::from(p.target_port) == port)
         .flat_map(|p| p.node_ports.iter().copied())
         .collect();
+    super::envoy::destination_ports_as_kube_proxy(l, port as u16, &node_ports);
     if !node_ports.is_empty() {
         l["additional_addresses"] = Value::Array(
             node_ports

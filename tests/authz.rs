@@ -1,0 +1,228 @@
+//! AuthorizationPolicy at the ingress, end to end on the local target: each fixture
+//! set is the seed's ingress (fixtures/ingress) plus one policy file of tests/authz/,
+//! run with the suite beside it. It passes (the gateway Envoys enforce the RBAC
+//! filters the model writes, and the simulation predicts each answer), and breaking
+//! one attribute of the policy fails exactly the checks that show it. Every fixture
+//! set is compared with istiod when the test ends (tests/common/oracle.rs): the RBAC
+//! filters whole (MC408) and the routes.
+
+mod common;
+use common::*;
+use std::collections::BTreeSet;
+
+/// Where the policies are written in the fixture copy.
+const POLICIES: &str = "60-authz.yaml";
+
+fn data(file: &str) -> String {
+    let path = root().join("tests/authz").join(file);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+struct Case {
+    fixtures: FixtureCopy,
+    suite: String,
+}
+
+impl Case {
+    fn new(name: &str) -> Case {
+        let fixtures = FixtureCopy::new();
+        fixtures.write(POLICIES, &data(&format!("{name}.yaml")));
+        Case {
+            fixtures,
+            suite: data(&format!("{name}.suite.yaml")),
+        }
+    }
+
+    /// Replaces `from` (which must occur exactly once) by `to` in `file`.
+    #[track_caller]
+    fn breaks_in(&self, file: &str, from: &str, to: &str) -> &Self {
+        let text = self.fixtures.read(file);
+        assert_eq!(
+            text.matches(from).count(),
+            1,
+            "{from:?} occurs once in {file}"
+        );
+        self.fixtures.write(file, &text.replacen(from, to, 1));
+        self
+    }
+
+    #[track_caller]
+    fn breaks(&self, from: &str, to: &str) -> &Self {
+        self.breaks_in(POLICIES, from, to)
+    }
+
+    /// The suite's traffic checks, `group::name`.
+    fn checks(&self) -> BTreeSet<String> {
+        let file = suite_file(&self.suite);
+        let suite = meshcheck::suite::load(file.path()).unwrap();
+        suite.checks.iter().map(|c| c.full_name()).collect()
+    }
+
+    /// The run failed exactly `checks`, each live and in the simulation, and passed
+    /// every other check of the suite; nothing was reported as not modelled.
+    #[track_caller]
+    fn fails_exactly(&self, checks: &[&str]) {
+        let r = run_suite(&self.fixtures, &self.suite);
+        let declared = self.checks();
+        for c in checks {
+            assert!(declared.contains(*c), "the suite has no check {c}");
+        }
+        let want: BTreeSet<String> = checks
+            .iter()
+            .flat_map(|c| [c.to_string(), format!("static::simulate::{c}")])
+            .collect();
+        assert_eq!(
+            r.failed, want,
+            "failed checks differ\n--- stdout\n{}\n--- stderr\n{}",
+            r.stdout, r.stderr
+        );
+        for c in &declared {
+            for name in [c.clone(), format!("static::simulate::{c}")] {
+                assert!(
+                    want.contains(&name) || r.passed.contains(&name),
+                    "{name} did not pass\n--- stdout\n{}\n--- stderr\n{}",
+                    r.stdout,
+                    r.stderr
+                );
+            }
+        }
+        assert_eq!(
+            r.code,
+            i32::from(!want.is_empty()),
+            "{}\n{}",
+            r.stdout,
+            r.stderr
+        );
+        assert!(
+            !r.stdout.contains("not modelled") && !r.stderr.contains("not modelled"),
+            "something is not modelled\n{}\n{}",
+            r.stdout,
+            r.stderr
+        );
+    }
+}
+
+/// The gateway Deployment trusts one proxy in front of it (X-Forwarded-For).
+fn trust_one_proxy(c: &Case) {
+    c.breaks_in(
+        "10-ingress-gateway.yaml",
+        "        inject.istio.io/templates: gateway\n",
+        "        inject.istio.io/templates: gateway\n        proxy.istio.io/config: '{\"gatewayTopology\": {\"numTrustedProxies\": 1}}'\n",
+    );
+}
+
+#[test]
+fn every_operation_field_denies_what_it_names_and_nothing_else() {
+    Case::new("operations").fails_exactly(&[]);
+}
+
+#[test]
+fn an_operation_read_otherwise_denies_what_it_should_not_or_lets_through_what_it_should_deny() {
+    let c = Case::new("operations");
+    // An exact path as a prefix, a one-segment template as any-segments, the suffix
+    // dropped; methods without their notPaths; a host case-sensitively; the Service
+    // port where the pod's listener port is meant.
+    c.breaks("\"/atlas-ui/admin\", ", "\"/atlas-ui/admin*\", ")
+        .breaks("\"/authz/{*}/keys\"", "\"/authz/{**}/keys\"")
+        .breaks("\"*.secret\", ", "")
+        .breaks("        notPaths: [\"/atlas-ui/trash/*\"]\n", "")
+        .breaks("\"blocked.example.com\", ", "")
+        .breaks("ports: [\"8080\"]", "ports: [\"80\"]");
+    c.fails_exactly(&[
+        "path::exact-not-prefix",
+        "path::one-segment-template-not-two",
+        "path::suffix",
+        "path::suffix-ignores-query",
+        "method::delete-in-trash-allowed",
+        "host::exact-any-case",
+        "port::listener-port",
+    ]);
+}
+
+#[test]
+fn an_allow_policy_lets_in_its_clients_and_denies_everything_else() {
+    let c = Case::new("sources");
+    trust_one_proxy(&c);
+    c.fails_exactly(&[]);
+}
+
+#[test]
+fn without_the_exclusion_or_the_wildcard_the_wrong_clients_get_in_or_out() {
+    let c = Case::new("sources");
+    trust_one_proxy(&c);
+    c.breaks("        notRemoteIpBlocks: [\"203.0.113.66\"]\n", "")
+        .breaks("values: [\"key-*\"]", "values: [\"key-\"]");
+    c.fails_exactly(&["remote::excluded-client-denied", "when::api-key-allowed"]);
+}
+
+#[test]
+fn without_a_trusted_proxy_the_client_address_is_the_connection_s() {
+    // X-Forwarded-For is not trusted: every client is 127.0.0.1, outside the block.
+    Case::new("sources").fails_exactly(&["remote::forwarded-client-allowed"]);
+}
+
+#[test]
+fn a_policy_that_does_not_attach_to_the_gateway_changes_nothing() {
+    let c = Case::new("operations");
+    // Another namespace's policy (not the root's, not the gateway's) and a selector
+    // for other pods attach to nothing at the gateway.
+    c.breaks("  namespace: istio-ingress\n", "  namespace: atlas\n");
+    c.fails_exactly(&[
+        "path::exact",
+        "path::prefix",
+        "path::suffix",
+        "path::suffix-ignores-query",
+        "path::one-segment-template",
+        "path::any-segments-template",
+        "method::delete-denied",
+        "host::exact-any-case",
+        "host::suffix",
+        "port::listener-port",
+    ]);
+}
+
+#[test]
+fn a_dry_run_policy_denies_nothing() {
+    let c = Case::new("operations");
+    c.breaks(
+        "  namespace: istio-ingress\n",
+        "  namespace: istio-ingress\n  annotations:\n    istio.io/dry-run: \"true\"\n",
+    );
+    c.fails_exactly(&[
+        "path::exact",
+        "path::prefix",
+        "path::suffix",
+        "path::suffix-ignores-query",
+        "path::one-segment-template",
+        "path::any-segments-template",
+        "method::delete-denied",
+        "host::exact-any-case",
+        "host::suffix",
+        "port::listener-port",
+    ]);
+}
+
+#[test]
+fn rules_absent_allow_nothing_and_one_empty_rule_allows_everything() {
+    let c = Case::new("sources");
+    trust_one_proxy(&c);
+    let text = c.fixtures.read(POLICIES);
+    let rules_at = text.find("  rules:\n").unwrap();
+    c.fixtures.write(POLICIES, &text[..rules_at]);
+    c.fails_exactly(&[
+        "remote::forwarded-client-allowed",
+        "when::api-key-allowed",
+        "to::health-open",
+    ]);
+    c.fixtures.write(
+        POLICIES,
+        &format!("{}  rules:\n  - {{}}\n", &text[..rules_at]),
+    );
+    c.fails_exactly(&[
+        "remote::excluded-client-denied",
+        "remote::untrusted-first-hop-ignored",
+        "remote::no-header-denied",
+        "when::other-key-denied",
+        "to::unknown-path-denied-not-404",
+    ]);
+}
