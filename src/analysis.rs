@@ -3,6 +3,7 @@
 //! object and file:line, says what Istio would do, and gives `istioctl analyze`'s code
 //! where istioctl reports the same condition.
 
+mod authorization;
 mod credentials;
 mod destination_rules;
 mod destinations;
@@ -138,6 +139,10 @@ pub const ANALYSES: &[(&str, &str)] = &[
         "gateway-api-status",
         "Gateway API objects as istiod's controller would report them: routes accepted by their parents, references resolved, listeners programmed",
     ),
+    (
+        "authorization",
+        "AuthorizationPolicies attach to workloads; at the gateway they do not rely on peer identities or the connection's address, no path spelling slips past a DENY, and ALLOW policies close no route by accident",
+    ),
 ];
 
 struct Ctx<'a> {
@@ -198,6 +203,7 @@ pub fn analyze(fx: &Fixtures, mesh: &Mesh, suite: &Suite) -> Vec<Finding> {
     upstream_tls::upstream_tls(&mut c);
     rewrites(&mut c);
     gateway_api_status::gateway_api_status(&mut c);
+    authorization::authorization(&mut c);
     simulate_suite(&mut c, suite);
     let mut seen = BTreeSet::new();
     c.out

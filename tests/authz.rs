@@ -226,3 +226,93 @@ fn rules_absent_allow_nothing_and_one_empty_rule_allows_everything() {
         "to::unknown-path-denied-not-404",
     ]);
 }
+
+/// `code` findings of `meshcheck analyze` on `dir`, as `object: message` lines.
+fn findings(dir: &std::path::Path, code: &str) -> Vec<String> {
+    let r = Run::new().arg("analyze").fixtures(dir).run_plain();
+    let tag = format!("[{code}]");
+    r.stdout
+        .lines()
+        .chain(r.stderr.lines())
+        .filter(|l| l.contains(&tag))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn each_classic_mistake_is_a_finding_naming_the_policy() {
+    let f = FixtureCopy::new();
+    f.write(POLICIES, &data("mistakes.yaml"));
+    let has = |code: &str, needle: &str| {
+        let found = findings(f.path(), code);
+        assert!(
+            found.iter().any(|l| l.contains(needle)),
+            "{code} about {needle}: {found:#?}"
+        );
+    };
+    has("MC150", "AuthorizationPolicy atlas/typo-selector");
+    has("MC151", "istio-ingress/mesh-only");
+    has("MC152", "istio-ingress/mesh-only");
+    has("MC153", "/atlas-ui%2Fadmin (an encoded slash)");
+    has("MC154", "VirtualService atlas/nb-rest");
+    // Each finding names only the policy at fault.
+    assert!(findings(f.path(), "MC153")
+        .iter()
+        .all(|l| l.contains("deny-admin")));
+    assert!(findings(f.path(), "MC154")
+        .iter()
+        .all(|l| l.contains("atlas/nb-rest")));
+}
+
+#[test]
+fn the_mistakes_fixed_leave_no_finding() {
+    let f = FixtureCopy::new();
+    f.write(POLICIES, &data("mistakes.yaml"));
+    // Paths decoded and merged, remote addresses, a selector that matches, and
+    // /atlas-rest allowed.
+    f.write(
+        "05-mesh.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: istio\n  namespace: istio-system\ndata:\n  mesh: |\n    pathNormalization:\n      normalization: DECODE_AND_MERGE_SLASHES\n",
+    );
+    f.replace(POLICIES, "        notNamespaces: [\"atlas\"]\n", "");
+    f.replace(
+        POLICIES,
+        "ipBlocks: [\"192.0.2.0/24\"]",
+        "remoteIpBlocks: [\"192.0.2.0/24\"]",
+    );
+    f.replace(POLICIES, "app: atlas-uii", "app: atlas-ui");
+    f.replace(
+        POLICIES,
+        "\"/atlas-ui*\", \"/authz*\"",
+        "\"/atlas-ui*\", \"/authz*\", \"/atlas-rest*\"",
+    );
+    for code in ["MC150", "MC151", "MC152", "MC153", "MC154"] {
+        assert_eq!(findings(f.path(), code), Vec::<String>::new(), "{code}");
+    }
+}
+
+#[test]
+fn the_shipped_fixtures_and_examples_have_no_authorization_finding() {
+    let mut dirs = vec![
+        root().join("fixtures/ingress"),
+        root().join("fixtures/ingress-gateway-api"),
+    ];
+    for base in ["examples", "examples/gateway-api"] {
+        for e in std::fs::read_dir(root().join(base)).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() && p.file_name().is_some_and(|n| n != "gateway-api") {
+                dirs.push(p);
+            }
+        }
+    }
+    for d in dirs {
+        for code in ["MC150", "MC151", "MC152", "MC153", "MC154"] {
+            assert_eq!(
+                findings(&d, code),
+                Vec::<String>::new(),
+                "{} {code}",
+                d.display()
+            );
+        }
+    }
+}

@@ -223,6 +223,7 @@ pub const STATIC_CHECKS: &[&str] = &[
     "static::mtls",
     "static::rewrites",
     "static::gateway-api-status",
+    "static::authorization",
     "static::simulate::routing::atlas-ui",
     "static::simulate::routing::authz",
     "static::simulate::routing::atlas-rest",

@@ -1,0 +1,412 @@
+//! The classic AuthorizationPolicy mistakes at an ingress, each found on the model
+//! (istio/authz/) and said with Istio's reason:
+//! - MC150: a policy that attaches to no workload (a selector or targetRef matching
+//!   nothing in its scope: istioctl's analyzers do not catch it; pilot's
+//!   policyattachment.go simply never applies it).
+//! - MC151: peer identities (`principals`, `namespaces`, `serviceAccounts`,
+//!   `trustDomains`, `source.principal`...) in a policy on gateway pods: traffic from
+//!   outside the mesh has no peer certificate, so these never match it (Istio's
+//!   security docs, "Authorization on Ingress Gateway").
+//! - MC152: `ipBlocks` / `source.ip` on gateway pods: the gateway sees the load
+//!   balancer's or the node's address (kube-proxy SNAT), not the client's, unless the
+//!   Service has `externalTrafficPolicy: Local`; `remoteIpBlocks` with
+//!   `numTrustedProxies` is what Istio's "ingress gateway authorization by client IP"
+//!   task uses.
+//! - MC153: a DENY on a path that another spelling reaches: the spelling survives the
+//!   effective pathNormalization (Istio's "Security best practices: understand path
+//!   normalization in authorization policy"), is not denied, and a route takes it to
+//!   a backend.
+//! - MC154: ALLOW policies on gateway pods under which a route can be reached by no
+//!   request of any client (deny by default: every other path of the host is closed).
+
+use super::{Ctx, Severity};
+use crate::fixtures::security::AuthorizationPolicy;
+use crate::fixtures::Item;
+use crate::istio::authz::{attaches, rbac};
+use crate::istio::{PathMatch, PodRole, SimRequest};
+
+const ANALYSIS: &str = "authorization";
+
+pub fn authorization(c: &mut Ctx) {
+    for p in &c.fx.authorization_policies {
+        attaches_to_nothing(c, p);
+        if !on_gateway(c, p) {
+            continue;
+        }
+        peer_identity_at_gateway(c, p);
+        direct_ip_at_gateway(c, p);
+    }
+    deny_bypasses(c);
+    closed_routes(c);
+}
+
+fn on_gateway(c: &Ctx, p: &Item<AuthorizationPolicy>) -> bool {
+    let root = c.fx.root_namespace();
+    c.mesh
+        .pods
+        .iter()
+        .any(|pod| pod.role == PodRole::Gateway && attaches(p, root, &pod.namespace, &pod.labels))
+}
+
+fn attaches_to_nothing(c: &mut Ctx, p: &Item<AuthorizationPolicy>) {
+    let root = c.fx.root_namespace();
+    if c.mesh
+        .pods
+        .iter()
+        .any(|pod| attaches(p, root, &pod.namespace, &pod.labels))
+    {
+        return;
+    }
+    let scope = if p.namespace == root {
+        "any namespace (root namespace)".to_string()
+    } else {
+        format!("namespace {}", p.namespace)
+    };
+    c.push(
+        ANALYSIS,
+        Severity::Warning,
+        "MC150",
+        None,
+        p.describe(),
+        &p.source,
+        format!("attaches to no workload of {scope}: no pod matches its selector or targetRef"),
+        "pilot/pkg/model/policyattachment.go ShouldAttachPolicy: the policy is never programmed, so it allows and denies nothing",
+    );
+}
+
+/// The fields of `p` that name a peer identity, as written.
+fn peer_identity_fields(p: &AuthorizationPolicy) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, r) in p.spec.rules.iter().flatten().enumerate() {
+        for (j, f) in r.from.iter().enumerate() {
+            let Some(s) = &f.source else { continue };
+            for (name, v) in [
+                ("principals", &s.principals),
+                ("notPrincipals", &s.not_principals),
+                ("namespaces", &s.namespaces),
+                ("notNamespaces", &s.not_namespaces),
+                ("serviceAccounts", &s.service_accounts),
+                ("notServiceAccounts", &s.not_service_accounts),
+                ("trustDomains", &s.trust_domains),
+                ("notTrustDomains", &s.not_trust_domains),
+            ] {
+                if !v.is_empty() {
+                    out.push(format!("rules[{i}].from[{j}].source.{name}"));
+                }
+            }
+        }
+        for (j, w) in r.when.iter().enumerate() {
+            if w.key.starts_with("source.") && w.key != "source.ip" {
+                out.push(format!("rules[{i}].when[{j}] {}", w.key));
+            }
+        }
+    }
+    out
+}
+
+fn peer_identity_at_gateway(c: &mut Ctx, p: &Item<AuthorizationPolicy>) {
+    let fields = peer_identity_fields(&p.spec);
+    if fields.is_empty() {
+        return;
+    }
+    c.push(
+        ANALYSIS,
+        Severity::Warning,
+        "MC151",
+        None,
+        p.describe(),
+        &p.source,
+        format!(
+            "applies to gateway pods and matches peer identities ({}): clients outside the mesh present no peer certificate, so these never match them",
+            fields.join(", ")
+        ),
+        "Istio: the principal and namespace of a request from outside the mesh are empty at the ingress gateway (tasks/security/authorization/authz-ingress); use remoteIpBlocks or requestPrincipals",
+    );
+}
+
+fn direct_ip_at_gateway(c: &mut Ctx, p: &Item<AuthorizationPolicy>) {
+    let mut fields = Vec::new();
+    for (i, r) in p.spec.spec.rules.iter().flatten().enumerate() {
+        for (j, f) in r.from.iter().enumerate() {
+            if let Some(s) = &f.source {
+                if !s.ip_blocks.is_empty() || !s.not_ip_blocks.is_empty() {
+                    fields.push(format!("rules[{i}].from[{j}].source.ipBlocks"));
+                }
+            }
+        }
+        for (j, w) in r.when.iter().enumerate() {
+            if w.key == "source.ip" {
+                fields.push(format!("rules[{i}].when[{j}] source.ip"));
+            }
+        }
+    }
+    if fields.is_empty() || every_gateway_service_keeps_client_address(c) {
+        return;
+    }
+    c.push(
+        ANALYSIS,
+        Severity::Warning,
+        "MC152",
+        None,
+        p.describe(),
+        &p.source,
+        format!(
+            "applies to gateway pods and matches the connection's address ({}): behind a LoadBalancer/NodePort Service without externalTrafficPolicy: Local that is the node's or the load balancer's address, not the client's",
+            fields.join(", ")
+        ),
+        "Istio: ingress gateway authorization by client IP uses remoteIpBlocks (the address from X-Forwarded-For with gatewayTopology.numTrustedProxies, or the connection's with externalTrafficPolicy: Local)",
+    );
+}
+
+/// Whether every LoadBalancer/NodePort Service in front of gateway pods keeps the
+/// client's address (`externalTrafficPolicy: Local`).
+fn every_gateway_service_keeps_client_address(c: &Ctx) -> bool {
+    !c.mesh.ingress_services.is_empty()
+        && c.mesh.ingress_services.iter().all(|s| {
+            c.fx.objects.iter().any(|o| {
+                o.kind == "Service"
+                    && o.namespace == s.namespace
+                    && o.name == s.name
+                    && o.raw
+                        .pointer("/spec/externalTrafficPolicy")
+                        .and_then(|v| v.as_str())
+                        == Some("Local")
+            })
+        })
+}
+
+/// Spellings of `path` that reach the same resource on a lenient backend but that
+/// Envoy's path normalization may leave as they are: (what, spelling).
+fn spellings(path: &str) -> Vec<(&'static str, String)> {
+    let rest = path.trim_start_matches('/');
+    let mut out = vec![
+        ("a doubled slash", format!("//{rest}")),
+        ("upper case", path.to_ascii_uppercase()),
+        ("a dot segment", format!("/./{rest}")),
+        ("a percent-encoded letter", percent_first_letter(path)),
+    ];
+    if let Some(i) = rest.find('/') {
+        out.push((
+            "an encoded slash",
+            format!("/{}%2F{}", &rest[..i], &rest[i + 1..]),
+        ));
+    }
+    out.retain(|(_, s)| s != path);
+    out
+}
+
+fn percent_first_letter(path: &str) -> String {
+    match path.char_indices().find(|(_, ch)| ch.is_ascii_alphabetic()) {
+        Some((i, ch)) => format!("{}%{:02X}{}", &path[..i], ch as u32, &path[i + 1..]),
+        None => path.to_string(),
+    }
+}
+
+/// The literal paths (exact, or the prefix of `p*`) of the DENY rules of a gateway.
+fn denied_paths(plan: &crate::istio::authz::AuthzPlan) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for f in &plan.rbac {
+        let Some(rules) = f.rules.as_ref().filter(|r| r.action == rbac::Action::Deny) else {
+            continue;
+        };
+        for (name, policy) in &rules.policies {
+            for p in &policy.permissions {
+                collect_paths(p, name, &mut out);
+            }
+        }
+    }
+    out
+}
+
+fn collect_paths(p: &rbac::Permission, policy: &str, out: &mut Vec<(String, String)>) {
+    match p {
+        rbac::Permission::And(v) | rbac::Permission::Or(v) => {
+            v.iter().for_each(|x| collect_paths(x, policy, out))
+        }
+        rbac::Permission::UrlPath(s) => match &s.pattern {
+            rbac::Pattern::Exact(x) | rbac::Pattern::Prefix(x) if x.len() > 1 => {
+                out.push((policy.to_string(), x.clone()))
+            }
+            _ => {}
+        },
+        _ => {}
+    }
+}
+
+fn deny_bypasses(c: &mut Ctx) {
+    let mut found = Vec::new();
+    for gw in &c.mesh.gateways {
+        let Some(l) = gw.listeners.first() else {
+            continue;
+        };
+        let Some(svc_port) = c.mesh.ingress_services.iter().find_map(|s| {
+            s.ports
+                .iter()
+                .find(|(_, np, _)| l.node_ports.contains(np))
+                .map(|(p, _, _)| *p)
+        }) else {
+            continue;
+        };
+        for (policy, path) in denied_paths(&gw.authz) {
+            let original = c.mesh.simulate(&probe(svc_port, &path));
+            if !original
+                .authz
+                .as_ref()
+                .is_some_and(|v| v.denied_by.is_some())
+            {
+                continue;
+            }
+            for (what, spelling) in spellings(&path) {
+                let p = c.mesh.simulate(&probe(svc_port, &spelling));
+                let denied = p.authz.as_ref().is_some_and(|v| v.denied_by.is_some());
+                let Some(b) = p.branches.iter().find_map(|b| b.backend.as_ref()) else {
+                    continue;
+                };
+                if !denied {
+                    found.push((
+                        policy.clone(),
+                        path.clone(),
+                        what,
+                        spelling,
+                        b.service.clone(),
+                    ));
+                }
+            }
+        }
+    }
+    found.sort();
+    found.dedup();
+    for (policy, path, what, spelling, service) in found {
+        let (object, at) = policy_source(c, &policy);
+        c.push(
+            ANALYSIS,
+            Severity::Warning,
+            "MC153",
+            None,
+            object,
+            &at,
+            format!(
+                "{policy} denies {path}, but {spelling} ({what}) is not denied and reaches {service}: a lenient backend serves it as {path}"
+            ),
+            format!(
+                "the effective pathNormalization ({:?}) leaves that spelling as it is; Istio's security best practices: normalize paths (MERGE_SLASHES, DECODE_AND_MERGE_SLASHES) or deny by ALLOW",
+                c.fx.path_normalization()
+            ),
+        );
+    }
+}
+
+/// A plain GET of `path` through the ingress on `port`.
+fn probe(port: u16, path: &str) -> SimRequest {
+    SimRequest {
+        service_port: port,
+        method: "GET".into(),
+        host: "meshcheck.invalid".into(),
+        path: path.into(),
+        ..Default::default()
+    }
+}
+
+/// The AuthorizationPolicy an Envoy policy name (`ns[..]-policy[..]-rule[..]`) comes
+/// from, and where it is written.
+fn policy_source(c: &Ctx, envoy_name: &str) -> (String, crate::fixtures::Source) {
+    c.fx.authorization_policies
+        .iter()
+        .find(|p| envoy_name.starts_with(&format!("ns[{}]-policy[{}]-", p.namespace, p.name)))
+        .map(|p| (p.describe(), p.source.clone()))
+        .unwrap_or_else(|| (envoy_name.to_string(), Default::default()))
+}
+
+/// Whether some permission of some ALLOW policy of `plan` can match a request for
+/// `path` whatever the client (principals are not looked at), or there is no ALLOW
+/// filter.
+fn allow_can_match(plan: &crate::istio::authz::AuthzPlan, r: &rbac::Request) -> bool {
+    let allow: Vec<&rbac::Rules> = plan
+        .rbac
+        .iter()
+        .filter_map(|f| f.rules.as_ref())
+        .filter(|r| r.action == rbac::Action::Allow)
+        .collect();
+    allow.is_empty()
+        || allow
+            .iter()
+            .flat_map(|rules| rules.policies.values())
+            .any(|p| p.permissions.iter().any(|perm| could_match(perm, r)))
+}
+
+/// Whether `p` can match `r` for some method, host, header or port: only the path is
+/// decided.
+fn could_match(p: &rbac::Permission, r: &rbac::Request) -> bool {
+    use rbac::Permission as P;
+    match p {
+        P::And(v) => v.iter().all(|x| could_match(x, r)),
+        P::Or(v) => v.iter().any(|x| could_match(x, r)),
+        P::Not(x) if only_path(x) => !x.matches(r),
+        P::Not(_) => true,
+        P::UrlPath(_) | P::UriTemplate(_) => p.matches(r),
+        _ => true,
+    }
+}
+
+fn only_path(p: &rbac::Permission) -> bool {
+    use rbac::Permission as P;
+    match p {
+        P::And(v) | P::Or(v) => v.iter().all(only_path),
+        P::Not(x) => only_path(x),
+        P::UrlPath(_) | P::UriTemplate(_) => true,
+        _ => false,
+    }
+}
+
+fn closed_routes(c: &mut Ctx) {
+    let mut found = Vec::new();
+    for gw in &c.mesh.gateways {
+        for vh in gw
+            .listeners
+            .iter()
+            .flat_map(|l| l.route_configs())
+            .flat_map(|rc| rc.vhosts.iter())
+        {
+            for route in &vh.routes {
+                let path = match &route.path {
+                    PathMatch::Prefix(p)
+                    | PathMatch::Exact(p)
+                    | PathMatch::PathSeparatedPrefix(p) => p.clone(),
+                    _ => continue,
+                };
+                let r = rbac::Request {
+                    path: path.clone(),
+                    method: "GET".into(),
+                    ..Default::default()
+                };
+                if !allow_can_match(&gw.authz, &r) {
+                    found.push((
+                        route.virtual_service.clone(),
+                        route.source.clone(),
+                        route.http_index,
+                        path,
+                    ));
+                }
+            }
+        }
+    }
+    found.sort();
+    found.dedup();
+    let mut grouped: std::collections::BTreeMap<_, Vec<String>> = Default::default();
+    for (vs, at, i, path) in found {
+        grouped.entry((vs, at, i)).or_default().push(path);
+    }
+    for ((vs, at, i), paths) in grouped {
+        let path = paths.join(", ");
+        c.push(
+            ANALYSIS,
+            Severity::Warning,
+            "MC154",
+            None,
+            vs,
+            &at,
+            format!("http[{i}] ({path}) is closed to every client: ALLOW policies apply to the gateway and none of their operations matches this path"),
+            "Istio: when ALLOW policies apply to a workload, a request no ALLOW policy matches is denied (authorization policy precedence: deny by default)",
+        );
+    }
+}
