@@ -931,6 +931,7 @@ pub fn sim_request(req: &RequestSpec, service_port: u16) -> SimRequest {
         headers: req.header_values(),
         source_address: None,
         skip_authz: false,
+        jwt_payload: None,
     }
 }
 

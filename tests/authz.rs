@@ -316,3 +316,34 @@ fn the_shipped_fixtures_and_examples_have_no_authorization_finding() {
         }
     }
 }
+
+/// A route that needs a JWT claim (`@request.auth.claims.groups`), before atlas-ui's.
+fn claims_route(f: &FixtureCopy) {
+    f.replace(
+        "40-virtualservices.yaml",
+        "  http:\n  - name: atlas-ui\n",
+        "  http:\n  - name: atlas-ui-admins\n    match:\n    - uri:\n        prefix: /atlas-ui/admin\n      headers:\n        \"@request.auth.claims.groups\":\n          exact: admins\n        x-real:\n          prefix: a\n    route:\n    - destination:\n        host: authz\n        port:\n          number: 80\n  - name: atlas-ui\n",
+    );
+}
+
+#[test]
+fn a_claim_condition_is_read_from_the_token_not_from_a_header_of_that_name() {
+    let c = Case {
+        fixtures: FixtureCopy::new(),
+        suite: data("claims.suite.yaml"),
+    };
+    claims_route(&c.fixtures);
+    c.fails_exactly(&[]);
+    // Read as an ordinary header (what meshcheck did before), the request would take
+    // the claim route.
+    c.fixtures.replace(
+        "40-virtualservices.yaml",
+        "\"@request.auth.claims.groups\"",
+        "\"x-groups\"",
+    );
+    let c2 = Case {
+        fixtures: c.fixtures,
+        suite: data("claims.suite.yaml"),
+    };
+    c2.fails_exactly(&["claims::no-token-not-routed-by-claim"]);
+}

@@ -201,6 +201,10 @@ pub struct RoutePlan {
     pub ignore_case: bool,
     /// Header conditions (`headers`, `withoutHeaders`, `scheme` as `:scheme`).
     pub headers: Vec<Matcher>,
+    /// `@request.auth.claims...` header conditions: JWT claims, which pilot turns into
+    /// dynamic metadata matchers on the JWT filter's payload (route.go
+    /// translateMetadataMatch, pkg/jwt/routing.go ToRoutingClaim).
+    pub claims: Vec<ClaimMatcher>,
     /// Query parameter conditions (`queryParams`).
     pub query: Vec<Matcher>,
     pub method: Option<StringMatch>,
@@ -413,6 +417,39 @@ impl Matcher {
             invert,
         }
     }
+}
+
+/// A JWT claim condition of a route (`@request.auth.claims.groups: {exact: admin}`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimMatcher {
+    /// The claim and its nested claims (`group`, `id`).
+    pub claims: Vec<String>,
+    pub value: Option<StringMatch>,
+    /// `withoutHeaders`.
+    pub invert: bool,
+}
+
+/// pkg/jwt/routing.go ToRoutingClaim: the claims a header name
+/// `@request.auth.claims.a.b` or `@request.auth.claims[a][b]` names (the prefix in any
+/// case); None for any other header.
+pub fn routing_claims(header: &str) -> Option<Vec<String>> {
+    const PREFIX: &str = "@request.auth.claims";
+    if !header.to_ascii_lowercase().starts_with(PREFIX) {
+        return None;
+    }
+    let name = &header[PREFIX.len()..];
+    if let Some(rest) = name.strip_prefix('.').filter(|r| !r.is_empty()) {
+        return Some(rest.split('.').map(str::to_string).collect());
+    }
+    if name.len() > 2 && name.starts_with('[') && name.ends_with(']') {
+        return Some(
+            name[1..name.len() - 1]
+                .split("][")
+                .map(str::to_string)
+                .collect(),
+        );
+    }
+    None
 }
 
 /// A redirect the gateway answers with (Envoy RedirectAction).
@@ -1090,10 +1127,12 @@ pub(crate) fn routes_of(
                 headers: m
                     .headers
                     .iter()
+                    .filter(|(k, _)| routing_claims(k).is_none())
                     .map(|(k, v)| Matcher::new(k, v.0.as_ref(), false))
                     .chain(
                         m.without_headers
                             .iter()
+                            .filter(|(k, _)| routing_claims(k).is_none())
                             .map(|(k, v)| Matcher::new(k, v.0.as_ref(), true)),
                     )
                     .chain(
@@ -1101,6 +1140,19 @@ pub(crate) fn routes_of(
                             .iter()
                             .map(|v| Matcher::new(":scheme", Some(v), false)),
                     )
+                    .collect(),
+                claims: m
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k, v, false))
+                    .chain(m.without_headers.iter().map(|(k, v)| (k, v, true)))
+                    .filter_map(|(k, v, invert)| {
+                        routing_claims(k).map(|claims| ClaimMatcher {
+                            claims,
+                            value: v.0.clone(),
+                            invert,
+                        })
+                    })
                     .collect(),
                 query: m
                     .query_params

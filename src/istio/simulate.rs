@@ -38,6 +38,9 @@ pub struct SimRequest {
     /// Route as if the security filters let the request through (comparing routes
     /// with the oracle; their verdict is compared apart).
     pub skip_authz: bool,
+    /// The verified JWT's payload the JWT filter put in the request's metadata (route
+    /// claim conditions read it); None: no verified token.
+    pub jwt_payload: Option<serde_json::Value>,
 }
 
 /// Who would answer.
@@ -312,6 +315,25 @@ pub fn route_matches(r: &RoutePlan, req: &SimRequest) -> bool {
             .as_ref()
             .map(|m| string_matches(m, &req.host, false))
             .unwrap_or(true)
+        && r.claims
+            .iter()
+            .all(|c| claim_matches(c, req.jwt_payload.as_ref()))
+}
+
+/// Envoy's dynamic metadata match of a route's JWT claim condition: the claim (a
+/// string, or a list holding one) matches; no token or no such claim fails, unless
+/// inverted.
+fn claim_matches(c: &super::mesh::ClaimMatcher, payload: Option<&serde_json::Value>) -> bool {
+    let value = payload.and_then(|p| c.claims.iter().try_fold(p, |v, k| v.get(k)));
+    let hit = match (value, &c.value) {
+        (Some(v), Some(m)) => {
+            let one =
+                |x: &serde_json::Value| x.as_str().is_some_and(|s| string_matches(m, s, false));
+            one(v) || v.as_array().is_some_and(|a| a.iter().any(one))
+        }
+        _ => false,
+    };
+    hit != c.invert
 }
 
 /// Envoy's header matching (source/common/http/header_utility.cc, matchHeaders): a

@@ -135,6 +135,7 @@ fn rewrite_route(path: PathMatch, rewrite: UriRewrite) -> RoutePlan {
         path,
         ignore_case: false,
         headers: vec![],
+        claims: vec![],
         query: vec![],
         method: None,
         authority: None,

@@ -9,7 +9,7 @@ use crate::fixtures::istio::StringMatch;
 use crate::istio::authz::AuthzPlan;
 use crate::istio::policy::{ClusterPolicy, HashPolicy, LbPolicy, OutlierPlan};
 use crate::istio::{
-    ChainPlan, ClusterPlan, CorsPlan, FaultPlan, Fraction, HeaderOps, ListenerPlan,
+    ChainPlan, ClaimMatcher, ClusterPlan, CorsPlan, FaultPlan, Fraction, HeaderOps, ListenerPlan,
     ListenerProtocol, Matcher, Mesh, MirrorPlan, PathMatch, Redirect, RetryPlan, RouteFilters,
     RouteKind, RoutePlan, UpstreamTls, UriRewrite,
 };
@@ -44,6 +44,26 @@ fn string_match(m: &StringMatch) -> Value {
         StringMatch::Prefix(v) => json!({"prefix": v}),
         StringMatch::Regex(v) => json!({"safe_regex": {"regex": v}}),
     }
+}
+
+/// A route's JWT claim condition as pilot writes it (route.go translateMetadataMatch:
+/// authz MetadataMatcherForJWTClaims, a list containing the value or the value).
+fn claim_matcher(c: &ClaimMatcher) -> Value {
+    let mut path = vec![json!({"key": "payload"})];
+    path.extend(c.claims.iter().map(|k| json!({ "key": k })));
+    let value = c
+        .value
+        .as_ref()
+        .map(string_match)
+        .unwrap_or_else(|| json!({}));
+    let mut m = json!({"filter": "envoy.filters.http.jwt_authn", "path": path,
+        "value": {"or_match": {"value_matchers": [
+            {"list_match": {"one_of": {"string_match": value}}},
+            {"string_match": value}]}}});
+    if c.invert {
+        m["invert"] = json!(true);
+    }
+    m
 }
 
 fn headers_to_add(ops: &HeaderOps) -> Vec<Value> {
@@ -238,6 +258,12 @@ pub(crate) fn route(r: &RoutePlan) -> Value {
     }
     if !headers.is_empty() {
         m.insert("headers".into(), json!(headers));
+    }
+    if !r.claims.is_empty() {
+        m.insert(
+            "dynamic_metadata".into(),
+            json!(r.claims.iter().map(claim_matcher).collect::<Vec<_>>()),
+        );
     }
     if let Some(answer) = gateway_answer(&r.action) {
         let mut out =
