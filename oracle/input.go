@@ -53,6 +53,9 @@ type Request struct {
 	Host    string            `json:"host"`
 	Path    string            `json:"path"`
 	Headers map[string]string `json:"headers"`
+	// SourceAddress: the address the client connects from (Envoy's direct remote
+	// address); "" for 127.0.0.1.
+	SourceAddress string `json:"source_address,omitempty"`
 }
 
 // Output is what the oracle prints.
@@ -131,6 +134,27 @@ type SimResult struct {
 	// Unsupported: parts of the matched config the oracle's matcher does not
 	// evaluate (the answer may then be wrong, and says so).
 	Unsupported []string `json:"unsupported,omitempty"`
+	// Authz: what the connection manager's RBAC filters decided (rbac.go); only when
+	// the matched filter chain has one. A denied request is answered 403 before
+	// routing: Route then says where it would have gone.
+	Authz *AuthzResult `json:"authz,omitempty"`
+}
+
+// AuthzResult is the RBAC filters' decision for one request.
+type AuthzResult struct {
+	// Filters: how many envoy.filters.http.rbac filters the connection manager has.
+	Filters int `json:"filters"`
+	// Denied: a filter answered 403 (RBAC: access denied).
+	Denied bool `json:"denied"`
+	// Action: the action of the filter that decided: "DENY" (a policy matched: 403),
+	// "ALLOW" (a policy matched: let through; none matched: 403); "" when no filter
+	// refused and none admitted by a policy (only DENY filters, none matching).
+	Action string `json:"action,omitempty"`
+	// Policy: the Envoy policy that matched in the deciding filter
+	// (`ns[NS]-policy[NAME]-rule[I]`); "" when an ALLOW filter matched none.
+	Policy string `json:"policy,omitempty"`
+	// Why: the filters' decisions in order, in words.
+	Why string `json:"why"`
 }
 
 // RouteResult describes the matched Envoy route and where it sends the request.

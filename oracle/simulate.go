@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -28,7 +29,7 @@ func simulate(g *generated, req Request) SimResult {
 		res.Error = "no such gateway pod in the input: " + req.Gateway
 		return res
 	}
-	r, err := runIstioSimulation(g, req)
+	r, fc, err := runIstioSimulation(g, req)
 	if err != nil {
 		res.Error = err.Error()
 		return res
@@ -37,6 +38,9 @@ func simulate(g *generated, req Request) SimResult {
 	res.RouteConfig, res.VirtualHost = r.RouteConfigMatched, r.VirtualHostMatched
 	if r.Error != nil && !errors.Is(r.Error, simulation.ErrNoRoute) {
 		res.Error = r.Error.Error()
+		if reachedFilters(r.Error) {
+			res.setAuthz(g, fc, nil, nil, req)
+		}
 		return res
 	}
 	vh := findVirtualHost(g.routes, r.RouteConfigMatched, r.VirtualHostMatched)
@@ -48,9 +52,11 @@ func simulate(g *generated, req Request) SimResult {
 	res.Unsupported = unsupported
 	if idx < 0 {
 		res.Error = simulation.ErrNoRoute.Error()
+		res.setAuthz(g, fc, vh, nil, req)
 		return res
 	}
 	res.Route = describeRoute(g, vh.Routes[idx], idx, &req)
+	res.setAuthz(g, fc, vh, vh.Routes[idx], req)
 	answered, why := corsPreflightAnswer(g, r.ListenerMatched, r.FilterChainMatched, vh, vh.Routes[idx], req)
 	if why != "" {
 		res.Unsupported = append(res.Unsupported, why)
@@ -64,9 +70,24 @@ func simulate(g *generated, req Request) SimResult {
 	return res
 }
 
+// reachedFilters: the simulation stopped after the connection manager's filters ran
+// (no virtual host: the router's 404; require_tls: its 301), so RBAC decided first.
+func reachedFilters(err error) bool {
+	return errors.Is(err, simulation.ErrNoVirtualHost) || errors.Is(err, simulation.ErrTLSRedirect)
+}
+
+// setAuthz records what the RBAC filters of the matched chain decide (rbac.go).
+func (res *SimResult) setAuthz(g *generated, fc *listener.FilterChain, vh *route.VirtualHost, r *route.Route, req Request) {
+	authz, unsupported := evaluateAuthz(g, fc, vh, r, req)
+	res.Authz = authz
+	res.Unsupported = append(res.Unsupported, unsupported...)
+}
+
 // runIstioSimulation runs Istio's simulation; it reports failures through a testing.T
-// it does not have here, so a failure inside it is turned into an error.
-func runIstioSimulation(g *generated, req Request) (r simulation.Result, err error) {
+// it does not have here, so a failure inside it is turned into an error. It also
+// returns the filter chain the simulation picked (nil when none was accepted), caught
+// through the simulation's filter chain validation hook.
+func runIstioSimulation(g *generated, req Request) (r simulation.Result, fc *listener.FilterChain, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("Istio's simulation could not evaluate this request: %v", p)
@@ -85,12 +106,18 @@ func runIstioSimulation(g *generated, req Request) (r simulation.Result, err err
 		HostHeader: req.Host,
 		Headers:    headers,
 		CallMode:   simulation.CallModeGateway,
+		CustomListenerValidations: []simulation.CustomFilterChainValidation{
+			func(matched *listener.FilterChain) error {
+				fc = matched
+				return nil
+			},
+		},
 	}
 	if req.Scheme == "https" {
 		call.TLS = simulation.TLS
 		call.Sni = hostOnly(req.Host)
 	}
-	return sim.Run(call), nil
+	return sim.Run(call), fc, nil
 }
 
 func findVirtualHost(rcs []*route.RouteConfiguration, rcName, vhName string) *route.VirtualHost {

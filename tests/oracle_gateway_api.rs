@@ -176,6 +176,7 @@ fn cluster(listener_hostname: Option<&str>, objects: Vec<Value>) -> Input {
                 host: "atlas.example.com".into(),
                 path: path.to_string(),
                 headers: BTreeMap::new(),
+                source_address: None,
             })
             .collect(),
         mesh_config: None,

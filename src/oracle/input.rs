@@ -18,7 +18,7 @@ use crate::suite::{RequestSpec, Suite};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Input {
@@ -66,6 +66,11 @@ pub struct Request {
     pub host: String,
     pub path: String,
     pub headers: BTreeMap<String, String>,
+    /// The address the client connects from (Envoy's direct remote address, what
+    /// AuthorizationPolicy's `remoteIpBlocks`/`ipBlocks` see); None: the oracle's
+    /// default, 127.0.0.1 (the local target's clients).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_address: Option<IpAddr>,
 }
 
 /// The address the oracle gives pod `index` of [`Mesh::pods`] (a kind-like pod CIDR).
@@ -445,6 +450,10 @@ fn request(id: String, gateway: String, port: u16, node_port: u16, r: &RequestSp
         // The query too: routes match on it (queryParams), as in the model.
         path: r.path_and_query(),
         headers: r.header_map(),
+        // The suite's requests name no source address yet (`request.source` is being
+        // added): the oracle's default then, as SimRequest.source_address None is the
+        // simulation's.
+        source_address: None,
     }
 }
 
@@ -459,6 +468,30 @@ mod tests {
         }
         assert_eq!(pod_index("127.0.0.1"), None);
         assert_eq!(pod_index("10.244.0.1"), None);
+    }
+
+    #[test]
+    fn a_request_names_its_source_address_only_when_set() {
+        let mut req = Request {
+            id: "c".into(),
+            gateway: "istio-system/gw".into(),
+            port: 8080,
+            method: "GET".into(),
+            scheme: "http".into(),
+            host: "a.example.com".into(),
+            path: "/".into(),
+            headers: BTreeMap::new(),
+            source_address: None,
+        };
+        assert!(serde_json::to_value(&req)
+            .unwrap()
+            .get("source_address")
+            .is_none());
+        req.source_address = Some("203.0.113.7".parse().unwrap());
+        assert_eq!(
+            serde_json::to_value(&req).unwrap()["source_address"],
+            json!("203.0.113.7")
+        );
     }
 
     fn object(api_version: &str, kind: &str, namespace: &str, name: &str, raw: Value) -> Object {

@@ -146,6 +146,33 @@ pub struct SimResult {
     pub error: String,
     #[serde(default)]
     pub unsupported: Vec<String>,
+    /// What the gateway's RBAC filters decided (oracle/rbac.go); None when the matched
+    /// filter chain has no RBAC filter (or from older oracles). A denied request is
+    /// answered 403 before routing: `route` then says where it would have gone.
+    #[serde(default)]
+    pub authz: Option<Authz>,
+}
+
+/// The RBAC filters' decision for one request, evaluated by the oracle over istiod's
+/// envoy.filters.http.rbac configs with Envoy's semantics.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct Authz {
+    /// How many envoy.filters.http.rbac filters the connection manager has.
+    pub filters: usize,
+    /// A filter answered 403 (`RBAC: access denied`).
+    pub denied: bool,
+    /// The action of the filter that decided: `DENY` (a policy matched: 403), `ALLOW`
+    /// (a policy matched: through; none matched: 403); empty when no filter refused
+    /// and none admitted by a policy.
+    #[serde(default)]
+    pub action: String,
+    /// The Envoy policy that matched in the deciding filter
+    /// (`ns[NS]-policy[NAME]-rule[I]`); empty when an ALLOW filter matched none.
+    #[serde(default)]
+    pub policy: String,
+    /// The filters' decisions in order, in words.
+    #[serde(default)]
+    pub why: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -220,5 +247,37 @@ impl RouteResult {
         let mut parts = rest.split('/').skip(1); // version
         let (_, ns, kind, name) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
         (kind == "virtual-service").then(|| crate::fixtures::describe("VirtualService", ns, name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authz_is_read_when_the_oracle_gives_it() {
+        let sim: SimResult = serde_json::from_value(serde_json::json!({
+            "id": "authz::admin", "gateway": "istio-ingress/gw",
+            "authz": {"filters": 2, "denied": true, "action": "DENY",
+                      "policy": "ns[istio-ingress]-policy[deny-admin]-rule[0]",
+                      "why": "RBAC filter 1 (DENY): policy ns[istio-ingress]-policy[deny-admin]-rule[0] matched; 403 RBAC: access denied"},
+        }))
+        .unwrap();
+        let authz = sim.authz.unwrap();
+        assert!(authz.denied);
+        assert_eq!((authz.filters, authz.action.as_str()), (2, "DENY"));
+        assert_eq!(authz.policy, "ns[istio-ingress]-policy[deny-admin]-rule[0]");
+
+        // An ALLOW filter that matched nothing: no policy.
+        let sim: SimResult = serde_json::from_value(serde_json::json!({
+            "id": "x", "gateway": "g",
+            "authz": {"filters": 1, "denied": true, "action": "ALLOW", "why": "..."},
+        }))
+        .unwrap();
+        assert_eq!(sim.authz.unwrap().policy, "");
+
+        let sim: SimResult =
+            serde_json::from_value(serde_json::json!({"id": "x", "gateway": "g"})).unwrap();
+        assert!(sim.authz.is_none());
     }
 }
