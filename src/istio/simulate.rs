@@ -574,7 +574,7 @@ impl Mesh {
         } else {
             gw.authz.decide(&rbac_request(
                 req,
-                listener.target_port,
+                (listener.target_port, node_port),
                 chain.hcm.xff_num_trusted_hops,
             ))
         };
@@ -1169,10 +1169,15 @@ fn select_chain<'a>(
     Ok(chain)
 }
 
-/// What the gateway's RBAC filter sees of `req`, arriving on listener port `port`:
+/// What the gateway's RBAC filter sees of `req`, arriving on listener port `port` (over
+/// `node_port`):
 /// the connection comes from `source_address` (127.0.0.1 by default); no client
 /// certificate.
-fn rbac_request(req: &SimRequest, port: u16, trusted_hops: u32) -> super::authz::rbac::Request {
+fn rbac_request(
+    req: &SimRequest,
+    (port, node_port): (u16, u16),
+    trusted_hops: u32,
+) -> super::authz::rbac::Request {
     let direct = req
         .source_address
         .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
@@ -1180,7 +1185,12 @@ fn rbac_request(req: &SimRequest, port: u16, trusted_hops: u32) -> super::authz:
     super::authz::rbac::Request {
         path: req.path.clone(),
         method: req.method.clone(),
-        authority: req.host.clone(),
+        // `node` stands for the node address; the client sends it with the NodePort.
+        authority: if req.host == "node" {
+            format!("node:{node_port}")
+        } else {
+            req.host.clone()
+        },
         headers: req.headers.clone(),
         destination_port: port,
         destination_ip: None,

@@ -10,7 +10,9 @@
 //! the gateway listeners differ (names, filter chains, every HttpConnectionManager field
 //! the model sets); MC406 (warning, info) what istiod's validation warns
 //! about and objects the oracle is not given; MC408 the gateway's security filters
-//! (RBAC, whole) differ (compare_authz.rs).
+//! (RBAC, whole) differ; MC409 a request's RBAC verdict (denied or allowed, and by
+//! which policy) differs from the oracle's evaluation of istiod's filters
+//! (compare_authz.rs).
 
 use super::output::{GatewayConfig, Output, RouteTable};
 use super::views::{
@@ -210,6 +212,9 @@ fn requests(d: &mut Diff, suite: &Suite, o: &Output) {
                 path: String::new(),
             },
         };
+        if let Some(s) = o.simulations.iter().find(|s| s.id == id) {
+            authz_verdict(d, &id, req, &sim, s);
+        }
         let diffs = mine.diff(&theirs);
         if diffs.is_empty() {
             continue;
@@ -232,6 +237,49 @@ fn requests(d: &mut Diff, suite: &Suite, o: &Output) {
         );
         d.push("MC402", object, at, what, i);
     }
+}
+
+/// The request's RBAC verdict, the model's against the oracle's evaluation of
+/// istiod's filters (MC409).
+fn authz_verdict(
+    d: &mut Diff,
+    id: &str,
+    req: &crate::suite::RequestSpec,
+    sim: &crate::istio::SimRequest,
+    s: &super::output::SimResult,
+) {
+    let mut with_authz = sim.clone();
+    with_authz.skip_authz = false;
+    let pred = d.mesh.simulate(&with_authz);
+    let Some((mine, theirs)) =
+        super::compare_authz::verdict_difference(pred.authz.as_ref(), s.authz.as_ref())
+    else {
+        return;
+    };
+    let policy = pred
+        .authz
+        .as_ref()
+        .and_then(|v| v.policy.clone())
+        .or_else(|| s.authz.as_ref().map(|a| a.policy.clone()))
+        .unwrap_or_default();
+    let (object, at) =
+        d.fx.authorization_policies
+            .iter()
+            .find(|p| policy.starts_with(&format!("ns[{}]-policy[{}]-", p.namespace, p.name)))
+            .map(|p| (p.describe(), p.source.clone()))
+            .unwrap_or_else(|| (format!("check {id}"), Default::default()));
+    let release = d.release.clone();
+    d.push(
+        "MC409",
+        object,
+        at,
+        format!(
+            "check {id} ({} {}): meshcheck: {mine}",
+            req.method.as_deref().unwrap_or("GET"),
+            req.path
+        ),
+        format!("istiod {release}: {theirs}"),
+    );
 }
 
 fn gateway(d: &mut Diff, gi: usize, gw: &GatewayProxy, og: &GatewayConfig) {

@@ -103,3 +103,44 @@ mod tests {
         assert!(first_difference(&a, &a, "f").is_none());
     }
 }
+
+/// How the model's verdict for a request differs from the oracle's (its evaluation
+/// of istiod's RBAC filters): (meshcheck's side, istiod's side), or None.
+pub fn verdict_difference(
+    mine: Option<&crate::istio::authz::Verdict>,
+    theirs: Option<&super::output::Authz>,
+) -> Option<(String, String)> {
+    let show_mine = |v: Option<&crate::istio::authz::Verdict>| match v {
+        None => "no RBAC filter".to_string(),
+        Some(v) => format!(
+            "{} ({})",
+            if v.denied_by.is_some() {
+                "denied"
+            } else {
+                "allowed"
+            },
+            v.policy.as_deref().unwrap_or("no policy matched")
+        ),
+    };
+    let show_theirs = |a: Option<&super::output::Authz>| match a {
+        None => "no RBAC filter".to_string(),
+        Some(a) => format!(
+            "{} ({})",
+            if a.denied { "denied" } else { "allowed" },
+            if a.policy.is_empty() {
+                "no policy matched"
+            } else {
+                &a.policy
+            }
+        ),
+    };
+    let same = match (mine, theirs) {
+        (None, None) => true,
+        (Some(m), Some(t)) => {
+            m.denied_by.is_some() == t.denied
+                && m.policy.as_deref().unwrap_or("") == t.policy.as_str()
+        }
+        _ => false,
+    };
+    (!same).then(|| (show_mine(mine), show_theirs(theirs)))
+}

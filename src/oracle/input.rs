@@ -403,7 +403,12 @@ fn requests(fx: &Fixtures, mesh: &Mesh, suite: &Suite) -> Vec<Request> {
         ) else {
             continue;
         };
-        out.push(request(id, gw, port, node_port, req));
+        let mut r = request(id, gw, port, node_port, req);
+        // The connection manager normalizes the path before routes and filters see it
+        // (istio/normalize.rs, pinned to what Envoy answered); the oracle's route
+        // matching and RBAC evaluation take the path as given.
+        r.path = crate::istio::normalize::normalize(&r.path, fx.path_normalization());
+        out.push(r);
     }
     out
 }

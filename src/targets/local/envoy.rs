@@ -727,8 +727,21 @@ pub fn gateway_bootstrap(
     json!({
         "node": node(mesh, g.pod, pod_ip, "router"),
         "admin": {"address": pipe(admin)},
+        "layered_runtime": istio_runtime(),
         "static_resources": {"listeners": listeners, "clusters": clusters}
     })
+}
+
+/// The runtime flags Istio's bootstrap gives every proxy that change how a request is
+/// read (pkg/bootstrap/config.go extractRuntimeFlags): a fragment in the path is
+/// stripped, not refused with 400 (`http_reject_path_with_fragment: false`); RE2
+/// programs up to Istio's size.
+pub(crate) fn istio_runtime() -> Value {
+    json!({"layers": [
+        {"name": "global config", "static_layer": {
+            "envoy.reloadable_features.http_reject_path_with_fragment": false,
+            "re2.max_program_size.error_level": 32768}},
+        {"name": "admin", "admin_layer": {}}]})
 }
 
 /// The sidecar of `pod` as a sidecar host serves it: one inbound listener per app
@@ -804,6 +817,7 @@ pub fn sidecar_host_bootstrap(name: &str, clusters: Vec<Value>, lds: &Path, admi
         "node": {"id": format!("sidecar~127.0.0.1~{name}.meshcheck~meshcheck.svc.cluster.local"),
                  "cluster": format!("{name}.meshcheck")},
         "admin": {"address": pipe(admin)},
+        "layered_runtime": istio_runtime(),
         "stats_config": {"stats_matcher": {"reject_all": true}},
         "static_resources": {"clusters": clusters},
         "dynamic_resources": {"lds_config": {"resource_api_version": "V3",

@@ -59,6 +59,7 @@ pub fn gateway_bootstrap(
             "cluster": format!("{}.{}", pod.deployment, pod.namespace),
         },
         "admin": {"address": {"pipe": {"path": admin.to_string_lossy()}}},
+        "layered_runtime": super::envoy::istio_runtime(),
         "dynamic_resources": {
             "lds_config": xds.source(Xds::LDS),
             "cds_config": xds.source(Xds::CDS),
