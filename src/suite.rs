@@ -1,6 +1,8 @@
 //! Suites are data: `suites/<name>.yaml` declares the fixtures, the ingress under test
 //! and the checks. Adding a routing case is a few lines of YAML; check kinds are Rust
-//! (src/checks/, one file each).
+//! (src/checks/, one file each). An `attack` check is expanded when the suite loads
+//! into one http check per spelling of its path (attack.rs), so everything after the
+//! loader sees only the kinds a check runs as ([`CheckKind`]).
 
 pub mod attack;
 
@@ -213,14 +215,14 @@ fn default_allowed_ports() -> Vec<u16> {
     vec![80]
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// A check as it runs (as written, or one spelling of an `attack`).
+#[derive(Debug, Clone)]
 pub struct CheckSpec {
     /// The report's classname; the console shows `group::name`.
     pub group: String,
+    /// As written; an attack's spelling is `<name>::<label>`.
     pub name: String,
-    #[serde(default)]
     pub description: String,
-    #[serde(flatten)]
     pub kind: CheckKind,
 }
 
@@ -249,8 +251,9 @@ impl CheckSpec {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// What a check runs as: the kinds a check is written as (`Kind`), an `attack`
+/// expanded by the loader into `Http` checks.
+#[derive(Debug, Clone)]
 #[allow(clippy::large_enum_variant)] // a few per suite, read once: boxing buys nothing
 pub enum CheckKind {
     Http(Box<HttpCheck>),

@@ -1,5 +1,7 @@
 //! `http`: a request through the ingress and what must come back: the status, which
-//! service and version answered, the path the backend saw and headers it received.
+//! service and version answered, the path the backend saw and headers it received, or
+//! the gateway's own refusal (`denied: rbac|jwt`: the security filter's answer;
+//! `not_reached`: a 4xx no backend gave).
 //! Passes after 3 consecutive successful requests (the Gateway API conformance suite's
 //! rule for eventual consistency); an attempt is the check's `repeat` requests, each
 //! of which must succeed, so one attempt of `repeat: 50` already is 50 consecutive
@@ -528,7 +530,7 @@ mod tests {
         }
     }
 
-    /// A 200 from the nb-rest v1 stub, which saw `path`.
+    /// An answer with `status` from the nb-rest v1 stub, which saw `path`.
     fn backend(status: u16, path: &str) -> Exchange {
         let echo = crate::stub::Echo {
             identity: crate::stub::Identity {

@@ -18,7 +18,7 @@
 //! The gateway's RBAC filter, its routes and the backend all see the normalized path, so
 //! a spelling the setting does not normalize is matched by the policy as written while
 //! a backend may read it as the closed path. [`SPELLINGS`] says, for each spelling, which
-//! setting makes the gateway see the path as written; some spellings no setting
+//! setting turns it back into the path as written; some spellings no setting
 //! normalizes (`upper-case`, `trailing-slash`, `semicolon`): only the policy (a prefix,
 //! an ALLOW list) or the routes keep them closed.
 //!
@@ -30,12 +30,13 @@
 
 use super::RequestSpec;
 
-/// A spelling: its label, what it does to `/admin/users`, and which setting makes the
-/// gateway see it as the path as written.
+/// A spelling: its label, what it makes of `/admin/users`, and what turns it back
+/// into the path as written at the gateway (which pathNormalization setting), if
+/// anything does.
 pub struct Spelling {
     pub label: &'static str,
     pub example: &'static str,
-    pub normalized_by: &'static str,
+    pub note: &'static str,
     make: fn(&Parts) -> Option<String>,
 }
 
@@ -44,31 +45,31 @@ pub const SPELLINGS: &[Spelling] = &[
     Spelling {
         label: "as-written",
         example: "/admin/users",
-        normalized_by: "always (the policy itself)",
+        note: "the path itself: the policy as written",
         make: |p| Some(p.path.clone()),
     },
     Spelling {
         label: "dot-segment",
         example: "/./admin/users",
-        normalized_by: "BASE and stricter (normalize_path: RFC 3986 dot segments)",
+        note: "pathNormalization BASE and stricter resolve it (normalize_path: RFC 3986 dot segments)",
         make: |p| Some(format!("/.{}", p.path)),
     },
     Spelling {
         label: "dot-dot-segment",
         example: "/x/../admin/users",
-        normalized_by: "BASE and stricter (normalize_path: RFC 3986 dot segments)",
+        note: "pathNormalization BASE and stricter resolve it (normalize_path: RFC 3986 dot segments)",
         make: |p| Some(format!("/x/..{}", p.path)),
     },
     Spelling {
         label: "encoded-dot",
         example: "/%2e/admin/users",
-        normalized_by: "BASE and stricter (normalize_path: %2e is a dot in a dot segment)",
+        note: "BASE and stricter resolve it (normalize_path reads %2e as a dot)",
         make: |p| Some(format!("/%2e{}", p.path)),
     },
     Spelling {
         label: "percent-encoded-letter",
         example: "/%61dmin/users",
-        normalized_by: "BASE and stricter (normalize_path decodes escaped unreserved characters)",
+        note: "BASE and stricter decode it (normalize_path decodes escaped unreserved characters)",
         make: |p| {
             let i = p.first.find(|c: char| c.is_ascii_alphabetic())?;
             let c = p.first.as_bytes()[i];
@@ -83,31 +84,31 @@ pub const SPELLINGS: &[Spelling] = &[
     Spelling {
         label: "backslash",
         example: "/admin\\users",
-        normalized_by: "BASE and stricter (normalize_path reads \\ as /)",
+        note: "BASE and stricter read \\ as / (normalize_path)",
         make: |p| p.inner_slash("\\"),
     },
     Spelling {
         label: "double-slash",
         example: "//admin/users",
-        normalized_by: "MERGE_SLASHES and stricter (merge_slashes)",
+        note: "MERGE_SLASHES and stricter merge it (merge_slashes)",
         make: |p| Some(format!("/{}", p.path)),
     },
     Spelling {
         label: "encoded-slash",
         example: "/admin%2Fusers",
-        normalized_by: "DECODE_AND_MERGE_SLASHES only (path_with_escaped_slashes_action UNESCAPE_AND_FORWARD)",
+        note: "only DECODE_AND_MERGE_SLASHES decodes it (path_with_escaped_slashes_action UNESCAPE_AND_FORWARD)",
         make: |p| p.inner_slash("%2F"),
     },
     Spelling {
         label: "encoded-backslash",
         example: "/admin%5Cusers",
-        normalized_by: "DECODE_AND_MERGE_SLASHES only (path_with_escaped_slashes_action UNESCAPE_AND_FORWARD)",
+        note: "only DECODE_AND_MERGE_SLASHES decodes it (path_with_escaped_slashes_action UNESCAPE_AND_FORWARD)",
         make: |p| p.inner_slash("%5C"),
     },
     Spelling {
         label: "upper-case",
         example: "/ADMIN/users",
-        normalized_by: "never: no setting folds case (a case-insensitive backend must not be routed to: ignoreUriCase, a catch-all route)",
+        note: "no setting folds case: only case-sensitive routes and policies keep it from a case-insensitive backend",
         make: |p| {
             let up = p.first.to_ascii_uppercase();
             (up != p.first).then(|| format!("/{up}{}", p.rest))
@@ -116,13 +117,13 @@ pub const SPELLINGS: &[Spelling] = &[
     Spelling {
         label: "trailing-slash",
         example: "/admin/users/",
-        normalized_by: "never: an exact policy path misses it (write a prefix, `/admin/users*`)",
+        note: "no setting removes it: an exact policy path misses it (write `/admin/users*`)",
         make: |p| (!p.path.ends_with('/')).then(|| format!("{}/", p.path)),
     },
     Spelling {
         label: "no-trailing-slash",
         example: "/admin/ -> /admin",
-        normalized_by: "never: an exact policy path misses it",
+        note: "no setting adds it: an exact policy path misses it",
         make: |p| {
             let t = p.path.strip_suffix('/')?;
             (!t.is_empty()).then(|| t.to_string())
@@ -131,13 +132,13 @@ pub const SPELLINGS: &[Spelling] = &[
     Spelling {
         label: "semicolon",
         example: "/admin;x/users",
-        normalized_by: "never: Envoy keeps path parameters, which backends such as Tomcat and Spring drop",
+        note: "no setting strips path parameters; backends such as Tomcat and Spring do",
         make: |p| Some(format!("/{};x{}", p.first, p.rest)),
     },
     Spelling {
         label: "fragment",
         example: "/admin/users#x",
-        normalized_by: "always: Envoy strips a fragment before any filter (Istio's bootstrap), or refuses the request (400, Envoy's own default)",
+        note: "Envoy strips it before any filter (Istio's bootstrap; Envoy's own default answers 400)",
         make: |p| Some(format!("{}#x", p.path)),
     },
 ];
@@ -312,10 +313,7 @@ pub fn describe(v: &Variant) -> String {
         .iter()
         .find(|s| s.label == v.label)
         .expect("a variant's label is one of SPELLINGS");
-    format!(
-        "{} spelled {} ({}); the gateway sees it as written: {}",
-        v.label, v.path, s.example, s.normalized_by
-    )
+    format!("{} spelling {}: {}", v.label, v.path, s.note)
 }
 
 #[cfg(test)]
@@ -350,6 +348,18 @@ mod tests {
         let got = pairs("/admin/users");
         let got: Vec<(&str, &str)> = got.iter().map(|(l, p)| (*l, p.as_str())).collect();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn each_spellings_example_is_what_it_makes_of_admin_users() {
+        let got = variants("/admin/users").unwrap();
+        for s in SPELLINGS.iter().filter(|s| s.label != "no-trailing-slash") {
+            let v = got.iter().find(|v| v.label == s.label).unwrap();
+            assert_eq!(v.path, s.example, "{}", s.label);
+        }
+        let v = &variants("/admin/").unwrap();
+        let v = v.iter().find(|v| v.label == "no-trailing-slash").unwrap();
+        assert_eq!(format!("/admin/ -> {}", v.path), SPELLINGS[11].example);
     }
 
     #[test]
