@@ -1154,7 +1154,10 @@ pub fn load(path: &Path) -> Result<Suite, SuiteError> {
         .or_else(|_| {
             // Re-parse from text for the line of the offending field.
             serde_saphyr::from_str::<SuiteFile>(&text).map_err(|e| {
-                let message = crate::fixtures::first_line_of(&e.to_string());
+                let message = crate::fixtures::first_line_of(&e.to_string()).replace(
+                    "no variant of enum Kind found in flattened data",
+                    "a check needs its kind: one of http, distribution, ports, sidecars, steps, status, attack",
+                );
                 let near = e.location().map(|l| l.line() as usize).unwrap_or(1);
                 invalid(line_of_unknown_field(&text, &message, near), message)
             })
@@ -1427,6 +1430,16 @@ mod tests {
                 other => panic!("{other:?}"),
             })
             .collect()
+    }
+
+    #[test]
+    fn a_check_without_a_kind_names_the_kinds() {
+        let (line, m) = invalid("name: s\nfixtures: .\nchecks:\n  - group: g\n    name: c\n");
+        assert!(
+            m.contains("a check needs its kind: one of http, distribution, ports, sidecars, steps, status, attack"),
+            "{m}"
+        );
+        assert_eq!(line, 4);
     }
 
     #[test]
