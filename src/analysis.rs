@@ -945,8 +945,19 @@ pub(crate) fn branch_mismatch(e: &HttpExpect, b: &crate::istio::Branch) -> Optio
         (Some(s), Some(be)) => format!("{s} from {} {}", be.service, be.version),
         (Some(s), None) => format!("{s}"),
     };
-    if b.status != Some(e.status) {
-        return Some(format!("expected status {}, predicted {got}", e.status));
+    let refused = b.backend.is_none() && b.status.is_some_and(|s| (400..500).contains(&s));
+    if let Some(d) = e.denied {
+        if b.backend.is_some() || b.status != Some(d.status()) {
+            return Some(format!("expected {}, predicted {got}", d.describe()));
+        }
+    } else if e.not_reached && !refused {
+        return Some(format!(
+            "expected {}, predicted {got}",
+            crate::suite::NOT_REACHED
+        ));
+    }
+    if let Some(s) = e.status.filter(|s| b.status != Some(*s)) {
+        return Some(format!("expected status {s}, predicted {got}"));
     }
     if e.backend.as_ref().is_some_and(|w| w.none) && b.backend.is_some() {
         return Some(format!("expected no backend to answer, predicted {got}"));

@@ -149,16 +149,17 @@ pub fn addresses(aims: &[Aim]) -> String {
 /// The suite's http checks, and its distribution checks by version share (every
 /// answer a 200 from one of the versions), as routes to probe, in suite order. A
 /// distribution by status (`statuses`, `at_least`: e.g. injected faults) has no one
-/// status to expect and is not probed.
+/// status to expect and is not probed, nor is an http check expecting only
+/// `not_reached` (any 4xx: an `attack` check's default).
 pub fn routes(suite: &Suite) -> Vec<Route> {
     suite
         .checks
         .iter()
         .filter_map(|c| match &c.kind {
-            CheckKind::Http(h) => Some(Route {
+            CheckKind::Http(h) => h.expect.expected_status().map(|status| Route {
                 name: c.full_name(),
                 request: h.request.clone(),
-                status: h.expect.status,
+                status,
                 allow: Duration::ZERO,
             }),
             CheckKind::Distribution(d) if !d.shares.is_empty() => Some(Route {

@@ -3,14 +3,17 @@
 //! receives; and the simulation of `steps` checks: each step predicted in the state
 //! the steps before it leave (src/istio/steps.rs: outlier ejections) and judged as an
 //! http check is. Used by the analysis (its `static::simulate::` testcases) and by a
-//! run (the predictions shown beside a failed step).
+//! run (the predictions shown beside a failed step). `denied` is judged against the
+//! security filters' decision (`Prediction::authz`), and a mismatch that decision
+//! explains names the policy that decided.
 
 use crate::analysis::{branch_mismatch, latency_mismatch, mirror_mismatch, sim_request};
+use crate::istio::authz::{DeniedBy, Verdict};
 use crate::istio::ejection::Ejections;
 use crate::istio::steps::{StepPrediction, StepRequest};
 use crate::istio::{Branch, Mesh, Prediction, SimRequest};
 use crate::suite::{
-    CheckKind, CheckSpec, HeaderExpect, HttpCheck, HttpExpect, RequestSpec, Step, Suite,
+    CheckKind, CheckSpec, Denied, HeaderExpect, HttpCheck, HttpExpect, RequestSpec, Step, Suite,
 };
 
 /// Why the response headers predicted for `b` miss `e.response_headers`, or None.
@@ -62,12 +65,81 @@ fn seen_mismatch(e: &HttpExpect, req: &SimRequest, b: &Branch) -> Option<String>
     })
 }
 
+/// The security filters' decision in words: `RBAC denial (403) by <policy>: <why>`,
+/// `allowed by <policy>: <why>`.
+pub fn verdict_words(v: &Verdict) -> String {
+    let what = match v.denied_by {
+        Some(DeniedBy::Rbac) => "RBAC denial (403)",
+        Some(DeniedBy::Jwt) => "JWT denial (401)",
+        None => "allowed",
+    };
+    let by = v
+        .policy
+        .as_ref()
+        .map(|p| format!(" by {p}"))
+        .unwrap_or_default();
+    let why = if v.why.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", v.why)
+    };
+    format!("{what}{by}{why}")
+}
+
+/// Why the security filters' predicted decision misses `e.denied` (not denied, or by
+/// the other filter), naming the policy that decided; None when `e` expects no
+/// denial or the right filter denies.
+pub fn authz_mismatch(e: &HttpExpect, p: &Prediction) -> Option<String> {
+    let want = e.denied?;
+    match &p.authz {
+        Some(v) if v.denied_by == Some(want.by()) => None,
+        Some(v) => Some(format!(
+            "expected {}, predicted {}",
+            want.describe(),
+            verdict_words(v)
+        )),
+        None => Some(format!(
+            "expected {}, predicted {} (no AuthorizationPolicy or RequestAuthentication applies to the gateway)",
+            want.describe(),
+            p.summary()
+        )),
+    }
+}
+
+/// What the security filters decided, when it explains a mismatch: a denial the
+/// expectation does not want, or the request let through when `e` wants it refused
+/// (`denied`, `not_reached`).
+fn authz_context(e: &HttpExpect, p: &Prediction) -> Option<String> {
+    let wants_refusal = e.denied.is_some() || e.not_reached;
+    match &p.authz {
+        Some(v) if v.denied_by.is_some() && e.denied.map(Denied::by) != v.denied_by => {
+            Some(verdict_words(v))
+        }
+        Some(v) if v.denied_by.is_none() && wants_refusal => Some(verdict_words(v)),
+        None if wants_refusal => {
+            Some("no AuthorizationPolicy or RequestAuthentication applies to the gateway".into())
+        }
+        _ => None,
+    }
+}
+
 /// Every way the predicted answers of `p` miss `h`'s expectation (identical mismatches
-/// of several branches are one, with their shares added).
+/// of several branches are one, with their shares added). A `denied` expectation is
+/// judged against the security filters' decision first ([`authz_mismatch`]); a
+/// mismatch their decision explains says what it was.
 pub fn predicted_mismatches(h: &HttpCheck, sim: &SimRequest, p: &Prediction) -> Vec<String> {
+    if let Some(m) = authz_mismatch(&h.expect, p) {
+        return vec![m];
+    }
+    let context = authz_context(&h.expect, p);
     let mut by_msg: Vec<(String, f64)> = Vec::new();
     for b in p.outcomes().iter().filter(|b| b.share > 0.0) {
-        let found = branch_mismatch(&h.expect, b).or_else(|| seen_mismatch(&h.expect, sim, b));
+        let found = branch_mismatch(&h.expect, b)
+            .map(|m| match &context {
+                Some(c) => format!("{m} (authz: {c})"),
+                None => m,
+            })
+            .or_else(|| seen_mismatch(&h.expect, sim, b));
         if let Some(m) = found {
             match by_msg.iter_mut().find(|(x, _)| *x == m) {
                 Some((_, s)) => *s += b.share,
@@ -215,6 +287,245 @@ pub fn step_predictions(suite: &Suite, mesh: &Mesh) -> Vec<(String, Prediction)>
 }
 
 #[cfg(test)]
+mod authz_tests {
+    //! `denied` and `not_reached` judged against synthetic predictions carrying the
+    //! security filters' verdict.
+    use super::*;
+    use crate::istio::{Backend, Branch, Prediction};
+
+    const DENY_ADMIN: &str = "ns[istio-ingress]-policy[deny-admin]-rule[0]";
+
+    fn branch(status: u16, backend: bool) -> Branch {
+        Branch {
+            share: 1.0,
+            status: Some(status),
+            backend: backend.then(|| Backend {
+                service: "nb-rest".into(),
+                version: "v1".into(),
+                namespace: "atlas".into(),
+                pods: vec!["nb-rest-v1-abc".into()],
+            }),
+            path_seen: backend.then(|| "/admin/users".into()),
+            query: String::new(),
+            headers_seen: Default::default(),
+            response: Default::default(),
+            mtls: None,
+            cluster: None,
+            reason: if backend {
+                "cluster outbound|80||nb-rest.atlas.svc.cluster.local".into()
+            } else {
+                "the gateway answers itself".into()
+            },
+        }
+    }
+
+    fn verdict(denied_by: Option<DeniedBy>, policy: Option<&str>, why: &str) -> Verdict {
+        Verdict {
+            denied_by,
+            policy: policy.map(str::to_string),
+            why: why.into(),
+        }
+    }
+
+    /// A request predicted `status` (from nb-rest when `backend`), with `authz`.
+    fn predicted(status: u16, backend: bool, authz: Option<Verdict>) -> Prediction {
+        Prediction {
+            steps: Vec::new(),
+            route: None,
+            branches: vec![branch(status, backend)],
+            fault: None,
+            mirrors: Vec::new(),
+            longest_answer: Default::default(),
+            authz,
+        }
+    }
+
+    fn denied_by_rbac() -> Prediction {
+        predicted(
+            403,
+            false,
+            Some(verdict(
+                Some(DeniedBy::Rbac),
+                Some(DENY_ADMIN),
+                "DENY rule matched path /admin/*",
+            )),
+        )
+    }
+
+    fn check(expect: HttpExpect) -> HttpCheck {
+        HttpCheck {
+            request: RequestSpec {
+                path: "/admin/users".into(),
+                ..Default::default()
+            },
+            repeat: 1,
+            expect,
+        }
+    }
+
+    fn judge(expect: HttpExpect, p: &Prediction) -> Vec<String> {
+        let h = check(expect);
+        predicted_mismatches(&h, &sim_request(&h.request, 80), p)
+    }
+
+    fn denied(d: Denied) -> HttpExpect {
+        HttpExpect {
+            denied: Some(d),
+            ..Default::default()
+        }
+    }
+
+    fn not_reached() -> HttpExpect {
+        HttpExpect {
+            not_reached: true,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_rbac_denial_is_predicted_by_the_rbac_filter() {
+        assert!(judge(denied(Denied::Rbac), &denied_by_rbac()).is_empty());
+        // Allowed by a policy: named, with why.
+        let allowed = predicted(
+            200,
+            true,
+            Some(verdict(
+                None,
+                Some("ns[istio-ingress]-policy[allow-all]-rule[0]"),
+                "ALLOW rule matched",
+            )),
+        );
+        assert_eq!(
+            judge(denied(Denied::Rbac), &allowed),
+            ["expected RBAC denial (403 RBAC: access denied), predicted allowed by ns[istio-ingress]-policy[allow-all]-rule[0]: ALLOW rule matched"]
+        );
+        // Denied by the other filter.
+        let jwt = predicted(
+            401,
+            false,
+            Some(verdict(Some(DeniedBy::Jwt), None, "no JWT: Jwt is missing")),
+        );
+        assert_eq!(
+            judge(denied(Denied::Rbac), &jwt),
+            ["expected RBAC denial (403 RBAC: access denied), predicted JWT denial (401): no JWT: Jwt is missing"]
+        );
+        // No policy at the gateway at all.
+        let open = predicted(200, true, None);
+        let m = judge(denied(Denied::Rbac), &open);
+        assert_eq!(m.len(), 1);
+        assert!(
+            m[0].starts_with(
+                "expected RBAC denial (403 RBAC: access denied), predicted 200 from nb-rest v1"
+            ) && m[0].ends_with(
+                "(no AuthorizationPolicy or RequestAuthentication applies to the gateway)"
+            ),
+            "{m:?}"
+        );
+    }
+
+    #[test]
+    fn a_jwt_denial_is_predicted_by_the_jwt_filter() {
+        let jwt = predicted(
+            401,
+            false,
+            Some(verdict(Some(DeniedBy::Jwt), None, "Jwt is missing")),
+        );
+        assert!(judge(denied(Denied::Jwt), &jwt).is_empty());
+        assert_eq!(
+            judge(denied(Denied::Jwt), &denied_by_rbac()),
+            [format!("expected JWT denial (401 Jwt ...), predicted RBAC denial (403) by {DENY_ADMIN}: DENY rule matched path /admin/*")]
+        );
+    }
+
+    #[test]
+    fn a_denial_the_verdict_gives_but_the_branches_contradict_is_still_a_mismatch() {
+        // The verdict says RBAC, the answer says a backend: judged on the answer too.
+        let inconsistent = predicted(
+            200,
+            true,
+            Some(verdict(Some(DeniedBy::Rbac), Some(DENY_ADMIN), "")),
+        );
+        let m = judge(denied(Denied::Rbac), &inconsistent);
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert!(
+            m[0].starts_with(
+                "expected RBAC denial (403 RBAC: access denied), predicted 200 from nb-rest v1"
+            ),
+            "{m:?}"
+        );
+        // A 403 the backend answers is no denial either.
+        let from_backend = predicted(
+            403,
+            true,
+            Some(verdict(Some(DeniedBy::Rbac), Some(DENY_ADMIN), "")),
+        );
+        let m = judge(denied(Denied::Rbac), &from_backend);
+        assert_eq!(
+            m,
+            ["expected RBAC denial (403 RBAC: access denied), predicted 403 from nb-rest v1"]
+        );
+    }
+
+    #[test]
+    fn an_unexpected_denial_names_the_policy_that_decided() {
+        let e = HttpExpect {
+            status: Some(200),
+            backend: Some(crate::suite::BackendExpect {
+                service: Some("nb-rest".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            judge(e.clone(), &denied_by_rbac()),
+            [format!("expected status 200, predicted 403 (authz: RBAC denial (403) by {DENY_ADMIN}: DENY rule matched path /admin/*)")]
+        );
+        // Allowed and as expected: nothing to say.
+        let allowed = predicted(200, true, Some(verdict(None, None, "no DENY rule matched")));
+        assert!(judge(e, &allowed).is_empty());
+        // A plain status 403 expectation accepts the denial as before.
+        let plain = HttpExpect {
+            status: Some(403),
+            ..Default::default()
+        };
+        assert!(judge(plain, &denied_by_rbac()).is_empty());
+    }
+
+    #[test]
+    fn not_reached_is_any_4xx_without_a_backend() {
+        assert!(judge(not_reached(), &denied_by_rbac()).is_empty());
+        assert!(judge(not_reached(), &predicted(404, false, None)).is_empty());
+        let m = judge(not_reached(), &predicted(200, true, None));
+        assert_eq!(
+            m,
+            ["expected the gateway to refuse the request itself (a 4xx, no backend), predicted 200 from nb-rest v1 (authz: no AuthorizationPolicy or RequestAuthentication applies to the gateway)"]
+        );
+        let allowed = predicted(200, true, Some(verdict(None, None, "no DENY rule matched")));
+        let m = judge(not_reached(), &allowed);
+        assert!(
+            m[0].ends_with("predicted 200 from nb-rest v1 (authz: allowed: no DENY rule matched)"),
+            "{m:?}"
+        );
+        // A backend's own 404 was reached.
+        let m = judge(not_reached(), &predicted(404, true, None));
+        assert!(m[0].ends_with("predicted 404 from nb-rest v1 (authz: no AuthorizationPolicy or RequestAuthentication applies to the gateway)"), "{m:?}");
+        // The gateway's own 503 is no refusal: it routed the request toward a backend.
+        let m = judge(not_reached(), &predicted(503, false, None));
+        assert!(m[0].starts_with("expected the gateway to refuse the request itself (a 4xx, no backend), predicted 503"), "{m:?}");
+        // With a status, only that one.
+        let e = HttpExpect {
+            status: Some(404),
+            ..not_reached()
+        };
+        let m = judge(e, &denied_by_rbac());
+        assert!(
+            m[0].starts_with("expected status 404, predicted 403"),
+            "{m:?}"
+        );
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use crate::analysis::{analyze, Finding, Severity};
     use std::path::Path;
@@ -239,6 +550,46 @@ mod tests {
         let fx = crate::fixtures::load_dirs(&suite.fixtures_dirs()).unwrap();
         let mesh = crate::istio::Mesh::build(&fx);
         analyze(&fx, &mesh, &suite)
+    }
+
+    #[test]
+    fn each_spelling_of_an_attack_is_simulated_as_its_own_check() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("suite.yaml");
+        std::fs::write(
+            &path,
+            format!(
+                "name: s\nfixtures: {}\nchecks:\n  - group: security\n    name: ui-admin\n    attack:\n      request: {{ path: /atlas-ui/admin }}\n",
+                root.join("fixtures/ingress").display()
+            ),
+        )
+        .unwrap();
+        let suite = crate::suite::load(&path).unwrap();
+        let names = crate::analysis::testcase_names(&suite);
+        for label in ["as-written", "dot-segment", "upper-case", "fragment"] {
+            assert!(
+                names.contains(&format!("simulate::security::ui-admin::{label}")),
+                "{label}: {names:?}"
+            );
+        }
+        let fx = crate::fixtures::load_dirs(&suite.fixtures_dirs()).unwrap();
+        let mesh = crate::istio::Mesh::build(&fx);
+        let found = analyze(&fx, &mesh, &suite);
+        let of = |label: &str| {
+            found
+                .iter()
+                .find(|f| f.analysis == format!("simulate::security::ui-admin::{label}"))
+        };
+        // Nothing closes /atlas-ui/admin in these fixtures: it reaches atlas-ui.
+        let f = of("as-written").expect("the path as written reaches a backend");
+        assert_eq!(f.code, "MC201");
+        assert!(
+            f.message.starts_with("check security::ui-admin::as-written: expected the gateway to refuse the request itself (a 4xx, no backend), predicted 200 from atlas-ui"),
+            "{f}"
+        );
+        // No route matches the upper-case spelling (routes are case-sensitive): 404.
+        assert!(of("upper-case").is_none(), "{:?}", of("upper-case"));
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! Suites are data: `suites/<name>.yaml` declares the fixtures, the ingress under test
 //! and the checks. Adding a routing case is a few lines of YAML; check kinds are Rust
-//! (src/checks/, one file each).
+//! (src/checks/, one file each). An `attack` check is expanded when the suite loads
+//! into one http check per spelling of its path (attack.rs), so everything after the
+//! loader sees only the kinds a check runs as ([`CheckKind`]).
+
+pub mod attack;
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -24,23 +28,146 @@ pub enum SuiteError {
     },
 }
 
-/// A suite file as written.
-#[derive(Debug, Clone, Deserialize)]
+/// A suite as loaded: its checks as they run (an `attack` check expanded into one
+/// http check per spelling).
+#[derive(Debug, Clone)]
 pub struct Suite {
     pub name: String,
-    #[serde(default)]
     pub description: String,
     /// Fixtures directory, relative to the suite file, or several loaded as one set
     /// (a shared base and the suite's own objects).
     pub fixtures: FixturePaths,
-    #[serde(default)]
     pub ingress: IngressSpec,
-    #[serde(default)]
     pub policy: Policy,
     pub checks: Vec<CheckSpec>,
     /// Where the suite was read from (set by the loader).
-    #[serde(skip)]
     pub path: PathBuf,
+}
+
+/// A suite file as written.
+#[derive(Debug, Clone, Deserialize)]
+struct SuiteFile {
+    name: String,
+    #[serde(default)]
+    description: String,
+    fixtures: FixturePaths,
+    #[serde(default)]
+    ingress: IngressSpec,
+    #[serde(default)]
+    policy: Policy,
+    checks: Vec<WrittenCheck>,
+}
+
+/// A check as written: one of the kinds a check runs as, or an `attack`, which the
+/// loader expands into http checks.
+#[derive(Debug, Clone, Deserialize)]
+struct WrittenCheck {
+    group: String,
+    name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(flatten)]
+    kind: Kind,
+}
+
+/// [`CheckKind`] and `attack`, as a check is written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(clippy::large_enum_variant)] // a few per suite, read once
+enum Kind {
+    Http(Box<HttpCheck>),
+    Distribution(DistributionCheck),
+    Ports(PortsCheck),
+    Sidecars(SidecarsCheck),
+    Steps(Vec<Step>),
+    Status(StatusCheck),
+    Attack(Box<AttackCheck>),
+}
+
+impl WrittenCheck {
+    fn full_name(&self) -> String {
+        format!("{}::{}", self.group, self.name)
+    }
+
+    /// The checks it runs as: itself, or an attack's variants
+    /// (`<group>::<name>::<label>`). Err: why an attack cannot be expanded.
+    fn expand(self) -> Result<Vec<CheckSpec>, String> {
+        let kind = match self.kind {
+            Kind::Http(h) => CheckKind::Http(h),
+            Kind::Distribution(d) => CheckKind::Distribution(d),
+            Kind::Ports(p) => CheckKind::Ports(p),
+            Kind::Sidecars(s) => CheckKind::Sidecars(s),
+            Kind::Steps(s) => CheckKind::Steps(s),
+            Kind::Status(s) => CheckKind::Status(s),
+            Kind::Attack(a) => {
+                return Ok(a
+                    .variants()?
+                    .into_iter()
+                    .map(|(v, http)| CheckSpec {
+                        group: self.group.clone(),
+                        name: format!("{}::{}", self.name, v.label),
+                        description: match self.description.as_str() {
+                            "" => attack::describe(&v),
+                            d => format!("{d}: {}", attack::describe(&v)),
+                        },
+                        kind: CheckKind::Http(Box::new(http)),
+                    })
+                    .collect())
+            }
+        };
+        Ok(vec![CheckSpec {
+            group: self.group,
+            name: self.name,
+            description: self.description,
+            kind,
+        }])
+    }
+}
+
+/// An `attack` check: a path the gateway must keep closed, sent in every spelling
+/// [`attack::SPELLINGS`] makes of it (or those `variants` names), each its own http
+/// check judged by `expect` (default: [`HttpExpect::not_reached`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttackCheck {
+    /// The request; its `path` is written plainly (`/admin/users`).
+    pub request: RequestSpec,
+    /// Spelling labels, or `[all]` (the default).
+    #[serde(default)]
+    pub variants: Vec<String>,
+    /// What every spelling must get (default: `not_reached: true`).
+    #[serde(default)]
+    pub expect: Option<HttpExpect>,
+}
+
+impl AttackCheck {
+    /// Each spelling chosen and its http check. Err: the path is not plain or a
+    /// variant cannot be made of it.
+    pub fn variants(&self) -> Result<Vec<(attack::Variant, HttpCheck)>, String> {
+        let expect = self.expect.clone().unwrap_or(HttpExpect {
+            not_reached: true,
+            ..Default::default()
+        });
+        let as_written = HttpCheck {
+            request: self.request.clone(),
+            repeat: 1,
+            expect: expect.clone(),
+        };
+        if let Some(why) = http_problem(&as_written) {
+            return Err(why);
+        }
+        Ok(attack::select(&self.request.path, &self.variants)?
+            .into_iter()
+            .map(|v| {
+                let http = HttpCheck {
+                    request: attack::request(&self.request, &v),
+                    repeat: 1,
+                    expect: expect.clone(),
+                };
+                (v, http)
+            })
+            .collect())
+    }
 }
 
 /// `fixtures: dir` or `fixtures: [base, own]`.
@@ -88,14 +215,14 @@ fn default_allowed_ports() -> Vec<u16> {
     vec![80]
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// A check as it runs (as written, or one spelling of an `attack`).
+#[derive(Debug, Clone)]
 pub struct CheckSpec {
     /// The report's classname; the console shows `group::name`.
     pub group: String,
+    /// As written; an attack's spelling is `<name>::<label>`.
     pub name: String,
-    #[serde(default)]
     pub description: String,
-    #[serde(flatten)]
     pub kind: CheckKind,
 }
 
@@ -124,8 +251,9 @@ impl CheckSpec {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// What a check runs as: the kinds a check is written as (`Kind`), an `attack`
+/// expanded by the loader into `Http` checks.
+#[derive(Debug, Clone)]
 #[allow(clippy::large_enum_variant)] // a few per suite, read once: boxing buys nothing
 pub enum CheckKind {
     Http(Box<HttpCheck>),
@@ -391,7 +519,18 @@ fn one() -> u32 {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct HttpExpect {
-    pub status: u16,
+    /// The status; implied by `denied`, optional with `not_reached` (then any 4xx).
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// The gateway's own security filter refused the request: `rbac` (403, body
+    /// `RBAC: access denied`) or `jwt` (401, a body starting `Jwt `); no backend
+    /// answered.
+    #[serde(default)]
+    pub denied: Option<Denied>,
+    /// No backend answered: the gateway refused the request itself, with a 4xx (any,
+    /// unless `status` says which). The default of an `attack` check.
+    #[serde(default)]
+    pub not_reached: bool,
     #[serde(default)]
     pub backend: Option<BackendExpect>,
     /// The path the backend saw.
@@ -421,6 +560,127 @@ pub struct HttpExpect {
     /// response still comes from the primary).
     #[serde(default)]
     pub mirrored_to: Option<MirrorExpect>,
+}
+
+/// Envoy's RBAC filter's answer to a denied request (403).
+pub const RBAC_DENIED_BODY: &str = "RBAC: access denied";
+/// How Envoy's JWT filter's answers start (401: `Jwt is missing`, `Jwt verification
+/// fails`, `Jwt issuer is not configured`, `Jwt is expired`, ...).
+pub const JWT_DENIED_PREFIX: &str = "Jwt ";
+
+/// `denied: rbac | jwt`: which of the gateway's security filters refused a request.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Denied {
+    /// envoy.filters.http.rbac (AuthorizationPolicy; also a RequestAuthentication's
+    /// required principal): 403 `RBAC: access denied`.
+    Rbac,
+    /// envoy.filters.http.jwt_authn (RequestAuthentication): 401 `Jwt ...`.
+    Jwt,
+}
+
+impl Denied {
+    /// The status the filter answers with.
+    pub fn status(self) -> u16 {
+        match self {
+            Denied::Rbac => 403,
+            Denied::Jwt => 401,
+        }
+    }
+
+    /// Whether `body` is the filter's own answer.
+    pub fn body_is_its(self, body: &str) -> bool {
+        match self {
+            Denied::Rbac => body.trim_end() == RBAC_DENIED_BODY,
+            Denied::Jwt => body.starts_with(JWT_DENIED_PREFIX),
+        }
+    }
+
+    /// The model's name for the filter.
+    pub fn by(self) -> crate::istio::authz::DeniedBy {
+        match self {
+            Denied::Rbac => crate::istio::authz::DeniedBy::Rbac,
+            Denied::Jwt => crate::istio::authz::DeniedBy::Jwt,
+        }
+    }
+
+    /// `RBAC denial (403 RBAC: access denied)`.
+    pub fn describe(self) -> String {
+        match self {
+            Denied::Rbac => format!("RBAC denial (403 {RBAC_DENIED_BODY})"),
+            Denied::Jwt => "JWT denial (401 Jwt ...)".to_string(),
+        }
+    }
+
+    /// `rbac` / `jwt`, as written.
+    pub fn word(self) -> &'static str {
+        match self {
+            Denied::Rbac => "rbac",
+            Denied::Jwt => "jwt",
+        }
+    }
+}
+
+/// What `not_reached` means, for messages.
+pub const NOT_REACHED: &str = "the gateway to refuse the request itself (a 4xx, no backend)";
+
+impl HttpExpect {
+    /// The one status an answer must have: `status`, or the one `denied` implies;
+    /// None with `not_reached` alone (any 4xx).
+    pub fn expected_status(&self) -> Option<u16> {
+        self.status.or(self.denied.map(Denied::status))
+    }
+
+    /// Whether the expectation says a backend answers (its identity, or what it
+    /// received, is judged).
+    pub fn needs_backend(&self) -> bool {
+        self.backend.as_ref().is_some_and(|b| !b.none)
+            || self.path.is_some()
+            || self.method.is_some()
+            || self.query.is_some()
+            || !self.headers.is_empty()
+            || self.mirrored_to.is_some()
+    }
+
+    /// Why the expectation contradicts itself or says nothing, or None.
+    fn problem(&self) -> Option<String> {
+        let refused = match (self.denied, self.not_reached) {
+            (Some(d), _) => format!("`denied: {}`", d.word()),
+            (None, true) => "`not_reached`".to_string(),
+            (None, false) => {
+                return self.status.is_none().then(|| {
+                    "expect needs `status` (or `denied: rbac|jwt`, `not_reached: true`)".into()
+                })
+            }
+        };
+        if let (Some(s), Some(d)) = (self.status, self.denied) {
+            if s != d.status() {
+                return Some(format!(
+                    "expect.status {s} contradicts `denied: {}` (the filter answers {})",
+                    d.word(),
+                    d.status()
+                ));
+            }
+        }
+        if let Some(s) = self.status.filter(|s| !(400..500).contains(s)) {
+            if self.not_reached {
+                return Some(format!(
+                    "expect.status {s} contradicts `not_reached` (the gateway refuses with a 4xx)"
+                ));
+            }
+        }
+        let judged = [
+            ("backend", self.backend.as_ref().is_some_and(|b| !b.none)),
+            ("path", self.path.is_some()),
+            ("method", self.method.is_some()),
+            ("query", self.query.is_some()),
+            ("headers", !self.headers.is_empty()),
+            ("mirrored_to", self.mirrored_to.is_some()),
+        ];
+        judged.iter().find(|(_, set)| *set).map(|(what, _)| {
+            format!("expect.{what} contradicts {refused}: no backend receives the request")
+        })
+    }
 }
 
 /// `backend: { service, version, namespace }`, or `backend: none`: no stub answered
@@ -751,10 +1011,7 @@ impl DistributionCheck {
 /// that is not a duration, shares and statuses both or neither), or None.
 fn check_problem(c: &CheckSpec) -> Option<String> {
     match &c.kind {
-        CheckKind::Http(h) => h
-            .request
-            .invalid()
-            .or_else(|| h.expect.latency.as_ref().and_then(|l| l.bounds().err())),
+        CheckKind::Http(h) => http_problem(h),
         CheckKind::Distribution(d) => d.request.invalid().or_else(|| {
             let given = [
                 !d.shares.is_empty(),
@@ -799,12 +1056,17 @@ fn steps_problem(steps: &[Step]) -> Option<String> {
         if !names.insert(s.name.as_str()) {
             return Some(format!("step {} is declared twice", s.name));
         }
-        let h = &s.http;
-        h.request
-            .invalid()
-            .or_else(|| h.expect.latency.as_ref().and_then(|l| l.bounds().err()))
-            .map(|why| format!("step {}: {why}", s.name))
+        http_problem(&s.http).map(|why| format!("step {}: {why}", s.name))
     })
+}
+
+/// What is wrong with an http check (or step): its request, a latency bound, an
+/// expectation that contradicts itself.
+fn http_problem(h: &HttpCheck) -> Option<String> {
+    h.request
+        .invalid()
+        .or_else(|| h.expect.latency.as_ref().and_then(|l| l.bounds().err()))
+        .or_else(|| h.expect.problem())
 }
 
 /// For an `unknown field `k`` error reported at line `near` (inside a check, the
@@ -826,12 +1088,12 @@ fn line_of_unknown_field(text: &str, message: &str, near: usize) -> usize {
 }
 
 /// The line of `name: <check name>` in the suite text (1 when not found).
-fn line_of_check(text: &str, c: &CheckSpec) -> usize {
+fn line_of_check(text: &str, name: &str) -> usize {
     text.lines()
         .position(|l| {
             let l = l.trim_start().trim_start_matches("- ");
             l.strip_prefix("name:")
-                .is_some_and(|v| v.trim().trim_matches(['"', '\'']) == c.name)
+                .is_some_and(|v| v.trim().trim_matches(['"', '\'']) == name)
         })
         .map_or(1, |i| i + 1)
 }
@@ -887,12 +1149,15 @@ pub fn load(path: &Path) -> Result<Suite, SuiteError> {
         )
     })?;
     let mut unknown = Vec::new();
-    let mut suite: Suite = serde_ignored::deserialize(value, |p| unknown.push(p.to_string()))
+    let file: SuiteFile = serde_ignored::deserialize(value, |p| unknown.push(p.to_string()))
         .map_err(|e| invalid(1, e.to_string()))
         .or_else(|_| {
             // Re-parse from text for the line of the offending field.
-            serde_saphyr::from_str::<Suite>(&text).map_err(|e| {
-                let message = crate::fixtures::first_line_of(&e.to_string());
+            serde_saphyr::from_str::<SuiteFile>(&text).map_err(|e| {
+                let message = crate::fixtures::first_line_of(&e.to_string()).replace(
+                    "no variant of enum Kind found in flattened data",
+                    "a check needs its kind: one of http, distribution, ports, sidecars, steps, status, attack",
+                );
                 let near = e.location().map(|l| l.line() as usize).unwrap_or(1);
                 invalid(line_of_unknown_field(&text, &message, near), message)
             })
@@ -911,19 +1176,35 @@ pub fn load(path: &Path) -> Result<Suite, SuiteError> {
         return Err(invalid(line, format!("unknown key `{u}`")));
     }
     let mut seen = std::collections::BTreeSet::new();
+    let mut checks = Vec::new();
+    for w in file.checks {
+        let (line, written) = (line_of_check(&text, &w.name), w.full_name());
+        let expanded = w
+            .expand()
+            .map_err(|why| invalid(line, format!("check {written}: {why}")))?;
+        for c in expanded {
+            if !seen.insert(c.full_name()) {
+                return Err(invalid(
+                    line,
+                    format!("check {} is declared twice", c.full_name()),
+                ));
+            }
+            if let Some(why) = check_problem(&c) {
+                return Err(invalid(line, format!("check {}: {why}", c.full_name())));
+            }
+            checks.push(c);
+        }
+    }
+    let mut suite = Suite {
+        name: file.name,
+        description: file.description,
+        fixtures: file.fixtures,
+        ingress: file.ingress,
+        policy: file.policy,
+        checks,
+        path: PathBuf::new(),
+    };
     for c in &suite.checks {
-        if !seen.insert(c.full_name()) {
-            return Err(invalid(
-                1,
-                format!("check {} is declared twice", c.full_name()),
-            ));
-        }
-        if let Some(why) = check_problem(c) {
-            return Err(invalid(
-                line_of_check(&text, c),
-                format!("check {}: {why}", c.full_name()),
-            ));
-        }
         if let CheckKind::Distribution(d) = &c.kind {
             let sum: f64 = d.expected().values().sum();
             let bad_sum = (sum - 100.0).abs() > 1e-9 || d.expected().values().any(|s| *s < 0.0);
@@ -1062,6 +1343,219 @@ mod tests {
             invalid(&STEPS.replace("        http:", "        onse: true\n        http:"));
         assert!(m.contains("unknown field `onse`"), "{m}");
         assert_eq!(line, 8);
+    }
+
+    const HTTP: &str = "name: s\nfixtures: .\nchecks:\n  - group: g\n    name: c\n    http:\n      request: { path: /a }\n      expect: { denied: rbac }\n";
+
+    fn only_http(s: &Suite) -> &HttpCheck {
+        match &s.checks[0].kind {
+            CheckKind::Http(h) => h,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn denied_implies_its_status_and_no_backend() {
+        let s = load_text(HTTP).unwrap();
+        let e = &only_http(&s).expect;
+        assert_eq!((e.denied, e.status), (Some(Denied::Rbac), None));
+        assert_eq!(e.expected_status(), Some(403));
+        let s = load_text(&HTTP.replace("denied: rbac", "denied: jwt, status: 401")).unwrap();
+        assert_eq!(only_http(&s).expect.expected_status(), Some(401));
+        let s = load_text(&HTTP.replace("denied: rbac", "not_reached: true")).unwrap();
+        let e = &only_http(&s).expect;
+        assert!(e.not_reached && e.expected_status().is_none());
+        let s = load_text(&HTTP.replace("denied: rbac", "not_reached: true, status: 404")).unwrap();
+        assert_eq!(only_http(&s).expect.expected_status(), Some(404));
+        // Plain checks keep their status.
+        let s = load_text(&HTTP.replace("denied: rbac", "status: 200")).unwrap();
+        assert_eq!(only_http(&s).expect.expected_status(), Some(200));
+    }
+
+    #[test]
+    fn a_denial_or_refusal_that_contradicts_itself_is_a_load_error_naming_the_check() {
+        for (expect, says) in [
+            (
+                "denied: rbac, status: 200",
+                "check g::c: expect.status 200 contradicts `denied: rbac` (the filter answers 403)",
+            ),
+            (
+                "denied: jwt, status: 403",
+                "check g::c: expect.status 403 contradicts `denied: jwt` (the filter answers 401)",
+            ),
+            (
+                "not_reached: true, status: 503",
+                "check g::c: expect.status 503 contradicts `not_reached` (the gateway refuses with a 4xx)",
+            ),
+            (
+                "denied: rbac, backend: { service: nb-rest }",
+                "check g::c: expect.backend contradicts `denied: rbac`: no backend receives the request",
+            ),
+            (
+                "not_reached: true, path: /a",
+                "check g::c: expect.path contradicts `not_reached`: no backend receives the request",
+            ),
+            (
+                "denied: rbac, headers: { x-a: b }",
+                "check g::c: expect.headers contradicts `denied: rbac`",
+            ),
+            (
+                "backend: none",
+                "check g::c: expect needs `status` (or `denied: rbac|jwt`, `not_reached: true`)",
+            ),
+        ] {
+            let (line, m) = invalid(&HTTP.replace("denied: rbac", expect));
+            assert!(m.contains(says), "{expect}: {m}");
+            assert_eq!(line, 5, "{expect}: the line of the check's name");
+        }
+        // `backend: none` agrees with a denial.
+        assert!(load_text(&HTTP.replace("denied: rbac", "denied: rbac, backend: none")).is_ok());
+        let (_, m) = invalid(&HTTP.replace("denied: rbac", "denied: opa"));
+        assert!(m.contains("unknown variant `opa`"), "{m}");
+        // In a step too, named by the step.
+        let (_, m) = invalid(&STEPS.replace("status: 200", "denied: rbac, status: 401"));
+        assert!(
+            m.contains("check g::c: step one: expect.status 401 contradicts `denied: rbac`"),
+            "{m}"
+        );
+    }
+
+    const ATTACK: &str = "name: s\nfixtures: .\nchecks:\n  - group: security\n    name: admin-closed\n    attack:\n      request: { path: /admin/users, method: GET }\n";
+
+    fn http_checks(s: &Suite) -> Vec<(String, &HttpCheck)> {
+        s.checks
+            .iter()
+            .map(|c| match &c.kind {
+                CheckKind::Http(h) => (c.full_name(), h.as_ref()),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_check_without_a_kind_names_the_kinds() {
+        let (line, m) = invalid("name: s\nfixtures: .\nchecks:\n  - group: g\n    name: c\n");
+        assert!(
+            m.contains("a check needs its kind: one of http, distribution, ports, sidecars, steps, status, attack"),
+            "{m}"
+        );
+        assert_eq!(line, 4);
+    }
+
+    #[test]
+    fn an_attack_loads_as_one_http_check_per_spelling() {
+        let s = load_text(ATTACK).unwrap();
+        let checks = http_checks(&s);
+        let names: Vec<&str> = checks.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names.len(), 13);
+        assert_eq!(names[0], "security::admin-closed::as-written");
+        assert_eq!(names[1], "security::admin-closed::dot-segment");
+        assert_eq!(names[12], "security::admin-closed::fragment");
+        for (name, h) in &checks {
+            assert!(
+                h.expect.not_reached && h.expect.expected_status().is_none(),
+                "{name}"
+            );
+            assert_eq!(h.request.method.as_deref(), Some("GET"));
+            assert_eq!(h.repeat, 1);
+        }
+        let path = |label: &str| {
+            checks
+                .iter()
+                .find(|(n, _)| n.ends_with(&format!("::{label}")))
+                .map(|(_, h)| h.request.path.clone())
+                .unwrap()
+        };
+        assert_eq!(path("encoded-slash"), "/admin%2Fusers");
+        assert_eq!(path("backslash"), "/admin\\users");
+        // Each is a check of its own everywhere a check's requests are used.
+        let ids: Vec<String> = s
+            .checks
+            .iter()
+            .flat_map(|c| c.requests())
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(ids[3], "security::admin-closed::encoded-dot");
+        assert!(
+            s.checks[3].description.contains("BASE and stricter"),
+            "{}",
+            s.checks[3].description
+        );
+    }
+
+    #[test]
+    fn an_attack_takes_a_subset_of_spellings_and_any_expectation() {
+        let text = format!(
+            "{ATTACK}      variants: [fragment, double-slash]\n      expect: {{ denied: rbac }}\n"
+        );
+        let s = load_text(&text).unwrap();
+        let checks = http_checks(&s);
+        let got: Vec<(&str, &str)> = checks
+            .iter()
+            .map(|(n, h)| (n.as_str(), h.request.path.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("security::admin-closed::double-slash", "//admin/users"),
+                ("security::admin-closed::fragment", "/admin/users#x"),
+            ]
+        );
+        assert!(checks
+            .iter()
+            .all(|(_, h)| h.expect.denied == Some(Denied::Rbac)));
+    }
+
+    #[test]
+    fn a_bad_attack_is_a_load_error_naming_the_check_and_its_line() {
+        for (edit, says) in [
+            (
+                "      variants: [dot-segment, double-dot]\n",
+                "check security::admin-closed: attack.variants: unknown variant \"double-dot\"",
+            ),
+            (
+                "      expect: { denied: rbac, status: 200 }\n",
+                "check security::admin-closed: expect.status 200 contradicts `denied: rbac`",
+            ),
+            (
+                "      expect: { status: 200, backend: { service: nb-rest } }\n",
+                "",
+            ),
+        ] {
+            let text = format!("{ATTACK}{edit}");
+            if says.is_empty() {
+                // A check that expects the path open is a plain expectation: allowed.
+                assert!(load_text(&text).is_ok());
+                continue;
+            }
+            let (line, m) = invalid(&text);
+            assert!(m.contains(says), "{m}");
+            assert_eq!(line, 5);
+        }
+        let (line, m) = invalid(&ATTACK.replace("path: /admin/users", "path: \"\""));
+        assert!(
+            m.contains("check security::admin-closed: attack.request.path is empty"),
+            "{m}"
+        );
+        assert_eq!(line, 5);
+        let (_, m) = invalid(&ATTACK.replace("/admin/users", "/admin/../users"));
+        assert!(m.contains("without dot segments"), "{m}");
+        let (_, m) = invalid(&ATTACK.replace("method: GET", "method: FETCH"));
+        assert!(
+            m.contains("check security::admin-closed: unknown HTTP method"),
+            "{m}"
+        );
+        let (_, m) = invalid(&format!("{ATTACK}      repeat: 3\n"));
+        assert!(m.contains("unknown field `repeat`"), "{m}");
+        // A variant's name taken by another check.
+        let twice = format!(
+            "{ATTACK}  - group: security\n    name: admin-closed::fragment\n    http:\n      request: {{ path: /x }}\n      expect: {{ status: 404 }}\n"
+        );
+        let (_, m) = invalid(&twice);
+        assert!(
+            m.contains("check security::admin-closed::fragment is declared twice"),
+            "{m}"
+        );
     }
 
     #[test]

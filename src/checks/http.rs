@@ -1,5 +1,7 @@
 //! `http`: a request through the ingress and what must come back: the status, which
-//! service and version answered, the path the backend saw and headers it received.
+//! service and version answered, the path the backend saw and headers it received, or
+//! the gateway's own refusal (`denied: rbac|jwt`: the security filter's answer;
+//! `not_reached`: a 4xx no backend gave).
 //! Passes after 3 consecutive successful requests (the Gateway API conformance suite's
 //! rule for eventual consistency); an attempt is the check's `repeat` requests, each
 //! of which must succeed, so one attempt of `repeat: 50` already is 50 consecutive
@@ -22,9 +24,22 @@ pub fn rounds_needed(repeat: u32) -> u32 {
 }
 
 fn describe_expect(e: &HttpExpect) -> String {
-    let mut parts = vec![format!("status {}", e.status)];
+    let mut parts = Vec::new();
+    match (e.denied, e.not_reached) {
+        (Some(d), _) => parts.push(format!("{}, no backend", d.describe())),
+        (None, true) => {
+            parts.push("not reached (the gateway refuses it itself: a 4xx, no backend)".into())
+        }
+        (None, false) => {}
+    }
+    if let Some(s) = e
+        .status
+        .filter(|s| e.denied.is_none_or(|d| d.status() != *s))
+    {
+        parts.push(format!("status {s}"));
+    }
     if let Some(b) = &e.backend {
-        if b.none {
+        if b.none && e.denied.is_none() && !e.not_reached {
             parts.push("no backend (the gateway answers)".into());
         }
         for (k, v) in [
@@ -120,8 +135,11 @@ pub fn mismatch(e: &HttpExpect, x: &Exchange) -> Option<String> {
     let Some(status) = x.status else {
         return Some(x.summary());
     };
-    if status != e.status {
-        return Some(format!("expected status {}, got {}", e.status, x.summary()));
+    if let Some(m) = refusal_mismatch(e, x, status) {
+        return Some(m);
+    }
+    if let Some(want) = e.status.filter(|s| *s != status) {
+        return Some(format!("expected status {want}, got {}", x.summary()));
     }
     for (name, want) in &e.response_headers {
         let got = x.header_values(name);
@@ -151,13 +169,7 @@ pub fn mismatch(e: &HttpExpect, x: &Exchange) -> Option<String> {
             )
         });
     }
-    let needs_echo = e.backend.is_some()
-        || e.path.is_some()
-        || e.method.is_some()
-        || e.query.is_some()
-        || !e.headers.is_empty()
-        || e.mirrored_to.is_some();
-    if !needs_echo {
+    if !e.needs_backend() {
         return None;
     }
     let Some(echo) = &x.echo else {
@@ -189,6 +201,24 @@ pub fn mismatch(e: &HttpExpect, x: &Exchange) -> Option<String> {
         }
     }
     seen_mismatch(e, echo)
+}
+
+/// Why an answer (with `status`) is not the refusal `e` expects: `denied` (the
+/// filter's status and body, no backend) or `not_reached` (a 4xx, no backend), or
+/// None.
+fn refusal_mismatch(e: &HttpExpect, x: &Exchange, status: u16) -> Option<String> {
+    if let Some(d) = e.denied {
+        let its = x.echo.is_none() && status == d.status() && d.body_is_its(&x.body);
+        return (!its).then(|| format!("expected {}, got {}", d.describe(), x.summary()));
+    }
+    let refused = x.echo.is_none() && (400..500).contains(&status);
+    (e.not_reached && !refused).then(|| {
+        format!(
+            "expected {}, got {}",
+            crate::suite::NOT_REACHED,
+            x.summary()
+        )
+    })
 }
 
 /// Why what the backend received (its echo) does not meet `e`'s method, query and
@@ -466,7 +496,7 @@ fn capped(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::suite::LatencyExpect;
+    use crate::suite::{Denied, LatencyExpect};
 
     fn answer_after(ms: u64) -> Exchange {
         Exchange {
@@ -482,13 +512,164 @@ mod tests {
 
     fn expect(at_least: Option<&str>, at_most: Option<&str>) -> HttpExpect {
         HttpExpect {
-            status: 200,
+            status: Some(200),
             latency: Some(LatencyExpect {
                 at_least: at_least.map(str::to_string),
                 at_most: at_most.map(str::to_string),
             }),
             ..Default::default()
         }
+    }
+
+    /// An answer from the gateway itself: `status` and `body`, no backend.
+    fn gateway(status: u16, body: &str) -> Exchange {
+        Exchange {
+            status: Some(status),
+            body: body.into(),
+            ..answer_after(1)
+        }
+    }
+
+    /// An answer with `status` from the nb-rest v1 stub, which saw `path`.
+    fn backend(status: u16, path: &str) -> Exchange {
+        let echo = crate::stub::Echo {
+            identity: crate::stub::Identity {
+                service: "nb-rest".into(),
+                version: "v1".into(),
+                pod: "nb-rest-v1-abc".into(),
+                namespace: "atlas".into(),
+            },
+            method: "GET".into(),
+            path: path.into(),
+            ..Default::default()
+        };
+        Exchange {
+            status: Some(status),
+            body: serde_json::to_string(&echo).unwrap(),
+            echo: Some(echo),
+            ..answer_after(1)
+        }
+    }
+
+    fn refusal(denied: Option<Denied>, not_reached: bool) -> HttpExpect {
+        HttpExpect {
+            denied,
+            not_reached,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_rbac_denial_is_the_filters_403_and_nothing_else() {
+        let e = refusal(Some(Denied::Rbac), false);
+        assert_eq!(mismatch(&e, &gateway(403, "RBAC: access denied")), None);
+        let m = mismatch(&e, &backend(200, "/admin/users")).unwrap();
+        assert_eq!(
+            m,
+            "expected RBAC denial (403 RBAC: access denied), got 200 from nb-rest v1 (pod atlas/nb-rest-v1-abc, path /admin/users)"
+        );
+        // A 403 from elsewhere: the backend, or another filter's body.
+        let m = mismatch(&e, &backend(403, "/admin")).unwrap();
+        assert!(m.contains("got 403 from nb-rest v1"), "{m}");
+        let m = mismatch(&e, &gateway(403, "forbidden by ext_authz")).unwrap();
+        assert_eq!(
+            m,
+            "expected RBAC denial (403 RBAC: access denied), got 403: forbidden by ext_authz"
+        );
+        let m = mismatch(&e, &gateway(401, "Jwt is missing")).unwrap();
+        assert!(m.ends_with("got 401: Jwt is missing"), "{m}");
+        let m = mismatch(&e, &gateway(404, "")).unwrap();
+        assert!(m.ends_with("got 404 with an empty body"), "{m}");
+        // The rest of the expectation is still judged.
+        let mut with_header = e.clone();
+        with_header.response_headers.insert(
+            "x-denied".into(),
+            crate::suite::HeaderExpect::Exact("yes".into()),
+        );
+        let m = mismatch(&with_header, &gateway(403, "RBAC: access denied")).unwrap();
+        assert!(m.starts_with("expected response header x-denied"), "{m}");
+    }
+
+    #[test]
+    fn a_jwt_denial_is_a_401_whose_body_starts_with_jwt() {
+        let e = refusal(Some(Denied::Jwt), false);
+        for body in [
+            "Jwt is missing",
+            "Jwt verification fails",
+            "Jwt issuer is not configured",
+            "Jwt is expired",
+        ] {
+            assert_eq!(mismatch(&e, &gateway(401, body)), None, "{body}");
+        }
+        let m = mismatch(&e, &gateway(403, "RBAC: access denied")).unwrap();
+        assert_eq!(
+            m,
+            "expected JWT denial (401 Jwt ...), got 403: RBAC: access denied"
+        );
+        let m = mismatch(&e, &gateway(401, "Unauthorized")).unwrap();
+        assert!(m.ends_with("got 401: Unauthorized"), "{m}");
+        let m = mismatch(&e, &backend(200, "/api")).unwrap();
+        assert!(m.contains("got 200 from nb-rest v1"), "{m}");
+    }
+
+    #[test]
+    fn not_reached_is_any_4xx_the_gateway_answers_itself() {
+        let e = refusal(None, true);
+        for (status, body) in [
+            (403, "RBAC: access denied"),
+            (404, ""),
+            (400, "Bad Request"),
+        ] {
+            assert_eq!(mismatch(&e, &gateway(status, body)), None, "{status}");
+        }
+        let m = mismatch(&e, &backend(200, "/admin/users")).unwrap();
+        assert_eq!(
+            m,
+            "expected the gateway to refuse the request itself (a 4xx, no backend), got 200 from nb-rest v1 (pod atlas/nb-rest-v1-abc, path /admin/users)"
+        );
+        // A backend's own 404 reached the backend.
+        assert!(mismatch(&e, &backend(404, "/ADMIN/users")).is_some());
+        // A gateway 503 means it routed the request toward a backend.
+        let m = mismatch(&e, &gateway(503, "no healthy upstream")).unwrap();
+        assert!(m.ends_with("got 503: no healthy upstream"), "{m}");
+        assert!(mismatch(&e, &gateway(301, "")).is_some());
+        // With a status, that 4xx only.
+        let e404 = HttpExpect {
+            status: Some(404),
+            ..e
+        };
+        assert_eq!(mismatch(&e404, &gateway(404, "")), None);
+        let m = mismatch(&e404, &gateway(403, "RBAC: access denied")).unwrap();
+        assert_eq!(m, "expected status 404, got 403: RBAC: access denied");
+    }
+
+    #[test]
+    fn the_expectation_describes_a_refusal() {
+        assert_eq!(
+            describe_expect(&refusal(Some(Denied::Rbac), false)),
+            "RBAC denial (403 RBAC: access denied), no backend"
+        );
+        let e = HttpExpect {
+            status: Some(401),
+            backend: Some(crate::suite::BackendExpect {
+                none: true,
+                ..Default::default()
+            }),
+            ..refusal(Some(Denied::Jwt), false)
+        };
+        assert_eq!(describe_expect(&e), "JWT denial (401 Jwt ...), no backend");
+        assert_eq!(
+            describe_expect(&refusal(None, true)),
+            "not reached (the gateway refuses it itself: a 4xx, no backend)"
+        );
+        assert_eq!(
+            describe_expect(&HttpExpect {
+                status: Some(404),
+                ..refusal(None, true)
+            }),
+            "not reached (the gateway refuses it itself: a 4xx, no backend), status 404"
+        );
+        assert_eq!(describe_expect(&expect(None, None)), "status 200");
     }
 
     #[test]
