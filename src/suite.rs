@@ -1447,10 +1447,11 @@ mod tests {
         let s = load_text(ATTACK).unwrap();
         let checks = http_checks(&s);
         let names: Vec<&str> = checks.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names.len(), 13);
+        assert_eq!(names.len(), 16);
         assert_eq!(names[0], "security::admin-closed::as-written");
         assert_eq!(names[1], "security::admin-closed::dot-segment");
         assert_eq!(names[12], "security::admin-closed::fragment");
+        assert_eq!(names[15], "security::admin-closed::inner-double-slash");
         for (name, h) in &checks {
             assert!(
                 h.expect.not_reached && h.expect.expected_status().is_none(),

@@ -141,6 +141,24 @@ pub const SPELLINGS: &[Spelling] = &[
         note: "Envoy strips it before any filter (Istio's bootstrap; Envoy's own default answers 400)",
         make: |p| Some(format!("{}#x", p.path)),
     },
+    Spelling {
+        label: "inner-dot-segment",
+        example: "/admin/./users",
+        note: "BASE and stricter resolve it; under NONE a route on the first segment still takes it past a DENY on the whole path",
+        make: |p| p.inner_segment("/./"),
+    },
+    Spelling {
+        label: "inner-dot-dot-segment",
+        example: "/admin/x/../users",
+        note: "BASE and stricter resolve it; under NONE a route on the first segment still takes it past a DENY on the whole path",
+        make: |p| p.inner_segment("/x/../"),
+    },
+    Spelling {
+        label: "inner-double-slash",
+        example: "/admin//users",
+        note: "MERGE_SLASHES and stricter merge it; under BASE a route on the first segment takes it past a DENY on the whole path",
+        make: |p| p.inner_segment("//"),
+    },
 ];
 
 /// A path taken apart for the spellings: `/first/rest...`.
@@ -158,6 +176,13 @@ impl Parts {
     /// there is none (`/admin`).
     fn inner_slash(&self, with: &str) -> Option<String> {
         let after = self.rest.strip_prefix('/')?;
+        Some(format!("/{}{with}{after}", self.first))
+    }
+
+    /// The path with the slash after the first segment written as `with`, when a
+    /// second segment follows it.
+    fn inner_segment(&self, with: &str) -> Option<String> {
+        let after = self.rest.strip_prefix('/').filter(|a| !a.is_empty())?;
         Some(format!("/{}{with}{after}", self.first))
     }
 }
@@ -344,6 +369,9 @@ mod tests {
             ("trailing-slash", "/admin/users/"),
             ("semicolon", "/admin;x/users"),
             ("fragment", "/admin/users#x"),
+            ("inner-dot-segment", "/admin/./users"),
+            ("inner-dot-dot-segment", "/admin/x/../users"),
+            ("inner-double-slash", "/admin//users"),
         ];
         let got = pairs("/admin/users");
         let got: Vec<(&str, &str)> = got.iter().map(|(l, p)| (*l, p.as_str())).collect();
@@ -422,8 +450,8 @@ mod tests {
         let got = select("/admin/users", &w(&["fragment", "dot-segment"])).unwrap();
         let labels: Vec<&str> = got.iter().map(|v| v.label).collect();
         assert_eq!(labels, ["dot-segment", "fragment"]);
-        assert_eq!(select("/admin/users", &w(&["all"])).unwrap().len(), 13);
-        assert_eq!(select("/admin/users", &[]).unwrap().len(), 13);
+        assert_eq!(select("/admin/users", &w(&["all"])).unwrap().len(), 16);
+        assert_eq!(select("/admin/users", &[]).unwrap().len(), 16);
         let e = select("/admin/users", &w(&["dot-segmnt"])).unwrap_err();
         assert!(
             e.starts_with("attack.variants: unknown variant \"dot-segmnt\" (one of all, as-written, dot-segment,"),
