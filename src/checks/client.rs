@@ -432,13 +432,17 @@ fn append(headers: &mut HeaderMap, name: &str, value: &str) -> Result<(), String
 /// The request-target as an `http::Uri` when it is one unchanged (hyper then writes
 /// it as given); None when `http::Uri` refuses it (`\admin`, a space) or would change
 /// it (it drops a `#fragment`).
-pub fn as_uri(target: &str) -> Option<Uri> {
+fn as_uri(target: &str) -> Option<Uri> {
     let uri: Uri = target.parse().ok()?;
-    (uri.to_string() == target).then_some(uri)
+    // What hyper writes is the Uri's Display, compared byte for byte (Uri's own
+    // equality with a str ignores case in the authority).
+    #[allow(clippy::cmp_owned)]
+    let unchanged = uri.to_string() == target;
+    unchanged.then_some(uri)
 }
 
 /// The HTTP/1.1 request line of `method` and `target`, byte for byte.
-pub fn request_line(method: &Method, target: &str) -> Vec<u8> {
+fn request_line(method: &Method, target: &str) -> Vec<u8> {
     format!("{method} {target} HTTP/1.1\r\n").into_bytes()
 }
 

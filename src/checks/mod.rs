@@ -10,7 +10,7 @@ mod sidecars;
 pub mod status;
 mod steps;
 
-pub use client::{as_uri, request_line, send, usable_source, Client, Options, Trust};
+pub use client::{send, usable_source, Client, Options, Trust};
 pub use sidecars::{injection_status, sidecar_shape, xfcc_uris, InjectionStatus};
 
 use crate::suite::{CheckKind, CheckSpec, RequestSpec};
