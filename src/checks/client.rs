@@ -918,4 +918,92 @@ mod tests {
         }
         assert_eq!(accepted.load(SeqCst), 4);
     }
+
+    /// A TLS server for `gw.example` (a certificate of a fresh CA) answering one
+    /// connection: the SNI and the head it received. The CA's PEM file is returned.
+    async fn one_tls_answer(
+        dir: &Path,
+    ) -> (
+        SocketAddr,
+        PathBuf,
+        tokio::sync::oneshot::Receiver<(Option<String>, String)>,
+    ) {
+        use rustls::pki_types::PrivateKeyDer;
+        let ca = crate::targets::local::certs::MeshCa::new(dir).unwrap();
+        let files = ca.issue("gw", None, &["gw.example".into()]).unwrap();
+        let certs = CertificateDer::pem_file_iter(&files.cert)
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(&files.key).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (tcp, _) = l.accept().await.unwrap();
+            let Ok(mut s) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let sni = s.get_ref().1.server_name().map(str::to_string);
+            let mut head = Vec::new();
+            let mut b = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut b).await.unwrap();
+                assert!(n > 0);
+                head.extend_from_slice(&b[..n]);
+            }
+            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await
+                .unwrap();
+            let _ = s.flush().await;
+            let _ = tx.send((sni, String::from_utf8_lossy(&head).into_owned()));
+        });
+        (addr, ca.root_file, rx)
+    }
+
+    fn https(ca: &Path) -> Client {
+        Client::new(Options {
+            timeout: Duration::from_secs(5),
+            tls: Some(("gw.example".into(), Trust::CaFile(ca.to_path_buf()))),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn https_carries_the_path_as_written_with_sni_and_the_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let (addr, ca, seen) = one_tls_answer(dir.path()).await;
+        let mut req = get("\\admin");
+        req.host = Some("gw.example".into());
+        req.scheme = crate::suite::Scheme::Https;
+        let x = send(&https(&ca), addr, &req).await;
+        assert_eq!(x.status, Some(200), "{}", x.transcript);
+        let (sni, head) = seen.await.unwrap();
+        assert_eq!(sni.as_deref(), Some("gw.example"));
+        assert!(
+            head.starts_with("GET \\admin HTTP/1.1\r\nhost: gw.example\r\n"),
+            "{head}"
+        );
+        assert!(x.transcript.starts_with("* TLS to "), "{}", x.transcript);
+
+        // A server whose certificate another CA signed is refused.
+        let other = tempfile::tempdir().unwrap();
+        let (addr, _, _) = one_tls_answer(other.path()).await;
+        let x = send(&https(&ca), addr, &req).await;
+        let e = x.error.unwrap();
+        assert!(
+            e.starts_with("cannot connect: TLS handshake failed: "),
+            "{e}"
+        );
+    }
 }
