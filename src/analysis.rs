@@ -929,7 +929,7 @@ pub fn sim_request(req: &RequestSpec, service_port: u16) -> SimRequest {
         path: req.path_and_query(),
         body: req.body.clone(),
         headers: req.header_values(),
-        source_address: None,
+        source_address: req.source,
         skip_authz: false,
         jwt_payload: None,
     }

@@ -103,7 +103,7 @@ pub struct Route {
 #[derive(Debug, Clone)]
 pub struct Aim {
     pub addr: SocketAddr,
-    pub client: reqwest::Client,
+    pub client: crate::checks::Client,
 }
 
 /// Each route's [`Aim`] on the target of `ctx`; an error names the route.
@@ -340,7 +340,7 @@ pub async fn run(
 
 /// Sends one request and reports its answer.
 async fn request(
-    client: reqwest::Client,
+    client: crate::checks::Client,
     addr: SocketAddr,
     route: Route,
     index: usize,

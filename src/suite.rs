@@ -392,6 +392,12 @@ pub struct RequestSpec {
     /// https: accept any certificate.
     #[serde(default)]
     pub insecure: bool,
+    /// The address the request is sent from (the client socket is bound to it): what
+    /// `remoteIpBlocks`/`ipBlocks` see. It must be an address of this machine (any of
+    /// 127.0.0.0/8 on Linux, e.g. `127.0.0.55`, for the local target); a check whose
+    /// source cannot be used fails rather than sending from elsewhere.
+    #[serde(default)]
+    pub source: Option<std::net::IpAddr>,
 }
 
 /// A request header's value (`x-a: one`), or several (`x-a: [one, two]`), sent as
@@ -487,6 +493,9 @@ impl RequestSpec {
 
     /// Why the request cannot be sent, or None.
     fn invalid(&self) -> Option<String> {
+        if let Some(why) = path_problem(&self.path) {
+            return Some(why);
+        }
         let m = self.method();
         if !METHODS.contains(&m.as_str()) {
             return Some(format!(
@@ -500,6 +509,21 @@ impl RequestSpec {
             .find(|(_, v)| v.all().is_empty())
             .map(|(k, _)| format!("header {k}: an empty list sends no header (leave it out)"))
     }
+}
+
+/// Why `path` cannot go out as written, or None. The path is sent byte for byte in
+/// the request line (`/./admin`, `//admin`, `\admin` and `/admin#x` included), so it
+/// must not be empty and cannot hold a control character: a CR or LF would end the
+/// request line and make the rest a header.
+fn path_problem(path: &str) -> Option<String> {
+    if path.is_empty() {
+        return Some("request path is empty (write / for the root)".into());
+    }
+    path.chars().find(char::is_ascii_control).map(|c| {
+        format!(
+            "request path {path:?} holds the control character {c:?}, which cannot go out in a request line (percent-encode it)"
+        )
+    })
 }
 
 #[derive(Debug, Clone, Deserialize)]

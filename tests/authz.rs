@@ -347,3 +347,37 @@ fn a_claim_condition_is_read_from_the_token_not_from_a_header_of_that_name() {
     };
     c2.fails_exactly(&["claims::no-token-not-routed-by-claim"]);
 }
+
+/// The spellings fixture set under meshConfig pathNormalization `mode` (None: no
+/// mesh config, Istio's default BASE).
+fn spellings(mode: Option<&str>) -> Case {
+    let c = Case::new("spellings");
+    if let Some(mode) = mode {
+        c.fixtures.write(
+            "05-mesh.yaml",
+            &format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: istio\n  namespace: istio-system\ndata:\n  mesh: |\n    pathNormalization:\n      normalization: {mode}\n"),
+        );
+    }
+    c
+}
+
+#[test]
+fn a_deny_on_a_whole_route_holds_against_every_spelling_under_the_default_normalization() {
+    // BASE leaves a doubled slash: after /atlas-rest/ (a route) it slips past the DENY
+    // on /atlas-rest/admin*; /admin* closes a whole route, so every spelling stays out.
+    spellings(None).fails_exactly(&["nb-rest-admin::closed::inner-double-slash"]);
+}
+
+#[test]
+fn merging_slashes_closes_every_spelling() {
+    spellings(Some("MERGE_SLASHES")).fails_exactly(&[]);
+}
+
+#[test]
+fn without_normalization_the_attack_finds_the_bypass() {
+    spellings(Some("NONE")).fails_exactly(&[
+        "nb-rest-admin::closed::inner-dot-segment",
+        "nb-rest-admin::closed::inner-dot-dot-segment",
+        "nb-rest-admin::closed::inner-double-slash",
+    ]);
+}

@@ -33,7 +33,7 @@ pub async fn run(ctx: &Ctx, check: &DistributionCheck) -> Outcome {
 fn ingress_and_clients(
     ctx: &Ctx,
     check: &DistributionCheck,
-) -> Result<(SocketAddr, reqwest::Client, reqwest::Client), String> {
+) -> Result<(SocketAddr, super::Client, super::Client), String> {
     let addr = ctx.ingress_for(&check.request)?;
     Ok((
         addr,
@@ -47,7 +47,7 @@ fn ingress_and_clients(
 async fn wait_until_warm(
     ctx: &Ctx,
     check: &DistributionCheck,
-    client: &reqwest::Client,
+    client: &super::Client,
     addr: SocketAddr,
 ) -> Result<(), Outcome> {
     let deadline = Instant::now() + ctx.budget;
@@ -91,7 +91,7 @@ fn never_warm(ctx: &Ctx, check: &DistributionCheck, warmup: u32, last: Exchange)
 /// the answers in the order the workers finish (each worker's in sending order).
 async fn send_all(
     check: &DistributionCheck,
-    client: &reqwest::Client,
+    client: &super::Client,
     addr: SocketAddr,
 ) -> Vec<Exchange> {
     let n = check.requests as usize;

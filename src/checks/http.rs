@@ -258,7 +258,7 @@ fn seen_mismatch(e: &HttpExpect, echo: &crate::stub::Echo) -> Option<String> {
 /// expected) and judges the answer, waiting until `deadline` for the mirror's record.
 async fn exchange(
     ctx: &Ctx,
-    client: &reqwest::Client,
+    client: &super::Client,
     addr: std::net::SocketAddr,
     check: &HttpCheck,
     deadline: Instant,
@@ -331,7 +331,7 @@ struct Failure {
 /// fails the attempt. Ok carries the last request's transcript.
 async fn attempt(
     ctx: &Ctx,
-    client: &reqwest::Client,
+    client: &super::Client,
     addr: std::net::SocketAddr,
     check: &HttpCheck,
     deadline: Instant,

@@ -1,6 +1,7 @@
 //! Check kinds (one file each) and what they share: the context a check runs in, its
 //! outcome, and requests through the ingress with their transcripts.
 
+mod client;
 mod distribution;
 pub mod http;
 mod mirror;
@@ -9,6 +10,7 @@ mod sidecars;
 pub mod status;
 mod steps;
 
+pub use client::{send, usable_source, Client, Options, Trust};
 pub use sidecars::{injection_status, sidecar_shape, xfcc_uris, InjectionStatus};
 
 use crate::suite::{CheckKind, CheckSpec, RequestSpec};
@@ -27,47 +29,23 @@ pub struct Ctx {
     pub budget: Duration,
     /// The gateway Service port under test (the suite's `ingress.port`).
     pub service_port: u16,
-    /// Connections not reused (as the Gateway API conformance suite does).
-    pub client: reqwest::Client,
-    /// A pooled client for bulk requests.
-    pub pooled: reqwest::Client,
-}
-
-/// A client for requests through the ingress: no proxy, no redirects followed, Nagle
-/// off, every request bounded by `timeout`; `pooled` keeps connections for reuse.
-fn client_builder(timeout: Duration, pooled: bool) -> reqwest::ClientBuilder {
-    let b = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .tcp_nodelay(true);
-    if pooled {
-        b
-    } else {
-        b.pool_max_idle_per_host(0)
-    }
+    /// Plain http, connections not reused (as the Gateway API conformance suite does).
+    pub client: Client,
+    /// Plain http, a pooled client for bulk requests.
+    pub pooled: Client,
 }
 
 /// The unpooled and the pooled client for plain-http requests, every request bounded
-/// by `timeout`. They never speak TLS (an https request gets a client of its own with
-/// the CA it trusts: [`Ctx::client_for`]; redirects are not followed), so they trust no
-/// certificate: without `tls_certs_only` reqwest's rustls builds the platform verifier,
-/// which reads and parses the whole system root store (/etc/ssl/certs, ~150 certificates
-/// twice) for every client, 10-80 ms each, and a run builds two per check.
-fn clients(timeout: Duration) -> (reqwest::Client, reqwest::Client) {
-    let build = |pooled| {
-        client_builder(timeout, pooled)
-            .tls_certs_only(std::iter::empty())
-            .build()
-            .unwrap_or_default()
-    };
-    (build(false), build(true))
+/// by `timeout` (an https request, or one from a stated source, gets a client of its
+/// own: [`Ctx::client_for`]).
+fn clients(timeout: Duration) -> (Client, Client) {
+    (Client::plain(timeout, false), Client::plain(timeout, true))
 }
 
 impl Ctx {
     pub fn new(target: Arc<dyn Target>, timeouts: Timeouts, service_port: u16) -> Ctx {
-        // reqwest's rustls needs the process-level provider (idempotent).
+        // The process-level TLS provider, for what the checks reach through the
+        // target (idempotent).
         crate::targets::kind::tools::install_crypto_provider();
         let budget = timeouts
             .consistency
@@ -121,42 +99,54 @@ impl Ctx {
         Ok(SocketAddr::new(self.target.node_address(), node_port))
     }
 
-    /// The client for `req` sent to `addr`: the shared one for plain HTTP; for https a
-    /// client that connects to `addr` with SNI = the request's host and trusts the
-    /// suite's `ca_file`, or the target's CA (the local target's per-run CA), or
-    /// anything (`insecure`).
+    /// The client for `req` sent to `addr`: the shared one for plain HTTP; else one of
+    /// its own: from `req.source` (which must be an address of this machine:
+    /// [`usable_source`]), and for https connecting with SNI = the request's host and
+    /// trusting the suite's `ca_file`, or the target's CA (the local target's per-run
+    /// CA), or anything (`insecure`).
     pub fn client_for(
         &self,
         req: &RequestSpec,
         addr: SocketAddr,
         pooled: bool,
-    ) -> Result<reqwest::Client, String> {
-        if !req.is_https() {
+    ) -> Result<Client, String> {
+        if !req.is_https() && req.source.is_none() {
             return Ok(if pooled {
                 self.pooled.clone()
             } else {
                 self.client.clone()
             });
         }
-        let host = tls_host(req, addr);
-        let mut b = client_builder(self.timeouts.request, pooled).resolve(&host, addr);
-        if req.insecure {
-            b = b.tls_danger_accept_invalid_certs(true);
+        let source = req
+            .source
+            .map(|s| usable_source(s, addr, self.target.name()))
+            .transpose()?;
+        let tls = if req.is_https() {
+            Some((client::tls_host(req, addr), self.trust(req)?))
         } else {
-            let ca = req.ca_file.clone().or_else(|| self.target.tls_ca_file());
-            let Some(ca) = ca else {
-                return Err(format!(
-                    "an https request to the {} target needs `ca_file` (the CA of the gateway's Secret) or `insecure: true`",
-                    self.target.name()
-                ));
-            };
-            let pem = std::fs::read(&ca).map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
-            b = b.tls_certs_only(certs);
+            None
+        };
+        Client::new(Options {
+            timeout: self.timeouts.request,
+            pooled,
+            source,
+            tls,
+        })
+    }
+
+    /// What an https request trusts: anything (`insecure`), the suite's `ca_file`, or
+    /// the target's CA.
+    fn trust(&self, req: &RequestSpec) -> Result<Trust, String> {
+        if req.insecure {
+            return Ok(Trust::Anything);
         }
-        b.build()
-            .map_err(|e| format!("cannot build the https client: {}", error_text(&e)))
+        match req.ca_file.clone().or_else(|| self.target.tls_ca_file()) {
+            Some(ca) => Ok(Trust::CaFile(ca)),
+            None => Err(format!(
+                "an https request to the {} target needs `ca_file` (the CA of the gateway's Secret) or `insecure: true`",
+                self.target.name()
+            )),
+        }
     }
 
     /// Appends what the target noticed (a process that died) to a failure message.
@@ -295,135 +285,5 @@ pub fn truncate(s: &str, max: usize) -> String {
             end -= 1;
         }
         format!("{}…", &s[..end])
-    }
-}
-
-/// Describes a reqwest error by its root cause (`connection refused`, `timed out`).
-fn error_text(e: &reqwest::Error) -> String {
-    let mut src: Option<&dyn std::error::Error> = Some(e);
-    let mut last = e.to_string();
-    while let Some(s) = src {
-        last = s.to_string();
-        src = s.source();
-    }
-    if e.is_timeout() {
-        format!("timed out ({last})")
-    } else if e.is_connect() {
-        format!("cannot connect: {last}")
-    } else {
-        last
-    }
-}
-
-/// The name an https request connects to (its SNI): the request's host without port.
-fn tls_host(req: &RequestSpec, addr: SocketAddr) -> String {
-    let host = req.host.clone().unwrap_or_else(|| addr.ip().to_string());
-    match host.rsplit_once(':') {
-        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) && !h.contains(':') => h.to_string(),
-        _ => host,
-    }
-}
-
-/// Sends `req` to the ingress at `addr` (for https, `client` comes from
-/// [`Ctx::client_for`], which connects the request's host to `addr`).
-pub async fn send(client: &reqwest::Client, addr: SocketAddr, req: &RequestSpec) -> Exchange {
-    let path = req.path_and_query();
-    let url = if req.is_https() {
-        format!("https://{}:{}{path}", tls_host(req, addr), addr.port())
-    } else {
-        format!("http://{addr}{path}")
-    };
-    let started = std::time::Instant::now();
-    let failed = |err: String, mut t: String| {
-        t.push_str(&format!("! {err}\n"));
-        Exchange {
-            status: None,
-            headers: Vec::new(),
-            echo: None,
-            body: String::new(),
-            error: Some(err),
-            transcript: t,
-            elapsed: started.elapsed(),
-        }
-    };
-    // The suite loader refuses unknown methods; never send another one instead.
-    let method = match reqwest::Method::from_bytes(req.method().as_bytes()) {
-        Ok(m) => m,
-        Err(_) => {
-            return failed(
-                format!("unknown HTTP method {:?}", req.method()),
-                String::new(),
-            )
-        }
-    };
-    let mut t = format!("> {method} {path} HTTP/1.1\n");
-    if req.is_https() {
-        t = format!("* TLS to {addr}, SNI {}\n{t}", tls_host(req, addr));
-    }
-    let host = req.host.clone().unwrap_or_else(|| addr.to_string());
-    t.push_str(&format!("> host: {host}\n"));
-    let mut rb = client.request(method, &url).header("host", &host);
-    // Each value its own header line (reqwest appends), in order.
-    for (k, vs) in &req.headers {
-        for v in vs.all() {
-            rb = rb.header(k, v);
-            t.push_str(&format!("> {k}: {v}\n"));
-        }
-    }
-    if let Some(b) = &req.body {
-        t.push_str(&format!(">\n{}\n", truncate(b, 1024)));
-        rb = rb.body(b.clone());
-    }
-    match rb.send().await {
-        Err(e) => failed(error_text(&e), t),
-        Ok(resp) => {
-            let status = resp.status();
-            let headers: Vec<(String, String)> = resp
-                .headers()
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.as_str().to_string(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
-                .collect();
-            t.push_str(&format!("< HTTP/1.1 {status}\n"));
-            for (k, v) in resp.headers() {
-                t.push_str(&format!(
-                    "< {k}: {}\n",
-                    String::from_utf8_lossy(v.as_bytes())
-                ));
-            }
-            let body = match resp.text().await {
-                Ok(b) => b,
-                Err(e) => {
-                    let err = error_text(&e);
-                    t.push_str(&format!("! reading the body: {err}\n"));
-                    return Exchange {
-                        status: Some(status.as_u16()),
-                        headers,
-                        echo: None,
-                        body: String::new(),
-                        error: Some(format!("{status} but the body failed: {err}")),
-                        transcript: t,
-                        elapsed: started.elapsed(),
-                    };
-                }
-            };
-            t.push_str("<\n");
-            t.push_str(&truncate(&body, 4096));
-            t.push('\n');
-            let echo = serde_json::from_str::<crate::stub::Echo>(&body).ok();
-            Exchange {
-                status: Some(status.as_u16()),
-                headers,
-                echo,
-                body,
-                error: None,
-                transcript: t,
-                elapsed: started.elapsed(),
-            }
-        }
     }
 }

@@ -455,10 +455,9 @@ fn request(id: String, gateway: String, port: u16, node_port: u16, r: &RequestSp
         // The query too: routes match on it (queryParams), as in the model.
         path: r.path_and_query(),
         headers: r.header_map(),
-        // The suite's requests name no source address yet (`request.source` is being
-        // added): the oracle's default then, as SimRequest.source_address None is the
+        // `request.source`; none: the oracle's default (127.0.0.1), as the
         // simulation's.
-        source_address: None,
+        source_address: r.source,
     }
 }
 
