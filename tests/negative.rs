@@ -38,7 +38,7 @@ fn shipped_fixtures_pass_every_check() {
     let r = on_target().arg("--suite").arg("ingress").run();
     assert_fails_exactly::<&str>(&r, &[]);
     assert!(
-        r.stdout.contains("test result: ok. 34 passed"),
+        r.stdout.contains("test result: ok. 35 passed"),
         "{}",
         r.stdout
     );
