@@ -902,7 +902,7 @@ func filterPath(hcm *hcmv3.HttpConnectionManager, path string) (string, string) 
 	switch {
 	case strings.ContainsAny(p, "#"):
 		note = "the path has a fragment, which Envoy strips or rejects: not modelled"
-	case strings.Contains(p, "%"):
+	case strings.Contains(p, "%") && !escapesKept(hcm, p):
 		note = "percent-encodings in the path (Envoy's normalization and escaped-slash handling) not modelled"
 	case hcm.GetNormalizePath().GetValue() && !canonicalPath(p):
 		note = "Envoy's normalize_path would change this path: not modelled"
@@ -916,7 +916,35 @@ func filterPath(hcm *hcmv3.HttpConnectionManager, path string) (string, string) 
 	return p, note
 }
 
-var canonicalPathChars = regexp.MustCompile(`^[A-Za-z0-9\-._~!$&'()*+,;=:@/]*$`)
+var canonicalPathChars = regexp.MustCompile(`^(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-Fa-f]{2})*$`)
+
+// escapesKept: every percent-encoding of p is one the connection manager leaves as
+// it is (meshcheck hands the oracle paths already normalized): a well-formed escape
+// of a character that is not unreserved when normalize_path decodes those, and not an
+// escaped slash or backslash when the connection manager unescapes them.
+func escapesKept(hcm *hcmv3.HttpConnectionManager, p string) bool {
+	unescapes := hcm.GetPathWithEscapedSlashesAction() == hcmv3.HttpConnectionManager_UNESCAPE_AND_FORWARD ||
+		hcm.GetPathWithEscapedSlashesAction() == hcmv3.HttpConnectionManager_UNESCAPE_AND_REDIRECT
+	for i := 0; i < len(p); i++ {
+		if p[i] != '%' {
+			continue
+		}
+		if i+2 >= len(p) {
+			return false
+		}
+		b, err := strconv.ParseUint(p[i+1:i+3], 16, 8)
+		if err != nil {
+			return false
+		}
+		c := byte(b)
+		unreserved := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("-._~", c) >= 0
+		if (unreserved && hcm.GetNormalizePath().GetValue()) || (unescapes && (c == '/' || c == '\\')) {
+			return false
+		}
+		i += 2
+	}
+	return true
+}
 
 // canonicalPath: a path Envoy's normalization leaves as is: absolute, plain
 // characters, no "." or ".." segments.
