@@ -945,7 +945,10 @@ pub(crate) fn branch_mismatch(e: &HttpExpect, b: &crate::istio::Branch) -> Optio
         (Some(s), Some(be)) => format!("{s} from {} {}", be.service, be.version),
         (Some(s), None) => format!("{s}"),
     };
-    let refused = b.backend.is_none() && b.status.is_some_and(|s| (400..500).contains(&s));
+    // A 4xx the gateway answers, or no connection at all (with no `status` asked).
+    let refused = b.backend.is_none()
+        && (b.status.is_some_and(|s| (400..500).contains(&s))
+            || (b.status.is_none() && e.status.is_none()));
     if let Some(d) = e.denied {
         if b.backend.is_some() || b.status != Some(d.status()) {
             return Some(format!("expected {}, predicted {got}", d.describe()));

@@ -646,7 +646,8 @@ impl Denied {
 }
 
 /// What `not_reached` means, for messages.
-pub const NOT_REACHED: &str = "the gateway to refuse the request itself (a 4xx, no backend)";
+pub const NOT_REACHED: &str =
+    "the gateway to refuse the request itself (a 4xx, or no connection; no backend)";
 
 impl HttpExpect {
     /// The one status an answer must have: `status`, or the one `denied` implies;

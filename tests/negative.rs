@@ -38,7 +38,7 @@ fn shipped_fixtures_pass_every_check() {
     let r = on_target().arg("--suite").arg("ingress").run();
     assert_fails_exactly::<&str>(&r, &[]);
     assert!(
-        r.stdout.contains("test result: ok. 35 passed"),
+        r.stdout.contains("test result: ok. 75 passed"),
         "{}",
         r.stdout
     );
@@ -272,4 +272,28 @@ fn tls_secret(name: &str, namespace: &str) -> String {
         b64(cert.cert.pem()),
         b64(cert.signing_key.serialize_pem())
     )
+}
+
+#[test]
+fn a_catch_all_route_opens_the_door_the_security_checks_keep_shut() {
+    // A VirtualService on the gateway taking every other path to atlas-ui: the paths
+    // outside the three routes now reach a backend, however they are spelled.
+    let f = FixtureCopy::new();
+    f.write(
+        "45-catch-all.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: catch-all\n  namespace: atlas\nspec:\n  hosts:\n  - \"*\"\n  gateways:\n  - atlas-gateway\n  http:\n  - route:\n    - destination:\n        host: atlas-ui\n        port:\n          number: 80\n",
+    );
+    let r = mutated(&f);
+    let security = security_checks();
+    let mut want: Vec<String> = security.iter().map(|s| s.to_string()).collect();
+    want.extend(simulated(&security));
+    // The unmatched path is routed too.
+    want.extend(
+        [
+            "routing::unmatched-path-404",
+            "static::simulate::routing::unmatched-path-404",
+        ]
+        .map(String::from),
+    );
+    assert_fails_exactly(&r, &want);
 }

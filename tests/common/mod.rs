@@ -232,6 +232,26 @@ pub const STATIC_CHECKS: &[&str] = &[
     "static::simulate::routing::atlas-rest-root-rewrite",
     "static::simulate::subsets::header-pins-v2",
     "static::simulate::subsets::split-90-10",
+    "static::simulate::security::no-other-path::as-written",
+    "static::simulate::security::no-other-path::dot-segment",
+    "static::simulate::security::no-other-path::dot-dot-segment",
+    "static::simulate::security::no-other-path::encoded-dot",
+    "static::simulate::security::no-other-path::percent-encoded-letter",
+    "static::simulate::security::no-other-path::double-slash",
+    "static::simulate::security::no-other-path::upper-case",
+    "static::simulate::security::no-other-path::trailing-slash",
+    "static::simulate::security::no-other-path::semicolon",
+    "static::simulate::security::no-other-path::fragment",
+    "static::simulate::security::no-path-beside-a-route::as-written",
+    "static::simulate::security::no-path-beside-a-route::dot-segment",
+    "static::simulate::security::no-path-beside-a-route::dot-dot-segment",
+    "static::simulate::security::no-path-beside-a-route::encoded-dot",
+    "static::simulate::security::no-path-beside-a-route::percent-encoded-letter",
+    "static::simulate::security::no-path-beside-a-route::double-slash",
+    "static::simulate::security::no-path-beside-a-route::upper-case",
+    "static::simulate::security::no-path-beside-a-route::trailing-slash",
+    "static::simulate::security::no-path-beside-a-route::semicolon",
+    "static::simulate::security::no-path-beside-a-route::fragment",
 ];
 
 /// `static::simulate::<check>` for each of `checks`.
@@ -254,7 +274,36 @@ pub const ALL_CHECKS: &[&str] = &[
     "ports::only-http-nodeport",
     "sidecars::injected",
     "sidecars::mtls-at-backends",
+    "security::no-other-path::as-written",
+    "security::no-other-path::dot-segment",
+    "security::no-other-path::dot-dot-segment",
+    "security::no-other-path::encoded-dot",
+    "security::no-other-path::percent-encoded-letter",
+    "security::no-other-path::double-slash",
+    "security::no-other-path::upper-case",
+    "security::no-other-path::trailing-slash",
+    "security::no-other-path::semicolon",
+    "security::no-other-path::fragment",
+    "security::no-path-beside-a-route::as-written",
+    "security::no-path-beside-a-route::dot-segment",
+    "security::no-path-beside-a-route::dot-dot-segment",
+    "security::no-path-beside-a-route::encoded-dot",
+    "security::no-path-beside-a-route::percent-encoded-letter",
+    "security::no-path-beside-a-route::double-slash",
+    "security::no-path-beside-a-route::upper-case",
+    "security::no-path-beside-a-route::trailing-slash",
+    "security::no-path-beside-a-route::semicolon",
+    "security::no-path-beside-a-route::fragment",
 ];
+
+/// The ingress suite's `security` checks (attack spellings).
+pub fn security_checks() -> Vec<&'static str> {
+    ALL_CHECKS
+        .iter()
+        .copied()
+        .filter(|c| c.starts_with("security::"))
+        .collect()
+}
 
 /// Asserts the run failed exactly `want_failed` (traffic and static testcases) and
 /// passed every other one.
