@@ -498,7 +498,7 @@ mod authz_tests {
         let m = judge(not_reached(), &predicted(200, true, None));
         assert_eq!(
             m,
-            ["expected the gateway to refuse the request itself (a 4xx, no backend), predicted 200 from nb-rest v1 (authz: no AuthorizationPolicy or RequestAuthentication applies to the gateway)"]
+            ["expected the gateway to refuse the request itself (a 4xx, or no connection; no backend), predicted 200 from nb-rest v1 (authz: no AuthorizationPolicy or RequestAuthentication applies to the gateway)"]
         );
         let allowed = predicted(200, true, Some(verdict(None, None, "no DENY rule matched")));
         let m = judge(not_reached(), &allowed);
@@ -511,7 +511,7 @@ mod authz_tests {
         assert!(m[0].ends_with("predicted 404 from nb-rest v1 (authz: no AuthorizationPolicy or RequestAuthentication applies to the gateway)"), "{m:?}");
         // The gateway's own 503 is no refusal: it routed the request toward a backend.
         let m = judge(not_reached(), &predicted(503, false, None));
-        assert!(m[0].starts_with("expected the gateway to refuse the request itself (a 4xx, no backend), predicted 503"), "{m:?}");
+        assert!(m[0].starts_with("expected the gateway to refuse the request itself (a 4xx, or no connection; no backend), predicted 503"), "{m:?}");
         // With a status, only that one.
         let e = HttpExpect {
             status: Some(404),
@@ -585,7 +585,7 @@ mod tests {
         let f = of("as-written").expect("the path as written reaches a backend");
         assert_eq!(f.code, "MC201");
         assert!(
-            f.message.starts_with("check security::ui-admin::as-written: expected the gateway to refuse the request itself (a 4xx, no backend), predicted 200 from atlas-ui"),
+            f.message.starts_with("check security::ui-admin::as-written: expected the gateway to refuse the request itself (a 4xx, or no connection; no backend), predicted 200 from atlas-ui"),
             "{f}"
         );
         // No route matches the upper-case spelling (routes are case-sensitive): 404.

@@ -1560,7 +1560,7 @@ mod tests {
         }
         let (line, m) = invalid(&ATTACK.replace("path: /admin/users", "path: \"\""));
         assert!(
-            m.contains("check security::admin-closed: attack.request.path is empty"),
+            m.contains("check security::admin-closed: request path is empty"),
             "{m}"
         );
         assert_eq!(line, 5);

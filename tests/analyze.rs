@@ -64,7 +64,7 @@ fn shipped_fixtures_are_clean_and_fast_and_start_nothing() {
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     assert!(
         r.stdout.contains(
-            "analyze: 0 error(s), 0 warning(s), 0 info(s); 16 analyses, 8 simulated request(s)"
+            "analyze: 0 error(s), 0 warning(s), 0 info(s); 16 analyses, 28 simulated request(s)"
         ),
         "{}",
         r.stdout

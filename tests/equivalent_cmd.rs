@@ -48,11 +48,15 @@ fn the_shipped_fixtures_are_equivalent_to_themselves() {
     let r = equivalent(&shipped(), &shipped(), &[]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     assert!(
-        r.stdout.contains("simulation: 8 requests, 0 differ"),
+        r.stdout.contains("simulation: 28 requests, 0 differ"),
         "{}",
         r.stdout
     );
-    assert!(r.stdout.ends_with("8 requests, 0 differ\n"), "{}", r.stdout);
+    assert!(
+        r.stdout.ends_with("28 requests, 0 differ\n"),
+        "{}",
+        r.stdout
+    );
     assert!(!r.stdout.contains("differs in"), "{}", r.stdout);
 }
 
@@ -94,15 +98,19 @@ fn a_removed_rewrite_is_reported_per_request_with_both_answers() {
         assert!(!r.stdout.contains(same), "{same}: {}", r.stdout);
     }
     assert!(
-        r.stdout.contains("simulation: 8 requests, 4 differ"),
+        r.stdout.contains("simulation: 28 requests, 4 differ"),
         "{}",
         r.stdout
     );
-    assert!(r.stdout.ends_with("8 requests, 4 differ\n"), "{}", r.stdout);
+    assert!(
+        r.stdout.ends_with("28 requests, 4 differ\n"),
+        "{}",
+        r.stdout
+    );
 }
 
 #[test]
-fn a_bare_prefix_rewritten_to_slash_differs_only_where_it_doubles_the_slash() {
+fn a_bare_prefix_rewritten_to_slash_doubles_the_slash_and_opens_a_path_beside_the_route() {
     // `prefix: /atlas-rest` with `rewrite.uri: /` (Envoy prefix_rewrite replaces exactly
     // the prefix): /atlas-rest/items reaches nb-rest as //items; /atlas-rest stays /.
     let f = FixtureCopy::new();
@@ -127,7 +135,27 @@ fn a_bare_prefix_rewritten_to_slash_differs_only_where_it_doubles_the_slash() {
         block.contains("matched uri prefix /atlas-rest\n"),
         "{block}"
     );
-    assert!(r.stdout.ends_with("8 requests, 1 differ\n"), "{}", r.stdout);
+    // And the bare prefix takes /atlas-restricted too: the security group's spellings
+    // of it that a route now reaches (not the doubled slash, upper case or the
+    // escaped dot, which no route takes) differ, reaching nb-rest.
+    for label in [
+        "as-written",
+        "dot-segment",
+        "dot-dot-segment",
+        "percent-encoded-letter",
+        "trailing-slash",
+        "semicolon",
+        "fragment",
+        "encoded-dot",
+    ] {
+        let id = format!("security::no-path-beside-a-route::{label} (simulation)");
+        assert!(r.stdout.contains(&id), "{id}\n{}", r.stdout);
+    }
+    assert!(
+        r.stdout.ends_with("28 requests, 9 differ\n"),
+        "{}",
+        r.stdout
+    );
 }
 
 #[test]
@@ -154,12 +182,16 @@ fn the_same_routes_written_otherwise_are_equivalent() {
     f.write("40-virtualservices.yaml", MERGED_VIRTUAL_SERVICE);
     let r = equivalent(&shipped(), f.path(), &[]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    assert!(r.stdout.ends_with("8 requests, 0 differ\n"), "{}", r.stdout);
+    assert!(
+        r.stdout.ends_with("28 requests, 0 differ\n"),
+        "{}",
+        r.stdout
+    );
     if let Some(oracle) = oracle_arg() {
         let r = equivalent(&shipped(), f.path(), &["--oracle", &oracle]);
         assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
         assert!(
-            r.stdout.contains("istiod 1.30.3: 8 requests, 0 differ"),
+            r.stdout.contains("istiod 1.30.3: 28 requests, 0 differ"),
             "{}",
             r.stdout
         );
@@ -189,7 +221,7 @@ fn istiod_reports_the_removed_rewrite_too() {
         "{block}"
     );
     assert!(
-        r.stdout.contains("istiod 1.30.3: 8 requests, 4 differ"),
+        r.stdout.contains("istiod 1.30.3: 28 requests, 4 differ"),
         "{}",
         r.stdout
     );
@@ -203,7 +235,7 @@ fn a_junit_report_has_a_failing_testcase_per_differing_request() {
     let r = equivalent(&shipped(), f.path(), &["--junit", &path]);
     assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
     let xml = std::fs::read_to_string(junit.path()).unwrap();
-    assert_eq!(xml.matches("<testcase ").count(), 8, "{xml}");
+    assert_eq!(xml.matches("<testcase ").count(), 28, "{xml}");
     assert_eq!(xml.matches("<failure ").count(), 4, "{xml}");
     assert!(xml.contains("OLD and NEW differ in path"), "{xml}");
 }

@@ -40,7 +40,7 @@ fn the_gateway_api_ingress_passes_the_ingress_suite() {
 fn the_gateway_api_ingress_is_equivalent_to_the_virtualservice_ingress() {
     let r = equivalent(&root().join("fixtures/ingress"), &root().join(GW_API));
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    assert!(r.stdout.contains("8 requests, 0 differ"), "{}", r.stdout);
+    assert!(r.stdout.contains("28 requests, 0 differ"), "{}", r.stdout);
 }
 
 #[test]

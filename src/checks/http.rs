@@ -636,10 +636,25 @@ mod tests {
         let m = mismatch(&e, &backend(200, "/admin/users")).unwrap();
         assert_eq!(
             m,
-            "expected the gateway to refuse the request itself (a 4xx, no backend), got 200 from nb-rest v1 (pod atlas/nb-rest-v1-abc, path /admin/users)"
+            "expected the gateway to refuse the request itself (a 4xx, or no connection; no backend), got 200 from nb-rest v1 (pod atlas/nb-rest-v1-abc, path /admin/users)"
         );
         // A backend's own 404 reached the backend.
         assert!(mismatch(&e, &backend(404, "/ADMIN/users")).is_some());
+        // No connection: nothing reached (with no status asked).
+        let refused = Exchange {
+            error: Some("cannot connect: Connection refused".into()),
+            ..gateway(0, "")
+        };
+        let refused = Exchange {
+            status: None,
+            ..refused
+        };
+        assert_eq!(mismatch(&e, &refused), None);
+        let timed_out = Exchange {
+            error: Some("timed out (no answer within 10s)".into()),
+            ..refused.clone()
+        };
+        assert!(mismatch(&e, &timed_out).is_some());
         // A gateway 503 means it routed the request toward a backend.
         let m = mismatch(&e, &gateway(503, "no healthy upstream")).unwrap();
         assert!(m.ends_with("got 503: no healthy upstream"), "{m}");

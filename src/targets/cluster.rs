@@ -394,7 +394,8 @@ pub async fn deploy(
 }
 
 /// What is checked before anything is applied: no fixture namespace is being
-/// deleted, and the fixtures' injection labels reach an injector of the cluster.
+/// deleted, the fixtures' mesh config is the cluster's (kube/mesh_config.rs), and the
+/// fixtures' injection labels reach an injector of the cluster.
 async fn preflight(
     client: &::kube::Client,
     fx: &Fixtures,
@@ -406,6 +407,12 @@ async fn preflight(
     };
     let namespaces = fixture_namespaces(fx, opts.namespace_prefix.as_deref());
     if let Some(why) = k::terminating_namespace(client, &namespaces).await? {
+        return Err(unavailable(why));
+    }
+    if let Some(why) = k::mesh_config::mismatch(client, fx)
+        .await
+        .map_err(unavailable)?
+    {
         return Err(unavailable(why));
     }
     let wanted = fx.objects.iter().any(k::injection::asks_for_injection);
@@ -789,7 +796,14 @@ impl ClusterTarget {
         if opts.delete_created {
             self.delete_on_interrupt(shared.clone());
         }
-        let res = k::apply_each(&self.client, &fx.objects, &aopts, |a| {
+        // The installation's mesh config is compared (preflight), never applied.
+        let objects: Vec<crate::fixtures::Object> = fx
+            .objects
+            .iter()
+            .filter(|o| !k::mesh_config::is_mesh_config(o))
+            .cloned()
+            .collect();
+        let res = k::apply_each(&self.client, &objects, &aopts, |a| {
             shared.lock().unwrap_or_else(|e| e.into_inner()).push(a)
         })
         .await;

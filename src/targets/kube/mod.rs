@@ -6,6 +6,7 @@ pub mod error;
 pub mod gateway_api;
 pub mod gateway_status;
 pub mod injection;
+pub mod mesh_config;
 pub mod namespaces;
 pub mod pods;
 pub mod wait;
