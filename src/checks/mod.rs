@@ -370,6 +370,11 @@ pub async fn send(client: &reqwest::Client, addr: SocketAddr, req: &RequestSpec)
             t.push_str(&format!("> {k}: {v}\n"));
         }
     }
+    // The request's JWT (its query parameter is in `path` already).
+    if let Some((k, v)) = req.token.as_ref().and_then(|t| t.header()) {
+        rb = rb.header(&k, &v);
+        t.push_str(&format!("> {k}: {v}\n"));
+    }
     if let Some(b) = &req.body {
         t.push_str(&format!(">\n{}\n", truncate(b, 1024)));
         rb = rb.body(b.clone());
