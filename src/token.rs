@@ -122,8 +122,7 @@ impl TryFrom<Value> for TokenSpec {
         let given = [m.contains_key("value"), m.contains_key("file"), minted];
         if given.iter().filter(|g| **g).count() != 1 {
             return Err(
-                "token: give one of `value`, `file`, or the claims to mint (`issuer`, ...)"
-                    .into(),
+                "token: give one of `value`, `file`, or the claims to mint (`issuer`, ...)".into(),
             );
         }
         let source = if let Some(v) = string("value")? {
@@ -140,7 +139,9 @@ impl TryFrom<Value> for TokenSpec {
                     .map(|v| v.as_str().map(str::to_string))
                     .collect::<Option<_>>()
                     .ok_or("token.audiences: expected a list of strings")?,
-                Some(other) => return Err(format!("token.audiences: expected a list, got {other}")),
+                Some(other) => {
+                    return Err(format!("token.audiences: expected a list, got {other}"))
+                }
             };
             let claims = match m.get("claims") {
                 None => Map::new(),
@@ -347,7 +348,11 @@ fn wrong_key() -> Result<Signer, String> {
 fn sample_kid() -> String {
     serde_json::from_str::<Value>(crate::istio::authz::jwt::ISTIO_SAMPLE_JWKS)
         .ok()
-        .and_then(|v| v.pointer("/keys/0/kid").and_then(Value::as_str).map(str::to_string))
+        .and_then(|v| {
+            v.pointer("/keys/0/kid")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
         .unwrap_or_default()
 }
 
@@ -360,7 +365,8 @@ impl Mint {
     pub fn mint(&self, base: &Path, now: u64) -> Result<String, String> {
         let (signer, default_kid) = match self.key.as_deref() {
             None => (
-                Signer::from_pem(ISTIO_SAMPLE_KEY).map_err(|e| format!("Istio's sample key: {e}"))?,
+                Signer::from_pem(ISTIO_SAMPLE_KEY)
+                    .map_err(|e| format!("Istio's sample key: {e}"))?,
                 Some(sample_kid()),
             ),
             Some("wrong") => (wrong_key()?, None),
@@ -369,7 +375,8 @@ impl Mint {
                 let pem = std::fs::read_to_string(&p)
                     .map_err(|e| format!("token.key {}: {e}", p.display()))?;
                 (
-                    Signer::from_pem(&pem).map_err(|e| format!("token.key {}: {e}", p.display()))?,
+                    Signer::from_pem(&pem)
+                        .map_err(|e| format!("token.key {}: {e}", p.display()))?,
                     None,
                 )
             }
@@ -425,7 +432,9 @@ mod tests {
         let t = spec(json!("abc")).unwrap();
         assert_eq!(t.source, TokenSource::Literal("abc".into()));
         assert!(spec(json!({"issuer": "i", "file": "f"})).is_err());
-        assert!(spec(json!({"isuer": "i"})).unwrap_err().contains("unknown key `isuer`"));
+        assert!(spec(json!({"isuer": "i"}))
+            .unwrap_err()
+            .contains("unknown key `isuer`"));
         assert!(spec(json!({"issuer": "i", "header": "x", "param": "p"})).is_err());
         assert!(spec(json!({"issuer": "i", "prefix": "p"})).is_err());
         assert!(spec(json!({"issuer": "i", "expires_in": "soon"})).is_err());
@@ -437,7 +446,10 @@ mod tests {
         assert_eq!(t.header(), Some(("cookie".into(), "session=t".into())));
         let mut t = spec(json!({"value": "t", "param": "tok"})).unwrap();
         t.resolve(Path::new(".")).unwrap();
-        assert_eq!((t.header(), t.param()), (None, Some(("tok".into(), "t".into()))));
+        assert_eq!(
+            (t.header(), t.param()),
+            (None, Some(("tok".into(), "t".into())))
+        );
         assert_eq!(signed_seconds("-5m"), Ok(-300));
         assert_eq!(signed_seconds("2h"), Ok(7200));
     }
@@ -448,7 +460,9 @@ mod tests {
         let m = Mint {
             issuer: "testing@secure.istio.io".into(),
             audiences: vec!["a".into(), "b".into()],
-            claims: [("groups".to_string(), json!(["g1"]))].into_iter().collect(),
+            claims: [("groups".to_string(), json!(["g1"]))]
+                .into_iter()
+                .collect(),
             ..Default::default()
         };
         let t = m.mint(Path::new("."), 1_000).unwrap();

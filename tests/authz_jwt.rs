@@ -304,7 +304,10 @@ fn a_jwt_filter_other_than_istiods_is_an_mc408_naming_the_field() {
     let suite_file = suite_file(&c.suite);
     let suite = meshcheck::suite::load(suite_file.path()).unwrap();
     let (fx, mut mesh, out) = istiod_with(bin, c.fixtures.path(), &suite);
-    assert_eq!(error_findings(&fx, &mesh, &suite, &out), Vec::<String>::new());
+    assert_eq!(
+        error_findings(&fx, &mesh, &suite, &out),
+        Vec::<String>::new()
+    );
     // Providers by issuer: origins-0 the partner's (forwarded), origins-1 the sample's.
     let jwt = mesh.gateways[0].authz.jwt.as_mut().unwrap();
     assert_eq!(jwt.providers[1].issuer, "testing@secure.istio.io");
@@ -319,7 +322,10 @@ fn a_jwt_filter_other_than_istiods_is_an_mc408_naming_the_field() {
     // No JWT filter at all: the filter lists differ.
     mesh.gateways[0].authz.jwt = None;
     let d = error_findings(&fx, &mesh, &suite, &out).join("\n");
-    assert!(d.contains("MC408") && d.contains("[jwt_authn, rbac ALLOW]"), "{d}");
+    assert!(
+        d.contains("MC408") && d.contains("[jwt_authn, rbac ALLOW]"),
+        "{d}"
+    );
 }
 
 #[test]
@@ -335,12 +341,45 @@ fn a_jwks_uri_s_jwks_is_left_out_of_the_comparison_and_nothing_else() {
     let suite_file = suite_file(&c.suite);
     let suite = meshcheck::suite::load(suite_file.path()).unwrap();
     let (fx, mut mesh, out) = istiod_with(bin, c.fixtures.path(), &suite);
-    assert_eq!(error_findings(&fx, &mesh, &suite, &out), Vec::<String>::new());
+    assert_eq!(
+        error_findings(&fx, &mesh, &suite, &out),
+        Vec::<String>::new()
+    );
     let p = &mut mesh.gateways[0].authz.jwt.as_mut().unwrap().providers[0];
     p.jwks = "{\"keys\": []}".into();
-    assert_eq!(error_findings(&fx, &mesh, &suite, &out), Vec::<String>::new());
+    assert_eq!(
+        error_findings(&fx, &mesh, &suite, &out),
+        Vec::<String>::new()
+    );
     let p = &mut mesh.gateways[0].authz.jwt.as_mut().unwrap().providers[0];
     p.audiences = vec!["x".into()];
     let d = error_findings(&fx, &mesh, &suite, &out).join("\n");
     assert!(d.contains("MC408") && d.contains("audiences"), "{d}");
+}
+
+#[test]
+fn istiods_own_filters_on_the_local_envoy_answer_the_suite_the_same() {
+    // istiod's config (its JWT filter included) served to the local gateway Envoy.
+    let bin = match oracle() {
+        Ok(b) => b,
+        Err(why) => {
+            note_unavailable(why);
+            return;
+        }
+    };
+    let c = Case::new("jwt");
+    let suite = c.fixtures.suite_file(&c.suite);
+    let r = Run::new()
+        .arg("--suite")
+        .arg(suite.path())
+        .fixtures(c.fixtures.path())
+        .arg("--control-plane")
+        .arg("istiod")
+        .arg("--oracle")
+        .arg(bin)
+        .arg("--budget")
+        .arg("3s")
+        .run();
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.failed.is_empty(), "{:?}", r.failed);
 }

@@ -77,8 +77,8 @@ pub fn difference(plan: &AuthzPlan, hcm: &Value) -> Option<(String, String)> {
                 if f.get("name").and_then(Value::as_str) != Some(JWT_FILTER) {
                     continue;
                 }
-                if let Some(Value::Object(provider)) = f
-                    .pointer_mut(&format!("/typed_config/providers/{}", p.name))
+                if let Some(Value::Object(provider)) =
+                    f.pointer_mut(&format!("/typed_config/providers/{}", p.name))
                 {
                     provider.remove("local_jwks");
                 }

@@ -180,7 +180,8 @@ impl JwtFilter {
     /// `{P1 OR P2 ... OR AND{OR{P1, allow_missing}, OR{P2, allow_missing}, ...}}` (a
     /// token, if present, must be valid; none at all passes).
     pub fn requirement(&self) -> Requirement {
-        let optional = |i| Requirement::Any(vec![Requirement::Provider(i), Requirement::AllowMissing]);
+        let optional =
+            |i| Requirement::Any(vec![Requirement::Provider(i), Requirement::AllowMissing]);
         if self.providers.len() == 1 {
             return optional(0);
         }
@@ -258,7 +259,11 @@ pub fn plan(
         }
         applied.push((p.describe(), p.source.clone()));
         for (i, r) in p.spec.spec.jwt_rules.iter().enumerate() {
-            rules.push((r, format!("{} jwtRules[{i}]", p.describe()), p.source.clone()));
+            rules.push((
+                r,
+                format!("{} jwtRules[{i}]", p.describe()),
+                p.source.clone(),
+            ));
         }
     }
     // newPolicyApplier: sorted by issuer (Go's sort, stable for the few rules a gateway
@@ -351,7 +356,9 @@ fn space_delimited(own: Option<&[String]>) -> Vec<String> {
 /// validateJwtRule) refuses `p`, or None.
 fn refused(p: &RequestAuthentication) -> Option<String> {
     let s = &p.spec;
-    if s.selector.as_ref().is_some_and(|sel| !sel.match_labels.is_empty())
+    if s.selector
+        .as_ref()
+        .is_some_and(|sel| !sel.match_labels.is_empty())
         && !s.target_refs().is_empty()
     {
         return Some("only one of targetRefs or workloadSelector can be set".into());
@@ -367,7 +374,10 @@ fn refused(p: &RequestAuthentication) -> Option<String> {
         if !r.jwks_uri.is_empty() {
             let scheme = r.jwks_uri.split_once("://").map(|(s, _)| s);
             if !matches!(scheme, Some("http" | "https")) {
-                return bad(format!("jwksUri {:?}: URI scheme is not supported", r.jwks_uri));
+                return bad(format!(
+                    "jwksUri {:?}: URI scheme is not supported",
+                    r.jwks_uri
+                ));
             }
         }
         if !r.jwks.is_empty() {
@@ -387,8 +397,7 @@ fn refused(p: &RequestAuthentication) -> Option<String> {
         for c in &r.output_claim_to_headers {
             if c.claim.is_empty() || c.header.is_empty() {
                 return bad(
-                    "outputClaimToHeaders header and claim value must be non-empty string"
-                        .into(),
+                    "outputClaimToHeaders header and claim value must be non-empty string".into(),
                 );
             }
             if !c
@@ -396,12 +405,17 @@ fn refused(p: &RequestAuthentication) -> Option<String> {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
             {
-                return bad(format!("outputClaimToHeaders header {:?}: invalid header name", c.header));
+                return bad(format!(
+                    "outputClaimToHeaders header {:?}: invalid header name",
+                    c.header
+                ));
             }
         }
         if let Some(t) = &r.timeout {
-            if crate::timeouts::parse_duration(t).is_err() {
-                return bad(format!("timeout {t:?}: not a duration"));
+            // agent.ValidateDuration: at least 1ms, in whole milliseconds.
+            let ms = crate::istio::mesh::duration_ms(t);
+            if ms.is_none_or(|ms| ms < 1) {
+                return bad(format!("timeout {t:?}: duration must be greater than 1ms"));
             }
         }
     }
@@ -474,7 +488,9 @@ impl Status {
             }
             Status::HeaderBadBase64 => "Jwt header is an invalid Base64url encoded".into(),
             Status::HeaderBadJson => "Jwt header is an invalid JSON".into(),
-            Status::HeaderBadAlg => "Jwt header [alg] field is required and must be a string".into(),
+            Status::HeaderBadAlg => {
+                "Jwt header [alg] field is required and must be a string".into()
+            }
             Status::HeaderNotImplementedAlg => "Jwt header [alg] is not supported".into(),
             Status::HeaderBadKid => "Jwt header [kid] field is not a string".into(),
             Status::PayloadBadBase64 => "Jwt payload is an invalid Base64url encoded".into(),
@@ -484,9 +500,7 @@ impl Status {
             Status::ClaimOutOfRange(c) => {
                 format!("Jwt payload [{c}] field is not a positive 64 bit integer")
             }
-            Status::AudNotString => {
-                "Jwt payload [aud] field is not a string or string list".into()
-            }
+            Status::AudNotString => "Jwt payload [aud] field is not a string or string list".into(),
             Status::SignatureBadBase64 => "Jwt signature is an invalid Base64url encoded".into(),
             Status::UnknownIssuer => "Jwt issuer is not configured".into(),
             Status::AudienceNotAllowed => "Audiences in Jwt are not allowed".into(),
@@ -496,9 +510,9 @@ impl Status {
             Status::JwksKidAlgMismatch => {
                 "Jwks doesn't have key to match kid or alg from Jwt".into()
             }
-            Status::Unverifiable(alg) => format!(
-                "meshcheck cannot check {alg} signatures (Envoy can): taken as failing"
-            ),
+            Status::Unverifiable(alg) => {
+                format!("meshcheck cannot check {alg} signatures (Envoy can): taken as failing")
+            }
         }
     }
 
@@ -540,6 +554,25 @@ struct Ctx<'a> {
 impl JwtFilter {
     /// Runs the filter over `r` at unix time `now` (seconds).
     pub fn apply(&self, r: &rbac::Request, now: u64) -> Applied {
+        // bypass_cors_preflight (filter.cc, Http::Utility::isCorsPreflightRequest): an
+        // OPTIONS request with Origin and Access-Control-Request-Method is not looked at.
+        let non_empty = |h: &str| {
+            r.headers
+                .get(h)
+                .is_some_and(|v| v.iter().any(|x| !x.is_empty()))
+        };
+        if r.method.eq_ignore_ascii_case("OPTIONS")
+            && non_empty("origin")
+            && non_empty("access-control-request-method")
+        {
+            return Applied {
+                status: Status::Ok,
+                provider: None,
+                headers: r.headers.clone(),
+                payload: None,
+                why: "JWT: a CORS preflight is not verified (bypass_cors_preflight)".into(),
+            };
+        }
         let mut ctx = Ctx {
             r,
             headers: r.headers.clone(),
@@ -551,17 +584,13 @@ impl JwtFilter {
         let named = |i: Option<usize>| {
             i.map(|i| {
                 let p = &self.providers[i];
-                format!(
-                    "{} (issuer {:?}, provider {})",
-                    p.rule, p.issuer, p.name
-                )
+                format!("{} (issuer {:?}, provider {})", p.rule, p.issuer, p.name)
             })
         };
         let why = match (&status, named(provider.or(ctx.verified))) {
             (Status::Ok, Some(rule)) => format!("JWT: token verified by {rule}"),
             (Status::Ok, None) => {
-                "JWT: no token where the rules look (a request without a token passes)"
-                    .to_string()
+                "JWT: no token where the rules look (a request without a token passes)".to_string()
             }
             (s, rule) => format!(
                 "JWT: {}{}: {}",
@@ -630,7 +659,8 @@ impl JwtFilter {
     fn authenticate(&self, i: usize, ctx: &mut Ctx) -> Status {
         let p = &self.providers[i];
         if !p.forward_payload_header.is_empty() {
-            ctx.headers.remove(&p.forward_payload_header.to_ascii_lowercase());
+            ctx.headers
+                .remove(&p.forward_payload_header.to_ascii_lowercase());
         }
         for (h, _) in &p.claim_to_headers {
             ctx.headers.remove(&h.to_ascii_lowercase());
@@ -675,7 +705,10 @@ impl JwtFilter {
             }
             for (h, c) in &p.claim_to_headers {
                 if let Some(v) = claim_header_value(&jwt.payload, c) {
-                    ctx.headers.entry(h.to_ascii_lowercase()).or_default().push(v);
+                    ctx.headers
+                        .entry(h.to_ascii_lowercase())
+                        .or_default()
+                        .push(v);
                 }
             }
             if !p.forward {
@@ -760,18 +793,22 @@ fn extract(p: &Provider, headers: &BTreeMap<String, Vec<String>>, path: &str) ->
     }
     if !cookies.is_empty() {
         for name in &cookies {
-            let found = headers.get("cookie").into_iter().flatten().find_map(|line| {
-                line.split(';').find_map(|kv| {
-                    let (k, v) = kv.trim().split_once('=')?;
-                    (k.trim() == name).then(|| {
-                        let v = v.trim();
-                        v.strip_prefix('"')
-                            .and_then(|x| x.strip_suffix('"'))
-                            .unwrap_or(v)
-                            .to_string()
+            let found = headers
+                .get("cookie")
+                .into_iter()
+                .flatten()
+                .find_map(|line| {
+                    line.split(';').find_map(|kv| {
+                        let (k, v) = kv.trim().split_once('=')?;
+                        (k.trim() == name).then(|| {
+                            let v = v.trim();
+                            v.strip_prefix('"')
+                                .and_then(|x| x.strip_suffix('"'))
+                                .unwrap_or(v)
+                                .to_string()
+                        })
                     })
-                })
-            });
+                });
             if let Some(token) = found {
                 out.push(Found {
                     token,
@@ -1209,7 +1246,10 @@ mod tests {
         assert!(a.payload.is_none());
         // Past exp + 60 s of clock skew.
         let q = format!("/?access_token={DEMO}");
-        assert_eq!(f.apply(&request(&[], &q), 4_685_989_761).status, Status::Expired);
+        assert_eq!(
+            f.apply(&request(&[], &q), 4_685_989_761).status,
+            Status::Expired
+        );
         assert_eq!(f.apply(&request(&[], &q), 4_685_989_760).status, Status::Ok);
         let mut other = provider(ISTIO_SAMPLE_JWKS);
         other.issuer = "other".into();
@@ -1236,10 +1276,16 @@ mod tests {
         assert_eq!(a.provider, Some(0));
         let a = f.apply(&request(&[], "/"), 1_800_000_000);
         assert_eq!(a.status, Status::Ok);
-        let a = f.apply(&request(&[("authorization", "Bearer YWJj.e30.c2ln")], "/"), 1_800_000_000);
+        let a = f.apply(
+            &request(&[("authorization", "Bearer YWJj.e30.c2ln")], "/"),
+            1_800_000_000,
+        );
         assert_eq!(a.status, Status::HeaderBadJson);
         // An issuer neither provider names: the error of a provider that read it.
-        let a = f.apply(&request(&[("authorization", "Bearer e30.e30.c2ln")], "/"), 1_800_000_000);
+        let a = f.apply(
+            &request(&[("authorization", "Bearer e30.e30.c2ln")], "/"),
+            1_800_000_000,
+        );
         assert_eq!(a.status, Status::HeaderBadAlg);
     }
 
@@ -1248,7 +1294,10 @@ mod tests {
         let mut p = provider(ISTIO_SAMPLE_JWKS);
         p.from_headers = vec![("X-Jwt".into(), "Token ".into())];
         p.forward_payload_header = "x-payload".into();
-        p.claim_to_headers = vec![("x-foo".into(), "foo".into()), ("x-iat".into(), "iat".into())];
+        p.claim_to_headers = vec![
+            ("x-foo".into(), "foo".into()),
+            ("x-iat".into(), "iat".into()),
+        ];
         p.forward = true;
         let f = JwtFilter { providers: vec![p] };
         // Without the prefix the header is no location; the Bearer header is not read.
@@ -1265,8 +1314,30 @@ mod tests {
         assert_eq!(a.status, Status::Ok, "{}", a.why);
         assert_eq!(a.headers["x-foo"], vec!["bar"]);
         assert_eq!(a.headers["x-iat"], vec!["1532389700"]);
-        assert_eq!(a.headers["x-payload"], vec![DEMO.split('.').nth(1).unwrap()]);
+        assert_eq!(
+            a.headers["x-payload"],
+            vec![DEMO.split('.').nth(1).unwrap()]
+        );
         assert_eq!(a.headers["x-jwt"], vec![t], "forwarded");
+    }
+
+    #[test]
+    fn a_cors_preflight_is_not_verified() {
+        let f = JwtFilter {
+            providers: vec![provider(ISTIO_SAMPLE_JWKS)],
+        };
+        let mut r = request(
+            &[
+                ("authorization", "Bearer garbage"),
+                ("origin", "https://a.example"),
+                ("access-control-request-method", "GET"),
+            ],
+            "/",
+        );
+        r.method = "OPTIONS".into();
+        assert_eq!(f.apply(&r, 1_800_000_000).status, Status::Ok);
+        r.method = "GET".into();
+        assert_eq!(f.apply(&r, 1_800_000_000).status, Status::BadFormat);
     }
 
     #[test]

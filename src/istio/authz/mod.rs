@@ -226,9 +226,8 @@ pub(crate) fn attaches_by(
     if policy_namespace != root_namespace && policy_namespace != namespace {
         return false;
     }
-    let selected = || {
-        selector.is_none_or(|s| s.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v)))
-    };
+    let selected =
+        || selector.is_none_or(|s| s.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v)));
     let Some(gateway) = labels.get(GATEWAY_NAME_LABEL) else {
         return refs.is_empty() && selected();
     };
