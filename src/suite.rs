@@ -974,6 +974,7 @@ pub fn load(path: &Path) -> Result<Suite, SuiteError> {
             CheckKind::Http(h) => vec![&mut h.request],
             CheckKind::Distribution(d) => vec![&mut d.request],
             CheckKind::Steps(steps) => steps.iter_mut().map(|s| &mut s.http.request).collect(),
+            CheckKind::Sidecars(s) => s.via.iter_mut().collect(),
             _ => continue,
         };
         for req in reqs {
