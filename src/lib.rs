@@ -23,4 +23,5 @@ pub mod stub;
 pub mod suite;
 pub mod targets;
 pub mod timeouts;
+pub mod token;
 pub mod upgrade;

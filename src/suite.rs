@@ -398,6 +398,11 @@ pub struct RequestSpec {
     /// source cannot be used fails rather than sending from elsewhere.
     #[serde(default)]
     pub source: Option<std::net::IpAddr>,
+    /// A JWT sent with the request (a string, `{file}`, or minted at load: see
+    /// src/token.rs): `Authorization: Bearer <token>` unless `header`, `param` or
+    /// `cookie` says where.
+    #[serde(default)]
+    pub token: Option<crate::token::TokenSpec>,
 }
 
 /// A request header's value (`x-a: one`), or several (`x-a: [one, two]`), sent as
@@ -457,11 +462,13 @@ impl RequestSpec {
 
     /// The path with the query parameters URL-encoded onto it.
     pub fn path_and_query(&self) -> String {
-        if self.query.is_empty() {
+        let token = self.token.as_ref().and_then(|t| t.param());
+        if self.query.is_empty() && token.is_none() {
             return self.path.clone();
         }
         let mut q = reqwest::Url::parse("http://x/").expect("a constant URL");
         q.query_pairs_mut().extend_pairs(self.query.iter());
+        q.query_pairs_mut().extend_pairs(token);
         let sep = if self.path.contains('?') { '&' } else { '?' };
         format!("{}{sep}{}", self.path, q.query().unwrap_or(""))
     }
@@ -473,6 +480,9 @@ impl RequestSpec {
             out.entry(k.to_ascii_lowercase())
                 .or_default()
                 .extend(v.all().iter().cloned());
+        }
+        if let Some((k, v)) = self.token.as_ref().and_then(|t| t.header()) {
+            out.entry(k).or_default().push(v);
         }
         out
     }
@@ -1265,15 +1275,21 @@ pub fn load(path: &Path) -> Result<Suite, SuiteError> {
     }
     let base = path.parent().unwrap_or(Path::new("."));
     for c in &mut suite.checks {
+        let (name, line) = (c.full_name(), line_of_check(&text, c.name.split("::").next().unwrap_or(&c.name)));
         let reqs: Vec<&mut RequestSpec> = match &mut c.kind {
             CheckKind::Http(h) => vec![&mut h.request],
             CheckKind::Distribution(d) => vec![&mut d.request],
             CheckKind::Steps(steps) => steps.iter_mut().map(|s| &mut s.http.request).collect(),
+            CheckKind::Sidecars(s) => s.via.iter_mut().collect(),
             _ => continue,
         };
         for req in reqs {
             if let Some(f) = req.ca_file.as_mut().filter(|f| f.is_relative()) {
                 *f = base.join(&*f);
+            }
+            if let Some(t) = req.token.as_mut() {
+                t.resolve(base)
+                    .map_err(|m| invalid(line, format!("check {name}: {m}")))?;
             }
         }
     }

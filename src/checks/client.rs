@@ -391,6 +391,10 @@ impl Outgoing {
                 append(&mut headers, k, v)?;
             }
         }
+        // The request's JWT (as a query parameter it is in the target already).
+        if let Some((k, v)) = req.token.as_ref().and_then(|t| t.header()) {
+            append(&mut headers, &k, &v)?;
+        }
         if !headers.contains_key(hyper::header::ACCEPT) {
             headers.insert(hyper::header::ACCEPT, HeaderValue::from_static("*/*"));
         }

@@ -569,23 +569,37 @@ impl Mesh {
             path: normalize(&req.path, chain.hcm.path_normalization),
             ..req.clone()
         };
-        let authz = if req.skip_authz {
+        let outcome = if req.skip_authz {
             None
         } else {
-            gw.authz.decide(&rbac_request(
+            gw.authz.outcome(&rbac_request(
                 req,
                 (listener.target_port, node_port),
                 chain.hcm.xff_num_trusted_hops,
             ))
         };
-        if let Some(v) = &authz {
-            steps.push(v.why.clone());
-            if v.denied_by.is_some() {
-                let mut p = status_only(steps, None, 403, v.why.clone());
+        let authz = outcome.as_ref().map(|o| o.verdict.clone());
+        if let Some(o) = &outcome {
+            steps.push(o.verdict.why.clone());
+            if let Some(status) = o.status {
+                let mut p = status_only(steps, None, status, o.verdict.why.clone());
                 p.authz = authz;
                 return p;
             }
         }
+        // The route and the backend see the headers as the security filters left them
+        // (the JWT filter's payload and claim headers; its token removed).
+        let filtered;
+        let req = match outcome {
+            Some(o) => {
+                filtered = SimRequest {
+                    headers: o.headers,
+                    ..req.clone()
+                };
+                &filtered
+            }
+            None => req,
+        };
         let mut p = self.route_request(steps, chain, req, ejections);
         p.authz = authz;
         p

@@ -136,6 +136,17 @@ pub fn run_raw(
     let body = serde_json::to_vec(input).map_err(|e| run_err(e.to_string()))?;
     std::fs::write(&input_path, body).map_err(|e| run_err(format!("writing input: {e}")))?;
     let mut cmd = Command::new(oracle);
+    // istiod fetches a RequestAuthentication's jwksUri while it generates the config
+    // (pilot/pkg/model/jwks_resolver.go, Go's ProxyFromEnvironment): the oracle must
+    // never reach the network. A proxy on a closed loopback port fails every such
+    // fetch at once (Go never proxies loopback addresses); istiod then inlines its
+    // fail-closed JWKS, which the comparison leaves out (compare_authz.rs).
+    for var in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+        cmd.env(var, "http://127.0.0.1:9");
+    }
+    for var in ["NO_PROXY", "no_proxy"] {
+        cmd.env_remove(var);
+    }
     if envoy_compatible {
         cmd.arg("-no-telemetry");
         cmd.envs(ENVOY_COMPATIBLE_FLAGS.iter().copied());

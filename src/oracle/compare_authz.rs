@@ -1,12 +1,19 @@
-//! The gateway's security filters (RBAC: istio/authz/) against istiod's: the model's
-//! envoy.filters.http.rbac filters, in order and whole, must be the ones istiod puts
-//! into the same HttpConnectionManager (MC408).
+//! The gateway's security filters (JWT and RBAC: istio/authz/) against istiod's: the
+//! model's envoy.filters.http.jwt_authn and envoy.filters.http.rbac filters, in order
+//! and whole, must be the ones istiod puts into the same HttpConnectionManager (MC408).
+//!
+//! One part is left out, knowingly: the JWKS of a provider whose rule names a
+//! `jwksUri`. istiod fetches it when it generates the config (jwks_resolver.go), so
+//! what it inlines depends on the network at that moment (an oracle run offline writes
+//! its fail-closed JWKS), while meshcheck never fetches (jwt.rs JwksSource); the
+//! loader warns about every such rule. Everything else of those providers is compared.
 
+use crate::istio::authz::jwt::{JwksSource, FILTER as JWT_FILTER};
 use crate::istio::authz::AuthzPlan;
 use serde_json::Value;
 
 /// The names of the HTTP filters compared here.
-const SECURITY_FILTERS: &[&str] = &["envoy.filters.http.rbac"];
+const SECURITY_FILTERS: &[&str] = &[JWT_FILTER, "envoy.filters.http.rbac"];
 
 /// istiod's security filters of connection manager `hcm` (its typed_config).
 fn theirs(hcm: &Value) -> Vec<Value> {
@@ -57,12 +64,34 @@ fn shown(v: Option<&Value>) -> String {
 /// How the model's security filters differ from those in istiod's connection manager
 /// `hcm`: (meshcheck's side, istiod's side), or None when they are the same.
 pub fn difference(plan: &AuthzPlan, hcm: &Value) -> Option<(String, String)> {
-    let mine = plan.http_filters();
-    let theirs = theirs(hcm);
+    let mut mine = plan.http_filters();
+    let mut theirs = theirs(hcm);
+    // The JWKS istiod fetched (or failed to) for a jwksUri: not comparable (above).
+    if let Some(j) = &plan.jwt {
+        for p in j
+            .providers
+            .iter()
+            .filter(|p| p.jwks_source != JwksSource::Inline)
+        {
+            for f in mine.iter_mut().chain(theirs.iter_mut()) {
+                if f.get("name").and_then(Value::as_str) != Some(JWT_FILTER) {
+                    continue;
+                }
+                if let Some(Value::Object(provider)) =
+                    f.pointer_mut(&format!("/typed_config/providers/{}", p.name))
+                {
+                    provider.remove("local_jwks");
+                }
+            }
+        }
+    }
     if mine.len() != theirs.len() {
         let names = |fs: &[Value]| {
             fs.iter()
                 .map(|f| {
+                    if f.get("name").and_then(Value::as_str) == Some(JWT_FILTER) {
+                        return "jwt_authn".to_string();
+                    }
                     let action = f
                         .pointer("/typed_config/rules/action")
                         .and_then(Value::as_str)
@@ -80,7 +109,13 @@ pub fn difference(plan: &AuthzPlan, hcm: &Value) -> Option<(String, String)> {
     mine.iter()
         .zip(&theirs)
         .enumerate()
-        .find_map(|(i, (m, t))| first_difference(m, t, &format!("rbac filter {i}")))
+        .find_map(|(i, (m, t))| {
+            let what = match m.get("name").and_then(Value::as_str) {
+                Some(JWT_FILTER) => "jwt_authn filter".to_string(),
+                _ => format!("security filter {i}"),
+            };
+            first_difference(m, t, &what)
+        })
         .map(|(path, m, t)| (format!("{path} {m}"), format!("{path} {t}")))
 }
 

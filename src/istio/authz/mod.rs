@@ -1,14 +1,16 @@
 //! Istio's security policy at the gateway, as istiod programs it: AuthorizationPolicy
 //! into Envoy's RBAC HTTP filters (pilot/pkg/security/authz/builder/builder.go,
 //! model/model.go, model/generator.go, matcher/), evaluated by the simulation as
-//! Envoy's RBAC filter does (rbac.rs).
+//! Envoy's RBAC filter does (rbac.rs); RequestAuthentication into the JWT filter
+//! before them (jwt.rs).
 
 pub mod generate;
+pub mod jwt;
 pub mod rbac;
 pub mod template;
 
 use crate::fixtures::k8s::Labels;
-use crate::fixtures::security::AuthorizationPolicy;
+use crate::fixtures::security::{AuthorizationPolicy, PolicyTargetReference, WorkloadSelector};
 use crate::fixtures::{Fixtures, Item, Source, Warning};
 use rbac::{Action, Policy, RbacFilter, Rules};
 
@@ -39,22 +41,101 @@ pub struct Verdict {
 }
 
 /// The security filters istiod puts into one gateway pod's HTTP connection managers,
-/// in their order (builder.go build: AUDIT, DENY, ALLOW).
+/// in their order (listener_builder.go: the JWT filter, then builder.go build: AUDIT,
+/// DENY, ALLOW).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AuthzPlan {
+    /// RequestAuthentication's envoy.filters.http.jwt_authn (jwt.rs).
+    pub jwt: Option<jwt::JwtFilter>,
     pub rbac: Vec<RbacFilter>,
     /// `Kind namespace/name` of each policy that applies to the pod, with its place.
     pub applied: Vec<(String, Source)>,
 }
 
+/// What the security filters did with one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub verdict: Verdict,
+    /// The status the filters answer with themselves (RBAC 403; JWT 401, or 403 for
+    /// audiences); None when they let the request through.
+    pub status: Option<u16>,
+    /// The request headers after the filters (the JWT filter adds its payload and
+    /// claim headers and removes the token's), for the route and the backend.
+    pub headers: crate::istio::headers::Headers,
+}
+
 impl AuthzPlan {
     /// The filters as Envoy JSON, in order.
     pub fn http_filters(&self) -> Vec<serde_json::Value> {
-        self.rbac.iter().map(RbacFilter::json).collect()
+        self.jwt
+            .iter()
+            .map(jwt::JwtFilter::json)
+            .chain(self.rbac.iter().map(RbacFilter::json))
+            .collect()
+    }
+
+    /// What Envoy's security filters decide for `r`; None when the pod has none.
+    pub fn decide(&self, r: &rbac::Request) -> Option<Verdict> {
+        self.outcome(r).map(|o| o.verdict)
+    }
+
+    /// What the security filters do with `r`: the JWT filter (its payload into the
+    /// dynamic metadata the RBAC matchers read, its header changes), then the RBAC
+    /// filters; None when the pod has none.
+    pub fn outcome(&self, r: &rbac::Request) -> Option<Outcome> {
+        if self.rbac.is_empty() && self.jwt.is_none() {
+            return None;
+        }
+        let mut r = r.clone();
+        let mut jwt_why = None;
+        if let Some(j) = &self.jwt {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let a = j.apply(&r, now);
+            if a.status != jwt::Status::Ok {
+                return Some(Outcome {
+                    status: Some(a.status.http_status()),
+                    verdict: Verdict {
+                        denied_by: Some(DeniedBy::Jwt),
+                        policy: None,
+                        why: a.why,
+                    },
+                    headers: r.headers,
+                });
+            }
+            r.headers = a.headers;
+            if let Some(p) = a.payload {
+                let mut m = serde_json::Map::new();
+                m.insert(jwt::PAYLOAD.to_string(), p);
+                r.metadata
+                    .insert(jwt::FILTER.to_string(), serde_json::Value::Object(m));
+            }
+            jwt_why = Some(a.why);
+        }
+        let rbac = self.decide_rbac(&r);
+        let verdict = match (jwt_why, rbac) {
+            (Some(j), Some(v)) => Verdict {
+                why: format!("{j}; {}", v.why),
+                ..v
+            },
+            (Some(j), None) => Verdict {
+                denied_by: None,
+                policy: None,
+                why: j,
+            },
+            (None, Some(v)) => v,
+            (None, None) => return None,
+        };
+        Some(Outcome {
+            status: verdict.denied_by.map(|_| 403),
+            verdict,
+            headers: r.headers,
+        })
     }
 
     /// What Envoy's RBAC filters decide for `r`; None when the pod has none.
-    pub fn decide(&self, r: &rbac::Request) -> Option<Verdict> {
+    fn decide_rbac(&self, r: &rbac::Request) -> Option<Verdict> {
         if self.rbac.is_empty() {
             return None;
         }
@@ -120,16 +201,33 @@ pub fn attaches(
     namespace: &str,
     labels: &Labels,
 ) -> bool {
-    if p.namespace != root_namespace && p.namespace != namespace {
+    let spec = &p.spec.spec;
+    attaches_by(
+        &p.namespace,
+        spec.selector.as_ref(),
+        &spec.target_refs(),
+        root_namespace,
+        namespace,
+        labels,
+    )
+}
+
+/// [`attaches`] for any security policy of `policy_namespace` with this selector and
+/// these target references (RequestAuthentication attaches as AuthorizationPolicy
+/// does: authentication.go getConfigsForWorkload, the same ShouldAttachPolicy).
+pub(crate) fn attaches_by(
+    policy_namespace: &str,
+    selector: Option<&WorkloadSelector>,
+    refs: &[&PolicyTargetReference],
+    root_namespace: &str,
+    namespace: &str,
+    labels: &Labels,
+) -> bool {
+    if policy_namespace != root_namespace && policy_namespace != namespace {
         return false;
     }
-    let spec = &p.spec.spec;
-    let refs = spec.target_refs();
-    let selected = || {
-        spec.selector
-            .as_ref()
-            .is_none_or(|s| s.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v)))
-    };
+    let selected =
+        || selector.is_none_or(|s| s.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v)));
     let Some(gateway) = labels.get(GATEWAY_NAME_LABEL) else {
         return refs.is_empty() && selected();
     };
@@ -137,7 +235,7 @@ pub fn attaches(
         return selected();
     }
     refs.iter().any(|r| {
-        p.namespace == namespace
+        policy_namespace == namespace
             && (r.namespace.is_empty() || r.namespace == namespace)
             && r.group == crate::fixtures::gateway_api::GROUP
             && r.kind == "Gateway"
@@ -192,6 +290,9 @@ pub fn plan(
             out.rbac.push(f);
         }
     }
+    let (jwt, jwt_applied) = jwt::plan(fx, namespace, labels, warnings);
+    out.jwt = jwt;
+    out.applied.extend(jwt_applied);
     for p in policies.iter().filter(|p| p.spec.spec.action() == "CUSTOM") {
         warn(warnings, p, "action CUSTOM (ext_authz) is not modelled by meshcheck: the local target and the simulation do not apply it".into());
     }

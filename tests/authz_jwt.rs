@@ -1,0 +1,385 @@
+//! RequestAuthentication at the ingress, end to end on the local target: each fixture
+//! set is the seed's ingress (fixtures/ingress) plus one policy file of tests/authz/
+//! (jwt*.yaml), run with the suite beside it, whose requests carry tokens minted at load
+//! with Istio's sample key (src/token.rs). It passes (the gateway Envoy enforces the
+//! jwt_authn filter the model writes, the RBAC filters read its payload, and the
+//! simulation predicts each answer), and breaking one field of a rule fails exactly the
+//! checks that show it. Every fixture set is compared with istiod when the test ends
+//! (tests/common/oracle.rs): the JWT and RBAC filters whole (MC408) and the routes.
+
+mod common;
+use common::*;
+use std::collections::BTreeSet;
+
+/// Where the policies are written in the fixture copy.
+const POLICIES: &str = "60-authz.yaml";
+
+fn data(file: &str) -> String {
+    let path = root().join("tests/authz").join(file);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+struct Case {
+    fixtures: FixtureCopy,
+    suite: String,
+}
+
+impl Case {
+    fn new(name: &str) -> Case {
+        let fixtures = FixtureCopy::new();
+        fixtures.write(POLICIES, &data(&format!("{name}.yaml")));
+        Case {
+            fixtures,
+            suite: data(&format!("{name}.suite.yaml")),
+        }
+    }
+
+    /// Replaces `from` (which must occur exactly once) by `to` in the policies.
+    #[track_caller]
+    fn breaks(&self, from: &str, to: &str) -> &Self {
+        let text = self.fixtures.read(POLICIES);
+        assert_eq!(text.matches(from).count(), 1, "{from:?} occurs once");
+        self.fixtures.write(POLICIES, &text.replacen(from, to, 1));
+        self
+    }
+
+    /// Replaces `from` (which must occur exactly once) by `to` in the suite.
+    #[track_caller]
+    fn asks(&mut self, from: &str, to: &str) -> &mut Self {
+        assert_eq!(self.suite.matches(from).count(), 1, "{from:?} occurs once");
+        self.suite = self.suite.replacen(from, to, 1);
+        self
+    }
+
+    fn checks(&self) -> BTreeSet<String> {
+        let file = suite_file(&self.suite);
+        let suite = meshcheck::suite::load(file.path()).unwrap();
+        suite.checks.iter().map(|c| c.full_name()).collect()
+    }
+
+    #[track_caller]
+    fn fails_exactly(&self, checks: &[&str]) {
+        self.fails_exactly_with(checks, &[]);
+    }
+
+    /// The run failed exactly `checks`, each live and in the simulation, and
+    /// `live_only` live only: the simulation judges a backend header only when it is
+    /// expected with a plain value and predicted (analysis.rs branch_mismatch), so a
+    /// header the JWT filter should have added, or should have removed, is judged live
+    /// alone. Every other check passed; nothing was reported as not modelled.
+    #[track_caller]
+    fn fails_exactly_with(&self, checks: &[&str], live_only: &[&str]) {
+        let r = run_suite(&self.fixtures, &self.suite);
+        let declared = self.checks();
+        for c in checks.iter().chain(live_only) {
+            assert!(declared.contains(*c), "the suite has no check {c}");
+        }
+        let want: BTreeSet<String> = checks
+            .iter()
+            .flat_map(|c| [c.to_string(), format!("static::simulate::{c}")])
+            .chain(live_only.iter().map(|c| c.to_string()))
+            .collect();
+        assert_eq!(
+            r.failed, want,
+            "failed checks differ\n--- stdout\n{}\n--- stderr\n{}",
+            r.stdout, r.stderr
+        );
+        for c in &declared {
+            for name in [c.clone(), format!("static::simulate::{c}")] {
+                assert!(
+                    want.contains(&name) || r.passed.contains(&name),
+                    "{name} did not pass\n--- stdout\n{}\n--- stderr\n{}",
+                    r.stdout,
+                    r.stderr
+                );
+            }
+        }
+        assert_eq!(
+            r.code,
+            i32::from(!want.is_empty()),
+            "{}\n{}",
+            r.stdout,
+            r.stderr
+        );
+        assert!(
+            !r.stdout.contains("not modelled") && !r.stderr.contains("not modelled"),
+            "something is not modelled\n{}\n{}",
+            r.stdout,
+            r.stderr
+        );
+    }
+}
+
+#[test]
+fn every_rule_field_verifies_reads_and_hands_on_as_envoy_does() {
+    Case::new("jwt").fails_exactly(&[]);
+}
+
+#[test]
+fn without_the_audience_a_token_for_someone_else_gets_in() {
+    let c = Case::new("jwt");
+    c.breaks("    audiences: [\"atlas-partner\"]\n", "");
+    c.fails_exactly(&["audience::partner-wrong-audience"]);
+}
+
+#[test]
+fn another_header_prefix_reads_no_token_there() {
+    let c = Case::new("jwt");
+    c.breaks("prefix: \"Token \"", "prefix: \"Bearer \"");
+    c.fails_exactly(&[
+        "audience::partner-wrong-audience",
+        "partner::header-with-prefix",
+    ]);
+}
+
+#[test]
+fn without_the_param_and_cookie_locations_those_tokens_are_not_read() {
+    let c = Case::new("jwt");
+    c.breaks("    fromParams: [\"partner_token\"]\n", "")
+        .breaks("    fromCookies: [\"partner_session\"]\n", "");
+    c.fails_exactly(&["partner::query-param", "partner::cookie"]);
+}
+
+#[test]
+fn the_default_locations_are_bearer_and_access_token_only_without_others() {
+    // Given a location, the rule no longer reads `Authorization: Bearer` or
+    // `access_token`.
+    let c = Case::new("jwt");
+    c.breaks(
+        "    outputPayloadToHeader: x-jwt-payload\n",
+        "    outputPayloadToHeader: x-jwt-payload\n    fromParams: [\"token\"]\n",
+    );
+    c.fails_exactly_with(
+        &[
+            "valid::access-token-param",
+            "claims::admins",
+            // Tokens nobody reads pass the JWT filter.
+            "invalid::expired",
+            "invalid::wrong-key",
+            "invalid::unknown-issuer",
+            "invalid::not-a-jwt",
+            "partner::bearer-refused",
+        ],
+        // Through, but without the payload and claim headers.
+        &["valid::bearer-reaches-backend"],
+    );
+}
+
+#[test]
+fn an_unforwarded_token_and_missing_outputs_do_not_reach_the_backend() {
+    let c = Case::new("jwt");
+    c.breaks("    forwardOriginalToken: true\n", "")
+        .breaks("    outputPayloadToHeader: x-jwt-payload\n", "")
+        .breaks(
+            "    - header: x-jwt-sub\n      claim: sub\n    - header: x-jwt-team\n      claim: team\n",
+            "    - header: x-jwt-team\n      claim: sub\n",
+        );
+    c.fails_exactly_with(
+        // x-jwt-team is the subject (and x-jwt-sub and x-jwt-payload are missing).
+        &["valid::bearer-reaches-backend"],
+        &[
+            // The client's x-jwt-sub and x-jwt-payload are no output: not dropped.
+            "missing::spoofed-outputs-dropped",
+            // The token's header is removed.
+            "partner::header-with-prefix",
+        ],
+    );
+}
+
+#[test]
+fn a_jwks_without_the_signing_key_refuses_every_token_of_its_issuer() {
+    let c = Case::new("jwt");
+    let fail_closed: serde_json::Value =
+        serde_json::from_str(meshcheck::istio::authz::jwt::PUBLIC_ONLY_JWKS).unwrap();
+    // The first rule's (the sample issuer's) JWKS only: what istiod inlines when it
+    // cannot fetch a jwksUri.
+    let text = c.fixtures.read(POLICIES);
+    assert_eq!(
+        text.matches(meshcheck::istio::authz::jwt::ISTIO_SAMPLE_JWKS)
+            .count(),
+        2
+    );
+    c.fixtures.write(
+        POLICIES,
+        &text.replacen(
+            meshcheck::istio::authz::jwt::ISTIO_SAMPLE_JWKS,
+            &fail_closed.to_string(),
+            1,
+        ),
+    );
+    c.fails_exactly(&[
+        "valid::bearer-reaches-backend",
+        "valid::access-token-param",
+        "claims::admins",
+        "claims::users",
+    ]);
+}
+
+#[test]
+fn principals_and_claims_in_the_policy_read_the_verified_payload() {
+    let c = Case::new("jwt");
+    // The subject (the issuer, by default) is not bob; the claim is `groups`.
+    c.breaks(
+        "requestPrincipals: [\"testing@secure.istio.io/*\"]",
+        "requestPrincipals: [\"testing@secure.istio.io/bob\"]",
+    )
+    .breaks("request.auth.claims[groups]", "request.auth.claims[group]");
+    c.fails_exactly(&["valid::access-token-param", "claims::admins"]);
+}
+
+#[test]
+fn a_token_expired_within_envoys_clock_skew_still_passes() {
+    // jwt_authn allows 60 s past `exp` (source/common/jwt jwt.cc verifyTimeConstraint).
+    let mut c = Case::new("jwt");
+    c.asks("expires_in: -5m", "expires_in: -20s");
+    c.fails_exactly(&["invalid::expired"]);
+}
+
+#[test]
+fn istios_sample_jwks_uri_is_inlined_as_istiod_does_once_fetched() {
+    let c = Case::new("jwt-uri");
+    c.fails_exactly(&[]);
+    let r = run_suite(&c.fixtures, &c.suite);
+    assert!(
+        r.stderr.contains("is Istio's sample JWKS") || r.stdout.contains("is Istio's sample JWKS"),
+        "the jwksUri is warned about\n{}\n{}",
+        r.stdout,
+        r.stderr
+    );
+}
+
+#[test]
+fn an_unknown_jwks_uri_is_istiods_failed_fetch_and_refuses_every_token() {
+    let c = Case::new("jwt-uri");
+    c.breaks(
+        "https://raw.githubusercontent.com/istio/istio/release-1.30/security/tools/jwt/samples/jwks.json",
+        "https://idp.example.com/.well-known/jwks.json",
+    );
+    c.fails_exactly(&["uri::valid"]);
+}
+
+#[test]
+fn a_bad_token_in_the_suite_is_bad_input_naming_the_check() {
+    let f = FixtureCopy::new();
+    let suite = f.suite_file(
+        "name: t\nfixtures: .\ningress: { port: 80 }\npolicy: { allowed_ports: [80] }\nchecks:\n  - { group: g, name: typo, http: { request: { path: /, token: { isuer: x } }, expect: { status: 200 } } }\n",
+    );
+    let r = Run::new()
+        .arg("--suite")
+        .arg(suite.path())
+        .fixtures(f.path())
+        .run();
+    assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("unknown key `isuer`"), "{}", r.stderr);
+    let suite = f.suite_file(
+        "name: t\nfixtures: .\ningress: { port: 80 }\npolicy: { allowed_ports: [80] }\nchecks:\n  - { group: g, name: no-key, http: { request: { path: /, token: { issuer: x, key: nowhere.pem } }, expect: { status: 200 } } }\n",
+    );
+    let r = Run::new()
+        .arg("--suite")
+        .arg(suite.path())
+        .fixtures(f.path())
+        .run();
+    assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("check g::no-key") && r.stderr.contains("nowhere.pem"),
+        "{}",
+        r.stderr
+    );
+}
+
+// ---- the comparison with istiod -------------------------------------------------------
+
+use common::oracle::{error_findings, istiod_with, note_unavailable, oracle};
+
+#[test]
+fn a_jwt_filter_other_than_istiods_is_an_mc408_naming_the_field() {
+    let bin = match oracle() {
+        Ok(b) => b,
+        Err(why) => {
+            note_unavailable(why);
+            return;
+        }
+    };
+    let c = Case::new("jwt");
+    let suite_file = suite_file(&c.suite);
+    let suite = meshcheck::suite::load(suite_file.path()).unwrap();
+    let (fx, mut mesh, out) = istiod_with(bin, c.fixtures.path(), &suite);
+    assert_eq!(
+        error_findings(&fx, &mesh, &suite, &out),
+        Vec::<String>::new()
+    );
+    // Providers by issuer: origins-0 the partner's (forwarded), origins-1 the sample's.
+    let jwt = mesh.gateways[0].authz.jwt.as_mut().unwrap();
+    assert_eq!(jwt.providers[1].issuer, "testing@secure.istio.io");
+    jwt.providers[1].forward = true;
+    let d = error_findings(&fx, &mesh, &suite, &out).join("\n");
+    assert!(
+        d.contains("MC408")
+            && d.contains("jwt_authn filter.typed_config.providers.origins-1.forward true")
+            && d.contains("origins-1.forward unset"),
+        "{d}"
+    );
+    // No JWT filter at all: the filter lists differ.
+    mesh.gateways[0].authz.jwt = None;
+    let d = error_findings(&fx, &mesh, &suite, &out).join("\n");
+    assert!(
+        d.contains("MC408") && d.contains("[jwt_authn, rbac ALLOW]"),
+        "{d}"
+    );
+}
+
+#[test]
+fn a_jwks_uri_s_jwks_is_left_out_of_the_comparison_and_nothing_else() {
+    let bin = match oracle() {
+        Ok(b) => b,
+        Err(why) => {
+            note_unavailable(why);
+            return;
+        }
+    };
+    let c = Case::new("jwt-uri");
+    let suite_file = suite_file(&c.suite);
+    let suite = meshcheck::suite::load(suite_file.path()).unwrap();
+    let (fx, mut mesh, out) = istiod_with(bin, c.fixtures.path(), &suite);
+    assert_eq!(
+        error_findings(&fx, &mesh, &suite, &out),
+        Vec::<String>::new()
+    );
+    let p = &mut mesh.gateways[0].authz.jwt.as_mut().unwrap().providers[0];
+    p.jwks = "{\"keys\": []}".into();
+    assert_eq!(
+        error_findings(&fx, &mesh, &suite, &out),
+        Vec::<String>::new()
+    );
+    let p = &mut mesh.gateways[0].authz.jwt.as_mut().unwrap().providers[0];
+    p.audiences = vec!["x".into()];
+    let d = error_findings(&fx, &mesh, &suite, &out).join("\n");
+    assert!(d.contains("MC408") && d.contains("audiences"), "{d}");
+}
+
+#[test]
+fn istiods_own_filters_on_the_local_envoy_answer_the_suite_the_same() {
+    // istiod's config (its JWT filter included) served to the local gateway Envoy.
+    let bin = match oracle() {
+        Ok(b) => b,
+        Err(why) => {
+            note_unavailable(why);
+            return;
+        }
+    };
+    let c = Case::new("jwt");
+    let suite = c.fixtures.suite_file(&c.suite);
+    let r = Run::new()
+        .arg("--suite")
+        .arg(suite.path())
+        .fixtures(c.fixtures.path())
+        .arg("--control-plane")
+        .arg("istiod")
+        .arg("--oracle")
+        .arg(bin)
+        .arg("--budget")
+        .arg("3s")
+        .run();
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.failed.is_empty(), "{:?}", r.failed);
+}
