@@ -1,12 +1,15 @@
 package main
 
 import (
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"regexp"
 	"strings"
 
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcher "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // matchRoute returns the index of the first route of vh that matches req, with
@@ -67,7 +70,54 @@ func routeMatches(m *route.RouteMatch, req Request) (bool, string) {
 			return false, why
 		}
 	}
+	for _, dm := range m.DynamicMetadata {
+		if dm.GetFilter() != jwtAuthnFilter {
+			return false, fmt.Sprintf("dynamic_metadata of %s not evaluated", dm.GetFilter())
+		}
+		// A route is looked up only for a request the JWT filter let through: its
+		// token (if any) verified, so its payload is the token's claims (a token that
+		// fails verification is refused before routing; that verdict is the model's
+		// and the live run's to judge, not compared here).
+		v := metadataValue(unverifiedJWTPayload(req), dm.GetPath())
+		e := &authzEval{}
+		if e.valueMatches(dm.GetValue(), v) == dm.GetInvert() {
+			return false, why
+		}
+	}
 	return true, why
+}
+
+// unverifiedJWTPayload: the payload of the token a request carries where Istio's
+// default jwtRules read it (Authorization: Bearer, the access_token parameter), under
+// the key the JWT filter writes it (payload_in_metadata "payload"); nil without one.
+func unverifiedJWTPayload(req Request) *structpb.Struct {
+	token := ""
+	if v, ok := requestHeader(req, "authorization"); ok && strings.HasPrefix(v, "Bearer ") {
+		token = strings.TrimPrefix(v, "Bearer ")
+	} else if _, q, ok := strings.Cut(req.Path, "?"); ok {
+		for _, kv := range strings.Split(q, "&") {
+			if k, v, _ := strings.Cut(kv, "="); k == "access_token" {
+				token = v
+			}
+		}
+	}
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		return nil
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
+	if err != nil {
+		return nil
+	}
+	var claims map[string]any
+	if json.Unmarshal(raw, &claims) != nil {
+		return nil
+	}
+	payload, err := structpb.NewStruct(map[string]any{"payload": claims})
+	if err != nil {
+		return nil
+	}
+	return payload
 }
 
 func requestHeader(req Request, name string) (string, bool) {

@@ -1275,7 +1275,10 @@ pub fn load(path: &Path) -> Result<Suite, SuiteError> {
     }
     let base = path.parent().unwrap_or(Path::new("."));
     for c in &mut suite.checks {
-        let (name, line) = (c.full_name(), line_of_check(&text, c.name.split("::").next().unwrap_or(&c.name)));
+        let (name, line) = (
+            c.full_name(),
+            line_of_check(&text, c.name.split("::").next().unwrap_or(&c.name)),
+        );
         let reqs: Vec<&mut RequestSpec> = match &mut c.kind {
             CheckKind::Http(h) => vec![&mut h.request],
             CheckKind::Distribution(d) => vec![&mut d.request],

@@ -381,3 +381,17 @@ fn without_normalization_the_attack_finds_the_bypass() {
         "nb-rest-admin::closed::inner-double-slash",
     ]);
 }
+
+#[test]
+fn a_claim_condition_routes_by_the_verified_token_s_claim() {
+    let c = Case::new("claims-jwt");
+    claims_route(&c.fixtures);
+    c.fails_exactly(&[]);
+    // The claim condition on another claim: the admins token no longer matches it.
+    c.fixtures.replace(
+        "40-virtualservices.yaml",
+        "\"@request.auth.claims.groups\"",
+        "\"@request.auth.claims.roles\"",
+    );
+    c.fails_exactly(&["claims::admins-token-routed-by-claim"]);
+}

@@ -569,17 +569,18 @@ impl Mesh {
             path: normalize(&req.path, chain.hcm.path_normalization),
             ..req.clone()
         };
-        let outcome = if req.skip_authz {
-            None
-        } else {
-            gw.authz.outcome(&rbac_request(
-                req,
-                (listener.target_port, node_port),
-                chain.hcm.xff_num_trusted_hops,
-            ))
-        };
-        let authz = outcome.as_ref().map(|o| o.verdict.clone());
-        if let Some(o) = &outcome {
+        let outcome = gw.authz.outcome(&rbac_request(
+            req,
+            (listener.target_port, node_port),
+            chain.hcm.xff_num_trusted_hops,
+        ));
+        // `skip_authz`: routed as if let through (the headers and the token's payload
+        // as the JWT filter leaves them still count).
+        let authz = outcome
+            .as_ref()
+            .filter(|_| !req.skip_authz)
+            .map(|o| o.verdict.clone());
+        if let Some(o) = outcome.as_ref().filter(|_| !req.skip_authz) {
             steps.push(o.verdict.why.clone());
             if let Some(status) = o.status {
                 let mut p = status_only(steps, None, status, o.verdict.why.clone());
@@ -594,6 +595,7 @@ impl Mesh {
             Some(o) => {
                 filtered = SimRequest {
                     headers: o.headers,
+                    jwt_payload: o.payload,
                     ..req.clone()
                 };
                 &filtered

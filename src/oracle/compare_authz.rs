@@ -171,6 +171,11 @@ pub fn verdict_difference(
     };
     let same = match (mine, theirs) {
         (None, None) => true,
+        // The oracle evaluates RBAC only: a JWT filter's refusal, or a JWT filter that
+        // let the request through with no RBAC filter after it, is not compared here
+        // (MC408 compares the JWT filter itself).
+        (Some(m), _) if m.denied_by == Some(crate::istio::authz::DeniedBy::Jwt) => true,
+        (Some(m), None) if m.denied_by.is_none() && m.policy.is_none() => true,
         (Some(m), Some(t)) => {
             m.denied_by.is_some() == t.denied
                 && m.policy.as_deref().unwrap_or("") == t.policy.as_str()

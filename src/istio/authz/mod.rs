@@ -62,6 +62,8 @@ pub struct Outcome {
     /// The request headers after the filters (the JWT filter adds its payload and
     /// claim headers and removes the token's), for the route and the backend.
     pub headers: crate::istio::headers::Headers,
+    /// The verified token's payload (route claim conditions read it).
+    pub payload: Option<serde_json::Value>,
 }
 
 impl AuthzPlan {
@@ -102,6 +104,7 @@ impl AuthzPlan {
                         why: a.why,
                     },
                     headers: r.headers,
+                    payload: None,
                 });
             }
             r.headers = a.headers;
@@ -127,10 +130,16 @@ impl AuthzPlan {
             (None, Some(v)) => v,
             (None, None) => return None,
         };
+        let payload = r
+            .metadata
+            .get(jwt::FILTER)
+            .and_then(|m| m.get(jwt::PAYLOAD))
+            .cloned();
         Some(Outcome {
             status: verdict.denied_by.map(|_| 403),
             verdict,
             headers: r.headers,
+            payload,
         })
     }
 
