@@ -249,7 +249,11 @@ fn deny_bypasses(c: &mut Ctx) {
         };
         for (policy, path) in denied_paths(&gw.authz) {
             let original = c.mesh.simulate(&probe(svc_port, &path));
-            if original.authz.as_ref().is_none_or(|v| v.denied_by.is_none()) {
+            if original
+                .authz
+                .as_ref()
+                .is_none_or(|v| v.denied_by.is_none())
+            {
                 continue;
             }
             for (what, spelling) in spellings(&path) {
