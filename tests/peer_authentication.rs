@@ -241,7 +241,7 @@ fn without_the_namespace_policy_the_mesh_wide_strict_holds() {
     rule_tls(&f, "authz", Some("DISABLE"));
     edit(
         &f,
-        "metadata:\n  name: default\n  namespace: atlas\nspec:\n  mtls:\n    mode: PERMISSIVE\n---\n",
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata:\n  name: default\n  namespace: atlas\nspec:\n  mtls:\n    mode: PERMISSIVE\n---\n",
         "",
     );
     let r = ingress(&f);

@@ -205,9 +205,9 @@ impl<'a> PeerAuthn<'a> {
                     out.ignored.push((
                         p,
                         format!(
-                            "a {scope} PeerAuthentication is already defined in {}: {} ({}), the first by creation time and name, is the one istiod uses",
-                            p.namespace,
+                            "{} already is the {scope} policy of {} ({}; the first by creation time, then name)",
                             first.describe(),
+                            p.namespace,
                             first.source
                         ),
                     ));
@@ -226,7 +226,7 @@ impl<'a> PeerAuthn<'a> {
                 out.ignored.push((
                     p,
                     format!(
-                        "a PeerAuthentication with a selector in the root namespace {} applies to no workload (pilot's ComposePeerAuthentication takes workload policies from other namespaces only)",
+                        "it has a selector and is in the root namespace {}: pilot's ComposePeerAuthentication takes workload policies from other namespaces only",
                         out.root
                     ),
                 ));
@@ -458,6 +458,101 @@ mod tests {
             .for_port(port)
             .clone();
         (d.mode, d.from.map(|s| format!("{} {}", s.object, s.field)))
+    }
+
+    /// The shipped ingress fixtures with `extra` written beside them and `edits`
+    /// (file, from, to) applied.
+    fn ingress_with(extra: &str, edits: &[(&str, &str, &str)]) -> Mesh {
+        let dir = tempfile::tempdir().unwrap();
+        let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/ingress");
+        for e in std::fs::read_dir(shipped).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
+        }
+        std::fs::write(dir.path().join("60-peer.yaml"), extra).unwrap();
+        for (file, from, to) in edits {
+            let path = dir.path().join(file);
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(text.contains(from), "{file}: {from:?}");
+            std::fs::write(&path, text.replace(from, to)).unwrap();
+        }
+        Mesh::build(&crate::fixtures::load_dir(dir.path()).unwrap())
+    }
+
+    fn get(path: &str) -> crate::istio::SimRequest {
+        crate::istio::SimRequest {
+            service_port: 80,
+            method: "GET".into(),
+            host: "node".into(),
+            path: path.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_cluster_with_one_strict_endpoint_fails_only_that_endpoints_share() {
+        // nb-rest v2 alone STRICT, nb-rest's rule DISABLE, the split's v1 destination
+        // without subset (both pods): half of its 90% reaches v1, half fails at v2, and
+        // the 10% to subset v2 fails whole.
+        let mesh = ingress_with(
+            &pa("atlas", "v2", Some("nb-rest"), "STRICT", "").replace(
+                "      app: nb-rest\n",
+                "      app: nb-rest\n      version: v2\n",
+            ),
+            &[
+                (
+                    "50-destinationrules.yaml",
+                    "  host: nb-rest\n  trafficPolicy:\n    tls:\n      mode: ISTIO_MUTUAL\n",
+                    "  host: nb-rest\n  trafficPolicy:\n    tls:\n      mode: DISABLE\n",
+                ),
+                ("40-virtualservices.yaml", "        subset: v1\n", ""),
+            ],
+        );
+        let p = mesh.simulate(&get("/atlas-rest"));
+        let mut got: Vec<(String, Option<u16>, Option<bool>)> = p
+            .outcomes()
+            .iter()
+            .map(|b| (format!("{:.0}", b.share * 100.0), b.status, b.mtls))
+            .collect();
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            got,
+            [
+                ("10".to_string(), Some(503), None),
+                ("45".to_string(), Some(200), Some(false)),
+                ("45".to_string(), Some(503), None),
+            ],
+            "{:#?}",
+            p.outcomes()
+        );
+        let failing: Vec<String> = p
+            .outcomes()
+            .into_iter()
+            .filter(|b| b.status == Some(503))
+            .map(|b| b.reason)
+            .collect();
+        assert!(
+            failing
+                .iter()
+                .all(|r| r.contains("STRICT (PeerAuthentication atlas/v2")
+                    && r.contains("the sidecar closes the connection: 503 (UC)")),
+            "{failing:#?}"
+        );
+        assert!(
+            failing.iter().any(|r| r.contains("(1 of 2 endpoint(s))")),
+            "{failing:#?}"
+        );
+        // Negative: with the pinned v2 route every request fails.
+        let pinned = crate::istio::SimRequest {
+            headers: crate::istio::headers::Headers::from([(
+                "x-atlas-version".to_string(),
+                vec!["v2".to_string()],
+            )]),
+            ..get("/atlas-rest")
+        };
+        let p = mesh.simulate(&pinned);
+        assert_eq!(p.outcomes().len(), 1);
+        assert_eq!(p.outcomes()[0].status, Some(503));
     }
 
     #[test]

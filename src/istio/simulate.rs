@@ -919,9 +919,14 @@ impl Mesh {
         let failed = (!failing.is_empty()).then(|| Branch {
             share: share * failing.len() as f64 / answering as f64,
             reason: format!(
-                "{} ({} of {total} endpoint(s); Envoy may retry a connect failure on another endpoint)",
+                "{} ({} of {total} endpoint(s){})",
                 failing[0],
-                failing.len()
+                failing.len(),
+                if failing[0].contains(HANDSHAKE_FAILS) {
+                    "; Istio's default retries on connect-failure may take the request to another endpoint"
+                } else {
+                    ""
+                }
             ),
             ..base.clone()
         });
