@@ -416,3 +416,57 @@ fn peer_authentication_reaches_istiod_and_the_model_agrees_on_each_cluster() {
         "{found:#?}"
     );
 }
+
+#[test]
+fn policies_istio_refuses_are_left_out_as_istiod_leaves_them_out() {
+    // A namespace-wide policy with port-level modes and a mode no enum has: the API
+    // server refuses both (MC304), so atlas stays PERMISSIVE and plaintext to authz is
+    // taken. istiod refuses the same objects (compared when the fixtures are dropped).
+    let f = with("namespace-strict");
+    edit(
+        &f,
+        "    mode: STRICT\n",
+        "    mode: STRICT\n  portLevelMtls:\n    8080:\n      mode: STRICT\n",
+    );
+    f.write(
+        "61-peer-typo.yaml",
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata:\n  name: authz\n  namespace: atlas\nspec:\n  selector:\n    matchLabels:\n      app: authz\n  mtls:\n    mode: STRICTT\n",
+    );
+    rule_tls(&f, "authz", Some("DISABLE"));
+    let r = ingress(&f);
+    assert_fails_exactly(&r, &["static::fields", "sidecars::mtls-at-backends"]);
+    for refusal in [
+        "PeerAuthentication atlas/default: Istio's validation refuses the object: spec.portLevelMtls: mesh/namespace peer authentication cannot have port level mTLS",
+        "PeerAuthentication atlas/authz: Istio's validation refuses the object: spec.mtls.mode: mode \"STRICTT\": expected one of UNSET, DISABLE, PERMISSIVE, STRICT",
+    ] {
+        assert!(r.stdout.contains(refusal), "{refusal}\n{}", r.stdout);
+    }
+}
+
+#[test]
+fn a_policy_meshcheck_refuses_but_istiod_takes_is_a_disagreement() {
+    // The comparison's other direction: the model doctored to refuse an object istiod
+    // accepts is told (MC401), so the agreement above is not vacuous.
+    let Ok(bin) = oracle::oracle() else {
+        return;
+    };
+    let f = with("namespace-strict");
+    let suite = meshcheck::suite::load(&root().join("suites/ingress.yaml")).unwrap();
+    let (mut fx, mesh, out) = oracle::istiod_with(bin, f.path(), &suite);
+    assert_eq!(
+        oracle::error_findings(&fx, &mesh, &suite, &out),
+        Vec::<String>::new()
+    );
+    fx.refused.push(meshcheck::fixtures::Warning {
+        at: meshcheck::fixtures::Source::default(),
+        object: "PeerAuthentication atlas/default".into(),
+        message: "spec: doctored".into(),
+        field: None,
+    });
+    let found = oracle::error_findings(&fx, &mesh, &suite, &out);
+    assert!(
+        found.iter().any(|f| f.contains("MC401")
+            && f.contains("PeerAuthentication atlas/default: meshcheck refuses this object (spec: doctored); istiod takes it")),
+        "{found:#?}"
+    );
+}
