@@ -11,6 +11,7 @@ mod duplicate_certificates;
 mod gateway_api;
 mod gateway_api_status;
 mod mesh_hosts;
+mod peer_authentication;
 mod service_association;
 mod upstream_tls;
 mod visibility;
@@ -129,7 +130,7 @@ pub const ANALYSES: &[(&str, &str)] = &[
     ),
     (
         "mtls",
-        "ISTIO_MUTUAL only toward pods with a sidecar; originated TLS verifies the server",
+        "ISTIO_MUTUAL only toward pods with a sidecar; originated TLS verifies the server; what clients send matches what PeerAuthentication lets each workload port take",
     ),
     (
         "rewrites",
@@ -201,6 +202,7 @@ pub fn analyze(fx: &Fixtures, mesh: &Mesh, suite: &Suite) -> Vec<Finding> {
     mesh_hosts::mesh_hosts(&mut c);
     mtls(&mut c);
     upstream_tls::upstream_tls(&mut c);
+    peer_authentication::peer_authentication(&mut c);
     rewrites(&mut c);
     gateway_api_status::gateway_api_status(&mut c);
     authorization::authorization(&mut c);

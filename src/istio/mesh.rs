@@ -28,6 +28,9 @@ pub struct Mesh {
     pub gateway_refs: BTreeMap<String, String>,
     /// The conditions istiod's controller would write on the Gateway API objects.
     pub gateway_statuses: Vec<crate::fixtures::gateway_api::ObjectStatus>,
+    /// Each pod with a sidecar (index into [`Mesh::pods`]): the mTLS its inbound
+    /// listeners take per port, as PeerAuthentication makes it (peer_auth.rs).
+    pub inbound_mtls: BTreeMap<usize, super::peer_auth::WorkloadMtls>,
     pub warnings: Vec<Warning>,
 }
 
@@ -546,12 +549,24 @@ pub struct WeightedDestination {
 /// TLS from the gateway toward a cluster's endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpstreamTls {
-    /// No DestinationRule tls: mTLS to endpoints with a sidecar, plaintext otherwise.
+    /// No DestinationRule tls: mTLS to endpoints with `tlsMode: istio` metadata (a
+    /// sidecar, and its PeerAuthentication not DISABLE at that port), plaintext
+    /// otherwise. A service whose namespace is DISABLE gets [`UpstreamTls::Disable`].
     Auto,
     /// `ISTIO_MUTUAL`: always mTLS (a pod without a sidecar fails the handshake: 503).
     IstioMutual,
     /// `DISABLE`: always plaintext.
     Disable,
+}
+
+/// What decided a cluster's [`UpstreamTls`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum TlsOrigin {
+    /// A DestinationRule's `tls` (top level, subset or port level): `Kind ns/name`.
+    Rule { object: String, at: Source },
+    /// No `tls`: auto mTLS, with the service's mode as pilot infers it
+    /// (BestEffortInferServiceMTLSMode; DISABLE turns TLS off for every endpoint).
+    Auto { service: super::peer_auth::Decided },
 }
 
 #[derive(Debug, Clone)]
@@ -561,6 +576,7 @@ pub struct ClusterPlan {
     pub port: u16,
     pub subset: Option<String>,
     pub tls: UpstreamTls,
+    pub tls_origin: TlsOrigin,
     pub endpoints: Vec<EndpointPlan>,
     /// SPIFFE identities of the endpoints' service accounts (SAN verification).
     pub identities: Vec<String>,
@@ -575,7 +591,8 @@ pub struct EndpointPlan {
     /// Index into [`Mesh::pods`].
     pub pod: usize,
     pub port: u16,
-    /// Labelled `security.istio.io/tlsMode=istio` (has a sidecar).
+    /// EDS metadata `tlsMode: istio`: labelled `security.istio.io/tlsMode=istio` (has a
+    /// sidecar) and mTLS not turned off for it (mtls_checker.go).
     pub istio_tls: bool,
 }
 
@@ -641,8 +658,16 @@ impl Mesh {
             ingress_services: Vec::new(),
             gateway_refs: fx.gateway_api.services.clone(),
             gateway_statuses: fx.gateway_api.statuses.clone(),
+            inbound_mtls: BTreeMap::new(),
             warnings,
         };
+        let peer_authn = super::peer_auth::PeerAuthn::new(fx);
+        for (i, p) in mesh.pods.iter().enumerate() {
+            if p.has_sidecar() {
+                mesh.inbound_mtls
+                    .insert(i, peer_authn.workload(&p.namespace, &p.labels));
+            }
+        }
         mesh.ingress_services = ingress_services(fx, &mesh.pods);
         let mut vss: Vec<&Item<VirtualService>> = fx.virtual_services.iter().collect();
         // Istio orders by creation time, then name, then namespace; fixtures applied
@@ -722,6 +747,7 @@ impl Mesh {
             }
             if let Some(c) = build_cluster(
                 fx,
+                &peer_authn,
                 &mesh.pods,
                 &gw_namespaces,
                 (&fqdn, port, subset.as_deref()),
@@ -1284,6 +1310,7 @@ pub fn destination_port(fx: &Fixtures, written: Option<u16>, fqdn: &str) -> Opti
 /// a cluster that does not exist (503 NC).
 fn build_cluster(
     fx: &Fixtures,
+    peer_authn: &super::peer_auth::PeerAuthn,
     pods: &[PodPlan],
     gw_namespaces: &[String],
     (fqdn, port, subset): (&str, u16, Option<&str>),
@@ -1319,9 +1346,26 @@ fn build_cluster(
     });
     let policy = super::policy::cluster_policy(&sections, from.as_ref(), warnings);
     // pilot/pkg/networking/core/cluster_tls.go (1.30.3) buildUpstreamTLSSettings: no
-    // `tls` is auto-mTLS; a `tls` without `mode` is the enum's zero, DISABLE.
+    // `tls` is auto-mTLS, unless the service's inferred mode (cluster_builder.go:
+    // BestEffortInferServiceMTLSMode, its namespace's PeerAuthentication) is DISABLE:
+    // then no TLS at all; a `tls` without `mode` is the enum's zero, DISABLE.
+    let service_ns = service.map_or("", |s| s.namespace.as_str());
+    let tls_origin = match (sections.tls, dr) {
+        (Some(_), Some(rule)) => TlsOrigin::Rule {
+            object: rule.describe(),
+            at: rule.source.clone(),
+        },
+        _ => TlsOrigin::Auto {
+            service: peer_authn.service_mode(service_ns),
+        },
+    };
     let tls = match sections.tls.map(|t| t.mode.as_deref()) {
-        None => UpstreamTls::Auto,
+        None => match &tls_origin {
+            TlsOrigin::Auto { service } if service.mode == super::peer_auth::MtlsMode::Disable => {
+                UpstreamTls::Disable
+            }
+            _ => UpstreamTls::Auto,
+        },
         Some(Some("ISTIO_MUTUAL")) => UpstreamTls::IstioMutual,
         Some(None | Some("DISABLE")) => UpstreamTls::Disable,
         Some(Some(other)) => {
@@ -1367,12 +1411,22 @@ fn build_cluster(
                 // EDS metadata `tlsMode` (pilot/pkg/xds/endpoints/endpoint_builder.go
                 // buildEnvoyLbEndpoint): the pod's label, cleared when mTLS is off
                 // (mtls_checker.go checkMtlsEnabled: a rule naming a mode other than
-                // ISTIO_MUTUAL for this subset and port).
+                // ISTIO_MUTUAL for this subset and port; without one, the workload's
+                // PeerAuthentication DISABLE at the endpoint port).
                 istio_tls: p
                     .labels
                     .get("security.istio.io/tlsMode")
                     .is_some_and(|v| v == "istio")
-                    && endpoint_dr_mode.is_none_or(|m| m == "ISTIO_MUTUAL"),
+                    && match endpoint_dr_mode {
+                        Some(m) => m == "ISTIO_MUTUAL",
+                        None => {
+                            peer_authn
+                                .workload(&p.namespace, &p.labels)
+                                .for_port(tp)
+                                .mode
+                                != super::peer_auth::MtlsMode::Disable
+                        }
+                    },
             });
             let id = p.spiffe_id(CLUSTER_DOMAIN);
             if !identities.contains(&id) {
@@ -1387,6 +1441,7 @@ fn build_cluster(
         port: port_number,
         subset: subset.map(str::to_string),
         tls,
+        tls_origin,
         endpoints,
         identities,
         sni: format!("outbound_.{port_number}_.{}_.{fqdn}", subset.unwrap_or("")),

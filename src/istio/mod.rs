@@ -13,6 +13,7 @@ mod hcm;
 pub mod headers;
 mod mesh;
 pub mod normalize;
+pub mod peer_auth;
 mod pods;
 pub mod policy;
 mod route_filters;

@@ -9,6 +9,7 @@ use super::mesh::{
     ClusterPlan, Mesh, PathMatch, RouteKind, RoutePlan, UpstreamTls, UriRewrite, VHostPlan,
 };
 use super::normalize::normalize;
+use super::peer_auth::Hop;
 use super::pods::PodRole;
 use super::route_filters::FaultPlan;
 use crate::fixtures::istio::StringMatch;
@@ -859,36 +860,16 @@ impl Mesh {
                 ..base
             }];
         }
-        // TLS toward the endpoints.
-        let with_sidecar: Vec<bool> = c
-            .endpoints
-            .iter()
-            .map(|e| self.pods[e.pod].has_sidecar())
-            .collect();
-        let mtls = match c.tls {
-            UpstreamTls::IstioMutual => {
-                if let Some(i) = with_sidecar.iter().position(|s| !s) {
-                    let p = &self.pods[c.endpoints[i].pod];
-                    return vec![Branch {
-                        reason: format!(
-                            "cluster {name} (ISTIO_MUTUAL): pod {}/{} has no sidecar to terminate mTLS: TLS handshake fails, 503 (UF)",
-                            p.namespace, p.name
-                        ),
-                        ..base
-                    }];
-                }
-                true
-            }
-            UpstreamTls::Disable => false,
-            UpstreamTls::Auto => c.endpoints.iter().all(|e| e.istio_tls),
-        };
+        // TLS toward each endpoint: what the gateway sends against what the pod's
+        // sidecar takes at that port (peer_auth.rs); a hop that fails is the gateway's
+        // own 503.
         let tls = match c.tls {
             UpstreamTls::IstioMutual => "ISTIO_MUTUAL",
             UpstreamTls::Disable => "DISABLE",
             UpstreamTls::Auto => "auto mTLS",
         };
         // The endpoints the load balancer chooses from after the steps' ejections.
-        let picked = match ejections.map(|e| e.pick(c)) {
+        let picked: Vec<&super::mesh::EndpointPlan> = match ejections.map(|e| e.pick(c)) {
             None => c.endpoints.iter().collect(),
             Some(Pick::Endpoints(v)) => v,
             Some(Pick::NoHealthy(pods)) => {
@@ -902,6 +883,29 @@ impl Mesh {
                 }];
             }
         };
+        let mut failing: Vec<String> = Vec::new();
+        let mut reached = Vec::new();
+        for e in picked {
+            match super::peer_auth::hop(self, c, e) {
+                Hop::Fails(why) => failing.push(why),
+                Hop::Mtls => reached.push((e, true)),
+                Hop::Plaintext => reached.push((e, false)),
+            }
+        }
+        if reached.is_empty() {
+            if let Some(first) = failing.first() {
+                let mut reason = first.clone();
+                if failing.len() > 1 {
+                    reason.push_str(&format!(
+                        " (and {} other endpoint(s) alike)",
+                        failing.len() - 1
+                    ));
+                }
+                return vec![Branch { reason, ..base }];
+            }
+        }
+        let mtls = reached.iter().all(|(_, m)| *m);
+        let picked: Vec<&super::mesh::EndpointPlan> = reached.iter().map(|(e, _)| *e).collect();
         // Endpoints grouped by who answers, in endpoint order.
         let mut groups: Vec<(Backend, usize)> = Vec::new();
         for e in picked {
@@ -947,12 +951,27 @@ impl Mesh {
             }];
         }
         let total_left: usize = groups.iter().map(|(_, n)| n).sum();
-        let ejected = total - total_left;
+        let ejected = total - total_left - failing.len();
         let stub_response = PredictedResponse::from_stub(&stub_response_headers(&headers, query));
+        let answering = total_left + failing.len();
+        let failed = (!failing.is_empty()).then(|| Branch {
+            share: share * failing.len() as f64 / answering as f64,
+            reason: format!(
+                "{} ({} of {total} endpoint(s){})",
+                failing[0],
+                failing.len(),
+                if failing[0].contains(HANDSHAKE_FAILS) {
+                    "; Istio's default retries on connect-failure may take the request to another endpoint"
+                } else {
+                    ""
+                }
+            ),
+            ..base.clone()
+        });
         groups
             .into_iter()
             .map(|(backend, n)| Branch {
-                share: share * n as f64 / total_left.max(1) as f64,
+                share: share * n as f64 / answering.max(1) as f64,
                 status: Some(stub_status(&headers, query, &backend.version)),
                 reason: format!(
                     "cluster {name} ({tls}) -> {n} of {total} endpoint(s) ({}){} -> {} from {} {}, path {path}, {}",
@@ -975,6 +994,7 @@ impl Mesh {
                 mtls: Some(mtls),
                 ..base.clone()
             })
+            .chain(failed)
             .collect()
     }
 }

@@ -157,6 +157,11 @@ fn rejected(d: &mut Diff, o: &Output) {
     for r in &o.rejected {
         let (kind, ns, name) = split3(&r.object);
         let object = crate::fixtures::describe(kind, ns, name);
+        // meshcheck refuses it too (fixtures/refused.rs, PeerAuthentication::refusals):
+        // both leave it out, they agree.
+        if d.fx.refused.iter().any(|w| w.object == object) {
+            continue;
+        }
         let at = d.source_of(&object);
         let message = format!("istiod does not take this object: {}", r.reason);
         d.push(
@@ -165,6 +170,30 @@ fn rejected(d: &mut Diff, o: &Output) {
             at,
             message,
             "meshcheck models it as if it were applied".into(),
+        );
+    }
+    // What meshcheck refuses, istiod must refuse too.
+    let mut seen = BTreeSet::new();
+    for w in &d.fx.refused {
+        let Some(obj) = d.fx.objects.iter().find(|x| x.describe() == w.object) else {
+            continue;
+        };
+        let key = format!("{}/{}/{}", obj.kind, obj.namespace, obj.name);
+        if !obj.api_version.contains(".istio.io/")
+            || o.rejected.iter().any(|r| r.object == key)
+            || !seen.insert(key)
+        {
+            continue;
+        }
+        d.push(
+            "MC401",
+            w.object.clone(),
+            w.at.clone(),
+            format!(
+                "meshcheck refuses this object ({}); istiod takes it",
+                w.message
+            ),
+            "meshcheck leaves out an object Istio applies".into(),
         );
     }
 }

@@ -7,6 +7,7 @@
 use super::certs::CertFiles;
 use crate::fixtures::istio::StringMatch;
 use crate::istio::authz::AuthzPlan;
+use crate::istio::peer_auth::MtlsMode;
 use crate::istio::policy::{ClusterPolicy, HashPolicy, LbPolicy, OutlierPlan};
 use crate::istio::{
     ChainPlan, ClaimMatcher, ClusterPlan, CorsPlan, FaultPlan, Fraction, HeaderOps, ListenerPlan,
@@ -746,7 +747,8 @@ pub(crate) fn istio_runtime() -> Value {
 
 /// The sidecar of `pod` as a sidecar host serves it: one inbound listener per app
 /// port on the pod IP (what Istio's iptables capture sends to 15006), accepting Istio
-/// mTLS with the pod's own certificate (and plaintext, PERMISSIVE) and forwarding
+/// mTLS with the pod's own certificate, plaintext, or both, as the port's
+/// PeerAuthentication mode says (STRICT, DISABLE, PERMISSIVE), and forwarding
 /// XFCC to the app on `app_ip`; and the cluster of each port. Names carry the pod
 /// (`<ns>/<pod>`), so that many pods' sidecars fit in one Envoy.
 pub struct SidecarPod<'a> {
@@ -782,22 +784,33 @@ pub fn sidecar_resources(mesh: &Mesh, s: &SidecarPod, root: &Path) -> (Vec<Value
                 "http_filters": [router_filter()]
             }
         });
-        listeners.push(json!({
-            "name": format!("{key} virtualInbound_{port}"),
-            "address": sock(s.pod_ip, port),
-            "listener_filters": [{"name": "envoy.filters.listener.tls_inspector",
-                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"}}],
-            "filter_chains": [
-                {"name": "inbound_mtls", "filter_chain_match": {"transport_protocol": "tls"},
+        // The chains the port's PeerAuthentication mode implies (filterchain_options.go
+        // getFilterChainMatchOptions): STRICT mTLS only, PERMISSIVE both, DISABLE
+        // plaintext only; a connection no chain takes is closed.
+        let mode = mesh
+            .inbound_mtls
+            .get(&s.pod)
+            .map_or(MtlsMode::Permissive, |w| w.for_port(port).mode);
+        let mut chains = Vec::new();
+        if mode.takes_mtls() {
+            chains.push(json!({"name": "inbound_mtls", "filter_chain_match": {"transport_protocol": "tls"},
                  "transport_socket": {"name": "envoy.transport_sockets.tls",
                     "typed_config": {"@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
                         "require_client_certificate": true,
                         "common_tls_context": {"tls_certificates": tls_files(s.cert),
                             "validation_context": {"trusted_ca": {"filename": root.to_string_lossy()}}}}},
-                 "filters": [hcm.clone()]},
-                {"name": "inbound_plaintext", "filter_chain_match": {"transport_protocol": "raw_buffer"},
-                 "filters": [hcm]}
-            ]
+                 "filters": [hcm.clone()]}));
+        }
+        if mode.takes_plaintext() {
+            chains.push(json!({"name": "inbound_plaintext", "filter_chain_match": {"transport_protocol": "raw_buffer"},
+                 "filters": [hcm]}));
+        }
+        listeners.push(json!({
+            "name": format!("{key} virtualInbound_{port}"),
+            "address": sock(s.pod_ip, port),
+            "listener_filters": [{"name": "envoy.filters.listener.tls_inspector",
+                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"}}],
+            "filter_chains": chains
         }));
         clusters.push(
             json!({"name": cluster_name, "type": "STATIC", "connect_timeout": "10s",
