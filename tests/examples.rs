@@ -112,6 +112,11 @@ examples! {
     circuit_breaking => "circuit-breaking",
     outlier_detection => "outlier-detection",
     outlier_ejection => "outlier-ejection",
+    authz_http => "authz-http",
+    authz_ingress_ip => "authz-ingress-ip",
+    authz_ingress_ip_local => "authz-ingress-ip-local",
+    authz_deny => "authz-deny",
+    authz_dry_run => "authz-dry-run",
 }
 
 /// The Gateway API form of the tasks (examples/gateway-api/<task>.yaml), on a Gateway
@@ -483,4 +488,201 @@ fn gateway_api_without_hostnames_the_route_serves_every_host_of_the_listener() {
         "",
     );
     fails_exactly(&r, &["ingress-httpbin::other-host-404"]);
+}
+
+// --- the authorization examples, each with its policy feature broken ----------------
+
+/// The authorization examples: the suites, with the fixture sets they load.
+const AUTHZ_EXAMPLES: &[&str] = &[
+    "authz-http",
+    "authz-ingress-ip",
+    "authz-ingress-ip-local",
+    "authz-deny",
+    "authz-dry-run",
+];
+
+/// The run passed every check (a mutation that must change nothing the suite sees).
+#[track_caller]
+fn passes_every_check(r: &RunResult) {
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.failed.is_empty(), "{:?}\n{}", r.failed, r.stdout);
+}
+
+/// The analysis of each authorization example's whole fixture set (its base and its
+/// own objects, as the suite loads them) finds none of the classic mistakes
+/// (MC150-MC154): no policy attaching to nothing, no peer identity or connection
+/// address where they mean nothing, no DENY a spelling slips past, no route an ALLOW
+/// closes.
+#[test]
+fn the_authz_examples_have_no_authorization_finding() {
+    for name in AUTHZ_EXAMPLES {
+        let r = Run::new()
+            .arg("analyze")
+            .arg("--suite")
+            .arg(suite_path(name))
+            .run_plain();
+        assert_eq!(r.code, 0, "{name}\n{}\n{}", r.stdout, r.stderr);
+        let found: Vec<&str> = r
+            .stdout
+            .lines()
+            .chain(r.stderr.lines())
+            .filter(|l| (150..=154).any(|c| l.contains(&format!("[MC{c}]"))))
+            .collect();
+        assert!(found.is_empty(), "{name}: {found:#?}");
+    }
+}
+
+#[test]
+fn without_the_allow_rule_allow_nothing_denies_every_request() {
+    let r = run_broken(
+        "authz-http",
+        "authz-http/policies.yaml",
+        "  rules:\n  - to:\n    - operation:\n        methods: [\"GET\"]\n        paths: [\"/productpage\", \"/static*\", \"/api/v1/products*\"]\n",
+        "",
+    );
+    fails_exactly(
+        &r,
+        &[
+            "viewer::productpage-get",
+            "viewer::products-api-get",
+            "viewer::static-get",
+        ],
+    );
+    assert!(
+        r.stdout
+            .contains("expected status 200, got 403: RBAC: access denied")
+            && r.stdout.contains(
+                "ALLOW policies apply and none of [ns[istio-system]-policy[allow-nothing]-rule[0], ns[istio-system]-policy[productpage-viewer]-rule[0]] matches"
+            ),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn an_allow_without_methods_lets_post_and_delete_in() {
+    let r = run_broken(
+        "authz-http",
+        "authz-http/policies.yaml",
+        "        methods: [\"GET\"]\n",
+        "",
+    );
+    fails_exactly(&r, &["denied::post-productpage", "denied::delete-product"]);
+}
+
+/// The gateway trusts no proxy: Envoy ignores X-Forwarded-For and the client is the
+/// connection's peer, outside the allowed range. ipBlocks never read the header, so
+/// the connection-address part passes unchanged.
+#[test]
+fn without_a_trusted_proxy_the_forwarded_client_is_not_the_client() {
+    let annotation =
+        "        proxy.istio.io/config: '{\"gatewayTopology\": {\"numTrustedProxies\": 1}}'\n";
+    let file = "authz-ingress-ip/10-ingressgateway.yaml";
+    let r = run_broken("authz-ingress-ip", file, annotation, "");
+    fails_exactly(&r, &["remote-ip::allowed-client"]);
+    passes_every_check(&run_broken("authz-ingress-ip-local", file, annotation, ""));
+}
+
+#[test]
+fn another_remote_ip_block_lets_the_wrong_clients_in_and_the_right_one_out() {
+    let r = run_broken(
+        "authz-ingress-ip",
+        "authz-ingress-ip/60-policies.yaml",
+        "remoteIpBlocks: [\"203.0.113.0/24\"]",
+        "remoteIpBlocks: [\"198.51.100.0/24\"]",
+    );
+    fails_exactly(
+        &r,
+        &[
+            "remote-ip::allowed-client",
+            "remote-ip::other-client-denied",
+            "remote-ip::spoofed-first-entry-ignored",
+        ],
+    );
+}
+
+#[test]
+fn another_ip_block_lets_the_wrong_peer_in_and_the_right_one_out() {
+    let r = run_broken(
+        "authz-ingress-ip-local",
+        "authz-ingress-ip/60-policies.yaml",
+        "ipBlocks: [\"127.0.0.55\"]",
+        "ipBlocks: [\"127.0.0.56\"]",
+    );
+    fails_exactly(
+        &r,
+        &[
+            "direct-ip::allowed-peer",
+            "direct-ip::other-peer-denied",
+            "direct-ip::forwarded-for-does-not-change-the-peer",
+        ],
+    );
+}
+
+/// A deny list on remoteIpBlocks reads X-Forwarded-For: the deny-listed peer gets in
+/// by naming an allowed client.
+#[test]
+fn a_deny_list_on_the_forwarded_address_lets_the_deny_listed_peer_in() {
+    let r = run_broken(
+        "authz-ingress-ip-local",
+        "authz-ingress-ip/60-policies.yaml",
+        "ipBlocks: [\"127.0.0.66\"]",
+        "remoteIpBlocks: [\"127.0.0.66\"]",
+    );
+    fails_exactly(&r, &["direct-ip::deny-listed-peer"]);
+}
+
+#[test]
+fn without_the_header_condition_the_admin_is_denied_too() {
+    let r = run_broken(
+        "authz-deny",
+        "authz-deny/httpbin.yaml",
+        "    when:\n    - key: request.headers[x-token]\n      notValues: [\"admin\"]\n",
+        "",
+    );
+    fails_exactly(&r, &["deny-headers::admin-token-allowed"]);
+}
+
+/// `values` for `notValues`: only the admin is denied; everyone else reaches /headers
+/// in every spelling the gateway normalizes to it (the others find no route: 404).
+#[test]
+fn a_deny_on_values_instead_of_not_values_turns_it_around() {
+    let r = run_broken(
+        "authz-deny",
+        "authz-deny/httpbin.yaml",
+        "notValues: [\"admin\"]",
+        "values: [\"admin\"]",
+    );
+    fails_exactly(
+        &r,
+        &[
+            "deny-headers::no-token-denied",
+            "deny-headers::guest-token-denied",
+            "deny-headers::admin-token-allowed",
+            "deny-headers::closed::as-written",
+            "deny-headers::closed::dot-segment",
+            "deny-headers::closed::dot-dot-segment",
+            "deny-headers::closed::encoded-dot",
+            "deny-headers::closed::percent-encoded-letter",
+            "deny-headers::closed::fragment",
+        ],
+    );
+}
+
+#[test]
+fn without_the_dry_run_annotation_the_policy_denies() {
+    let r = run_broken(
+        "authz-dry-run",
+        "authz-dry-run/httpbin.yaml",
+        "  annotations:\n    istio.io/dry-run: \"true\"\n",
+        "",
+    );
+    fails_exactly(&r, &["dry-run::headers-not-denied"]);
+    assert!(
+        r.stdout.contains(
+            "RBAC: access denied by DENY policy ns[istio-system]-policy[deny-path-headers]-rule[0]"
+        ),
+        "{}",
+        r.stdout
+    );
 }
