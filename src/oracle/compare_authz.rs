@@ -119,26 +119,6 @@ pub fn difference(plan: &AuthzPlan, hcm: &Value) -> Option<(String, String)> {
         .map(|(path, m, t)| (format!("{path} {m}"), format!("{path} {t}")))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::first_difference;
-    use serde_json::json;
-
-    #[test]
-    fn the_first_differing_field_is_named_both_ways() {
-        let a = json!({"rules": {"policies": {"p": {"x": 1}}}});
-        let b = json!({"rules": {"policies": {"p": {"x": 2}}}});
-        let d = first_difference(&a, &b, "f").unwrap();
-        assert_eq!(d.0, "f.rules.policies.p.x");
-        let c = json!({"rules": {"policies": {"p": {"x": 1}, "q": {}}}});
-        assert_eq!(
-            first_difference(&a, &c, "f").unwrap().0,
-            "f.rules.policies.q"
-        );
-        assert!(first_difference(&a, &a, "f").is_none());
-    }
-}
-
 /// How the model's verdict for a request differs from the oracle's (its evaluation
 /// of istiod's RBAC filters): (meshcheck's side, istiod's side), or None.
 pub fn verdict_difference(
@@ -183,4 +163,24 @@ pub fn verdict_difference(
         _ => false,
     };
     (!same).then(|| (show_mine(mine), show_theirs(theirs)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_difference;
+    use serde_json::json;
+
+    #[test]
+    fn the_first_differing_field_is_named_both_ways() {
+        let a = json!({"rules": {"policies": {"p": {"x": 1}}}});
+        let b = json!({"rules": {"policies": {"p": {"x": 2}}}});
+        let d = first_difference(&a, &b, "f").unwrap();
+        assert_eq!(d.0, "f.rules.policies.p.x");
+        let c = json!({"rules": {"policies": {"p": {"x": 1}, "q": {}}}});
+        assert_eq!(
+            first_difference(&a, &c, "f").unwrap().0,
+            "f.rules.policies.q"
+        );
+        assert!(first_difference(&a, &a, "f").is_none());
+    }
 }
