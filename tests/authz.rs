@@ -255,6 +255,7 @@ fn each_classic_mistake_is_a_finding_naming_the_policy() {
     has("MC152", "istio-ingress/mesh-only");
     has("MC153", "/atlas-ui%2Fadmin (an encoded slash)");
     has("MC154", "VirtualService atlas/nb-rest");
+    has("MC155", "RequestAuthentication istio-ingress/jwt");
     // Each finding names only the policy at fault.
     assert!(findings(f.path(), "MC153")
         .iter()
@@ -286,7 +287,13 @@ fn the_mistakes_fixed_leave_no_finding() {
         "\"/atlas-ui*\", \"/authz*\"",
         "\"/atlas-ui*\", \"/authz*\", \"/atlas-rest*\"",
     );
-    for code in ["MC150", "MC151", "MC152", "MC153", "MC154"] {
+    // A token required where one is read.
+    f.replace(
+        POLICIES,
+        "        paths: [\"/authz/internal*\"]\n",
+        "        paths: [\"/authz/internal*\"]\n  - from:\n    - source:\n        notRequestPrincipals: [\"*\"]\n    to:\n    - operation:\n        paths: [\"/atlas-rest/partner*\"]\n",
+    );
+    for code in ["MC150", "MC151", "MC152", "MC153", "MC154", "MC155"] {
         assert_eq!(findings(f.path(), code), Vec::<String>::new(), "{code}");
     }
 }
@@ -315,7 +322,7 @@ fn the_shipped_fixtures_and_examples_have_no_authorization_finding() {
     assert!(suites.len() > 10, "{suites:?}");
     for s in suites {
         let r = Run::new().arg("analyze").arg("--suite").arg(&s).run_plain();
-        for code in ["MC150", "MC151", "MC152", "MC153", "MC154"] {
+        for code in ["MC150", "MC151", "MC152", "MC153", "MC154", "MC155"] {
             let tag = format!("[{code}]");
             assert!(
                 !r.stdout.contains(&tag) && !r.stderr.contains(&tag),

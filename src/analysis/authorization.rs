@@ -18,6 +18,10 @@
 //!   a backend.
 //! - MC154: ALLOW policies on gateway pods under which a route can be reached by no
 //!   request of any client (deny by default: every other path of the host is closed).
+//! - MC155: a RequestAuthentication on gateway pods that no AuthorizationPolicy there
+//!   backs with a requirement on the request principal: a request without a token
+//!   passes (Istio's JWT filter only refuses invalid tokens; Istio's docs, "Require a
+//!   valid token": an AuthorizationPolicy with `requestPrincipals`).
 
 use super::{Ctx, Severity};
 use crate::fixtures::security::AuthorizationPolicy;
@@ -38,6 +42,58 @@ pub fn authorization(c: &mut Ctx) {
     }
     deny_bypasses(c);
     closed_routes(c);
+    optional_tokens(c);
+}
+
+/// Whether `p` says anything about the request's principal or its token's claims.
+fn reads_request_principal(p: &AuthorizationPolicy) -> bool {
+    p.spec.rules.iter().flatten().any(|r| {
+        r.from
+            .iter()
+            .filter_map(|f| f.source.as_ref())
+            .any(|s| !s.request_principals.is_empty() || !s.not_request_principals.is_empty())
+            || r.when.iter().any(|w| w.key.starts_with("request.auth."))
+    })
+}
+
+fn optional_tokens(c: &mut Ctx) {
+    let root = c.fx.root_namespace();
+    let mut found = Vec::new();
+    for pod in c.mesh.pods.iter().filter(|p| p.role == PodRole::Gateway) {
+        let required = c.fx.authorization_policies.iter().any(|p| {
+            attaches(p, root, &pod.namespace, &pod.labels) && reads_request_principal(&p.spec)
+        });
+        if required {
+            continue;
+        }
+        for ra in &c.fx.request_authentications {
+            let s = &ra.spec.spec;
+            if crate::istio::authz::attaches_by(
+                &ra.namespace,
+                s.selector.as_ref(),
+                &s.target_refs(),
+                root,
+                &pod.namespace,
+                &pod.labels,
+            ) {
+                found.push((ra.describe(), ra.source.clone()));
+            }
+        }
+    }
+    found.sort();
+    found.dedup();
+    for (object, at) in found {
+        c.push(
+            ANALYSIS,
+            Severity::Warning,
+            "MC155",
+            None,
+            object,
+            &at,
+            "applies to gateway pods, but no AuthorizationPolicy there requires a request principal: a request without a token passes (only an invalid token is refused, 401)".into(),
+            "Istio: RequestAuthentication alone makes tokens optional; require one with an AuthorizationPolicy (`requestPrincipals: [\"*\"]`, or a DENY with `notRequestPrincipals: [\"*\"]`) (tasks/security/authentication/authn-policy, \"Require a valid token\")",
+        );
+    }
 }
 
 fn on_gateway(c: &Ctx, p: &Item<AuthorizationPolicy>) -> bool {
