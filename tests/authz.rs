@@ -413,3 +413,35 @@ fn a_claim_condition_routes_by_the_verified_token_s_claim() {
     );
     c.fails_exactly(&["claims::admins-token-routed-by-claim"]);
 }
+
+#[test]
+fn each_when_attribute_and_peer_identity_denies_what_it_names() {
+    Case::new("when").fails_exactly(&[]);
+}
+
+#[test]
+fn a_when_value_or_peer_identity_read_otherwise_changes_exactly_its_checks() {
+    let c = Case::new("when");
+    c.breaks("values: [\"127.0.0.55\"]", "values: [\"127.0.0.1\"]")
+        .breaks("values: [\"127.0.0.56\"]", "values: [\"127.0.0.57\"]")
+        .breaks("values: [\"8080\"]", "values: [\"80\"]")
+        .breaks("values: [\"blocked-aud\"]", "values: [\"fine-aud\"]")
+        .breaks("values: [\"blocked-app\"]", "values: [\"fine-app\"]")
+        .breaks("{ notPrincipals: [\"*\"] }", "{ principals: [\"*\"] }")
+        .breaks(
+            "{ namespaces: [\"atlas\"] }",
+            "{ notNamespaces: [\"atlas\"] }",
+        );
+    c.fails_exactly(&[
+        "source-ip::denied",
+        "source-ip::other-allowed",
+        "remote-ip::denied",
+        "destination-port::denied",
+        "audiences::denied",
+        "audiences::other-allowed",
+        "presenter::denied",
+        "presenter::other-allowed",
+        "peer::no-principal-denied",
+        "peer::namespace-never-external",
+    ]);
+}
