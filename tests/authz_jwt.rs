@@ -9,7 +9,6 @@
 
 mod common;
 use common::*;
-use std::collections::BTreeSet;
 
 /// Where the policies are written in the fixture copy.
 const POLICIES: &str = "60-authz.yaml";
@@ -51,12 +50,6 @@ impl Case {
         self
     }
 
-    fn checks(&self) -> BTreeSet<String> {
-        let file = suite_file(&self.suite);
-        let suite = meshcheck::suite::load(file.path()).unwrap();
-        suite.checks.iter().map(|c| c.full_name()).collect()
-    }
-
     #[track_caller]
     fn fails_exactly(&self, checks: &[&str]) {
         self.fails_exactly_with(checks, &[]);
@@ -70,43 +63,7 @@ impl Case {
     #[track_caller]
     fn fails_exactly_with(&self, checks: &[&str], live_only: &[&str]) {
         let r = run_suite(&self.fixtures, &self.suite);
-        let declared = self.checks();
-        for c in checks.iter().chain(live_only) {
-            assert!(declared.contains(*c), "the suite has no check {c}");
-        }
-        let want: BTreeSet<String> = checks
-            .iter()
-            .flat_map(|c| [c.to_string(), format!("static::simulate::{c}")])
-            .chain(live_only.iter().map(|c| c.to_string()))
-            .collect();
-        assert_eq!(
-            r.failed, want,
-            "failed checks differ\n--- stdout\n{}\n--- stderr\n{}",
-            r.stdout, r.stderr
-        );
-        for c in &declared {
-            for name in [c.clone(), format!("static::simulate::{c}")] {
-                assert!(
-                    want.contains(&name) || r.passed.contains(&name),
-                    "{name} did not pass\n--- stdout\n{}\n--- stderr\n{}",
-                    r.stdout,
-                    r.stderr
-                );
-            }
-        }
-        assert_eq!(
-            r.code,
-            i32::from(!want.is_empty()),
-            "{}\n{}",
-            r.stdout,
-            r.stderr
-        );
-        assert!(
-            !r.stdout.contains("not modelled") && !r.stderr.contains("not modelled"),
-            "something is not modelled\n{}\n{}",
-            r.stdout,
-            r.stderr
-        );
+        assert_suite_fails_exactly(&r, &self.suite, checks, live_only, &[]);
     }
 }
 

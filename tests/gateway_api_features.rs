@@ -9,7 +9,6 @@
 
 mod common;
 use common::*;
-use std::collections::BTreeSet;
 
 const BASE: &str = "fixtures/ingress-gateway-api";
 /// Where the HTTPRoutes are written in the fixture copy.
@@ -53,13 +52,6 @@ impl Feature {
         run_suite(&self.fixtures, &self.suite)
     }
 
-    /// The suite's traffic checks, `group::name`.
-    fn checks(&self) -> BTreeSet<String> {
-        let file = suite_file(&self.suite);
-        let suite = meshcheck::suite::load(file.path()).unwrap();
-        suite.checks.iter().map(|c| c.full_name()).collect()
-    }
-
     /// The run failed exactly `checks` (each live and in the simulation) and
     /// `static_findings`; every other check of the suite passed, live and simulated.
     #[track_caller]
@@ -77,45 +69,7 @@ impl Feature {
         live_only: &[&str],
         static_findings: &[&str],
     ) {
-        let declared = self.checks();
-        for c in checks.iter().chain(live_only) {
-            assert!(declared.contains(*c), "the suite has no check {c}");
-        }
-        let want: BTreeSet<String> = checks
-            .iter()
-            .flat_map(|c| [c.to_string(), format!("static::simulate::{c}")])
-            .chain(live_only.iter().map(|c| c.to_string()))
-            .chain(static_findings.iter().map(|s| s.to_string()))
-            .collect();
-        assert_eq!(
-            r.failed, want,
-            "failed checks differ\n--- stdout\n{}\n--- stderr\n{}",
-            r.stdout, r.stderr
-        );
-        for c in &declared {
-            let names = [c.clone(), format!("static::simulate::{c}")];
-            for name in names.iter().filter(|n| !want.contains(*n)) {
-                assert!(
-                    r.passed.contains(name),
-                    "{name} did not pass\n--- stdout\n{}\n--- stderr\n{}",
-                    r.stdout,
-                    r.stderr
-                );
-            }
-        }
-        assert_eq!(
-            r.code,
-            i32::from(!want.is_empty()),
-            "{}\n{}",
-            r.stdout,
-            r.stderr
-        );
-        assert!(
-            !r.stdout.contains("not modelled") && !r.stderr.contains("not modelled"),
-            "a field or kind is not modelled\n{}\n{}",
-            r.stdout,
-            r.stderr
-        );
+        assert_suite_fails_exactly(r, &self.suite, checks, live_only, static_findings);
     }
 }
 

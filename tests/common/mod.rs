@@ -465,3 +465,62 @@ pub fn ctrl_c(
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// The traffic checks (`group::name`) the suite `text` declares.
+pub fn declared_checks(text: &str) -> BTreeSet<String> {
+    let file = suite_file(text);
+    let suite = meshcheck::suite::load(file.path()).unwrap();
+    suite.checks.iter().map(|c| c.full_name()).collect()
+}
+
+/// Judges run `r` of the suite `text`: it failed exactly `checks` (each live and in
+/// the simulation), `live_only` (live only: what the static judgement does not cover,
+/// said where used) and `static_findings`; every other check of the suite passed, live
+/// and simulated; the exit code says so; nothing was reported as not modelled.
+#[track_caller]
+pub fn assert_suite_fails_exactly(
+    r: &RunResult,
+    text: &str,
+    checks: &[&str],
+    live_only: &[&str],
+    static_findings: &[&str],
+) {
+    let declared = declared_checks(text);
+    for c in checks.iter().chain(live_only) {
+        assert!(declared.contains(*c), "the suite has no check {c}");
+    }
+    let want: BTreeSet<String> = checks
+        .iter()
+        .flat_map(|c| [c.to_string(), format!("static::simulate::{c}")])
+        .chain(live_only.iter().map(|c| c.to_string()))
+        .chain(static_findings.iter().map(|s| s.to_string()))
+        .collect();
+    assert_eq!(
+        r.failed, want,
+        "failed checks differ\n--- stdout\n{}\n--- stderr\n{}",
+        r.stdout, r.stderr
+    );
+    for c in &declared {
+        for name in [c.clone(), format!("static::simulate::{c}")] {
+            assert!(
+                want.contains(&name) || r.passed.contains(&name),
+                "{name} did not pass\n--- stdout\n{}\n--- stderr\n{}",
+                r.stdout,
+                r.stderr
+            );
+        }
+    }
+    assert_eq!(
+        r.code,
+        i32::from(!want.is_empty()),
+        "{}\n{}",
+        r.stdout,
+        r.stderr
+    );
+    assert!(
+        !r.stdout.contains("not modelled") && !r.stderr.contains("not modelled"),
+        "something is not modelled\n{}\n{}",
+        r.stdout,
+        r.stderr
+    );
+}
