@@ -366,9 +366,7 @@ fn probe(port: u16, path: &str) -> SimRequest {
 /// The AuthorizationPolicy an Envoy policy name (`ns[..]-policy[..]-rule[..]`) comes
 /// from, and where it is written.
 fn policy_source(c: &Ctx, envoy_name: &str) -> (String, crate::fixtures::Source) {
-    c.fx.authorization_policies
-        .iter()
-        .find(|p| envoy_name.starts_with(&format!("ns[{}]-policy[{}]-", p.namespace, p.name)))
+    crate::istio::authz::policy_of(c.fx, envoy_name)
         .map(|p| (p.describe(), p.source.clone()))
         .unwrap_or_else(|| (envoy_name.to_string(), Default::default()))
 }

@@ -304,12 +304,9 @@ fn authz_verdict(
         .and_then(|v| v.policy.clone())
         .or_else(|| s.authz.as_ref().map(|a| a.policy.clone()))
         .unwrap_or_default();
-    let (object, at) =
-        d.fx.authorization_policies
-            .iter()
-            .find(|p| policy.starts_with(&format!("ns[{}]-policy[{}]-", p.namespace, p.name)))
-            .map(|p| (p.describe(), p.source.clone()))
-            .unwrap_or_else(|| (format!("check {id}"), Default::default()));
+    let (object, at) = crate::istio::authz::policy_of(d.fx, &policy)
+        .map(|p| (p.describe(), p.source.clone()))
+        .unwrap_or_else(|| (format!("check {id}"), Default::default()));
     let release = d.release.clone();
     d.push(
         "MC409",

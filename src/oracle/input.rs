@@ -219,7 +219,7 @@ pub fn build(fx: &Fixtures, mesh: &Mesh, suite: &Suite) -> Input {
 fn mesh_config_text(fx: &Fixtures) -> Option<String> {
     fx.objects
         .iter()
-        .find(|o| o.kind == "ConfigMap" && o.namespace == "istio-system" && o.name == "istio")
+        .find(|o| crate::fixtures::mesh_config::is_mesh_config(o))
         .and_then(|o| o.raw.pointer("/data/mesh"))
         .and_then(Value::as_str)
         .map(str::to_string)

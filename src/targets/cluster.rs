@@ -800,7 +800,7 @@ impl ClusterTarget {
         let objects: Vec<crate::fixtures::Object> = fx
             .objects
             .iter()
-            .filter(|o| !k::mesh_config::is_mesh_config(o))
+            .filter(|o| !crate::fixtures::mesh_config::is_mesh_config(o))
             .cloned()
             .collect();
         let res = k::apply_each(&self.client, &objects, &aopts, |a| {

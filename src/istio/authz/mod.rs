@@ -197,6 +197,13 @@ pub fn policy_name(namespace: &str, name: &str, rule: usize) -> String {
     format!("ns[{namespace}]-policy[{name}]-rule[{rule}]")
 }
 
+/// The AuthorizationPolicy of `fx` an Envoy policy name ([`policy_name`]) comes from.
+pub fn policy_of<'a>(fx: &'a Fixtures, envoy_name: &str) -> Option<&'a Item<AuthorizationPolicy>> {
+    fx.authorization_policies
+        .iter()
+        .find(|p| envoy_name.starts_with(&format!("ns[{}]-policy[{}]-", p.namespace, p.name)))
+}
+
 /// Whether policy `p` attaches to a workload in `namespace` with `labels`
 /// (authorization.go ListAuthorizationPolicies: the root namespace's (meshConfig
 /// rootNamespace, policies there apply to every namespace) and the

@@ -6,14 +6,9 @@
 //! the `istioctl install --set` that makes the cluster match.
 
 use crate::fixtures::mesh_config::MeshConfig;
-use crate::fixtures::{Fixtures, Object};
+use crate::fixtures::Fixtures;
 use ::kube::api::Api;
 use k8s_openapi::api::core::v1::ConfigMap;
-
-/// Whether `o` is the fixtures' mesh config (the installation's ConfigMap).
-pub fn is_mesh_config(o: &Object) -> bool {
-    o.kind == "ConfigMap" && o.namespace == "istio-system" && o.name == "istio"
-}
 
 /// The modelled fields as `istioctl install --set` keys, with the fixtures' value
 /// (or Istio's default when the fixtures leave it unset) and the live one.
