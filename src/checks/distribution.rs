@@ -9,7 +9,7 @@
 use super::{send, Ctx, Exchange, Outcome};
 use crate::stats::{acceptance_interval, prob_within};
 use crate::suite::DistributionCheck;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -20,12 +20,20 @@ pub async fn run(ctx: &Ctx, check: &DistributionCheck) -> Outcome {
         Ok(x) => x,
         Err(e) => return Outcome::fail(e, ""),
     };
-    if let Err(never_warm) = wait_until_warm(ctx, check, &single, addr).await {
-        return never_warm;
-    }
+    let unwarmed = match wait_until_warm(ctx, check, &single, addr).await {
+        Ok(unwarmed) => unwarmed,
+        Err(never_warm) => return never_warm,
+    };
     let answers = send_all(check, &pooled, addr).await;
     let tally = Tally::of(check, answers);
-    verdict(ctx, check, &tally)
+    let mut outcome = verdict(ctx, check, &tally);
+    if !outcome.passed && !unwarmed.is_empty() {
+        outcome.message.push_str(&format!(
+            " (never answered during the warm-up: {})",
+            unwarmed.into_iter().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    outcome
 }
 
 /// The ingress address of the check's request, with a single-connection client (for
@@ -42,27 +50,62 @@ fn ingress_and_clients(
     ))
 }
 
-/// Waits (within the budget) for the route to answer once, so a slow convergence is
-/// not counted as a skewed split; the failed outcome if it never does.
+/// Waits (within the budget) for the route to have converged before anything is
+/// counted, so a slow convergence is not counted as a skewed split: each version with
+/// a share above 0 has answered a 2xx once (a subset whose pods, sidecars or endpoints
+/// are not ready yet answers 503 meanwhile, as Istio's own traffic tests wait for every
+/// version before they count), or with `statuses` an expected status has come. At the
+/// deadline, a route that answered but not from every version is measured anyway (the
+/// versions still missing are returned, for the message: the tally then says what
+/// they answer); one that never answered is the failed outcome.
 async fn wait_until_warm(
     ctx: &Ctx,
     check: &DistributionCheck,
     client: &super::Client,
     addr: SocketAddr,
-) -> Result<(), Outcome> {
+) -> Result<BTreeSet<String>, Outcome> {
     let deadline = Instant::now() + ctx.budget;
+    let mut missing = versions_to_warm(check);
+    let mut answered = false;
     let mut warmup = 0;
     loop {
         warmup += 1;
         let x = send(client, addr, &check.request).await;
         if warm(check, &x) {
-            return Ok(());
+            answered = true;
+            if let Some(e) = x.echo.as_ref().filter(|e| {
+                check.service.as_ref().is_none_or(|svc| svc == &e.identity.service)
+            }) {
+                missing.remove(&e.identity.version);
+            }
+            if missing.is_empty() {
+                return Ok(missing);
+            }
+            // A right answer needs no pause: the next may come from another version.
+            if Instant::now() < deadline {
+                continue;
+            }
         }
         if Instant::now() >= deadline {
-            return Err(never_warm(ctx, check, warmup, x));
+            return if answered {
+                Ok(missing)
+            } else {
+                Err(never_warm(ctx, check, warmup, x))
+            };
         }
         tokio::time::sleep(ctx.timeouts.failure_pause).await;
     }
+}
+
+/// The versions that must each answer once before the measured requests: those with a
+/// share above 0 (none with `statuses`/`at_least`: one expected status is enough).
+fn versions_to_warm(check: &DistributionCheck) -> BTreeSet<String> {
+    check
+        .shares
+        .iter()
+        .filter(|(_, share)| **share > 0.0)
+        .map(|(v, _)| v.clone())
+        .collect()
 }
 
 /// The failed outcome of a route that did not warm up in `warmup` attempts, `last`
@@ -367,6 +410,21 @@ mod tests {
 
     fn map<T: Copy>(v: &[(&str, T)]) -> BTreeMap<String, T> {
         v.iter().map(|(k, x)| (k.to_string(), *x)).collect()
+    }
+
+    #[test]
+    fn every_version_with_a_share_must_answer_before_counting() {
+        let check: DistributionCheck = serde_saphyr::from_str(
+            "request: {path: /}\nshares: {v1: 90, v2: 10, v3: 0}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            versions_to_warm(&check),
+            ["v1", "v2"].into_iter().map(String::from).collect()
+        );
+        let by_status: DistributionCheck =
+            serde_saphyr::from_str("request: {path: /}\nstatuses: {\"200\": 100}\n").unwrap();
+        assert!(versions_to_warm(&by_status).is_empty());
     }
 
     #[test]
