@@ -31,6 +31,10 @@ pub struct Mesh {
     /// Each pod with a sidecar (index into [`Mesh::pods`]): the mTLS its inbound
     /// listeners take per port, as PeerAuthentication makes it (peer_auth.rs).
     pub inbound_mtls: BTreeMap<usize, super::peer_auth::WorkloadMtls>,
+    /// Each workload pod with a sidecar that security policies attach to (index into
+    /// [`Mesh::pods`]): the filters of its inbound HTTP connection managers
+    /// (authz::sidecar_plan).
+    pub sidecar_authz: BTreeMap<usize, super::authz::AuthzPlan>,
     pub warnings: Vec<Warning>,
 }
 
@@ -659,6 +663,7 @@ impl Mesh {
             gateway_refs: fx.gateway_api.services.clone(),
             gateway_statuses: fx.gateway_api.statuses.clone(),
             inbound_mtls: BTreeMap::new(),
+            sidecar_authz: BTreeMap::new(),
             warnings,
         };
         let peer_authn = super::peer_auth::PeerAuthn::new(fx);
@@ -666,6 +671,15 @@ impl Mesh {
             if p.has_sidecar() {
                 mesh.inbound_mtls
                     .insert(i, peer_authn.workload(&p.namespace, &p.labels));
+            }
+            // A workload's sidecar gets the policies that attach to its pod, as a
+            // gateway does (listener_inbound.go; authz::sidecar_plan).
+            if p.role == PodRole::App && p.has_sidecar() {
+                let plan =
+                    super::authz::sidecar_plan(fx, &p.namespace, &p.labels, &mut mesh.warnings);
+                if plan.jwt.is_some() || !plan.rbac.is_empty() {
+                    mesh.sidecar_authz.insert(i, plan);
+                }
             }
         }
         mesh.ingress_services = ingress_services(fx, &mesh.pods);

@@ -603,7 +603,15 @@ impl Mesh {
             }
             None => req,
         };
-        let mut p = self.route_request(steps, chain, req, ejections);
+        let from = FromGateway {
+            pod: gw.pod,
+            normalization: chain.hcm.path_normalization,
+            client: req
+                .source_address
+                .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+            node_port,
+        };
+        let mut p = self.route_request(steps, chain, req, &from, ejections);
         p.authz = authz;
         p
     }
@@ -614,6 +622,7 @@ impl Mesh {
         mut steps: Vec<String>,
         chain: &super::mesh::ChainPlan,
         req: &SimRequest,
+        from: &FromGateway,
         ejections: Option<&Ejections>,
     ) -> Prediction {
         let Some(vh) = select_vhost(&chain.route_config.vhosts, &req.host) else {
@@ -676,7 +685,7 @@ impl Mesh {
                 ));
             }
         }
-        let mut p = self.route_action(steps, rref, route, req, &forwarded, ejections);
+        let mut p = self.route_action(steps, rref, route, req, &forwarded, from, ejections);
         p.fault = route.filters.fault.clone();
         p.longest_answer += super::answer_time::fault_delay(route);
         p
@@ -692,6 +701,7 @@ impl Mesh {
         route: &RoutePlan,
         req: &SimRequest,
         forwarded: &str,
+        from: &FromGateway,
         ejections: Option<&Ejections>,
     ) -> Prediction {
         if let Some(why) = cors_preflight_answer(route, req) {
@@ -737,6 +747,19 @@ impl Mesh {
         if forwarded != req.path {
             steps.push(format!("rewrite {} -> {forwarded}", req.path));
         }
+        // What the pods' sidecars receive: the gateway's `:authority` (the route's
+        // authority rewrite, or the host as sent) and method.
+        let inbound = Inbound {
+            from,
+            method: &req.method,
+            authority: route.rewrite_authority.clone().unwrap_or_else(|| {
+                if req.host == "node" {
+                    format!("node:{}", from.node_port)
+                } else {
+                    req.host.clone()
+                }
+            }),
+        };
         let total: u32 = route.destinations.iter().map(|d| d.weight).sum();
         let mut branches = Vec::new();
         for d in &route.destinations {
@@ -760,8 +783,11 @@ impl Mesh {
                 headers,
                 ejections,
                 route.cluster_not_found,
+                Some(&inbound),
             ) {
-                if b.backend.is_some() {
+                // The route's response operations apply to what the upstream answers:
+                // the app, or the pod's sidecar refusing the request.
+                if b.backend.is_some() || b.reason.contains(SIDECAR_ANSWERS) {
                     b.response = b.response.after(&response_ops);
                 }
                 branches.push(b);
@@ -791,7 +817,9 @@ impl Mesh {
     /// to the mirror cluster's endpoints; a cluster that does not exist or has no
     /// endpoint receives nothing, and the primary answer is unaffected).
     fn mirrored(&self, m: &super::mesh::MirrorPlan, path: &str, headers: &Headers) -> Mirrored {
-        let branches = self.cluster_branches(&m.cluster, 1.0, path, headers.clone(), None, 503);
+        // The copies' answers are dropped: a sidecar refusing them is not looked at.
+        let branches =
+            self.cluster_branches(&m.cluster, 1.0, path, headers.clone(), None, 503, None);
         let backends: Vec<(Backend, f64)> = branches
             .iter()
             .filter_map(|b| Some((b.backend.clone()?, b.share)))
@@ -822,6 +850,7 @@ impl Mesh {
         headers: Headers,
         ejections: Option<&Ejections>,
         not_found: u16,
+        inbound: Option<&Inbound>,
     ) -> Vec<Branch> {
         let (path, query) = split_query(forwarded);
         let base = Branch {
@@ -884,7 +913,7 @@ impl Mesh {
             }
         };
         let mut failing: Vec<String> = Vec::new();
-        let mut reached = Vec::new();
+        let mut reached: Vec<(&super::mesh::EndpointPlan, bool)> = Vec::new();
         for e in picked {
             match super::peer_auth::hop(self, c, e) {
                 Hop::Fails(why) => failing.push(why),
@@ -903,6 +932,46 @@ impl Mesh {
                 }
                 return vec![Branch { reason, ..base }];
             }
+        }
+        // Each reached pod's sidecar runs its own security filters on the request as
+        // the gateway sends it (authz::sidecar_plan): a refusal is the sidecar's answer;
+        // a pass may change the headers the app sees (the JWT filter).
+        let mut denied: Vec<(SidecarAnswer, Vec<String>)> = Vec::new();
+        let mut seen: std::collections::BTreeMap<usize, (Headers, String)> =
+            std::collections::BTreeMap::new();
+        if let Some(inbound) = inbound {
+            reached.retain(|(e, mtls)| {
+                let Some(plan) = self.sidecar_authz.get(&e.pod) else {
+                    return true;
+                };
+                let r = self.sidecar_request(inbound, c, e, *mtls, forwarded, &headers);
+                let Some(o) = plan.outcome(&r) else {
+                    return true;
+                };
+                let pod = &self.pods[e.pod];
+                let who = format!(
+                    "the sidecar of pod {}/{} port {}",
+                    pod.namespace, pod.name, e.port
+                );
+                match o.status {
+                    Some(status) => {
+                        let key = SidecarAnswer {
+                            status,
+                            why: o.verdict.why,
+                            mtls: *mtls,
+                        };
+                        match denied.iter_mut().find(|(k, _)| *k == key) {
+                            Some((_, pods)) => pods.push(pod.name.clone()),
+                            None => denied.push((key, vec![pod.name.clone()])),
+                        }
+                        false
+                    }
+                    None => {
+                        seen.insert(e.pod, (o.headers, format!("{who}: {}", o.verdict.why)));
+                        true
+                    }
+                }
+            });
         }
         let mtls = reached.iter().all(|(_, m)| *m);
         let picked: Vec<&super::mesh::EndpointPlan> = reached.iter().map(|(e, _)| *e).collect();
@@ -940,7 +1009,8 @@ impl Mesh {
             None => outlier_survivors(c, groups, |b| stub_status(&headers, query, &b.version)),
             Some(_) => groups,
         };
-        if groups.is_empty() {
+        let refused: usize = denied.iter().map(|(_, pods)| pods.len()).sum();
+        if groups.is_empty() && refused == 0 {
             let answered: Vec<String> = answered.iter().map(u16::to_string).collect();
             return vec![Branch {
                 reason: format!(
@@ -951,9 +1021,25 @@ impl Mesh {
             }];
         }
         let total_left: usize = groups.iter().map(|(_, n)| n).sum();
-        let ejected = total - total_left - failing.len();
+        let ejected = total - total_left - failing.len() - refused;
         let stub_response = PredictedResponse::from_stub(&stub_response_headers(&headers, query));
-        let answering = total_left + failing.len();
+        let answering = total_left + failing.len() + refused;
+        let sidecar_answers: Vec<Branch> = denied
+            .into_iter()
+            .map(|(a, pods)| Branch {
+                share: share * pods.len() as f64 / answering as f64,
+                status: Some(a.status),
+                reason: format!(
+                    "cluster {name} ({tls}) -> {} of {total} endpoint(s) ({}), {}: {SIDECAR_ANSWERS}: {}",
+                    pods.len(),
+                    pods.join(", "),
+                    if a.mtls { "mTLS" } else { "plaintext" },
+                    a.why
+                ),
+                mtls: Some(a.mtls),
+                ..base.clone()
+            })
+            .collect();
         let failed = (!failing.is_empty()).then(|| Branch {
             share: share * failing.len() as f64 / answering as f64,
             reason: format!(
@@ -970,11 +1056,22 @@ impl Mesh {
         });
         groups
             .into_iter()
-            .map(|(backend, n)| Branch {
+            .map(|(backend, n)| {
+                // The headers the app sees and the sidecar's verdict (the pods of one
+                // backend share their policies; the first one's stands for them).
+                let by_sidecar = seen
+                    .iter()
+                    .find(|(i, _)| backend.pods.first() == Some(&self.pods[**i].name))
+                    .map(|(_, v)| v);
+                let headers_seen = by_sidecar.map_or(&headers, |(h, _)| h).clone();
+                let sidecar = by_sidecar
+                    .map(|(_, why)| format!(" -> {why}"))
+                    .unwrap_or_default();
+                Branch {
                 share: share * n as f64 / answering.max(1) as f64,
                 status: Some(stub_status(&headers, query, &backend.version)),
                 reason: format!(
-                    "cluster {name} ({tls}) -> {n} of {total} endpoint(s) ({}){} -> {} from {} {}, path {path}, {}",
+                    "cluster {name} ({tls}) -> {n} of {total} endpoint(s) ({}){}{sidecar} -> {} from {} {}, path {path}, {}",
                     backend.pods.join(", "),
                     if ejected > 0 {
                         format!(", {ejected} ejected by outlier detection")
@@ -989,11 +1086,12 @@ impl Mesh {
                 backend: Some(backend),
                 path_seen: Some(path.to_string()),
                 query: query.to_string(),
-                headers_seen: headers.clone(),
+                headers_seen,
                 response: stub_response.clone(),
                 mtls: Some(mtls),
                 ..base.clone()
-            })
+            }})
+            .chain(sidecar_answers)
             .chain(failed)
             .collect()
     }
@@ -1163,6 +1261,76 @@ fn describe_match(r: &RoutePlan) -> String {
 
 /// How a failed TLS handshake ends a prediction's reason.
 pub const HANDSHAKE_FAILS: &str = "TLS handshake fails";
+
+/// The words of a branch a pod's sidecar answers itself (its security filters
+/// refuse the request).
+pub const SIDECAR_ANSWERS: &str = "its sidecar answers";
+
+/// The gateway a request goes through, as the pods' sidecars see it.
+struct FromGateway {
+    /// Index into [`Mesh::pods`].
+    pod: usize,
+    /// The mesh's path normalization (every connection manager, gateway or sidecar
+    /// inbound, has it: listener_builder.go buildHTTPConnectionManager).
+    normalization: super::normalize::PathNormalization,
+    /// The client's address as the gateway's connection has it.
+    client: std::net::IpAddr,
+    node_port: u16,
+}
+
+/// What a pod's sidecar receives from the gateway, beyond path and headers.
+struct Inbound<'a> {
+    from: &'a FromGateway,
+    method: &'a str,
+    authority: String,
+}
+
+/// One refusal by the sidecars of a cluster's endpoints.
+#[derive(PartialEq)]
+struct SidecarAnswer {
+    status: u16,
+    why: String,
+    mtls: bool,
+}
+
+impl Mesh {
+    /// What the RBAC filter of the sidecar of endpoint `e` sees of a request the
+    /// gateway forwards with `:path` `forwarded` and `headers` (after the route's
+    /// rewrite and header operations): its inbound connection manager normalizes the
+    /// path again; the peer principal is the gateway's SPIFFE identity over mTLS
+    /// (none over plaintext); the destination port is the endpoint's (the
+    /// Service's targetPort). The inbound connection manager does not use the remote
+    /// address (listener_inbound.go buildSidecarInboundHTTPOpts: useRemoteAddress
+    /// false), so `remote.ip` is the last X-Forwarded-For entry, the client address the
+    /// gateway appended; `source.ip`, the gateway pod's address, is the target's, and
+    /// is not predicted (an `ipBlocks` rule at a sidecar matches nothing here).
+    fn sidecar_request(
+        &self,
+        inbound: &Inbound,
+        c: &ClusterPlan,
+        e: &super::mesh::EndpointPlan,
+        mtls: bool,
+        forwarded: &str,
+        headers: &Headers,
+    ) -> super::authz::rbac::Request {
+        let gw = &self.pods[inbound.from.pod];
+        super::authz::rbac::Request {
+            path: normalize(forwarded, inbound.from.normalization),
+            method: inbound.method.to_string(),
+            authority: inbound.authority.clone(),
+            headers: headers.clone(),
+            destination_port: e.port,
+            destination_ip: None,
+            direct_remote_ip: None,
+            remote_ip: Some(inbound.from.client),
+            peer_principal: mtls.then(|| gw.spiffe_id(&self.trust_domain)),
+            // The SNI Istio's mTLS sends: the cluster name, `|` as `_.`
+            // (cluster_builder.go buildIstioMutualTLS, model.BuildDNSSrvSubsetKey).
+            sni: mtls.then(|| c.name.replace('|', "_.")),
+            metadata: Default::default(),
+        }
+    }
+}
 
 /// The filter chain a request takes (Envoy's filter chain match on SNI), or why the
 /// connection fails: TLS to a plaintext listener, plaintext to a TLS one, an SNI no

@@ -96,14 +96,18 @@ pub enum Requirement {
     All(Vec<Requirement>),
 }
 
-/// The jwt_authn filter of a gateway pod.
+/// The jwt_authn filter of a gateway pod (or of a sidecar's inbound listeners).
 #[derive(Debug, Clone, PartialEq)]
 pub struct JwtFilter {
     pub providers: Vec<Provider>,
+    /// Each provider's `clear_route_cache` (authentication.go BuildHTTP:
+    /// `JwtFilter(clearRouteCache: proxy.Type != SidecarProxy)`): a gateway re-picks
+    /// its route after the claim headers are added; a sidecar's inbound route is one.
+    pub clear_route_cache: bool,
 }
 
 impl Provider {
-    fn json(&self) -> Value {
+    fn json(&self, clear_route_cache: bool) -> Value {
         // protojson: empty strings, empty lists and false are left out.
         let mut m = Map::new();
         if !self.issuer.is_empty() {
@@ -153,8 +157,10 @@ impl Provider {
             json!({"space_delimited_claims": self.space_delimited_claims}),
         );
         // JwtFilter(clearRouteCache: proxy is not a sidecar): a gateway re-picks its
-        // route after the claim headers are added.
-        m.insert("clear_route_cache".into(), json!(true));
+        // route after the claim headers are added; false is left out.
+        if clear_route_cache {
+            m.insert("clear_route_cache".into(), json!(true));
+        }
         if !self.from_cookies.is_empty() {
             m.insert("from_cookies".into(), json!(self.from_cookies));
         }
@@ -199,7 +205,7 @@ impl JwtFilter {
         let providers: Map<String, Value> = self
             .providers
             .iter()
-            .map(|p| (p.name.clone(), p.json()))
+            .map(|p| (p.name.clone(), p.json(self.clear_route_cache)))
             .collect();
         json!({"name": FILTER, "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
@@ -323,7 +329,13 @@ pub fn plan(
             }
         })
         .collect();
-    (Some(JwtFilter { providers }), applied)
+    (
+        Some(JwtFilter {
+            providers,
+            clear_route_cache: true,
+        }),
+        applied,
+    )
 }
 
 /// BuildLocalJwks: `jwks` as written; else what istiod fetched from `jwksUri`.
@@ -1216,6 +1228,7 @@ mod tests {
     fn istios_demo_token_verifies_with_istios_sample_jwks() {
         let f = JwtFilter {
             providers: vec![provider(ISTIO_SAMPLE_JWKS)],
+            clear_route_cache: true,
         };
         let bearer = format!("Bearer {DEMO}");
         let a = f.apply(&request(&[("authorization", &bearer)], "/"), 1_800_000_000);
@@ -1230,6 +1243,7 @@ mod tests {
         // The fail-closed JWKS refuses it.
         let f = JwtFilter {
             providers: vec![provider(PUBLIC_ONLY_JWKS)],
+            clear_route_cache: true,
         };
         let a = f.apply(&request(&[("authorization", &bearer)], "/"), 1_800_000_000);
         // (The token has a kid, the fail-closed key none: the key is tried.)
@@ -1240,6 +1254,7 @@ mod tests {
     fn missing_passes_expired_and_other_issuers_fail() {
         let f = JwtFilter {
             providers: vec![provider(ISTIO_SAMPLE_JWKS)],
+            clear_route_cache: true,
         };
         let a = f.apply(&request(&[], "/"), 1_800_000_000);
         assert_eq!(a.status, Status::Ok);
@@ -1255,6 +1270,7 @@ mod tests {
         other.issuer = "other".into();
         let f = JwtFilter {
             providers: vec![other],
+            clear_route_cache: true,
         };
         assert_eq!(
             f.apply(&request(&[], &q), 1_800_000_000).status,
@@ -1269,6 +1285,7 @@ mod tests {
         b.issuer = "zz-other".into();
         let f = JwtFilter {
             providers: vec![provider(ISTIO_SAMPLE_JWKS), b],
+            clear_route_cache: true,
         };
         let bearer = format!("Bearer {DEMO}");
         let a = f.apply(&request(&[("authorization", &bearer)], "/"), 1_800_000_000);
@@ -1299,7 +1316,10 @@ mod tests {
             ("x-iat".into(), "iat".into()),
         ];
         p.forward = true;
-        let f = JwtFilter { providers: vec![p] };
+        let f = JwtFilter {
+            providers: vec![p],
+            clear_route_cache: true,
+        };
         // Without the prefix the header is no location; the Bearer header is not read.
         let bearer = format!("Bearer {DEMO}");
         let a = f.apply(
@@ -1325,6 +1345,7 @@ mod tests {
     fn a_cors_preflight_is_not_verified() {
         let f = JwtFilter {
             providers: vec![provider(ISTIO_SAMPLE_JWKS)],
+            clear_route_cache: true,
         };
         let mut r = request(
             &[

@@ -315,6 +315,27 @@ pub fn plan(
     out
 }
 
+/// The security filters of a workload pod's sidecar, in `namespace` with `labels`:
+/// the same policies attach (authorization.go ListAuthorizationPolicies,
+/// authentication.go getConfigsForWorkload) and make the same filters, in each
+/// inbound HTTP connection manager before the router (listener_inbound.go
+/// buildInboundNetworkFiltersForHTTP -> listener_builder.go
+/// buildHTTPConnectionManager; authz.NewBuilder(authz.Local, ...) as for a gateway);
+/// only the JWT providers do not clear the route cache (authentication.go BuildHTTP:
+/// `JwtFilter(proxy.Type != model.SidecarProxy)`).
+pub fn sidecar_plan(
+    fx: &Fixtures,
+    namespace: &str,
+    labels: &Labels,
+    warnings: &mut Vec<Warning>,
+) -> AuthzPlan {
+    let mut out = plan(fx, namespace, labels, warnings);
+    if let Some(j) = &mut out.jwt {
+        j.clear_route_cache = false;
+    }
+    out
+}
+
 fn warn(warnings: &mut Vec<Warning>, p: &Item<AuthorizationPolicy>, message: String) {
     let w = Warning {
         at: p.source.clone(),

@@ -765,6 +765,14 @@ pub fn sidecar_resources(mesh: &Mesh, s: &SidecarPod, root: &Path) -> (Vec<Value
     let key = format!("{}/{}", p.namespace, p.name);
     let mut listeners = Vec::new();
     let mut clusters = Vec::new();
+    // The pod's security filters before the router, in every inbound connection
+    // manager (listener_inbound.go buildInboundNetworkFiltersForHTTP; authz::sidecar_plan).
+    let mut http_filters = mesh
+        .sidecar_authz
+        .get(&s.pod)
+        .map(AuthzPlan::http_filters)
+        .unwrap_or_default();
+    http_filters.push(router_filter());
     for &port in s.ports {
         let cluster_name = format!("inbound|{port}||{key}");
         let hcm = json!({
@@ -781,7 +789,7 @@ pub fn sidecar_resources(mesh: &Mesh, s: &SidecarPod, root: &Path) -> (Vec<Value
                         "routes": [{"name": "default", "match": {"prefix": "/"},
                                     "route": {"cluster": cluster_name, "timeout": "0s"},
                                     "decorator": {"operation": format!("{}:{port}/*", p.name)}}]}]},
-                "http_filters": [router_filter()]
+                "http_filters": http_filters
             }
         });
         // The chains the port's PeerAuthentication mode implies (filterchain_options.go
