@@ -3,7 +3,9 @@
 //! it. nb-rest's sidecar enforces the RBAC filters the model writes for its pods, with
 //! the gateway's SPIFFE identity as the peer on the mTLS hop and the path after the
 //! gateway's rewrite; the simulation predicts each answer; breaking one field fails
-//! exactly the checks that show it, live and simulated.
+//! exactly the checks that show it, live and simulated. tests/authz/sidecar-jwt.yaml:
+//! a RequestAuthentication on nb-rest, verified by its sidecar (401 for a bad token;
+//! the claim header for the app; the token's principal for its ALLOW policy).
 
 mod common;
 use common::*;
@@ -23,11 +25,15 @@ struct Case {
 
 impl Case {
     fn new() -> Case {
+        Case::of("sidecar")
+    }
+
+    fn of(name: &str) -> Case {
         let fixtures = FixtureCopy::new();
-        fixtures.write(POLICIES, &data("sidecar.yaml"));
+        fixtures.write(POLICIES, &data(&format!("{name}.yaml")));
         Case {
             fixtures,
-            suite: data("sidecar.suite.yaml"),
+            suite: data(&format!("{name}.suite.yaml")),
         }
     }
 
@@ -120,4 +126,22 @@ fn without_the_policies_every_nb_rest_path_is_open() {
     let c = Case::new();
     c.fixtures.write(POLICIES, "# no policy\n");
     c.fails_exactly(&["deny::rewritten-path-denied", "allow::unlisted-path-denied"]);
+}
+
+#[test]
+fn the_sidecar_verifies_the_token_the_gateway_passes_on() {
+    Case::of("sidecar-jwt").fails_exactly(&[]);
+}
+
+#[test]
+fn without_the_request_authentication_the_sidecar_knows_no_token() {
+    let c = Case::of("sidecar-jwt");
+    // The RequestAuthentication for other pods: no JWT filter at nb-rest's sidecar, so
+    // no token is refused (401) or verified (the ALLOW policy's principal, the claim
+    // header): every tokened request is the policy's 403.
+    c.breaks(
+        "      app: nb-rest\n  jwtRules:",
+        "      app: atlas-ui\n  jwtRules:",
+    );
+    c.fails_exactly(&["valid::token-reaches-nb-rest", "invalid::unknown-issuer"]);
 }
