@@ -37,7 +37,8 @@ type generated struct {
 
 func run(in *Input, version string, noTelemetry bool) (*Output, error) {
 	out := &Output{Istio: buildInfo(), Rejected: []Rejection{}, Warnings: []Rejection{},
-		Gateways: []GatewayConfig{}, Simulations: []SimResult{}, Statuses: []ObjectStatus{}}
+		Gateways: []GatewayConfig{}, Simulations: []SimResult{}, Statuses: []ObjectStatus{},
+		Sidecars: []SidecarConfig{}}
 	configs := acceptedConfigs(in, out)
 	gwapi := splitGatewayAPI(in, out)
 	var runErr error
@@ -72,6 +73,14 @@ func run(in *Input, version string, noTelemetry bool) (*Output, error) {
 			key := gw.Namespace + "/" + gw.Name
 			gens[key] = g
 			out.Gateways = append(out.Gateways, dump(key, g))
+		}
+		for _, sc := range in.Sidecars {
+			c, err := sidecarFor(s, sc, version, s.Env().Mesh())
+			if err != nil {
+				runErr = err
+				return
+			}
+			out.Sidecars = append(out.Sidecars, c)
 		}
 		for _, req := range in.Requests {
 			out.Simulations = append(out.Simulations, simulate(gens[req.Gateway], req))

@@ -16,7 +16,10 @@ type Input struct {
 	// Sources maps "Kind/namespace/name" to "file:line" for messages.
 	Sources  map[string]string `json:"sources"`
 	Gateways []ProxyInput      `json:"gateways"`
-	Requests []Request         `json:"requests"`
+	// Sidecars: the workload pods with a sidecar whose inbound security filters are
+	// compared (sidecar.go).
+	Sidecars []ProxyInput `json:"sidecars,omitempty"`
+	Requests []Request    `json:"requests"`
 	// MeshConfig: the `mesh` key of the fixtures' istio ConfigMap (YAML), over
 	// Istio's defaults; empty: the defaults.
 	MeshConfig string `json:"mesh_config,omitempty"`
@@ -71,6 +74,9 @@ type Output struct {
 	// Statuses: the status istiod's gateway controller writes on each Gateway API
 	// object (gatewaystatus.go); empty without Gateway API input.
 	Statuses []ObjectStatus `json:"statuses"`
+	// Sidecars: the inbound HTTP connection managers of each asked sidecar
+	// (sidecar.go).
+	Sidecars []SidecarConfig `json:"sidecars"`
 }
 
 // Build says what produced the answer.

@@ -66,9 +66,13 @@ fn oracle_findings(
         object: format!("istiod {}", answer.istio.release),
         at: crate::fixtures::Source::new(&fx.dir, 0),
         message: format!(
-            "compared with {} ({} gateway pod(s), {} request(s))",
+            "compared with {} ({} gateway pod(s){}, {} request(s))",
             answer.istio.module,
             answer.gateways.len(),
+            match answer.sidecars.len() {
+                0 => String::new(),
+                n => format!(", {n} sidecar(s)"),
+            },
             answer.simulations.len()
         ),
         istio: String::new(),

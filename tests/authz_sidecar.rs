@@ -145,3 +145,69 @@ fn without_the_request_authentication_the_sidecar_knows_no_token() {
     );
     c.fails_exactly(&["valid::token-reaches-nb-rest", "invalid::unknown-issuer"]);
 }
+
+// ---- the comparison with istiod -------------------------------------------------------
+
+use common::oracle::{error_findings, istiod_with, note_unavailable, oracle};
+
+/// The model's filters for the pods of `app` (index into the mesh's pods).
+fn pods_of(mesh: &meshcheck::istio::Mesh, app: &str) -> Vec<usize> {
+    mesh.sidecar_authz
+        .keys()
+        .copied()
+        .filter(|&i| mesh.pods[i].labels.get("app").map(String::as_str) == Some(app))
+        .collect()
+}
+
+#[test]
+fn a_sidecar_filter_other_than_istiods_is_an_mc408_naming_the_pod_and_the_field() {
+    let bin = match oracle() {
+        Ok(b) => b,
+        Err(why) => {
+            note_unavailable(why);
+            return;
+        }
+    };
+    let c = Case::of("sidecar-jwt");
+    let suite_file = suite_file(&c.suite);
+    let suite = meshcheck::suite::load(suite_file.path()).unwrap();
+    let (fx, mut mesh, out) = istiod_with(bin, c.fixtures.path(), &suite);
+    assert!(
+        out.sidecars
+            .iter()
+            .any(|s| s.pod.starts_with("atlas/nb-rest-")),
+        "istiod was asked about nb-rest's sidecars"
+    );
+    assert_eq!(
+        error_findings(&fx, &mesh, &suite, &out),
+        Vec::<String>::new()
+    );
+    let nb_rest = pods_of(&mesh, "nb-rest");
+    assert_eq!(nb_rest.len(), 2);
+    // A gateway's JWT filter (clear_route_cache) at a sidecar: istiod leaves it unset.
+    for i in &nb_rest {
+        let plan = mesh.sidecar_authz.get_mut(i).unwrap();
+        plan.jwt.as_mut().unwrap().clear_route_cache = true;
+    }
+    let d = error_findings(&fx, &mesh, &suite, &out).join("\n");
+    assert!(
+        d.contains("MC408")
+            && d.contains("Pod atlas/nb-rest-v1-")
+            && d.contains("sidecar inbound filter chain")
+            && d.contains("origins-0.clear_route_cache true")
+            && d.contains("origins-0.clear_route_cache unset"),
+        "{d}"
+    );
+    // No filter at the sidecar (the policies ignored, the defect this models): the
+    // filter lists differ.
+    for i in &nb_rest {
+        mesh.sidecar_authz.remove(i);
+    }
+    let d = error_findings(&fx, &mesh, &suite, &out).join("\n");
+    assert!(
+        d.contains("MC408")
+            && d.contains("security filters []")
+            && d.contains("[jwt_authn, rbac ALLOW]"),
+        "{d}"
+    );
+}

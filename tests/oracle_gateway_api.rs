@@ -165,6 +165,7 @@ fn cluster(listener_hostname: Option<&str>, objects: Vec<Value>) -> Input {
             service_account: "atlas-gw-istio".into(),
             proxy_config: None,
         }],
+        sidecars: vec![],
         requests: ["/atlas-rest/items", "/atlas-restless"]
             .iter()
             .map(|path| Request {

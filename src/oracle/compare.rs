@@ -96,6 +96,7 @@ pub fn compare(fx: &Fixtures, mesh: &Mesh, suite: &Suite, o: &Output) -> Vec<Fin
             format!("istiod {}: {theirs}", d.release),
         );
     }
+    sidecars(&mut d, o);
     for (gi, gw) in mesh.gateways.iter().enumerate() {
         let pod = &mesh.pods[gw.pod];
         let key = format!("{}/{}", pod.namespace, pod.name);
@@ -114,6 +115,48 @@ pub fn compare(fx: &Fixtures, mesh: &Mesh, suite: &Suite, o: &Output) -> Vec<Fin
         }
     }
     d.out
+}
+
+/// Each sidecar istiod was asked about: the security filters of every HTTP connection
+/// manager of its inbound listener against the model's for the pod (none when no
+/// policy attaches: authz::sidecar_plan), MC408 at the first chain that differs.
+fn sidecars(d: &mut Diff, o: &Output) {
+    let none = crate::istio::authz::AuthzPlan::default();
+    for sc in &o.sidecars {
+        let Some(i) = d
+            .mesh
+            .pods
+            .iter()
+            .position(|p| format!("{}/{}", p.namespace, p.name) == sc.pod)
+        else {
+            continue;
+        };
+        let plan = d.mesh.sidecar_authz.get(&i).unwrap_or(&none);
+        let differs = sc
+            .inbound
+            .iter()
+            .find_map(|h| super::compare_authz::difference(plan, &h.hcm).map(|diff| (h, diff)));
+        let Some((h, (mine, istiod))) = differs else {
+            continue;
+        };
+        let pod = &d.mesh.pods[i];
+        let at = plan
+            .applied
+            .first()
+            .map(|(_, s)| s.clone())
+            .unwrap_or_else(|| pod.source.clone());
+        let release = d.release.clone();
+        d.push(
+            "MC408",
+            format!("Pod {}", sc.pod),
+            at,
+            format!(
+                "sidecar inbound filter chain {} (port {}): meshcheck: {mine}",
+                h.chain, h.port
+            ),
+            format!("istiod {release}: {istiod}"),
+        );
+    }
 }
 
 /// What istiod's validation warns about, and the fixtures' objects the oracle is not

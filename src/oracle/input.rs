@@ -28,6 +28,11 @@ pub struct Input {
     /// `Kind/namespace/name` -> `file:line`.
     pub sources: BTreeMap<String, String>,
     pub gateways: Vec<ProxyInput>,
+    /// The workload pods with a sidecar whose inbound security filters are compared
+    /// (oracle/sidecar.go): those a policy of their namespace or the root namespace
+    /// could attach to.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sidecars: Vec<ProxyInput>,
     pub requests: Vec<Request>,
     /// The `mesh` key of the fixtures' istio ConfigMap, as written.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -196,21 +201,47 @@ pub fn build(fx: &Fixtures, mesh: &Mesh, suite: &Suite) -> Input {
             .iter()
             .enumerate()
             .filter(|(_, p)| p.role == PodRole::Gateway)
-            .map(|(i, p)| ProxyInput {
-                name: p.name.clone(),
-                namespace: p.namespace.clone(),
-                ip: pod_ip(i).to_string(),
-                labels: p.labels.clone().into_iter().collect(),
-                service_account: p.service_account.clone(),
-                proxy_config: p
-                    .annotations
-                    .get(crate::fixtures::mesh_config::PROXY_CONFIG_ANNOTATION)
-                    .cloned(),
-            })
+            .map(|(i, p)| proxy_input(i, p))
+            .collect(),
+        sidecars: mesh
+            .pods
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.role == PodRole::App && p.has_sidecar() && runs(p))
+            .filter(|(_, p)| security_policy_in_scope(fx, &p.namespace))
+            .map(|(i, p)| proxy_input(i, p))
             .collect(),
         requests: requests(fx, mesh, suite),
         mesh_config: mesh_config_text(fx),
     }
+}
+
+fn proxy_input(i: usize, p: &PodPlan) -> ProxyInput {
+    ProxyInput {
+        name: p.name.clone(),
+        namespace: p.namespace.clone(),
+        ip: pod_ip(i).to_string(),
+        labels: p.labels.clone().into_iter().collect(),
+        service_account: p.service_account.clone(),
+        proxy_config: p
+            .annotations
+            .get(crate::fixtures::mesh_config::PROXY_CONFIG_ANNOTATION)
+            .cloned(),
+    }
+}
+
+/// Whether an AuthorizationPolicy or RequestAuthentication of `namespace` or the root
+/// namespace exists (only those can attach to its pods).
+fn security_policy_in_scope(fx: &Fixtures, namespace: &str) -> bool {
+    let root = fx.root_namespace();
+    let in_scope = |ns: &str| ns == namespace || ns == root;
+    fx.authorization_policies
+        .iter()
+        .any(|p| in_scope(&p.namespace))
+        || fx
+            .request_authentications
+            .iter()
+            .any(|p| in_scope(&p.namespace))
 }
 
 /// The object as stored: a namespaced object applied without a namespace lands in

@@ -14,6 +14,30 @@ pub struct Output {
     /// (oracle/gatewaystatus.go); absent from older oracles' answers.
     #[serde(default)]
     pub statuses: Vec<ObjectStatus>,
+    /// The inbound connection managers of each sidecar asked about
+    /// (oracle/sidecar.go); absent from older oracles' answers.
+    #[serde(default)]
+    pub sidecars: Vec<SidecarConfig>,
+}
+
+/// What istiod sends one workload pod's sidecar, as far as it is compared: the
+/// HttpConnectionManagers of its inbound listener.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SidecarConfig {
+    /// `namespace/name` of the pod.
+    pub pod: String,
+    pub inbound: Vec<InboundHcm>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct InboundHcm {
+    /// The filter chain's name.
+    pub chain: String,
+    /// Its destination_port match (0: any).
+    #[serde(default)]
+    pub port: u32,
+    /// The connection manager (its typed_config, Envoy's JSON).
+    pub hcm: Value,
 }
 
 /// The status istiod writes on one Gateway API object: computed by pilot's gateway
