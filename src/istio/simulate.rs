@@ -610,8 +610,9 @@ impl Mesh {
                 .source_address
                 .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
             node_port,
+            ejections,
         };
-        let mut p = self.route_request(steps, chain, req, &from, ejections);
+        let mut p = self.route_request(steps, chain, req, &from);
         p.authz = authz;
         p
     }
@@ -623,7 +624,6 @@ impl Mesh {
         chain: &super::mesh::ChainPlan,
         req: &SimRequest,
         from: &FromGateway,
-        ejections: Option<&Ejections>,
     ) -> Prediction {
         let Some(vh) = select_vhost(&chain.route_config.vhosts, &req.host) else {
             return status_only(
@@ -685,7 +685,7 @@ impl Mesh {
                 ));
             }
         }
-        let mut p = self.route_action(steps, rref, route, req, &forwarded, from, ejections);
+        let mut p = self.route_action(steps, rref, route, req, &forwarded, from);
         p.fault = route.filters.fault.clone();
         p.longest_answer += super::answer_time::fault_delay(route);
         p
@@ -702,7 +702,6 @@ impl Mesh {
         req: &SimRequest,
         forwarded: &str,
         from: &FromGateway,
-        ejections: Option<&Ejections>,
     ) -> Prediction {
         if let Some(why) = cors_preflight_answer(route, req) {
             return status_only(steps, Some(rref), 200, why);
@@ -781,7 +780,6 @@ impl Mesh {
                 share,
                 forwarded,
                 headers,
-                ejections,
                 route.cluster_not_found,
                 Some(&inbound),
             ) {
@@ -818,8 +816,7 @@ impl Mesh {
     /// endpoint receives nothing, and the primary answer is unaffected).
     fn mirrored(&self, m: &super::mesh::MirrorPlan, path: &str, headers: &Headers) -> Mirrored {
         // The copies' answers are dropped: a sidecar refusing them is not looked at.
-        let branches =
-            self.cluster_branches(&m.cluster, 1.0, path, headers.clone(), None, 503, None);
+        let branches = self.cluster_branches(&m.cluster, 1.0, path, headers.clone(), 503, None);
         let backends: Vec<(Backend, f64)> = branches
             .iter()
             .filter_map(|b| Some((b.backend.clone()?, b.share)))
@@ -841,17 +838,20 @@ impl Mesh {
     /// version) among the cluster's endpoints, each with its share of the endpoints
     /// (Envoy balances over every endpoint of the cluster, whatever the pods' versions:
     /// a destination without subset reaches every version). `forwarded` is the
-    /// `:path` Envoy sends, query included.
+    /// `:path` Envoy sends, query included; `inbound`, what the pods' sidecars receive
+    /// besides (None: nothing of the answer is looked at, a mirror's copies).
     fn cluster_branches(
         &self,
         name: &str,
         share: f64,
         forwarded: &str,
         headers: Headers,
-        ejections: Option<&Ejections>,
         not_found: u16,
         inbound: Option<&Inbound>,
     ) -> Vec<Branch> {
+        // The steps' ejections come with the request the gateway sends (none for a
+        // mirror's copies).
+        let ejections = inbound.and_then(|i| i.from.ejections);
         let (path, query) = split_query(forwarded);
         let base = Branch {
             share,
@@ -1266,8 +1266,9 @@ pub const HANDSHAKE_FAILS: &str = "TLS handshake fails";
 /// refuse the request).
 pub const SIDECAR_ANSWERS: &str = "its sidecar answers";
 
-/// The gateway a request goes through, as the pods' sidecars see it.
-struct FromGateway {
+/// The gateway a request goes through, as the pods' sidecars see it, and the
+/// steps' ejections its load balancers start from.
+struct FromGateway<'a> {
     /// Index into [`Mesh::pods`].
     pod: usize,
     /// The mesh's path normalization (every connection manager, gateway or sidecar
@@ -1276,11 +1277,12 @@ struct FromGateway {
     /// The client's address as the gateway's connection has it.
     client: std::net::IpAddr,
     node_port: u16,
+    ejections: Option<&'a Ejections>,
 }
 
 /// What a pod's sidecar receives from the gateway, beyond path and headers.
 struct Inbound<'a> {
-    from: &'a FromGateway,
+    from: &'a FromGateway<'a>,
     method: &'a str,
     authority: String,
 }
