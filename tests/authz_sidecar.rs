@@ -86,6 +86,13 @@ fn each_source_naming_another_identity_shuts_the_gateway_out_of_its_paths() {
 }
 
 #[test]
+fn the_sidecar_s_port_is_the_pod_s_not_the_service_s() {
+    let c = Case::new();
+    c.breaks("ports: [\"8080\"]", "ports: [\"80\"]");
+    c.fails_exactly(&["namespaces::items-allowed"]);
+}
+
+#[test]
 fn a_wrong_principal_alone_denies_only_its_route() {
     let c = Case::new();
     c.breaks("sa/my-ingress-gateway\"]", "sa/other-gateway\"]");
