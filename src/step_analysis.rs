@@ -91,6 +91,27 @@ pub fn verdict_words(v: &Verdict) -> String {
 /// denial or the right filter denies.
 pub fn authz_mismatch(e: &HttpExpect, p: &Prediction) -> Option<String> {
     let want = e.denied?;
+    // Let through at the gateway, refused by the sidecar of every pod it reaches
+    // (their RBAC or JWT filter answers the same way: authz::sidecar_plan).
+    if p.authz.as_ref().is_none_or(|v| v.denied_by.is_none()) {
+        let outcomes = p.outcomes();
+        let refusals: Vec<&crate::istio::authz::Verdict> = outcomes
+            .iter()
+            .filter_map(|b| b.sidecar.as_ref().filter(|v| v.denied_by.is_some()))
+            .collect();
+        if !outcomes.is_empty() && refusals.len() == outcomes.len() {
+            return refusals
+                .iter()
+                .find(|v| v.denied_by != Some(want.by()))
+                .map(|v| {
+                    format!(
+                        "expected {}, predicted the sidecar's {}",
+                        want.describe(),
+                        verdict_words(v)
+                    )
+                });
+        }
+    }
     match &p.authz {
         Some(v) if v.denied_by == Some(want.by()) => None,
         Some(v) => Some(format!(
@@ -316,6 +337,7 @@ mod authz_tests {
             } else {
                 "the gateway answers itself".into()
             },
+            sidecar: None,
         }
     }
 

@@ -108,7 +108,11 @@ fn the_sidecar_sees_the_rewritten_path_not_the_client_s() {
     c.fails_exactly(&["principals::root-allowed"]);
     // Without the DENY on `/secret`, the ALLOW by namespace lets it in.
     c.breaks("\"/atlas-rest/*\", \"/secret\"]", "\"/atlas-rest/*\"]");
-    c.fails_exactly(&["principals::root-allowed", "deny::rewritten-path-denied"]);
+    c.fails_exactly(&[
+        "principals::root-allowed",
+        "deny::rewritten-path-denied",
+        "deny::rewritten-path-denied-rbac",
+    ]);
 }
 
 #[test]
@@ -132,7 +136,11 @@ fn over_a_plaintext_hop_the_gateway_has_no_identity() {
 fn without_the_policies_every_nb_rest_path_is_open() {
     let c = Case::new();
     c.fixtures.write(POLICIES, "# no policy\n");
-    c.fails_exactly(&["deny::rewritten-path-denied", "allow::unlisted-path-denied"]);
+    c.fails_exactly(&[
+        "deny::rewritten-path-denied",
+        "deny::rewritten-path-denied-rbac",
+        "allow::unlisted-path-denied",
+    ]);
 }
 
 #[test]
@@ -150,7 +158,12 @@ fn without_the_request_authentication_the_sidecar_knows_no_token() {
         "      app: nb-rest\n  jwtRules:",
         "      app: atlas-ui\n  jwtRules:",
     );
-    c.fails_exactly(&["valid::token-reaches-nb-rest", "invalid::unknown-issuer"]);
+    // `denied: jwt` then fails on the sidecar's RBAC refusal (the other filter).
+    c.fails_exactly(&[
+        "valid::token-reaches-nb-rest",
+        "invalid::unknown-issuer",
+        "invalid::unknown-issuer-jwt",
+    ]);
 }
 
 // ---- the comparison with istiod -------------------------------------------------------

@@ -132,6 +132,7 @@ mod tests {
             mtls: None,
             cluster: None,
             reason: reason.into(),
+            sidecar: None,
         }
     }
 

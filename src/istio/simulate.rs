@@ -77,6 +77,9 @@ pub struct Branch {
     pub cluster: Option<String>,
     /// The end of the decision path, in words.
     pub reason: String,
+    /// What the security filters of the reached pods' sidecar decided (authz::
+    /// sidecar_plan); None when none apply to them. A refusal is the branch's answer.
+    pub sidecar: Option<super::authz::Verdict>,
 }
 
 /// The full decision for one request.
@@ -148,6 +151,7 @@ impl Prediction {
             response: PredictedResponse::default(),
             mtls: None,
             cluster: None,
+            sidecar: None,
             reason: format!(
                 "fault abort: the gateway answers {} for {}% of requests",
                 a.http_status,
@@ -864,6 +868,7 @@ impl Mesh {
             mtls: None,
             cluster: Some(name.to_string()),
             reason: String::new(),
+            sidecar: None,
         };
         let Some(c) = self.clusters.get(name) else {
             let why = match super::mesh::parse_cluster_name(name) {
@@ -937,7 +942,7 @@ impl Mesh {
         // the gateway sends it (authz::sidecar_plan): a refusal is the sidecar's answer;
         // a pass may change the headers the app sees (the JWT filter).
         let mut denied: Vec<(SidecarAnswer, Vec<String>)> = Vec::new();
-        let mut seen: std::collections::BTreeMap<usize, (Headers, String)> =
+        let mut seen: std::collections::BTreeMap<usize, SidecarPass> =
             std::collections::BTreeMap::new();
         if let Some(inbound) = inbound {
             reached.retain(|(e, mtls)| {
@@ -957,7 +962,7 @@ impl Mesh {
                     Some(status) => {
                         let key = SidecarAnswer {
                             status,
-                            why: o.verdict.why,
+                            verdict: o.verdict,
                             mtls: *mtls,
                         };
                         match denied.iter_mut().find(|(k, _)| *k == key) {
@@ -967,7 +972,14 @@ impl Mesh {
                         false
                     }
                     None => {
-                        seen.insert(e.pod, (o.headers, format!("{who}: {}", o.verdict.why)));
+                        seen.insert(
+                            e.pod,
+                            SidecarPass {
+                                headers: o.headers,
+                                words: format!("{who}: {}", o.verdict.why),
+                                verdict: o.verdict,
+                            },
+                        );
                         true
                     }
                 }
@@ -1034,9 +1046,10 @@ impl Mesh {
                     pods.len(),
                     pods.join(", "),
                     if a.mtls { "mTLS" } else { "plaintext" },
-                    a.why
+                    a.verdict.why
                 ),
                 mtls: Some(a.mtls),
+                sidecar: Some(a.verdict),
                 ..base.clone()
             })
             .collect();
@@ -1063,9 +1076,9 @@ impl Mesh {
                     .iter()
                     .find(|(i, _)| backend.pods.first() == Some(&self.pods[**i].name))
                     .map(|(_, v)| v);
-                let headers_seen = by_sidecar.map_or(&headers, |(h, _)| h).clone();
+                let headers_seen = by_sidecar.map_or(&headers, |p| &p.headers).clone();
                 let sidecar = by_sidecar
-                    .map(|(_, why)| format!(" -> {why}"))
+                    .map(|p| format!(" -> {}", p.words))
                     .unwrap_or_default();
                 Branch {
                 share: share * n as f64 / answering.max(1) as f64,
@@ -1089,6 +1102,7 @@ impl Mesh {
                 headers_seen,
                 response: stub_response.clone(),
                 mtls: Some(mtls),
+                sidecar: by_sidecar.map(|p| p.verdict.clone()),
                 ..base.clone()
             }})
             .chain(sidecar_answers)
@@ -1291,8 +1305,17 @@ struct Inbound<'a> {
 #[derive(PartialEq)]
 struct SidecarAnswer {
     status: u16,
-    why: String,
+    verdict: super::authz::Verdict,
     mtls: bool,
+}
+
+/// What a sidecar that let the request through did with it.
+struct SidecarPass {
+    /// The headers the app sees (the JWT filter's changes).
+    headers: Headers,
+    /// Its decision, with the pod, for the decision path.
+    words: String,
+    verdict: super::authz::Verdict,
 }
 
 impl Mesh {
@@ -1461,6 +1484,7 @@ fn refused(steps: Vec<String>, why: String) -> Prediction {
             mtls: None,
             cluster: None,
             reason: format!("{why}: connection refused"),
+            sidecar: None,
         }],
         mirrors: Vec::new(),
         longest_answer: std::time::Duration::ZERO,
@@ -1489,6 +1513,7 @@ fn status_only(
             mtls: None,
             cluster: None,
             reason: why,
+            sidecar: None,
         }],
         mirrors: Vec::new(),
         longest_answer: std::time::Duration::ZERO,

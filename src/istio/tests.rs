@@ -244,6 +244,7 @@ fn a_fault_abort_takes_its_share_of_requests_before_the_route_forwards() {
         mtls: None,
         cluster: Some("c".into()),
         reason: "forwarded".into(),
+        sidecar: None,
     };
     let mut p = Prediction {
         steps: vec![],
