@@ -59,8 +59,14 @@ impl Case {
     /// every other check of the suite; nothing was reported as not modelled.
     #[track_caller]
     fn fails_exactly(&self, checks: &[&str]) {
+        self.fails_exactly_with(checks, &[]);
+    }
+
+    /// [`Case::fails_exactly`], with these static findings failing too.
+    #[track_caller]
+    fn fails_exactly_with(&self, checks: &[&str], static_findings: &[&str]) {
         let r = run_suite(&self.fixtures, &self.suite);
-        assert_suite_fails_exactly(&r, &self.suite, checks, &[], &[]);
+        assert_suite_fails_exactly(&r, &self.suite, checks, &[], static_findings);
     }
 }
 
@@ -130,6 +136,34 @@ fn over_a_plaintext_hop_the_gateway_has_no_identity() {
         "namespaces::items-allowed",
         "service-accounts::orders-allowed",
     ]);
+}
+
+#[test]
+fn a_pod_without_a_sidecar_enforces_nothing() {
+    let c = Case::new();
+    // nb-rest not injected (and reached in plaintext: nothing there terminates mTLS):
+    // no proxy runs its policies, so every path is open, whoever asks.
+    for v in ["v1", "v2"] {
+        c.breaks_in(
+            "20-backends.yaml",
+            &format!("        app: nb-rest\n        version: {v}\n    spec:"),
+            &format!("        app: nb-rest\n        version: {v}\n      annotations:\n        sidecar.istio.io/inject: \"false\"\n    spec:"),
+        );
+    }
+    c.breaks_in(
+        "50-destinationrules.yaml",
+        "mode: ISTIO_MUTUAL\n  subsets:",
+        "mode: DISABLE\n  subsets:",
+    );
+    // The analysis says so (MC112: pods opt out of injection).
+    c.fails_exactly_with(
+        &[
+            "deny::rewritten-path-denied",
+            "deny::rewritten-path-denied-rbac",
+            "allow::unlisted-path-denied",
+        ],
+        &["static::injection"],
+    );
 }
 
 #[test]
