@@ -15,6 +15,12 @@ use serde_json::Value;
 /// The names of the HTTP filters compared here.
 const SECURITY_FILTERS: &[&str] = &[JWT_FILTER, "envoy.filters.http.rbac"];
 
+/// istiod's security filters (JWT, RBAC) of connection manager `hcm` (its
+/// typed_config), in its order.
+pub fn security_filters(hcm: &Value) -> Vec<Value> {
+    theirs(hcm)
+}
+
 /// istiod's security filters of connection manager `hcm` (its typed_config).
 fn theirs(hcm: &Value) -> Vec<Value> {
     hcm.get("http_filters")

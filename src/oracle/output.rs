@@ -40,6 +40,13 @@ pub struct InboundHcm {
     pub hcm: Value,
 }
 
+impl InboundHcm {
+    /// Its security filters (JWT, RBAC), in istiod's order.
+    pub fn security_filters(&self) -> Vec<Value> {
+        super::compare_authz::security_filters(&self.hcm)
+    }
+}
+
 /// The status istiod writes on one Gateway API object: computed by pilot's gateway
 /// controller (pilot/pkg/config/kube/gateway: the status collections of
 /// GatewayCollection/FinalGatewayStatusCollection and HTTPRouteCollection & co.).

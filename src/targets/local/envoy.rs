@@ -757,6 +757,9 @@ pub struct SidecarPod<'a> {
     pub app_ip: Ipv4Addr,
     pub ports: &'a [u16],
     pub cert: &'a CertFiles,
+    /// istiod's security filters by port (`--control-plane istiod`); None: the
+    /// model's.
+    pub istiod_filters: Option<&'a [(u32, Vec<Value>)]>,
 }
 
 /// The listeners and clusters of one pod's sidecar (see [`SidecarPod`]).
@@ -767,13 +770,24 @@ pub fn sidecar_resources(mesh: &Mesh, s: &SidecarPod, root: &Path) -> (Vec<Value
     let mut clusters = Vec::new();
     // The pod's security filters before the router, in every inbound connection
     // manager (listener_inbound.go buildInboundNetworkFiltersForHTTP; authz::sidecar_plan).
-    let mut http_filters = mesh
+    let model_filters = mesh
         .sidecar_authz
         .get(&s.pod)
         .map(AuthzPlan::http_filters)
         .unwrap_or_default();
-    http_filters.push(router_filter());
     for &port in s.ports {
+        // istiod's, when it programs the sidecars: the port's chain, else the
+        // passthrough chain's (listener_inbound.go: both carry the pod's filters).
+        let mut http_filters = match s.istiod_filters {
+            Some(by_port) => by_port
+                .iter()
+                .find(|(p, _)| *p == u32::from(port))
+                .or_else(|| by_port.iter().find(|(p, _)| *p == 0))
+                .map(|(_, f)| f.clone())
+                .unwrap_or_default(),
+            None => model_filters.clone(),
+        };
+        http_filters.push(router_filter());
         let cluster_name = format!("inbound|{port}||{key}");
         let hcm = json!({
             "name": "envoy.filters.network.http_connection_manager",
@@ -856,4 +870,80 @@ pub fn lds_response(version: u64, listeners: Vec<Value>) -> Value {
         })
         .collect();
     json!({"version_info": version.to_string(), "resources": resources})
+}
+
+#[cfg(test)]
+mod sidecar_tests {
+    use super::*;
+
+    fn http_filter_names(listeners: &[Value]) -> Vec<Vec<String>> {
+        listeners
+            .iter()
+            .flat_map(|l| l["filter_chains"].as_array().cloned().unwrap_or_default())
+            .map(|c| {
+                c.pointer("/filters/0/typed_config/http_filters")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .map(|f| f["name"].as_str().unwrap_or_default().to_string())
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_sidecar_runs_istiods_filters_for_its_port_or_the_model_s() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let fx = crate::fixtures::load_dir(&root.join("fixtures/ingress")).unwrap();
+        let mut mesh = Mesh::build(&fx);
+        let pod = mesh
+            .pods
+            .iter()
+            .position(|p| p.name.starts_with("nb-rest-v1"))
+            .unwrap();
+        let cert = CertFiles {
+            cert: "c.crt".into(),
+            key: "c.key".into(),
+        };
+        let rbac = json!({"name": "envoy.filters.http.rbac", "typed_config": {}});
+        let jwt = json!({"name": "envoy.filters.http.jwt_authn", "typed_config": {}});
+        let istiod = [(8080, vec![jwt.clone(), rbac.clone()]), (0, vec![rbac])];
+        let s = |istiod_filters| SidecarPod {
+            pod,
+            pod_ip: Ipv4Addr::new(127, 0, 0, 2),
+            app_ip: Ipv4Addr::new(127, 0, 0, 3),
+            ports: &[8080, 9090],
+            cert: &cert,
+            istiod_filters,
+        };
+        let router = "envoy.filters.http.router".to_string();
+        let (l, _) = sidecar_resources(&mesh, &s(Some(&istiod)), Path::new("root.pem"));
+        let names = http_filter_names(&l);
+        // mTLS and plaintext chains (PERMISSIVE) of each port: 8080's own, 9090 the
+        // passthrough chain's.
+        assert_eq!(names.len(), 4, "{names:?}");
+        assert_eq!(
+            names[0],
+            [
+                jwt["name"].as_str().unwrap(),
+                "envoy.filters.http.rbac",
+                &router
+            ]
+        );
+        assert_eq!(names[2], ["envoy.filters.http.rbac", &router]);
+        // The model's: none without a policy; the pod's plan with one.
+        let (l, _) = sidecar_resources(&mesh, &s(None), Path::new("root.pem"));
+        assert!(http_filter_names(&l).iter().all(|n| *n == [router.clone()]));
+        let mut plan = crate::istio::authz::AuthzPlan::default();
+        plan.rbac.push(crate::istio::authz::rbac::RbacFilter {
+            rules: None,
+            shadow_rules: None,
+            shadow_rules_stat_prefix: String::new(),
+        });
+        mesh.sidecar_authz.insert(pod, plan);
+        let (l, _) = sidecar_resources(&mesh, &s(None), Path::new("root.pem"));
+        assert!(http_filter_names(&l)
+            .iter()
+            .all(|n| *n == ["envoy.filters.http.rbac", &router]));
+    }
 }

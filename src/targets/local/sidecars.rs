@@ -31,6 +31,10 @@ pub(super) struct HostedPod {
     pub app_ip: Ipv4Addr,
     pub ports: Vec<u16>,
     pub cert: CertFiles,
+    /// `--control-plane istiod`: the security filters (JWT, RBAC) istiod puts in the
+    /// pod's inbound connection managers, by port (0: the passthrough chains);
+    /// None: the model's (authz::sidecar_plan).
+    pub istiod_filters: Option<Vec<(u32, Vec<Value>)>>,
 }
 
 impl HostedPod {
@@ -128,6 +132,7 @@ impl SidecarHost {
             app_ip: p.app_ip,
             ports: &p.ports,
             cert: &p.cert,
+            istiod_filters: p.istiod_filters.as_deref(),
         }
     }
 

@@ -114,7 +114,7 @@ impl LocalTarget {
         let mut waits: Vec<Wait> = Vec::new();
         let clock = Instant::now();
         // The sidecar hosts first: loading their configuration is the longest start.
-        target.start_sidecar_hosts(&place, &pki, &proxy, &mut waits)?;
+        target.start_sidecar_hosts(&place, &pki, &proxy, opts.istiod.as_deref(), &mut waits)?;
         t.hosts = clock.elapsed();
         let clock = Instant::now();
         let stubs = target.start_gateways_and_plan_apps(&place, &pki, &proxy, opts, &mut waits)?;
@@ -222,6 +222,7 @@ impl LocalTarget {
         place: &Placement,
         pki: &Pki,
         proxy: &Proxy<'_>,
+        istiod: Option<&crate::oracle::output::Output>,
         waits: &mut Vec<Wait>,
     ) -> Result<(), TargetError> {
         let hosted = place
@@ -233,6 +234,7 @@ impl LocalTarget {
                 app_ip: place.app_ip[i],
                 ports: app_ports(&self.mesh.pods[i]),
                 cert: pki.pods[&i].clone(),
+                istiod_filters: istiod.and_then(|a| istiod_sidecar_filters(a, &self.mesh, i)),
             })
             .collect();
         let wd = &self.workdir_path;
@@ -466,6 +468,26 @@ fn check_pod_limit(pods: usize) -> Result<(), TargetError> {
         ))),
         _ => Ok(()),
     }
+}
+
+/// The security filters istiod puts in the inbound connection managers of pod `i`'s
+/// sidecar, by the chain's port (oracle/sidecar.go); None when istiod was not asked
+/// about the pod (no policy of its namespace or the root namespace: none apply, as in
+/// the model).
+fn istiod_sidecar_filters(
+    answer: &crate::oracle::output::Output,
+    mesh: &Mesh,
+    i: usize,
+) -> Option<Vec<(u32, Vec<serde_json::Value>)>> {
+    let p = &mesh.pods[i];
+    let key = format!("{}/{}", p.namespace, p.name);
+    let sc = answer.sidecars.iter().find(|s| s.pod == key)?;
+    Some(
+        sc.inbound
+            .iter()
+            .map(|h| (h.port, h.security_filters()))
+            .collect(),
+    )
 }
 
 /// The gateway bootstrap from istiod's answer for pod `gw`.
