@@ -1029,6 +1029,11 @@ pub struct SidecarsCheck {
     /// Istio mTLS from the gateway (XFCC URI = the gateway's SPIFFE identity).
     #[serde(default)]
     pub via: Vec<RequestSpec>,
+    /// No pod of these namespaces answers a plaintext request sent straight to its
+    /// address and declared ports, bypassing the gateway (PeerAuthentication STRICT:
+    /// only Istio mTLS gets in).
+    #[serde(default)]
+    pub plaintext_refused: Vec<String>,
 }
 
 impl DistributionCheck {
