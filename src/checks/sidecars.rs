@@ -483,6 +483,7 @@ mod tests {
             let check = SidecarsCheck {
                 namespaces: vec!["atlas".into()],
                 via: Vec::new(),
+                plaintext_refused: Vec::new(),
             };
             run(&ctx, &check).await
         };

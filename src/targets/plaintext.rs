@@ -23,6 +23,17 @@ pub enum PlaintextAnswer {
     Unreachable(String),
 }
 
+/// Sends the plaintext request from where a target's pods are reachable when that is
+/// not this machine (a kind node's container).
+pub trait PlaintextFrom: Send + Sync {
+    fn send(
+        &self,
+        addr: SocketAddr,
+        connect: Duration,
+        answer: Duration,
+    ) -> crate::targets::BoxFuture<'_, PlaintextAnswer>;
+}
+
 /// The request sent: plain HTTP/1.1, closed after the answer.
 pub const REQUEST: &[u8] =
     b"GET / HTTP/1.1\r\nHost: meshcheck-plaintext\r\nUser-Agent: meshcheck\r\nConnection: close\r\n\r\n";
