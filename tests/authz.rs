@@ -388,6 +388,26 @@ fn a_when_value_or_peer_identity_read_otherwise_changes_exactly_its_checks() {
         .breaks(
             "{ namespaces: [\"atlas\"] }",
             "{ notNamespaces: [\"atlas\"] }",
+        )
+        .breaks(
+            "{ serviceAccounts: [\"atlas/atlas-ui\"] }",
+            "{ notServiceAccounts: [\"atlas/atlas-ui\"] }",
+        )
+        .breaks(
+            "{ trustDomains: [\"cluster.local\"] }",
+            "{ notTrustDomains: [\"cluster.local\"] }",
+        )
+        .breaks(
+            "{ key: source.principal, values: [\"*\"] }",
+            "{ key: source.principal, notValues: [\"*\"] }",
+        )
+        .breaks(
+            "{ key: source.namespace, notValues: [\"atlas\"] }",
+            "{ key: source.namespace, values: [\"atlas\"] }",
+        )
+        .breaks(
+            "values: [\"testing@secure.istio.io/blocked-sub\"]",
+            "values: [\"testing@secure.istio.io/fine-sub\"]",
         );
     c.fails_exactly(&[
         "source-ip::denied",
@@ -400,5 +420,11 @@ fn a_when_value_or_peer_identity_read_otherwise_changes_exactly_its_checks() {
         "presenter::other-allowed",
         "peer::no-principal-denied",
         "peer::namespace-never-external",
+        "peer::service-account-never-external",
+        "peer::trust-domain-never-external",
+        "peer::source-principal-never-external",
+        "peer::source-namespace-not-atlas-denied",
+        "request-principal::denied",
+        "request-principal::other-allowed",
     ]);
 }
