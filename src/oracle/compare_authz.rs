@@ -125,20 +125,25 @@ pub fn verdict_difference(
     mine: Option<&crate::istio::authz::Verdict>,
     theirs: Option<&super::output::Authz>,
 ) -> Option<(String, String)> {
+    use crate::istio::authz::DeniedBy;
     let show_mine = |v: Option<&crate::istio::authz::Verdict>| match v {
-        None => "no RBAC filter".to_string(),
-        Some(v) => format!(
-            "{} ({})",
-            if v.denied_by.is_some() {
-                "denied"
-            } else {
-                "allowed"
-            },
-            v.policy.as_deref().unwrap_or("no policy matched")
-        ),
+        None => "no security filter".to_string(),
+        Some(v) => match v.denied_by {
+            Some(DeniedBy::Jwt) => format!("denied by the JWT filter ({})", v.why),
+            Some(DeniedBy::Rbac) | None => format!(
+                "{} ({})",
+                if v.denied_by.is_some() {
+                    "denied"
+                } else {
+                    "allowed"
+                },
+                v.policy.as_deref().unwrap_or("no policy matched")
+            ),
+        },
     };
     let show_theirs = |a: Option<&super::output::Authz>| match a {
-        None => "no RBAC filter".to_string(),
+        None => "no security filter".to_string(),
+        Some(a) if a.denied_by == "jwt" => format!("denied by the JWT filter ({})", a.why),
         Some(a) => format!(
             "{} ({})",
             if a.denied { "denied" } else { "allowed" },
@@ -151,23 +156,34 @@ pub fn verdict_difference(
     };
     let same = match (mine, theirs) {
         (None, None) => true,
-        // The oracle evaluates RBAC only: a JWT filter's refusal, or a JWT filter that
-        // let the request through with no RBAC filter after it, is not compared here
-        // (MC408 compares the JWT filter itself).
-        (Some(m), _) if m.denied_by == Some(crate::istio::authz::DeniedBy::Jwt) => true,
         (Some(m), None) if m.denied_by.is_none() && m.policy.is_none() => true,
-        (Some(m), Some(t)) => {
-            m.denied_by.is_some() == t.denied
-                && m.policy.as_deref().unwrap_or("") == t.policy.as_str()
-        }
+        (Some(m), Some(t)) => match m.denied_by {
+            // Refused by the JWT filter on both sides (Envoy's 401, or 403 for audiences:
+            // the statuses are the oracle's; the model's messages are pinned to Envoy's).
+            Some(DeniedBy::Jwt) => {
+                t.denied && t.denied_by == "jwt" && m.why.contains(jwt_reason(&t.why))
+            }
+            _ => {
+                t.denied_by != "jwt"
+                    && m.denied_by.is_some() == t.denied
+                    && m.policy.as_deref().unwrap_or("") == t.policy.as_str()
+            }
+        },
         _ => false,
     };
     (!same).then(|| (show_mine(mine), show_theirs(theirs)))
 }
 
+/// The status message of the oracle's JWT refusal (`JWT: 401 Jwt is expired`).
+fn jwt_reason(why: &str) -> &str {
+    why.strip_prefix("JWT: ")
+        .and_then(|w| w.split_once(' '))
+        .map_or(why, |(_, reason)| reason)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::first_difference;
+    use super::{first_difference, verdict_difference};
     use serde_json::json;
 
     #[test]
@@ -182,5 +198,45 @@ mod tests {
             "f.rules.policies.q"
         );
         assert!(first_difference(&a, &a, "f").is_none());
+    }
+
+    fn theirs(v: serde_json::Value) -> crate::oracle::output::Authz {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn jwt_refusals_agree_only_with_the_same_status() {
+        use crate::istio::authz::{DeniedBy, Verdict};
+        let expired = Verdict {
+            denied_by: Some(DeniedBy::Jwt),
+            policy: None,
+            why: "JWT: Jwt is expired (rule 0): 401".into(),
+        };
+        let oracle_expired = theirs(json!({"filters": 1, "denied": true, "denied_by": "jwt",
+            "status": 401, "why": "JWT: 401 Jwt is expired"}));
+        assert!(verdict_difference(Some(&expired), Some(&oracle_expired)).is_none());
+        // Another status, or the oracle letting the token through, is a difference.
+        let oracle_bad_sig = theirs(json!({"filters": 1, "denied": true, "denied_by": "jwt",
+            "status": 401, "why": "JWT: 401 Jwt verification fails"}));
+        assert!(verdict_difference(Some(&expired), Some(&oracle_bad_sig)).is_some());
+        let oracle_allowed = theirs(json!({"filters": 1, "denied": false,
+            "policy": "ns[istio-ingress]-policy[p]-rule[0]", "why": "allowed"}));
+        assert!(verdict_difference(Some(&expired), Some(&oracle_allowed)).is_some());
+        // The model letting through what the oracle's JWT filter refuses.
+        let allowed = Verdict {
+            denied_by: None,
+            policy: Some("ns[istio-ingress]-policy[p]-rule[0]".into()),
+            why: String::new(),
+        };
+        let (mine, their) = verdict_difference(Some(&allowed), Some(&oracle_expired)).unwrap();
+        assert!(mine.starts_with("allowed"), "{mine}");
+        assert!(their.contains("Jwt is expired"), "{their}");
+        // An RBAC denial is not a JWT one.
+        let rbac = Verdict {
+            denied_by: Some(DeniedBy::Rbac),
+            policy: None,
+            why: String::new(),
+        };
+        assert!(verdict_difference(Some(&rbac), Some(&oracle_expired)).is_some());
     }
 }
