@@ -469,8 +469,12 @@ pub struct RbacFilter {
 impl RbacFilter {
     /// The filter as Envoy JSON (name and typed_config).
     pub fn json(&self) -> Value {
-        let mut tc = json!({"@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
-                            "shadow_rules_stat_prefix": self.shadow_rules_stat_prefix});
+        let mut tc =
+            json!({"@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"});
+        // protojson leaves an empty string out (AUDIT's, CUSTOM's deny filter).
+        if !self.shadow_rules_stat_prefix.is_empty() {
+            tc["shadow_rules_stat_prefix"] = json!(self.shadow_rules_stat_prefix);
+        }
         if let Some(r) = &self.rules {
             tc["rules"] = r.json();
         }
