@@ -402,3 +402,50 @@ fn a_when_value_or_peer_identity_read_otherwise_changes_exactly_its_checks() {
         "peer::namespace-never-external",
     ]);
 }
+
+/// CUSTOM (ext_authz), after Istio's External Authorization task: the stub as Istio's
+/// sample authorizer allows /authz/headers with `x-ext-authz: allow` only; other paths
+/// never reach it.
+#[test]
+fn a_custom_policy_asks_the_authorizer_for_its_paths_only() {
+    Case::new("ext-authz").fails_exactly(&[]);
+}
+
+#[test]
+fn without_the_custom_policy_nothing_is_denied() {
+    let c = Case::new("ext-authz");
+    c.breaks("paths: [\"/authz/headers\"]", "paths: [\"/elsewhere\"]");
+    c.fails_exactly(&["custom::denied", "custom::denied-other-value"]);
+}
+
+#[test]
+fn a_header_the_check_request_does_not_carry_is_never_allowed() {
+    // Envoy's HTTP check request carries only the client headers
+    // includeRequestHeadersInCheck names.
+    let c = Case::new("ext-authz");
+    c.breaks(
+        "includeRequestHeadersInCheck: [\"x-ext-authz\"]",
+        "includeRequestHeadersInCheck: [\"x-other\"]",
+    );
+    c.fails_exactly(&["custom::allowed"]);
+}
+
+#[test]
+fn an_unknown_provider_denies_what_the_policy_matches() {
+    // builder.go: a provider istiod cannot use turns the policy into a DENY filter
+    // (`-deny-due-to-bad-CUSTOM-action`): 403 RBAC, not the authorizer's answer.
+    let c = Case::new("ext-authz");
+    c.breaks(
+        "    name: sample-ext-authz-http\n  rules:",
+        "    name: no-such-provider\n  rules:",
+    );
+    let r = run_suite(&c.fixtures, &c.suite);
+    // The body is the RBAC filter's (the simulation does not predict bodies).
+    assert_suite_fails_exactly(
+        &r,
+        &c.suite,
+        &["custom::allowed"],
+        &["custom::denied", "custom::denied-other-value"],
+        &[],
+    );
+}
