@@ -415,7 +415,16 @@ fn a_custom_policy_asks_the_authorizer_for_its_paths_only() {
 fn without_the_custom_policy_nothing_is_denied() {
     let c = Case::new("ext-authz");
     c.breaks("paths: [\"/authz/headers\"]", "paths: [\"/elsewhere\"]");
-    c.fails_exactly(&["custom::denied", "custom::denied-other-value"]);
+    let r = run_suite(&c.fixtures, &c.suite);
+    // custom::allowed misses the authorizer's header at the backend: the simulation
+    // judges a header it predicts, never one it predicts absent (live only).
+    assert_suite_fails_exactly(
+        &r,
+        &c.suite,
+        &["custom::denied", "custom::denied-other-value"],
+        &["custom::allowed"],
+        &[],
+    );
 }
 
 #[test]
@@ -447,5 +456,49 @@ fn an_unknown_provider_denies_what_the_policy_matches() {
         &["custom::allowed"],
         &["custom::denied", "custom::denied-other-value"],
         &[],
+    );
+}
+
+#[test]
+fn only_the_headers_named_reach_the_backend_from_the_authorizer() {
+    let c = Case::new("ext-authz");
+    c.breaks(
+        "        headersToUpstreamOnAllow: [\"x-ext-authz-check-result\"]\n",
+        "",
+    );
+    let r = run_suite(&c.fixtures, &c.suite);
+    // The header predicted absent is not judged by the simulation (live only).
+    assert_suite_fails_exactly(&r, &c.suite, &[], &["custom::allowed"], &[]);
+}
+
+#[test]
+fn every_http_provider_field_is_written_as_istiod_writes_it() {
+    // Compared with istiod whole (MC408) when the test ends: durations, the status enum,
+    // header lists, the added check headers (sorted), the body settings.
+    let c = Case::new("ext-authz");
+    c.breaks(
+        "        headersToUpstreamOnAllow: [\"x-ext-authz-check-result\"]\n",
+        "        headersToUpstreamOnAllow: [\"x-ext-authz-check-result\", \"x-up-*\"]\n        timeout: 0.5s\n        statusOnError: \"503\"\n        failOpen: true\n        pathPrefix: /check\n        headersToDownstreamOnDeny: [\"*-result\"]\n        headersToDownstreamOnAllow: [x-a]\n        includeAdditionalHeadersInCheck: {x-b: \"2\", x-a: \"1\"}\n        includeRequestBodyInCheck: {maxRequestBytes: 100, packAsBytes: true}\n",
+    );
+    c.fails_exactly(&[]);
+}
+
+#[test]
+fn a_dry_run_custom_policy_is_refused_as_istio_s_validation_refuses_it() {
+    // checkDryRunAnnotation: istio.io/dry-run is for ALLOW and DENY only; the policy is
+    // not taken (MC304), so nothing asks the authorizer.
+    let c = Case::new("ext-authz");
+    c.breaks(
+        "  name: ext-authz\n  namespace: istio-ingress\n",
+        "  name: ext-authz\n  namespace: istio-ingress\n  annotations:\n    istio.io/dry-run: \"true\"\n",
+    );
+    let r = run_suite(&c.fixtures, &c.suite);
+    // custom::allowed misses the authorizer's header: not judged by the simulation.
+    assert_suite_fails_exactly(
+        &r,
+        &c.suite,
+        &["custom::denied", "custom::denied-other-value"],
+        &["custom::allowed"],
+        &["static::fields"],
     );
 }

@@ -742,6 +742,161 @@ fn http(fx: &Fixtures, name: &str, h: &ExtAuthzHttpProvider) -> Result<ExtAuthzF
 mod tests {
     use super::*;
 
+    /// The ext-authz test fixtures (tests/authz/ext-authz.yaml) with `from` replaced by
+    /// `to`, loaded alone: the CUSTOM filters of a pod `istio: my-ingress-gateway` in
+    /// istio-ingress, and the warnings.
+    fn custom(from: &str, to: &str) -> (Vec<CustomFilter>, Vec<Warning>) {
+        let text = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/authz/ext-authz.yaml"),
+        )
+        .unwrap();
+        assert!(from.is_empty() || text.contains(from), "{from}");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.yaml"), text.replacen(from, to, 1)).unwrap();
+        let fx = crate::fixtures::load::load_dir(dir.path()).unwrap();
+        let labels: crate::fixtures::k8s::Labels =
+            [("istio".to_string(), "my-ingress-gateway".to_string())]
+                .into_iter()
+                .collect();
+        let mut w = Vec::new();
+        let plan = super::super::plan(&fx, "istio-ingress", &labels, &mut w);
+        (plan.custom, w)
+    }
+
+    fn request(path: &str, headers: &[(&str, &str)]) -> Request {
+        Request {
+            path: path.into(),
+            method: "GET".into(),
+            authority: "a".into(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), vec![v.to_string()]))
+                .collect(),
+            destination_port: 8080,
+            destination_ip: None,
+            direct_remote_ip: None,
+            remote_ip: None,
+            peer_principal: None,
+            sni: None,
+            metadata: Default::default(),
+        }
+    }
+
+    #[test]
+    fn the_stub_authorizer_decides_the_matching_requests_only() {
+        let (c, w) = custom("", "");
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(c.len(), 1);
+        let f = &c[0];
+        let name =
+            "istio-ext-authz-sample-ext-authz-http-ns[istio-ingress]-policy[ext-authz]-rule[0]";
+        assert!(f
+            .rbac
+            .shadow_rules
+            .as_ref()
+            .unwrap()
+            .policies
+            .contains_key(name));
+        assert!(f.rbac.rules.is_none());
+        let ext = f.ext_authz.as_ref().unwrap();
+        assert_eq!(
+            ext.cluster,
+            "outbound|8000||ext-authz.ext-authz.svc.cluster.local"
+        );
+        assert_eq!(ext.authorizer, Authorizer::SampleStub);
+        let (v, s) = f.decide(&request("/authz/headers", &[])).unwrap();
+        assert_eq!((v.denied_by, s), (Some(DeniedBy::ExtAuthz), Some(403)));
+        assert_eq!(v.policy.as_deref(), Some(name));
+        let (v, s) = f
+            .decide(&request("/authz/headers", &[("x-ext-authz", "allow")]))
+            .unwrap();
+        assert_eq!((v.denied_by, s), (None, None));
+        assert_eq!(
+            f.upstream_headers(),
+            [(RESULT_HEADER.to_string(), "allowed".to_string())]
+        );
+        assert!(f
+            .decide(&request("/authz/other", &[("x-ext-authz", "allow")]))
+            .is_none());
+    }
+
+    #[test]
+    fn an_unusable_provider_is_a_deny_filter_and_another_kind_is_not_applied() {
+        let bad = "istio-ext-authz-sample-ext-authz-http-ns[istio-ingress]-policy[ext-authz]-rule[0]-deny-due-to-bad-CUSTOM-action";
+        for (from, to) in [
+            ("port: \"8000\"", "port: \"0\""),
+            ("service: ext-authz.ext-authz", "service: nowhere.ext-authz"),
+            (
+                "port: \"8000\"",
+                "port: \"8000\"\n        statusOnError: \"299\"",
+            ),
+            (
+                "port: \"8000\"",
+                "port: \"8000\"\n        pathPrefix: check",
+            ),
+            ("[\"x-ext-authz\"]", "[\"*\"]"),
+        ] {
+            let (c, w) = custom(from, to);
+            assert_eq!(c.len(), 1, "{to}");
+            assert!(c[0].ext_authz.is_none(), "{to}");
+            let rules = c[0].rbac.rules.as_ref().unwrap();
+            assert_eq!(rules.action, Action::Deny);
+            assert!(rules.policies.contains_key(bad), "{to}: {rules:?}");
+            assert!(
+                w.iter().any(|w| w.message.contains("cannot use")),
+                "{to}: {w:?}"
+            );
+            let (v, s) = c[0]
+                .decide(&request("/authz/headers", &[("x-ext-authz", "allow")]))
+                .unwrap();
+            assert_eq!((v.denied_by, s), (Some(DeniedBy::Rbac), Some(403)));
+        }
+        let (c, w) = custom("envoyExtAuthzHttp:", "envoyExtAuthzGrpc:");
+        assert!(c.is_empty());
+        assert!(
+            w.iter()
+                .any(|w| w.message.contains("only envoyExtAuthzHttp")),
+            "{w:?}"
+        );
+    }
+
+    #[test]
+    fn another_authorizer_s_answer_is_not_predicted() {
+        let (c, w) = custom("value: ext-authz\n", "value: echo\n");
+        assert!(
+            w.iter().any(|w| w.message.contains("does not predict")),
+            "{w:?}"
+        );
+        let (v, s) = c[0].decide(&request("/authz/headers", &[])).unwrap();
+        assert_eq!((v.denied_by, s), (None, None));
+        assert!(v.why.contains("does not predict"), "{}", v.why);
+    }
+
+    #[test]
+    fn what_istio_s_validation_refuses_of_custom_is_refused() {
+        for (from, to) in [
+            // checkDryRunAnnotation: ALLOW/DENY only.
+            (
+                "  name: ext-authz\n  namespace: istio-ingress\n",
+                "  name: ext-authz\n  namespace: istio-ingress\n  annotations:\n    istio.io/dry-run: \"true\"\n",
+            ),
+            ("    name: sample-ext-authz-http\n  rules:", "    name: \"\"\n  rules:"),
+            ("  rules:\n  - to:", "  rules:\n  - when:\n    - key: request.auth.claims[iss]\n      values: [a]\n    to:"),
+            ("  action: CUSTOM\n", "  action: DENY\n"),
+        ] {
+            let text = std::fs::read_to_string(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/authz/ext-authz.yaml"),
+            )
+            .unwrap();
+            assert!(text.contains(from), "{from}");
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("a.yaml"), text.replacen(from, to, 1)).unwrap();
+            let fx = crate::fixtures::load::load_dir(dir.path()).unwrap();
+            assert!(fx.authorization_policies.is_empty(), "{to}");
+            assert_eq!(fx.refused.len(), 1, "{to}: {:?}", fx.refused);
+        }
+    }
+
     #[test]
     fn durations_are_written_as_protojson_writes_them() {
         assert_eq!(duration("10s").as_deref(), Some("10s"));

@@ -436,8 +436,17 @@ impl Rules {
     }
 
     fn json(&self) -> Value {
-        let mut v = json!({"policies": self.policies.iter()
-            .map(|(k, p)| (k.clone(), p.json())).collect::<Map<String, Value>>()});
+        // protojson leaves an empty map out (CUSTOM's shadow rules with only dry-run
+        // policies).
+        let mut v = json!({});
+        if !self.policies.is_empty() {
+            v["policies"] = Value::Object(
+                self.policies
+                    .iter()
+                    .map(|(k, p)| (k.clone(), p.json()))
+                    .collect::<Map<String, Value>>(),
+            );
+        }
         // ALLOW is the enum's zero: protojson leaves it out, as in istiod's config.
         if self.action != Action::Allow {
             v["action"] = json!(self.action.name());
