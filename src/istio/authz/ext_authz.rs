@@ -490,9 +490,9 @@ pub fn duration(text: &str) -> Option<String> {
     let nanos: u32 = format!("{frac:0<9}").parse().ok()?;
     Some(if nanos == 0 {
         format!("{secs}s")
-    } else if nanos % 1_000_000 == 0 {
+    } else if nanos.is_multiple_of(1_000_000) {
         format!("{secs}.{:03}s", nanos / 1_000_000)
-    } else if nanos % 1_000 == 0 {
+    } else if nanos.is_multiple_of(1_000) {
         format!("{secs}.{:06}s", nanos / 1_000)
     } else {
         format!("{secs}.{nanos:09}s")
@@ -858,6 +858,25 @@ mod tests {
                 .any(|w| w.message.contains("only envoyExtAuthzHttp")),
             "{w:?}"
         );
+    }
+
+    #[test]
+    fn several_providers_on_one_pod_deny_as_istiod_does_without_the_feature_flag() {
+        let second = "---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: other\n  namespace: istio-ingress\nspec:\n  action: CUSTOM\n  provider:\n    name: other\n  rules:\n  - to:\n    - operation:\n        paths: [\"/other\"]\n";
+        let (c, w) = custom(
+            "        paths: [\"/authz/headers\"]\n",
+            &format!("        paths: [\"/authz/headers\"]\n{second}"),
+        );
+        assert_eq!(c.len(), 2);
+        assert!(c.iter().all(|f| f.ext_authz.is_none()));
+        assert!(w.iter().any(|w| w
+            .message
+            .contains("PILOT_ENABLE_MULTIPLE_CUSTOM_AUTHZ_PROVIDERS")));
+        let (v, _) = c[0]
+            .decide(&request("/other", &[]))
+            .or_else(|| c[1].decide(&request("/other", &[])))
+            .unwrap();
+        assert_eq!(v.denied_by, Some(DeniedBy::Rbac));
     }
 
     #[test]
