@@ -498,3 +498,16 @@ fn a_dry_run_custom_policy_is_refused_as_istio_s_validation_refuses_it() {
         &["static::fields"],
     );
 }
+
+#[test]
+fn custom_is_asked_before_a_deny_policy_on_the_same_path() {
+    // listener_builder.go: CUSTOM's filters come first, then DENY: a request the
+    // authorizer refuses gets its answer, one it lets through meets the DENY policy.
+    let c = Case::new("ext-authz");
+    let text = c.fixtures.read(POLICIES);
+    c.fixtures.write(
+        POLICIES,
+        &format!("{text}---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: deny-headers\n  namespace: istio-ingress\nspec:\n  selector:\n    matchLabels:\n      istio: my-ingress-gateway\n  action: DENY\n  rules:\n  - to:\n    - operation:\n        paths: [\"/authz/headers\"]\n"),
+    );
+    c.fails_exactly(&["custom::allowed"]);
+}
