@@ -1,5 +1,6 @@
-//! The gateway's security filters (JWT and RBAC: istio/authz/) against istiod's: the
-//! model's envoy.filters.http.jwt_authn and envoy.filters.http.rbac filters, in order
+//! The gateway's security filters (JWT, RBAC, CUSTOM's ext_authz: istio/authz/) against
+//! istiod's: the model's envoy.filters.http.jwt_authn, envoy.filters.http.rbac and
+//! envoy.filters.http.ext_authz filters, in order
 //! and whole, must be the ones istiod puts into the same HttpConnectionManager (MC408).
 //!
 //! One part is left out, knowingly: the JWKS of a provider whose rule names a
@@ -13,7 +14,11 @@ use crate::istio::authz::AuthzPlan;
 use serde_json::Value;
 
 /// The names of the HTTP filters compared here.
-const SECURITY_FILTERS: &[&str] = &[JWT_FILTER, "envoy.filters.http.rbac"];
+const SECURITY_FILTERS: &[&str] = &[
+    JWT_FILTER,
+    "envoy.filters.http.rbac",
+    crate::istio::authz::ext_authz::FILTER,
+];
 
 /// istiod's security filters of connection manager `hcm` (its typed_config).
 fn theirs(hcm: &Value) -> Vec<Value> {
@@ -89,8 +94,12 @@ pub fn difference(plan: &AuthzPlan, hcm: &Value) -> Option<(String, String)> {
         let names = |fs: &[Value]| {
             fs.iter()
                 .map(|f| {
-                    if f.get("name").and_then(Value::as_str) == Some(JWT_FILTER) {
-                        return "jwt_authn".to_string();
+                    match f.get("name").and_then(Value::as_str) {
+                        Some(JWT_FILTER) => return "jwt_authn".to_string(),
+                        Some(crate::istio::authz::ext_authz::FILTER) => {
+                            return "ext_authz".to_string()
+                        }
+                        _ => {}
                     }
                     let action = f
                         .pointer("/typed_config/rules/action")
@@ -112,6 +121,7 @@ pub fn difference(plan: &AuthzPlan, hcm: &Value) -> Option<(String, String)> {
         .find_map(|(i, (m, t))| {
             let what = match m.get("name").and_then(Value::as_str) {
                 Some(JWT_FILTER) => "jwt_authn filter".to_string(),
+                Some(crate::istio::authz::ext_authz::FILTER) => format!("ext_authz filter {i}"),
                 _ => format!("security filter {i}"),
             };
             first_difference(m, t, &what)
@@ -130,6 +140,7 @@ pub fn verdict_difference(
         None => "no security filter".to_string(),
         Some(v) => match v.denied_by {
             Some(DeniedBy::Jwt) => format!("denied by the JWT filter ({})", v.why),
+            Some(DeniedBy::ExtAuthz) => format!("denied by the ext_authz authorizer ({})", v.why),
             Some(DeniedBy::Rbac) | None => format!(
                 "{} ({})",
                 if v.denied_by.is_some() {
@@ -156,6 +167,9 @@ pub fn verdict_difference(
     };
     let same = match (mine, theirs) {
         (None, None) => true,
+        // The oracle does not ask an ext_authz authorizer (CUSTOM): its denial is not
+        // compared (MC408 compares the filter itself).
+        (Some(m), _) if m.denied_by == Some(DeniedBy::ExtAuthz) => true,
         (Some(m), None) if m.denied_by.is_none() && m.policy.is_none() => true,
         (Some(m), Some(t)) => match m.denied_by {
             // Refused by the JWT filter on both sides (Envoy's 401, or 403 for audiences:
