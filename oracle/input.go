@@ -146,12 +146,17 @@ type SimResult struct {
 	Authz *AuthzResult `json:"authz,omitempty"`
 }
 
-// AuthzResult is the RBAC filters' decision for one request.
+// AuthzResult is the security filters' decision for one request (jwt_authn, then
+// the RBAC filters).
 type AuthzResult struct {
 	// Filters: how many envoy.filters.http.rbac filters the connection manager has.
 	Filters int `json:"filters"`
-	// Denied: a filter answered 403 (RBAC: access denied).
+	// Denied: a filter answered itself: 403 (RBAC: access denied), or jwt_authn's 401
+	// (403 for audiences).
 	Denied bool `json:"denied"`
+	// DeniedBy: "rbac" or "jwt" when Denied; Status: the answer's status then.
+	DeniedBy string `json:"denied_by,omitempty"`
+	Status   int    `json:"status,omitempty"`
 	// Action: the action of the filter that decided: "DENY" (a policy matched: 403),
 	// "ALLOW" (a policy matched: let through; none matched: 403); "" when no filter
 	// refused and none admitted by a policy (only DENY filters, none matching).

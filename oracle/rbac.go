@@ -28,7 +28,6 @@ import (
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	rbacpb "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	jwtv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
 	rbachttp "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	uritemplate "github.com/envoyproxy/go-control-plane/envoy/extensions/path/match/uri_template/v3"
@@ -82,10 +81,10 @@ type authzRequest struct {
 	// peerCertUnknown: the chain asks for a client certificate, which the simulation
 	// does not have (so `authenticated` and the peer principal are not known).
 	peerCertUnknown bool
-	// dynamicMetadata: what filters before RBAC wrote, by filter name.
-	// TODO(jwt): envoy.filters.http.jwt_authn writes the verified token's payload here
-	// ({"payload": {claims}}, istiod's payload_in_metadata); nil until the oracle
-	// verifies JWTs: metadata matchers then see no value (Envoy's default Value).
+	// dynamicMetadata: what filters before RBAC wrote, by filter name: jwt_authn the
+	// verified token's payload ({"payload": {claims}}, istiod's payload_in_metadata;
+	// jwt.go); nil without one: metadata matchers then see no value (Envoy's default
+	// Value).
 	dynamicMetadata map[string]*structpb.Struct
 }
 
@@ -137,19 +136,40 @@ func rbacFilters(hcm *hcmv3.HttpConnectionManager) []*hcmv3.HttpFilter {
 func evaluateAuthz(g *generated, fc *listener.FilterChain, vh *route.VirtualHost, r *route.Route, req Request) (*AuthzResult, []string) {
 	hcm := httpManager(fc)
 	filters := rbacFilters(hcm)
-	if len(filters) == 0 {
+	if len(filters) == 0 && !hasHTTPFilter(hcm, jwtAuthnFilter) {
 		return nil, nil
 	}
 	e := &authzEval{req: newAuthzRequest(g, fc, hcm, req)}
 	for _, why := range connectionManagerNotes(hcm) {
 		e.unsupportedf("%s", why)
 	}
-	e.otherAuthFilters(hcm, req)
-	if hasPerFilterConfig(vh, r, rbacFilter) {
-		e.unsupportedf("per-route RBAC config (typed_per_filter_config %s) not evaluated", rbacFilter)
+	e.otherAuthFilters(hcm)
+	if hasPerFilterConfig(vh, r, rbacFilter) || hasPerFilterConfig(vh, r, jwtAuthnFilter) {
+		e.unsupportedf("per-route RBAC or JWT config (typed_per_filter_config) not evaluated")
+	}
+	// jwt_authn runs before the RBAC filters (istiod's order: authn, then authz).
+	jwt := e.runJwtAuthn(hcm)
+	if jwt != nil && jwt.status != jwtOk {
+		return &AuthzResult{Filters: len(filters), Denied: true, DeniedBy: "jwt", Status: jwt.httpStatus, Why: jwt.why}, e.unsupported
 	}
 	res := e.runFilters(filters)
+	if res.Denied {
+		res.DeniedBy, res.Status = "rbac", 403
+	}
+	if jwt != nil {
+		res.Why = jwt.why + "; " + res.Why
+	}
 	return res, e.unsupported
+}
+
+// hasHTTPFilter: the connection manager runs the HTTP filter `name`.
+func hasHTTPFilter(hcm *hcmv3.HttpConnectionManager, name string) bool {
+	for _, f := range hcm.GetHttpFilters() {
+		if f.GetName() == name && !f.GetDisabled() {
+			return true
+		}
+	}
+	return false
 }
 
 // runFilters: Envoy runs the filters in order; the first that refuses answers 403.
@@ -516,7 +536,7 @@ func (e *authzEval) sourcedMetadata(m *rbacpb.SourcedMetadata) bool {
 func (e *authzEval) metadata(m *matcher.MetadataMatcher) bool {
 	switch m.GetFilter() {
 	case jwtAuthnFilter:
-		// Known: nothing when no token was verified (see dynamicMetadata's TODO).
+		// Known: the verified token's payload, or nothing (jwt.go).
 	default:
 		e.unsupportedf("metadata of %s not evaluated", m.GetFilter())
 		return false
@@ -590,55 +610,13 @@ func (e *authzEval) valueMatches(m *matcher.ValueMatcher, v *structpb.Value) boo
 }
 
 // otherAuthFilters notes the connection manager's other security filters: ext_authz
-// (CUSTOM policies) is not evaluated; jwt_authn lets a request without a token
-// through with no payload (istiod's requirements allow a missing token) but a request
-// carrying one is verified (401 when invalid), which is not done here.
-func (e *authzEval) otherAuthFilters(hcm *hcmv3.HttpConnectionManager, req Request) {
+// (CUSTOM policies) is not evaluated (jwt_authn is: jwt.go).
+func (e *authzEval) otherAuthFilters(hcm *hcmv3.HttpConnectionManager) {
 	for _, f := range hcm.GetHttpFilters() {
-		switch f.GetName() {
-		case extAuthzFilter:
+		if f.GetName() == extAuthzFilter {
 			e.unsupportedf("ext_authz (CUSTOM action) not evaluated")
-		case jwtAuthnFilter:
-			var cfg jwtv3.JwtAuthentication
-			if f.GetTypedConfig() == nil || f.GetTypedConfig().UnmarshalTo(&cfg) != nil {
-				e.unsupportedf("jwt_authn config not readable")
-				continue
-			}
-			if where := jwtTokenIn(&cfg, req); where != "" {
-				e.unsupportedf("the request carries a JWT (%s): jwt_authn's verification and payload not evaluated", where)
-			}
 		}
 	}
-}
-
-// jwtTokenIn says where req carries a token one of cfg's providers would extract
-// (default: the Authorization header with a Bearer prefix, the access_token query
-// parameter); "" when none.
-func jwtTokenIn(cfg *jwtv3.JwtAuthentication, req Request) string {
-	query := queryParams(req.Path)
-	for _, p := range cfg.GetProviders() {
-		headers, params := p.GetFromHeaders(), p.GetFromParams()
-		if len(headers) == 0 && len(params) == 0 && len(p.GetFromCookies()) == 0 {
-			headers = []*jwtv3.JwtHeader{{Name: "Authorization", ValuePrefix: "Bearer "}}
-			params = []string{"access_token"}
-		}
-		for _, h := range headers {
-			if v, ok := requestHeader(req, h.GetName()); ok && strings.HasPrefix(v, h.GetValuePrefix()) {
-				return "header " + h.GetName()
-			}
-		}
-		for _, q := range params {
-			if _, ok := query[q]; ok {
-				return "query parameter " + q
-			}
-		}
-		if len(p.GetFromCookies()) > 0 {
-			if _, ok := requestHeader(req, "cookie"); ok {
-				return "cookie"
-			}
-		}
-	}
-	return ""
 }
 
 func queryParams(path string) map[string]bool {
@@ -687,7 +665,7 @@ func newAuthzRequest(g *generated, fc *listener.FilterChain, hcm *hcmv3.HttpConn
 		headers:        map[string]string{},
 		unknownHeaders: map[string]string{},
 		localPort:      uint32(req.Port),
-		// TODO(jwt): the verified token's payload under jwtAuthnFilter.
+		// jwt.go fills it when a token verifies.
 		dynamicMetadata: nil,
 	}
 	if a.method == "" {

@@ -8,7 +8,6 @@ import (
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	rbacpb "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	jwtv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
 	rbachttp "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	uritemplate "github.com/envoyproxy/go-control-plane/envoy/extensions/path/match/uri_template/v3"
@@ -246,10 +245,20 @@ func TestFilterPathAndAuthority(t *testing.T) {
 	if p, note := filterPath(hcm, "/a/b?x=1"); p != "/a/b?x=1" || note != "" {
 		t.Errorf("plain path: %q %q", p, note)
 	}
-	for _, p := range []string{"/a/../b", "/a/./b", "/a%2Fb", "/a b", "/a#f"} {
+	for _, p := range []string{"/a/../b", "/a/./b", "/a b", "/a#f"} {
 		if _, note := filterPath(hcm, p); note == "" {
 			t.Errorf("%s: no note, Envoy would normalize it", p)
 		}
+	}
+	// An escaped slash: kept as written by default (KEEP_UNCHANGED), unescaped (so not
+	// modelled here) when the connection manager is told to.
+	if _, note := filterPath(hcm, "/a%2Fb"); note != "" {
+		t.Errorf("/a%%2Fb kept unchanged: %q", note)
+	}
+	unescape := gatewayHCM()
+	unescape.PathWithEscapedSlashesAction = hcmv3.HttpConnectionManager_UNESCAPE_AND_REDIRECT
+	if _, note := filterPath(unescape, "/a%2Fb"); note == "" {
+		t.Errorf("/a%%2Fb unescaped: no note")
 	}
 	hcm.MergeSlashes = true
 	if p, _ := filterPath(hcm, "//a///b/?q=//"); p != "/a/b/?q=//" {
@@ -587,22 +596,22 @@ func TestFirstPolicyInNameOrder(t *testing.T) {
 }
 
 func TestOtherSecurityFiltersAreReported(t *testing.T) {
-	jwt := &hcmv3.HttpFilter{Name: jwtAuthnFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(t, &jwtv3.JwtAuthentication{
-		Providers: map[string]*jwtv3.JwtProvider{"origins-0": {Issuer: "x"}},
-	})}}
+	jwt := istiodJwtFilter(t, "x", nil, `{"keys":[]}`)
 	fc := chainWith(t, gatewayHCM(), jwt, rbacHTTPFilter(t, denyAdmin()))
 	if _, unsupported := evaluate(t, fc, baseRequest()); len(unsupported) != 0 {
 		t.Errorf("no token: jwt_authn lets it through with no payload, got %v", unsupported)
 	}
+	// A token is verified (jwt.go): a malformed one is the JWT filter's 401, in the
+	// header or the query.
 	req := baseRequest()
 	req.Headers["Authorization"] = "Bearer abc"
-	if _, unsupported := evaluate(t, fc, req); len(unsupported) != 1 || !strings.Contains(unsupported[0], "JWT") {
-		t.Errorf("a token: want the JWT unsupported, got %v", unsupported)
+	if res, unsupported := evaluate(t, fc, req); len(unsupported) != 0 || res.DeniedBy != "jwt" || res.Status != 401 {
+		t.Errorf("a malformed token: want the JWT filter's 401, got %+v %v", res, unsupported)
 	}
 	req = baseRequest()
 	req.Path = "/?access_token=abc"
-	if _, unsupported := evaluate(t, fc, req); len(unsupported) != 1 {
-		t.Errorf("a token in the query: want the JWT unsupported, got %v", unsupported)
+	if res, _ := evaluate(t, fc, req); res.DeniedBy != "jwt" || !strings.Contains(res.Why, string(jwtBadFormat)) {
+		t.Errorf("a malformed token in the query: got %+v", res)
 	}
 	ext := &hcmv3.HttpFilter{Name: extAuthzFilter}
 	fc = chainWith(t, gatewayHCM(), rbacHTTPFilter(t, denyAdmin()), ext)

@@ -330,16 +330,17 @@ mod tests {
             .map(|c| c.full_name())
             .collect();
         // 1000 requests, then 50 (one attempt of repeat 50), then the 3-request ones in
-        // suite order, then ports and sidecars.
+        // suite order, then ports and sidecars (the plaintext check last: it asks the
+        // pods themselves).
         assert_eq!(order[0], "subsets::split-90-10");
         assert_eq!(order[1], "subsets::header-pins-v2");
         assert_eq!(order[2], "routing::atlas-ui");
         assert_eq!(
             &order[order.len() - 3..],
             [
-                "ports::only-http-nodeport",
                 "sidecars::injected",
-                "sidecars::mtls-at-backends"
+                "sidecars::mtls-at-backends",
+                "security::mtls-strict"
             ]
         );
     }

@@ -71,6 +71,7 @@ pub fn verdict_words(v: &Verdict) -> String {
     let what = match v.denied_by {
         Some(DeniedBy::Rbac) => "RBAC denial (403)",
         Some(DeniedBy::Jwt) => "JWT denial (401)",
+        Some(DeniedBy::ExtAuthz) => "ext_authz denial (403)",
         None => "allowed",
     };
     let by = v

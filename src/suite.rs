@@ -557,7 +557,8 @@ pub struct HttpExpect {
     #[serde(default)]
     pub status: Option<u16>,
     /// The gateway's own security filter refused the request: `rbac` (403, body
-    /// `RBAC: access denied`) or `jwt` (401, a body starting `Jwt `); no backend
+    /// `RBAC: access denied`), `jwt` (401, a body starting `Jwt `) or `ext_authz`
+    /// (CUSTOM: the authorizer's 403, a body of its own); no backend
     /// answered.
     #[serde(default)]
     pub denied: Option<Denied>,
@@ -602,7 +603,7 @@ pub const RBAC_DENIED_BODY: &str = "RBAC: access denied";
 /// fails`, `Jwt issuer is not configured`, `Jwt is expired`, ...).
 pub const JWT_DENIED_PREFIX: &str = "Jwt ";
 
-/// `denied: rbac | jwt`: which of the gateway's security filters refused a request.
+/// `denied: rbac | jwt | ext_authz`: which of the gateway's security filters refused a request.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Denied {
@@ -611,6 +612,10 @@ pub enum Denied {
     Rbac,
     /// envoy.filters.http.jwt_authn (RequestAuthentication): 401 `Jwt ...`.
     Jwt,
+    /// envoy.filters.http.ext_authz (a CUSTOM AuthorizationPolicy): the authorizer's
+    /// 403 (Istio's sample server's), with its own body, neither RBAC's nor JWT's.
+    #[serde(rename = "ext_authz")]
+    ExtAuthz,
 }
 
 impl Denied {
@@ -619,6 +624,7 @@ impl Denied {
         match self {
             Denied::Rbac => 403,
             Denied::Jwt => 401,
+            Denied::ExtAuthz => 403,
         }
     }
 
@@ -627,6 +633,9 @@ impl Denied {
         match self {
             Denied::Rbac => body.trim_end() == RBAC_DENIED_BODY,
             Denied::Jwt => body.starts_with(JWT_DENIED_PREFIX),
+            Denied::ExtAuthz => {
+                body.trim_end() != RBAC_DENIED_BODY && !body.starts_with(JWT_DENIED_PREFIX)
+            }
         }
     }
 
@@ -635,6 +644,7 @@ impl Denied {
         match self {
             Denied::Rbac => crate::istio::authz::DeniedBy::Rbac,
             Denied::Jwt => crate::istio::authz::DeniedBy::Jwt,
+            Denied::ExtAuthz => crate::istio::authz::DeniedBy::ExtAuthz,
         }
     }
 
@@ -643,6 +653,7 @@ impl Denied {
         match self {
             Denied::Rbac => format!("RBAC denial (403 {RBAC_DENIED_BODY})"),
             Denied::Jwt => "JWT denial (401 Jwt ...)".to_string(),
+            Denied::ExtAuthz => "ext_authz denial (403 from the CUSTOM authorizer)".to_string(),
         }
     }
 
@@ -651,6 +662,7 @@ impl Denied {
         match self {
             Denied::Rbac => "rbac",
             Denied::Jwt => "jwt",
+            Denied::ExtAuthz => "ext_authz",
         }
     }
 }
@@ -1029,6 +1041,11 @@ pub struct SidecarsCheck {
     /// Istio mTLS from the gateway (XFCC URI = the gateway's SPIFFE identity).
     #[serde(default)]
     pub via: Vec<RequestSpec>,
+    /// No pod of these namespaces answers a plaintext request sent straight to its
+    /// address and declared ports, bypassing the gateway (PeerAuthentication STRICT:
+    /// only Istio mTLS gets in).
+    #[serde(default)]
+    pub plaintext_refused: Vec<String>,
 }
 
 impl DistributionCheck {

@@ -388,6 +388,26 @@ fn a_when_value_or_peer_identity_read_otherwise_changes_exactly_its_checks() {
         .breaks(
             "{ namespaces: [\"atlas\"] }",
             "{ notNamespaces: [\"atlas\"] }",
+        )
+        .breaks(
+            "{ serviceAccounts: [\"atlas/atlas-ui\"] }",
+            "{ notServiceAccounts: [\"atlas/atlas-ui\"] }",
+        )
+        .breaks(
+            "{ trustDomains: [\"cluster.local\"] }",
+            "{ notTrustDomains: [\"cluster.local\"] }",
+        )
+        .breaks(
+            "{ key: source.principal, values: [\"*\"] }",
+            "{ key: source.principal, notValues: [\"*\"] }",
+        )
+        .breaks(
+            "{ key: source.namespace, notValues: [\"atlas\"] }",
+            "{ key: source.namespace, values: [\"atlas\"] }",
+        )
+        .breaks(
+            "values: [\"testing@secure.istio.io/blocked-sub\"]",
+            "values: [\"testing@secure.istio.io/fine-sub\"]",
         );
     c.fails_exactly(&[
         "source-ip::denied",
@@ -400,5 +420,120 @@ fn a_when_value_or_peer_identity_read_otherwise_changes_exactly_its_checks() {
         "presenter::other-allowed",
         "peer::no-principal-denied",
         "peer::namespace-never-external",
+        "peer::service-account-never-external",
+        "peer::trust-domain-never-external",
+        "peer::source-principal-never-external",
+        "peer::source-namespace-not-atlas-denied",
+        "request-principal::denied",
+        "request-principal::other-allowed",
     ]);
+}
+
+/// CUSTOM (ext_authz), after Istio's External Authorization task: the stub as Istio's
+/// sample authorizer allows /authz/headers with `x-ext-authz: allow` only; other paths
+/// never reach it.
+#[test]
+fn a_custom_policy_asks_the_authorizer_for_its_paths_only() {
+    Case::new("ext-authz").fails_exactly(&[]);
+}
+
+#[test]
+fn without_the_custom_policy_nothing_is_denied() {
+    let c = Case::new("ext-authz");
+    c.breaks("paths: [\"/authz/headers\"]", "paths: [\"/elsewhere\"]");
+    let r = run_suite(&c.fixtures, &c.suite);
+    // custom::allowed misses the authorizer's header at the backend: the simulation
+    // judges a header it predicts, never one it predicts absent (live only).
+    assert_suite_fails_exactly(
+        &r,
+        &c.suite,
+        &["custom::denied", "custom::denied-other-value"],
+        &["custom::allowed"],
+        &[],
+    );
+}
+
+#[test]
+fn a_header_the_check_request_does_not_carry_is_never_allowed() {
+    // Envoy's HTTP check request carries only the client headers
+    // includeRequestHeadersInCheck names.
+    let c = Case::new("ext-authz");
+    c.breaks(
+        "includeRequestHeadersInCheck: [\"x-ext-authz\"]",
+        "includeRequestHeadersInCheck: [\"x-other\"]",
+    );
+    c.fails_exactly(&["custom::allowed"]);
+}
+
+#[test]
+fn an_unknown_provider_denies_what_the_policy_matches() {
+    // builder.go: a provider istiod cannot use turns the policy into a DENY filter
+    // (`-deny-due-to-bad-CUSTOM-action`): 403 RBAC, not the authorizer's answer.
+    let c = Case::new("ext-authz");
+    c.breaks(
+        "    name: sample-ext-authz-http\n  rules:",
+        "    name: no-such-provider\n  rules:",
+    );
+    c.fails_exactly(&[
+        "custom::allowed",
+        "custom::denied",
+        "custom::denied-other-value",
+    ]);
+}
+
+#[test]
+fn only_the_headers_named_reach_the_backend_from_the_authorizer() {
+    let c = Case::new("ext-authz");
+    c.breaks(
+        "        headersToUpstreamOnAllow: [\"x-ext-authz-check-result\"]\n",
+        "",
+    );
+    let r = run_suite(&c.fixtures, &c.suite);
+    // The header predicted absent is not judged by the simulation (live only).
+    assert_suite_fails_exactly(&r, &c.suite, &[], &["custom::allowed"], &[]);
+}
+
+#[test]
+fn every_http_provider_field_is_written_as_istiod_writes_it() {
+    // Compared with istiod whole (MC408) when the test ends: durations, the status enum,
+    // header lists, the added check headers (sorted), the body settings.
+    let c = Case::new("ext-authz");
+    c.breaks(
+        "        headersToUpstreamOnAllow: [\"x-ext-authz-check-result\"]\n",
+        "        headersToUpstreamOnAllow: [\"x-ext-authz-check-result\", \"x-up-*\"]\n        timeout: 0.5s\n        statusOnError: \"503\"\n        failOpen: true\n        pathPrefix: /check\n        headersToDownstreamOnDeny: [\"*-result\"]\n        headersToDownstreamOnAllow: [x-a]\n        includeAdditionalHeadersInCheck: {x-b: \"2\", x-a: \"1\"}\n        includeRequestBodyInCheck: {maxRequestBytes: 100, packAsBytes: true}\n",
+    );
+    c.fails_exactly(&[]);
+}
+
+#[test]
+fn a_dry_run_custom_policy_is_refused_as_istio_s_validation_refuses_it() {
+    // checkDryRunAnnotation: istio.io/dry-run is for ALLOW and DENY only; the policy is
+    // not taken (MC304), so nothing asks the authorizer.
+    let c = Case::new("ext-authz");
+    c.breaks(
+        "  name: ext-authz\n  namespace: istio-ingress\n",
+        "  name: ext-authz\n  namespace: istio-ingress\n  annotations:\n    istio.io/dry-run: \"true\"\n",
+    );
+    let r = run_suite(&c.fixtures, &c.suite);
+    // custom::allowed misses the authorizer's header: not judged by the simulation.
+    assert_suite_fails_exactly(
+        &r,
+        &c.suite,
+        &["custom::denied", "custom::denied-other-value"],
+        &["custom::allowed"],
+        &["static::fields"],
+    );
+}
+
+#[test]
+fn custom_is_asked_before_a_deny_policy_on_the_same_path() {
+    // listener_builder.go: CUSTOM's filters come first, then DENY: a request the
+    // authorizer refuses gets its answer, one it lets through meets the DENY policy.
+    let c = Case::new("ext-authz");
+    let text = c.fixtures.read(POLICIES);
+    c.fixtures.write(
+        POLICIES,
+        &format!("{text}---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: deny-headers\n  namespace: istio-ingress\nspec:\n  selector:\n    matchLabels:\n      istio: my-ingress-gateway\n  action: DENY\n  rules:\n  - to:\n    - operation:\n        paths: [\"/authz/headers\"]\n"),
+    );
+    c.fails_exactly(&["custom::allowed"]);
 }

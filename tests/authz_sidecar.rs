@@ -124,12 +124,17 @@ fn the_sidecar_sees_the_rewritten_path_not_the_client_s() {
 #[test]
 fn over_a_plaintext_hop_the_gateway_has_no_identity() {
     let c = Case::new();
-    // nb-rest's DestinationRule without mTLS: its sidecar (PERMISSIVE) takes the
-    // plaintext, and no peer identity matches.
+    // nb-rest's DestinationRule without mTLS and atlas PERMISSIVE: its sidecar takes
+    // the plaintext, and no peer identity matches.
     c.breaks_in(
         "50-destinationrules.yaml",
         "mode: ISTIO_MUTUAL\n  subsets:",
         "mode: DISABLE\n  subsets:",
+    )
+    .breaks_in(
+        "60-peerauthentication.yaml",
+        "mode: STRICT",
+        "mode: PERMISSIVE",
     );
     c.fails_exactly(&[
         "principals::root-allowed",

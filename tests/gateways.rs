@@ -457,3 +457,56 @@ fn a_service_port_without_a_gateway_server_is_predicted_refused() {
         r.stdout
     );
 }
+
+/// A DENY at the gateway on `connection.sni` (when key; builder's
+/// `connection.sni` → `requested_server_name`), for the paths `/sni-denied`.
+const DENY_BY_SNI: &str = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: deny-by-sni\n  namespace: istio-ingress\nspec:\n  selector:\n    matchLabels:\n      istio: my-ingress-gateway\n  action: DENY\n  rules:\n  - when:\n    - key: connection.sni\n      values: [\"httpbin.example.com\"]\n    to:\n    - operation:\n        paths: [\"/sni-denied\"]\n";
+
+const SNI_CHECKS: &str = r#"  - group: sni
+    name: denied-on-its-server
+    http:
+      request: { path: /sni-denied, host: httpbin.example.com, scheme: https, port: 443 }
+      expect: { denied: rbac }
+  - group: sni
+    name: other-server-allowed
+    http:
+      request: { path: /sni-denied, host: helloworld.example.com, scheme: https, port: 443 }
+      expect: { status: 200, backend: { service: atlas-ui } }
+  - group: sni
+    name: other-path-allowed
+    http:
+      request: { path: /status/200, host: httpbin.example.com, scheme: https, port: 443 }
+      expect: { status: 200, backend: { service: authz } }
+  - group: sni
+    name: plaintext-has-no-sni
+    http:
+      request: { path: /sni-denied, host: httpbin.example.com }
+      expect: { status: 404 }
+"#;
+
+#[test]
+fn a_policy_on_the_connection_s_sni_denies_only_on_that_server() {
+    let f = secure_gateways();
+    f.write("70-deny-by-sni.yaml", DENY_BY_SNI);
+    let text = suite(SNI_CHECKS);
+    let r = run_suite(&f, &text);
+    assert_suite_fails_exactly(&r, &text, &[], &[], &[]);
+}
+
+#[test]
+fn a_policy_on_another_sni_denies_the_other_server_instead() {
+    let f = secure_gateways();
+    f.write(
+        "70-deny-by-sni.yaml",
+        &DENY_BY_SNI.replace("[\"httpbin.example.com\"]", "[\"helloworld.example.com\"]"),
+    );
+    let text = suite(SNI_CHECKS);
+    let r = run_suite(&f, &text);
+    assert_suite_fails_exactly(
+        &r,
+        &text,
+        &["sni::denied-on-its-server", "sni::other-server-allowed"],
+        &[],
+        &[],
+    );
+}

@@ -38,7 +38,7 @@ fn shipped_fixtures_pass_every_check() {
     let r = on_target().arg("--suite").arg("ingress").run();
     assert_fails_exactly::<&str>(&r, &[]);
     assert!(
-        r.stdout.contains("test result: ok. 75 passed"),
+        r.stdout.contains("test result: ok. 76 passed"),
         "{}",
         r.stdout
     );
@@ -178,6 +178,7 @@ fn injection_label_removed_fails_sidecars_and_istio_mutual_traffic() {
         [
             "sidecars::injected",
             "sidecars::mtls-at-backends",
+            "security::mtls-strict",
             "static::injection",
             "static::mtls",
         ]
@@ -211,6 +212,7 @@ fn injection_label_removed_with_auto_mtls_fails_only_the_sidecar_checks() {
         &[
             "sidecars::injected",
             "sidecars::mtls-at-backends",
+            "security::mtls-strict",
             "static::injection",
         ],
     );
@@ -296,4 +298,24 @@ fn a_catch_all_route_opens_the_door_the_security_checks_keep_shut() {
         .map(String::from),
     );
     assert_fails_exactly(&r, &want);
+}
+
+#[test]
+fn peer_authentication_permissive_lets_plaintext_reach_the_pods() {
+    // The door behind the gateway opened: PERMISSIVE takes plaintext besides Istio
+    // mTLS, so a client outside the mesh that reaches a pod's address is answered.
+    // Routing through the gateway (mTLS) is unchanged.
+    let f = FixtureCopy::new();
+    f.replace(
+        "60-peerauthentication.yaml",
+        "mode: STRICT",
+        "mode: PERMISSIVE",
+    );
+    let r = mutated(&f);
+    assert_fails_exactly(&r, &["security::mtls-strict"]);
+    assert!(
+        r.stdout.contains("answered plaintext sent straight to"),
+        "{}",
+        r.stdout
+    );
 }

@@ -12,8 +12,9 @@
 mod common;
 use common::*;
 
-/// Where the policies are written in the fixture copy.
-const POLICIES: &str = "60-peer.yaml";
+/// Where the policies are written in the fixture copy: in place of the seed's own
+/// (namespace atlas STRICT).
+const POLICIES: &str = "60-peerauthentication.yaml";
 const RULES: &str = "50-destinationrules.yaml";
 
 fn data(file: &str) -> String {
@@ -71,6 +72,17 @@ const AUTHZ_FAILS: &[&str] = &[
     "static::simulate::routing::authz",
     "static::mtls",
 ];
+
+/// The seed's check that a client outside the mesh gets no plaintext answer from any
+/// atlas pod: it fails wherever a policy leaves a pod port PERMISSIVE or DISABLE.
+const PLAINTEXT_IN: &str = "security::mtls-strict";
+
+/// `fails` and [`PLAINTEXT_IN`].
+fn with_plaintext_in(fails: &[&'static str]) -> Vec<&'static str> {
+    let mut all = fails.to_vec();
+    all.push(PLAINTEXT_IN);
+    all
+}
 
 /// Nothing in the run was reported as not modelled.
 #[track_caller]
@@ -133,7 +145,7 @@ fn a_strict_namespace_fails_exactly_the_service_its_destination_rule_sends_plain
 fn a_workload_that_disables_mtls_fails_istio_mutual_toward_it() {
     let f = with("workload-disable");
     let r = ingress(&f);
-    assert_fails_exactly(&r, AUTHZ_FAILS);
+    assert_fails_exactly(&r, &with_plaintext_in(AUTHZ_FAILS));
     assert!(
         r.stdout
             .contains("retried and the latest reset reason: remote connection failur"),
@@ -156,18 +168,18 @@ fn a_workload_that_disables_mtls_gets_plaintext_from_auto_mtls() {
     let f = with("workload-disable");
     rule_tls(&f, "authz", None);
     let r = ingress(&f);
-    assert_fails_exactly(&r, &["sidecars::mtls-at-backends"]);
+    assert_fails_exactly(&r, &["sidecars::mtls-at-backends", PLAINTEXT_IN]);
     all_modelled(&r);
 }
 
 #[test]
 fn a_permissive_namespace_takes_mtls_and_plaintext() {
     let f = with("namespace-permissive");
-    assert_fails_exactly(&ingress(&f), &[] as &[&str]);
+    assert_fails_exactly(&ingress(&f), &[PLAINTEXT_IN]);
     rule_tls(&f, "authz", Some("DISABLE"));
     // Plaintext to authz is taken: authz answers, without the gateway's identity.
     let r = ingress(&f);
-    assert_fails_exactly(&r, &["sidecars::mtls-at-backends"]);
+    assert_fails_exactly(&r, &["sidecars::mtls-at-backends", PLAINTEXT_IN]);
     all_modelled(&r);
 }
 
@@ -231,7 +243,7 @@ fn the_namespace_policy_overrides_the_mesh_and_an_unset_workload_policy_inherits
     let f = with("precedence");
     rule_tls(&f, "authz", Some("DISABLE"));
     let r = ingress(&f);
-    assert_fails_exactly(&r, &["sidecars::mtls-at-backends"]);
+    assert_fails_exactly(&r, &["sidecars::mtls-at-backends", PLAINTEXT_IN]);
     all_modelled(&r);
 }
 
@@ -261,7 +273,7 @@ fn a_workload_policy_overrides_its_namespace() {
     rule_tls(&f, "authz", Some("DISABLE"));
     edit(&f, "    mode: UNSET\n", "    mode: STRICT\n");
     let r = ingress(&f);
-    assert_fails_exactly(&r, AUTHZ_FAILS);
+    assert_fails_exactly(&r, &with_plaintext_in(AUTHZ_FAILS));
     assert!(
         r.stdout.contains("STRICT (PeerAuthentication atlas/authz"),
         "{}",
@@ -282,6 +294,7 @@ fn a_workload_policy_reaches_only_the_pods_it_selects() {
             "routing::atlas-ui",
             "static::simulate::routing::atlas-ui",
             "sidecars::mtls-at-backends",
+            PLAINTEXT_IN,
             "static::mtls",
         ],
     );
@@ -302,7 +315,7 @@ fn a_workload_policy_reaches_only_the_pods_it_selects() {
         "      app: atlas-ui-v2
 ",
     );
-    assert_fails_exactly(&ingress(&f), &["sidecars::mtls-at-backends"]);
+    assert_fails_exactly(&ingress(&f), &["sidecars::mtls-at-backends", PLAINTEXT_IN]);
 }
 
 #[test]
@@ -310,7 +323,7 @@ fn a_port_level_mode_applies_to_the_workload_port() {
     let f = with("port-level");
     rule_tls(&f, "authz", Some("DISABLE"));
     let r = ingress(&f);
-    assert_fails_exactly(&r, &["sidecars::mtls-at-backends"]);
+    assert_fails_exactly(&r, &["sidecars::mtls-at-backends", PLAINTEXT_IN]);
     all_modelled(&r);
 }
 
@@ -338,7 +351,7 @@ fn a_port_level_disable_fails_istio_mutual_on_that_port_only() {
     let f = with("port-level");
     edit(&f, "      mode: PERMISSIVE\n", "      mode: DISABLE\n");
     let r = ingress(&f);
-    assert_fails_exactly(&r, AUTHZ_FAILS);
+    assert_fails_exactly(&r, &with_plaintext_in(AUTHZ_FAILS));
     assert!(
         r.stdout
             .contains("DISABLE (PeerAuthentication atlas/authz-port")
@@ -357,6 +370,7 @@ fn auto_mtls_sends_plaintext_into_a_disabled_namespace_even_to_a_strict_workload
     // sidecar closes it.
     let mut want = AUTHZ_FAILS.to_vec();
     want.push("sidecars::mtls-at-backends");
+    want.push(PLAINTEXT_IN);
     assert_fails_exactly(&r, &want);
     assert!(
         r.stdout.contains("no DestinationRule tls: auto mTLS, service mode DISABLE (PeerAuthentication atlas/default"),
@@ -381,7 +395,7 @@ fn auto_mtls_into_a_permissive_namespace_reaches_a_strict_workload_over_mtls() {
     auto_mtls(&f);
     edit(&f, "    mode: DISABLE\n", "    mode: PERMISSIVE\n");
     let r = ingress(&f);
-    assert_fails_exactly(&r, &[] as &[&str]);
+    assert_fails_exactly(&r, &[PLAINTEXT_IN]);
     all_modelled(&r);
 }
 
@@ -434,7 +448,10 @@ fn policies_istio_refuses_are_left_out_as_istiod_leaves_them_out() {
     );
     rule_tls(&f, "authz", Some("DISABLE"));
     let r = ingress(&f);
-    assert_fails_exactly(&r, &["static::fields", "sidecars::mtls-at-backends"]);
+    assert_fails_exactly(
+        &r,
+        &["static::fields", "sidecars::mtls-at-backends", PLAINTEXT_IN],
+    );
     for refusal in [
         "PeerAuthentication atlas/default: Istio's validation refuses the object: spec.portLevelMtls: mesh/namespace peer authentication cannot have port level mTLS",
         "PeerAuthentication atlas/authz: Istio's validation refuses the object: spec.mtls.mode: mode \"STRICTT\": expected one of UNSET, DISABLE, PERMISSIVE, STRICT",

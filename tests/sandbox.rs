@@ -36,7 +36,7 @@ fn the_ingress_suite_passes_on_the_real_control_plane_and_leaves_nothing_behind(
     let r = parse(out);
     assert_fails_exactly::<&str>(&r, &[]);
     assert!(
-        r.stdout.contains("test result: ok. 75 passed"),
+        r.stdout.contains("test result: ok. 76 passed"),
         "{}\n{}",
         r.stdout,
         r.stderr

@@ -74,7 +74,10 @@ async fn wait_until_warm(
         if warm(check, &x) {
             answered = true;
             if let Some(e) = x.echo.as_ref().filter(|e| {
-                check.service.as_ref().is_none_or(|svc| svc == &e.identity.service)
+                check
+                    .service
+                    .as_ref()
+                    .is_none_or(|svc| svc == &e.identity.service)
             }) {
                 missing.remove(&e.identity.version);
             }
@@ -414,10 +417,9 @@ mod tests {
 
     #[test]
     fn every_version_with_a_share_must_answer_before_counting() {
-        let check: DistributionCheck = serde_saphyr::from_str(
-            "request: {path: /}\nshares: {v1: 90, v2: 10, v3: 0}\n",
-        )
-        .unwrap();
+        let check: DistributionCheck =
+            serde_saphyr::from_str("request: {path: /}\nshares: {v1: 90, v2: 10, v3: 0}\n")
+                .unwrap();
         assert_eq!(
             versions_to_warm(&check),
             ["v1", "v2"].into_iter().map(String::from).collect()

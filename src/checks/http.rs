@@ -1,6 +1,6 @@
 //! `http`: a request through the ingress and what must come back: the status, which
 //! service and version answered, the path the backend saw and headers it received, or
-//! the gateway's own refusal (`denied: rbac|jwt`: the security filter's answer;
+//! the gateway's own refusal (`denied: rbac|jwt|ext_authz`: the security filter's answer;
 //! `not_reached`: a 4xx no backend gave).
 //! Passes after 3 consecutive successful requests (the Gateway API conformance suite's
 //! rule for eventual consistency); an attempt is the check's `repeat` requests, each
@@ -568,6 +568,19 @@ mod tests {
             not_reached,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn an_ext_authz_denial_is_the_authorizer_s_403_not_rbac_s() {
+        let e = refusal(Some(Denied::ExtAuthz), false);
+        assert_eq!(
+            mismatch(&e, &gateway(403, crate::istio::authz::ext_authz::DENY_BODY)),
+            None
+        );
+        let m = mismatch(&e, &gateway(403, "RBAC: access denied")).unwrap();
+        assert!(m.starts_with("expected ext_authz denial"), "{m}");
+        assert!(mismatch(&e, &backend(403, "/headers")).is_some());
+        assert!(mismatch(&e, &gateway(401, "Jwt is missing")).is_some());
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod client;
 mod distribution;
 pub mod http;
 mod mirror;
+mod plaintext;
 mod ports;
 mod sidecars;
 pub mod status;

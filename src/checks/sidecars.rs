@@ -141,6 +141,18 @@ pub async fn run(ctx: &Ctx, check: &SidecarsCheck) -> Outcome {
     if !check.via.is_empty() {
         check_gateway_mtls(ctx, &check.via, &mut report).await;
     }
+    if !check.plaintext_refused.is_empty() {
+        match app_pods(ctx, &check.plaintext_refused).await {
+            Ok(pods) => {
+                let found = super::plaintext::refused_by_every_pod(ctx, &pods).await;
+                report.problems.extend(found.problems);
+                report.detail.push_str(&found.detail);
+                report.summary.extend(found.summary);
+                report.attempts += found.attempts;
+            }
+            Err(e) => report.problems.push(e),
+        }
+    }
     report.outcome()
 }
 
@@ -372,6 +384,8 @@ mod tests {
             annotations: Default::default(),
             containers,
             init_containers: inits,
+            ip: None,
+            ports: Vec::new(),
         }
     }
 
@@ -469,6 +483,7 @@ mod tests {
             let check = SidecarsCheck {
                 namespaces: vec!["atlas".into()],
                 via: Vec::new(),
+                plaintext_refused: Vec::new(),
             };
             run(&ctx, &check).await
         };

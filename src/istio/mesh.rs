@@ -732,6 +732,18 @@ impl Mesh {
                 }
             }
         }
+        // CUSTOM's ext_authz providers (authz/ext_authz.rs): istiod builds a cluster for
+        // every Service; the local gateway needs the provider's.
+        for e in mesh
+            .gateways
+            .iter()
+            .flat_map(|g| g.authz.custom.iter())
+            .filter_map(|c| c.ext_authz.as_ref())
+        {
+            if let Some((port, subset, fqdn)) = parse_cluster_name(&e.cluster) {
+                wanted.push((e.cluster.clone(), fqdn, port, subset));
+            }
+        }
         for vs in &vss {
             for http in &vs.spec.spec.http {
                 for d in &http.route {

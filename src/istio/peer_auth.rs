@@ -469,7 +469,8 @@ mod tests {
             let e = e.unwrap();
             std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
         }
-        std::fs::write(dir.path().join("60-peer.yaml"), extra).unwrap();
+        // In place of the seed's own policy (namespace atlas STRICT).
+        std::fs::write(dir.path().join("60-peerauthentication.yaml"), extra).unwrap();
         for (file, from, to) in edits {
             let path = dir.path().join(file);
             let text = std::fs::read_to_string(&path).unwrap();

@@ -1,5 +1,6 @@
-//! The gateway's security filters (JWT and RBAC: istio/authz/) against istiod's: the
-//! model's envoy.filters.http.jwt_authn and envoy.filters.http.rbac filters, in order
+//! The gateway's security filters (JWT, RBAC, CUSTOM's ext_authz: istio/authz/) against
+//! istiod's: the model's envoy.filters.http.jwt_authn, envoy.filters.http.rbac and
+//! envoy.filters.http.ext_authz filters, in order
 //! and whole, must be the ones istiod puts into the same HttpConnectionManager (MC408).
 //!
 //! One part is left out, knowingly: the JWKS of a provider whose rule names a
@@ -13,12 +14,34 @@ use crate::istio::authz::AuthzPlan;
 use serde_json::Value;
 
 /// The names of the HTTP filters compared here.
-const SECURITY_FILTERS: &[&str] = &[JWT_FILTER, "envoy.filters.http.rbac"];
+const SECURITY_FILTERS: &[&str] = &[
+    JWT_FILTER,
+    "envoy.filters.http.rbac",
+    crate::istio::authz::ext_authz::FILTER,
+];
 
-/// istiod's security filters (JWT, RBAC) of connection manager `hcm` (its
-/// typed_config), in its order.
-pub fn security_filters(hcm: &Value) -> Vec<Value> {
-    theirs(hcm)
+/// istiod's security filters of a sidecar's inbound connection manager `hcm` (its
+/// typed_config), in its order, as meshcheck's sidecars run them: without CUSTOM's
+/// ext_authz filters and the shadow RBAC filter before each (a sidecar calling an
+/// authorizer is not modelled: authz::sidecar_plan).
+pub fn sidecar_security_filters(hcm: &Value) -> Vec<Value> {
+    let all = theirs(hcm);
+    let is_ext_authz = |f: Option<&Value>| {
+        f.and_then(|f| f.get("name")).and_then(Value::as_str)
+            == Some(crate::istio::authz::ext_authz::FILTER)
+    };
+    (0..all.len())
+        .filter(|&i| !is_ext_authz(all.get(i)) && !is_ext_authz(all.get(i + 1)))
+        .map(|i| all[i].clone())
+        .collect()
+}
+
+/// [`difference`] for a sidecar's inbound connection manager: its filters as
+/// meshcheck's sidecars run them ([`sidecar_security_filters`]).
+pub fn sidecar_difference(plan: &AuthzPlan, hcm: &Value) -> Option<(String, String)> {
+    let mut kept = hcm.clone();
+    kept["http_filters"] = Value::Array(sidecar_security_filters(hcm));
+    difference(plan, &kept)
 }
 
 /// istiod's security filters of connection manager `hcm` (its typed_config).
@@ -95,8 +118,12 @@ pub fn difference(plan: &AuthzPlan, hcm: &Value) -> Option<(String, String)> {
         let names = |fs: &[Value]| {
             fs.iter()
                 .map(|f| {
-                    if f.get("name").and_then(Value::as_str) == Some(JWT_FILTER) {
-                        return "jwt_authn".to_string();
+                    match f.get("name").and_then(Value::as_str) {
+                        Some(JWT_FILTER) => return "jwt_authn".to_string(),
+                        Some(crate::istio::authz::ext_authz::FILTER) => {
+                            return "ext_authz".to_string()
+                        }
+                        _ => {}
                     }
                     let action = f
                         .pointer("/typed_config/rules/action")
@@ -118,6 +145,7 @@ pub fn difference(plan: &AuthzPlan, hcm: &Value) -> Option<(String, String)> {
         .find_map(|(i, (m, t))| {
             let what = match m.get("name").and_then(Value::as_str) {
                 Some(JWT_FILTER) => "jwt_authn filter".to_string(),
+                Some(crate::istio::authz::ext_authz::FILTER) => format!("ext_authz filter {i}"),
                 _ => format!("security filter {i}"),
             };
             first_difference(m, t, &what)
@@ -131,20 +159,26 @@ pub fn verdict_difference(
     mine: Option<&crate::istio::authz::Verdict>,
     theirs: Option<&super::output::Authz>,
 ) -> Option<(String, String)> {
+    use crate::istio::authz::DeniedBy;
     let show_mine = |v: Option<&crate::istio::authz::Verdict>| match v {
-        None => "no RBAC filter".to_string(),
-        Some(v) => format!(
-            "{} ({})",
-            if v.denied_by.is_some() {
-                "denied"
-            } else {
-                "allowed"
-            },
-            v.policy.as_deref().unwrap_or("no policy matched")
-        ),
+        None => "no security filter".to_string(),
+        Some(v) => match v.denied_by {
+            Some(DeniedBy::Jwt) => format!("denied by the JWT filter ({})", v.why),
+            Some(DeniedBy::ExtAuthz) => format!("denied by the ext_authz authorizer ({})", v.why),
+            Some(DeniedBy::Rbac) | None => format!(
+                "{} ({})",
+                if v.denied_by.is_some() {
+                    "denied"
+                } else {
+                    "allowed"
+                },
+                v.policy.as_deref().unwrap_or("no policy matched")
+            ),
+        },
     };
     let show_theirs = |a: Option<&super::output::Authz>| match a {
-        None => "no RBAC filter".to_string(),
+        None => "no security filter".to_string(),
+        Some(a) if a.denied_by == "jwt" => format!("denied by the JWT filter ({})", a.why),
         Some(a) => format!(
             "{} ({})",
             if a.denied { "denied" } else { "allowed" },
@@ -157,23 +191,37 @@ pub fn verdict_difference(
     };
     let same = match (mine, theirs) {
         (None, None) => true,
-        // The oracle evaluates RBAC only: a JWT filter's refusal, or a JWT filter that
-        // let the request through with no RBAC filter after it, is not compared here
-        // (MC408 compares the JWT filter itself).
-        (Some(m), _) if m.denied_by == Some(crate::istio::authz::DeniedBy::Jwt) => true,
+        // The oracle does not ask an ext_authz authorizer (CUSTOM): its denial is not
+        // compared (MC408 compares the filter itself).
+        (Some(m), _) if m.denied_by == Some(DeniedBy::ExtAuthz) => true,
         (Some(m), None) if m.denied_by.is_none() && m.policy.is_none() => true,
-        (Some(m), Some(t)) => {
-            m.denied_by.is_some() == t.denied
-                && m.policy.as_deref().unwrap_or("") == t.policy.as_str()
-        }
+        (Some(m), Some(t)) => match m.denied_by {
+            // Refused by the JWT filter on both sides (Envoy's 401, or 403 for audiences:
+            // the statuses are the oracle's; the model's messages are pinned to Envoy's).
+            Some(DeniedBy::Jwt) => {
+                t.denied && t.denied_by == "jwt" && m.why.contains(jwt_reason(&t.why))
+            }
+            _ => {
+                t.denied_by != "jwt"
+                    && m.denied_by.is_some() == t.denied
+                    && m.policy.as_deref().unwrap_or("") == t.policy.as_str()
+            }
+        },
         _ => false,
     };
     (!same).then(|| (show_mine(mine), show_theirs(theirs)))
 }
 
+/// The status message of the oracle's JWT refusal (`JWT: 401 Jwt is expired`).
+fn jwt_reason(why: &str) -> &str {
+    why.strip_prefix("JWT: ")
+        .and_then(|w| w.split_once(' '))
+        .map_or(why, |(_, reason)| reason)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::first_difference;
+    use super::{first_difference, verdict_difference};
     use serde_json::json;
 
     #[test]
@@ -188,5 +236,45 @@ mod tests {
             "f.rules.policies.q"
         );
         assert!(first_difference(&a, &a, "f").is_none());
+    }
+
+    fn theirs(v: serde_json::Value) -> crate::oracle::output::Authz {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn jwt_refusals_agree_only_with_the_same_status() {
+        use crate::istio::authz::{DeniedBy, Verdict};
+        let expired = Verdict {
+            denied_by: Some(DeniedBy::Jwt),
+            policy: None,
+            why: "JWT: Jwt is expired (rule 0): 401".into(),
+        };
+        let oracle_expired = theirs(json!({"filters": 1, "denied": true, "denied_by": "jwt",
+            "status": 401, "why": "JWT: 401 Jwt is expired"}));
+        assert!(verdict_difference(Some(&expired), Some(&oracle_expired)).is_none());
+        // Another status, or the oracle letting the token through, is a difference.
+        let oracle_bad_sig = theirs(json!({"filters": 1, "denied": true, "denied_by": "jwt",
+            "status": 401, "why": "JWT: 401 Jwt verification fails"}));
+        assert!(verdict_difference(Some(&expired), Some(&oracle_bad_sig)).is_some());
+        let oracle_allowed = theirs(json!({"filters": 1, "denied": false,
+            "policy": "ns[istio-ingress]-policy[p]-rule[0]", "why": "allowed"}));
+        assert!(verdict_difference(Some(&expired), Some(&oracle_allowed)).is_some());
+        // The model letting through what the oracle's JWT filter refuses.
+        let allowed = Verdict {
+            denied_by: None,
+            policy: Some("ns[istio-ingress]-policy[p]-rule[0]".into()),
+            why: String::new(),
+        };
+        let (mine, their) = verdict_difference(Some(&allowed), Some(&oracle_expired)).unwrap();
+        assert!(mine.starts_with("allowed"), "{mine}");
+        assert!(their.contains("Jwt is expired"), "{their}");
+        // An RBAC denial is not a JWT one.
+        let rbac = Verdict {
+            denied_by: Some(DeniedBy::Rbac),
+            policy: None,
+            why: String::new(),
+        };
+        assert!(verdict_difference(Some(&rbac), Some(&oracle_expired)).is_some());
     }
 }

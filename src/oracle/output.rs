@@ -41,9 +41,10 @@ pub struct InboundHcm {
 }
 
 impl InboundHcm {
-    /// Its security filters (JWT, RBAC), in istiod's order.
+    /// Its security filters (JWT, RBAC), in istiod's order, as meshcheck's sidecars
+    /// run them (compare_authz::sidecar_security_filters).
     pub fn security_filters(&self) -> Vec<Value> {
-        super::compare_authz::security_filters(&self.hcm)
+        super::compare_authz::sidecar_security_filters(&self.hcm)
     }
 }
 
@@ -190,8 +191,15 @@ pub struct SimResult {
 pub struct Authz {
     /// How many envoy.filters.http.rbac filters the connection manager has.
     pub filters: usize,
-    /// A filter answered 403 (`RBAC: access denied`).
+    /// A filter answered itself: 403 (`RBAC: access denied`), or the JWT filter's 401
+    /// (403 for audiences).
     pub denied: bool,
+    /// `rbac` or `jwt` when denied.
+    #[serde(default)]
+    pub denied_by: String,
+    /// The answer's status when denied.
+    #[serde(default)]
+    pub status: Option<u16>,
     /// The action of the filter that decided: `DENY` (a policy matched: 403), `ALLOW`
     /// (a policy matched: through; none matched: 403); empty when no filter refused
     /// and none admitted by a policy.

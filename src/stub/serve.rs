@@ -40,7 +40,88 @@ A request controls the answer with a header or a query parameter (the header win
   x-meshcheck-response-header: foo=bar   meshcheck-response-header=foo%3Dbar
                             send response header foo: bar; repeatable (one
                             header line per value, in order)
-A value the stub cannot read is answered 400 with the reason.";
+A value the stub cannot read is answered 400 with the reason.
+
+With STUB_ROLE=ext-authz in the environment the stub answers instead as Istio's sample
+ext-authz HTTP server (samples/extauthz): 200 when the request carries
+`x-ext-authz: allow`, else 403 with `denied by ext_authz for not found header
+`x-ext-authz: allow` in the request`; x-ext-authz-check-result: allowed/denied.";
+
+/// The environment variable choosing what the stub answers as (authz/ext_authz.rs).
+pub const ROLE_VAR: &str = "STUB_ROLE";
+
+/// What the stub answers as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The echo with the request's controls.
+    Echo,
+    /// Istio's sample ext-authz HTTP server (samples/extauthz/cmd/extauthz/main.go
+    /// ServeHTTP).
+    SampleExtAuthz,
+}
+
+impl Role {
+    /// The role `STUB_ROLE` names (`ext-authz`); anything else is the echo.
+    pub fn from_env_value(v: Option<&str>) -> Role {
+        match v {
+            Some("ext-authz") => Role::SampleExtAuthz,
+            _ => Role::Echo,
+        }
+    }
+}
+
+/// main.go ServeHTTP: allowed when `x-ext-authz` is `allow` (Go's Header.Get: the
+/// first value), else 403 with denyBody; the result, the override header echoed and
+/// what was received as response headers.
+fn sample_ext_authz(
+    parts: &hyper::http::request::Parts,
+    body: &[u8],
+) -> Result<Response<Full<Bytes>>, hyper::http::Error> {
+    let first = |n: &str| {
+        parts
+            .headers
+            .get(n)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default()
+    };
+    let allowed = first("x-ext-authz") == "allow";
+    let received = format!(
+        "{} {}{}, headers: {:?}, body: [{}]",
+        parts.method,
+        first("host"),
+        parts.uri,
+        parts.headers,
+        String::from_utf8_lossy(body)
+    );
+    let received: String = received
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(4096)
+        .collect();
+    let b = Response::builder()
+        .header(
+            "x-ext-authz-check-result",
+            if allowed { "allowed" } else { "denied" },
+        )
+        .header(
+            "x-ext-authz-additional-header-override",
+            first("x-ext-authz-additional-header-override"),
+        )
+        .header(
+            "x-ext-authz-check-received",
+            hyper::header::HeaderValue::from_str(&received)
+                .unwrap_or_else(|_| hyper::header::HeaderValue::from_static("")),
+        );
+    if allowed {
+        b.status(200).body(Full::new(Bytes::new()))
+    } else {
+        b.status(403)
+            .header("content-type", "text/plain; charset=utf-8")
+            .body(Full::new(Bytes::from_static(
+                b"denied by ext_authz for not found header `x-ext-authz: allow` in the request",
+            )))
+    }
+}
 
 /// The echo of `parts` with `body`, as received on `port`.
 fn echo(identity: &Identity, parts: &hyper::http::request::Parts, body: &[u8], port: u16) -> Echo {
@@ -113,6 +194,7 @@ async fn answer(
     identity: Arc<Identity>,
     seen: Seen,
     port: u16,
+    role: Role,
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Full<Bytes>>, hyper::http::Error> {
     let (parts, body) = req.into_parts();
@@ -125,6 +207,9 @@ async fn answer(
     };
     let e = echo(&identity, &parts, &body, port);
     seen.record(&e);
+    if role == Role::SampleExtAuthz {
+        return sample_ext_authz(&parts, &body);
+    }
     let (c, extra) = match request_controls(&parts) {
         Ok(c) => c,
         Err(why) => {
@@ -148,6 +233,16 @@ pub async fn serve(
     identity: Identity,
     seen: Seen,
 ) -> std::io::Result<()> {
+    serve_as(listener, identity, seen, Role::Echo).await
+}
+
+/// [`serve`] answering as `role`.
+pub async fn serve_as(
+    listener: tokio::net::TcpListener,
+    identity: Identity,
+    seen: Seen,
+    role: Role,
+) -> std::io::Result<()> {
     let identity = Arc::new(identity);
     let port = listener.local_addr()?.port();
     loop {
@@ -156,7 +251,7 @@ pub async fn serve(
         let (identity, seen) = (identity.clone(), seen.clone());
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
-                answer(identity.clone(), seen.clone(), port, req)
+                answer(identity.clone(), seen.clone(), port, role, req)
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
@@ -219,12 +314,13 @@ fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
 /// Runs every listener (and the control socket) until SIGTERM/SIGINT or an error.
 async fn run(args: Args, identity: Identity) -> Result<(), String> {
     let seen = Seen::printing();
+    let role = Role::from_env_value(std::env::var(ROLE_VAR).ok().as_deref());
     let mut tasks = tokio::task::JoinSet::new();
     for addr in &args.listen {
         let l = bind(*addr).map_err(|e| format!("{addr}: {e}"))?;
         let (identity, seen, addr) = (identity.clone(), seen.clone(), *addr);
         tasks.spawn(async move {
-            serve(l, identity, seen)
+            serve_as(l, identity, seen, role)
                 .await
                 .map_err(|e| format!("{addr}: {e}"))
         });
@@ -355,6 +451,46 @@ mod tests {
             tokio::spawn(serve(l, id, seen.clone()));
         }
         (ports[0], ports[1], seen)
+    }
+
+    #[tokio::test]
+    async fn as_the_sample_authorizer_allows_only_x_ext_authz_allow() {
+        crate::targets::kind::tools::install_crypto_provider();
+        let l = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(serve_as(
+            l,
+            Identity::default(),
+            Seen::default(),
+            Role::SampleExtAuthz,
+        ));
+        let c = reqwest::Client::builder().no_proxy().build().unwrap();
+        let url = format!("http://127.0.0.1:{port}/headers");
+        let r = c
+            .get(&url)
+            .header("x-ext-authz", "allow")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-ext-authz-check-result"], "allowed");
+        let r = c
+            .get(&url)
+            .header("x-ext-authz", "deny")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403);
+        assert_eq!(r.headers()["x-ext-authz-check-result"], "denied");
+        assert_eq!(
+            r.text().await.unwrap(),
+            crate::istio::authz::ext_authz::DENY_BODY
+        );
+        assert_eq!(
+            Role::from_env_value(Some("ext-authz")),
+            Role::SampleExtAuthz
+        );
+        assert_eq!(Role::from_env_value(Some("other")), Role::Echo);
     }
 
     #[tokio::test]

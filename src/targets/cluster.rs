@@ -335,6 +335,8 @@ pub struct ClusterTarget {
     /// How the ports check scans the node when not from here (kind behind port
     /// mappings: inside the node container).
     pub(crate) node_scan: Option<std::sync::Arc<dyn super::NodeScan>>,
+    /// Where plaintext to a pod is sent from, when not from here (a kind node).
+    pub(crate) plaintext_from: Option<std::sync::Arc<dyn super::plaintext::PlaintextFrom>>,
 }
 
 /// The namespace a fixture namespace has on the cluster.
@@ -775,6 +777,7 @@ impl ClusterTarget {
             cleanup_ids: Default::default(),
             stopped: Default::default(),
             node_scan: None,
+            plaintext_from: None,
         }
     }
 
@@ -974,6 +977,17 @@ impl Target for ClusterTarget {
     }
     fn node_scan(&self) -> Option<std::sync::Arc<dyn super::NodeScan>> {
         self.node_scan.clone()
+    }
+    fn plaintext_to_pod(
+        &self,
+        addr: std::net::SocketAddr,
+        connect: Duration,
+        answer: Duration,
+    ) -> super::BoxFuture<'_, super::plaintext::PlaintextAnswer> {
+        match &self.plaintext_from {
+            Some(from) => from.send(addr, connect, answer),
+            None => Box::pin(super::plaintext::from_here(addr, connect, answer)),
+        }
     }
     fn other_node_ports(&self) -> BoxFuture<'_, Result<Vec<(u16, String)>, String>> {
         Box::pin(async move {

@@ -181,7 +181,7 @@ pub fn check_stub_image(fx: &Fixtures, opts: &ExistingOptions) -> Result<(), Tar
 
 /// With `--namespace-prefix`, the namespaces the suite's expectations name
 /// (`backend.namespace` and `mirrored_to.namespace` of http checks and steps,
-/// `sidecars.namespaces`) as the cluster has
+/// `sidecars.namespaces` and `sidecars.plaintext_refused`) as the cluster has
 /// them: the fixtures' namespaces prefixed, others (not the fixtures') unchanged.
 pub fn rename_expectations(suite: &mut Suite, prefix: &str, fx: &Fixtures) {
     let renamer = super::kube::NamespaceRenamer::new(prefix, &fx.objects);
@@ -194,7 +194,7 @@ pub fn rename_expectations(suite: &mut Suite, prefix: &str, fx: &Fixtures) {
                 }
             }
             CheckKind::Sidecars(s) => {
-                for ns in &mut s.namespaces {
+                for ns in s.namespaces.iter_mut().chain(&mut s.plaintext_refused) {
                     *ns = renamer.rename(ns);
                 }
             }
@@ -318,7 +318,7 @@ mod rename_tests {
         std::fs::write(
             &path,
             format!(
-                "name: s\nfixtures: {}\nchecks:\n  - group: g\n    name: h\n    {step}\n  - group: g\n    name: s\n    steps:\n      - name: one\n        {step}\n",
+                "name: s\nfixtures: {}\nchecks:\n  - group: g\n    name: h\n    {step}\n  - group: g\n    name: s\n    steps:\n      - name: one\n        {step}\n  - group: g\n    name: p\n    sidecars: {{ namespaces: [atlas], plaintext_refused: [atlas, other] }}\n",
                 root.join("fixtures/ingress").display()
             ),
         )
@@ -336,6 +336,17 @@ mod rename_tests {
             })
             .collect();
         assert_eq!(expects.len(), 2);
+        let sidecars = suite
+            .checks
+            .iter()
+            .find_map(|c| match &c.kind {
+                CheckKind::Sidecars(s) => Some(s),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(sidecars.namespaces, ["t1-atlas"]);
+        // `other` is not a fixture namespace: unchanged.
+        assert_eq!(sidecars.plaintext_refused, ["t1-atlas", "other"]);
         for e in expects {
             assert_eq!(
                 e.backend.as_ref().unwrap().namespace.as_deref(),

@@ -6,6 +6,7 @@ pub mod existing;
 pub mod kind;
 pub mod kube;
 pub mod local;
+pub mod plaintext;
 #[cfg(target_os = "linux")]
 pub mod sandbox;
 
@@ -39,6 +40,11 @@ pub struct PodInfo {
     pub annotations: BTreeMap<String, String>,
     pub containers: Vec<ContainerInfo>,
     pub init_containers: Vec<ContainerInfo>,
+    /// The pod's address (`status.podIP`), once it has one.
+    pub ip: Option<IpAddr>,
+    /// The TCP ports its containers other than istio-proxy declare
+    /// (`containerPort`), sorted.
+    pub ports: Vec<u16>,
 }
 
 /// A running environment the checks can talk to.
@@ -118,6 +124,19 @@ pub trait Target: Send + Sync {
     fn diagnostics<'a>(&'a self, dir: &'a Path) -> BoxFuture<'a, Vec<PathBuf>> {
         let _ = dir;
         Box::pin(async { Vec::new() })
+    }
+    /// A plaintext HTTP request straight to a pod's address `addr` (no gateway, no
+    /// Istio certificate), as a client outside the mesh sends it: from this machine
+    /// where the pod network is reachable from here (local, sandbox, an existing
+    /// cluster routed to its pods); a target whose pods are only reachable from its
+    /// node sends it from there.
+    fn plaintext_to_pod(
+        &self,
+        addr: std::net::SocketAddr,
+        connect: Duration,
+        answer: Duration,
+    ) -> BoxFuture<'_, plaintext::PlaintextAnswer> {
+        Box::pin(plaintext::from_here(addr, connect, answer))
     }
     /// How the `ports` check scans the node when a scan of
     /// [`Target::node_address`] from here would not see the node: a kind node

@@ -294,14 +294,15 @@ pub const ALL_CHECKS: &[&str] = &[
     "security::no-path-beside-a-route::trailing-slash",
     "security::no-path-beside-a-route::semicolon",
     "security::no-path-beside-a-route::fragment",
+    "security::mtls-strict",
 ];
 
-/// The ingress suite's `security` checks (attack spellings).
+/// The ingress suite's `security` checks on paths (the attack spellings).
 pub fn security_checks() -> Vec<&'static str> {
     ALL_CHECKS
         .iter()
         .copied()
-        .filter(|c| c.starts_with("security::"))
+        .filter(|c| c.starts_with("security::no-"))
         .collect()
 }
 

@@ -4,6 +4,7 @@
 //! Envoy's RBAC filter does (rbac.rs); RequestAuthentication into the JWT filter
 //! before them (jwt.rs).
 
+pub mod ext_authz;
 pub mod generate;
 pub mod jwt;
 pub mod rbac;
@@ -25,6 +26,9 @@ pub enum DeniedBy {
     Rbac,
     /// envoy.filters.http.jwt_authn: 401 (`Jwt is missing`, `Jwt verification fails`).
     Jwt,
+    /// envoy.filters.http.ext_authz: the CUSTOM authorizer's denial (its status and
+    /// body; Istio's sample server: 403, ext_authz.rs DENY_BODY).
+    ExtAuthz,
 }
 
 /// What the gateway's security filters decided for one request.
@@ -41,10 +45,12 @@ pub struct Verdict {
 }
 
 /// The security filters istiod puts into one gateway pod's HTTP connection managers,
-/// in their order (listener_builder.go: the JWT filter, then builder.go build: AUDIT,
-/// DENY, ALLOW).
+/// in their order (listener_builder.go: CUSTOM's RBAC and ext_authz filters, the JWT
+/// filter, then builder.go build: AUDIT, DENY, ALLOW).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AuthzPlan {
+    /// CUSTOM policies: per provider its shadow RBAC and ext_authz filters (ext_authz.rs).
+    pub custom: Vec<ext_authz::CustomFilter>,
     /// RequestAuthentication's envoy.filters.http.jwt_authn (jwt.rs).
     pub jwt: Option<jwt::JwtFilter>,
     pub rbac: Vec<RbacFilter>,
@@ -69,9 +75,10 @@ pub struct Outcome {
 impl AuthzPlan {
     /// The filters as Envoy JSON, in order.
     pub fn http_filters(&self) -> Vec<serde_json::Value> {
-        self.jwt
+        self.custom
             .iter()
-            .map(jwt::JwtFilter::json)
+            .flat_map(ext_authz::CustomFilter::json)
+            .chain(self.jwt.iter().map(jwt::JwtFilter::json))
             .chain(self.rbac.iter().map(RbacFilter::json))
             .collect()
     }
@@ -85,23 +92,48 @@ impl AuthzPlan {
     /// dynamic metadata the RBAC matchers read, its header changes), then the RBAC
     /// filters; None when the pod has none.
     pub fn outcome(&self, r: &rbac::Request) -> Option<Outcome> {
-        if self.rbac.is_empty() && self.jwt.is_none() {
+        if self.rbac.is_empty() && self.jwt.is_none() && self.custom.is_empty() {
             return None;
         }
         let mut r = r.clone();
-        let mut jwt_why = None;
+        // CUSTOM first (listener_builder.go: before the JWT filter).
+        let mut custom_why = None;
+        for c in &self.custom {
+            let Some((v, status)) = c.decide(&r) else {
+                continue;
+            };
+            // Not the verdict's policy: MC409 compares that with istiod's RBAC filters'
+            // decision, and the oracle does not ask an authorizer.
+            if status.is_some() {
+                return Some(Outcome {
+                    status,
+                    verdict: v,
+                    headers: r.headers,
+                    payload: None,
+                });
+            }
+            for (k, val) in c.upstream_headers() {
+                r.headers.insert(k, vec![val]);
+            }
+            custom_why = Some(v.why);
+        }
+        let mut jwt_why = custom_why;
         if let Some(j) = &self.jwt {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
             let a = j.apply(&r, now);
             if a.status != jwt::Status::Ok {
+                let why = match &jwt_why {
+                    Some(c) => format!("{c}; {}", a.why),
+                    None => a.why,
+                };
                 return Some(Outcome {
                     status: Some(a.status.http_status()),
                     verdict: Verdict {
                         denied_by: Some(DeniedBy::Jwt),
                         policy: None,
-                        why: a.why,
+                        why,
                     },
                     headers: r.headers,
                     payload: None,
@@ -114,7 +146,10 @@ impl AuthzPlan {
                 r.metadata
                     .insert(jwt::FILTER.to_string(), serde_json::Value::Object(m));
             }
-            jwt_why = Some(a.why);
+            jwt_why = Some(match jwt_why {
+                Some(c) => format!("{c}; {}", a.why),
+                None => a.why,
+            });
         }
         let rbac = self.decide_rbac(&r);
         let verdict = match (jwt_why, rbac) {
@@ -128,7 +163,12 @@ impl AuthzPlan {
                 why: j,
             },
             (None, Some(v)) => v,
-            (None, None) => return None,
+            // Only CUSTOM filters, none of whose policies matched.
+            (None, None) => Verdict {
+                denied_by: None,
+                policy: None,
+                why: "no CUSTOM policy matches".to_string(),
+            },
         };
         let payload = r
             .metadata
@@ -199,9 +239,14 @@ pub fn policy_name(namespace: &str, name: &str, rule: usize) -> String {
 
 /// The AuthorizationPolicy of `fx` an Envoy policy name ([`policy_name`]) comes from.
 pub fn policy_of<'a>(fx: &'a Fixtures, envoy_name: &str) -> Option<&'a Item<AuthorizationPolicy>> {
+    // CUSTOM's names carry `istio-ext-authz-<provider>-` first (a provider name has
+    // no `[`).
+    let name = envoy_name
+        .find("ns[")
+        .map_or(envoy_name, |i| &envoy_name[i..]);
     fx.authorization_policies
         .iter()
-        .find(|p| envoy_name.starts_with(&format!("ns[{}]-policy[{}]-", p.namespace, p.name)))
+        .find(|p| name.starts_with(&format!("ns[{}]-policy[{}]-", p.namespace, p.name)))
 }
 
 /// Whether policy `p` attaches to a workload in `namespace` with `labels`
@@ -309,8 +354,13 @@ pub fn plan(
     let (jwt, jwt_applied) = jwt::plan(fx, namespace, labels, warnings);
     out.jwt = jwt;
     out.applied.extend(jwt_applied);
-    for p in policies.iter().filter(|p| p.spec.spec.action() == "CUSTOM") {
-        warn(warnings, p, "action CUSTOM (ext_authz) is not modelled by meshcheck: the local target and the simulation do not apply it".into());
+    let custom: Vec<_> = policies
+        .iter()
+        .copied()
+        .filter(|p| p.spec.spec.action() == "CUSTOM")
+        .collect();
+    if !custom.is_empty() {
+        out.custom = ext_authz::plan(fx, &custom, warnings);
     }
     out
 }
@@ -332,6 +382,18 @@ pub fn sidecar_plan(
     let mut out = plan(fx, namespace, labels, warnings);
     if let Some(j) = &mut out.jwt {
         j.clear_route_cache = false;
+    }
+    // CUSTOM at a sidecar calls the authorizer from the pod's sidecar: not modelled
+    // (the pair is left out here and in the comparison with istiod); a provider istiod
+    // cannot use is its plain DENY filter, kept.
+    let before = out.custom.len();
+    out.custom.retain(|c| c.ext_authz.is_none());
+    if out.custom.len() != before {
+        for p in fx.authorization_policies.iter().filter(|p| {
+            p.spec.spec.action() == "CUSTOM" && attaches(p, fx.root_namespace(), namespace, labels)
+        }) {
+            warn(warnings, p, "action CUSTOM on workload pods (ext_authz at their sidecars) is not modelled by meshcheck: the local sidecars and the simulation do not ask the authorizer".into());
+        }
     }
     out
 }

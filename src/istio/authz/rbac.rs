@@ -436,8 +436,17 @@ impl Rules {
     }
 
     fn json(&self) -> Value {
-        let mut v = json!({"policies": self.policies.iter()
-            .map(|(k, p)| (k.clone(), p.json())).collect::<Map<String, Value>>()});
+        // protojson leaves an empty map out (CUSTOM's shadow rules with only dry-run
+        // policies).
+        let mut v = json!({});
+        if !self.policies.is_empty() {
+            v["policies"] = Value::Object(
+                self.policies
+                    .iter()
+                    .map(|(k, p)| (k.clone(), p.json()))
+                    .collect::<Map<String, Value>>(),
+            );
+        }
         // ALLOW is the enum's zero: protojson leaves it out, as in istiod's config.
         if self.action != Action::Allow {
             v["action"] = json!(self.action.name());
@@ -469,8 +478,12 @@ pub struct RbacFilter {
 impl RbacFilter {
     /// The filter as Envoy JSON (name and typed_config).
     pub fn json(&self) -> Value {
-        let mut tc = json!({"@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
-                            "shadow_rules_stat_prefix": self.shadow_rules_stat_prefix});
+        let mut tc =
+            json!({"@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"});
+        // protojson leaves an empty string out (AUDIT's, CUSTOM's deny filter).
+        if !self.shadow_rules_stat_prefix.is_empty() {
+            tc["shadow_rules_stat_prefix"] = json!(self.shadow_rules_stat_prefix);
+        }
         if let Some(r) = &self.rules {
             tc["rules"] = r.json();
         }

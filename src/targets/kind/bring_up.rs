@@ -5,8 +5,8 @@
 
 use super::reinstall::{self, Reuse};
 use super::{
-    choose_node_address, config, create_cluster, node_ports, node_scan, preflight, tool_err, tools,
-    unavailable, KindOptions, CREATE_RETRY_PAUSE, NODE_PROBE_TIMEOUT,
+    choose_node_address, config, create_cluster, node_ports, node_scan, plaintext, preflight,
+    tool_err, tools, unavailable, KindOptions, CREATE_RETRY_PAUSE, NODE_PROBE_TIMEOUT,
 };
 use crate::fixtures::Fixtures;
 use crate::istio::Mesh;
@@ -477,6 +477,11 @@ async fn reach_node_ports(target: &mut ClusterTarget, docker: &Path, name: &str)
         return;
     };
     let node = config::node_container(name);
+    // Pod addresses are on the node's network only: plaintext to a pod goes from there.
+    target.plaintext_from = Some(std::sync::Arc::new(plaintext::FromNodeContainer {
+        docker: docker.to_path_buf(),
+        container: node.clone(),
+    }));
     let loopback_port = published_port(docker, &node, port).await;
     let (addr, why) =
         choose_node_address(target.node, port, loopback_port, NODE_PROBE_TIMEOUT).await;

@@ -17,6 +17,7 @@ mod bring_up;
 pub mod config;
 mod node_ports;
 mod node_scan;
+mod plaintext;
 mod preflight;
 mod reinstall;
 pub mod tools;

@@ -208,7 +208,25 @@ pub fn pod_info(pod: &Pod) -> PodInfo {
             .iter()
             .map(|c| container_info(c, init_statuses))
             .collect(),
+        ip: status
+            .and_then(|s| s.pod_ip.as_deref())
+            .and_then(|ip| ip.parse().ok()),
+        ports: app_ports(containers),
     }
+}
+
+/// The TCP `containerPort`s of the containers other than istio-proxy, sorted.
+fn app_ports(containers: &[Container]) -> Vec<u16> {
+    let mut ports: Vec<u16> = containers
+        .iter()
+        .filter(|c| c.name != "istio-proxy")
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter(|p| p.protocol.as_deref().is_none_or(|p| p == "TCP"))
+        .filter_map(|p| u16::try_from(p.container_port).ok())
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
 }
 
 fn container_info(c: &Container, statuses: &[ContainerStatus]) -> ContainerInfo {

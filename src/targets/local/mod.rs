@@ -522,6 +522,18 @@ impl LocalTarget {
                     annotations,
                     containers,
                     init_containers: inits,
+                    ip: self
+                        .pod_ip
+                        .get(i)
+                        .filter(|ip| !ip.is_unspecified())
+                        .map(|ip| (*ip).into()),
+                    ports: {
+                        let mut ports: Vec<u16> =
+                            p.container_ports.iter().map(|(_, port)| *port).collect();
+                        ports.sort_unstable();
+                        ports.dedup();
+                        ports
+                    },
                 }
             })
             .collect()

@@ -297,6 +297,7 @@ impl Bench {
             cleanup_ids: Default::default(),
             stopped: Default::default(),
             node_scan: None,
+            plaintext_from: None,
         }
     }
 

@@ -23,6 +23,14 @@ fn pod_json(p: &PodInfo) -> Value {
         cs.iter()
             .map(|c| {
                 let mut v = json!({"name": c.name, "image": c.image});
+                if c.name != "istio-proxy" && c.name != "istio-init" {
+                    let ports: Vec<Value> = p
+                        .ports
+                        .iter()
+                        .map(|port| json!({"containerPort": port, "protocol": "TCP"}))
+                        .collect();
+                    v["ports"] = json!(ports);
+                }
                 if let Some(r) = &c.restart_policy {
                     v["restartPolicy"] = json!(r);
                 }
@@ -45,7 +53,7 @@ fn pod_json(p: &PodInfo) -> Value {
     json!({
         "metadata": {"name": p.name, "namespace": p.namespace, "labels": p.labels, "annotations": p.annotations},
         "spec": {"containers": spec(&p.containers), "initContainers": spec(&p.init_containers)},
-        "status": {"phase": "Running", "containerStatuses": status(&p.containers), "initContainerStatuses": status(&p.init_containers)}
+        "status": {"phase": "Running", "podIP": p.ip, "containerStatuses": status(&p.containers), "initContainerStatuses": status(&p.init_containers)}
     })
 }
 

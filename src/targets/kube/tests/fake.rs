@@ -36,12 +36,14 @@ impl FakeApi {
         fake.mount_get("/api/v1", core_v1_resources()).await;
         fake.mount_get("/apis", api_group_list()).await;
         fake.mount_get("/apis/apps/v1", apps_v1_resources()).await;
-        Mock::given(method("GET"))
-            .and(path("/apis/networking.istio.io/v1"))
-            .respond_with(page_not_found())
-            .with_priority(FALLBACK)
-            .mount(&fake.server)
-            .await;
+        for group in ["/apis/networking.istio.io/v1", "/apis/security.istio.io/v1"] {
+            Mock::given(method("GET"))
+                .and(path(group))
+                .respond_with(page_not_found())
+                .with_priority(FALLBACK)
+                .mount(&fake.server)
+                .await;
+        }
         // Istio's default-revision injector (a cluster with `istioctl install`).
         Mock::given(method("GET"))
             .and(path(
@@ -90,6 +92,8 @@ impl FakeApi {
             istio_networking_v1_resources(),
         )
         .await;
+        self.mount_get("/apis/security.istio.io/v1", istio_security_v1_resources())
+            .await;
     }
 
     /// Answers GET `p` with `body` (before the fallbacks).
@@ -368,6 +372,27 @@ fn istio_networking_v1_resources() -> Value {
             subresource("serviceentries/status", "ServiceEntry", true),
             crd("virtualservices", "virtualservice", "VirtualService", &["vs"]),
             subresource("virtualservices/status", "VirtualService", true),
+        ]
+    })
+}
+
+fn istio_security_v1_resources() -> Value {
+    let crd = |name: &str, singular: &str, kind: &str, short: &[&str]| {
+        let mut r = resource(name, singular, kind, true, short);
+        r["categories"] = json!(["istio-io", "security-istio-io"]);
+        r
+    };
+    json!({
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": "security.istio.io/v1",
+        "resources": [
+            crd("authorizationpolicies", "authorizationpolicy", "AuthorizationPolicy", &["ap"]),
+            subresource("authorizationpolicies/status", "AuthorizationPolicy", true),
+            crd("peerauthentications", "peerauthentication", "PeerAuthentication", &["pa"]),
+            subresource("peerauthentications/status", "PeerAuthentication", true),
+            crd("requestauthentications", "requestauthentication", "RequestAuthentication", &["ra"]),
+            subresource("requestauthentications/status", "RequestAuthentication", true),
         ]
     })
 }

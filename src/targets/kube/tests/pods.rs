@@ -156,6 +156,9 @@ fn classic_injection() {
         p.init_containers,
         [c("istio-init", PROXY_IMAGE, None, false)]
     );
+    // The plaintext check's address: the app's port, not the proxy's (15090).
+    assert_eq!(p.ip, Some("10.244.0.12".parse().unwrap()));
+    assert_eq!(p.ports, [8080]);
 }
 
 #[test]
