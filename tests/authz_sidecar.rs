@@ -270,3 +270,61 @@ fn a_sidecar_filter_other_than_istiods_is_an_mc408_naming_the_pod_and_the_field(
         "{d}"
     );
 }
+
+#[test]
+fn custom_on_workload_pods_is_said_not_modelled_and_left_out_of_the_comparison() {
+    // Main's ext-authz fixture with its CUSTOM policy on nb-rest's pods instead of the
+    // gateway's: the sidecars would ask the authorizer, which meshcheck does not model.
+    let c = Case::new();
+    let text = data("ext-authz.yaml").replacen(
+        "  namespace: istio-ingress\nspec:\n  selector:\n    matchLabels:\n      istio: my-ingress-gateway\n  action: CUSTOM",
+        "  namespace: atlas\nspec:\n  selector:\n    matchLabels:\n      app: nb-rest\n  action: CUSTOM",
+        1,
+    );
+    assert!(text.contains("app: nb-rest\n  action: CUSTOM"));
+    c.fixtures.write("70-custom.yaml", &text);
+    let fx = meshcheck::fixtures::load_dir(c.fixtures.path()).unwrap();
+    let mesh = meshcheck::istio::Mesh::build(&fx);
+    assert!(
+        mesh.warnings
+            .iter()
+            .any(|w| w.object == "AuthorizationPolicy atlas/ext-authz"
+                && w.message.contains("not modelled")),
+        "{:?}",
+        mesh.warnings
+    );
+    // nb-rest's sidecars keep the other policies' filters, and no ext_authz.
+    for i in pods_of(&mesh, "nb-rest") {
+        let names: Vec<String> = mesh.sidecar_authz[&i]
+            .http_filters()
+            .iter()
+            .map(|f| f["name"].as_str().unwrap_or_default().to_string())
+            .collect();
+        assert_eq!(
+            names,
+            ["envoy.filters.http.rbac", "envoy.filters.http.rbac"]
+        );
+    }
+    let bin = match oracle() {
+        Ok(b) => b,
+        Err(why) => {
+            note_unavailable(why);
+            return;
+        }
+    };
+    let suite_file = suite_file(&c.suite);
+    let suite = meshcheck::suite::load(suite_file.path()).unwrap();
+    let (fx, mesh, out) = istiod_with(bin, c.fixtures.path(), &suite);
+    // istiod does put the pair there; the comparison leaves it out.
+    assert!(out
+        .sidecars
+        .iter()
+        .any(|s| s.pod.starts_with("atlas/nb-rest-")
+            && s.inbound
+                .iter()
+                .any(|h| h.hcm.to_string().contains("envoy.filters.http.ext_authz"))));
+    assert_eq!(
+        error_findings(&fx, &mesh, &suite, &out),
+        Vec::<String>::new()
+    );
+}
