@@ -86,6 +86,7 @@ fn each_source_naming_another_identity_shuts_the_gateway_out_of_its_paths() {
         );
     c.fails_exactly(&[
         "principals::root-allowed",
+        "client::forwarded-for-not-trusted",
         "namespaces::items-allowed",
         "service-accounts::orders-allowed",
     ]);
@@ -99,10 +100,24 @@ fn the_sidecar_s_port_is_the_pod_s_not_the_service_s() {
 }
 
 #[test]
+fn the_sidecar_s_client_address_is_the_one_the_gateway_appended_not_its_peer() {
+    let c = Case::new();
+    // `ipBlocks` is the connection's peer at the sidecar: the gateway pod.
+    c.breaks(
+        "remoteIpBlocks: [\"127.0.0.66\"]",
+        "ipBlocks: [\"127.0.0.66\"]",
+    );
+    c.fails_exactly(&["client::client-address-denied"]);
+}
+
+#[test]
 fn a_wrong_principal_alone_denies_only_its_route() {
     let c = Case::new();
     c.breaks("sa/my-ingress-gateway\"]", "sa/other-gateway\"]");
-    c.fails_exactly(&["principals::root-allowed"]);
+    c.fails_exactly(&[
+        "principals::root-allowed",
+        "client::forwarded-for-not-trusted",
+    ]);
 }
 
 #[test]
@@ -111,11 +126,15 @@ fn the_sidecar_sees_the_rewritten_path_not_the_client_s() {
     // A DENY on the path after the rewrite (`/atlas-rest` arrives as `/`) denies it;
     // the one on the client's path (`/atlas-rest`) never matched.
     c.breaks("paths: [\"/atlas-rest\", ", "paths: [\"/\", ");
-    c.fails_exactly(&["principals::root-allowed"]);
+    c.fails_exactly(&[
+        "principals::root-allowed",
+        "client::forwarded-for-not-trusted",
+    ]);
     // Without the DENY on `/secret`, the ALLOW by namespace lets it in.
     c.breaks("\"/atlas-rest/*\", \"/secret\"]", "\"/atlas-rest/*\"]");
     c.fails_exactly(&[
         "principals::root-allowed",
+        "client::forwarded-for-not-trusted",
         "deny::rewritten-path-denied",
         "deny::rewritten-path-denied-rbac",
     ]);
@@ -138,6 +157,7 @@ fn over_a_plaintext_hop_the_gateway_has_no_identity() {
     );
     c.fails_exactly(&[
         "principals::root-allowed",
+        "client::forwarded-for-not-trusted",
         "namespaces::items-allowed",
         "service-accounts::orders-allowed",
     ]);
@@ -166,6 +186,7 @@ fn a_pod_without_a_sidecar_enforces_nothing() {
             "deny::rewritten-path-denied",
             "deny::rewritten-path-denied-rbac",
             "allow::unlisted-path-denied",
+            "client::client-address-denied",
         ],
         &["static::injection"],
     );
@@ -179,6 +200,7 @@ fn without_the_policies_every_nb_rest_path_is_open() {
         "deny::rewritten-path-denied",
         "deny::rewritten-path-denied-rbac",
         "allow::unlisted-path-denied",
+        "client::client-address-denied",
     ]);
 }
 
