@@ -117,6 +117,7 @@ examples! {
     authz_ingress_ip_local => "authz-ingress-ip-local",
     authz_deny => "authz-deny",
     authz_dry_run => "authz-dry-run",
+    authz_jwt => "authz-jwt",
 }
 
 /// The Gateway API form of the tasks (examples/gateway-api/<task>.yaml), on a Gateway
@@ -499,6 +500,7 @@ const AUTHZ_EXAMPLES: &[&str] = &[
     "authz-ingress-ip-local",
     "authz-deny",
     "authz-dry-run",
+    "authz-jwt",
 ];
 
 /// The run passed every check (a mutation that must change nothing the suite sees).
@@ -685,4 +687,63 @@ fn without_the_dry_run_annotation_the_policy_denies() {
         "{}",
         r.stdout
     );
+}
+
+// --- authz-jwt: the JWT tasks at the ingress ----------------------------------------
+
+#[test]
+fn a_deny_of_every_principal_but_one_refuses_valid_tokens_too() {
+    let r = run_broken(
+        "authz-jwt",
+        "authz-jwt/httpbin.yaml",
+        "        notRequestPrincipals: [\"*\"]\n",
+        "        notRequestPrincipals: [\"nobody/nothing\"]\n",
+    );
+    // A request without a token has no principal, which notRequestPrincipals
+    // [nobody/nothing] still matches: /headers stays refused; a token of another
+    // subject now is too.
+    fails_exactly(&r, &["per-path::headers-with-token"]);
+}
+
+#[test]
+fn the_per_path_policy_on_another_path_lets_headers_in_without_a_token() {
+    let r = run_broken(
+        "authz-jwt",
+        "authz-jwt/httpbin.yaml",
+        "        paths: [\"/headers\"]\n",
+        "        paths: [\"/status\"]\n",
+    );
+    fails_exactly(&r, &["per-path::headers-without-token-403"]);
+}
+
+#[test]
+fn another_issuer_in_the_request_authentication_refuses_the_suite_s_tokens() {
+    let r = run_broken(
+        "authz-jwt",
+        "authz-jwt/httpbin.yaml",
+        "  - issuer: testing@secure.istio.io\n",
+        "  - issuer: someone-else@example.com\n",
+    );
+    // Every minted token is now of an issuer no rule names: 401 ("Jwt issuer is not
+    // configured"), where the suite expects it through or refused by RBAC.
+    fails_exactly(
+        &r,
+        &[
+            "per-path::headers-with-token",
+            "groups::group1-allowed",
+            "groups::group2-denied",
+        ],
+    );
+}
+
+#[test]
+fn the_group_condition_on_another_value_turns_the_groups_around() {
+    let r = run_broken(
+        "authz-jwt",
+        "authz-jwt/httpbin.yaml",
+        "notValues: [\"group1\"]",
+        "notValues: [\"group2\"]",
+    );
+    // group1's token also carries group2: still in. group2's alone: now in too.
+    fails_exactly(&r, &["groups::group2-denied"]);
 }
