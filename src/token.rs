@@ -18,6 +18,12 @@
 //!   key: wrong                                 # default Istio's sample key; or a PEM file
 //! ```
 //!
+//! `key: served` signs with a key made for this run whose JWKS the local target
+//! serves for every `jwksUri` meshcheck does not know (istiod would fetch it; meshcheck
+//! never reaches the network): a token of the issuer of such a rule then verifies on
+//! the local target and in the simulation. On a cluster istiod fetches the real JWKS,
+//! which does not hold that key.
+//!
 //! Sent as `Authorization: Bearer <token>`, or in `header` (after `prefix`), query
 //! parameter `param` or cookie `cookie`.
 
@@ -67,7 +73,9 @@ pub struct Mint {
     pub claims: Map<String, Value>,
     /// `1h`, `30m`, `-5m` (expired: Envoy allows 60 s of clock skew past `exp`).
     pub expires_in: Option<String>,
-    /// None: Istio's sample key; `wrong`: this run's own key; else a PEM file.
+    /// None: Istio's sample key; `wrong`: this run's own key, which no JWKS holds;
+    /// `served`: the key of the JWKS the local target serves for unfetched
+    /// `jwksUri`s; else a PEM file.
     pub key: Option<String>,
     /// The header's `kid` (Istio's sample key: its JWKS kid).
     pub kid: Option<String>,
@@ -330,18 +338,51 @@ fn pem_der(pem: &str) -> Option<(String, Vec<u8>)> {
     Some((label, der))
 }
 
-/// This run's own key (P-256), which no JWKS holds.
-fn wrong_key() -> Result<Signer, String> {
-    static PKCS8: OnceLock<Vec<u8>> = OnceLock::new();
+/// A P-256 key made for this run (PKCS#8), the same every time it is asked for.
+fn run_key(cell: &'static OnceLock<Vec<u8>>) -> Result<signature::EcdsaKeyPair, String> {
     let rng = SystemRandom::new();
-    let der = PKCS8.get_or_init(|| {
+    let der = cell.get_or_init(|| {
         signature::EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
             .map(|d| d.as_ref().to_vec())
             .unwrap_or_default()
     });
     signature::EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, der, &rng)
-        .map(|k| Signer::Ecdsa(k, "ES256"))
         .map_err(|e| format!("generating this run's key: {e}"))
+}
+
+/// This run's own key (P-256), which no JWKS holds.
+fn wrong_key() -> Result<Signer, String> {
+    static PKCS8: OnceLock<Vec<u8>> = OnceLock::new();
+    run_key(&PKCS8).map(|k| Signer::Ecdsa(k, "ES256"))
+}
+
+/// The `kid` of [`served_jwks`]'s key.
+pub const SERVED_KID: &str = "meshcheck-served";
+
+/// The key of `key: served` tokens, made for this run: the one key of the JWKS the
+/// local target serves for a `jwksUri` meshcheck does not fetch ([`served_jwks`]).
+fn served_key() -> Result<signature::EcdsaKeyPair, String> {
+    static PKCS8: OnceLock<Vec<u8>> = OnceLock::new();
+    run_key(&PKCS8)
+}
+
+/// The JWKS the local target serves for every `jwksUri` other than Istio's sample one
+/// (istiod would fetch it; meshcheck never reaches the network): this run's served key
+/// (ES256, kid [`SERVED_KID`]), so `key: served` tokens verify there and nothing else
+/// does. None when the key cannot be made.
+pub fn served_jwks() -> Option<String> {
+    use signature::KeyPair as _;
+    let k = served_key().ok()?;
+    // An uncompressed P-256 point: 0x04, X (32 bytes), Y (32 bytes).
+    let point = k.public_key().as_ref();
+    if point.len() != 65 || point[0] != 4 {
+        return None;
+    }
+    Some(
+        json!({"keys": [{"kty": "EC", "crv": "P-256", "alg": "ES256", "kid": SERVED_KID,
+            "x": b64url(&point[1..33]), "y": b64url(&point[33..])}]})
+        .to_string(),
+    )
 }
 
 /// The `kid` of Istio's sample JWKS.
@@ -370,6 +411,10 @@ impl Mint {
                 Some(sample_kid()),
             ),
             Some("wrong") => (wrong_key()?, None),
+            Some("served") => (
+                Signer::Ecdsa(served_key()?, "ES256"),
+                Some(SERVED_KID.to_string()),
+            ),
             Some(path) => {
                 let p = base.join(path);
                 let pem = std::fs::read_to_string(&p)
@@ -480,6 +525,20 @@ mod tests {
         let jwt = Jwt::parse(&wrong.mint(Path::new("."), 1_000).unwrap()).unwrap();
         assert_eq!(jwt.alg, "ES256");
         assert!(!jwks.verifies(&jwt));
+        // `key: served`: the JWKS served for unfetched jwksUris holds it, and only it.
+        let served_jwks = Jwks::parse(&served_jwks().unwrap()).unwrap();
+        let served = Mint {
+            key: Some("served".into()),
+            ..m.clone()
+        };
+        let jwt = Jwt::parse(&served.mint(Path::new("."), 1_000).unwrap()).unwrap();
+        assert_eq!(jwt.kid, SERVED_KID);
+        assert!(served_jwks.verifies(&jwt));
+        assert!(!jwks.verifies(&jwt));
+        let jwt = Jwt::parse(&wrong.mint(Path::new("."), 1_000).unwrap()).unwrap();
+        assert!(!served_jwks.verifies(&jwt));
+        let jwt = Jwt::parse(&m.mint(Path::new("."), 1_000).unwrap()).unwrap();
+        assert!(!served_jwks.verifies(&jwt));
         let expired = Mint {
             expires_in: Some("-5m".into()),
             ..m

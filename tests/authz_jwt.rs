@@ -213,12 +213,46 @@ fn istios_sample_jwks_uri_is_inlined_as_istiod_does_once_fetched() {
     );
 }
 
+/// An unknown jwksUri: istiod (offline here) inlines its fail-closed JWKS, meshcheck
+/// the JWKS of its served key; neither holds Istio's sample key, so the suite's
+/// tokens of that key are refused either way.
 #[test]
-fn an_unknown_jwks_uri_is_istiods_failed_fetch_and_refuses_every_token() {
+fn an_unknown_jwks_uri_refuses_tokens_of_istios_sample_key() {
     let c = Case::new("jwt-uri");
     c.breaks(
         "https://raw.githubusercontent.com/istio/istio/release-1.30/security/tools/jwt/samples/jwks.json",
         "https://idp.example.com/.well-known/jwks.json",
+    );
+    c.fails_exactly(&["uri::valid"]);
+}
+
+#[test]
+fn an_unknown_jwks_uri_takes_the_tokens_minted_with_the_key_meshcheck_serves_for_it() {
+    // istiod here is offline (it inlines its fail-closed JWKS): the served key is the
+    // local target's and the model's alone, judged with the model only.
+    if std::env::var("MESHCHECK_CONTROL_PLANE").as_deref() == Ok("istiod") {
+        eprintln!("note: the served-jwks run is the model's only: istiod here is offline");
+        return;
+    }
+    let mut c = Case::new("jwt-uri");
+    c.breaks(
+        "https://raw.githubusercontent.com/istio/istio/release-1.30/security/tools/jwt/samples/jwks.json",
+        "https://idp.example.com/.well-known/jwks.json",
+    );
+    c.asks(
+        "token: { issuer: testing@secure.istio.io } }",
+        "token: { issuer: testing@secure.istio.io, key: served } }",
+    );
+    c.asks("expires_in: -2m }", "expires_in: -2m, key: served }");
+    c.fails_exactly(&[]);
+    // The served key verifies only where meshcheck serves it: with the rule's JWKS
+    // inline (Istio's sample), the same token is refused.
+    c.breaks(
+        "    jwksUri: https://idp.example.com/.well-known/jwks.json\n",
+        &format!(
+            "    jwks: '{}'\n",
+            meshcheck::istio::authz::jwt::ISTIO_SAMPLE_JWKS.trim()
+        ),
     );
     c.fails_exactly(&["uri::valid"]);
 }

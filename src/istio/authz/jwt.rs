@@ -59,8 +59,8 @@ pub enum JwksSource {
     /// `jwksUri` naming Istio's sample JWKS: inlined as istiod writes it once fetched.
     SampleUri(String),
     /// Any other `jwksUri`: istiod fetches it when it programs the gateway; meshcheck
-    /// never reaches the network, so it writes what istiod writes when the fetch fails
-    /// ([`PUBLIC_ONLY_JWKS`]).
+    /// never reaches the network and serves the JWKS of this run's own key there
+    /// ([`crate::token::served_jwks`]: tokens minted with `key: served` verify).
     Unfetched(String),
 }
 
@@ -297,7 +297,7 @@ pub fn plan(
                     &rule,
                     &source,
                     format!(
-                        "jwksUri {uri}: istiod fetches it when it programs the gateway; meshcheck never reaches the network, so the local target and the simulation use what istiod writes when that fetch fails (a JWKS nobody holds the key of: every token of issuer {:?} gets 401). On a cluster istiod fetches it; give the rule `jwks` to test tokens locally. MC408 compares this provider without local_jwks",
+                        "jwksUri {uri}: istiod fetches it when it programs the gateway; meshcheck never reaches the network, so the local target and the simulation serve a JWKS of this run's own key there instead: tokens of issuer {:?} verify locally when the suite mints them with `key: served`, and no other token does. On a cluster istiod fetches the real JWKS (a `key: served` token gets 401 there). MC408 compares this provider without local_jwks",
                         r.issuer
                     ),
                 ),
@@ -350,7 +350,7 @@ fn jwks_of(r: &JwtRule) -> (String, JwksSource) {
         );
     }
     (
-        PUBLIC_ONLY_JWKS.to_string(),
+        crate::token::served_jwks().unwrap_or_else(|| PUBLIC_ONLY_JWKS.to_string()),
         JwksSource::Unfetched(r.jwks_uri.clone()),
     )
 }
