@@ -9,55 +9,7 @@
 mod common;
 use common::*;
 
-/// Where the policies are written in the fixture copy.
-const POLICIES: &str = "60-authz.yaml";
-
-fn data(file: &str) -> String {
-    let path = root().join("tests/authz").join(file);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-struct Case {
-    fixtures: FixtureCopy,
-    suite: String,
-}
-
-impl Case {
-    fn new(name: &str) -> Case {
-        let fixtures = FixtureCopy::new();
-        fixtures.write(POLICIES, &data(&format!("{name}.yaml")));
-        Case {
-            fixtures,
-            suite: data(&format!("{name}.suite.yaml")),
-        }
-    }
-
-    /// Replaces `from` (which must occur exactly once) by `to` in `file`.
-    #[track_caller]
-    fn breaks_in(&self, file: &str, from: &str, to: &str) -> &Self {
-        let text = self.fixtures.read(file);
-        assert_eq!(
-            text.matches(from).count(),
-            1,
-            "{from:?} occurs once in {file}"
-        );
-        self.fixtures.write(file, &text.replacen(from, to, 1));
-        self
-    }
-
-    #[track_caller]
-    fn breaks(&self, from: &str, to: &str) -> &Self {
-        self.breaks_in(POLICIES, from, to)
-    }
-
-    /// The run failed exactly `checks`, each live and in the simulation, and passed
-    /// every other check of the suite; nothing was reported as not modelled.
-    #[track_caller]
-    fn fails_exactly(&self, checks: &[&str]) {
-        let r = run_suite(&self.fixtures, &self.suite);
-        assert_suite_fails_exactly(&r, &self.suite, checks, &[], &[]);
-    }
-}
+use common::policy_case::{data, PolicyCase as Case, POLICIES};
 
 /// The gateway Deployment trusts one proxy in front of it (X-Forwarded-For).
 fn trust_one_proxy(c: &Case) {
@@ -70,12 +22,12 @@ fn trust_one_proxy(c: &Case) {
 
 #[test]
 fn every_operation_field_denies_what_it_names_and_nothing_else() {
-    Case::new("operations").fails_exactly(&[]);
+    Case::of("operations").fails_exactly(&[]);
 }
 
 #[test]
 fn an_operation_read_otherwise_denies_what_it_should_not_or_lets_through_what_it_should_deny() {
-    let c = Case::new("operations");
+    let c = Case::of("operations");
     // An exact path as a prefix, a one-segment template as any-segments, the suffix
     // dropped; methods without their notPaths; a host case-sensitively; the Service
     // port where the pod's listener port is meant.
@@ -98,14 +50,14 @@ fn an_operation_read_otherwise_denies_what_it_should_not_or_lets_through_what_it
 
 #[test]
 fn an_allow_policy_lets_in_its_clients_and_denies_everything_else() {
-    let c = Case::new("sources");
+    let c = Case::of("sources");
     trust_one_proxy(&c);
     c.fails_exactly(&[]);
 }
 
 #[test]
 fn without_the_exclusion_or_the_wildcard_the_wrong_clients_get_in_or_out() {
-    let c = Case::new("sources");
+    let c = Case::of("sources");
     trust_one_proxy(&c);
     c.breaks("        notRemoteIpBlocks: [\"203.0.113.66\"]\n", "")
         .breaks("values: [\"key-*\"]", "values: [\"key-\"]");
@@ -115,12 +67,12 @@ fn without_the_exclusion_or_the_wildcard_the_wrong_clients_get_in_or_out() {
 #[test]
 fn without_a_trusted_proxy_the_client_address_is_the_connection_s() {
     // X-Forwarded-For is not trusted: every client is 127.0.0.1, outside the block.
-    Case::new("sources").fails_exactly(&["remote::forwarded-client-allowed"]);
+    Case::of("sources").fails_exactly(&["remote::forwarded-client-allowed"]);
 }
 
 #[test]
 fn a_policy_that_does_not_attach_to_the_gateway_changes_nothing() {
-    let c = Case::new("operations");
+    let c = Case::of("operations");
     // Another namespace's policy (not the root's, not the gateway's) and a selector
     // for other pods attach to nothing at the gateway.
     c.breaks("  namespace: istio-ingress\n", "  namespace: atlas\n");
@@ -140,7 +92,7 @@ fn a_policy_that_does_not_attach_to_the_gateway_changes_nothing() {
 
 #[test]
 fn a_dry_run_policy_denies_nothing() {
-    let c = Case::new("operations");
+    let c = Case::of("operations");
     c.breaks(
         "  namespace: istio-ingress\n",
         "  namespace: istio-ingress\n  annotations:\n    istio.io/dry-run: \"true\"\n",
@@ -161,7 +113,7 @@ fn a_dry_run_policy_denies_nothing() {
 
 #[test]
 fn rules_absent_allow_nothing_and_one_empty_rule_allows_everything() {
-    let c = Case::new("sources");
+    let c = Case::of("sources");
     trust_one_proxy(&c);
     let text = c.fixtures.read(POLICIES);
     let rules_at = text.find("  rules:\n").unwrap();
@@ -326,7 +278,7 @@ fn a_claim_condition_is_read_from_the_token_not_from_a_header_of_that_name() {
 /// The spellings fixture set under meshConfig pathNormalization `mode` (None: no
 /// mesh config, Istio's default BASE).
 fn spellings(mode: Option<&str>) -> Case {
-    let c = Case::new("spellings");
+    let c = Case::of("spellings");
     if let Some(mode) = mode {
         c.fixtures.write(
             "05-mesh.yaml",
@@ -359,7 +311,7 @@ fn without_normalization_the_attack_finds_the_bypass() {
 
 #[test]
 fn a_claim_condition_routes_by_the_verified_token_s_claim() {
-    let c = Case::new("claims-jwt");
+    let c = Case::of("claims-jwt");
     claims_route(&c.fixtures);
     c.fails_exactly(&[]);
     // The claim condition on another claim: the admins token no longer matches it.
@@ -373,12 +325,12 @@ fn a_claim_condition_routes_by_the_verified_token_s_claim() {
 
 #[test]
 fn each_when_attribute_and_peer_identity_denies_what_it_names() {
-    Case::new("when").fails_exactly(&[]);
+    Case::of("when").fails_exactly(&[]);
 }
 
 #[test]
 fn a_when_value_or_peer_identity_read_otherwise_changes_exactly_its_checks() {
-    let c = Case::new("when");
+    let c = Case::of("when");
     c.breaks("values: [\"127.0.0.55\"]", "values: [\"127.0.0.1\"]")
         .breaks("values: [\"127.0.0.56\"]", "values: [\"127.0.0.57\"]")
         .breaks("values: [\"8080\"]", "values: [\"80\"]")
@@ -434,12 +386,12 @@ fn a_when_value_or_peer_identity_read_otherwise_changes_exactly_its_checks() {
 /// never reach it.
 #[test]
 fn a_custom_policy_asks_the_authorizer_for_its_paths_only() {
-    Case::new("ext-authz").fails_exactly(&[]);
+    Case::of("ext-authz").fails_exactly(&[]);
 }
 
 #[test]
 fn without_the_custom_policy_nothing_is_denied() {
-    let c = Case::new("ext-authz");
+    let c = Case::of("ext-authz");
     c.breaks("paths: [\"/authz/headers\"]", "paths: [\"/elsewhere\"]");
     let r = run_suite(&c.fixtures, &c.suite);
     // custom::allowed misses the authorizer's header at the backend: the simulation
@@ -457,7 +409,7 @@ fn without_the_custom_policy_nothing_is_denied() {
 fn a_header_the_check_request_does_not_carry_is_never_allowed() {
     // Envoy's HTTP check request carries only the client headers
     // includeRequestHeadersInCheck names.
-    let c = Case::new("ext-authz");
+    let c = Case::of("ext-authz");
     c.breaks(
         "includeRequestHeadersInCheck: [\"x-ext-authz\"]",
         "includeRequestHeadersInCheck: [\"x-other\"]",
@@ -469,7 +421,7 @@ fn a_header_the_check_request_does_not_carry_is_never_allowed() {
 fn an_unknown_provider_denies_what_the_policy_matches() {
     // builder.go: a provider istiod cannot use turns the policy into a DENY filter
     // (`-deny-due-to-bad-CUSTOM-action`): 403 RBAC, not the authorizer's answer.
-    let c = Case::new("ext-authz");
+    let c = Case::of("ext-authz");
     c.breaks(
         "    name: sample-ext-authz-http\n  rules:",
         "    name: no-such-provider\n  rules:",
@@ -483,7 +435,7 @@ fn an_unknown_provider_denies_what_the_policy_matches() {
 
 #[test]
 fn only_the_headers_named_reach_the_backend_from_the_authorizer() {
-    let c = Case::new("ext-authz");
+    let c = Case::of("ext-authz");
     c.breaks(
         "        headersToUpstreamOnAllow: [\"x-ext-authz-check-result\"]\n",
         "",
@@ -497,7 +449,7 @@ fn only_the_headers_named_reach_the_backend_from_the_authorizer() {
 fn every_http_provider_field_is_written_as_istiod_writes_it() {
     // Compared with istiod whole (MC408) when the test ends: durations, the status enum,
     // header lists, the added check headers (sorted), the body settings.
-    let c = Case::new("ext-authz");
+    let c = Case::of("ext-authz");
     c.breaks(
         "        headersToUpstreamOnAllow: [\"x-ext-authz-check-result\"]\n",
         "        headersToUpstreamOnAllow: [\"x-ext-authz-check-result\", \"x-up-*\"]\n        timeout: 0.5s\n        statusOnError: \"503\"\n        failOpen: true\n        pathPrefix: /check\n        headersToDownstreamOnDeny: [\"*-result\"]\n        headersToDownstreamOnAllow: [x-a]\n        includeAdditionalHeadersInCheck: {x-b: \"2\", x-a: \"1\"}\n        includeRequestBodyInCheck: {maxRequestBytes: 100, packAsBytes: true}\n",
@@ -509,7 +461,7 @@ fn every_http_provider_field_is_written_as_istiod_writes_it() {
 fn a_dry_run_custom_policy_is_refused_as_istio_s_validation_refuses_it() {
     // checkDryRunAnnotation: istio.io/dry-run is for ALLOW and DENY only; the policy is
     // not taken (MC304), so nothing asks the authorizer.
-    let c = Case::new("ext-authz");
+    let c = Case::of("ext-authz");
     c.breaks(
         "  name: ext-authz\n  namespace: istio-ingress\n",
         "  name: ext-authz\n  namespace: istio-ingress\n  annotations:\n    istio.io/dry-run: \"true\"\n",
@@ -529,7 +481,7 @@ fn a_dry_run_custom_policy_is_refused_as_istio_s_validation_refuses_it() {
 fn custom_is_asked_before_a_deny_policy_on_the_same_path() {
     // listener_builder.go: CUSTOM's filters come first, then DENY: a request the
     // authorizer refuses gets its answer, one it lets through meets the DENY policy.
-    let c = Case::new("ext-authz");
+    let c = Case::of("ext-authz");
     let text = c.fixtures.read(POLICIES);
     c.fixtures.write(
         POLICIES,

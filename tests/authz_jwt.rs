@@ -10,78 +10,23 @@
 mod common;
 use common::*;
 
-/// Where the policies are written in the fixture copy.
-const POLICIES: &str = "60-authz.yaml";
-
-fn data(file: &str) -> String {
-    let path = root().join("tests/authz").join(file);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-struct Case {
-    fixtures: FixtureCopy,
-    suite: String,
-}
-
-impl Case {
-    fn new(name: &str) -> Case {
-        let fixtures = FixtureCopy::new();
-        fixtures.write(POLICIES, &data(&format!("{name}.yaml")));
-        Case {
-            fixtures,
-            suite: data(&format!("{name}.suite.yaml")),
-        }
-    }
-
-    /// Replaces `from` (which must occur exactly once) by `to` in the policies.
-    #[track_caller]
-    fn breaks(&self, from: &str, to: &str) -> &Self {
-        let text = self.fixtures.read(POLICIES);
-        assert_eq!(text.matches(from).count(), 1, "{from:?} occurs once");
-        self.fixtures.write(POLICIES, &text.replacen(from, to, 1));
-        self
-    }
-
-    /// Replaces `from` (which must occur exactly once) by `to` in the suite.
-    #[track_caller]
-    fn asks(&mut self, from: &str, to: &str) -> &mut Self {
-        assert_eq!(self.suite.matches(from).count(), 1, "{from:?} occurs once");
-        self.suite = self.suite.replacen(from, to, 1);
-        self
-    }
-
-    #[track_caller]
-    fn fails_exactly(&self, checks: &[&str]) {
-        self.fails_exactly_with(checks, &[]);
-    }
-
-    /// The run failed exactly `checks`, each live and in the simulation, and
-    /// `live_only` live only: the simulation judges a backend header only when it is
-    /// expected with a plain value and predicted (analysis.rs branch_mismatch), so a
-    /// header the JWT filter should have added, or should have removed, is judged live
-    /// alone. Every other check passed; nothing was reported as not modelled.
-    #[track_caller]
-    fn fails_exactly_with(&self, checks: &[&str], live_only: &[&str]) {
-        let r = run_suite(&self.fixtures, &self.suite);
-        assert_suite_fails_exactly(&r, &self.suite, checks, live_only, &[]);
-    }
-}
+use common::policy_case::{PolicyCase as Case, POLICIES};
 
 #[test]
 fn every_rule_field_verifies_reads_and_hands_on_as_envoy_does() {
-    Case::new("jwt").fails_exactly(&[]);
+    Case::of("jwt").fails_exactly(&[]);
 }
 
 #[test]
 fn without_the_audience_a_token_for_someone_else_gets_in() {
-    let c = Case::new("jwt");
+    let c = Case::of("jwt");
     c.breaks("    audiences: [\"atlas-partner\"]\n", "");
     c.fails_exactly(&["audience::partner-wrong-audience"]);
 }
 
 #[test]
 fn another_header_prefix_reads_no_token_there() {
-    let c = Case::new("jwt");
+    let c = Case::of("jwt");
     c.breaks("prefix: \"Token \"", "prefix: \"Bearer \"");
     c.fails_exactly(&[
         "audience::partner-wrong-audience",
@@ -91,7 +36,7 @@ fn another_header_prefix_reads_no_token_there() {
 
 #[test]
 fn without_the_param_and_cookie_locations_those_tokens_are_not_read() {
-    let c = Case::new("jwt");
+    let c = Case::of("jwt");
     c.breaks("    fromParams: [\"partner_token\"]\n", "")
         .breaks("    fromCookies: [\"partner_session\"]\n", "");
     c.fails_exactly(&["partner::query-param", "partner::cookie"]);
@@ -101,12 +46,12 @@ fn without_the_param_and_cookie_locations_those_tokens_are_not_read() {
 fn the_default_locations_are_bearer_and_access_token_only_without_others() {
     // Given a location, the rule no longer reads `Authorization: Bearer` or
     // `access_token`.
-    let c = Case::new("jwt");
+    let c = Case::of("jwt");
     c.breaks(
         "    outputPayloadToHeader: x-jwt-payload\n",
         "    outputPayloadToHeader: x-jwt-payload\n    fromParams: [\"token\"]\n",
     );
-    c.fails_exactly_with(
+    c.fails_exactly_and_live(
         &[
             "valid::access-token-param",
             "claims::admins",
@@ -124,14 +69,14 @@ fn the_default_locations_are_bearer_and_access_token_only_without_others() {
 
 #[test]
 fn an_unforwarded_token_and_missing_outputs_do_not_reach_the_backend() {
-    let c = Case::new("jwt");
+    let c = Case::of("jwt");
     c.breaks("    forwardOriginalToken: true\n", "")
         .breaks("    outputPayloadToHeader: x-jwt-payload\n", "")
         .breaks(
             "    - header: x-jwt-sub\n      claim: sub\n    - header: x-jwt-team\n      claim: team\n",
             "    - header: x-jwt-team\n      claim: sub\n",
         );
-    c.fails_exactly_with(
+    c.fails_exactly_and_live(
         // x-jwt-team is the subject (and x-jwt-sub and x-jwt-payload are missing).
         &["valid::bearer-reaches-backend"],
         &[
@@ -145,7 +90,7 @@ fn an_unforwarded_token_and_missing_outputs_do_not_reach_the_backend() {
 
 #[test]
 fn a_jwks_without_the_signing_key_refuses_every_token_of_its_issuer() {
-    let c = Case::new("jwt");
+    let c = Case::of("jwt");
     let fail_closed: serde_json::Value =
         serde_json::from_str(meshcheck::istio::authz::jwt::PUBLIC_ONLY_JWKS).unwrap();
     // The first rule's (the sample issuer's) JWKS only: what istiod inlines when it
@@ -174,7 +119,7 @@ fn a_jwks_without_the_signing_key_refuses_every_token_of_its_issuer() {
 
 #[test]
 fn principals_and_claims_in_the_policy_read_the_verified_payload() {
-    let c = Case::new("jwt");
+    let c = Case::of("jwt");
     // The subject (the issuer, by default) is not bob; the claim is `groups`.
     c.breaks(
         "requestPrincipals: [\"testing@secure.istio.io/*\"]",
@@ -187,7 +132,7 @@ fn principals_and_claims_in_the_policy_read_the_verified_payload() {
 #[test]
 fn a_token_expired_within_envoys_clock_skew_still_passes() {
     // jwt_authn allows 60 s past `exp` (source/common/jwt jwt.cc verifyTimeConstraint).
-    let mut c = Case::new("jwt");
+    let mut c = Case::of("jwt");
     c.asks("expires_in: -5m", "expires_in: -20s");
     c.fails_exactly(&["invalid::expired"]);
 }
@@ -202,7 +147,7 @@ fn istios_sample_jwks_uri_is_inlined_as_istiod_does_once_fetched() {
         eprintln!("note: the sample jwksUri run is the model's only: istiod here is offline");
         return;
     }
-    let c = Case::new("jwt-uri");
+    let c = Case::of("jwt-uri");
     c.fails_exactly(&[]);
     let r = run_suite(&c.fixtures, &c.suite);
     assert!(
@@ -218,7 +163,7 @@ fn istios_sample_jwks_uri_is_inlined_as_istiod_does_once_fetched() {
 /// tokens of that key are refused either way.
 #[test]
 fn an_unknown_jwks_uri_refuses_tokens_of_istios_sample_key() {
-    let c = Case::new("jwt-uri");
+    let c = Case::of("jwt-uri");
     c.breaks(
         "https://raw.githubusercontent.com/istio/istio/release-1.30/security/tools/jwt/samples/jwks.json",
         "https://idp.example.com/.well-known/jwks.json",
@@ -234,7 +179,7 @@ fn an_unknown_jwks_uri_takes_the_tokens_minted_with_the_key_meshcheck_serves_for
         eprintln!("note: the served-jwks run is the model's only: istiod here is offline");
         return;
     }
-    let mut c = Case::new("jwt-uri");
+    let mut c = Case::of("jwt-uri");
     c.breaks(
         "https://raw.githubusercontent.com/istio/istio/release-1.30/security/tools/jwt/samples/jwks.json",
         "https://idp.example.com/.well-known/jwks.json",
@@ -299,7 +244,7 @@ fn a_jwt_filter_other_than_istiods_is_an_mc408_naming_the_field() {
             return;
         }
     };
-    let c = Case::new("jwt");
+    let c = Case::of("jwt");
     let suite_file = suite_file(&c.suite);
     let suite = meshcheck::suite::load(suite_file.path()).unwrap();
     let (fx, mut mesh, out) = istiod_with(bin, c.fixtures.path(), &suite);
@@ -336,7 +281,7 @@ fn a_jwks_uri_s_jwks_is_left_out_of_the_comparison_and_nothing_else() {
             return;
         }
     };
-    let c = Case::new("jwt-uri");
+    let c = Case::of("jwt-uri");
     let suite_file = suite_file(&c.suite);
     let suite = meshcheck::suite::load(suite_file.path()).unwrap();
     let (fx, mut mesh, out) = istiod_with(bin, c.fixtures.path(), &suite);
@@ -366,7 +311,7 @@ fn istiods_own_filters_on_the_local_envoy_answer_the_suite_the_same() {
             return;
         }
     };
-    let c = Case::new("jwt");
+    let c = Case::of("jwt");
     let suite = c.fixtures.suite_file(&c.suite);
     let r = Run::new()
         .arg("--suite")

@@ -10,74 +10,16 @@
 mod common;
 use common::*;
 
-/// Where the policies are written in the fixture copy.
-const POLICIES: &str = "60-authz.yaml";
-
-fn data(file: &str) -> String {
-    let path = root().join("tests/authz").join(file);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-struct Case {
-    fixtures: FixtureCopy,
-    suite: String,
-}
-
-impl Case {
-    fn new() -> Case {
-        Case::of("sidecar")
-    }
-
-    fn of(name: &str) -> Case {
-        let fixtures = FixtureCopy::new();
-        fixtures.write(POLICIES, &data(&format!("{name}.yaml")));
-        Case {
-            fixtures,
-            suite: data(&format!("{name}.suite.yaml")),
-        }
-    }
-
-    /// Replaces `from` (which must occur exactly once) by `to` in `file`.
-    #[track_caller]
-    fn breaks_in(&self, file: &str, from: &str, to: &str) -> &Self {
-        let text = self.fixtures.read(file);
-        assert_eq!(
-            text.matches(from).count(),
-            1,
-            "{from:?} occurs once in {file}"
-        );
-        self.fixtures.write(file, &text.replacen(from, to, 1));
-        self
-    }
-
-    #[track_caller]
-    fn breaks(&self, from: &str, to: &str) -> &Self {
-        self.breaks_in(POLICIES, from, to)
-    }
-
-    /// The run failed exactly `checks`, each live and in the simulation, and passed
-    /// every other check of the suite; nothing was reported as not modelled.
-    #[track_caller]
-    fn fails_exactly(&self, checks: &[&str]) {
-        self.fails_exactly_with(checks, &[]);
-    }
-
-    /// [`Case::fails_exactly`], with these static findings failing too.
-    #[track_caller]
-    fn fails_exactly_with(&self, checks: &[&str], static_findings: &[&str]) {
-        let r = run_suite(&self.fixtures, &self.suite);
-        assert_suite_fails_exactly(&r, &self.suite, checks, &[], static_findings);
-    }
-}
+use common::policy_case::{data, PolicyCase as Case, POLICIES};
 
 #[test]
 fn the_sidecar_lets_in_the_gateway_by_principal_namespace_and_service_account() {
-    Case::new().fails_exactly(&[]);
+    Case::of("sidecar").fails_exactly(&[]);
 }
 
 #[test]
 fn each_source_naming_another_identity_shuts_the_gateway_out_of_its_paths() {
-    let c = Case::new();
+    let c = Case::of("sidecar");
     c.breaks("sa/my-ingress-gateway\"]", "sa/other-gateway\"]")
         .breaks("namespaces: [\"istio-ingress\"]", "namespaces: [\"atlas\"]")
         .breaks(
@@ -94,14 +36,14 @@ fn each_source_naming_another_identity_shuts_the_gateway_out_of_its_paths() {
 
 #[test]
 fn the_sidecar_s_port_is_the_pod_s_not_the_service_s() {
-    let c = Case::new();
+    let c = Case::of("sidecar");
     c.breaks("ports: [\"8080\"]", "ports: [\"80\"]");
     c.fails_exactly(&["namespaces::items-allowed"]);
 }
 
 #[test]
 fn the_sidecar_s_client_address_is_the_one_the_gateway_appended_not_its_peer() {
-    let c = Case::new();
+    let c = Case::of("sidecar");
     // `ipBlocks` is the connection's peer at the sidecar: the gateway pod.
     c.breaks(
         "remoteIpBlocks: [\"127.0.0.66\"]",
@@ -112,7 +54,7 @@ fn the_sidecar_s_client_address_is_the_one_the_gateway_appended_not_its_peer() {
 
 #[test]
 fn a_wrong_principal_alone_denies_only_its_route() {
-    let c = Case::new();
+    let c = Case::of("sidecar");
     c.breaks("sa/my-ingress-gateway\"]", "sa/other-gateway\"]");
     c.fails_exactly(&[
         "principals::root-allowed",
@@ -122,7 +64,7 @@ fn a_wrong_principal_alone_denies_only_its_route() {
 
 #[test]
 fn the_sidecar_sees_the_rewritten_path_not_the_client_s() {
-    let c = Case::new();
+    let c = Case::of("sidecar");
     // A DENY on the path after the rewrite (`/atlas-rest` arrives as `/`) denies it;
     // the one on the client's path (`/atlas-rest`) never matched.
     c.breaks("paths: [\"/atlas-rest\", ", "paths: [\"/\", ");
@@ -142,7 +84,7 @@ fn the_sidecar_sees_the_rewritten_path_not_the_client_s() {
 
 #[test]
 fn over_a_plaintext_hop_the_gateway_has_no_identity() {
-    let c = Case::new();
+    let c = Case::of("sidecar");
     // nb-rest's DestinationRule without mTLS and atlas PERMISSIVE: its sidecar takes
     // the plaintext, and no peer identity matches.
     c.breaks_in(
@@ -165,7 +107,7 @@ fn over_a_plaintext_hop_the_gateway_has_no_identity() {
 
 #[test]
 fn a_pod_without_a_sidecar_enforces_nothing() {
-    let c = Case::new();
+    let c = Case::of("sidecar");
     // nb-rest not injected (and reached in plaintext: nothing there terminates mTLS):
     // no proxy runs its policies, so every path is open, whoever asks.
     for v in ["v1", "v2"] {
@@ -181,7 +123,7 @@ fn a_pod_without_a_sidecar_enforces_nothing() {
         "mode: DISABLE\n  subsets:",
     );
     // The analysis says so (MC112: pods opt out of injection).
-    c.fails_exactly_with(
+    c.fails_exactly_and_findings(
         &[
             "deny::rewritten-path-denied",
             "deny::rewritten-path-denied-rbac",
@@ -194,7 +136,7 @@ fn a_pod_without_a_sidecar_enforces_nothing() {
 
 #[test]
 fn without_the_policies_every_nb_rest_path_is_open() {
-    let c = Case::new();
+    let c = Case::of("sidecar");
     c.fixtures.write(POLICIES, "# no policy\n");
     c.fails_exactly(&[
         "deny::rewritten-path-denied",
@@ -297,7 +239,7 @@ fn a_sidecar_filter_other_than_istiods_is_an_mc408_naming_the_pod_and_the_field(
 fn custom_on_workload_pods_is_said_not_modelled_and_left_out_of_the_comparison() {
     // Main's ext-authz fixture with its CUSTOM policy on nb-rest's pods instead of the
     // gateway's: the sidecars would ask the authorizer, which meshcheck does not model.
-    let c = Case::new();
+    let c = Case::of("sidecar");
     let text = data("ext-authz.yaml").replacen(
         "  namespace: istio-ingress\nspec:\n  selector:\n    matchLabels:\n      istio: my-ingress-gateway\n  action: CUSTOM",
         "  namespace: atlas\nspec:\n  selector:\n    matchLabels:\n      app: nb-rest\n  action: CUSTOM",

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod oracle;
+pub mod policy_case;
 pub mod sandbox;
 
 use std::collections::BTreeSet;
