@@ -167,26 +167,35 @@ func proxyConfigOf(yaml string, m *meshconfig.MeshConfig) (*model.NodeMetaProxyC
 	return (*model.NodeMetaProxyConfig)(mc.DefaultConfig), nil
 }
 
-func generateFor(s *xds.FakeDiscoveryServer, gw ProxyInput, version string, m *meshconfig.MeshConfig) (*generated, error) {
-	pc, err := proxyConfigOf(gw.ProxyConfig, m)
+// setupProxy connects pod `in` to the fake istiod as a proxy of type `kind` (a gateway:
+// model.Router; a workload's sidecar: model.SidecarProxy), as pilot-agent would.
+func setupProxy(s *xds.FakeDiscoveryServer, kind model.NodeType, in ProxyInput, version string, m *meshconfig.MeshConfig) (*model.Proxy, error) {
+	pc, err := proxyConfigOf(in.ProxyConfig, m)
 	if err != nil {
 		return nil, err
 	}
-	p := s.SetupProxy(&model.Proxy{
-		Type:            model.Router,
-		ID:              gw.Name + "." + gw.Namespace,
-		ConfigNamespace: gw.Namespace,
-		IPAddresses:     []string{gw.IP},
-		Labels:          gw.Labels,
+	return s.SetupProxy(&model.Proxy{
+		Type:            kind,
+		ID:              in.Name + "." + in.Namespace,
+		ConfigNamespace: in.Namespace,
+		IPAddresses:     []string{in.IP},
+		Labels:          in.Labels,
 		Metadata: &model.NodeMetadata{
-			Namespace:      gw.Namespace,
-			Labels:         gw.Labels,
+			Namespace:      in.Namespace,
+			Labels:         in.Labels,
 			IstioVersion:   version,
 			ClusterID:      istiocluster.ID(constants.DefaultClusterName),
-			ServiceAccount: gw.ServiceAccount,
+			ServiceAccount: in.ServiceAccount,
 			ProxyConfig:    pc,
 		},
-	})
+	}), nil
+}
+
+func generateFor(s *xds.FakeDiscoveryServer, gw ProxyInput, version string, m *meshconfig.MeshConfig) (*generated, error) {
+	p, err := setupProxy(s, model.Router, gw, version, m)
+	if err != nil {
+		return nil, err
+	}
 	g := &generated{proxy: p}
 	g.listeners = s.Listeners(p)
 	g.clusters = s.Clusters(p)

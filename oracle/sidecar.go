@@ -6,8 +6,6 @@ import (
 
 	"istio.io/istio/pilot/pkg/model"
 	"istio.io/istio/pilot/test/xds"
-	istiocluster "istio.io/istio/pkg/cluster"
-	"istio.io/istio/pkg/config/constants"
 	"istio.io/istio/pkg/wellknown"
 )
 
@@ -33,25 +31,10 @@ type InboundHCM struct {
 // sidecarFor generates the config of workload pod `w` as a sidecar (model.SidecarProxy)
 // and keeps the HTTP connection managers of its inbound listener.
 func sidecarFor(s *xds.FakeDiscoveryServer, w ProxyInput, version string, m *meshconfig.MeshConfig) (SidecarConfig, error) {
-	pc, err := proxyConfigOf(w.ProxyConfig, m)
+	p, err := setupProxy(s, model.SidecarProxy, w, version, m)
 	if err != nil {
 		return SidecarConfig{}, err
 	}
-	p := s.SetupProxy(&model.Proxy{
-		Type:            model.SidecarProxy,
-		ID:              w.Name + "." + w.Namespace,
-		ConfigNamespace: w.Namespace,
-		IPAddresses:     []string{w.IP},
-		Labels:          w.Labels,
-		Metadata: &model.NodeMetadata{
-			Namespace:      w.Namespace,
-			Labels:         w.Labels,
-			IstioVersion:   version,
-			ClusterID:      istiocluster.ID(constants.DefaultClusterName),
-			ServiceAccount: w.ServiceAccount,
-			ProxyConfig:    pc,
-		},
-	})
 	out := SidecarConfig{Pod: w.Namespace + "/" + w.Name, Inbound: []InboundHCM{}}
 	for _, l := range s.Listeners(p) {
 		if l.Name != model.VirtualInboundListenerName {
