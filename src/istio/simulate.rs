@@ -789,7 +789,7 @@ impl Mesh {
             ) {
                 // The route's response operations apply to what the upstream answers:
                 // the app, or the pod's sidecar refusing the request.
-                if b.backend.is_some() || b.reason.contains(SIDECAR_ANSWERS) {
+                if b.backend.is_some() || b.sidecar.is_some() {
                     b.response = b.response.after(&response_ops);
                 }
                 branches.push(b);
@@ -1278,7 +1278,7 @@ pub const HANDSHAKE_FAILS: &str = "TLS handshake fails";
 
 /// The words of a branch a pod's sidecar answers itself (its security filters
 /// refuse the request).
-pub const SIDECAR_ANSWERS: &str = "its sidecar answers";
+const SIDECAR_ANSWERS: &str = "its sidecar answers";
 
 /// The gateway a request goes through, as the pods' sidecars see it, and the
 /// steps' ejections its load balancers start from.

@@ -41,12 +41,12 @@ pub const REQUEST: &[u8] =
 /// Sends [`REQUEST`] to `addr` from this machine: connect within `connect`, the
 /// answer's first line within `answer`.
 pub async fn from_here(addr: SocketAddr, connect: Duration, answer: Duration) -> PlaintextAnswer {
-    let stream = match tokio::time::timeout(connect, tokio::net::TcpStream::connect(addr)).await {
+    let mut stream = match tokio::time::timeout(connect, tokio::net::TcpStream::connect(addr)).await
+    {
         Err(_) => return PlaintextAnswer::Unreachable(format!("no connection within {connect:?}")),
         Ok(Err(e)) => return PlaintextAnswer::Unreachable(format!("connect: {e}")),
         Ok(Ok(s)) => s,
     };
-    let mut stream = stream;
     if let Err(e) = stream.write_all(REQUEST).await {
         return PlaintextAnswer::Refused(format!("closed before the request was sent ({e})"));
     }
