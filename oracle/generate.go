@@ -38,7 +38,7 @@ type generated struct {
 func run(in *Input, version string, noTelemetry bool) (*Output, error) {
 	out := &Output{Istio: buildInfo(), Rejected: []Rejection{}, Warnings: []Rejection{},
 		Gateways: []GatewayConfig{}, Simulations: []SimResult{}, Statuses: []ObjectStatus{},
-		Sidecars: []SidecarConfig{}}
+		Sidecars: []SidecarConfig{}, SidecarVerdicts: []SidecarVerdict{}}
 	configs := acceptedConfigs(in, out)
 	gwapi := splitGatewayAPI(in, out)
 	var runErr error
@@ -74,13 +74,18 @@ func run(in *Input, version string, noTelemetry bool) (*Output, error) {
 			gens[key] = g
 			out.Gateways = append(out.Gateways, dump(key, g))
 		}
+		sidecars := map[string]*generated{}
 		for _, sc := range in.Sidecars {
-			c, err := sidecarFor(s, sc, version, s.Env().Mesh())
+			c, g, err := sidecarFor(s, sc, version, s.Env().Mesh())
 			if err != nil {
 				runErr = err
 				return
 			}
+			sidecars[c.Pod] = g
 			out.Sidecars = append(out.Sidecars, c)
+		}
+		for _, req := range in.SidecarRequests {
+			out.SidecarVerdicts = append(out.SidecarVerdicts, sidecarVerdict(sidecars[req.Pod], req))
 		}
 		for _, req := range in.Requests {
 			out.Simulations = append(out.Simulations, simulate(gens[req.Gateway], req))

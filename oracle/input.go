@@ -20,6 +20,9 @@ type Input struct {
 	// compared (sidecar.go).
 	Sidecars []ProxyInput `json:"sidecars,omitempty"`
 	Requests []Request    `json:"requests"`
+	// SidecarRequests: each request's hops to the pods of Sidecars, as meshcheck's
+	// simulation has the gateway send them (sidecar.go sidecarVerdict).
+	SidecarRequests []SidecarRequest `json:"sidecar_requests,omitempty"`
 	// MeshConfig: the `mesh` key of the fixtures' istio ConfigMap (YAML), over
 	// Istio's defaults; empty: the defaults.
 	MeshConfig string `json:"mesh_config,omitempty"`
@@ -59,6 +62,41 @@ type Request struct {
 	// SourceAddress: the address the client connects from (Envoy's direct remote
 	// address); "" for 127.0.0.1.
 	SourceAddress string `json:"source_address,omitempty"`
+	// PeerPrincipal: the URI SAN of the client's certificate on an mTLS connection
+	// (a gateway's SPIFFE identity at a sidecar); "" when not known.
+	PeerPrincipal string `json:"peer_principal,omitempty"`
+	// SNI: the TLS server name the client sends; "" for the host's.
+	SNI string `json:"sni,omitempty"`
+}
+
+// SidecarRequest is one request as a gateway sends it to a workload pod's sidecar.
+type SidecarRequest struct {
+	ID string `json:"id"`
+	// Pod is "namespace/name" of a pod of Input.Sidecars.
+	Pod  string `json:"pod"`
+	Port int    `json:"port"`
+	// MTLS: Istio mTLS with PeerPrincipal's certificate; else plaintext.
+	MTLS          bool              `json:"mtls"`
+	PeerPrincipal string            `json:"peer_principal,omitempty"`
+	Method        string            `json:"method"`
+	Host          string            `json:"host"`
+	Path          string            `json:"path"`
+	Headers       map[string]string `json:"headers"`
+	SNI           string            `json:"sni,omitempty"`
+	// SourceAddress: the gateway pod's address.
+	SourceAddress string `json:"source_address"`
+}
+
+// SidecarVerdict is what a sidecar's inbound security filters decide for one
+// SidecarRequest.
+type SidecarVerdict struct {
+	ID string `json:"id"`
+	// Chain: the inbound filter chain that took the connection.
+	Chain string `json:"chain,omitempty"`
+	// Error: why no chain took it.
+	Error       string       `json:"error,omitempty"`
+	Authz       *AuthzResult `json:"authz,omitempty"`
+	Unsupported []string     `json:"unsupported,omitempty"`
 }
 
 // Output is what the oracle prints.
@@ -77,6 +115,8 @@ type Output struct {
 	// Sidecars: the inbound HTTP connection managers of each asked sidecar
 	// (sidecar.go).
 	Sidecars []SidecarConfig `json:"sidecars"`
+	// SidecarVerdicts: one per Input.SidecarRequests.
+	SidecarVerdicts []SidecarVerdict `json:"sidecar_verdicts"`
 }
 
 // Build says what produced the answer.

@@ -81,6 +81,9 @@ type authzRequest struct {
 	// peerCertUnknown: the chain asks for a client certificate, which the simulation
 	// does not have (so `authenticated` and the peer principal are not known).
 	peerCertUnknown bool
+	// peerPrincipal: the URI SAN of the client's certificate when it is known (an
+	// Istio mTLS peer: also Istio's io.istio.peer_principal filter state).
+	peerPrincipal string
 	// dynamicMetadata: what filters before RBAC wrote, by filter name: jwt_authn the
 	// verified token's payload ({"payload": {claims}}, istiod's payload_in_metadata;
 	// jwt.go); nil without one: metadata matchers then see no value (Envoy's default
@@ -507,6 +510,11 @@ func (e *authzEval) authenticated(a *rbacpb.Principal_Authenticated) bool {
 		e.unsupportedf("authenticated: the client certificate this chain asks for is not known")
 		return false
 	}
+	// The URI SAN first (an Istio certificate has no DNS SAN), then the subject
+	// (empty: no certificate, or Istio's).
+	if e.req.peerPrincipal != "" && e.stringMatch("authenticated principal_name", a.GetPrincipalName(), e.req.peerPrincipal) {
+		return true
+	}
 	return e.stringMatch("authenticated principal_name", a.GetPrincipalName(), "")
 }
 
@@ -520,7 +528,10 @@ func (e *authzEval) filterState(m *matcher.FilterStateMatcher) bool {
 	if e.req.peerCertUnknown {
 		e.unsupportedf("filter_state %s: the client certificate this chain asks for is not known", m.GetKey())
 	}
-	return false
+	if e.req.peerPrincipal == "" {
+		return false
+	}
+	return e.stringMatch("filter_state "+m.GetKey(), m.GetStringMatch(), e.req.peerPrincipal)
 }
 
 func (e *authzEval) sourcedMetadata(m *rbacpb.SourcedMetadata) bool {
@@ -680,6 +691,12 @@ func newAuthzRequest(g *generated, fc *listener.FilterChain, hcm *hcmv3.HttpConn
 	a.tls, a.peerCertUnknown = downstreamTLS(fc)
 	if a.tls {
 		a.sni = hostOnly(req.Host)
+		if req.SNI != "" {
+			a.sni = req.SNI
+		}
+		if req.PeerPrincipal != "" {
+			a.peerCertUnknown, a.peerPrincipal = false, req.PeerPrincipal
+		}
 	}
 	a.path, a.pathNote = filterPath(hcm, req.Path)
 	a.authority = filterAuthority(hcm, req.Host, req.Port)

@@ -448,6 +448,42 @@ func TestTLSConnectionMatchers(t *testing.T) {
 	}
 }
 
+// A sidecar's mTLS chain with the peer known (the gateway's certificate): its URI SAN
+// is the authenticated principal and Istio's io.istio.peer_principal filter state;
+// another identity matches neither, and nothing is left unevaluated.
+func TestKnownPeerOnAnMTLSChain(t *testing.T) {
+	req := baseRequest()
+	req.PeerPrincipal = "spiffe://cluster.local/ns/istio-ingress/sa/gw"
+	req.SNI = "outbound_.8080_._.app.ns.svc.cluster.local"
+	mutual := &listener.FilterChain{TransportSocket: &core.TransportSocket{Name: "envoy.transport_sockets.tls",
+		ConfigType: &core.TransportSocket_TypedConfig{TypedConfig: mustAny(t, &tlsv3.DownstreamTlsContext{RequireClientCertificate: wrapperspb.Bool(true)})}}}
+	g := &generated{proxy: &model.Proxy{IPAddresses: []string{"10.244.0.2"}}}
+	e := &authzEval{req: newAuthzRequest(g, mutual, gatewayHCM(), req)}
+	authenticated := func(name string) bool {
+		return e.principal(&rbacpb.Principal{Identifier: &rbacpb.Principal_Authenticated_{Authenticated: &rbacpb.Principal_Authenticated{PrincipalName: exact(name)}}})
+	}
+	peer := func(m *matcher.StringMatcher) bool {
+		return e.principal(&rbacpb.Principal{Identifier: &rbacpb.Principal_FilterState{FilterState: &matcher.FilterStateMatcher{Key: peerPrincipalKey, Matcher: &matcher.FilterStateMatcher_StringMatch{StringMatch: m}}}})
+	}
+	ns := &matcher.StringMatcher{MatchPattern: &matcher.StringMatcher_SafeRegex{SafeRegex: &matcher.RegexMatcher{Regex: ".*/ns/istio-ingress/.*"}}}
+	other := &matcher.StringMatcher{MatchPattern: &matcher.StringMatcher_SafeRegex{SafeRegex: &matcher.RegexMatcher{Regex: ".*/ns/atlas/.*"}}}
+	sni := e.permission(&rbacpb.Permission{Rule: &rbacpb.Permission_RequestedServerName{RequestedServerName: exact(req.SNI)}})
+	if !authenticated(req.PeerPrincipal) || authenticated("spiffe://cluster.local/ns/a/sa/b") ||
+		!peer(exact(req.PeerPrincipal)) || !peer(ns) || peer(other) || !sni {
+		t.Errorf("authenticated %v/%v, peer exact %v ns %v other %v, sni %v", authenticated(req.PeerPrincipal),
+			authenticated("spiffe://cluster.local/ns/a/sa/b"), peer(exact(req.PeerPrincipal)), peer(ns), peer(other), sni)
+	}
+	if len(e.unsupported) != 0 {
+		t.Errorf("unsupported: %v", e.unsupported)
+	}
+	// Plaintext (no peer): the filter state is not set.
+	plain := baseRequest()
+	e = &authzEval{req: newAuthzRequest(g, &listener.FilterChain{}, gatewayHCM(), plain)}
+	if peer(ns) || peer(&matcher.StringMatcher{MatchPattern: &matcher.StringMatcher_Prefix{Prefix: ""}}) {
+		t.Error("a plaintext connection has no peer principal")
+	}
+}
+
 func TestMetadataMatchers(t *testing.T) {
 	claim := &matcher.MetadataMatcher{Filter: jwtAuthnFilter,
 		Path: []*matcher.MetadataMatcher_PathSegment{

@@ -1,10 +1,14 @@
 package main
 
 import (
+	"fmt"
+
+	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	meshconfig "istio.io/api/mesh/v1alpha1"
 
 	"istio.io/istio/pilot/pkg/model"
+	"istio.io/istio/pilot/pkg/simulation"
 	"istio.io/istio/pilot/test/xds"
 	"istio.io/istio/pkg/wellknown"
 )
@@ -30,13 +34,16 @@ type InboundHCM struct {
 
 // sidecarFor generates the config of workload pod `w` as a sidecar (model.SidecarProxy)
 // and keeps the HTTP connection managers of its inbound listener.
-func sidecarFor(s *xds.FakeDiscoveryServer, w ProxyInput, version string, m *meshconfig.MeshConfig) (SidecarConfig, error) {
+// It also returns the proxy and its listeners (sidecarVerdict evaluates requests on
+// them).
+func sidecarFor(s *xds.FakeDiscoveryServer, w ProxyInput, version string, m *meshconfig.MeshConfig) (SidecarConfig, *generated, error) {
 	p, err := setupProxy(s, model.SidecarProxy, w, version, m)
 	if err != nil {
-		return SidecarConfig{}, err
+		return SidecarConfig{}, nil, err
 	}
+	g := &generated{proxy: p, listeners: s.Listeners(p)}
 	out := SidecarConfig{Pod: w.Namespace + "/" + w.Name, Inbound: []InboundHCM{}}
-	for _, l := range s.Listeners(p) {
+	for _, l := range g.listeners {
 		if l.Name != model.VirtualInboundListenerName {
 			continue
 		}
@@ -47,7 +54,7 @@ func sidecarFor(s *xds.FakeDiscoveryServer, w ProxyInput, version string, m *mes
 				}
 				h := &hcm.HttpConnectionManager{}
 				if err := f.GetTypedConfig().UnmarshalTo(h); err != nil {
-					return out, err
+					return out, nil, err
 				}
 				port := uint32(0)
 				if fc.GetFilterChainMatch().GetDestinationPort() != nil {
@@ -57,5 +64,53 @@ func sidecarFor(s *xds.FakeDiscoveryServer, w ProxyInput, version string, m *mes
 			}
 		}
 	}
-	return out, nil
+	return out, g, nil
+}
+
+// sidecarVerdict: what the security filters of sidecar g decide for req, on the
+// inbound filter chain Envoy picks for it (Istio's own simulation, CallModeInbound:
+// iptables sends it to 15006; the chain by destination port and transport, mTLS or
+// plaintext), evaluated as at a gateway (rbac.go evaluateAuthz, jwt.go) with the
+// peer's certificate known.
+func sidecarVerdict(g *generated, req SidecarRequest) SidecarVerdict {
+	out := SidecarVerdict{ID: req.ID}
+	if g == nil {
+		out.Error = "istiod was not asked about pod " + req.Pod
+		return out
+	}
+	fc, err := inboundChain(g, req)
+	if err != nil {
+		out.Error = err.Error()
+		return out
+	}
+	out.Chain = fc.GetName()
+	r := Request{ID: req.ID, Port: req.Port, Method: req.Method, Scheme: "http", Host: req.Host,
+		Path: req.Path, Headers: req.Headers, SourceAddress: req.SourceAddress,
+		PeerPrincipal: req.PeerPrincipal, SNI: req.SNI}
+	out.Authz, out.Unsupported = evaluateAuthz(g, fc, nil, nil, r)
+	return out
+}
+
+// inboundChain: the filter chain of the sidecar's virtualInbound listener that takes
+// req, or why none does.
+func inboundChain(g *generated, req SidecarRequest) (*listener.FilterChain, error) {
+	call := simulation.Call{
+		Address:    g.proxy.IPAddresses[0],
+		Port:       req.Port,
+		Path:       req.Path,
+		Protocol:   simulation.HTTP,
+		HostHeader: req.Host,
+		CallMode:   simulation.CallModeInbound,
+	}
+	if req.MTLS {
+		call.TLS = simulation.MTLS
+	}
+	res, fc, err := runCapturingChain(&simulation.Simulation{Listeners: g.listeners}, call)
+	if err != nil {
+		return nil, err
+	}
+	if fc == nil {
+		return nil, fmt.Errorf("no inbound filter chain takes the connection: %v", res.Error)
+	}
+	return fc, nil
 }

@@ -83,16 +83,8 @@ func (res *SimResult) setAuthz(g *generated, fc *listener.FilterChain, vh *route
 	res.Unsupported = append(res.Unsupported, unsupported...)
 }
 
-// runIstioSimulation runs Istio's simulation; it reports failures through a testing.T
-// it does not have here, so a failure inside it is turned into an error. It also
-// returns the filter chain the simulation picked (nil when none was accepted), caught
-// through the simulation's filter chain validation hook.
-func runIstioSimulation(g *generated, req Request) (r simulation.Result, fc *listener.FilterChain, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("Istio's simulation could not evaluate this request: %v", p)
-		}
-	}()
+// runIstioSimulation runs Istio's simulation of req at gateway g (runCapturingChain).
+func runIstioSimulation(g *generated, req Request) (simulation.Result, *listener.FilterChain, error) {
 	sim := &simulation.Simulation{Listeners: g.listeners, Clusters: g.clusters, Routes: g.routes}
 	headers := http.Header{}
 	for k, v := range req.Headers {
@@ -106,17 +98,29 @@ func runIstioSimulation(g *generated, req Request) (r simulation.Result, fc *lis
 		HostHeader: req.Host,
 		Headers:    headers,
 		CallMode:   simulation.CallModeGateway,
-		CustomListenerValidations: []simulation.CustomFilterChainValidation{
-			func(matched *listener.FilterChain) error {
-				fc = matched
-				return nil
-			},
-		},
 	}
 	if req.Scheme == "https" {
 		call.TLS = simulation.TLS
 		call.Sni = hostOnly(req.Host)
 	}
+	return runCapturingChain(sim, call)
+}
+
+// runCapturingChain runs Istio's simulation of call. The simulation reports failures
+// through a testing.T it does not have here, so a failure inside it is turned into
+// an error. It also returns the filter chain the simulation picked (nil when none was
+// accepted), caught through its filter chain validation hook.
+func runCapturingChain(sim *simulation.Simulation, call simulation.Call) (r simulation.Result, fc *listener.FilterChain, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("Istio's simulation could not evaluate this request: %v", p)
+		}
+	}()
+	call.CustomListenerValidations = append(call.CustomListenerValidations,
+		func(matched *listener.FilterChain) error {
+			fc = matched
+			return nil
+		})
 	return sim.Run(call), fc, nil
 }
 

@@ -93,7 +93,7 @@ pub fn verdict_words(v: &Verdict) -> String {
 pub fn authz_mismatch(e: &HttpExpect, p: &Prediction) -> Option<String> {
     let want = e.denied?;
     // Let through at the gateway, refused by the sidecar of every pod it reaches
-    // (their RBAC or JWT filter answers the same way: authz::sidecar_plan).
+    // (their RBAC, JWT or ext_authz filter answers the same way: authz::sidecar_plan).
     if p.authz.as_ref().is_none_or(|v| v.denied_by.is_none()) {
         let outcomes = p.outcomes();
         let refusals: Vec<&crate::istio::authz::Verdict> = outcomes
@@ -339,6 +339,7 @@ mod authz_tests {
                 "the gateway answers itself".into()
             },
             sidecar: None,
+            sidecar_hops: Vec::new(),
         }
     }
 

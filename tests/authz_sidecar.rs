@@ -10,7 +10,7 @@
 mod common;
 use common::*;
 
-use common::policy_case::{data, PolicyCase as Case, POLICIES};
+use common::policy_case::{PolicyCase as Case, POLICIES};
 
 #[test]
 fn the_sidecar_lets_in_the_gateway_by_principal_namespace_and_service_account() {
@@ -173,6 +173,23 @@ fn without_the_request_authentication_the_sidecar_knows_no_token() {
 
 use common::oracle::{error_findings, istiod_with, note_unavailable, oracle};
 
+/// The case's fixtures, model and istiod's answer for its suite; None (said) when no
+/// oracle is available.
+fn istiod_for(
+    c: &Case,
+) -> Option<(
+    meshcheck::fixtures::Fixtures,
+    meshcheck::istio::Mesh,
+    meshcheck::oracle::output::Output,
+    meshcheck::suite::Suite,
+)> {
+    let bin = oracle().map_err(note_unavailable).ok()?;
+    let suite_file = suite_file(&c.suite);
+    let suite = meshcheck::suite::load(suite_file.path()).unwrap();
+    let (fx, mesh, out) = istiod_with(bin, c.fixtures.path(), &suite);
+    Some((fx, mesh, out, suite))
+}
+
 /// The model's filters for the pods of `app` (index into the mesh's pods).
 fn pods_of(mesh: &meshcheck::istio::Mesh, app: &str) -> Vec<usize> {
     mesh.sidecar_authz
@@ -184,17 +201,10 @@ fn pods_of(mesh: &meshcheck::istio::Mesh, app: &str) -> Vec<usize> {
 
 #[test]
 fn a_sidecar_filter_other_than_istiods_is_an_mc408_naming_the_pod_and_the_field() {
-    let bin = match oracle() {
-        Ok(b) => b,
-        Err(why) => {
-            note_unavailable(why);
-            return;
-        }
-    };
     let c = Case::of("sidecar-jwt");
-    let suite_file = suite_file(&c.suite);
-    let suite = meshcheck::suite::load(suite_file.path()).unwrap();
-    let (fx, mut mesh, out) = istiod_with(bin, c.fixtures.path(), &suite);
+    let Some((fx, mut mesh, out, suite)) = istiod_for(&c) else {
+        return;
+    };
     assert!(
         out.sidecars
             .iter()
@@ -236,50 +246,85 @@ fn a_sidecar_filter_other_than_istiods_is_an_mc408_naming_the_pod_and_the_field(
 }
 
 #[test]
-fn custom_on_workload_pods_is_said_not_modelled_and_left_out_of_the_comparison() {
-    // Main's ext-authz fixture with its CUSTOM policy on nb-rest's pods instead of the
-    // gateway's: the sidecars would ask the authorizer, which meshcheck does not model.
+fn a_sidecar_verdict_other_than_istiods_is_an_mc409_naming_the_check_and_the_pod() {
     let c = Case::of("sidecar");
-    let text = data("ext-authz.yaml").replacen(
-        "  namespace: istio-ingress\nspec:\n  selector:\n    matchLabels:\n      istio: my-ingress-gateway\n  action: CUSTOM",
-        "  namespace: atlas\nspec:\n  selector:\n    matchLabels:\n      app: nb-rest\n  action: CUSTOM",
-        1,
+    let Some((fx, mut mesh, out, suite)) = istiod_for(&c) else {
+        return;
+    };
+    // istiod's filters judged on each hop, as the model has the gateway send it: the
+    // rewritten path (/secret) denied by name, the gateway's identity let in.
+    let verdict = |check: &str| {
+        out.sidecar_verdicts
+            .iter()
+            .find(|v| v.id.starts_with(&format!("{check}@atlas/nb-rest-v1-")))
+            .and_then(|v| v.authz.clone())
+            .unwrap_or_else(|| panic!("no sidecar verdict for {check}"))
+    };
+    let secret = verdict("deny::rewritten-path-denied");
+    assert!(secret.denied, "{secret:?}");
+    assert_eq!(secret.policy, "ns[atlas]-policy[nb-rest-deny]-rule[0]");
+    let root = verdict("principals::root-allowed");
+    assert!(!root.denied, "{root:?}");
+    assert_eq!(
+        root.policy,
+        "ns[atlas]-policy[nb-rest-from-gateway]-rule[0]"
     );
-    assert!(text.contains("app: nb-rest\n  action: CUSTOM"));
-    c.fixtures.write("70-custom.yaml", &text);
+    assert_eq!(
+        error_findings(&fx, &mesh, &suite, &out),
+        Vec::<String>::new()
+    );
+    // The model's sidecars without their DENY filter: it lets /secret in where istiod
+    // denies it.
+    for i in pods_of(&mesh, "nb-rest") {
+        let plan = mesh.sidecar_authz.get_mut(&i).unwrap();
+        plan.rbac.retain(|f| {
+            f.rules.as_ref().map(|r| r.action) != Some(meshcheck::istio::authz::rbac::Action::Deny)
+        });
+    }
+    let d = error_findings(&fx, &mesh, &suite, &out).join("\n");
+    assert!(
+        d.contains("MC409")
+            && d.contains("check deny::rewritten-path-denied (GET /atlas-rest/secret) at the sidecar of pod atlas/nb-rest-v1-")
+            && d.contains("istiod 1.30.3: denied (ns[atlas]-policy[nb-rest-deny]-rule[0])"),
+        "{d}"
+    );
+}
+
+#[test]
+fn custom_on_workload_pods_is_compared_whole_with_istiod_s_sidecar_filters() {
+    // tests/authz/sidecar-ext-authz.yaml: the CUSTOM policy on nb-rest's pods makes
+    // their sidecars' shadow RBAC and ext_authz filters, as it does a gateway's.
+    let c = Case::of("sidecar-ext-authz");
     let fx = meshcheck::fixtures::load_dir(c.fixtures.path()).unwrap();
     let mesh = meshcheck::istio::Mesh::build(&fx);
     assert!(
-        mesh.warnings
+        !mesh
+            .warnings
             .iter()
-            .any(|w| w.object == "AuthorizationPolicy atlas/ext-authz"
-                && w.message.contains("not modelled")),
+            .any(|w| w.message.contains("not modelled")),
         "{:?}",
         mesh.warnings
     );
-    // nb-rest's sidecars keep the other policies' filters, and no ext_authz.
-    for i in pods_of(&mesh, "nb-rest") {
-        let names: Vec<String> = mesh.sidecar_authz[&i]
+    let nb_rest = pods_of(&mesh, "nb-rest");
+    assert_eq!(nb_rest.len(), 2);
+    for i in &nb_rest {
+        let names: Vec<String> = mesh.sidecar_authz[i]
             .http_filters()
             .iter()
             .map(|f| f["name"].as_str().unwrap_or_default().to_string())
             .collect();
         assert_eq!(
             names,
-            ["envoy.filters.http.rbac", "envoy.filters.http.rbac"]
+            ["envoy.filters.http.rbac", "envoy.filters.http.ext_authz"]
         );
     }
-    let bin = match oracle() {
-        Ok(b) => b,
-        Err(why) => {
-            note_unavailable(why);
-            return;
-        }
+    // The provider's cluster exists for the sidecars to call.
+    assert!(mesh
+        .clusters
+        .contains_key("outbound|8000||ext-authz.ext-authz.svc.cluster.local"));
+    let Some((fx, mut mesh, out, suite)) = istiod_for(&c) else {
+        return;
     };
-    let suite_file = suite_file(&c.suite);
-    let suite = meshcheck::suite::load(suite_file.path()).unwrap();
-    let (fx, mesh, out) = istiod_with(bin, c.fixtures.path(), &suite);
-    // istiod does put the pair there; the comparison leaves it out.
     assert!(out
         .sidecars
         .iter()
@@ -291,4 +336,54 @@ fn custom_on_workload_pods_is_said_not_modelled_and_left_out_of_the_comparison()
         error_findings(&fx, &mesh, &suite, &out),
         Vec::<String>::new()
     );
+    // Without the pair (CUSTOM ignored at the sidecar, as meshcheck once did): MC408.
+    for i in &nb_rest {
+        mesh.sidecar_authz.get_mut(i).unwrap().custom.clear();
+    }
+    let d = error_findings(&fx, &mesh, &suite, &out).join("\n");
+    assert!(
+        d.contains("MC408") && d.contains("security filters []") && d.contains("ext_authz"),
+        "{d}"
+    );
+}
+
+/// CUSTOM on nb-rest's pods: their sidecar asks the authorizer (the stub as Istio's
+/// sample server) about the request as the gateway sends it on.
+#[test]
+fn custom_on_workload_pods_asks_the_authorizer_from_their_sidecar() {
+    Case::of("sidecar-ext-authz").fails_exactly(&[]);
+}
+
+#[test]
+fn the_sidecar_s_authorizer_is_asked_about_the_rewritten_path() {
+    // The client's path never reaches the sidecar: a CUSTOM rule on it asks nothing.
+    let c = Case::of("sidecar-ext-authz");
+    c.breaks("paths: [\"/checked\"]", "paths: [\"/atlas-rest/checked\"]");
+    c.fails_exactly_and_live(
+        &["custom::denied", "custom::denied-other-value"],
+        &["custom::allowed"],
+    );
+}
+
+#[test]
+fn a_custom_policy_on_another_workload_leaves_nb_rest_unchecked() {
+    let c = Case::of("sidecar-ext-authz");
+    c.breaks(
+        "      app: nb-rest\n  action: CUSTOM",
+        "      app: atlas-ui\n  action: CUSTOM",
+    );
+    c.fails_exactly_and_live(
+        &["custom::denied", "custom::denied-other-value"],
+        &["custom::allowed"],
+    );
+}
+
+#[test]
+fn the_sidecar_s_check_request_carries_only_the_headers_named() {
+    let c = Case::of("sidecar-ext-authz");
+    c.breaks(
+        "includeRequestHeadersInCheck: [\"x-ext-authz\"]",
+        "includeRequestHeadersInCheck: [\"x-other\"]",
+    );
+    c.fails_exactly(&["custom::allowed"]);
 }

@@ -166,6 +166,7 @@ fn cluster(listener_hostname: Option<&str>, objects: Vec<Value>) -> Input {
             proxy_config: None,
         }],
         sidecars: vec![],
+        sidecar_requests: vec![],
         requests: ["/atlas-rest/items", "/atlas-restless"]
             .iter()
             .map(|path| Request {

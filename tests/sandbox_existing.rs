@@ -2,8 +2,8 @@
 //! its API exposed on 127.0.0.1): server-side apply and field managers, namespace
 //! prefix isolation, `--adopt` and a foreign object never taken over, rollout waits
 //! with real pods (and one that cannot roll out), a Terminating namespace, injection by
-//! revision, istiod's validation refusing an object (named with the fixture's
-//! file:line), and cleanup leaving nothing. Each test runs under a namespace prefix
+//! revision, a mesh config the installation lacks, istiod's validation refusing an
+//! object (named with the fixture's file:line), and cleanup leaving nothing. Each test runs under a namespace prefix
 //! of its own, so they share one sandbox. The traffic checks are covered by
 //! `--target sandbox` (tests/sandbox.rs), which deploys through the same code; here
 //! the run is limited to `sidecars::injected` (read through the API), since the
@@ -380,6 +380,50 @@ fn a_terminating_namespace_is_refused_before_anything_is_applied() {
     wait_until(Duration::from_secs(120), "term-atlas is gone", || {
         namespaces_with("term-").is_empty()
     });
+}
+
+/// The fixtures' mesh config is compared with the installation's before anything is
+/// applied: a modelled field, or an ext_authz provider a CUSTOM policy names, that the
+/// cluster does not have stops the run (exit 3) naming it and the `istioctl install`
+/// that makes them agree.
+#[test]
+fn a_mesh_config_the_installation_does_not_have_is_refused_before_anything_is_applied() {
+    if !available("the real-API mesh config refusal") {
+        return;
+    }
+    let f = FixtureCopy::new();
+    f.write(
+        "05-mesh.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: istio\n  namespace: istio-system\ndata:\n  mesh: |\n    pathNormalization:\n      normalization: MERGE_SLASHES\n",
+    );
+    let r = existing_with("mesh-", Some(f.path()), &[]);
+    assert_eq!(r.code, 3, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains(
+            "meshConfig.pathNormalization.normalization: fixtures MERGE_SLASHES, cluster BASE"
+        ) && r
+            .stderr
+            .contains("--set meshConfig.pathNormalization.normalization=MERGE_SLASHES"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("applying"), "{}", r.stderr);
+    assert!(namespaces_with("mesh-").is_empty());
+    // A CUSTOM policy's provider the installation lacks: istiod would make the
+    // policy a DENY, while the fixtures ask an authorizer.
+    let g = FixtureCopy::new();
+    let authz = std::fs::read_to_string(root().join("tests/authz/ext-authz.yaml")).unwrap();
+    g.write("60-authz.yaml", &authz);
+    let r = existing_with("mesh-", Some(g.path()), &[]);
+    assert_eq!(r.code, 3, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains(
+            "meshConfig.extensionProviders sample-ext-authz-http: fixtures envoyExtAuthzHttp, cluster none"
+        ) && r.stderr.contains("istioctl install -f FILE"),
+        "{}",
+        r.stderr
+    );
+    assert!(namespaces_with("mesh-").is_empty());
 }
 
 /// `--revision default`: the namespaces are labelled `istio.io/rev=default` (never

@@ -133,6 +133,7 @@ mod tests {
             cluster: None,
             reason: reason.into(),
             sidecar: None,
+            sidecar_hops: Vec::new(),
         }
     }
 

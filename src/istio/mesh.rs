@@ -677,7 +677,7 @@ impl Mesh {
             if p.role == PodRole::App && p.has_sidecar() {
                 let plan =
                     super::authz::sidecar_plan(fx, &p.namespace, &p.labels, &mut mesh.warnings);
-                if plan.jwt.is_some() || !plan.rbac.is_empty() {
+                if plan.jwt.is_some() || !plan.rbac.is_empty() || !plan.custom.is_empty() {
                     mesh.sidecar_authz.insert(i, plan);
                 }
             }
@@ -733,11 +733,13 @@ impl Mesh {
             }
         }
         // CUSTOM's ext_authz providers (authz/ext_authz.rs): istiod builds a cluster for
-        // every Service; the local gateway needs the provider's.
+        // every Service; the local gateways and sidecars need the providers'.
         for e in mesh
             .gateways
             .iter()
-            .flat_map(|g| g.authz.custom.iter())
+            .map(|g| &g.authz)
+            .chain(mesh.sidecar_authz.values())
+            .flat_map(|a| a.custom.iter())
             .filter_map(|c| c.ext_authz.as_ref())
         {
             if let Some((port, subset, fqdn)) = parse_cluster_name(&e.cluster) {

@@ -80,6 +80,33 @@ pub struct Branch {
     /// What the security filters of the reached pods' sidecar decided (authz::
     /// sidecar_plan); None when none apply to them. A refusal is the branch's answer.
     pub sidecar: Option<super::authz::Verdict>,
+    /// Each hop to a pod of this branch whose sidecar has security filters: the
+    /// request as the gateway sends it there and the sidecar's verdict (the oracle
+    /// evaluates istiod's filters on the same hop: MC409).
+    pub sidecar_hops: Vec<SidecarHop>,
+}
+
+/// One request as the gateway sends it to one pod's sidecar, and what the model's
+/// sidecar filters decided.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SidecarHop {
+    /// Index into [`Mesh::pods`]: the pod, and the gateway pod sending.
+    pub pod: usize,
+    pub gateway: usize,
+    /// The pod's port (the endpoint's).
+    pub port: u16,
+    /// Istio mTLS (the gateway's certificate), or plaintext.
+    pub mtls: bool,
+    pub method: String,
+    pub authority: String,
+    /// `:path` as the gateway forwards it (before the sidecar's normalization).
+    pub path: String,
+    /// The headers as the gateway sends them, with the X-Forwarded-For entry it
+    /// appends (the client's address: use_remote_address at the gateway).
+    pub headers: Headers,
+    /// The SNI of Istio's mTLS (the cluster name); empty for plaintext.
+    pub sni: String,
+    pub verdict: super::authz::Verdict,
 }
 
 /// The full decision for one request.
@@ -152,6 +179,7 @@ impl Prediction {
             mtls: None,
             cluster: None,
             sidecar: None,
+            sidecar_hops: Vec::new(),
             reason: format!(
                 "fault abort: the gateway answers {} for {}% of requests",
                 a.http_status,
@@ -869,6 +897,7 @@ impl Mesh {
             cluster: Some(name.to_string()),
             reason: String::new(),
             sidecar: None,
+            sidecar_hops: Vec::new(),
         };
         let Some(c) = self.clusters.get(name) else {
             let why = match super::mesh::parse_cluster_name(name) {
@@ -944,6 +973,7 @@ impl Mesh {
         let mut denied: Vec<(SidecarAnswer, Vec<String>)> = Vec::new();
         let mut seen: std::collections::BTreeMap<usize, SidecarPass> =
             std::collections::BTreeMap::new();
+        let mut hops: Vec<SidecarHop> = Vec::new();
         if let Some(inbound) = inbound {
             reached.retain(|(e, mtls)| {
                 let Some(plan) = self.sidecar_authz.get(&e.pod) else {
@@ -953,6 +983,7 @@ impl Mesh {
                 let Some(o) = plan.outcome(&r) else {
                     return true;
                 };
+                hops.push(sidecar_hop(inbound, e, &r, forwarded, &headers, &o.verdict));
                 let pod = &self.pods[e.pod];
                 let who = format!(
                     "the sidecar of pod {}/{} port {}",
@@ -1050,6 +1081,7 @@ impl Mesh {
                 ),
                 mtls: Some(a.mtls),
                 sidecar: Some(a.verdict),
+                sidecar_hops: hops_to(&hops, &pods, &self.pods),
                 ..base.clone()
             })
             .collect();
@@ -1096,13 +1128,14 @@ impl Mesh {
                     backend.version,
                     if mtls { "mTLS" } else { "plaintext" }
                 ),
-                backend: Some(backend),
                 path_seen: Some(path.to_string()),
                 query: query.to_string(),
                 headers_seen,
                 response: stub_response.clone(),
                 mtls: Some(mtls),
                 sidecar: by_sidecar.map(|p| p.verdict.clone()),
+                sidecar_hops: hops_to(&hops, &backend.pods, &self.pods),
+                backend: Some(backend),
                 ..base.clone()
             }})
             .chain(sidecar_answers)
@@ -1318,6 +1351,51 @@ struct SidecarPass {
     verdict: super::authz::Verdict,
 }
 
+/// The hop to endpoint `e`'s sidecar as the gateway sends it (see [`SidecarHop`]),
+/// from what the sidecar sees of it (`r`: [`Mesh::sidecar_request`], which gives the
+/// peer and SNI of an mTLS hop only).
+fn sidecar_hop(
+    inbound: &Inbound,
+    e: &super::mesh::EndpointPlan,
+    r: &super::authz::rbac::Request,
+    forwarded: &str,
+    headers: &Headers,
+    verdict: &super::authz::Verdict,
+) -> SidecarHop {
+    let mut headers = headers.clone();
+    // use_remote_address at the gateway: Envoy appends its downstream peer.
+    let client = inbound.from.client.to_string();
+    let xff = match headers.get("x-forwarded-for").and_then(|v| v.first()) {
+        Some(x) if !x.is_empty() => format!("{x},{client}"),
+        _ => client,
+    };
+    headers.insert("x-forwarded-for".to_string(), vec![xff]);
+    SidecarHop {
+        pod: e.pod,
+        gateway: inbound.from.pod,
+        port: e.port,
+        mtls: r.peer_principal.is_some(),
+        method: inbound.method.to_string(),
+        authority: inbound.authority.clone(),
+        path: forwarded.to_string(),
+        headers,
+        sni: r.sni.clone().unwrap_or_default(),
+        verdict: verdict.clone(),
+    }
+}
+
+/// The hops of `hops` to the pods named `names`.
+fn hops_to(
+    hops: &[SidecarHop],
+    names: &[String],
+    pods: &[super::pods::PodPlan],
+) -> Vec<SidecarHop> {
+    hops.iter()
+        .filter(|h| names.contains(&pods[h.pod].name))
+        .cloned()
+        .collect()
+}
+
 impl Mesh {
     /// What the RBAC filter of the sidecar of endpoint `e` sees of a request the
     /// gateway forwards with `:path` `forwarded` and `headers` (after the route's
@@ -1485,6 +1563,7 @@ fn refused(steps: Vec<String>, why: String) -> Prediction {
             cluster: None,
             reason: format!("{why}: connection refused"),
             sidecar: None,
+            sidecar_hops: Vec::new(),
         }],
         mirrors: Vec::new(),
         longest_answer: std::time::Duration::ZERO,
@@ -1514,6 +1593,7 @@ fn status_only(
             cluster: None,
             reason: why,
             sidecar: None,
+            sidecar_hops: Vec::new(),
         }],
         mirrors: Vec::new(),
         longest_answer: std::time::Duration::ZERO,

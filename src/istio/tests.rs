@@ -245,6 +245,7 @@ fn a_fault_abort_takes_its_share_of_requests_before_the_route_forwards() {
         cluster: Some("c".into()),
         reason: "forwarded".into(),
         sidecar: None,
+        sidecar_hops: Vec::new(),
     };
     let mut p = Prediction {
         steps: vec![],

@@ -132,9 +132,10 @@ fn sidecars(d: &mut Diff, o: &Output) {
             continue;
         };
         let plan = d.mesh.sidecar_authz.get(&i).unwrap_or(&none);
-        let differs = sc.inbound.iter().find_map(|h| {
-            super::compare_authz::sidecar_difference(plan, &h.hcm).map(|diff| (h, diff))
-        });
+        let differs = sc
+            .inbound
+            .iter()
+            .find_map(|h| super::compare_authz::difference(plan, &h.hcm).map(|diff| (h, diff)));
         let Some((h, (mine, istiod))) = differs else {
             continue;
         };
@@ -299,6 +300,7 @@ fn requests(d: &mut Diff, suite: &Suite, o: &Output) {
         {
             authz_verdict(d, &id, req, &sim, s);
         }
+        sidecar_verdicts(d, &id, req, &sim, o);
         let diffs = mine.diff(&theirs);
         if diffs.is_empty() {
             continue;
@@ -356,23 +358,90 @@ fn authz_verdict(
         .authz
         .as_ref()
         .and_then(|v| v.policy.clone())
-        .or_else(|| s.authz.as_ref().map(|a| a.policy.clone()))
-        .unwrap_or_default();
-    let (object, at) = crate::istio::authz::policy_of(d.fx, &policy)
+        .or_else(|| s.authz.as_ref().map(|a| a.policy.clone()));
+    let what = format!(
+        "check {id} ({} {})",
+        req.method.as_deref().unwrap_or("GET"),
+        req.path
+    );
+    push_verdict(d, policy, format!("check {id}"), &what, &mine, &theirs);
+}
+
+/// MC409 on the AuthorizationPolicy the deciding Envoy `policy` comes from (else
+/// `fallback`), saying `what` was judged and both verdicts.
+fn push_verdict(
+    d: &mut Diff,
+    policy: Option<String>,
+    fallback: String,
+    what: &str,
+    mine: &str,
+    theirs: &str,
+) {
+    let (object, at) = crate::istio::authz::policy_of(d.fx, &policy.unwrap_or_default())
         .map(|p| (p.describe(), p.source.clone()))
-        .unwrap_or_else(|| (format!("check {id}"), Default::default()));
+        .unwrap_or_else(|| (fallback, Default::default()));
     let release = d.release.clone();
     d.push(
         "MC409",
         object,
         at,
-        format!(
-            "check {id} ({} {}): meshcheck: {mine}",
-            req.method.as_deref().unwrap_or("GET"),
-            req.path
-        ),
+        format!("{what}: meshcheck: {mine}"),
         format!("istiod {release}: {theirs}"),
     );
+}
+
+/// Each hop of the request to a sidecar with security filters: the model's verdict
+/// against the oracle's evaluation of istiod's inbound filters on the same hop
+/// (MC409, naming the pod).
+fn sidecar_verdicts(
+    d: &mut Diff,
+    id: &str,
+    req: &crate::suite::RequestSpec,
+    sim: &crate::istio::SimRequest,
+    o: &Output,
+) {
+    let mut with_authz = sim.clone();
+    with_authz.skip_authz = false;
+    let pred = d.mesh.simulate(&with_authz);
+    let mut done: BTreeSet<usize> = BTreeSet::new();
+    for hop in pred.outcomes().iter().flat_map(|b| b.sidecar_hops.clone()) {
+        if !done.insert(hop.pod) {
+            continue;
+        }
+        let p = &d.mesh.pods[hop.pod];
+        let pod = format!("{}/{}", p.namespace, p.name);
+        let hop_id = super::input::sidecar_request_id(id, &pod);
+        let Some(v) = o.sidecar_verdicts.iter().find(|v| v.id == hop_id) else {
+            continue;
+        };
+        if v.unsupported.iter().any(|u| u.starts_with("authz:")) {
+            continue;
+        }
+        let diff = if v.error.is_empty() {
+            super::compare_authz::verdict_difference(Some(&hop.verdict), v.authz.as_ref())
+        } else {
+            Some((
+                super::compare_authz::verdict_words(&hop.verdict),
+                format!("the sidecar takes no such connection ({})", v.error),
+            ))
+        };
+        let Some((mine, theirs)) = diff else {
+            continue;
+        };
+        let policy = hop
+            .verdict
+            .policy
+            .clone()
+            .or_else(|| v.authz.as_ref().map(|a| a.policy.clone()));
+        let what = format!(
+            "check {id} ({} {}) at the sidecar of pod {pod} port {} ({})",
+            req.method.as_deref().unwrap_or("GET"),
+            req.path,
+            hop.port,
+            if hop.mtls { "mTLS" } else { "plaintext" }
+        );
+        push_verdict(d, policy, format!("Pod {pod}"), &what, &mine, &theirs);
+    }
 }
 
 /// Whether a RequestAuthentication of `fx` has a rule whose keys istiod fetches

@@ -1,4 +1,4 @@
-//! The gateway's security filters (JWT, RBAC, CUSTOM's ext_authz: istio/authz/) against
+//! A gateway's or sidecar's security filters (JWT, RBAC, CUSTOM's ext_authz: istio/authz/) against
 //! istiod's: the model's envoy.filters.http.jwt_authn, envoy.filters.http.rbac and
 //! envoy.filters.http.ext_authz filters, in order
 //! and whole, must be the ones istiod puts into the same HttpConnectionManager (MC408).
@@ -20,32 +20,10 @@ const SECURITY_FILTERS: &[&str] = &[
     crate::istio::authz::ext_authz::FILTER,
 ];
 
-/// istiod's security filters of a sidecar's inbound connection manager `hcm` (its
-/// typed_config), in its order, as meshcheck's sidecars run them: without CUSTOM's
-/// ext_authz filters and the shadow RBAC filter before each (a sidecar calling an
-/// authorizer is not modelled: authz::sidecar_plan).
-pub fn sidecar_security_filters(hcm: &Value) -> Vec<Value> {
-    let all = theirs(hcm);
-    let is_ext_authz = |f: Option<&Value>| {
-        f.and_then(|f| f.get("name")).and_then(Value::as_str)
-            == Some(crate::istio::authz::ext_authz::FILTER)
-    };
-    (0..all.len())
-        .filter(|&i| !is_ext_authz(all.get(i)) && !is_ext_authz(all.get(i + 1)))
-        .map(|i| all[i].clone())
-        .collect()
-}
-
-/// [`difference`] for a sidecar's inbound connection manager: its filters as
-/// meshcheck's sidecars run them ([`sidecar_security_filters`]).
-pub fn sidecar_difference(plan: &AuthzPlan, hcm: &Value) -> Option<(String, String)> {
-    let mut kept = hcm.clone();
-    kept["http_filters"] = Value::Array(sidecar_security_filters(hcm));
-    difference(plan, &kept)
-}
-
-/// istiod's security filters of connection manager `hcm` (its typed_config).
-fn theirs(hcm: &Value) -> Vec<Value> {
+/// istiod's security filters of connection manager `hcm` (its typed_config), in its
+/// order: a gateway's, or a sidecar's inbound one (what meshcheck's sidecars run under
+/// `--control-plane istiod`).
+pub fn theirs(hcm: &Value) -> Vec<Value> {
     hcm.get("http_filters")
         .and_then(Value::as_array)
         .into_iter()
@@ -153,6 +131,25 @@ pub fn difference(plan: &AuthzPlan, hcm: &Value) -> Option<(String, String)> {
         .map(|(path, m, t)| (format!("{path} {m}"), format!("{path} {t}")))
 }
 
+/// The model's verdict as the comparison words it: `denied (policy)`, `allowed
+/// (policy)`, `denied by the JWT filter (why)`.
+pub fn verdict_words(v: &crate::istio::authz::Verdict) -> String {
+    use crate::istio::authz::DeniedBy;
+    match v.denied_by {
+        Some(DeniedBy::Jwt) => format!("denied by the JWT filter ({})", v.why),
+        Some(DeniedBy::ExtAuthz) => format!("denied by the ext_authz authorizer ({})", v.why),
+        Some(DeniedBy::Rbac) | None => format!(
+            "{} ({})",
+            if v.denied_by.is_some() {
+                "denied"
+            } else {
+                "allowed"
+            },
+            v.policy.as_deref().unwrap_or("no policy matched")
+        ),
+    }
+}
+
 /// How the model's verdict for a request differs from the oracle's (its evaluation
 /// of istiod's RBAC filters): (meshcheck's side, istiod's side), or None.
 pub fn verdict_difference(
@@ -162,19 +159,7 @@ pub fn verdict_difference(
     use crate::istio::authz::DeniedBy;
     let show_mine = |v: Option<&crate::istio::authz::Verdict>| match v {
         None => "no security filter".to_string(),
-        Some(v) => match v.denied_by {
-            Some(DeniedBy::Jwt) => format!("denied by the JWT filter ({})", v.why),
-            Some(DeniedBy::ExtAuthz) => format!("denied by the ext_authz authorizer ({})", v.why),
-            Some(DeniedBy::Rbac) | None => format!(
-                "{} ({})",
-                if v.denied_by.is_some() {
-                    "denied"
-                } else {
-                    "allowed"
-                },
-                v.policy.as_deref().unwrap_or("no policy matched")
-            ),
-        },
+        Some(v) => verdict_words(v),
     };
     let show_theirs = |a: Option<&super::output::Authz>| match a {
         None => "no security filter".to_string(),

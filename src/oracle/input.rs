@@ -34,6 +34,10 @@ pub struct Input {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub sidecars: Vec<ProxyInput>,
     pub requests: Vec<Request>,
+    /// Each request's hops to the sidecars of `sidecars` (oracle/sidecar.go
+    /// sidecarVerdict): what istiod's inbound filters decide, against the model.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sidecar_requests: Vec<SidecarRequest>,
     /// The `mesh` key of the fixtures' istio ConfigMap, as written.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mesh_config: Option<String>,
@@ -76,6 +80,36 @@ pub struct Request {
     /// default, 127.0.0.1 (the local target's clients).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source_address: Option<IpAddr>,
+}
+
+/// One request as the gateway sends it to a workload pod's sidecar (the model's hop:
+/// simulate.rs SidecarHop).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SidecarRequest {
+    /// [`sidecar_request_id`].
+    pub id: String,
+    /// `namespace/name` of the pod.
+    pub pod: String,
+    /// The pod's port.
+    pub port: u16,
+    /// Istio mTLS with `peer_principal`'s certificate, or plaintext.
+    pub mtls: bool,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub peer_principal: String,
+    pub method: String,
+    pub host: String,
+    pub path: String,
+    pub headers: BTreeMap<String, String>,
+    /// The TLS SNI of the mTLS hop.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub sni: String,
+    /// The gateway pod's address (the sidecar's direct peer).
+    pub source_address: IpAddr,
+}
+
+/// The id of check `check`'s hop to pod `pod` (`namespace/name`).
+pub fn sidecar_request_id(check: &str, pod: &str) -> String {
+    format!("{check}@{pod}")
 }
 
 /// The address the oracle gives pod `index` of [`Mesh::pods`] (a kind-like pod CIDR).
@@ -212,6 +246,7 @@ pub fn build(fx: &Fixtures, mesh: &Mesh, suite: &Suite) -> Input {
             .map(|(i, p)| proxy_input(i, p))
             .collect(),
         requests: requests(fx, mesh, suite),
+        sidecar_requests: sidecar_requests(fx, mesh, suite),
         mesh_config: mesh_config_text(fx),
     }
 }
@@ -440,6 +475,55 @@ fn requests(fx: &Fixtures, mesh: &Mesh, suite: &Suite) -> Vec<Request> {
         // matching and RBAC evaluation take the path as given.
         r.path = crate::istio::normalize::normalize(&r.path, fx.path_normalization());
         out.push(r);
+    }
+    out
+}
+
+/// The hops of the suite's requests to sidecars istiod is asked about (those of
+/// [`Input::sidecars`]), each once per check and pod, as the model simulates them.
+fn sidecar_requests(fx: &Fixtures, mesh: &Mesh, suite: &Suite) -> Vec<SidecarRequest> {
+    let mut out: Vec<SidecarRequest> = Vec::new();
+    for (id, req) in suite.checks.iter().flat_map(|c| c.requests()) {
+        let mut sim = crate::analysis::sim_request(req, suite.ingress.port);
+        sim.assume_certificates = true;
+        for hop in mesh
+            .simulate(&sim)
+            .outcomes()
+            .iter()
+            .flat_map(|b| b.sidecar_hops.iter())
+        {
+            let p = &mesh.pods[hop.pod];
+            if !security_policy_in_scope(fx, &p.namespace) {
+                continue;
+            }
+            let pod = format!("{}/{}", p.namespace, p.name);
+            let hop_id = sidecar_request_id(&id, &pod);
+            if out.iter().any(|r| r.id == hop_id) {
+                continue;
+            }
+            let gw = &mesh.pods[hop.gateway];
+            out.push(SidecarRequest {
+                id: hop_id,
+                pod,
+                port: hop.port,
+                mtls: hop.mtls,
+                peer_principal: if hop.mtls {
+                    gw.spiffe_id(&mesh.trust_domain)
+                } else {
+                    String::new()
+                },
+                method: hop.method.clone(),
+                host: hop.authority.clone(),
+                path: hop.path.clone(),
+                headers: hop
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.join(",")))
+                    .collect(),
+                sni: hop.sni.clone(),
+                source_address: IpAddr::V4(pod_ip(hop.gateway)),
+            });
+        }
     }
     out
 }

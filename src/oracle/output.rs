@@ -18,6 +18,26 @@ pub struct Output {
     /// (oracle/sidecar.go); absent from older oracles' answers.
     #[serde(default)]
     pub sidecars: Vec<SidecarConfig>,
+    /// What each sidecar's inbound filters decide for the requests' hops to it
+    /// (oracle/sidecar.go sidecarVerdict); absent from older oracles' answers.
+    #[serde(default)]
+    pub sidecar_verdicts: Vec<SidecarVerdict>,
+}
+
+/// istiod's sidecar filters' decision for one hop (input.rs SidecarRequest).
+#[derive(Debug, Clone, Deserialize)]
+pub struct SidecarVerdict {
+    pub id: String,
+    /// The inbound filter chain that took the connection.
+    #[serde(default)]
+    pub chain: String,
+    /// Why no chain took it.
+    #[serde(default)]
+    pub error: String,
+    #[serde(default)]
+    pub authz: Option<Authz>,
+    #[serde(default)]
+    pub unsupported: Vec<String>,
 }
 
 /// What istiod sends one workload pod's sidecar, as far as it is compared: the
@@ -41,10 +61,10 @@ pub struct InboundHcm {
 }
 
 impl InboundHcm {
-    /// Its security filters (JWT, RBAC), in istiod's order, as meshcheck's sidecars
-    /// run them (compare_authz::sidecar_security_filters).
+    /// Its security filters (CUSTOM's, JWT, RBAC), in istiod's order
+    /// (compare_authz::theirs).
     pub fn security_filters(&self) -> Vec<Value> {
-        super::compare_authz::sidecar_security_filters(&self.hcm)
+        super::compare_authz::theirs(&self.hcm)
     }
 }
 

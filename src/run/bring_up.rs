@@ -228,6 +228,8 @@ pub fn start_target(
                 keep: choice.keep,
                 diagnostics_dir: Some(choice.diagnostics.clone()),
                 stop_grace: timeouts.stop_grace,
+                mesh_overlay: crate::targets::kube::mesh_config::install_overlay(fx)
+                    .map_err(crate::targets::TargetError::BadInput)?,
                 ..Default::default()
             };
             let t = rt

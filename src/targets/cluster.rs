@@ -283,6 +283,19 @@ pub struct Istioctl {
     pub kubeconfig: Option<PathBuf>,
     /// `--context`; `None`: the kubeconfig's current context.
     pub context: Option<String>,
+    /// IstioOperator files (`-f`) each `istioctl install` or `upgrade` of the run
+    /// takes: the fixtures' mesh config (kube::mesh_config::install_overlay) where
+    /// meshcheck installed Istio with it.
+    pub install_files: Vec<PathBuf>,
+}
+
+/// istioctl's `-f FILE` for each IstioOperator file, in order (istioctl merges them
+/// in that order, the last winning).
+pub fn file_args(files: &[PathBuf]) -> Vec<String> {
+    files
+        .iter()
+        .flat_map(|f| ["-f".to_string(), f.display().to_string()])
+        .collect()
 }
 
 impl Istioctl {

@@ -300,6 +300,7 @@ pub async fn bring_up(
                 KubeconfigSource::Env(_) => None,
             },
             context: opts.context.clone(),
+            install_files: Vec::new(),
         });
     }
     Ok(target)

@@ -370,7 +370,9 @@ pub fn plan(
 /// authentication.go getConfigsForWorkload) and make the same filters, in each
 /// inbound HTTP connection manager before the router (listener_inbound.go
 /// buildInboundNetworkFiltersForHTTP -> listener_builder.go
-/// buildHTTPConnectionManager; authz.NewBuilder(authz.Local, ...) as for a gateway);
+/// buildHTTPConnectionManager; authz.NewBuilder(authz.Local, ...) as for a gateway,
+/// CUSTOM's shadow RBAC and ext_authz filters included: the sidecar asks the
+/// provider's `outbound|<port>||<host>` cluster, which istiod gives every proxy);
 /// only the JWT providers do not clear the route cache (authentication.go BuildHTTP:
 /// `JwtFilter(proxy.Type != model.SidecarProxy)`).
 pub fn sidecar_plan(
@@ -382,18 +384,6 @@ pub fn sidecar_plan(
     let mut out = plan(fx, namespace, labels, warnings);
     if let Some(j) = &mut out.jwt {
         j.clear_route_cache = false;
-    }
-    // CUSTOM at a sidecar calls the authorizer from the pod's sidecar: not modelled
-    // (the pair is left out here and in the comparison with istiod); a provider istiod
-    // cannot use is its plain DENY filter, kept.
-    let before = out.custom.len();
-    out.custom.retain(|c| c.ext_authz.is_none());
-    if out.custom.len() != before {
-        for p in fx.authorization_policies.iter().filter(|p| {
-            p.spec.spec.action() == "CUSTOM" && attaches(p, fx.root_namespace(), namespace, labels)
-        }) {
-            warn(warnings, p, "action CUSTOM on workload pods (ext_authz at their sidecars) is not modelled by meshcheck: the local sidecars and the simulation do not ask the authorizer".into());
-        }
     }
     out
 }

@@ -64,7 +64,11 @@ pub(crate) async fn bring_up_with_docker(
         create_kind_cluster(docker, &kind, mesh, &cluster, workdir).await?
     };
     let client = fetch_kubeconfig(&kind, &cluster).await?;
-    let reuse = ensure_istio(&client, &istioctl, opts, &cluster).await?;
+    let install_files: Vec<PathBuf> =
+        crate::targets::kube::mesh_config::write_install_overlay(fx, workdir)?
+            .into_iter()
+            .collect();
+    let reuse = ensure_istio(&client, &istioctl, opts, &cluster, &install_files).await?;
     wait_istiod(&client).await?;
     let tag = ensure_stub_image(docker, &kind, opts, &cluster.name, workdir).await?;
     let dopts = deploy_options(opts, &tag);
@@ -76,7 +80,7 @@ pub(crate) async fn bring_up_with_docker(
     if opts.node_address.is_none() {
         reach_node_ports(&mut target, docker, &cluster.name).await;
     }
-    describe_target(&mut target, istioctl, opts, &cluster, tag);
+    describe_target(&mut target, istioctl, install_files, opts, &cluster, tag);
     delete_at_shutdown(&mut target, &kind, &cluster, cleanup_id);
     Ok(target)
 }
@@ -284,6 +288,7 @@ async fn ensure_istio(
     istioctl: &Path,
     opts: &KindOptions,
     cluster: &Cluster,
+    install_files: &[PathBuf],
 ) -> Result<Reuse, TargetError> {
     let installed = installed_istio_version(client).await;
     let reuse = reinstall::decide(
@@ -299,7 +304,7 @@ async fn ensure_istio(
         );
     }
     if reuse != Reuse::Keep {
-        install_istio(istioctl, opts, &cluster.kubeconfig).await?;
+        install_istio(istioctl, opts, &cluster.kubeconfig, install_files).await?;
     }
     Ok(reuse)
 }
@@ -325,11 +330,13 @@ async fn restart_onto(
     Ok(())
 }
 
-/// `istioctl install` (profile minimal) with the run's kubeconfig.
+/// `istioctl install` (profile minimal) with the run's kubeconfig and the fixtures'
+/// mesh config (`install_files`).
 async fn install_istio(
     istioctl: &Path,
     opts: &KindOptions,
     kubeconfig: &Path,
+    install_files: &[PathBuf],
 ) -> Result<(), TargetError> {
     let step = Step::start(format!(
         "installing Istio {} (profile minimal)",
@@ -342,6 +349,7 @@ async fn install_istio(
         context: None,
     });
     args.extend(config::hub_args(opts.istio_hub.as_deref()));
+    args.extend(crate::targets::cluster::file_args(install_files));
     run_tool(
         istioctl,
         &args,
@@ -533,6 +541,7 @@ fn use_node_address(target: &mut ClusterTarget, addr: IpAddr) {
 fn describe_target(
     target: &mut ClusterTarget,
     istioctl: PathBuf,
+    install_files: Vec<PathBuf>,
     opts: &KindOptions,
     cluster: &Cluster,
     tag: String,
@@ -541,6 +550,7 @@ fn describe_target(
         bin: istioctl,
         kubeconfig: Some(cluster.kubeconfig.clone()),
         context: None,
+        install_files,
     });
     target.props.extend([
         ("istio.version".into(), opts.istio_version.clone()),

@@ -768,25 +768,8 @@ pub fn sidecar_resources(mesh: &Mesh, s: &SidecarPod, root: &Path) -> (Vec<Value
     let key = format!("{}/{}", p.namespace, p.name);
     let mut listeners = Vec::new();
     let mut clusters = Vec::new();
-    // The pod's security filters before the router, in every inbound connection
-    // manager (listener_inbound.go buildInboundNetworkFiltersForHTTP; authz::sidecar_plan).
-    let model_filters = mesh
-        .sidecar_authz
-        .get(&s.pod)
-        .map(AuthzPlan::http_filters)
-        .unwrap_or_default();
     for &port in s.ports {
-        // istiod's, when it programs the sidecars: the port's chain, else the
-        // passthrough chain's (listener_inbound.go: both carry the pod's filters).
-        let mut http_filters = match s.istiod_filters {
-            Some(by_port) => by_port
-                .iter()
-                .find(|(p, _)| *p == u32::from(port))
-                .or_else(|| by_port.iter().find(|(p, _)| *p == 0))
-                .map(|(_, f)| f.clone())
-                .unwrap_or_default(),
-            None => model_filters.clone(),
-        };
+        let mut http_filters = security_filters(mesh, s, port);
         http_filters.push(router_filter());
         let cluster_name = format!("inbound|{port}||{key}");
         let hcm = json!({
@@ -841,6 +824,59 @@ pub fn sidecar_resources(mesh: &Mesh, s: &SidecarPod, root: &Path) -> (Vec<Value
         );
     }
     (listeners, clusters)
+}
+
+/// The security filters before the router in `s`'s inbound connection manager of
+/// `port` (listener_inbound.go buildInboundNetworkFiltersForHTTP; authz::sidecar_plan):
+/// istiod's, when it programs the sidecars (the port's chain, else the passthrough
+/// chain's: both carry the pod's filters), else the model's.
+fn security_filters(mesh: &Mesh, s: &SidecarPod, port: u16) -> Vec<Value> {
+    match s.istiod_filters {
+        Some(by_port) => by_port
+            .iter()
+            .find(|(p, _)| *p == u32::from(port))
+            .or_else(|| by_port.iter().find(|(p, _)| *p == 0))
+            .map(|(_, f)| f.clone())
+            .unwrap_or_default(),
+        None => mesh
+            .sidecar_authz
+            .get(&s.pod)
+            .map(AuthzPlan::http_filters)
+            .unwrap_or_default(),
+    }
+}
+
+/// The outbound clusters `pods`' sidecars call themselves: each CUSTOM provider's
+/// cluster their ext_authz filters name (`outbound|<port>||<host>`, built as the
+/// gateway's, mTLS toward an injected authorizer). One Envoy serves many pods here, so
+/// a provider's cluster is one, presenting the first such pod's certificate: an
+/// authorizer's own policies see that pod's identity for all of them.
+pub fn sidecar_outbound_clusters(
+    mesh: &Mesh,
+    pods: &[SidecarPod],
+    addrs: &Addresses,
+    root: &Path,
+) -> Vec<Value> {
+    let mut out: Vec<Value> = Vec::new();
+    for s in pods {
+        for port in s.ports {
+            for f in security_filters(mesh, s, *port) {
+                let Some(name) = f
+                    .pointer("/typed_config/http_service/server_uri/cluster")
+                    .and_then(Value::as_str)
+                else {
+                    continue;
+                };
+                if out.iter().any(|c| c["name"] == name) {
+                    continue;
+                }
+                if let Some(c) = mesh.clusters.get(name) {
+                    out.push(cluster(c, addrs, s.cert, root));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The bootstrap of a sidecar host: an Envoy serving the sidecars of many pods. The

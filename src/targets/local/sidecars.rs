@@ -110,12 +110,20 @@ impl SidecarHost {
         self.killed().contains(&pod)
     }
 
-    /// Writes the listeners file and returns the host's bootstrap.
-    pub fn bootstrap(&self, mesh: &Mesh, root: &Path) -> Result<Value, TargetError> {
+    /// Writes the listeners file and returns the host's bootstrap: each pod's inbound
+    /// clusters, and the outbound ones its sidecar calls itself (CUSTOM's authorizers).
+    pub fn bootstrap(
+        &self,
+        mesh: &Mesh,
+        addrs: &envoy::Addresses,
+        root: &Path,
+    ) -> Result<Value, TargetError> {
+        let pods: Vec<envoy::SidecarPod> = self.pods.iter().map(|p| self.resources_of(p)).collect();
         let mut clusters = Vec::new();
-        for p in &self.pods {
-            clusters.extend(envoy::sidecar_resources(mesh, &self.resources_of(p), root).1);
+        for p in &pods {
+            clusters.extend(envoy::sidecar_resources(mesh, p, root).1);
         }
+        clusters.extend(envoy::sidecar_outbound_clusters(mesh, &pods, addrs, root));
         self.write_listeners(mesh, root)?;
         Ok(envoy::sidecar_host_bootstrap(
             &self.stem,

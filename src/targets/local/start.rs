@@ -239,8 +239,12 @@ impl LocalTarget {
             .collect();
         let wd = &self.workdir_path;
         self.hosts = sidecars::plan(hosted, &wd.join("envoy"), &wd.join("s"));
+        let addrs = envoy::Addresses {
+            node: self.node,
+            pod_ip: &place.pod_ip,
+        };
         for host in &self.hosts {
-            let cfg = host.bootstrap(&self.mesh, &pki.root)?;
+            let cfg = host.bootstrap(&self.mesh, &addrs, &pki.root)?;
             proxy.start_host(host, &cfg, waits)?;
         }
         Ok(())

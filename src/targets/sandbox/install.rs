@@ -7,7 +7,7 @@
 //! (`defaultProviders.metrics`: no Prometheus stats filter, `istio.stats`).
 
 use super::istiod::Ports;
-use crate::targets::cluster::{run_tool, Step};
+use crate::targets::cluster::{file_args, run_tool, Step};
 use crate::targets::kind::config::{istioctl_install_args, IstioInstall};
 use crate::targets::TargetError;
 use std::path::{Path, PathBuf};
@@ -41,13 +41,13 @@ spec:
     )
 }
 
-/// `istioctl <verb> ... -f overlay`: `install` (a revision when `revision` is set) or
-/// `upgrade` (in place).
+/// `istioctl <verb> ... -f overlay...`: `install` (a revision when `revision` is set) or
+/// `upgrade` (in place); istioctl merges the files in order.
 pub fn args(
     verb: &str,
     kubeconfig: &Path,
     revision: Option<&str>,
-    overlay_file: &Path,
+    overlay_files: &[PathBuf],
 ) -> Vec<String> {
     let mut a = istioctl_install_args(&IstioInstall {
         version: String::new(),
@@ -56,7 +56,7 @@ pub fn args(
         context: None,
     });
     a[0] = verb.to_string();
-    a.extend(["-f".to_string(), overlay_file.display().to_string()]);
+    a.extend(file_args(overlay_files));
     a
 }
 
@@ -76,7 +76,7 @@ pub async fn install(
     release: &str,
     kubeconfig: &Path,
     rev: &str,
-    overlay_file: &Path,
+    overlay_files: &[PathBuf],
 ) -> Result<String, TargetError> {
     let revision = (rev != "default").then_some(rev);
     let step = Step::start(format!(
@@ -84,7 +84,7 @@ pub async fn install(
     ));
     let out = run_tool(
         istioctl,
-        &args("install", kubeconfig, revision, overlay_file),
+        &args("install", kubeconfig, revision, overlay_files),
         INSTALL_TIMEOUT,
         &format!("istioctl install (Istio {release})"),
     )
@@ -113,11 +113,17 @@ mod tests {
             "install",
             Path::new("/k"),
             Some("1-31-0"),
-            Path::new("/o.yaml"),
+            &[PathBuf::from("/mesh.yaml"), PathBuf::from("/o.yaml")],
         );
         assert_eq!(a[0], "install");
         assert!(a.windows(2).any(|w| w == ["--revision", "1-31-0"]), "{a:?}");
-        assert!(a.windows(2).any(|w| w == ["-f", "/o.yaml"]), "{a:?}");
+        // The fixtures' mesh config first, the revision's own overlay last (it wins).
+        let files: Vec<&String> = a
+            .windows(2)
+            .filter(|w| w[0] == "-f")
+            .map(|w| &w[1])
+            .collect();
+        assert_eq!(files, ["/mesh.yaml", "/o.yaml"], "{a:?}");
         assert!(
             a.windows(2).any(|w| w == ["--set", "profile=minimal"]),
             "{a:?}"

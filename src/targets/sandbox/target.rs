@@ -31,6 +31,10 @@ pub struct SandboxOptions {
     pub diagnostics_dir: Option<PathBuf>,
     /// Between SIGTERM and SIGKILL when the sandbox stops its components.
     pub stop_grace: Duration,
+    /// The fixtures' mesh config as an IstioOperator overlay
+    /// (kube::mesh_config::install_overlay): every `istioctl install` of the sandbox
+    /// takes it.
+    pub mesh_overlay: Option<String>,
 }
 
 impl Default for SandboxOptions {
@@ -40,6 +44,7 @@ impl Default for SandboxOptions {
             rollout_timeout: Duration::from_secs(120),
             diagnostics_dir: None,
             stop_grace: Duration::from_secs(5),
+            mesh_overlay: None,
         }
     }
 }
@@ -66,6 +71,8 @@ pub struct Sandbox {
     pub control_plane: ControlPlane,
     pub istiod: Arc<Supervisor>,
     pub kubelet: Kubelet,
+    /// The fixtures' mesh config overlay ([`SandboxOptions::mesh_overlay`]), written.
+    pub mesh_overlay: Option<PathBuf>,
 }
 
 impl Sandbox {
@@ -100,7 +107,7 @@ impl Sandbox {
             &bins.release,
             self.kubeconfig(),
             rev,
-            &overlay,
+            &self.overlays(overlay),
         )
         .await?;
         self.istiod
@@ -110,6 +117,13 @@ impl Sandbox {
                 target: "sandbox".into(),
                 why,
             })
+    }
+
+    /// The IstioOperator files of an install, in istioctl's merge order: the
+    /// fixtures' mesh config, then the revision's own `overlay` (where its istiod is
+    /// reached), which wins where both set a field.
+    pub fn overlays(&self, overlay: PathBuf) -> Vec<PathBuf> {
+        self.mesh_overlay.iter().cloned().chain([overlay]).collect()
     }
 
     /// Problems now: a component or istiod that died, pods that cannot run.
@@ -349,6 +363,12 @@ pub async fn start_sandbox(p: Prepared, opts: &SandboxOptions) -> Result<Sandbox
         istiod: istiod.clone(),
         node: NodeCapacity::of_this_machine(),
     };
+    let mesh_overlay = match &opts.mesh_overlay {
+        Some(text) => Some(crate::targets::kube::mesh_config::write_overlay(
+            &dir, text,
+        )?),
+        None => None,
+    };
     let kubelet = Kubelet::start(ctx, NODE_NAME);
     let sandbox = Sandbox {
         prepared: p,
@@ -358,6 +378,7 @@ pub async fn start_sandbox(p: Prepared, opts: &SandboxOptions) -> Result<Sandbox
         control_plane,
         istiod,
         kubelet,
+        mesh_overlay,
     };
     let first = sandbox.prepared.istio[0].clone();
     if let Err(e) = sandbox.install_istio(&first, "default").await {

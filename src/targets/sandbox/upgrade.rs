@@ -16,8 +16,8 @@ use crate::upgrade::cluster::istioctl::InstallOverlay;
 use crate::upgrade::cluster::{ClusterTransition, ClusterUpgradeOptions};
 use std::sync::Arc;
 
-/// The sandbox's overlay for a revision: its istiod's ports registered, the
-/// IstioOperator file written.
+/// The sandbox's overlays for a revision: the fixtures' mesh config, and its istiod's
+/// ports registered, the IstioOperator file written.
 struct Overlay(Arc<Sandbox>);
 
 impl InstallOverlay for Overlay {
@@ -26,7 +26,7 @@ impl InstallOverlay for Overlay {
             let ports = self.0.istiod.register(revision).await;
             let file =
                 install::write_overlay(&self.0.dir, revision, &ports).map_err(|e| e.to_string())?;
-            Ok(vec!["-f".to_string(), file.display().to_string()])
+            Ok(crate::targets::cluster::file_args(&self.0.overlays(file)))
         })
     }
 }
@@ -56,6 +56,8 @@ pub fn transition(
         bin: a.istioctl(),
         kubeconfig: Some(sb.kubeconfig().to_path_buf()),
         context: None,
+        // The mesh config comes with the revision's overlay (Overlay above).
+        install_files: Vec::new(),
     };
     ClusterTransition::for_sandbox(
         &target.cluster,

@@ -224,6 +224,9 @@ impl IstioctlUpgrade {
                 (a, format!("istiod-{rev}"), rev)
             }
         };
+        args.extend(crate::targets::cluster::file_args(
+            &self.istioctl_a.install_files,
+        ));
         if let Some(o) = &self.overlay {
             args.extend(o.args_for(&rev).await?);
         }

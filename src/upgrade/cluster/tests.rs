@@ -292,6 +292,7 @@ impl Bench {
                 bin: ToolSpec::istioctl(FROM).install_path(&self.dir.path().join("tools")),
                 kubeconfig: Some(self.dir.path().join("kubeconfig")),
                 context: None,
+                install_files: Vec::new(),
             }),
             on_shutdown: Default::default(),
             cleanup_ids: Default::default(),
