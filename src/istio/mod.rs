@@ -19,6 +19,7 @@ pub mod policy;
 mod route_filters;
 mod simulate;
 pub mod steps;
+mod upstream;
 
 pub use gateway::{credential_problem, sds_name, secret_ref};
 pub use hcm::HcmPlan;
