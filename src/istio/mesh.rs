@@ -1048,27 +1048,11 @@ pub(crate) fn routes_of(
     warnings: &mut Vec<Warning>,
 ) -> Vec<RoutePlan> {
     let mut out = Vec::new();
-    let gateway_semantics =
-        crate::fixtures::gateway_api::gateway_semantics(&vs.spec.metadata.annotations);
-    // istiod's validation refuses the whole VirtualService (pkg/config/validation/
-    // virtualservice.go, 1.30.3, validateHTTPRoute): nothing of it is programmed.
-    if let Some(hi) = vs
-        .spec
-        .spec
-        .http
-        .iter()
-        .position(|h| h.mirror.is_some() && !h.mirrors.is_empty())
-    {
-        warnings.push(Warning {
-            at: vs.source.clone(),
-            object: vs.describe(),
-            message: format!(
-                "http[{hi}] has both mirror and mirrors: istiod refuses the VirtualService, none of its routes is programmed"
-            ),
-            field: None,
-        });
+    if refused_for_its_mirrors(vs, warnings) {
         return out;
     }
+    let gateway_semantics =
+        crate::fixtures::gateway_api::gateway_semantics(&vs.spec.metadata.annotations);
     for (hi, http) in vs.spec.spec.http.iter().enumerate() {
         // pilot route.go (1.30.3), BuildHTTPRoutesForVirtualService: an http route
         // without match is a catch-all, and so is a match Envoy takes as one
@@ -1077,33 +1061,6 @@ pub(crate) fn routes_of(
         // analyzeUnreachableHTTPRules, "virtualService rule N not used (route without
         // matches defined before)").
         let mut catch_all = http.matches.is_empty();
-        let mut destinations = Vec::new();
-        for d in &http.route {
-            let fqdn = resolve_host(&d.destination.host, &vs.namespace);
-            let port = destination_port(fx, d.destination.port.as_ref().map(|p| p.number), &fqdn)
-                .unwrap_or(listener_port);
-            let weight = match d.weight {
-                None if http.route.len() == 1 => 100,
-                None => 0,
-                Some(w) if w < 0 => 0,
-                Some(w) => w as u32,
-            };
-            if weight == 0 && http.route.len() > 1 {
-                continue;
-            }
-            destinations.push(WeightedDestination {
-                // route.go GetDestinationCluster: an invalid Gateway API backendRef
-                // (no host) names "UnknownService".
-                cluster: if fqdn.is_empty() {
-                    "UnknownService".to_string()
-                } else {
-                    cluster_name(port, d.destination.subset.as_deref(), &fqdn)
-                },
-                weight,
-                request_headers: header_ops(d.headers.as_ref().and_then(|h| h.request.as_ref())),
-                response_headers: header_ops(d.headers.as_ref().and_then(|h| h.response.as_ref())),
-            });
-        }
         let action = match route_kind(http, listener_port, is_tls, gateway_semantics) {
             Ok(a) => a,
             Err(why) => {
@@ -1119,123 +1076,27 @@ pub(crate) fn routes_of(
                 continue;
             }
         };
-        let mirrors = mirror_plans(fx, vs, http, listener_port);
-        let rewrite_uri = http.rewrite.as_ref().and_then(|r| r.uri.clone());
-        let rewrite_regex = http
-            .rewrite
-            .as_ref()
-            .and_then(|r| r.uri_regex_rewrite.clone());
+        let rule = HttpRule {
+            vs,
+            http,
+            index: hi,
+            listener_port,
+            gateway_semantics,
+            destinations: weighted_destinations(fx, vs, http, listener_port),
+            // Only routes that forward carry mirrors (applyHTTPRouteDestination).
+            mirrors: match action {
+                RouteKind::Forward => mirror_plans(fx, vs, http, listener_port),
+                _ => Vec::new(),
+            },
+            action,
+        };
         let matches = if http.matches.is_empty() {
             vec![Default::default()]
         } else {
             http.matches.clone()
         };
         for (mi, m) in matches.iter().enumerate() {
-            let path = match &m.uri {
-                None => PathMatch::Prefix("/".into()),
-                Some(StringMatch::Prefix(p)) if gateway_semantics && p != "/" => {
-                    PathMatch::PathSeparatedPrefix(p.trim_end_matches('/').to_string())
-                }
-                Some(StringMatch::Prefix(p)) => PathMatch::Prefix(p.clone()),
-                Some(StringMatch::Exact(p)) => PathMatch::Exact(p.clone()),
-                Some(StringMatch::Regex(p)) => PathMatch::Regex(p.clone()),
-            };
-            // pilot/pkg/networking/core/route/route.go (1.30.3), applyHTTPRouteDestination:
-            // `uriRegexRewrite` becomes Envoy regex_rewrite; otherwise `uri` becomes
-            // prefix_rewrite, whatever the match (the prefix-stripping regex form is
-            // only for Gateway API routes, model.UseGatewaySemantics). So `prefix: /a`
-            // rewritten to `/` sends `/a/items` on as `//items` (istio/istio#26828).
-            let rewrite = match (&rewrite_regex, &rewrite_uri) {
-                (Some(rr), _) => Some(UriRewrite::Regex(rr.pattern.clone(), rr.rewrite.clone())),
-                // Gateway API ReplacePrefixMatch `/` removes the prefix without leaving
-                // a double slash (route.go applyHTTPRouteDestination, UseGatewaySemantics).
-                (None, Some(uri)) if gateway_semantics && uri == "/" => {
-                    let prefix = match &path {
-                        PathMatch::PathSeparatedPrefix(p) => p.as_str(),
-                        _ => "",
-                    };
-                    Some(UriRewrite::Regex(
-                        format!("^{}(/?)(.*)", quote_meta(prefix)),
-                        r"/\2".to_string(),
-                    ))
-                }
-                (None, Some(uri)) if !uri.is_empty() => Some(UriRewrite::Prefix(uri.clone())),
-                _ => None,
-            };
-            let envoy_name = match (&http.name, &m.name) {
-                (n, Some(mn)) if !mn.is_empty() => {
-                    format!("{}.{mn}", n.as_deref().unwrap_or(""))
-                }
-                (n, _) => n.clone().unwrap_or_default(),
-            };
-            let operation = route_operation(&path, &destinations, &action, &vs.name, listener_port);
-            out.push(RoutePlan {
-                name: format!("{}/{}#{hi}.{mi}", vs.namespace, vs.name),
-                envoy_name,
-                operation,
-                virtual_service: vs.describe(),
-                source: vs.source.clone(),
-                http_index: hi,
-                path,
-                ignore_case: m.ignore_uri_case,
-                headers: m
-                    .headers
-                    .iter()
-                    .filter(|(k, _)| routing_claims(k).is_none())
-                    .map(|(k, v)| Matcher::new(k, v.0.as_ref(), false))
-                    .chain(
-                        m.without_headers
-                            .iter()
-                            .filter(|(k, _)| routing_claims(k).is_none())
-                            .map(|(k, v)| Matcher::new(k, v.0.as_ref(), true)),
-                    )
-                    .chain(
-                        m.scheme
-                            .iter()
-                            .map(|v| Matcher::new(":scheme", Some(v), false)),
-                    )
-                    .collect(),
-                claims: m
-                    .headers
-                    .iter()
-                    .map(|(k, v)| (k, v, false))
-                    .chain(m.without_headers.iter().map(|(k, v)| (k, v, true)))
-                    .filter_map(|(k, v, invert)| {
-                        routing_claims(k).map(|claims| ClaimMatcher {
-                            claims,
-                            value: v.0.clone(),
-                            invert,
-                        })
-                    })
-                    .collect(),
-                query: m
-                    .query_params
-                    .iter()
-                    .map(|(k, v)| Matcher::new(k, v.0.as_ref(), false))
-                    .collect(),
-                method: m.method.clone(),
-                authority: m.authority.clone(),
-                rewrite,
-                rewrite_authority: http.rewrite.as_ref().and_then(|r| r.authority.clone()),
-                request_headers: header_ops(http.headers.as_ref().and_then(|h| h.request.as_ref())),
-                response_headers: header_ops(
-                    http.headers.as_ref().and_then(|h| h.response.as_ref()),
-                ),
-                destinations: destinations.clone(),
-                action: action.clone(),
-                // pilot route.go setTimeout and retry.ConvertPolicy; routes the
-                // gateway answers itself carry neither.
-                timeout_ms: http.timeout.as_deref().and_then(duration_ms).unwrap_or(0),
-                retry: retry_plan(http.retries.as_ref()),
-                filters: super::route_filters::RouteFilters::of(http),
-                // Only routes that forward carry mirrors (applyHTTPRouteDestination).
-                mirrors: match action {
-                    RouteKind::Forward => mirrors.clone(),
-                    _ => Vec::new(),
-                },
-                hash_policy: Vec::new(),
-                cluster_not_found: if gateway_semantics { 500 } else { 503 },
-            });
+            out.push(rule.route_for(mi, m));
             if out.last().is_some_and(is_catch_all) {
                 catch_all = true;
                 break;
@@ -1246,6 +1107,218 @@ pub(crate) fn routes_of(
         }
     }
     out
+}
+
+/// istiod's validation refuses the whole VirtualService when a route has both
+/// `mirror` and `mirrors` (pkg/config/validation/virtualservice.go, 1.30.3,
+/// validateHTTPRoute): nothing of it is programmed. True (and warned) then.
+fn refused_for_its_mirrors(vs: &Item<VirtualService>, warnings: &mut Vec<Warning>) -> bool {
+    let Some(hi) = vs
+        .spec
+        .spec
+        .http
+        .iter()
+        .position(|h| h.mirror.is_some() && !h.mirrors.is_empty())
+    else {
+        return false;
+    };
+    warnings.push(Warning {
+        at: vs.source.clone(),
+        object: vs.describe(),
+        message: format!(
+            "http[{hi}] has both mirror and mirrors: istiod refuses the VirtualService, none of its routes is programmed"
+        ),
+        field: None,
+    });
+    true
+}
+
+/// The destinations of one http route with their weights (route.go
+/// applyHTTPRouteDestination): an unset weight is 100 for a single destination and 0
+/// among several; a destination weighted 0 among several is left out.
+fn weighted_destinations(
+    fx: &Fixtures,
+    vs: &Item<VirtualService>,
+    http: &crate::fixtures::istio::HttpRoute,
+    listener_port: u16,
+) -> Vec<WeightedDestination> {
+    let mut destinations = Vec::new();
+    for d in &http.route {
+        let fqdn = resolve_host(&d.destination.host, &vs.namespace);
+        let port = destination_port(fx, d.destination.port.as_ref().map(|p| p.number), &fqdn)
+            .unwrap_or(listener_port);
+        let weight = match d.weight {
+            None if http.route.len() == 1 => 100,
+            None => 0,
+            Some(w) if w < 0 => 0,
+            Some(w) => w as u32,
+        };
+        if weight == 0 && http.route.len() > 1 {
+            continue;
+        }
+        destinations.push(WeightedDestination {
+            // route.go GetDestinationCluster: an invalid Gateway API backendRef
+            // (no host) names "UnknownService".
+            cluster: if fqdn.is_empty() {
+                "UnknownService".to_string()
+            } else {
+                cluster_name(port, d.destination.subset.as_deref(), &fqdn)
+            },
+            weight,
+            request_headers: header_ops(d.headers.as_ref().and_then(|h| h.request.as_ref())),
+            response_headers: header_ops(d.headers.as_ref().and_then(|h| h.response.as_ref())),
+        });
+    }
+    destinations
+}
+
+/// One http route of a VirtualService, with what its matches share: each match
+/// becomes one Envoy route (route.go BuildHTTPRoutesForVirtualService).
+struct HttpRule<'a> {
+    vs: &'a Item<VirtualService>,
+    http: &'a crate::fixtures::istio::HttpRoute,
+    /// Its index in the VirtualService's `http`.
+    index: usize,
+    listener_port: u16,
+    /// Gateway API route semantics (model.UseGatewaySemantics).
+    gateway_semantics: bool,
+    destinations: Vec<WeightedDestination>,
+    mirrors: Vec<MirrorPlan>,
+    action: RouteKind,
+}
+
+impl HttpRule<'_> {
+    /// The Envoy route of match `mi` (`m`).
+    fn route_for(&self, mi: usize, m: &crate::fixtures::istio::HttpMatch) -> RoutePlan {
+        let (vs, http) = (self.vs, self.http);
+        let path = path_match(m, self.gateway_semantics);
+        let rewrite = self.uri_rewrite(&path);
+        let operation = route_operation(
+            &path,
+            &self.destinations,
+            &self.action,
+            &vs.name,
+            self.listener_port,
+        );
+        RoutePlan {
+            name: format!("{}/{}#{}.{mi}", vs.namespace, vs.name, self.index),
+            envoy_name: envoy_route_name(http.name.as_deref(), m.name.as_deref()),
+            operation,
+            virtual_service: vs.describe(),
+            source: vs.source.clone(),
+            http_index: self.index,
+            path,
+            ignore_case: m.ignore_uri_case,
+            headers: header_matchers(m),
+            claims: claim_matchers(m),
+            query: m
+                .query_params
+                .iter()
+                .map(|(k, v)| Matcher::new(k, v.0.as_ref(), false))
+                .collect(),
+            method: m.method.clone(),
+            authority: m.authority.clone(),
+            rewrite,
+            rewrite_authority: http.rewrite.as_ref().and_then(|r| r.authority.clone()),
+            request_headers: header_ops(http.headers.as_ref().and_then(|h| h.request.as_ref())),
+            response_headers: header_ops(http.headers.as_ref().and_then(|h| h.response.as_ref())),
+            destinations: self.destinations.clone(),
+            action: self.action.clone(),
+            // pilot route.go setTimeout and retry.ConvertPolicy; routes the
+            // gateway answers itself carry neither.
+            timeout_ms: http.timeout.as_deref().and_then(duration_ms).unwrap_or(0),
+            retry: retry_plan(http.retries.as_ref()),
+            filters: super::route_filters::RouteFilters::of(http),
+            mirrors: self.mirrors.clone(),
+            hash_policy: Vec::new(),
+            cluster_not_found: if self.gateway_semantics { 500 } else { 503 },
+        }
+    }
+
+    /// pilot/pkg/networking/core/route/route.go (1.30.3), applyHTTPRouteDestination:
+    /// `uriRegexRewrite` becomes Envoy regex_rewrite; otherwise `uri` becomes
+    /// prefix_rewrite, whatever the match (the prefix-stripping regex form is only for
+    /// Gateway API routes, model.UseGatewaySemantics). So `prefix: /a` rewritten to `/`
+    /// sends `/a/items` on as `//items` (istio/istio#26828).
+    fn uri_rewrite(&self, path: &PathMatch) -> Option<UriRewrite> {
+        let rewrite = self.http.rewrite.as_ref()?;
+        match (&rewrite.uri_regex_rewrite, &rewrite.uri) {
+            (Some(rr), _) => Some(UriRewrite::Regex(rr.pattern.clone(), rr.rewrite.clone())),
+            // Gateway API ReplacePrefixMatch `/` removes the prefix without leaving a
+            // double slash (route.go applyHTTPRouteDestination, UseGatewaySemantics).
+            (None, Some(uri)) if self.gateway_semantics && uri == "/" => {
+                let prefix = match path {
+                    PathMatch::PathSeparatedPrefix(p) => p.as_str(),
+                    _ => "",
+                };
+                Some(UriRewrite::Regex(
+                    format!("^{}(/?)(.*)", quote_meta(prefix)),
+                    r"/\2".to_string(),
+                ))
+            }
+            (None, Some(uri)) if !uri.is_empty() => Some(UriRewrite::Prefix(uri.clone())),
+            _ => None,
+        }
+    }
+}
+
+/// The path match of `m` (none: prefix `/`); under Gateway API semantics a prefix
+/// other than `/` is path-separated (route.go TranslateRouteMatch).
+fn path_match(m: &crate::fixtures::istio::HttpMatch, gateway_semantics: bool) -> PathMatch {
+    match &m.uri {
+        None => PathMatch::Prefix("/".into()),
+        Some(StringMatch::Prefix(p)) if gateway_semantics && p != "/" => {
+            PathMatch::PathSeparatedPrefix(p.trim_end_matches('/').to_string())
+        }
+        Some(StringMatch::Prefix(p)) => PathMatch::Prefix(p.clone()),
+        Some(StringMatch::Exact(p)) => PathMatch::Exact(p.clone()),
+        Some(StringMatch::Regex(p)) => PathMatch::Regex(p.clone()),
+    }
+}
+
+/// The Envoy route's name: the http route's name, with `.` and the match's name when
+/// it has one (route.go TranslateRoute).
+fn envoy_route_name(route: Option<&str>, matched: Option<&str>) -> String {
+    match matched {
+        Some(mn) if !mn.is_empty() => format!("{}.{mn}", route.unwrap_or("")),
+        _ => route.unwrap_or_default().to_string(),
+    }
+}
+
+/// The header matchers of `m` (headers, withoutHeaders, scheme); the JWT claim
+/// pseudo-headers are [`claim_matchers`].
+fn header_matchers(m: &crate::fixtures::istio::HttpMatch) -> Vec<Matcher> {
+    let with = m
+        .headers
+        .iter()
+        .filter(|(k, _)| routing_claims(k).is_none())
+        .map(|(k, v)| Matcher::new(k, v.0.as_ref(), false));
+    let without = m
+        .without_headers
+        .iter()
+        .filter(|(k, _)| routing_claims(k).is_none())
+        .map(|(k, v)| Matcher::new(k, v.0.as_ref(), true));
+    let scheme = m
+        .scheme
+        .iter()
+        .map(|v| Matcher::new(":scheme", Some(v), false));
+    with.chain(without).chain(scheme).collect()
+}
+
+/// The `@request.auth.claims` matchers of `m`, in headers then withoutHeaders.
+fn claim_matchers(m: &crate::fixtures::istio::HttpMatch) -> Vec<ClaimMatcher> {
+    m.headers
+        .iter()
+        .map(|(k, v)| (k, v, false))
+        .chain(m.without_headers.iter().map(|(k, v)| (k, v, true)))
+        .filter_map(|(k, v, invert)| {
+            routing_claims(k).map(|claims| ClaimMatcher {
+                claims,
+                value: v.0.clone(),
+                invert,
+            })
+        })
+        .collect()
 }
 
 /// A route's action as pilot translates it (route.go, 1.30.3: translateRoute,
