@@ -231,35 +231,50 @@ fn every_gateway_service_keeps_client_address(c: &Ctx) -> bool {
         })
 }
 
-/// Spellings of `path` that reach the same resource on a lenient backend but that
-/// Envoy's path normalization may leave as they are: (what, spelling).
-fn spellings(path: &str) -> Vec<(&'static str, String)> {
-    let rest = path.trim_start_matches('/');
-    let mut out = vec![
-        ("a doubled slash", format!("//{rest}")),
-        ("upper case", path.to_ascii_uppercase()),
-        ("a dot segment", format!("/./{rest}")),
-        ("a percent-encoded letter", percent_first_letter(path)),
-    ];
-    if let Some(i) = rest.find('/') {
-        out.push((
-            "an encoded slash",
-            format!("/{}%2F{}", &rest[..i], &rest[i + 1..]),
-        ));
-    }
-    out.retain(|(_, s)| s != path);
-    out
+/// Spellings of `path` that a lenient backend may read as `path` but that Envoy's
+/// path handling may leave as they are: the `attack` check's spellings
+/// (suite/attack.rs SPELLINGS), so the finding and the check agree: (label and what
+/// normalizes it, spelling). None for a path they cannot be made from (not plain).
+/// Path parameters (`semicolon`) are left to the attack check: whether `/a;x/b` is
+/// `/a/b` is the backend's parsing alone (Tomcat, Spring), which nothing in the
+/// fixtures says, and neither a setting nor a prefix closes them.
+fn spellings(path: &str) -> Vec<(String, String)> {
+    let Ok(variants) = crate::suite::attack::variants(path) else {
+        return Vec::new();
+    };
+    variants
+        .into_iter()
+        .filter(|v| v.path != path && v.label != "semicolon")
+        .filter_map(|v| {
+            let s = crate::suite::attack::SPELLINGS
+                .iter()
+                .find(|s| s.label == v.label)?;
+            Some((format!("{}: {}", s.label, s.note), v.path))
+        })
+        .collect()
 }
 
-fn percent_first_letter(path: &str) -> String {
-    match path.char_indices().find(|(_, ch)| ch.is_ascii_alphabetic()) {
-        Some((i, ch)) => format!("{}%{:02X}{}", &path[..i], ch as u32, &path[i + 1..]),
-        None => path.to_string(),
-    }
+/// An Envoy uri template (pilot writes `{*}` as `*` and `{**}` as `**`: generate.rs)
+/// as the policy writes it, and a request path it matches (each such segment as `x`):
+/// the path whose spellings are tried.
+fn template_instance(template: &str) -> (String, String) {
+    let segments = |star: &str, dstar: &str| {
+        template
+            .split('/')
+            .map(|seg| match seg {
+                "*" => star.to_string(),
+                "**" => dstar.to_string(),
+                _ => seg.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("/")
+    };
+    (segments("{*}", "{**}"), segments("x", "x"))
 }
 
-/// The literal paths (exact, or the prefix of `p*`) of the DENY rules of a gateway.
-fn denied_paths(plan: &crate::istio::authz::AuthzPlan) -> Vec<(String, String)> {
+/// The paths the DENY rules of a gateway name (policy, path as written, a request
+/// path it denies): exact, the prefix of `p*`, a `{*}` template.
+fn denied_paths(plan: &crate::istio::authz::AuthzPlan) -> Vec<(String, String, String)> {
     let mut out = Vec::new();
     for f in &plan.rbac {
         let Some(rules) = f.rules.as_ref().filter(|r| r.action == rbac::Action::Deny) else {
@@ -274,17 +289,21 @@ fn denied_paths(plan: &crate::istio::authz::AuthzPlan) -> Vec<(String, String)> 
     out
 }
 
-fn collect_paths(p: &rbac::Permission, policy: &str, out: &mut Vec<(String, String)>) {
+fn collect_paths(p: &rbac::Permission, policy: &str, out: &mut Vec<(String, String, String)>) {
     match p {
         rbac::Permission::And(v) | rbac::Permission::Or(v) => {
             v.iter().for_each(|x| collect_paths(x, policy, out))
         }
         rbac::Permission::UrlPath(s) => match &s.pattern {
             rbac::Pattern::Exact(x) | rbac::Pattern::Prefix(x) if x.len() > 1 => {
-                out.push((policy.to_string(), x.clone()))
+                out.push((policy.to_string(), x.clone(), x.clone()))
             }
             _ => {}
         },
+        rbac::Permission::UriTemplate(t) => {
+            let (written, path) = template_instance(t);
+            out.push((policy.to_string(), written, path))
+        }
         _ => {}
     }
 }
@@ -303,37 +322,23 @@ fn deny_bypasses(c: &mut Ctx) {
         }) else {
             continue;
         };
-        for (policy, path) in denied_paths(&gw.authz) {
-            let original = c.mesh.simulate(&probe(svc_port, &path));
-            if original
-                .authz
-                .as_ref()
-                .is_none_or(|v| v.denied_by.is_none())
-            {
-                continue;
-            }
-            for (what, spelling) in spellings(&path) {
-                let p = c.mesh.simulate(&probe(svc_port, &spelling));
-                let denied = p.authz.as_ref().is_some_and(|v| v.denied_by.is_some());
-                let Some(b) = p.branches.iter().find_map(|b| b.backend.as_ref()) else {
-                    continue;
-                };
-                if !denied {
-                    found.push((
-                        policy.clone(),
-                        path.clone(),
-                        what,
-                        spelling,
-                        b.service.clone(),
-                    ));
-                }
-            }
+        for (policy, written, path) in denied_paths(&gw.authz) {
+            found.extend(spellings_past_the_deny(c, svc_port, &path).into_iter().map(
+                |(what, spelling, service)| Bypass {
+                    policy: policy.clone(),
+                    written: written.clone(),
+                    path: path.clone(),
+                    what,
+                    spelling,
+                    service,
+                },
+            ));
         }
     }
     found.sort();
     found.dedup();
-    for (policy, path, what, spelling, service) in found {
-        let (object, at) = policy_source(c, &policy);
+    for b in found {
+        let (object, at) = policy_source(c, &b.policy);
         c.push(
             ANALYSIS,
             Severity::Warning,
@@ -342,14 +347,51 @@ fn deny_bypasses(c: &mut Ctx) {
             object,
             &at,
             format!(
-                "{policy} denies {path}, but {spelling} ({what}) is not denied and reaches {service}: a lenient backend serves it as {path}"
+                "{} denies {}, but {} ({}) is not denied and reaches {}: a lenient backend serves it as {}",
+                b.policy, b.written, b.spelling, b.what, b.service, b.path
             ),
             format!(
-                "the effective pathNormalization ({:?}) leaves that spelling as it is; Istio's security best practices: normalize paths (MERGE_SLASHES, DECODE_AND_MERGE_SLASHES) or deny by ALLOW",
+                "the effective pathNormalization ({:?}) leaves that spelling as it is (the spelling says what setting, if any, normalizes it; suite/attack.rs); Istio's security best practices: normalize paths (MERGE_SLASHES, DECODE_AND_MERGE_SLASHES), match a prefix (`/admin*`), or deny by ALLOW",
                 c.fx.path_normalization()
             ),
         );
     }
+}
+
+/// A spelling of a denied path that gets past the DENY to a backend.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Bypass {
+    /// The Envoy policy name, the path as the rule writes it and the request path
+    /// tried.
+    policy: String,
+    written: String,
+    path: String,
+    /// The spelling's label and note, the spelling, and the service reached.
+    what: String,
+    spelling: String,
+    service: String,
+}
+
+/// The spellings of `path` (which the gateway denies as written) that the simulation
+/// lets through to a backend: (what, spelling, service). None when `path` itself is
+/// not denied (another rule or the routes decide it).
+fn spellings_past_the_deny(c: &Ctx, svc_port: u16, path: &str) -> Vec<(String, String, String)> {
+    let denied =
+        |p: &crate::istio::Prediction| p.authz.as_ref().is_some_and(|v| v.denied_by.is_some());
+    if !denied(&c.mesh.simulate(&probe(svc_port, path))) {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for (what, spelling) in spellings(path) {
+        let p = c.mesh.simulate(&probe(svc_port, &spelling));
+        if denied(&p) {
+            continue;
+        }
+        if let Some(b) = p.branches.iter().find_map(|b| b.backend.as_ref()) {
+            out.push((what, spelling, b.service.clone()));
+        }
+    }
+    out
 }
 
 /// A plain GET of `path` through the ingress on `port`.
