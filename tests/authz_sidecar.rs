@@ -387,3 +387,80 @@ fn the_sidecar_s_check_request_carries_only_the_headers_named() {
     );
     c.fails_exactly(&["custom::allowed"]);
 }
+
+// ---- a config push under --control-plane istiod ----------------------------------------
+
+/// A DENY at nb-rest's sidecar on its root path (the gateway's rewrite of
+/// `/atlas-rest`), for the pushed answer.
+const DENY_ROOT_AT_NB_REST: &str = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: deny-root\n  namespace: atlas\nspec:\n  selector:\n    matchLabels:\n      app: nb-rest\n  action: DENY\n  rules:\n  - to:\n    - operation:\n        paths: [\"/\"]\n";
+
+/// The status of `GET path` through the gateway of `target` (HTTP/1.1, one
+/// connection), retried until `want` answers or 10 s pass: the last status.
+fn status_until(target: &meshcheck::targets::local::LocalTarget, path: &str, want: u16) -> u16 {
+    use meshcheck::targets::Target;
+    use std::io::{Read, Write};
+    let port = target.node_port(80).expect("a NodePort for port 80");
+    let addr = std::net::SocketAddr::new(target.node_address(), port);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let status = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2))
+            .ok()
+            .and_then(|mut s| {
+                s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                    .ok()?;
+                write!(
+                    s,
+                    "GET {path} HTTP/1.1\r\nHost: node\r\nConnection: close\r\n\r\n"
+                )
+                .ok()?;
+                let mut text = String::new();
+                s.read_to_string(&mut text).ok()?;
+                text.split_whitespace().nth(1)?.parse::<u16>().ok()
+            })
+            .unwrap_or(0);
+        if status == want || std::time::Instant::now() > deadline {
+            return status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_config_push_gives_the_sidecars_the_new_answers_filters() {
+    let Ok(bin) = oracle().map_err(note_unavailable) else {
+        return;
+    };
+    let c = Case::of("sidecar");
+    let suite = meshcheck::suite::load(suite_file(&c.suite).path()).unwrap();
+    let bin = bin.to_string_lossy().into_owned();
+    let answer = |dir: &std::path::Path| {
+        let fx = meshcheck::fixtures::load_dir(dir).unwrap();
+        let mesh = meshcheck::istio::Mesh::build(&fx);
+        let out = meshcheck::oracle::ask(&bin, &fx, &mesh, &suite, true).unwrap();
+        (mesh, out)
+    };
+    let (mesh, before) = answer(c.fixtures.path());
+    c.fixtures.write("70-deny-root.yaml", DENY_ROOT_AT_NB_REST);
+    let (_, after) = answer(c.fixtures.path());
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut opts =
+        meshcheck::targets::local::LocalOptions::new(vec![
+            env!("CARGO_BIN_EXE_meshcheck-stub").into()
+        ]);
+    opts.istiod = Some(std::sync::Arc::new(before));
+    let target = meshcheck::targets::local::LocalTarget::start(mesh, &opts).unwrap();
+    // istiod's first answer lets the gateway in at nb-rest's root.
+    assert_eq!(status_until(&target, "/atlas-rest", 200), 200);
+    // The second one's DENY is at nb-rest's sidecar alone: pushed, it refuses there
+    // (the gateway's own filters are unchanged; /atlas-ui stays open).
+    target
+        .push_istiod_config(&after, std::time::Duration::from_secs(30))
+        .unwrap();
+    assert_eq!(status_until(&target, "/atlas-rest", 403), 403);
+    assert_eq!(status_until(&target, "/atlas-ui", 200), 200);
+    // The same answer again changes no listener: nothing to wait for.
+    target
+        .push_istiod_config(&after, std::time::Duration::from_secs(30))
+        .unwrap();
+    assert_eq!(status_until(&target, "/atlas-rest", 403), 403);
+}

@@ -4,7 +4,8 @@
 //! restart (the replacement takes the sockets over, the old one drains), as a rolling
 //! restart replaces a pod only once the new one is ready. Sidecars keep the model's
 //! configuration (the local target has no traffic capture for istiod's sidecar
-//! config), so restarting them checks continuity, not version B's sidecar config.
+//! config) except their security filters, which the push gives them from B's answer
+//! too; so restarting them checks continuity, not the rest of B's sidecar config.
 
 use super::transition::{Precheck, Transition};
 use crate::error::Error;

@@ -185,7 +185,8 @@ impl LocalTarget {
     /// Pushes istiod's configuration in `answer` (another Istio version's, for the
     /// same fixtures) to every gateway istiod programs, and waits until each runs it:
     /// LDS and CDS at the new version, or an error naming the gateway when Envoy
-    /// rejects it or `within` passes.
+    /// rejects it or `within` passes. The sidecars take the answer's security filters
+    /// (their inbound JWT, RBAC and ext_authz) the same way.
     pub fn push_istiod_config(&self, answer: &Output, within: Duration) -> Result<(), TargetError> {
         if self.istiod_gateways.is_empty() {
             return Err(TargetError::BadInput(
@@ -198,11 +199,39 @@ impl LocalTarget {
             let version = self.push_one(answer, g)?;
             pushed.push((g, version, before));
         }
+        let sidecars = self.push_sidecar_filters(answer)?;
         let deadline = Instant::now() + within;
         for (g, version, before) in pushed {
             self.wait_applied(g, &version, before, deadline)?;
         }
+        for (host, version) in sidecars {
+            host.wait_listeners_at(version, deadline)?;
+        }
         Ok(())
+    }
+
+    /// Gives each sidecar host the security filters `answer` has for its pods (a pod
+    /// istiod was not asked about runs the model's, as at start), as a new LDS version
+    /// of its listeners; returns the hosts whose listeners changed, with the version.
+    fn push_sidecar_filters(
+        &self,
+        answer: &Output,
+    ) -> Result<Vec<(&super::sidecars::SidecarHost, u64)>, TargetError> {
+        let mut pushed = Vec::new();
+        for host in &self.hosts {
+            let filters = host
+                .pods
+                .iter()
+                .filter_map(|p| {
+                    let f = super::start::istiod_sidecar_filters(answer, &self.mesh, p.pod)?;
+                    Some((p.pod, f))
+                })
+                .collect();
+            if let Some(v) = host.push_istiod_filters(filters, &self.mesh, &self.mesh_root)? {
+                pushed.push((host, v));
+            }
+        }
+        Ok(pushed)
     }
 
     fn gateway_key(&self, g: &IstiodGateway) -> String {

@@ -14,7 +14,7 @@ use super::certs::CertFiles;
 use super::{envoy, io, TargetError};
 use crate::istio::Mesh;
 use serde_json::Value;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -33,8 +33,9 @@ pub(super) struct HostedPod {
     pub cert: CertFiles,
     /// `--control-plane istiod`: the security filters (JWT, RBAC) istiod puts in the
     /// pod's inbound connection managers, by port (0: the passthrough chains);
-    /// None: the model's (authz::sidecar_plan).
-    pub istiod_filters: Option<Vec<(u32, Vec<Value>)>>,
+    /// None: the model's (authz::sidecar_plan). The host keeps them from then on
+    /// ([`SidecarHost::push_istiod_filters`] replaces them).
+    pub istiod_filters: Option<IstiodFilters>,
 }
 
 impl HostedPod {
@@ -46,6 +47,9 @@ impl HostedPod {
             .collect()
     }
 }
+
+/// istiod's security filters for one pod's inbound connection managers, by port.
+pub(super) type IstiodFilters = Vec<(u32, Vec<Value>)>;
 
 /// An Envoy serving the sidecars of `pods`.
 #[derive(Debug)]
@@ -59,6 +63,9 @@ pub(super) struct SidecarHost {
     pub pods: Vec<HostedPod>,
     /// Pods whose sidecar was killed (listeners removed).
     killed: Mutex<BTreeSet<usize>>,
+    /// istiod's filters for the pods istiod programs (`--control-plane istiod`), by
+    /// pod; the others run the model's.
+    istiod_filters: Mutex<BTreeMap<usize, IstiodFilters>>,
     version: std::sync::atomic::AtomicU64,
 }
 
@@ -81,7 +88,11 @@ pub(super) fn plan(pods: Vec<HostedPod>, dir: &Path, socks: &Path) -> Vec<Sideca
     let mut rest = pods.into_iter().peekable();
     while rest.peek().is_some() {
         let i = hosts.len();
-        let chunk: Vec<HostedPod> = rest.by_ref().take(per).collect();
+        let mut chunk: Vec<HostedPod> = rest.by_ref().take(per).collect();
+        let istiod_filters = chunk
+            .iter_mut()
+            .filter_map(|p| Some((p.pod, p.istiod_filters.take()?)))
+            .collect();
         hosts.push(SidecarHost {
             name: format!("sidecar host {i}"),
             stem: format!("sidecars-{i}"),
@@ -89,6 +100,7 @@ pub(super) fn plan(pods: Vec<HostedPod>, dir: &Path, socks: &Path) -> Vec<Sideca
             lds: dir.join(format!("sidecars-{i}.lds.json")),
             pods: chunk,
             killed: Mutex::new(BTreeSet::new()),
+            istiod_filters: Mutex::new(istiod_filters),
             version: std::sync::atomic::AtomicU64::new(0),
         });
     }
@@ -98,6 +110,12 @@ pub(super) fn plan(pods: Vec<HostedPod>, dir: &Path, socks: &Path) -> Vec<Sideca
 impl SidecarHost {
     fn killed(&self) -> std::sync::MutexGuard<'_, BTreeSet<usize>> {
         self.killed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn istiod_filters(&self) -> std::sync::MutexGuard<'_, BTreeMap<usize, IstiodFilters>> {
+        self.istiod_filters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// Whether the host serves `pod`.
@@ -118,12 +136,21 @@ impl SidecarHost {
         addrs: &envoy::Addresses,
         root: &Path,
     ) -> Result<Value, TargetError> {
-        let pods: Vec<envoy::SidecarPod> = self.pods.iter().map(|p| self.resources_of(p)).collect();
-        let mut clusters = Vec::new();
-        for p in &pods {
-            clusters.extend(envoy::sidecar_resources(mesh, p, root).1);
-        }
-        clusters.extend(envoy::sidecar_outbound_clusters(mesh, &pods, addrs, root));
+        let clusters = {
+            let filters = self.istiod_filters();
+            let pods: Vec<envoy::SidecarPod> = self
+                .pods
+                .iter()
+                .map(|p| resources_of(p, &filters))
+                .collect();
+            let mut clusters = Vec::new();
+            for p in &pods {
+                clusters.extend(envoy::sidecar_resources(mesh, p, root).1);
+            }
+            clusters.extend(envoy::sidecar_outbound_clusters(mesh, &pods, addrs, root));
+            clusters
+        };
+        // (write_listeners takes the filters' lock itself.)
         self.write_listeners(mesh, root)?;
         Ok(envoy::sidecar_host_bootstrap(
             &self.stem,
@@ -133,24 +160,20 @@ impl SidecarHost {
         ))
     }
 
-    fn resources_of<'a>(&self, p: &'a HostedPod) -> envoy::SidecarPod<'a> {
-        envoy::SidecarPod {
-            pod: p.pod,
-            pod_ip: p.pod_ip,
-            app_ip: p.app_ip,
-            ports: &p.ports,
-            cert: &p.cert,
-            istiod_filters: p.istiod_filters.as_deref(),
-        }
-    }
-
     /// Writes the listeners of every pod not killed, as a new LDS version (written
-    /// aside and renamed: Envoy reads whole files only).
-    fn write_listeners(&self, mesh: &Mesh, root: &Path) -> Result<(), TargetError> {
+    /// aside and renamed: Envoy reads whole files only); returns the version, or None
+    /// when they are the listeners the file has (Envoy would skip the file, and
+    /// nothing is written).
+    fn write_listeners(&self, mesh: &Mesh, root: &Path) -> Result<Option<u64>, TargetError> {
         let killed = self.killed().clone();
+        let filters = self.istiod_filters();
         let mut listeners = Vec::new();
         for p in self.pods.iter().filter(|p| !killed.contains(&p.pod)) {
-            listeners.extend(envoy::sidecar_resources(mesh, &self.resources_of(p), root).0);
+            listeners.extend(envoy::sidecar_resources(mesh, &resources_of(p, &filters), root).0);
+        }
+        drop(filters);
+        if self.written_listeners().as_ref() == Some(&listeners) {
+            return Ok(None);
         }
         let version = self
             .version
@@ -161,7 +184,69 @@ impl SidecarHost {
         let tmp = self.lds.with_extension("json.new");
         std::fs::write(&tmp, text).map_err(io(format!("cannot write {}", tmp.display())))?;
         std::fs::rename(&tmp, &self.lds)
-            .map_err(io(format!("cannot replace {}", self.lds.display())))
+            .map_err(io(format!("cannot replace {}", self.lds.display())))?;
+        Ok(Some(version))
+    }
+
+    /// The listeners of the host's LDS file, if it has been written.
+    fn written_listeners(&self) -> Option<Vec<Value>> {
+        let text = std::fs::read_to_string(&self.lds).ok()?;
+        let mut v: Value = serde_json::from_str(&text).ok()?;
+        let resources = v.get_mut("resources")?.as_array_mut()?;
+        for l in resources.iter_mut() {
+            if let Some(o) = l.as_object_mut() {
+                o.remove("@type");
+            }
+        }
+        Some(std::mem::take(resources))
+    }
+
+    /// Replaces the istiod filters of the host's pods with `filters` (another istiod's
+    /// answer: a config push; a pod not in it runs the model's) and writes the
+    /// listeners; returns their LDS version, for [`SidecarHost::wait_listeners_at`]
+    /// (None: the listeners did not change).
+    pub fn push_istiod_filters(
+        &self,
+        filters: BTreeMap<usize, IstiodFilters>,
+        mesh: &Mesh,
+        root: &Path,
+    ) -> Result<Option<u64>, TargetError> {
+        *self.istiod_filters() = filters;
+        self.write_listeners(mesh, root)
+    }
+
+    /// Waits until the host has taken LDS version `version`, or fails when `deadline`
+    /// passes, with the reason Envoy rejected it if it did (read from the admin's
+    /// config dump: the host keeps no statistics).
+    pub fn wait_listeners_at(
+        &self,
+        version: u64,
+        deadline: std::time::Instant,
+    ) -> Result<(), TargetError> {
+        let fail = |why: String| TargetError::Start {
+            what: format!("{} (LDS version {version})", self.name),
+            why,
+            log_tail: None,
+        };
+        loop {
+            let dump = super::admin_get(&self.admin, "/config_dump?mask=version_info");
+            let at = dump.as_deref().map(lds_version).unwrap_or_default();
+            if at == version.to_string() {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                let rejected =
+                    super::admin_get(&self.admin, "/config_dump?resource=dynamic_listeners")
+                        .as_deref()
+                        .and_then(listener_error);
+                let why = match rejected {
+                    Some(e) => format!("Envoy rejected it: {e}"),
+                    None => format!("not applied in time (the host runs version {at:?})"),
+                };
+                return Err(fail(why));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 
     /// Kills `pod`'s sidecar: its listeners are removed (connections to the pod are
@@ -200,6 +285,50 @@ impl SidecarHost {
     }
 }
 
+fn resources_of<'a>(
+    p: &'a HostedPod,
+    filters: &'a BTreeMap<usize, IstiodFilters>,
+) -> envoy::SidecarPod<'a> {
+    envoy::SidecarPod {
+        pod: p.pod,
+        pod_ip: p.pod_ip,
+        app_ip: p.app_ip,
+        ports: &p.ports,
+        cert: &p.cert,
+        istiod_filters: filters.get(&p.pod).map(Vec::as_slice),
+    }
+}
+
+/// The version of the last LDS update Envoy took (ListenersConfigDump.version_info,
+/// from `/config_dump?mask=version_info`; Envoy's file subscription skips a file whose
+/// resources did not change, and so does [`SidecarHost::write_listeners`]).
+fn lds_version(dump: &str) -> String {
+    let v: Value = serde_json::from_str(dump).unwrap_or_default();
+    v["configs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| {
+            c["@type"]
+                .as_str()
+                .is_some_and(|t| t.ends_with(".ListenersConfigDump"))
+        })
+        .and_then(|c| c["version_info"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Why a listener's last update failed (its `error_state`, from
+/// `/config_dump?resource=dynamic_listeners`), if one did.
+fn listener_error(dump: &str) -> Option<String> {
+    let v: Value = serde_json::from_str(dump).ok()?;
+    v["configs"]
+        .as_array()?
+        .iter()
+        .find_map(|l| l["error_state"]["details"].as_str())
+        .map(str::to_string)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,5 +341,29 @@ mod tests {
         assert_eq!(host_count(500, 2), 2);
         assert_eq!(host_count(500, 16), 8);
         assert_eq!(host_count(3, 0), 1);
+    }
+
+    #[test]
+    fn the_lds_version_is_the_listeners_dumps_not_the_clusters() {
+        let dump = r#"{"configs": [
+            {"@type": "type.googleapis.com/envoy.admin.v3.ClustersConfigDump", "version_info": "9"},
+            {"@type": "type.googleapis.com/envoy.admin.v3.ListenersConfigDump", "version_info": "3"}
+        ]}"#;
+        assert_eq!(lds_version(dump), "3");
+        assert_eq!(lds_version(r#"{"configs": []}"#), "");
+        assert_eq!(lds_version("not json"), "");
+    }
+
+    #[test]
+    fn a_listener_whose_update_failed_says_why() {
+        let dump = r#"{"configs": [
+            {"name": "a", "active_state": {"version_info": "2"}},
+            {"name": "b", "error_state": {"details": "invalid port"}}
+        ]}"#;
+        assert_eq!(listener_error(dump).as_deref(), Some("invalid port"));
+        assert_eq!(
+            listener_error(r#"{"configs": [{"name": "a", "active_state": {}}]}"#),
+            None
+        );
     }
 }

@@ -478,11 +478,11 @@ fn check_pod_limit(pods: usize) -> Result<(), TargetError> {
 /// sidecar, by the chain's port (oracle/sidecar.go); None when istiod was not asked
 /// about the pod (no policy of its namespace or the root namespace: none apply, as in
 /// the model).
-fn istiod_sidecar_filters(
+pub(super) fn istiod_sidecar_filters(
     answer: &crate::oracle::output::Output,
     mesh: &Mesh,
     i: usize,
-) -> Option<Vec<(u32, Vec<serde_json::Value>)>> {
+) -> Option<sidecars::IstiodFilters> {
     let p = &mesh.pods[i];
     let key = format!("{}/{}", p.namespace, p.name);
     let sc = answer.sidecars.iter().find(|s| s.pod == key)?;
