@@ -118,23 +118,9 @@ pub fn render_headers(h: &Headers) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::istio::headers::PredictedResponse;
 
     fn branch(status: Option<u16>, reason: &str) -> Branch {
-        Branch {
-            share: 1.0,
-            status,
-            backend: None,
-            path_seen: None,
-            query: String::new(),
-            headers_seen: Headers::new(),
-            response: PredictedResponse::default(),
-            mtls: None,
-            cluster: None,
-            reason: reason.into(),
-            sidecar: None,
-            sidecar_hops: Vec::new(),
-        }
+        Branch::unanswered(1.0, status, reason.into())
     }
 
     #[test]

@@ -83,6 +83,27 @@ pub struct Branch {
     pub sidecar_hops: Vec<SidecarHop>,
 }
 
+impl Branch {
+    /// A branch no app answers: the proxy's own `status` (None: no connection) for
+    /// `share` of the requests, with the words of why.
+    pub fn unanswered(share: f64, status: Option<u16>, reason: String) -> Branch {
+        Branch {
+            share,
+            status,
+            backend: None,
+            path_seen: None,
+            query: String::new(),
+            headers_seen: Headers::new(),
+            response: PredictedResponse::default(),
+            mtls: None,
+            cluster: None,
+            reason,
+            sidecar: None,
+            sidecar_hops: Vec::new(),
+        }
+    }
+}
+
 /// One request as the gateway sends it to one pod's sidecar, and what the model's
 /// sidecar filters decided.
 #[derive(Debug, Clone, PartialEq)]
@@ -165,24 +186,15 @@ impl Prediction {
         if share <= 0.0 {
             return self.branches.clone();
         }
-        let mut out = vec![Branch {
+        let mut out = vec![Branch::unanswered(
             share,
-            status: Some(a.http_status),
-            backend: None,
-            path_seen: None,
-            query: String::new(),
-            headers_seen: Headers::new(),
-            response: PredictedResponse::default(),
-            mtls: None,
-            cluster: None,
-            sidecar: None,
-            sidecar_hops: Vec::new(),
-            reason: format!(
+            Some(a.http_status),
+            format!(
                 "fault abort: the gateway answers {} for {}% of requests",
                 a.http_status,
                 share * 100.0
             ),
-        }];
+        )];
         if share < 1.0 {
             out.extend(self.branches.iter().map(|b| Branch {
                 share: b.share * (1.0 - share),
@@ -1062,20 +1074,11 @@ fn refused(steps: Vec<String>, why: String) -> Prediction {
         steps,
         route: None,
         fault: None,
-        branches: vec![Branch {
-            share: 1.0,
-            status: None,
-            backend: None,
-            path_seen: None,
-            query: String::new(),
-            headers_seen: Headers::new(),
-            response: PredictedResponse::default(),
-            mtls: None,
-            cluster: None,
-            reason: format!("{why}: connection refused"),
-            sidecar: None,
-            sidecar_hops: Vec::new(),
-        }],
+        branches: vec![Branch::unanswered(
+            1.0,
+            None,
+            format!("{why}: connection refused"),
+        )],
         mirrors: Vec::new(),
         longest_answer: std::time::Duration::ZERO,
         authz: None,
@@ -1092,20 +1095,7 @@ fn status_only(
         steps,
         route,
         fault: None,
-        branches: vec![Branch {
-            share: 1.0,
-            status: Some(status),
-            backend: None,
-            path_seen: None,
-            query: String::new(),
-            headers_seen: Headers::new(),
-            response: PredictedResponse::default(),
-            mtls: None,
-            cluster: None,
-            reason: why,
-            sidecar: None,
-            sidecar_hops: Vec::new(),
-        }],
+        branches: vec![Branch::unanswered(1.0, Some(status), why)],
         mirrors: Vec::new(),
         longest_answer: std::time::Duration::ZERO,
         authz: None,

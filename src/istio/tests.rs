@@ -234,18 +234,8 @@ fn durations_parse_as_go_and_protobuf_write_them() {
 #[test]
 fn a_fault_abort_takes_its_share_of_requests_before_the_route_forwards() {
     let forward = Branch {
-        share: 1.0,
-        status: Some(200),
-        backend: None,
-        path_seen: None,
-        query: String::new(),
-        headers_seen: Default::default(),
-        response: Default::default(),
-        mtls: None,
         cluster: Some("c".into()),
-        reason: "forwarded".into(),
-        sidecar: None,
-        sidecar_hops: Vec::new(),
+        ..Branch::unanswered(1.0, Some(200), "forwarded".into())
     };
     let mut p = Prediction {
         steps: vec![],

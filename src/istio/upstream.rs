@@ -503,18 +503,8 @@ impl Mesh {
 /// A branch of cluster `name` that reaches no app: 503 until said otherwise.
 fn unanswered(name: &str, share: f64) -> Branch {
     Branch {
-        share,
-        status: Some(503),
-        backend: None,
-        path_seen: None,
-        query: String::new(),
-        headers_seen: Headers::new(),
-        response: PredictedResponse::default(),
-        mtls: None,
         cluster: Some(name.to_string()),
-        reason: String::new(),
-        sidecar: None,
-        sidecar_hops: Vec::new(),
+        ..Branch::unanswered(share, Some(503), String::new())
     }
 }
 
