@@ -292,15 +292,20 @@ fn requests(d: &mut Diff, suite: &Suite, o: &Output) {
                 path: String::new(),
             },
         };
+        // The verdicts: the same request with its security filters.
+        let judged = d.mesh.simulate(&crate::istio::SimRequest {
+            skip_authz: false,
+            ..sim.clone()
+        });
         if let Some(s) = o
             .simulations
             .iter()
             .find(|s| s.id == id)
             .filter(|s| !s.unsupported.iter().any(|u| u.starts_with("authz:")))
         {
-            authz_verdict(d, &id, req, &sim, s);
+            authz_verdict(d, &id, req, &judged, s);
         }
-        sidecar_verdicts(d, &id, req, &sim, o);
+        sidecar_verdicts(d, &id, req, &judged, o);
         let diffs = mine.diff(&theirs);
         if diffs.is_empty() {
             continue;
@@ -325,18 +330,15 @@ fn requests(d: &mut Diff, suite: &Suite, o: &Output) {
     }
 }
 
-/// The request's RBAC verdict, the model's against the oracle's evaluation of
-/// istiod's filters (MC409).
+/// The request's RBAC verdict, the model's (`pred`: simulated with its security
+/// filters) against the oracle's evaluation of istiod's filters (MC409).
 fn authz_verdict(
     d: &mut Diff,
     id: &str,
     req: &crate::suite::RequestSpec,
-    sim: &crate::istio::SimRequest,
+    pred: &crate::istio::Prediction,
     s: &super::output::SimResult,
 ) {
-    let mut with_authz = sim.clone();
-    with_authz.skip_authz = false;
-    let pred = d.mesh.simulate(&with_authz);
     let jwt_refused = pred
         .authz
         .as_ref()
@@ -390,21 +392,19 @@ fn push_verdict(
     );
 }
 
-/// Each hop of the request to a sidecar with security filters: the model's verdict
-/// against the oracle's evaluation of istiod's inbound filters on the same hop
-/// (MC409, naming the pod).
+/// Each hop of the request to a sidecar with security filters (`pred`: simulated
+/// with its security filters): the model's verdict against the oracle's evaluation
+/// of istiod's inbound filters on the same hop (MC409, naming the pod).
 fn sidecar_verdicts(
     d: &mut Diff,
     id: &str,
     req: &crate::suite::RequestSpec,
-    sim: &crate::istio::SimRequest,
+    pred: &crate::istio::Prediction,
     o: &Output,
 ) {
-    let mut with_authz = sim.clone();
-    with_authz.skip_authz = false;
-    let pred = d.mesh.simulate(&with_authz);
     let mut done: BTreeSet<usize> = BTreeSet::new();
-    for hop in pred.outcomes().iter().flat_map(|b| b.sidecar_hops.clone()) {
+    let outcomes = pred.outcomes();
+    for hop in outcomes.iter().flat_map(|b| b.sidecar_hops.iter()) {
         if !done.insert(hop.pod) {
             continue;
         }

@@ -67,6 +67,8 @@ pub(super) struct SidecarHost {
     /// pod; the others run the model's.
     istiod_filters: Mutex<BTreeMap<usize, IstiodFilters>>,
     version: std::sync::atomic::AtomicU64,
+    /// A digest of the listeners last written (see [`SidecarHost::write_listeners`]).
+    written: Mutex<Option<u64>>,
 }
 
 /// How many hosts `pods` sidecars get: one per [`PODS_PER_HOST`] pods, at most one per
@@ -102,6 +104,7 @@ pub(super) fn plan(pods: Vec<HostedPod>, dir: &Path, socks: &Path) -> Vec<Sideca
             killed: Mutex::new(BTreeSet::new()),
             istiod_filters: Mutex::new(istiod_filters),
             version: std::sync::atomic::AtomicU64::new(0),
+            written: Mutex::new(None),
         });
     }
     hosts
@@ -162,8 +165,8 @@ impl SidecarHost {
 
     /// Writes the listeners of every pod not killed, as a new LDS version (written
     /// aside and renamed: Envoy reads whole files only); returns the version, or None
-    /// when they are the listeners the file has (Envoy would skip the file, and
-    /// nothing is written).
+    /// when they are the listeners last written (Envoy's file subscription would skip
+    /// the file, so nothing is written).
     fn write_listeners(&self, mesh: &Mesh, root: &Path) -> Result<Option<u64>, TargetError> {
         let killed = self.killed().clone();
         let filters = self.istiod_filters();
@@ -172,7 +175,9 @@ impl SidecarHost {
             listeners.extend(envoy::sidecar_resources(mesh, &resources_of(p, &filters), root).0);
         }
         drop(filters);
-        if self.written_listeners().as_ref() == Some(&listeners) {
+        let digest = digest(&listeners);
+        let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        if *written == Some(digest) {
             return Ok(None);
         }
         let version = self
@@ -185,20 +190,8 @@ impl SidecarHost {
         std::fs::write(&tmp, text).map_err(io(format!("cannot write {}", tmp.display())))?;
         std::fs::rename(&tmp, &self.lds)
             .map_err(io(format!("cannot replace {}", self.lds.display())))?;
+        *written = Some(digest);
         Ok(Some(version))
-    }
-
-    /// The listeners of the host's LDS file, if it has been written.
-    fn written_listeners(&self) -> Option<Vec<Value>> {
-        let text = std::fs::read_to_string(&self.lds).ok()?;
-        let mut v: Value = serde_json::from_str(&text).ok()?;
-        let resources = v.get_mut("resources")?.as_array_mut()?;
-        for l in resources.iter_mut() {
-            if let Some(o) = l.as_object_mut() {
-                o.remove("@type");
-            }
-        }
-        Some(std::mem::take(resources))
     }
 
     /// Replaces the istiod filters of the host's pods with `filters` (another istiod's
@@ -283,6 +276,24 @@ impl SidecarHost {
         }
         Ok(())
     }
+}
+
+/// A digest of `listeners` as JSON (hashed as written, without keeping the text).
+fn digest(listeners: &[Value]) -> u64 {
+    use std::hash::Hasher;
+    struct Hashing(std::collections::hash_map::DefaultHasher);
+    impl std::io::Write for Hashing {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.write(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut h = Hashing(Default::default());
+    let _ = serde_json::to_writer(&mut h, listeners);
+    h.0.finish()
 }
 
 fn resources_of<'a>(
